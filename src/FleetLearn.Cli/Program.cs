@@ -1,0 +1,1 @@
+return FleetLearn.Cli.FleetLearnCommand.Run(args);
