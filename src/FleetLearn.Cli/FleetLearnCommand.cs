@@ -1,4 +1,5 @@
 using System.CommandLine;
+using FleetLearn.Cli.Commands;
 
 namespace FleetLearn.Cli;
 
@@ -7,9 +8,34 @@ internal static class FleetLearnCommand
 {
     public static RootCommand Build()
     {
-        var root = new RootCommand("FleetLearn: federated learning for vehicle fleets.");
+        var bench = new Command("bench", "Benchmarks (report ratios against a peer measured in the same run).")
+        {
+            BenchTrainCommand.Create(),
+        };
+        var root = new RootCommand("FleetLearn: federated learning for vehicle fleets.")
+        {
+            TrainCommand.Create(),
+            bench,
+        };
         return root;
     }
 
-    public static int Run(string[] args) => Build().Parse(args).Invoke();
+    /// <summary>Runs the command line; expected user errors print one clear line and exit 2.</summary>
+    public static int Run(string[] args)
+    {
+        var parse = Build().Parse(args);
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (IsUserError(e))
+        {
+            Console.Error.WriteLine($"fleetlearn: {e.Message}");
+            return 2;
+        }
+    }
+
+    private static bool IsUserError(Exception e) => e is ArgumentException or FormatException or FileNotFoundException
+        or InvalidOperationException or Perception.Datasets.DatasetNotFoundException or Perception.Datasets.IdxFormatException
+        or Core.Model.CheckpointFormatException;
 }

@@ -67,7 +67,7 @@ public sealed class ModelSpec : IEquatable<ModelSpec>
     public static ModelSpec Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var parts = text.Split(['-', 'x', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var parts = text.Split(['-', 'x', ','], StringSplitOptions.TrimEntries);
         var widths = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
         {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs FleetLearn's whole test suite: installs what the tests need, builds (Release), runs every
+# test project, and ends with one summary line "N passed, N failed, N skipped".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+
+results="$(pwd)/artifacts/test-results"
+rm -rf "$results"
+mkdir -p "$results"
+
+echo "== build (Release)" >&2
+dotnet build FleetLearn.sln -c Release -nologo -clp:ErrorsOnly -v:quiet
+
+echo "== test" >&2
+status=0
+dotnet test FleetLearn.sln -c Release --no-build -nologo \
+  --logger "trx" --logger "console;verbosity=normal" --results-directory "$results" || status=$?
+
+# Totals over every test project, from the TRX files (one per project).
+passed=0 failed=0 skipped=0 projects=0
+for trx in "$results"/*.trx; do
+  [ -e "$trx" ] || continue
+  counters=$(grep -o '<Counters [^>]*>' "$trx" | head -n 1)
+  get() { local v; v=$(echo "$counters" | sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p"); echo "${v:-0}"; }
+  passed=$((passed + $(get passed)))
+  failed=$((failed + $(get failed) + $(get error) + $(get timeout) + $(get aborted)))
+  skipped=$((skipped + $(get total) - $(get executed)))
+  projects=$((projects + 1))
+done
+expected=$(ls tests/*/*.Tests.csproj | wc -l)
+if [ "$projects" -lt "$expected" ]; then
+  echo "only $projects of $expected test projects reported results" >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+if [ "$failed" -gt 0 ] && [ "$status" -eq 0 ]; then status=1; fi
+echo "$passed passed, $failed failed, $skipped skipped"
+exit "$status"
