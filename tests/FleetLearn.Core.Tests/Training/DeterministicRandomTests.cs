@@ -11,8 +11,6 @@ public sealed class DeterministicRandomTests
         var a = new DeterministicRandom(2024);
         var b = new DeterministicRandom(2024);
         for (int i = 0; i < 1000; i++) Assert.Equal(a.NextUInt64(), b.NextUInt64());
-        // Pinned value: a change of algorithm would silently change every seeded experiment.
-        Assert.Equal(new DeterministicRandom(1).NextUInt64(), new DeterministicRandom(1).NextUInt64());
     }
 
     [Fact]
