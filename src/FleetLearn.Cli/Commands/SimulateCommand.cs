@@ -1,0 +1,173 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using FleetLearn.Compute;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Model;
+using FleetLearn.Perception.Datasets;
+using FleetLearn.Simulation;
+
+namespace FleetLearn.Cli.Commands;
+
+/// <summary><c>fleetlearn simulate</c>: a virtual fleet on one machine with the real training and aggregation code.</summary>
+internal static class SimulateCommand
+{
+    public static Command Create()
+    {
+        var vehicles = new Option<int>("--vehicles") { Description = "Vehicles in the fleet.", DefaultValueFactory = _ => 100 };
+        var fraction = new Option<double>("--fraction") { Description = "Fraction of the fleet wanted per round (C).", DefaultValueFactory = _ => 0.1 };
+        var cohort = new Option<int?>("--cohort") { Description = "Updates wanted per round (K); overrides --fraction." };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds.", DefaultValueFactory = _ => 20 };
+        var epochs = new Option<int>("--local-epochs") { Description = "Local epochs per round (E).", DefaultValueFactory = _ => 5 };
+        var batch = new Option<int>("--batch") { Description = "Local batch size (B).", DefaultValueFactory = _ => 10 };
+        var lr = new Option<float>("--lr") { Description = "Client learning rate.", DefaultValueFactory = _ => 0.05f };
+        var momentum = new Option<float>("--client-momentum") { Description = "Client SGD momentum.", DefaultValueFactory = _ => 0f };
+        var serverLr = new Option<float?>("--server-lr") { Description = "Server learning rate (default: the strategy's)." };
+        var strategy = new Option<string>("--strategy") { Description = "fedavg | fedavgm[:β] | fedprox:μ | fedadam | fedyogi | fedadagrad | median | trimmed:β | normbound:M.", DefaultValueFactory = _ => "fedavg" };
+        var weightCap = new Option<double?>("--weight-cap") { Description = "Cap on a vehicle's aggregation weight (its sample count)." };
+        var partition = new Option<string>("--partition") { Description = "iid | shards | dirichlet:α.", DefaultValueFactory = _ => "iid" };
+        var availability = new Option<double>("--availability") { Description = "Probability a vehicle is eligible in a round.", DefaultValueFactory = _ => 1.0 };
+        var dropout = new Option<double>("--dropout") { Description = "Probability a selected vehicle drops out mid-round.", DefaultValueFactory = _ => 0.0 };
+        var overSelect = new Option<double>("--over-select") { Description = "Extra fraction selected to absorb dropouts (0.3 = 130%).", DefaultValueFactory = _ => 0.0 };
+        var minParticipants = new Option<int?>("--min-participants") { Description = "Fewer updates and the round fails (model unchanged)." };
+        var deadline = new Option<double?>("--deadline") { Description = "Round deadline in simulated seconds (stragglers miss it)." };
+        var model = new Option<string>("--model") { Description = "Layer widths.", DefaultValueFactory = _ => "784-200-200-10" };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of everything random.", DefaultValueFactory = _ => 1UL };
+        var target = new Option<double>("--target") { Description = "Accuracy target for rounds_to_target.", DefaultValueFactory = _ => 0.85 };
+        var workers = new Option<int>("--workers") { Description = "Vehicles trained in parallel (results do not depend on it).", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var backend = new Option<string>("--backend") { Description = "auto | cpu | ilgpu.", DefaultValueFactory = _ => "auto" };
+        var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate on the test set every N rounds.", DefaultValueFactory = _ => 1 };
+        var histograms = new Option<bool>("--histograms") { Description = "Print each vehicle's label histogram (first 20 vehicles)." };
+        var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
+        var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
+        var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
+
+        var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
+        {
+            vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
+            overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, data, output, json,
+        };
+        command.SetAction(parse =>
+        {
+            var options = new SimulationOptions
+            {
+                Vehicles = parse.GetValue(vehicles),
+                Fraction = parse.GetValue(fraction),
+                Cohort = parse.GetValue(cohort),
+                Rounds = parse.GetValue(rounds),
+                LocalEpochs = parse.GetValue(epochs),
+                Batch = parse.GetValue(batch),
+                ClientLearningRate = parse.GetValue(lr),
+                ClientMomentum = parse.GetValue(momentum),
+                ServerLearningRate = parse.GetValue(serverLr),
+                Strategy = parse.GetValue(strategy)!,
+                WeightCap = parse.GetValue(weightCap),
+                Partition = PartitionScheme.Parse(parse.GetValue(partition)!),
+                Behavior = new FleetBehavior(parse.GetValue(availability), parse.GetValue(dropout)),
+                OverSelection = parse.GetValue(overSelect),
+                MinParticipants = parse.GetValue(minParticipants),
+                DeadlineSeconds = parse.GetValue(deadline) ?? double.PositiveInfinity,
+                Model = ModelSpec.Parse(parse.GetValue(model)!),
+                Seed = parse.GetValue(seed),
+                Target = parse.GetValue(target),
+                Workers = parse.GetValue(workers),
+                EvaluateEvery = parse.GetValue(evalEvery),
+            };
+            options.Validate();
+            bool asJson = parse.GetValue(json);
+            // Progress goes to stderr with --json so that stdout stays one JSON object per line.
+            var progress = asJson ? Console.Error : Console.Out;
+            var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
+
+            var train = FashionMnist.LoadTrain(parse.GetValue(data));
+            var test = FashionMnist.LoadTest(parse.GetValue(data));
+            string? backendLine = null;
+            using var simulator = new FleetSimulator(options, train, test,
+                (spec, maxBatch) => TrainerFactory.Create(backendChoice, spec, maxBatch, 1, line => backendLine ??= line));
+            progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {simulator.Strategy.Name}, seed {options.Seed}");
+            progress.WriteLine($"{backendLine} × {Math.Min(options.Workers, options.CohortSize)} workers; model {options.Model} ({options.Model.ParameterCount:N0} parameters)");
+            if (parse.GetValue(histograms))
+                PrintHistograms(progress, simulator.Partitions, train.Labels, train.ClassCount);
+
+            var reports = new List<RoundReport>();
+            int? roundsToTarget = null;
+            var clock = Stopwatch.StartNew();
+            foreach (var report in simulator.Run())
+            {
+                reports.Add(report);
+                if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
+                progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}  {report.Seconds:F2} s"));
+                if (asJson)
+                {
+                    CliJson.Write(Console.Out, new
+                    {
+                        round = report.Round,
+                        test_accuracy = report.TestAccuracy,
+                        test_loss = report.TestLoss,
+                        train_loss = report.TrainLoss,
+                        available = report.Available,
+                        selected = report.Selected,
+                        participants = report.Participants,
+                        dropped = report.Dropped,
+                        stragglers = report.Stragglers,
+                        applied = report.Applied,
+                        bytes_up = report.BytesUp,
+                        bytes_down = report.BytesDown,
+                        seconds = report.Seconds,
+                        simulated_seconds = report.SimulatedSeconds,
+                    });
+                }
+            }
+            double seconds = clock.Elapsed.TotalSeconds;
+            var final = reports[^1];
+            if (parse.GetValue(output) is { } folder)
+            {
+                var written = SimulationArtifacts.Write(folder, options, simulator, reports, roundsToTarget, seconds);
+                progress.WriteLine($"wrote {string.Join(", ", written)}");
+            }
+            progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"done: final accuracy {final.TestAccuracy:F4} after {reports.Count} rounds; {(roundsToTarget is { } r ? $"reached {options.Target:F2} at round {r}" : $"did not reach {options.Target:F2}")}; {Bytes(reports.Sum(x => x.BytesUp))} up, {Bytes(reports.Sum(x => x.BytesDown))} down; {seconds:F1} s"));
+            if (asJson)
+            {
+                CliJson.Write(Console.Out, new
+                {
+                    summary = true,
+                    final_accuracy = final.TestAccuracy,
+                    final_loss = final.TestLoss,
+                    rounds = reports.Count,
+                    seconds,
+                    seconds_per_round = seconds / reports.Count,
+                    rounds_to_target = roundsToTarget,
+                    target = options.Target,
+                    bytes_up = reports.Sum(x => x.BytesUp),
+                    bytes_down = reports.Sum(x => x.BytesDown),
+                    strategy = simulator.Strategy.Name,
+                    partition = options.Partition.ToString(),
+                    backend = simulator.Backend,
+                });
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    internal static string Bytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F2} GiB"),
+        >= 1L << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F1} MiB"),
+        >= 1L << 10 => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1024.0:F1} KiB"),
+        _ => $"{bytes} B",
+    };
+
+    private static void PrintHistograms(TextWriter output, int[][] partitions, byte[] labels, int classes)
+    {
+        output.WriteLine($"label histograms (vehicle: count per class 0..{classes - 1}):");
+        for (int v = 0; v < Math.Min(20, partitions.Length); v++)
+        {
+            var h = Partitioner.Histogram(labels, partitions[v], classes);
+            output.WriteLine($"  vehicle {v,5}: {string.Join(' ', h.Select(c => c.ToString(CultureInfo.InvariantCulture).PadLeft(4)))}  (total {partitions[v].Length})");
+        }
+        if (partitions.Length > 20) output.WriteLine($"  … {partitions.Length - 20} more vehicles");
+    }
+}

@@ -1,0 +1,99 @@
+using FleetLearn.Core.Numerics;
+
+namespace FleetLearn.Core.Federated;
+
+/// <summary>
+/// Streaming weighted mean Σ wₖΔₖ / Σ wₖ: one float accumulator, so memory is one model size
+/// whatever the cohort size. Optionally bounds each update's L2 norm first (Sun et al. 2019).
+/// </summary>
+public sealed class WeightedMeanAggregator(int dimension, double normBound = double.PositiveInfinity) : IUpdateAggregator
+{
+    private readonly float[] _sum = new float[dimension];
+
+    public bool IsStreaming => true;
+
+    public int Count { get; private set; }
+
+    public double TotalWeight { get; private set; }
+
+    public void Add(ReadOnlySpan<float> delta, double weight)
+    {
+        if (delta.Length != _sum.Length)
+            throw new ArgumentException($"Update has {delta.Length} values; the model has {_sum.Length}.", nameof(delta));
+        if (!(weight > 0) || !double.IsFinite(weight))
+            throw new ArgumentOutOfRangeException(nameof(weight), weight, "Update weight must be a positive finite number.");
+        double scale = weight;
+        if (double.IsFinite(normBound))
+        {
+            double norm = VectorMath.Norm(delta);
+            if (norm > normBound) scale *= normBound / norm;
+        }
+        VectorMath.Axpy((float)scale, delta, _sum);
+        Count++;
+        TotalWeight += weight;
+    }
+
+    public void Complete(Span<float> combined)
+    {
+        if (Count == 0) throw new InvalidOperationException("No update was aggregated this round.");
+        _sum.CopyTo(combined);
+        VectorMath.Scale(combined, (float)(1.0 / TotalWeight));
+    }
+}
+
+/// <summary>
+/// Coordinate-wise median or β-trimmed mean (Yin et al. 2018). Both need every update's value
+/// at each coordinate, so this aggregator buffers the cohort: memory O(cohort × model). Use it
+/// for robustness experiments, not for large cohorts. Weights are ignored, as in the paper.
+/// </summary>
+public sealed class CoordinateWiseAggregator : IUpdateAggregator
+{
+    private readonly int _dimension;
+    private readonly double _trim;
+    private readonly List<float[]> _updates = [];
+
+    /// <summary><paramref name="trim"/> = β ∈ [0, 0.5): fraction cut from each end; <c>null</c> = median.</summary>
+    public CoordinateWiseAggregator(int dimension, double? trim)
+    {
+        _dimension = dimension;
+        _trim = trim ?? -1;
+    }
+
+    public bool IsStreaming => false;
+
+    public int Count => _updates.Count;
+
+    public double TotalWeight { get; private set; }
+
+    public void Add(ReadOnlySpan<float> delta, double weight)
+    {
+        if (delta.Length != _dimension)
+            throw new ArgumentException($"Update has {delta.Length} values; the model has {_dimension}.", nameof(delta));
+        _updates.Add(delta.ToArray());
+        TotalWeight += weight;
+    }
+
+    public void Complete(Span<float> combined)
+    {
+        int n = _updates.Count;
+        if (n == 0) throw new InvalidOperationException("No update was aggregated this round.");
+        var column = new float[n];
+        int cut = _trim < 0 ? 0 : (int)Math.Floor(_trim * n);
+        if (_trim >= 0 && n - 2 * cut < 1) cut = (n - 1) / 2;
+        for (int j = 0; j < _dimension; j++)
+        {
+            for (int k = 0; k < n; k++) column[k] = _updates[k][j];
+            Array.Sort(column);
+            if (_trim < 0)
+            {
+                combined[j] = n % 2 == 1 ? column[n / 2] : 0.5f * (column[n / 2 - 1] + column[n / 2]);
+            }
+            else
+            {
+                double s = 0;
+                for (int k = cut; k < n - cut; k++) s += column[k];
+                combined[j] = (float)(s / (n - 2 * cut));
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+using FleetLearn.Core.Random;
+
+namespace FleetLearn.Core.Federated;
+
+/// <summary>Per-round settings of the server (Bonawitz et al. 2019: cohorts, over-selection, deadlines).</summary>
+/// <param name="CohortSize">Updates the server wants per round (K).</param>
+/// <param name="OverSelection">Extra fraction selected to absorb dropouts: ⌈K·(1+o)⌉ are asked; the first K to finish count.</param>
+/// <param name="MinParticipants">Fewer accepted updates than this and the round fails: the model stays as it was.</param>
+/// <param name="DeadlineSeconds">Reporting deadline in simulated seconds; later vehicles are stragglers (∞ = none).</param>
+public sealed record RoundSettings(int CohortSize, double OverSelection = 0, int MinParticipants = 1, double DeadlineSeconds = double.PositiveInfinity)
+{
+    /// <summary>Throws on impossible settings, saying which.</summary>
+    public void Validate()
+    {
+        if (CohortSize < 1) throw new ArgumentOutOfRangeException(nameof(CohortSize), CohortSize, "Cohort size must be at least 1.");
+        if (!(OverSelection >= 0 && OverSelection <= 10)) throw new ArgumentOutOfRangeException(nameof(OverSelection), OverSelection, "Over-selection must be within [0, 10].");
+        if (MinParticipants < 1 || MinParticipants > CohortSize)
+            throw new ArgumentOutOfRangeException(nameof(MinParticipants), MinParticipants, $"Minimum participants must be within 1..{CohortSize} (the cohort size).");
+        if (!(DeadlineSeconds > 0)) throw new ArgumentOutOfRangeException(nameof(DeadlineSeconds), DeadlineSeconds, "Deadline must be positive.");
+    }
+
+    /// <summary>How many vehicles are asked: ⌈K·(1+o)⌉.</summary>
+    public int SelectionSize => (int)Math.Ceiling(CohortSize * (1 + OverSelection) - 1e-9);
+}
+
+/// <summary>What happens to one selected vehicle in a round.</summary>
+public enum VehicleOutcome
+{
+    /// <summary>Its update counts.</summary>
+    Accepted,
+
+    /// <summary>It vanished before uploading.</summary>
+    Dropped,
+
+    /// <summary>It would have finished after the deadline.</summary>
+    Straggler,
+
+    /// <summary>It finished, but K faster vehicles had already reported (over-selection surplus).</summary>
+    Surplus,
+}
+
+/// <summary>One selected vehicle's fate.</summary>
+public readonly record struct PlannedVehicle(int Vehicle, VehicleOutcome Outcome, double FinishSeconds);
+
+/// <summary>The selection and the predicted outcome of each selected vehicle for one round.</summary>
+public sealed record RoundPlan(int Round, int Available, IReadOnlyList<PlannedVehicle> Selected)
+{
+    /// <summary>Vehicles whose updates count, in the order they finish.</summary>
+    public IEnumerable<int> Accepted => Selected.Where(v => v.Outcome == VehicleOutcome.Accepted).OrderBy(v => v.FinishSeconds).ThenBy(v => v.Vehicle).Select(v => v.Vehicle);
+
+    /// <summary>Number of accepted vehicles.</summary>
+    public int AcceptedCount => Selected.Count(v => v.Outcome == VehicleOutcome.Accepted);
+
+    /// <summary>Count of a given outcome.</summary>
+    public int CountOf(VehicleOutcome outcome) => Selected.Count(v => v.Outcome == outcome);
+
+    /// <summary>Simulated round duration: when the last accepted update arrived (or the deadline).</summary>
+    public double SimulatedSeconds { get; init; }
+}
+
+/// <summary>Pure cohort selection: uniform among the eligible vehicles, seeded per round.</summary>
+public static class RoundPlanner
+{
+    /// <summary>
+    /// Plans round <paramref name="round"/>: finds eligible vehicles (available per the behaviour
+    /// model and allowed by <paramref name="isEligible"/>, e.g. privacy budget left), selects
+    /// ⌈K·(1+o)⌉ uniformly without replacement, and predicts each one's outcome.
+    /// </summary>
+    public static RoundPlan Plan(
+        int round,
+        int vehicleCount,
+        Func<int, long> workSamples,
+        RoundSettings settings,
+        FleetBehavior behavior,
+        ulong seed,
+        Func<int, bool>? isEligible = null)
+    {
+        ArgumentNullException.ThrowIfNull(workSamples);
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(behavior);
+        var eligible = new List<int>(vehicleCount);
+        for (int v = 0; v < vehicleCount; v++)
+        {
+            if (behavior.IsAvailable(seed, round, v) && (isEligible is null || isEligible(v))) eligible.Add(v);
+        }
+        int want = Math.Min(settings.SelectionSize, eligible.Count);
+        var rng = DeterministicRandom.Derive(seed, 0x5E1E, (ulong)round);
+        // Partial Fisher–Yates: the first `want` items are a uniform sample without replacement.
+        var pool = eligible.ToArray();
+        for (int i = 0; i < want; i++)
+        {
+            int j = i + rng.NextInt(pool.Length - i);
+            (pool[i], pool[j]) = (pool[j], pool[i]);
+        }
+        var planned = new List<PlannedVehicle>(want);
+        foreach (int v in pool.AsSpan(0, want))
+        {
+            double finish = behavior.TrainingSeconds(seed, v, workSamples(v));
+            var outcome = behavior.DropsOut(seed, round, v) ? VehicleOutcome.Dropped
+                : finish > settings.DeadlineSeconds ? VehicleOutcome.Straggler
+                : VehicleOutcome.Accepted;
+            planned.Add(new PlannedVehicle(v, outcome, finish));
+        }
+        // Only the first K finishers count; the rest of an over-selected cohort is surplus.
+        var finishers = planned.Select((p, i) => (p, i)).Where(x => x.p.Outcome == VehicleOutcome.Accepted)
+            .OrderBy(x => x.p.FinishSeconds).ThenBy(x => x.p.Vehicle).ToList();
+        double end = 0;
+        for (int k = 0; k < finishers.Count; k++)
+        {
+            if (k >= settings.CohortSize)
+                planned[finishers[k].i] = finishers[k].p with { Outcome = VehicleOutcome.Surplus };
+            else
+                end = Math.Max(end, finishers[k].p.FinishSeconds);
+        }
+        if (finishers.Count < settings.CohortSize && double.IsFinite(settings.DeadlineSeconds) && planned.Any(p => p.Outcome is VehicleOutcome.Straggler))
+            end = settings.DeadlineSeconds;
+        return new RoundPlan(round, eligible.Count, planned) { SimulatedSeconds = end };
+    }
+}

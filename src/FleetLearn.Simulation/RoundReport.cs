@@ -1,0 +1,46 @@
+namespace FleetLearn.Simulation;
+
+/// <summary>What one simulated round did and how the global model scored after it.</summary>
+public sealed record RoundReport
+{
+    public int Round { get; init; }
+
+    /// <summary>Test accuracy of the global model after this round (NaN when not evaluated this round).</summary>
+    public double TestAccuracy { get; init; }
+
+    /// <summary>Mean test cross-entropy after this round (NaN when not evaluated).</summary>
+    public double TestLoss { get; init; }
+
+    /// <summary>Mean local training loss of the accepted vehicles' last epoch.</summary>
+    public double TrainLoss { get; init; }
+
+    /// <summary>Vehicles eligible this round.</summary>
+    public int Available { get; init; }
+
+    /// <summary>Vehicles asked to train.</summary>
+    public int Selected { get; init; }
+
+    /// <summary>Updates aggregated.</summary>
+    public int Participants { get; init; }
+
+    /// <summary>Selected vehicles that vanished before uploading.</summary>
+    public int Dropped { get; init; }
+
+    /// <summary>Selected vehicles that missed the deadline.</summary>
+    public int Stragglers { get; init; }
+
+    /// <summary>False when fewer than the minimum participants reported: the model did not change.</summary>
+    public bool Applied { get; init; }
+
+    /// <summary>Bytes the vehicles uploaded this round.</summary>
+    public long BytesUp { get; init; }
+
+    /// <summary>Bytes the selected vehicles downloaded this round.</summary>
+    public long BytesDown { get; init; }
+
+    /// <summary>Wall-clock seconds of the round on this machine.</summary>
+    public double Seconds { get; init; }
+
+    /// <summary>Round duration on the simulated fleet's clock.</summary>
+    public double SimulatedSeconds { get; init; }
+}

@@ -1,0 +1,91 @@
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Model;
+
+namespace FleetLearn.Simulation;
+
+/// <summary>Everything that defines a simulated federated run. Defaults are the FedAvg paper's benchmark settings.</summary>
+public sealed record SimulationOptions
+{
+    /// <summary>Vehicles in the fleet.</summary>
+    public int Vehicles { get; init; } = 100;
+
+    /// <summary>Fraction C of the fleet wanted per round (ignored when <see cref="Cohort"/> is set).</summary>
+    public double Fraction { get; init; } = 0.1;
+
+    /// <summary>Updates wanted per round (K); overrides <see cref="Fraction"/>.</summary>
+    public int? Cohort { get; init; }
+
+    /// <summary>Rounds to run.</summary>
+    public int Rounds { get; init; } = 20;
+
+    /// <summary>Local epochs E per round.</summary>
+    public int LocalEpochs { get; init; } = 5;
+
+    /// <summary>Local batch size B.</summary>
+    public int Batch { get; init; } = 10;
+
+    /// <summary>Client learning rate.</summary>
+    public float ClientLearningRate { get; init; } = 0.05f;
+
+    /// <summary>Client SGD momentum (FedAvg paper: 0).</summary>
+    public float ClientMomentum { get; init; }
+
+    /// <summary>Strategy text, e.g. <c>fedavg</c>, <c>fedprox:0.01</c>, <c>trimmed:0.1</c>.</summary>
+    public string Strategy { get; init; } = "fedavg";
+
+    /// <summary>Server learning rate; null = the strategy's default.</summary>
+    public float? ServerLearningRate { get; init; }
+
+    /// <summary>Cap on a vehicle's aggregation weight (its sample count); null = none.</summary>
+    public double? WeightCap { get; init; }
+
+    /// <summary>How the training set is split across vehicles.</summary>
+    public PartitionScheme Partition { get; init; } = new PartitionScheme.Iid();
+
+    /// <summary>Availability, dropout and speed of the vehicles.</summary>
+    public FleetBehavior Behavior { get; init; } = new();
+
+    /// <summary>Extra fraction of vehicles selected to absorb dropouts.</summary>
+    public double OverSelection { get; init; }
+
+    /// <summary>Fewer accepted updates and the round fails (model unchanged); null = 1.</summary>
+    public int? MinParticipants { get; init; }
+
+    /// <summary>Round deadline in simulated seconds.</summary>
+    public double DeadlineSeconds { get; init; } = double.PositiveInfinity;
+
+    /// <summary>Model architecture.</summary>
+    public ModelSpec Model { get; init; } = ModelSpec.TwoNN;
+
+    /// <summary>Seed of everything random in the run.</summary>
+    public ulong Seed { get; init; } = 1;
+
+    /// <summary>Accuracy whose first crossing is reported as rounds-to-target.</summary>
+    public double Target { get; init; } = 0.85;
+
+    /// <summary>Vehicles trained in parallel (one trainer each). Results do not depend on it.</summary>
+    public int Workers { get; init; } = Math.Max(1, Environment.ProcessorCount);
+
+    /// <summary>Evaluate the global model on the test set every N rounds (and always on the last).</summary>
+    public int EvaluateEvery { get; init; } = 1;
+
+    /// <summary>The cohort size K this configuration asks for.</summary>
+    public int CohortSize => Cohort ?? Math.Max(1, (int)Math.Round(Fraction * Vehicles));
+
+    /// <summary>Throws with a clear message when a setting is out of range.</summary>
+    public void Validate()
+    {
+        if (Vehicles < 1) throw new ArgumentException("--vehicles must be at least 1.");
+        if (Cohort is null && !(Fraction > 0 && Fraction <= 1)) throw new ArgumentException("--fraction must be within (0, 1].");
+        if (CohortSize > Vehicles) throw new ArgumentException($"The cohort ({CohortSize}) cannot exceed the fleet ({Vehicles} vehicles).");
+        if (Rounds < 1) throw new ArgumentException("--rounds must be at least 1.");
+        if (LocalEpochs < 1) throw new ArgumentException("--local-epochs must be at least 1.");
+        if (Batch < 1 || Batch > 4096) throw new ArgumentException("--batch must be within 1..4096.");
+        if (!(ClientLearningRate > 0)) throw new ArgumentException("--lr must be positive.");
+        if (Workers < 1) throw new ArgumentException("--workers must be at least 1.");
+        if (EvaluateEvery < 1) throw new ArgumentException("--eval-every must be at least 1.");
+        if (WeightCap is { } cap && !(cap > 0)) throw new ArgumentException("--weight-cap must be positive.");
+        Behavior.Validate();
+        new RoundSettings(CohortSize, OverSelection, MinParticipants ?? 1, DeadlineSeconds).Validate();
+    }
+}
