@@ -14,6 +14,7 @@ internal static class FleetLearnCommand
         };
         var root = new RootCommand("FleetLearn: federated learning for vehicle fleets.")
         {
+            SimulateCommand.Create(),
             TrainCommand.Create(),
             bench,
         };
