@@ -11,6 +11,7 @@ internal static class FleetLearnCommand
         var bench = new Command("bench", "Benchmarks (report ratios against a peer measured in the same run).")
         {
             BenchTrainCommand.Create(),
+            BenchAggregateCommand.Create(),
         };
         var root = new RootCommand("FleetLearn: federated learning for vehicle fleets.")
         {

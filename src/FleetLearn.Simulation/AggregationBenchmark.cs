@@ -1,0 +1,74 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Random;
+
+namespace FleetLearn.Simulation;
+
+/// <summary>Result of <see cref="AggregationBenchmark.Run"/>.</summary>
+/// <param name="InputGigabytesPerSecond">Update bytes folded per second by the streaming aggregator.</param>
+/// <param name="MemcpyGigabytesPerSecond">Bytes copied per second by a plain memory copy of the same payloads, same run.</param>
+/// <param name="PeakManagedMegabytes">Largest managed heap seen while folding (MiB).</param>
+/// <param name="ModelMegabytes">Size of one update (MiB), for comparison.</param>
+public sealed record AggregationBenchmarkResult(double InputGigabytesPerSecond, double MemcpyGigabytesPerSecond, double PeakManagedMegabytes, double ModelMegabytes);
+
+/// <summary>
+/// Throughput of the server's streaming fold (FedAvg's weighted mean) against memcpy on the same
+/// payloads in the same run. Each update arrives as a wire payload (float32 little-endian bytes);
+/// the aggregator folds it in place from the payload, never holding the cohort. Two distinct
+/// payloads alternate so consecutive updates differ; memcpy copies the same payloads in the same
+/// order into one destination buffer. Both run on one thread.
+/// </summary>
+public static class AggregationBenchmark
+{
+    /// <summary>Runs the benchmark; <paramref name="progress"/> receives a line per phase.</summary>
+    public static AggregationBenchmarkResult Run(int updates, int dimension, int repeats = 3, Action<string>? progress = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(updates);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(dimension);
+        var payloads = new byte[2][];
+        var rng = new DeterministicRandom(42);
+        for (int p = 0; p < payloads.Length; p++)
+        {
+            payloads[p] = new byte[4L * dimension <= int.MaxValue ? 4 * dimension : throw new ArgumentOutOfRangeException(nameof(dimension))];
+            var floats = MemoryMarshal.Cast<byte, float>(payloads[p]);
+            for (int i = 0; i < floats.Length; i++) floats[i] = (float)(rng.NextGaussian() * 1e-3);
+        }
+        double bytes = 4.0 * dimension * updates;
+
+        double bestCopy = double.MaxValue;
+        {
+            var destination = new byte[payloads[0].Length];
+            for (int r = 0; r < repeats; r++)
+            {
+                var sw = Stopwatch.StartNew();
+                for (int u = 0; u < updates; u++) payloads[u & 1].AsSpan().CopyTo(destination);
+                bestCopy = Math.Min(bestCopy, sw.Elapsed.TotalSeconds);
+            }
+            progress?.Invoke($"memcpy: {bytes / bestCopy / 1e9:F2} GB/s");
+        }
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+
+        double bestFold = double.MaxValue;
+        long peak = 0;
+        var strategy = StrategyCatalog.Parse("fedavg");
+        var combined = new float[dimension];
+        for (int r = 0; r < repeats; r++)
+        {
+            var aggregator = strategy.CreateAggregator(dimension);
+            var sw = Stopwatch.StartNew();
+            for (int u = 0; u < updates; u++)
+            {
+                aggregator.Add(MemoryMarshal.Cast<byte, float>(payloads[u & 1].AsSpan()), 1 + (u % 7));
+                if ((u & 31) == 0) peak = Math.Max(peak, GC.GetTotalMemory(false));
+            }
+            aggregator.Complete(combined);
+            bestFold = Math.Min(bestFold, sw.Elapsed.TotalSeconds);
+            peak = Math.Max(peak, GC.GetTotalMemory(false));
+            progress?.Invoke($"fold pass {r + 1}/{repeats}: {bytes / sw.Elapsed.TotalSeconds / 1e9:F2} GB/s");
+        }
+        return new AggregationBenchmarkResult(bytes / bestFold / 1e9, bytes / bestCopy / 1e9, peak / (1024.0 * 1024.0), 4.0 * dimension / (1024.0 * 1024.0));
+    }
+}
