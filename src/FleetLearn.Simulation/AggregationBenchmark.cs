@@ -31,7 +31,7 @@ public static class AggregationBenchmark
         for (int p = 0; p < payloads.Length; p++)
         {
             payloads[p] = new byte[4L * dimension <= int.MaxValue ? 4 * dimension : throw new ArgumentOutOfRangeException(nameof(dimension))];
-            var floats = MemoryMarshal.Cast<byte, float>(payloads[p]);
+            var floats = MemoryMarshal.Cast<byte, float>(payloads[p].AsSpan());
             for (int i = 0; i < floats.Length; i++) floats[i] = (float)(rng.NextGaussian() * 1e-3);
         }
         double bytes = 4.0 * dimension * updates;
