@@ -33,6 +33,31 @@ public sealed class WeightedMeanAggregator(int dimension, double normBound = dou
         TotalWeight += weight;
     }
 
+    public void AddMany(ReadOnlySpan<ReadOnlyMemory<float>> deltas, ReadOnlySpan<double> weights)
+    {
+        if (deltas.Length != weights.Length) throw new ArgumentException("One weight per update is required.");
+        if (double.IsFinite(normBound))
+        {
+            for (int i = 0; i < deltas.Length; i++) Add(deltas[i].Span, weights[i]);
+            return;
+        }
+        Span<float> scales = deltas.Length <= 64 ? stackalloc float[deltas.Length] : new float[deltas.Length];
+        for (int i = 0; i < deltas.Length; i++)
+        {
+            if (deltas[i].Length != _sum.Length)
+                throw new ArgumentException($"Update {i} has {deltas[i].Length} values; the model has {_sum.Length}.", nameof(deltas));
+            if (!(weights[i] > 0) || !double.IsFinite(weights[i]))
+                throw new ArgumentOutOfRangeException(nameof(weights), weights[i], "Update weight must be a positive finite number.");
+            scales[i] = (float)weights[i];
+        }
+        VectorMath.AxpyMany(scales, deltas, _sum);
+        for (int i = 0; i < deltas.Length; i++)
+        {
+            Count++;
+            TotalWeight += weights[i];
+        }
+    }
+
     public void Complete(Span<float> combined)
     {
         if (Count == 0) throw new InvalidOperationException("No update was aggregated this round.");

@@ -21,6 +21,17 @@ public interface IUpdateAggregator
     /// <summary>Folds one update with its weight (e.g. the vehicle's sample count).</summary>
     void Add(ReadOnlySpan<float> delta, double weight);
 
+    /// <summary>
+    /// Folds several updates that arrived together (e.g. drained from the receive queue). The
+    /// result is the same as adding them one by one in order, up to float rounding; streaming
+    /// aggregators fold them in one pass over their accumulator.
+    /// </summary>
+    void AddMany(ReadOnlySpan<ReadOnlyMemory<float>> deltas, ReadOnlySpan<double> weights)
+    {
+        if (deltas.Length != weights.Length) throw new ArgumentException("One weight per update is required.");
+        for (int i = 0; i < deltas.Length; i++) Add(deltas[i].Span, weights[i]);
+    }
+
     /// <summary>Writes the combined update (e.g. the weighted mean). Throws when no update was added.</summary>
     void Complete(Span<float> combined);
 }
