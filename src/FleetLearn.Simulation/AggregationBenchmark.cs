@@ -57,7 +57,7 @@ public static class AggregationBenchmark
         long peak = 0;
         var strategy = StrategyCatalog.Parse("fedavg");
         var combined = new float[dimension];
-        var views = payloads.Select(p => new ByteFloatMemory(p).Memory).ToArray();
+        var views = payloads.Select(p => (ReadOnlyMemory<float>)new ByteFloatMemory(p).Memory).ToArray();
         var group = new ReadOnlyMemory<float>[Math.Max(1, drain)];
         var weights = new double[group.Length];
         for (int r = 0; r < repeats; r++)
@@ -89,8 +89,6 @@ public static class AggregationBenchmark
 /// <summary>Views a little-endian float32 wire payload as floats without copying.</summary>
 internal sealed class ByteFloatMemory(byte[] bytes) : System.Buffers.MemoryManager<float>
 {
-    public ReadOnlyMemory<float> Memory => CreateMemory(bytes.Length / 4);
-
     public override Span<float> GetSpan() => MemoryMarshal.Cast<byte, float>(bytes.AsSpan());
 
     public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => throw new NotSupportedException();
