@@ -18,13 +18,13 @@ public sealed record AggregationBenchmarkResult(double InputGigabytesPerSecond, 
 /// the aggregator folds it in place from the payload, never holding the cohort. Two distinct
 /// payloads alternate so consecutive updates differ; memcpy copies the same payloads in the same
 /// order into one destination buffer. Both run on one thread. Updates are drained in groups of
-/// up to <c>drain</c> (default 4), as the aggregator's receive loop drains whatever has arrived,
+/// up to <c>drain</c> (default 8), as the aggregator's receive loop drains whatever has arrived,
 /// and each group is folded in one pass over the accumulator.
 /// </summary>
 public static class AggregationBenchmark
 {
     /// <summary>Runs the benchmark; <paramref name="progress"/> receives a line per phase.</summary>
-    public static AggregationBenchmarkResult Run(int updates, int dimension, int repeats = 3, Action<string>? progress = null, int drain = 4)
+    public static AggregationBenchmarkResult Run(int updates, int dimension, int repeats = 3, Action<string>? progress = null, int drain = 8)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(updates);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(dimension);
