@@ -11,7 +11,7 @@ internal static class BenchAggregateCommand
     {
         var updates = new Option<int>("--updates") { Description = "Updates folded.", DefaultValueFactory = _ => 200 };
         var dim = new Option<int>("--dim") { Description = "Parameters per update.", DefaultValueFactory = _ => 1_000_000 };
-        var repeats = new Option<int>("--repeat") { Description = "Passes; the best is reported.", DefaultValueFactory = _ => 3 };
+        var repeats = new Option<int>("--repeat") { Description = "Passes; the best is reported.", DefaultValueFactory = _ => 5 };
         var json = new Option<bool>("--json") { Description = "End with one JSON line on stdout." };
         var command = new Command("aggregate", "Streaming aggregation throughput against same-run memcpy bandwidth.") { updates, dim, repeats, json };
         command.SetAction(parse =>
