@@ -155,25 +155,21 @@ internal sealed class IlgpuKernels
         float acc = 0f;
         for (int k0 = 0; k0 < s.K; k0 += Tile)
         {
-            if (s.TransA == 0)
+            // Out-of-range elements read index 0 (always valid) and store 0: the loads stay in
+            // bounds even if the compiler turns the bounds test into a select.
             {
-                int m = rowBase + ty, k = k0 + tx;
-                aTile[ty * TileStride + tx] = m < s.M && k < s.K ? a[m * s.Lda + k] : 0f;
+                int m = s.TransA == 0 ? rowBase + ty : rowBase + tx;
+                int k = s.TransA == 0 ? k0 + tx : k0 + ty;
+                bool inside = m < s.M && k < s.K;
+                float value = a[inside ? (s.TransA == 0 ? m * s.Lda + k : k * s.Lda + m) : 0];
+                aTile[(m - rowBase) * TileStride + (k - k0)] = inside ? value : 0f;
             }
-            else
             {
-                int m = rowBase + tx, k = k0 + ty;
-                aTile[tx * TileStride + ty] = m < s.M && k < s.K ? a[k * s.Lda + m] : 0f;
-            }
-            if (s.TransB == 0)
-            {
-                int k = k0 + ty, n = colBase + tx;
-                bTile[ty * TileStride + tx] = k < s.K && n < s.N ? b[k * s.Ldb + n] : 0f;
-            }
-            else
-            {
-                int k = k0 + tx, n = colBase + ty;
-                bTile[tx * TileStride + ty] = k < s.K && n < s.N ? b[n * s.Ldb + k] : 0f;
+                int k = s.TransB == 0 ? k0 + ty : k0 + tx;
+                int n = s.TransB == 0 ? colBase + tx : colBase + ty;
+                bool inside = k < s.K && n < s.N;
+                float value = b[inside ? (s.TransB == 0 ? k * s.Ldb + n : n * s.Ldb + k) : 0];
+                bTile[(k - k0) * TileStride + (n - colBase)] = inside ? value : 0f;
             }
             Group.Barrier();
             for (int kk = 0; kk < Tile; kk++)

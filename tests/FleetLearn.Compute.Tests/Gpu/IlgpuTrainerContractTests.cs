@@ -12,16 +12,27 @@ public sealed class IlgpuCpuTrainerTests : TrainerContractTests
         IlgpuRuntime.CreateOnCpuAccelerator(spec, maxBatchSize);
 }
 
-/// <summary>The trainer contract on a CUDA GPU; skipped where there is none.</summary>
+/// <summary>
+/// The trainer contract on a CUDA GPU; skipped where there is none, failed instead when
+/// <c>FLEETLEARN_REQUIRE_CUDA=1</c> (set it on GPU machines so a broken driver cannot pass as a skip).
+/// </summary>
 public sealed class IlgpuCudaTrainerTests : TrainerContractTests
 {
     protected override ITrainer CreateTrainer(ModelSpec spec, int maxBatchSize)
     {
         if (!IlgpuRuntime.TryGetGpuDevice(out var device, out var reason))
-            throw new SkipException($"No CUDA device: {reason}.");
-        if (device.Type != AcceleratorType.Cuda)
-            throw new SkipException($"The GPU found is not CUDA: {device.Description}.");
+            SkipOrFail($"No CUDA device: {reason}.");
+        else if (device.Type != AcceleratorType.Cuda)
+            SkipOrFail($"The GPU found is not CUDA: {device.Description}.");
         Assert.True(IlgpuRuntime.TryCreateGpu(spec, maxBatchSize, out var trainer, out reason), reason);
         return trainer!;
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private static void SkipOrFail(string reason)
+    {
+        if (Environment.GetEnvironmentVariable("FLEETLEARN_REQUIRE_CUDA") == "1")
+            Assert.Fail(reason + " FLEETLEARN_REQUIRE_CUDA=1 demands a CUDA device.");
+        throw new SkipException(reason);
     }
 }
