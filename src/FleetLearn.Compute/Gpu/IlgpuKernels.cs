@@ -42,11 +42,20 @@ internal readonly struct SgdStep(float learningRate, float momentum, float weigh
 /// </summary>
 internal sealed class IlgpuKernels
 {
-    /// <summary>Edge of the square GEMM tile; groups are Tile×Tile = 256 threads.</summary>
+    /// <summary>Edge of the square GEMM output tile computed by one group.</summary>
     public const int Tile = 16;
 
-    /// <summary>Threads of the one-group row reduction (same 256 as a GEMM group).</summary>
-    public const int ReduceGroupSize = Tile * Tile;
+    /// <summary>Edge of a GEMM group (8×8 threads); each thread computes a 2×2 micro-tile.</summary>
+    public const int GemmThreads = 8;
+
+    /// <summary>
+    /// Threads per group of every explicitly grouped kernel. 64 is two CUDA warps (one AMD
+    /// wavefront) and keeps ILGPU's CPU simulator, which runs each thread on an OS thread, at 64 threads.
+    /// </summary>
+    public const int GroupSize = GemmThreads * GemmThreads;
+
+    /// <summary>Rows handled side by side by one <see cref="ColumnSum"/> group (Tile columns × this).</summary>
+    private const int ColumnSumRowLanes = GroupSize / Tile;
 
     // Shared tiles carry one padding column so that transposed stores (stride Tile+1) hit distinct banks.
     private const int TileStride = Tile + 1;
@@ -64,8 +73,8 @@ internal sealed class IlgpuKernels
     public IlgpuKernels(Accelerator accelerator)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
-        if (accelerator.MaxNumThreadsPerGroup < Tile * Tile)
-            throw new NotSupportedException($"{accelerator.Name} allows {accelerator.MaxNumThreadsPerGroup} threads per group; the GEMM kernel needs {Tile * Tile}.");
+        if (accelerator.MaxNumThreadsPerGroup < GroupSize)
+            throw new NotSupportedException($"{accelerator.Name} allows {accelerator.MaxNumThreadsPerGroup} threads per group; the kernels need {GroupSize}.");
         _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(GemmKernel);
         _biasActivation = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(BiasActivationKernel);
         _reluMask = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReluMaskKernel);
@@ -83,7 +92,7 @@ internal sealed class IlgpuKernels
     {
         if (shape.M == 0 || shape.N == 0) return;
         var grid = new Index2D(DivUp(shape.N, Tile), DivUp(shape.M, Tile));
-        _gemm(new KernelConfig(grid, new Index2D(Tile, Tile)), a, b, c, shape);
+        _gemm(new KernelConfig(grid, new Index2D(GemmThreads, GemmThreads)), a, b, c, shape);
     }
 
     /// <summary>y[r, o] += bias[o], then ReLU when <paramref name="relu"/>; y is rows×cols.</summary>
@@ -115,12 +124,12 @@ internal sealed class IlgpuKernels
     public void ColumnSum(ArrayView<float> matrix, ArrayView<float> sums, int rows, int cols)
     {
         if (cols == 0) return;
-        _columnSum(new KernelConfig(new Index2D(DivUp(cols, Tile), 1), new Index2D(Tile, Tile)), matrix, sums, rows, cols);
+        _columnSum(new KernelConfig(new Index2D(DivUp(cols, Tile), 1), new Index2D(Tile, ColumnSumRowLanes)), matrix, sums, rows, cols);
     }
 
     /// <summary>lossSums[slot] = Σ rowLoss[0..n), correctSums[slot] = Σ rowCorrect[0..n), in a fixed order.</summary>
     public void RowReduce(ArrayView<float> rowLoss, ArrayView<int> rowCorrect, int count, ArrayView<float> lossSums, ArrayView<int> correctSums, int slot) =>
-        _rowReduce(new KernelConfig(1, ReduceGroupSize), rowLoss, rowCorrect, count, lossSums, correctSums, slot);
+        _rowReduce(new KernelConfig(1, GroupSize), rowLoss, rowCorrect, count, lossSums, correctSums, slot);
 
     /// <summary>Fused SGD step over <paramref name="count"/> parameters (PyTorch semantics, see <see cref="SgdStep"/>).</summary>
     public void Sgd(ArrayView<float> weights, ArrayView<float> gradient, ArrayView<float> velocity, ArrayView<float> anchor, int count, in SgdStep step)
@@ -142,43 +151,64 @@ internal sealed class IlgpuKernels
     // ---------------------------------------------------------------- kernels
 
     /// <summary>
-    /// Shared-memory tiled GEMM: each Tile×Tile group computes one Tile×Tile block of C, walking K
-    /// one tile at a time. Transposed operands are loaded with the thread roles swapped so that
-    /// consecutive threads read consecutive addresses (coalesced) in every layout.
+    /// Shared-memory tiled GEMM: each 8×8 group computes one 16×16 block of C, walking K one tile
+    /// at a time; thread (x, y) owns outputs (y + 8i, x + 8j), i, j ∈ {0, 1}. Transposed operands
+    /// are loaded with the roles of row and column swapped so that consecutive threads read
+    /// consecutive addresses (coalesced) in every layout.
     /// </summary>
     internal static void GemmKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmShape s)
     {
         var aTile = SharedMemory.Allocate<float>(Tile * TileStride); // [m][k]
         var bTile = SharedMemory.Allocate<float>(Tile * TileStride); // [k][n]
         int tx = Group.IdxX, ty = Group.IdxY;
+        int thread = ty * GemmThreads + tx;
         int rowBase = Grid.IdxY * Tile, colBase = Grid.IdxX * Tile;
-        float acc = 0f;
+        float c00 = 0f, c01 = 0f, c10 = 0f, c11 = 0f;
         for (int k0 = 0; k0 < s.K; k0 += Tile)
         {
-            // Out-of-range elements read index 0 (always valid) and store 0: the loads stay in
-            // bounds even if the compiler turns the bounds test into a select.
+            for (int e = 0; e < Tile * Tile / GroupSize; e++)
             {
-                int m = s.TransA == 0 ? rowBase + ty : rowBase + tx;
-                int k = s.TransA == 0 ? k0 + tx : k0 + ty;
+                int linear = e * GroupSize + thread;
+                int major = linear / Tile, minor = linear - major * Tile; // minor runs along memory
+                // Out-of-range elements read index 0 (always valid) and store 0: the loads stay in
+                // bounds even if the compiler turns the bounds test into a select.
+                int m = rowBase + (s.TransA == 0 ? major : minor);
+                int k = k0 + (s.TransA == 0 ? minor : major);
                 bool inside = m < s.M && k < s.K;
                 float value = a[inside ? (s.TransA == 0 ? m * s.Lda + k : k * s.Lda + m) : 0];
                 aTile[(m - rowBase) * TileStride + (k - k0)] = inside ? value : 0f;
-            }
-            {
-                int k = s.TransB == 0 ? k0 + ty : k0 + tx;
-                int n = s.TransB == 0 ? colBase + tx : colBase + ty;
-                bool inside = k < s.K && n < s.N;
-                float value = b[inside ? (s.TransB == 0 ? k * s.Ldb + n : n * s.Ldb + k) : 0];
-                bTile[(k - k0) * TileStride + (n - colBase)] = inside ? value : 0f;
+
+                int kb = k0 + (s.TransB == 0 ? major : minor);
+                int n = colBase + (s.TransB == 0 ? minor : major);
+                inside = kb < s.K && n < s.N;
+                value = b[inside ? (s.TransB == 0 ? kb * s.Ldb + n : n * s.Ldb + kb) : 0];
+                bTile[(kb - k0) * TileStride + (n - colBase)] = inside ? value : 0f;
             }
             Group.Barrier();
             for (int kk = 0; kk < Tile; kk++)
-                acc += aTile[ty * TileStride + kk] * bTile[kk * TileStride + tx];
+            {
+                float a0 = aTile[ty * TileStride + kk];
+                float a1 = aTile[(ty + GemmThreads) * TileStride + kk];
+                float b0 = bTile[kk * TileStride + tx];
+                float b1 = bTile[kk * TileStride + tx + GemmThreads];
+                c00 += a0 * b0;
+                c01 += a0 * b1;
+                c10 += a1 * b0;
+                c11 += a1 * b1;
+            }
             Group.Barrier();
         }
         int row = rowBase + ty, col = colBase + tx;
+        StoreIfInside(c, s, row, col, c00);
+        StoreIfInside(c, s, row, col + GemmThreads, c01);
+        StoreIfInside(c, s, row + GemmThreads, col, c10);
+        StoreIfInside(c, s, row + GemmThreads, col + GemmThreads, c11);
+    }
+
+    private static void StoreIfInside(ArrayView<float> c, GemmShape s, int row, int col, float value)
+    {
         if (row < s.M && col < s.N)
-            c[row * s.Ldc + col] = acc;
+            c[row * s.Ldc + col] = value;
     }
 
     internal static void BiasActivationKernel(Index1D index, ArrayView<float> y, ArrayView<float> bias, int cols, int relu)
@@ -225,24 +255,24 @@ internal sealed class IlgpuKernels
     }
 
     /// <summary>
-    /// Column sums with Tile×Tile groups: thread (x, y) adds rows y, y+Tile, … of column
-    /// groupX·Tile + x (coalesced along x), then the Tile partial sums of a column are added in a
+    /// Column sums with Tile×4 groups: thread (x, y) adds rows y, y+4, … of column
+    /// groupX·Tile + x (coalesced along x), then the 4 partial sums of a column are added in a
     /// fixed tree order in shared memory.
     /// </summary>
     internal static void ColumnSumKernel(ArrayView<float> matrix, ArrayView<float> sums, int rows, int cols)
     {
-        var partial = SharedMemory.Allocate<float>(Tile * Tile);
+        var partial = SharedMemory.Allocate<float>(GroupSize);
         int tx = Group.IdxX, ty = Group.IdxY;
         int col = Grid.IdxX * Tile + tx;
         float acc = 0f;
         if (col < cols)
         {
-            for (int r = ty; r < rows; r += Tile)
+            for (int r = ty; r < rows; r += ColumnSumRowLanes)
                 acc += matrix[r * cols + col];
         }
         partial[ty * Tile + tx] = acc;
         Group.Barrier();
-        for (int half = Tile / 2; half > 0; half /= 2)
+        for (int half = ColumnSumRowLanes / 2; half > 0; half /= 2)
         {
             if (ty < half)
                 partial[ty * Tile + tx] += partial[(ty + half) * Tile + tx];
@@ -256,12 +286,12 @@ internal sealed class IlgpuKernels
     internal static void RowReduceKernel(ArrayView<float> rowLoss, ArrayView<int> rowCorrect, int count,
         ArrayView<float> lossSums, ArrayView<int> correctSums, int slot)
     {
-        var loss = SharedMemory.Allocate<float>(ReduceGroupSize);
-        var correct = SharedMemory.Allocate<int>(ReduceGroupSize);
+        var loss = SharedMemory.Allocate<float>(GroupSize);
+        var correct = SharedMemory.Allocate<int>(GroupSize);
         int t = Group.IdxX;
         float l = 0f;
         int k = 0;
-        for (int r = t; r < count; r += ReduceGroupSize)
+        for (int r = t; r < count; r += GroupSize)
         {
             l += rowLoss[r];
             k += rowCorrect[r];
@@ -269,7 +299,7 @@ internal sealed class IlgpuKernels
         loss[t] = l;
         correct[t] = k;
         Group.Barrier();
-        for (int half = ReduceGroupSize / 2; half > 0; half /= 2)
+        for (int half = GroupSize / 2; half > 0; half /= 2)
         {
             if (t < half)
             {

@@ -19,10 +19,11 @@ namespace FleetLearn.Compute.Gpu;
 public static class IlgpuRuntime
 {
     /// <summary>
-    /// The simulated CPU device: one multiprocessor of 8 warps × 32 threads, so a group may hold
-    /// the 16×16 = 256 threads of a GEMM tile (ILGPU's default CPU device allows only 16).
+    /// The simulated CPU device: one multiprocessor of 2 warps × 32 threads, the 64-thread groups
+    /// the kernels use (ILGPU's default CPU device allows only 16). The simulator runs every thread
+    /// of a group on its own OS thread, so a larger group only adds threads spinning at barriers.
     /// </summary>
-    private static readonly CPUDevice s_simulator = new(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1);
+    private static readonly CPUDevice s_simulator = new(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 2, numMultiprocessors: 1);
 
     private static readonly Lazy<ContextState> s_context = new(CreateContext, LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly Lazy<GpuProbe> s_gpu = new(ProbeGpu, LazyThreadSafetyMode.ExecutionAndPublication);
