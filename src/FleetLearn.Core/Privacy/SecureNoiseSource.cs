@@ -9,13 +9,13 @@ namespace FleetLearn.Core.Privacy;
 /// (<see cref="RandomNumberGenerator"/>), turned into Gaussians with the Box–Muller transform on doubles.
 /// </summary>
 /// <remarks>
-/// Each uniform carries 53 bits; Box–Muller's radius uses u ∈ (0, 1], so draws are bounded by
-/// √(2·53·ln 2) ≈ 8.57 (tail mass beyond that is 1e-17). Floating-point sampling is not bit-exact
+/// Uniforms carry 53 bits; the Ziggurat's tail uses u ∈ (0, 1], so draws are exact in distribution up to
+/// the 53-bit grid. Floating-point sampling is not bit-exact
 /// DP (Mironov 2012, "On significance of the least significant bits"); the secure-aggregation path
 /// should move to the distributed discrete Gaussian (Kairouz et al. 2021) when integers are summed.
 /// Not thread-safe: one instance per thread.
 /// </remarks>
-public sealed class SecureNoiseSource : INoiseSource
+public sealed class SecureNoiseSource : INoiseSource, IUniformBits
 {
     private const double TwoPow53Inv = 1.0 / 9007199254740992.0;
     private readonly byte[] _buffer = new byte[8192];
@@ -30,24 +30,11 @@ public sealed class SecureNoiseSource : INoiseSource
     /// <inheritdoc />
     public void FillStandardNormal(Span<double> destination)
     {
-        int i = 0;
-        for (; i + 1 < destination.Length; i += 2)
-        {
-            (destination[i], destination[i + 1]) = BoxMuller(NextUInt64(), NextUInt64());
-        }
-        if (i < destination.Length) destination[i] = BoxMuller(NextUInt64(), NextUInt64()).Z0;
+        for (int i = 0; i < destination.Length; i++) destination[i] = ZigguratNormal.Sample(this);
     }
 
-    /// <summary>Box–Muller on two 64-bit words: u1 ∈ (0, 1] (so log is finite), u2 ∈ [0, 1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static (double Z0, double Z1) BoxMuller(ulong a, ulong b)
-    {
-        double u1 = ((a >> 11) + 1) * TwoPow53Inv;
-        double u2 = (b >> 11) * TwoPow53Inv;
-        double r = Math.Sqrt(-2.0 * Math.Log(u1));
-        (double s, double c) = Math.SinCos(2.0 * Math.PI * u2);
-        return (r * c, r * s);
-    }
+    ulong IUniformBits.NextUInt64() => NextUInt64();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong NextUInt64()

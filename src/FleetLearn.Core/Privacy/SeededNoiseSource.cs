@@ -6,7 +6,7 @@ namespace FleetLearn.Core.Privacy;
 /// A reproducible <see cref="INoiseSource"/> for simulations and tests only: its noise is predictable
 /// from the seed, so it gives <b>no</b> differential privacy. Production uses <see cref="SecureNoiseSource"/>.
 /// </summary>
-public sealed class SeededNoiseSource : INoiseSource
+public sealed class SeededNoiseSource : INoiseSource, IUniformBits
 {
     private readonly DeterministicRandom _random;
 
@@ -19,11 +19,8 @@ public sealed class SeededNoiseSource : INoiseSource
     /// <inheritdoc />
     public void FillStandardNormal(Span<double> destination)
     {
-        int i = 0;
-        for (; i + 1 < destination.Length; i += 2)
-        {
-            (destination[i], destination[i + 1]) = SecureNoiseSource.BoxMuller(_random.NextUInt64(), _random.NextUInt64());
-        }
-        if (i < destination.Length) destination[i] = SecureNoiseSource.BoxMuller(_random.NextUInt64(), _random.NextUInt64()).Z0;
+        for (int i = 0; i < destination.Length; i++) destination[i] = ZigguratNormal.Sample(this);
     }
+
+    ulong IUniformBits.NextUInt64() => _random.NextUInt64();
 }

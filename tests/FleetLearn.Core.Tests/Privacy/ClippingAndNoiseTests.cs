@@ -67,6 +67,25 @@ public sealed class ClippingAndNoiseTests(ITestOutputHelper output)
         Assert.InRange(fourth, 3 - 0.06, 3 + 0.06);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ZigguratSampler_MillionDraws_EmpiricalCdfMatchesPhi(bool secure)
+    {
+        const int n = 1_000_000;
+        var values = new double[n];
+        (secure ? (INoiseSource)new SecureNoiseSource() : new SeededNoiseSource(99)).FillStandardNormal(values);
+        Array.Sort(values);
+        foreach (double x in new[] { -4.5, -3.7, -3.6, -3.0, -2.0, -1.0, -0.3, 0.0, 0.3, 1.0, 2.0, 3.0, 3.6, 3.7, 4.5 })
+        {
+            double phi = 0.5 * SpecialFunctions.Erfc(-x / Math.Sqrt(2));
+            int below = Array.BinarySearch(values, x);
+            double empirical = (below >= 0 ? below : ~below) / (double)n;
+            double bound = 5.5 * Math.Sqrt(phi * (1 - phi) / n) + 2.0 / n;
+            Assert.True(Math.Abs(empirical - phi) <= bound, $"F({x}) = {empirical}, Φ = {phi}, bound {bound}");
+        }
+    }
+
     [Fact]
     public void SecureNoiseSource_TwoInstances_DrawDifferentNoise()
     {
