@@ -1,0 +1,141 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
+using System.Text.Json;
+using FleetLearn.Core.Privacy;
+
+namespace FleetLearn.Cli.Commands;
+
+/// <summary>
+/// <c>fleetlearn privacy epsilon|noise</c>: the Rényi-DP accountant of the Poisson-sampled Gaussian mechanism
+/// (Mironov, Talwar, Zhang 2019) with the improved RDP → (ε, δ) conversion (Balle et al. 2020).
+/// </summary>
+/// <remarks>With <c>--json</c> the last line of stdout is one JSON object, for scripts.</remarks>
+internal static class PrivacyCommand
+{
+    public static Command Create()
+    {
+        var privacy = new Command("privacy", "Differential-privacy accounting for DP-FedAvg: ε from a noise multiplier, or the noise multiplier for a target ε.");
+        privacy.Subcommands.Add(CreateEpsilon());
+        privacy.Subcommands.Add(CreateNoise());
+        return privacy;
+    }
+
+    private static Command CreateEpsilon()
+    {
+        var q = SamplingRateOption();
+        var sigma = new Option<double>("--sigma") { Description = "Noise multiplier σ: noise standard deviation divided by the clipping norm C (> 0).", Required = true };
+        sigma.Validators.Add(r => Check(r, sigma.Name, v => v > 0 && double.IsFinite(v), "must be a positive number"));
+        var steps = StepsOption();
+        var delta = DeltaOption();
+        var conversion = ConversionOption();
+        var json = JsonOption();
+        var cmd = new Command("epsilon", "ε after T rounds of the sampled Gaussian mechanism at sampling rate q and noise multiplier σ.")
+        {
+            q, sigma, steps, delta, conversion, json,
+        };
+        cmd.SetAction(parseResult =>
+        {
+            var output = parseResult.InvocationConfiguration.Output;
+            double qv = parseResult.GetValue(q), sv = parseResult.GetValue(sigma), dv = parseResult.GetValue(delta);
+            int tv = parseResult.GetValue(steps);
+            var conv = parseResult.GetValue(conversion);
+            var spent = RdpAccountant.GetEpsilon(qv, sv, tv, dv, conversion: conv);
+            output.WriteLine(Invariant($"Sampled Gaussian mechanism: q = {qv}, σ = {sv}, {tv} rounds, δ = {dv}"));
+            output.WriteLine(Invariant($"ε = {spent.Epsilon:0.######} at Rényi order α = {spent.Order} ({Describe(conv)})"));
+            if (parseResult.GetValue(json))
+                output.WriteLine(JsonSerializer.Serialize(new EpsilonResult(spent.Epsilon, spent.Order), JsonOptions));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command CreateNoise()
+    {
+        var q = SamplingRateOption();
+        var epsilon = new Option<double>("--epsilon") { Description = "Target ε (> 0).", Required = true };
+        epsilon.Validators.Add(r => Check(r, epsilon.Name, v => v > 0 && double.IsFinite(v), "must be a positive number"));
+        var steps = StepsOption();
+        var delta = DeltaOption();
+        var conversion = ConversionOption();
+        var json = JsonOption();
+        var cmd = new Command("noise", "Smallest noise multiplier σ whose ε after T rounds at sampling rate q is at most the target.")
+        {
+            q, epsilon, steps, delta, conversion, json,
+        };
+        cmd.SetAction(parseResult =>
+        {
+            var output = parseResult.InvocationConfiguration.Output;
+            double qv = parseResult.GetValue(q), ev = parseResult.GetValue(epsilon), dv = parseResult.GetValue(delta);
+            int tv = parseResult.GetValue(steps);
+            var conv = parseResult.GetValue(conversion);
+            double sigma;
+            try
+            {
+                sigma = RdpAccountant.GetNoiseMultiplier(qv, ev, tv, dv, conversion: conv);
+            }
+            catch (ArgumentException e)
+            {
+                parseResult.InvocationConfiguration.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            var check = RdpAccountant.GetEpsilon(qv, sigma, tv, dv, conversion: conv);
+            output.WriteLine(Invariant($"Target (ε = {ev}, δ = {dv}) over {tv} rounds at q = {qv} ({Describe(conv)})"));
+            output.WriteLine(Invariant($"σ = {sigma:0.######} (gives ε = {check.Epsilon:0.######} at α = {check.Order})"));
+            if (parseResult.GetValue(json))
+                output.WriteLine(JsonSerializer.Serialize(new NoiseResult(sigma), JsonOptions));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+    private sealed record EpsilonResult(double Epsilon, double Order);
+
+    private sealed record NoiseResult(double Sigma);
+
+    private static Option<double> SamplingRateOption()
+    {
+        var q = new Option<double>("--q") { Description = "Sampling rate q ∈ (0, 1]: probability that a vehicle is in a round (1 when vehicles check in when they please).", Required = true };
+        q.Validators.Add(r => Check(r, q.Name, v => v > 0 && v <= 1, "must lie in (0, 1]"));
+        return q;
+    }
+
+    private static Option<int> StepsOption()
+    {
+        var steps = new Option<int>("--steps") { Description = "Number of rounds T (≥ 1).", Required = true };
+        steps.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 1) r.AddError(Invariant($"--steps must be at least 1; got {r.GetValueOrDefault<int>()}."));
+        });
+        return steps;
+    }
+
+    private static Option<double> DeltaOption()
+    {
+        var delta = new Option<double>("--delta") { Description = "δ ∈ (0, 1) of the (ε, δ) guarantee; choose it well below 1/(number of vehicles).", Required = true };
+        delta.Validators.Add(r => Check(r, delta.Name, v => v > 0 && v < 1, "must lie in (0, 1)"));
+        return delta;
+    }
+
+    private static Option<RdpConversion> ConversionOption() => new("--conversion")
+    {
+        Description = "RDP → (ε, δ) conversion: Improved (Balle et al. 2020, as Opacus and TF-Privacy) or Classic (Mironov 2017).",
+        DefaultValueFactory = _ => RdpConversion.Improved,
+    };
+
+    private static Option<bool> JsonOption() => new("--json") { Description = "Also print the result as one JSON object on the last line of stdout." };
+
+    private static void Check(OptionResult result, string name, Func<double, bool> valid, string rule)
+    {
+        double v = result.GetValueOrDefault<double>();
+        if (!valid(v)) result.AddError(Invariant($"{name} {rule}; got {v}."));
+    }
+
+    private static string Describe(RdpConversion conversion) => conversion == RdpConversion.Improved
+        ? "improved conversion, Balle et al. 2020"
+        : "classic conversion, Mironov 2017";
+
+    private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}
