@@ -17,6 +17,7 @@ internal static class FleetLearnCommand
         {
             SimulateCommand.Create(),
             TrainCommand.Create(),
+            PrivacyCommand.Create(),
             bench,
         };
         return root;
