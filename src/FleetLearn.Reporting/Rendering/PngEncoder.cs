@@ -68,24 +68,10 @@ internal static class PngEncoder
             var bestScore = long.MaxValue;
             for (var type = 0; type <= 4; type++)
             {
+                Filter(type, row, prior, candidate, bpp);
                 long score = 0;
-                for (var i = 0; i < stride; i++)
-                {
-                    int a = i >= bpp ? row[i - bpp] : 0;
-                    int b = y > 0 ? prior[i] : 0;
-                    int c = i >= bpp && y > 0 ? prior[i - bpp] : 0;
-                    var predictor = type switch
-                    {
-                        0 => 0,
-                        1 => a,
-                        2 => b,
-                        3 => (a + b) >> 1,
-                        _ => Paeth(a, b, c),
-                    };
-                    var v = (byte)(row[i] - predictor);
-                    candidate[i] = v;
+                foreach (var v in candidate)
                     score += v < 128 ? v : 256 - v;
-                }
                 if (score < bestScore)
                 {
                     bestScore = score;
@@ -98,9 +84,42 @@ internal static class PngEncoder
         }
 
         using var output = new MemoryStream();
-        using (var zlib = new ZLibStream(output, CompressionLevel.SmallestSize, leaveOpen: true))
+        using (var zlib = new ZLibStream(output, CompressionLevel.Optimal, leaveOpen: true))
             zlib.Write(filtered);
         return output.ToArray();
+    }
+
+    /// <summary>Applies one of the five filter types of PNG spec §9.2 to a scanline; an empty prior row reads as zeros.</summary>
+    private static void Filter(int type, ReadOnlySpan<byte> row, ReadOnlySpan<byte> prior, Span<byte> output, int bpp)
+    {
+        var hasPrior = !prior.IsEmpty;
+        switch (type)
+        {
+            case 0:
+                row.CopyTo(output);
+                break;
+            case 1:
+                for (var i = 0; i < row.Length; i++)
+                    output[i] = (byte)(row[i] - (i >= bpp ? row[i - bpp] : 0));
+                break;
+            case 2:
+                for (var i = 0; i < row.Length; i++)
+                    output[i] = (byte)(row[i] - (hasPrior ? prior[i] : 0));
+                break;
+            case 3:
+                for (var i = 0; i < row.Length; i++)
+                    output[i] = (byte)(row[i] - (((i >= bpp ? row[i - bpp] : 0) + (hasPrior ? prior[i] : 0)) >> 1));
+                break;
+            default:
+                for (var i = 0; i < row.Length; i++)
+                {
+                    int a = i >= bpp ? row[i - bpp] : 0;
+                    int b = hasPrior ? prior[i] : 0;
+                    int c = i >= bpp && hasPrior ? prior[i - bpp] : 0;
+                    output[i] = (byte)(row[i] - Paeth(a, b, c));
+                }
+                break;
+        }
     }
 
     private static int Paeth(int a, int b, int c)

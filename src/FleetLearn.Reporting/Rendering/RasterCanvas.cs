@@ -13,7 +13,7 @@ internal sealed class RasterCanvas : IChartCanvas
     private readonly int _height;
     private readonly int _sw;
     private readonly int _sh;
-    private readonly byte[] _hi;
+    private readonly uint[] _hi; // 0xRRGGBB per sample
     private readonly List<(string Text, double X, double Y, FontRole Role, TextAnchor Anchor, ChartColor Color, bool Vertical)> _texts = [];
     private (int X0, int Y0, int X1, int Y1) _clip;
 
@@ -23,7 +23,7 @@ internal sealed class RasterCanvas : IChartCanvas
         _height = height;
         _sw = width * Supersample;
         _sh = height * Supersample;
-        _hi = new byte[_sw * _sh * 3];
+        _hi = new uint[_sw * _sh];
         _clip = (0, 0, _sw, _sh);
     }
 
@@ -104,12 +104,13 @@ internal sealed class RasterCanvas : IChartCanvas
                 int r = 0, g = 0, b = 0;
                 for (var sy = 0; sy < Supersample; sy++)
                 {
-                    var row = ((y * Supersample + sy) * _sw + x * Supersample) * 3;
-                    for (var sx = 0; sx < Supersample; sx++, row += 3)
+                    var row = (y * Supersample + sy) * _sw + x * Supersample;
+                    for (var sx = 0; sx < Supersample; sx++)
                     {
-                        r += _hi[row];
-                        g += _hi[row + 1];
-                        b += _hi[row + 2];
+                        var v = _hi[row + sx];
+                        r += (int)(v >> 16);
+                        g += (int)(v >> 8) & 0xFF;
+                        b += (int)v & 0xFF;
                     }
                 }
                 var o = (y * _width + x) * 3;
@@ -178,6 +179,7 @@ internal sealed class RasterCanvas : IChartCanvas
             minY = Math.Min(minY, p.Y * Supersample);
             maxY = Math.Max(maxY, p.Y * Supersample);
         }
+        var packed = (uint)(color.R << 16 | color.G << 8 | color.B);
         var y0 = Math.Max(_clip.Y0, (int)Math.Ceiling(minY - 0.5));
         var y1 = Math.Min(_clip.Y1 - 1, (int)Math.Floor(maxY - 0.5));
         for (var sy = y0; sy <= y1; sy++)
@@ -200,13 +202,8 @@ internal sealed class RasterCanvas : IChartCanvas
                 continue;
             var x0 = Math.Max(_clip.X0, (int)Math.Ceiling(xl - 0.5));
             var x1 = Math.Min(_clip.X1 - 1, (int)Math.Floor(xr - 0.5));
-            var o = (sy * _sw + x0) * 3;
-            for (var sx = x0; sx <= x1; sx++, o += 3)
-            {
-                _hi[o] = color.R;
-                _hi[o + 1] = color.G;
-                _hi[o + 2] = color.B;
-            }
+            if (x1 >= x0)
+                _hi.AsSpan(sy * _sw + x0, x1 - x0 + 1).Fill(packed);
         }
     }
 
