@@ -70,11 +70,17 @@ public sealed class HtmlReport
         _body.Append("<div class=\"table-wrap\"><table>\n");
         if (!string.IsNullOrEmpty(caption))
             _body.Append("<caption>").Append(Xml.Escape(caption)).Append("</caption>\n");
+        var materialized = rows.Select(r => r.ToArray()).ToList();
         _body.Append("<thead><tr>");
-        foreach (var h in header)
-            _body.Append("<th scope=\"col\">").Append(Xml.Escape(h)).Append("</th>");
+        for (var c = 0; c < header.Count; c++)
+        {
+            // A column of numbers gets a right-aligned heading to sit over its right-aligned cells.
+            var column = materialized.Where(r => c < r.Length && r[c] is not null).Select(r => r[c]).ToList();
+            var numeric = column.Count > 0 && column.All(IsNumeric);
+            _body.Append(numeric ? "<th scope=\"col\" class=\"num\">" : "<th scope=\"col\">").Append(Xml.Escape(header[c])).Append("</th>");
+        }
         _body.Append("</tr></thead>\n<tbody>\n");
-        foreach (var row in rows)
+        foreach (var row in materialized)
         {
             _body.Append("<tr>");
             foreach (var cell in row)
@@ -147,7 +153,9 @@ public sealed class HtmlReport
         td.num { text-align: right; }
         tbody tr:nth-child(even) td { background: #fafbfc; }
         caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0; }
-        table.summary th { font-weight: 600; color: #444; background: #f6f7f9; width: 1%; white-space: nowrap; }
+        table.summary { min-width: 360px; }
+        table.summary th { font-weight: 600; color: #444; background: #f6f7f9; white-space: nowrap; }
+        th.num { text-align: right; }
         .table-wrap { overflow-x: auto; }
         figure { margin: 16px 0; }
         figure svg, figure img { display: block; max-width: 100%; height: auto; }

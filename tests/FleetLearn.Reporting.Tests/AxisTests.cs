@@ -36,6 +36,19 @@ public sealed class AxisTests
         Assert.Equal("0", axis.Ticks[0].Label);
     }
 
+    [Theory]
+    [InlineData(4)]
+    [InlineData(6)]
+    [InlineData(11)]
+    public void Linear_Rounds1To50_EndsAtFiftyWithoutOvershoot(int target)
+    {
+        var axis = Axis.Linear(1, 50, null, null, target, integerSteps: true);
+
+        Assert.Equal(0, axis.Min);
+        Assert.Equal(50, axis.Max);
+        Assert.Equal("50", axis.Ticks[^1].Label);
+    }
+
     [Fact]
     public void Linear_IntegerRoundsOverShortRange_StepIsWhole()
     {

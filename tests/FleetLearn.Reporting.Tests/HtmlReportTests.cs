@@ -81,6 +81,15 @@ public sealed partial class HtmlReportTests
     }
 
     [Fact]
+    public void AddTable_NumericAndTextColumns_AlignsNumbersRight()
+    {
+        var html = new HtmlReport("r").AddTable(["round", "note"], [[1, "a"], [2, null]]).ToHtml();
+
+        Assert.Contains("<th scope=\"col\" class=\"num\">round</th><th scope=\"col\">note</th>", html);
+        Assert.Contains("<td class=\"num\">1</td><td>a</td>", html);
+    }
+
+    [Fact]
     public void AddPng_NotAPng_Throws()
     {
         Assert.Throws<ArgumentException>(() => new HtmlReport("r").AddPng([1, 2, 3, 4, 5, 6, 7, 8, 9], "x"));

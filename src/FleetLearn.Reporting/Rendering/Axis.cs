@@ -55,7 +55,7 @@ internal sealed class Axis
             if (hi <= lo) hi = lo + 2 * pad;
         }
 
-        var step = NiceStep((hi - lo) / Math.Max(1, targetTicks - 1));
+        var step = ChooseStep(lo, hi, fixedMin is null, fixedMax is null, Math.Max(1, targetTicks - 1));
         if (integerSteps && step < 1)
             step = 1;
         if (fixedMin is null) lo = Math.Floor(lo / step + 1e-9) * step;
@@ -107,6 +107,33 @@ internal sealed class Axis
             }
         }
         return new Axis(lo, hi, log: true, ticks);
+    }
+
+    /// <summary>
+    /// Picks among 1, 2, 2.5 (only where it stays a whole number), 5 and 10 × 10^k the step whose
+    /// interval count is nearest the target, penalising ranges that snapping stretches far past the data.
+    /// </summary>
+    private static double ChooseStep(double lo, double hi, bool snapLo, bool snapHi, int targetIntervals)
+    {
+        var range = hi - lo;
+        var mag = Math.Pow(10, Math.Floor(Math.Log10(range / targetIntervals)));
+        if (!double.IsFinite(mag) || mag <= 0)
+            return NiceStep(range / targetIntervals);
+        var best = double.NaN;
+        var bestScore = double.MaxValue;
+        foreach (var m in (ReadOnlySpan<double>)[1, 2, 2.5, 5, 10, 20])
+        {
+            var step = m * mag;
+            if (m == 2.5 && step < 10)
+                continue;
+            var l = snapLo ? Math.Floor(lo / step + 1e-9) * step : lo;
+            var h = snapHi ? Math.Ceiling(hi / step - 1e-9) * step : hi;
+            var intervals = (h - l) / step;
+            var score = Math.Abs(intervals - targetIntervals) + 5 * ((h - l) - range) / range;
+            if (score < bestScore - 1e-9)
+                (best, bestScore) = (step, score);
+        }
+        return best;
     }
 
     /// <summary>The nice step (1, 2 or 5 × 10^k) nearest above a rough step.</summary>

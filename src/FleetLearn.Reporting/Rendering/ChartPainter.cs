@@ -147,7 +147,7 @@ internal static class ChartPainter
             yMin = double.IsNaN(yMin) ? r.Y : Math.Min(yMin, r.Y);
             yMax = double.IsNaN(yMax) ? r.Y : Math.Max(yMax, r.Y);
         }
-        var yTicks = Math.Clamp(plotHeight / 55, 3, 10);
+        var yTicks = Math.Clamp(plotHeight / 70 + 1, 3, 10);
         var yAxis = chart.LogY
             ? Axis.Log10(yMin, yMax, chart.YMin, chart.YMax, yTicks)
             : Axis.Linear(yMin, yMax, chart.YMin, chart.YMax, yTicks, integerSteps: false);
@@ -157,7 +157,7 @@ internal static class ChartPainter
         var right = Pad + 12;
         var plotWidth = Math.Max(20, width - left - right);
         var integerX = finite.Length > 0 && finite.All(p => p.X == Math.Round(p.X));
-        var xAxis = Axis.Linear(xMin, xMax, chart.XMin, chart.XMax, Math.Clamp(plotWidth / 90, 3, 12), integerX);
+        var xAxis = Axis.Linear(xMin, xMax, chart.XMin, chart.XMax, Math.Clamp(plotWidth / 80 + 1, 3, 12), integerX);
 
         // The last x tick label is centred on the right edge: keep it inside the image.
         var lastLabel = xAxis.Ticks.LastOrDefault(t => t.Major).Label ?? "";
