@@ -1,13 +1,19 @@
 using System.Globalization;
-using System.Text;
 using FleetLearn.Core.Model;
+using FleetLearn.Reporting;
 
 namespace FleetLearn.Simulation;
 
-/// <summary>Writes a run's results: rounds.csv, charts, report.html and the final global model.</summary>
+/// <summary>Writes a run's results: rounds.csv, PNG charts, a self-contained report.html and the final global model.</summary>
 public static class SimulationArtifacts
 {
-    /// <summary>Writes every artifact into <paramref name="folder"/> and returns the file names written.</summary>
+    private static readonly string[] CsvHeader =
+    [
+        "round", "test_accuracy", "test_loss", "train_loss", "available", "selected", "participants", "dropped",
+        "stragglers", "applied", "bytes_up", "bytes_down", "seconds", "simulated_seconds",
+    ];
+
+    /// <summary>Writes every artifact into <paramref name="folder"/> and returns the paths written.</summary>
     public static IReadOnlyList<string> Write(string folder, SimulationOptions options, FleetSimulator simulator, IReadOnlyList<RoundReport> reports, int? roundsToTarget, double seconds)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -15,23 +21,87 @@ public static class SimulationArtifacts
         ArgumentNullException.ThrowIfNull(reports);
         Directory.CreateDirectory(folder);
         var written = new List<string>();
-
-        var csv = new StringBuilder();
-        csv.AppendLine("round,test_accuracy,test_loss,train_loss,available,selected,participants,dropped,stragglers,applied,bytes_up,bytes_down,seconds,simulated_seconds");
-        foreach (var r in reports)
+        string Path_(string name)
         {
-            csv.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Round},{r.TestAccuracy:R},{r.TestLoss:R},{r.TrainLoss:R},{r.Available},{r.Selected},{r.Participants},{r.Dropped},{r.Stragglers},{(r.Applied ? 1 : 0)},{r.BytesUp},{r.BytesDown},{r.Seconds:F4},{r.SimulatedSeconds:F2}"));
+            var p = Path.Combine(folder, name);
+            written.Add(p);
+            return p;
         }
-        File.WriteAllText(Path.Combine(folder, "rounds.csv"), csv.ToString());
-        written.Add(Path.Combine(folder, "rounds.csv"));
+
+        using (var csv = new StreamWriter(Path_("rounds.csv")))
+        {
+            var writer = new CsvWriter(csv, CsvHeader);
+            foreach (var r in reports)
+            {
+                writer.WriteRow(r.Round, r.TestAccuracy, r.TestLoss, r.TrainLoss, r.Available, r.Selected, r.Participants, r.Dropped,
+                    r.Stragglers, r.Applied ? 1 : 0, r.BytesUp, r.BytesDown, Math.Round(r.Seconds, 4), Math.Round(r.SimulatedSeconds, 2));
+            }
+        }
+
+        var rounds = reports.Select(r => (double)r.Round).ToArray();
+        var accuracy = new LineChart
+        {
+            Title = "Test accuracy of the global model",
+            XLabel = "Round",
+            YLabel = "Accuracy",
+            Series = [ChartSeries.FromXY("accuracy", rounds, reports.Select(r => r.TestAccuracy))],
+            Reference = new ReferenceLine(options.Target, string.Create(CultureInfo.InvariantCulture, $"target {options.Target:0.##}")),
+        };
+        var loss = new LineChart
+        {
+            Title = "Loss per round",
+            XLabel = "Round",
+            YLabel = "Cross-entropy",
+            Series =
+            [
+                ChartSeries.FromXY("test loss", rounds, reports.Select(r => r.TestLoss)),
+                ChartSeries.FromXY("local train loss", rounds, reports.Select(r => r.TrainLoss)),
+            ],
+        };
+        var bytes = new LineChart
+        {
+            Title = "Bytes moved per round",
+            XLabel = "Round",
+            YLabel = "Bytes",
+            Series =
+            [
+                ChartSeries.FromXY("up (vehicles → cloud)", rounds, reports.Select(r => (double)r.BytesUp)),
+                ChartSeries.FromXY("down (cloud → vehicles)", rounds, reports.Select(r => (double)r.BytesDown)),
+            ],
+            YMin = 0,
+        };
+        File.WriteAllBytes(Path_("accuracy.png"), PngChartRenderer.Render(accuracy));
+        File.WriteAllBytes(Path_("loss.png"), PngChartRenderer.Render(loss));
+        File.WriteAllBytes(Path_("bytes.png"), PngChartRenderer.Render(bytes));
+
+        var final = reports[^1];
+        var report = new HtmlReport("FleetLearn simulation")
+            .AddSummary("final test accuracy", final.TestAccuracy.ToString("F4", CultureInfo.InvariantCulture))
+            .AddSummary("rounds", reports.Count)
+            .AddSummary(string.Create(CultureInfo.InvariantCulture, $"rounds to {options.Target:0.##}"), roundsToTarget?.ToString(CultureInfo.InvariantCulture) ?? "not reached")
+            .AddSummary("wall-clock seconds", seconds.ToString("F1", CultureInfo.InvariantCulture))
+            .AddSummary("bytes up / down", $"{reports.Sum(r => r.BytesUp):N0} / {reports.Sum(r => r.BytesDown):N0}")
+            .AddSummary("fleet", $"{options.Vehicles:N0} vehicles, {options.Partition}, cohort {options.CohortSize}")
+            .AddSummary("local training", string.Create(CultureInfo.InvariantCulture, $"E={options.LocalEpochs}, B={options.Batch}, lr={options.ClientLearningRate}"))
+            .AddSummary("strategy", simulator.Strategy.Name)
+            .AddSummary("model", $"{options.Model} ({options.Model.ParameterCount:N0} parameters)")
+            .AddSummary("behaviour", string.Create(CultureInfo.InvariantCulture, $"availability {options.Behavior.Availability}, dropout {options.Behavior.Dropout}, over-selection {options.OverSelection}"))
+            .AddSummary("seed", options.Seed)
+            .AddSummary("backend", simulator.Backend)
+            .AddSection("Accuracy").AddChart(accuracy)
+            .AddSection("Loss").AddChart(loss)
+            .AddSection("Traffic").AddChart(bytes)
+            .AddSection("Rounds")
+            .AddTable(CsvHeader, reports.Select(r => new object?[]
+            {
+                r.Round, Math.Round(r.TestAccuracy, 4), Math.Round(r.TestLoss, 4), Math.Round(r.TrainLoss, 4), r.Available, r.Selected,
+                r.Participants, r.Dropped, r.Stragglers, r.Applied ? "yes" : "no", r.BytesUp, r.BytesDown, Math.Round(r.Seconds, 3), Math.Round(r.SimulatedSeconds, 1),
+            }));
+        File.WriteAllText(Path_("report.html"), report.ToHtml());
 
         var model = new Checkpoint(options.Model, reports.Count, simulator.GlobalModel.ToArray(),
             string.Create(CultureInfo.InvariantCulture, $"{{\"source\":\"fleetlearn simulate\",\"strategy\":\"{simulator.Strategy.Name}\",\"rounds\":{reports.Count},\"seed\":{options.Seed}}}"));
-        model.Save(Path.Combine(folder, "model.ckpt"));
-        written.Add(Path.Combine(folder, "model.ckpt"));
-        _ = roundsToTarget;
-        _ = seconds;
+        model.Save(Path_("model.ckpt"));
         return written;
     }
 }

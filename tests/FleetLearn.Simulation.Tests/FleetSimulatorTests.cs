@@ -122,6 +122,8 @@ public sealed class FleetSimulatorTests
             Assert.Equal(3, lines.Length);
             Assert.StartsWith("round,test_accuracy,test_loss", lines[0], StringComparison.Ordinal);
             Assert.StartsWith("2,", lines[2], StringComparison.Ordinal);
+            Assert.True(File.Exists(Path.Combine(dir.FullName, "accuracy.png")));
+            Assert.Contains("<svg", File.ReadAllText(Path.Combine(dir.FullName, "report.html")), StringComparison.Ordinal);
             var ckpt = Checkpoint.Load(Path.Combine(dir.FullName, "model.ckpt"));
             Assert.Equal(sim.GlobalModel.ToArray(), ckpt.Parameters);
             Assert.Equal(2, ckpt.Version);
