@@ -18,6 +18,7 @@ internal static class FleetLearnCommand
             SimulateCommand.Create(),
             TrainCommand.Create(),
             PrivacyCommand.Create(),
+            AuditCommand.Create(),
             bench,
         };
         return root;
