@@ -77,7 +77,7 @@ internal static class AuditCommand
             var mean = new float[truth.Length];
             for (int k = 0; k < cohortSize; k++) VectorMath.Axpy(1f / cohortSize, train.Row(index + k), mean);
             double baselineCos = LeakageAudit.CosineSimilarity(truth, mean);
-            var o = Console.Out;
+            var o = parse.InvocationConfiguration.Output;
             o.WriteLine($"audit: vehicle holds Fashion-MNIST training image {index} ({FashionMnist.ClassNames[train.Labels[index]]}); model {spec}; one SGD step, lr {stepSize.ToString(CultureInfo.InvariantCulture)}; update norm {preClipNorm.ToString("G4", CultureInfo.InvariantCulture)}");
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw update:                 cosine {rawCos:F4}  PSNR {Psnr(rawPsnr)}  → the image is rebuilt"));
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"clipped C={clipNorm} + noise σ={noiseMultiplier}: cosine {protCos:F4}  PSNR {Psnr(protPsnr)}"));

@@ -18,12 +18,12 @@ internal static class BenchAggregateCommand
         {
             int n = parse.GetValue(updates), d = parse.GetValue(dim);
             if (n < 1 || d < 1 || d > 500_000_000) throw new ArgumentException("--updates must be ≥ 1 and --dim within 1..500,000,000.");
-            var r = AggregationBenchmark.Run(n, d, Math.Max(1, parse.GetValue(repeats)), Console.Error.WriteLine);
-            Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            var r = AggregationBenchmark.Run(n, d, Math.Max(1, parse.GetValue(repeats)), parse.InvocationConfiguration.Error.WriteLine);
+            parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"aggregate {n} updates × {d:N0}: {r.InputGigabytesPerSecond:F2} GB/s folded, memcpy {r.MemcpyGigabytesPerSecond:F2} GB/s ({100 * r.InputGigabytesPerSecond / r.MemcpyGigabytesPerSecond:F0}%), peak managed {r.PeakManagedMegabytes:F1} MiB = {r.PeakManagedMegabytes / r.ModelMegabytes:F2} model sizes"));
             if (parse.GetValue(json))
             {
-                CliJson.Write(Console.Out, new
+                CliJson.Write(parse.InvocationConfiguration.Output, new
                 {
                     input_gb_per_s = r.InputGigabytesPerSecond,
                     memcpy_gb_per_s = r.MemcpyGigabytesPerSecond,

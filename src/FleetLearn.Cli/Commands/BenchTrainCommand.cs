@@ -36,7 +36,7 @@ internal static class BenchTrainCommand
             int batchSize = parse.GetValue(batch), threadCount = parse.GetValue(threads);
             var train = FashionMnist.LoadTrain(parse.GetValue(data));
             int n = Math.Clamp(parse.GetValue(samples), 1, train.Count);
-            using var trainer = TrainerFactory.Create(TrainerFactory.Parse(parse.GetValue(backend)!), spec, batchSize, threadCount, Console.Error.WriteLine);
+            using var trainer = TrainerFactory.Create(TrainerFactory.Parse(parse.GetValue(backend)!), spec, batchSize, threadCount, parse.InvocationConfiguration.Error.WriteLine);
             trainer.LoadParameters(ModelInitializer.Initialize(spec, 0));
             var sgd = new SgdOptions(0.05f);
             var schedule = new LearningRateSchedule.Constant(0.05f);
@@ -52,12 +52,12 @@ internal static class BenchTrainCommand
                 TrainingLoop.RunEpoch(trainer, train, indices, batchSize, sgd, schedule, ref step, 0, rng);
                 double rate = n / sw.Elapsed.TotalSeconds;
                 best = Math.Max(best, rate);
-                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {r + 1}: {rate:N0} samples/s ({sw.Elapsed.TotalSeconds:F3} s)"));
+                parse.InvocationConfiguration.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {r + 1}: {rate:N0} samples/s ({sw.Elapsed.TotalSeconds:F3} s)"));
             }
-            Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"fleetlearn {trainer.Description} batch={batchSize} samples={n} samples_per_s={best:F0}"));
             if (parse.GetValue(json))
-                CliJson.Write(Console.Out, new { samples_per_second = best, batch = batchSize, threads = threadCount, samples = n, backend = trainer.Description, model = spec.ToString() });
+                CliJson.Write(parse.InvocationConfiguration.Output, new { samples_per_second = best, batch = batchSize, threads = threadCount, samples = n, backend = trainer.Description, model = spec.ToString() });
             return 0;
         });
         return command;

@@ -76,7 +76,7 @@ internal static class SimulateCommand
             options.Validate();
             bool asJson = parse.GetValue(json);
             // Progress goes to stderr with --json so that stdout stays one JSON object per line.
-            var progress = asJson ? Console.Error : Console.Out;
+            var progress = asJson ? parse.InvocationConfiguration.Error : parse.InvocationConfiguration.Output;
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
 
             var train = FashionMnist.LoadTrain(parse.GetValue(data));
@@ -100,7 +100,7 @@ internal static class SimulateCommand
                     $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}  {report.Seconds:F2} s"));
                 if (asJson)
                 {
-                    CliJson.Write(Console.Out, new
+                    CliJson.Write(parse.InvocationConfiguration.Output, new
                     {
                         round = report.Round,
                         test_accuracy = report.TestAccuracy,
@@ -130,7 +130,7 @@ internal static class SimulateCommand
                 $"done: final accuracy {final.TestAccuracy:F4} after {reports.Count} rounds; {(roundsToTarget is { } r ? $"reached {options.Target:F2} at round {r}" : $"did not reach {options.Target:F2}")}; {Bytes(reports.Sum(x => x.BytesUp))} up, {Bytes(reports.Sum(x => x.BytesDown))} down; {seconds:F1} s"));
             if (asJson)
             {
-                CliJson.Write(Console.Out, new
+                CliJson.Write(parse.InvocationConfiguration.Output, new
                 {
                     summary = true,
                     final_accuracy = final.TestAccuracy,

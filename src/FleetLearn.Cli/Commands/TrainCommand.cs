@@ -57,7 +57,7 @@ internal static class TrainCommand
             var lrSchedule = LearningRateSchedule.Parse(parse.GetValue(schedule)!, sgd.LearningRate);
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
             ulong seedValue = parse.GetValue(seed);
-            var stdout = Console.Out;
+            var stdout = parse.InvocationConfiguration.Output;
 
             var train = FashionMnist.LoadTrain(parse.GetValue(data));
             var test = FashionMnist.LoadTest(parse.GetValue(data));
