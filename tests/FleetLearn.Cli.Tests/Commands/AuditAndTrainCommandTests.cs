@@ -74,7 +74,7 @@ public sealed class AuditAndTrainCommandTests
     [Fact]
     public void Simulate_Json_EmitsOneObjectPerRoundThenSummary()
     {
-        var (exit, stdout, _) = Run("simulate", "--vehicles", "20", "--fraction", "0.2", "--rounds", "2", "--local-epochs", "1", "--model", "784-32-10", "--workers", "1", "--json");
+        var (exit, stdout, _) = Run("simulate", "--vehicles", "20", "--fraction", "0.2", "--rounds", "2", "--local-epochs", "1", "--model", "784-32-10", "--workers", "1", "--target", "0.99", "--json");
         Assert.Equal(0, exit);
         var lines = stdout.TrimEnd().Split('\n');
         Assert.Equal(3, lines.Length);
