@@ -38,6 +38,21 @@ public sealed record RoundReport
     /// <summary>Bytes the selected vehicles downloaded this round.</summary>
     public long BytesDown { get; init; }
 
+    /// <summary>
+    /// Fleet-level ε (at the run's δ) after this round for the sampled Gaussian mechanism with q = K/N:
+    /// the simulator selects uniformly, so amplification by sampling holds here. NaN when DP is off.
+    /// </summary>
+    public double Epsilon { get; init; } = double.NaN;
+
+    /// <summary>Largest per-vehicle ε in the ledger, which accounts each participation with q = 1 (no amplification). NaN when DP is off.</summary>
+    public double MaxVehicleEpsilon { get; init; } = double.NaN;
+
+    /// <summary>Clip norm C used this round (NaN when DP is off).</summary>
+    public double ClipNorm { get; init; } = double.NaN;
+
+    /// <summary>Eligible vehicles that declined because the round would exceed their privacy budget.</summary>
+    public int Declined { get; init; }
+
     /// <summary>Wall-clock seconds of the round on this machine.</summary>
     public double Seconds { get; init; }
 

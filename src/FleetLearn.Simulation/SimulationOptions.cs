@@ -69,6 +69,12 @@ public sealed record SimulationOptions
     /// <summary>Evaluate the global model on the test set every N rounds (and always on the last).</summary>
     public int EvaluateEvery { get; init; } = 1;
 
+    /// <summary>Differential privacy; null = off.</summary>
+    public PrivacySettings? Privacy { get; init; }
+
+    /// <summary>ε of the k-ary randomized-response label telemetry each participant sends; null = off.</summary>
+    public double? TelemetryEpsilon { get; init; }
+
     /// <summary>The cohort size K this configuration asks for.</summary>
     public int CohortSize => Cohort ?? Math.Max(1, (int)Math.Round(Fraction * Vehicles));
 
@@ -86,6 +92,8 @@ public sealed record SimulationOptions
         if (EvaluateEvery < 1) throw new ArgumentException("--eval-every must be at least 1.");
         if (WeightCap is { } cap && !(cap > 0)) throw new ArgumentException("--weight-cap must be positive.");
         Behavior.Validate();
+        Privacy?.Validate();
+        if (TelemetryEpsilon is { } te && !(te > 0 && te <= 20)) throw new ArgumentException("--telemetry-epsilon must be within (0, 20].");
         new RoundSettings(CohortSize, OverSelection, MinParticipants ?? 1, DeadlineSeconds).Validate();
     }
 }
