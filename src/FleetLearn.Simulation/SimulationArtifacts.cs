@@ -10,7 +10,7 @@ public static class SimulationArtifacts
     private static readonly string[] CsvHeader =
     [
         "round", "test_accuracy", "test_loss", "train_loss", "available", "selected", "participants", "dropped",
-        "stragglers", "applied", "bytes_up", "bytes_down", "seconds", "simulated_seconds",
+        "stragglers", "applied", "bytes_up", "bytes_down", "seconds", "simulated_seconds", "epsilon", "max_vehicle_epsilon", "clip_norm", "declined",
     ];
 
     /// <summary>Writes every artifact into <paramref name="folder"/> and returns the paths written.</summary>
@@ -34,7 +34,8 @@ public static class SimulationArtifacts
             foreach (var r in reports)
             {
                 writer.WriteRow(r.Round, r.TestAccuracy, r.TestLoss, r.TrainLoss, r.Available, r.Selected, r.Participants, r.Dropped,
-                    r.Stragglers, r.Applied ? 1 : 0, r.BytesUp, r.BytesDown, Math.Round(r.Seconds, 4), Math.Round(r.SimulatedSeconds, 2));
+                    r.Stragglers, r.Applied ? 1 : 0, r.BytesUp, r.BytesDown, Math.Round(r.Seconds, 4), Math.Round(r.SimulatedSeconds, 2),
+                    r.Epsilon, r.MaxVehicleEpsilon, r.ClipNorm, r.Declined);
             }
         }
 
@@ -70,6 +71,24 @@ public static class SimulationArtifacts
             ],
             YMin = 0,
         };
+        LineChart? epsilon = null;
+        if (options.Privacy is { } dp)
+        {
+            epsilon = new LineChart
+            {
+                Title = string.Create(CultureInfo.InvariantCulture, $"Privacy spent (δ = {dp.Delta:G2})"),
+                XLabel = "Round",
+                YLabel = "ε",
+                Series =
+                [
+                    ChartSeries.FromXY("fleet ε (sampled, q = K/N)", rounds, reports.Select(r => r.Epsilon)),
+                    ChartSeries.FromXY("largest per-vehicle ε (q = 1 per participation)", rounds, reports.Select(r => r.MaxVehicleEpsilon)),
+                ],
+                YMin = 0,
+                Reference = dp.EpsilonBudget is { } b ? new ReferenceLine(b, "per-vehicle budget") : null,
+            };
+            File.WriteAllBytes(Path_("epsilon.png"), PngChartRenderer.Render(epsilon));
+        }
         File.WriteAllBytes(Path_("accuracy.png"), PngChartRenderer.Render(accuracy));
         File.WriteAllBytes(Path_("loss.png"), PngChartRenderer.Render(loss));
         File.WriteAllBytes(Path_("bytes.png"), PngChartRenderer.Render(bytes));
@@ -90,12 +109,21 @@ public static class SimulationArtifacts
             .AddSummary("backend", simulator.Backend)
             .AddSection("Accuracy").AddChart(accuracy)
             .AddSection("Loss").AddChart(loss)
-            .AddSection("Traffic").AddChart(bytes)
+            .AddSection("Traffic").AddChart(bytes);
+        if (epsilon is not null)
+        {
+            var dp = options.Privacy!;
+            report.AddSummary("differential privacy", string.Create(CultureInfo.InvariantCulture,
+                    $"{dp.Mode}, σ = {dp.NoiseMultiplier}, C = {(dp.AdaptiveClip ? "adaptive from " : "")}{dp.ClipNorm}, final ε = {final.Epsilon:F2} at δ = {dp.Delta:G2}"))
+                .AddSection("Privacy").AddChart(epsilon);
+        }
+        report
             .AddSection("Rounds")
             .AddTable(CsvHeader, reports.Select(r => new object?[]
             {
                 r.Round, Math.Round(r.TestAccuracy, 4), Math.Round(r.TestLoss, 4), Math.Round(r.TrainLoss, 4), r.Available, r.Selected,
                 r.Participants, r.Dropped, r.Stragglers, r.Applied ? "yes" : "no", r.BytesUp, r.BytesDown, Math.Round(r.Seconds, 3), Math.Round(r.SimulatedSeconds, 1),
+                Math.Round(r.Epsilon, 3), Math.Round(r.MaxVehicleEpsilon, 3), Math.Round(r.ClipNorm, 4), r.Declined,
             }));
         File.WriteAllText(Path_("report.html"), report.ToHtml());
 

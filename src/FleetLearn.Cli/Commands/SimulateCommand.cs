@@ -4,6 +4,7 @@ using System.Globalization;
 using FleetLearn.Compute;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Perception.Datasets;
 using FleetLearn.Simulation;
 
@@ -38,6 +39,12 @@ internal static class SimulateCommand
         var backend = new Option<string>("--backend") { Description = "auto | cpu | ilgpu.", DefaultValueFactory = _ => "auto" };
         var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate on the test set every N rounds.", DefaultValueFactory = _ => 1 };
         var histograms = new Option<bool>("--histograms") { Description = "Print each vehicle's label histogram (first 20 vehicles)." };
+        var dp = new Option<string>("--dp") { Description = "Differential privacy: off | central (aggregator adds noise) | distributed (vehicles add shares).", DefaultValueFactory = _ => "off" };
+        var clip = new Option<string>("--clip") { Description = "L2 clip norm C, or 'adaptive' (tracks the median update norm, Andrew et al. 2021).", DefaultValueFactory = _ => "1.0" };
+        var noise = new Option<double>("--noise-multiplier") { Description = "Noise multiplier σ (sum carries N(0, σ²C²)).", DefaultValueFactory = _ => 1.0 };
+        var delta = new Option<double>("--delta") { Description = "δ of the reported (ε, δ).", DefaultValueFactory = _ => 1e-5 };
+        var budget = new Option<double?>("--epsilon-budget") { Description = "Per-vehicle ε budget; a vehicle that would exceed it declines." };
+        var telemetry = new Option<double?>("--telemetry-epsilon") { Description = "Each participant reports a seen class by k-ary randomized response with this ε." };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
         var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
@@ -45,7 +52,8 @@ internal static class SimulateCommand
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
-            overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, data, output, json,
+            overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
+            data, output, json,
         };
         command.SetAction(parse =>
         {
@@ -72,6 +80,8 @@ internal static class SimulateCommand
                 Target = parse.GetValue(target),
                 Workers = parse.GetValue(workers),
                 EvaluateEvery = parse.GetValue(evalEvery),
+                Privacy = ParsePrivacy(parse.GetValue(dp)!, parse.GetValue(clip)!, parse.GetValue(noise), parse.GetValue(delta), parse.GetValue(budget)),
+                TelemetryEpsilon = parse.GetValue(telemetry),
             };
             options.Validate();
             bool asJson = parse.GetValue(json);
@@ -96,8 +106,9 @@ internal static class SimulateCommand
             {
                 reports.Add(report);
                 if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
+                string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2}  C {report.ClipNorm:G3}");
                 progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}  {report.Seconds:F2} s"));
+                    $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}{privacyText}  {report.Seconds:F2} s"));
                 if (asJson)
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -116,11 +127,24 @@ internal static class SimulateCommand
                         bytes_down = report.BytesDown,
                         seconds = report.Seconds,
                         simulated_seconds = report.SimulatedSeconds,
+                        epsilon = Finite(report.Epsilon),
+                        max_vehicle_epsilon = Finite(report.MaxVehicleEpsilon),
+                        clip_norm = Finite(report.ClipNorm),
+                        declined = report.Declined,
                     });
                 }
             }
             double seconds = clock.Elapsed.TotalSeconds;
             var final = reports[^1];
+            if (simulator.TelemetryEstimate is { } estimate)
+            {
+                progress.WriteLine($"label telemetry (k-ary randomized response, ε_LDP = {options.TelemetryEpsilon!.Value.ToString(CultureInfo.InvariantCulture)}), fleet's estimated vs true class distribution:");
+                for (int c = 0; c < estimate.True.Length; c++)
+                {
+                    string name = c < FashionMnist.ClassNames.Count ? FashionMnist.ClassNames[c] : c.ToString(CultureInfo.InvariantCulture);
+                    progress.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {name,-12} estimated {estimate.Estimated[c],7:P1}  true {estimate.True[c],7:P1}"));
+                }
+            }
             if (parse.GetValue(output) is { } folder)
             {
                 var written = SimulationArtifacts.Write(folder, options, simulator, reports, roundsToTarget, seconds);
@@ -142,6 +166,9 @@ internal static class SimulateCommand
                     target = options.Target,
                     bytes_up = reports.Sum(x => x.BytesUp),
                     bytes_down = reports.Sum(x => x.BytesDown),
+                    epsilon = Finite(final.Epsilon),
+                    max_vehicle_epsilon = Finite(final.MaxVehicleEpsilon),
+                    delta = options.Privacy?.Delta,
                     strategy = simulator.Strategy.Name,
                     partition = options.Partition.ToString(),
                     backend = simulator.Backend,
@@ -150,6 +177,31 @@ internal static class SimulateCommand
             return 0;
         });
         return command;
+    }
+
+    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
+
+    private static PrivacySettings? ParsePrivacy(string mode, string clip, double noise, double delta, double? budget)
+    {
+        var m = mode.Trim().ToLowerInvariant();
+        if (m is "off" or "none")
+        {
+            if (budget is not null) throw new ArgumentException("--epsilon-budget needs --dp central or distributed.");
+            return null;
+        }
+        var noiseMode = m switch
+        {
+            "central" => NoiseMode.Central,
+            "distributed" => NoiseMode.Distributed,
+            _ => throw new ArgumentException($"--dp '{mode}': expected off, central or distributed."),
+        };
+        bool adaptive = clip.Trim().Equals("adaptive", StringComparison.OrdinalIgnoreCase);
+        double clipNorm = 1.0;
+        if (!adaptive && !double.TryParse(clip, NumberStyles.Float, CultureInfo.InvariantCulture, out clipNorm))
+            throw new ArgumentException($"--clip '{clip}': expected a positive number or 'adaptive'.");
+        var settings = new PrivacySettings(noiseMode, clipNorm, adaptive, noise, delta, budget);
+        settings.Validate();
+        return settings;
     }
 
     internal static string Bytes(long bytes) => bytes switch
