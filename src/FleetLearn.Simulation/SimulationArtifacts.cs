@@ -112,9 +112,9 @@ public static class SimulationArtifacts
             .AddSection("Traffic").AddChart(bytes);
         if (epsilon is not null)
         {
-            var dp = options.Privacy!;
+            var privacy = options.Privacy!;
             report.AddSummary("differential privacy", string.Create(CultureInfo.InvariantCulture,
-                    $"{dp.Mode}, σ = {dp.NoiseMultiplier}, C = {(dp.AdaptiveClip ? "adaptive from " : "")}{dp.ClipNorm}, final ε = {final.Epsilon:F2} at δ = {dp.Delta:G2}"))
+                    $"{privacy.Mode}, σ = {privacy.NoiseMultiplier}, C = {(privacy.AdaptiveClip ? "adaptive from " : "")}{privacy.ClipNorm}, final ε = {final.Epsilon:F2} at δ = {privacy.Delta:G2}"))
                 .AddSection("Privacy").AddChart(epsilon);
         }
         report
