@@ -78,7 +78,8 @@ public sealed class FleetSimulator : IDisposable
             // per-vehicle guarantee that holds without assuming uniform sampling.
             _ledger = new PrivacyLedger(new PrivacyLedgerOptions(dp.EpsilonBudget ?? double.MaxValue, dp.Delta));
             if (dp.AdaptiveClip)
-                _adaptive = new AdaptiveClipping(dp.ClipNorm, dp.TargetQuantile, dp.ClipLearningRate, countNoiseStdDev: options.CohortSize / 20.0);
+                // σ_b = K/20 as Andrew et al. suggest, but never below σ so that σ_Δ stays close to σ on small cohorts.
+                _adaptive = new AdaptiveClipping(dp.ClipNorm, dp.TargetQuantile, dp.ClipLearningRate, countNoiseStdDev: Math.Max(options.CohortSize / 20.0, dp.NoiseMultiplier));
         }
         _telemetryReports = new long[train.ClassCount];
         _telemetryTruth = new long[train.ClassCount];
@@ -209,7 +210,8 @@ public sealed class FleetSimulator : IDisposable
             if (_adaptive is not null)
             {
                 var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xADA9, (ulong)round).NextUInt64());
-                _clipNorm = _adaptive.Update(unclippedCount, _options.CohortSize, source);
+                _adaptive.Update(unclippedCount, _options.CohortSize, source);
+                _clipNorm = _adaptive.ClipNorm;
             }
             _strategy.ApplyUpdate(_global, _combined);
             if (!VectorMath.AllFinite(_global))
