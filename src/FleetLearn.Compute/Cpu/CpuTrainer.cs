@@ -172,6 +172,13 @@ public sealed unsafe class CpuTrainer : ITrainer, IPartitionedWork
 
     internal SimdWidth Width => _width;
 
+    /// <summary>
+    /// Phases with fewer multiply-adds than this run on the calling thread even when a pool exists:
+    /// handing a few microseconds of work to another thread costs more than it saves. The split
+    /// never changes results, so tests set 0 to exercise it on small models.
+    /// </summary>
+    internal long ParallelThreshold { get; init; } = 200_000;
+
     /// <summary>The widest vector the hardware accelerates: 512, then 256, then 128 bits.</summary>
     internal static SimdWidth WidestAccelerated() =>
         Vector512.IsHardwareAccelerated ? SimdWidth.Vector512
@@ -424,9 +431,12 @@ public sealed unsafe class CpuTrainer : ITrainer, IPartitionedWork
         _phaseDy = dy;
         _phaseDx = dx;
         _phaseStep = step;
-        if (_pool is null) ExecutePart(0, 1);
+        if (_pool is null || PhaseMultiplyAdds(layer, rows) < ParallelThreshold) ExecutePart(0, 1);
         else _pool.Run(this);
     }
+
+    /// <summary>Multiply-adds of each phase of a layer (forward, input gradient, weight gradient alike).</summary>
+    private long PhaseMultiplyAdds(int layer, int rows) => (long)rows * _layers[layer].Out * _layers[layer].InP;
 
     void IPartitionedWork.Execute(int part, int parts) => ExecutePart(part, parts);
 

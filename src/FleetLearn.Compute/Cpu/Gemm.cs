@@ -53,6 +53,7 @@ internal readonly unsafe struct UpdateTarget(float* parameters, float* momentum,
 /// Every output element is computed by one tile with a fixed summation order, so results do not
 /// depend on how work is split across threads.
 /// </remarks>
+[SkipLocalsInit]
 internal static unsafe class Gemm
 {
     /// <summary>Rows of X per forward tile and rows of dY per input-gradient tile.</summary>

@@ -84,7 +84,7 @@ public sealed class CpuTrainerBehaviourTests
         var data = ReferenceMlp.RandomData(96, spec.InputSize, spec.OutputSize, seed: 41);
         float[] Run(int t)
         {
-            using var trainer = new CpuTrainer(spec, 32, t);
+            using var trainer = new CpuTrainer(spec, 32, t) { ParallelThreshold = 0 };
             trainer.LoadParameters(ModelInitializer.Initialize(spec, 5));
             for (int b = 0; b < 3; b++)
                 trainer.TrainBatch(data, Enumerable.Range(b * 32, 32 - b).ToArray(), new SgdOptions(0.1f, 0.9f, 1e-3f));

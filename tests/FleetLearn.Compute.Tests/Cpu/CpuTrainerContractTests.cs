@@ -10,10 +10,10 @@ public sealed class CpuTrainerTests : TrainerContractTests
     protected override ITrainer CreateTrainer(ModelSpec spec, int maxBatchSize) => new CpuTrainer(spec, maxBatchSize);
 }
 
-/// <summary>The trainer contract with the work split over two threads.</summary>
+/// <summary>The trainer contract with every phase split over two threads.</summary>
 public sealed class CpuTrainerTwoThreadTests : TrainerContractTests
 {
-    protected override ITrainer CreateTrainer(ModelSpec spec, int maxBatchSize) => new CpuTrainer(spec, maxBatchSize, threads: 2);
+    protected override ITrainer CreateTrainer(ModelSpec spec, int maxBatchSize) => new CpuTrainer(spec, maxBatchSize, threads: 2) { ParallelThreshold = 0 };
 }
 
 /// <summary>The trainer contract with 256-bit kernels (the path of x64 machines without AVX-512).</summary>
