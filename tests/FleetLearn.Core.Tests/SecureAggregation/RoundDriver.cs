@@ -72,6 +72,21 @@ internal sealed class RoundDriver : IDisposable
     /// <summary>Runs the whole round; <paramref name="dropsAt"/>[p] are the vehicles that stop before sending their phase-p message.</summary>
     public void Run(params IReadOnlySet<int>[] dropsAt)
     {
+        var requests = RunToUnmasking(dropsAt);
+        if (Server.Phase == SecAggServerPhase.Aborted) return;
+        var drops = dropsAt.Length > 3 ? dropsAt[3] : new HashSet<int>();
+        foreach (var r in requests)
+        {
+            if (drops.Contains(r.VehicleId)) continue;
+            var response = Vehicles[r.VehicleId].HandleUnmaskRequest(Wire(r));
+            if (Server.Phase == SecAggServerPhase.Unmasking) Send(response);
+        }
+        CloseIfOpen(SecAggServerPhase.Unmasking);
+    }
+
+    /// <summary>Runs phases 0–2 and returns the unmask requests (empty when the round aborted).</summary>
+    public List<UnmaskRequestMessage> RunToUnmasking(params IReadOnlySet<int>[] dropsAt)
+    {
         IReadOnlySet<int> Drops(int phase) => phase < dropsAt.Length ? dropsAt[phase] : new HashSet<int>();
         var gone = new HashSet<int>();
 
@@ -82,7 +97,7 @@ internal sealed class RoundDriver : IDisposable
             Send(advert);
         }
         CloseIfOpen(SecAggServerPhase.AdvertiseKeys);
-        if (Server.Phase == SecAggServerPhase.Aborted) return;
+        if (Server.Phase == SecAggServerPhase.Aborted) return [];
 
         foreach (var d in Take<KeyDirectoryMessage>())
         {
@@ -91,7 +106,7 @@ internal sealed class RoundDriver : IDisposable
             Send(reply);
         }
         CloseIfOpen(SecAggServerPhase.ShareKeys);
-        if (Server.Phase == SecAggServerPhase.Aborted) return;
+        if (Server.Phase == SecAggServerPhase.Aborted) return [];
 
         foreach (var f in Take<ForwardedSharesMessage>())
         {
@@ -100,15 +115,14 @@ internal sealed class RoundDriver : IDisposable
             Send(Vehicles[u].HandleForwardedShares(Wire(f), Inputs[u]));
         }
         CloseIfOpen(SecAggServerPhase.MaskedInputCollection);
-        if (Server.Phase == SecAggServerPhase.Aborted) return;
+        return Server.Phase == SecAggServerPhase.Aborted ? [] : Take<UnmaskRequestMessage>();
+    }
 
-        foreach (var r in Take<UnmaskRequestMessage>())
-        {
-            if (Drops(3).Contains(r.VehicleId)) continue;
-            var response = Vehicles[r.VehicleId].HandleUnmaskRequest(Wire(r));
-            if (Server.Phase == SecAggServerPhase.Unmasking) Send(response);
-        }
-        CloseIfOpen(SecAggServerPhase.Unmasking);
+    public static IReadOnlySet<int>[] DropsAt(int phase, params int[] vehicles)
+    {
+        var d = new IReadOnlySet<int>[4];
+        for (int p = 0; p < 4; p++) d[p] = p == phase ? new HashSet<int>(vehicles) : new HashSet<int>();
+        return d;
     }
 
     /// <summary>Plaintext Σ x_u mod 2^m over <paramref name="contributors"/>.</summary>
