@@ -44,6 +44,8 @@ public static class Shamir
     /// <summary>Shares of <paramref name="secret"/> for the points <paramref name="xs"/>; any <paramref name="threshold"/> of them reconstruct it.</summary>
     public static BigInteger[] Split(BigInteger secret, int threshold, ReadOnlySpan<int> xs)
     {
+        if (threshold < 1 || xs.Length < threshold)
+            throw new ArgumentException($"{xs.Length} share holders cannot carry a {threshold}-of-n sharing.", nameof(xs));
         var coefficients = new BigInteger[threshold - 1];
         for (int i = 0; i < coefficients.Length; i++) coefficients[i] = RandomElement();
         return Split(secret, coefficients, xs, Prime);
@@ -53,8 +55,6 @@ public static class Shamir
     internal static BigInteger[] Split(BigInteger secret, ReadOnlySpan<BigInteger> coefficients, ReadOnlySpan<int> xs, BigInteger prime)
     {
         if (secret.Sign < 0 || secret >= prime) throw new ArgumentOutOfRangeException(nameof(secret), "The secret must lie in [0, p).");
-        if (xs.Length < coefficients.Length + 1)
-            throw new ArgumentException($"{xs.Length} share holders cannot carry a {coefficients.Length + 1}-of-n sharing.", nameof(xs));
         EnsureDistinctNonZero(xs, prime);
         var shares = new BigInteger[xs.Length];
         for (int i = 0; i < xs.Length; i++)
