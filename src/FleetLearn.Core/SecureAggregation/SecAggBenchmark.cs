@@ -125,9 +125,13 @@ public static class SecAggBenchmark
             clientTicks[u] += Stopwatch.GetTimestamp() - start;
             return m;
         }
+        double lastServer = 0;
         void Expect(SecAggServerPhase phase)
         {
             if (server.Phase != phase) throw new InvalidOperationException($"Server is in {server.Phase}, expected {phase}: {server.AbortReason}");
+            double now = serverWatch.Elapsed.TotalSeconds;
+            progress?.Report(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  server time for the phase: {now - lastServer:F3} s"));
+            lastServer = now;
         }
 
         progress?.Report("phase 0: AdvertiseKeys");
