@@ -60,6 +60,7 @@ public sealed record SecAggServerOptions
 /// already declared dropped and is refused, never counted. Only the secrets needed are
 /// reconstructed: b_u of each survivor, and s_u of each dropped vehicle that has a surviving
 /// neighbour, each from the first t shares to arrive (Lagrange coefficients cached per share set).
+/// Not thread-safe: a transport serializes calls (one round, one consumer).
 /// </remarks>
 public sealed class SecAggServer : IDisposable
 {
@@ -82,6 +83,7 @@ public sealed class SecAggServer : IDisposable
     private readonly bool[] _responded;
     private readonly List<(int X, BigInteger Y)>?[] _bShares, _sShares;
     private readonly Dictionary<string, BigInteger[]> _lagrange = [];
+    private readonly HashSet<string> _seenPoints = [];
     private int[] _u1 = [], _u2 = [], _u3 = [], _droppedNeeded = [];
     private int _pending;
 
@@ -183,6 +185,15 @@ public sealed class SecAggServer : IDisposable
         {
             return $"Vehicle {u} advertised a public key that is not a valid P-256 point.";
         }
+        string c = Convert.ToHexString(a.EncryptionKey.AsSpan()), sk = Convert.ToHexString(a.MaskingKey.AsSpan());
+        if (c == sk || _seenPoints.Contains(c) || _seenPoints.Contains(sk))
+        {
+            _maskingKeys[u]!.Dispose();
+            _maskingKeys[u] = null;
+            return $"Vehicle {u} advertised a public key that is already in use in round {_p.Round}.";
+        }
+        _seenPoints.Add(c);
+        _seenPoints.Add(sk);
         _adverts[u] = a;
         if (Count(_adverts) == _n) CloseAdvertise(outbox);
         return null;

@@ -34,7 +34,8 @@ public enum SecAggVehiclePhase
 /// phase is refused without aborting (a duplicate delivery must not kill the round); a message of
 /// the expected phase that fails a check aborts the vehicle's round. Round keys live only in memory
 /// and are discarded after use (see <see cref="SecAggCrypto"/>); after answering the unmask request
-/// all held shares are wiped, so no second request can extract anything.
+/// all held shares are wiped, so no second request can extract anything. Not thread-safe: one
+/// caller at a time.
 /// </remarks>
 public sealed class SecAggVehicle : IDisposable
 {
@@ -107,9 +108,13 @@ public sealed class SecAggVehicle : IDisposable
         var holders = new List<int>(message.Entries.Length);
         bool sawSelf = false;
         int previous = -1;
+        var points = new HashSet<string>(2 * message.Entries.Length);
         foreach (var e in message.Entries)
         {
             int v = e.VehicleId;
+            // Bonawitz et al. Fig. 4, ShareKeys: all public keys must be distinct (no vehicle may reuse another's keys).
+            if (!points.Add(Convert.ToHexString(e.EncryptionKey.AsSpan())) | !points.Add(Convert.ToHexString(e.MaskingKey.AsSpan())))
+                Fail($"the key directory repeats a public key (at vehicle {v})");
             if (e.Round != _p.Round) Fail($"key directory entry of vehicle {v} is for round {e.Round}");
             if (v <= previous) Fail($"key directory is not sorted by vehicle or lists vehicle {v} twice");
             previous = v;

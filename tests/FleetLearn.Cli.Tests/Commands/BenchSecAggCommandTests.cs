@@ -3,6 +3,8 @@ using FleetLearn.Cli.Commands;
 
 namespace FleetLearn.Cli.Tests.Commands;
 
+/// <summary>Redirects Console.Out/Error: every test class that does so must join the "Console" collection.</summary>
+[Collection("Console")]
 public sealed class BenchSecAggCommandTests
 {
     [Fact]

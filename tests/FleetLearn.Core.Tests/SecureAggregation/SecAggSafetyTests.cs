@@ -159,6 +159,34 @@ public sealed class SecAggSafetyTests
     }
 
     [Fact]
+    public void HandleKeyDirectory_VehicleReusesAnotherVehiclesKeys_VehicleAborts()
+    {
+        using var round = new RoundDriver(n: 4, dim: 2);
+        var adverts = round.Vehicles.Select(v => v.Start()).ToArray();
+        // Vehicle 3 advertises vehicle 1's public keys under its own (valid) device signature.
+        var copy = new AdvertiseKeysMessage(RoundDriver.Round, 3, adverts[1].EncryptionKey, adverts[1].MaskingKey,
+            [.. round.DeviceKeys[3].SignData(SecAggCryptoProbe.ToBeSigned(new AdvertiseKeysMessage(RoundDriver.Round, 3, adverts[1].EncryptionKey, adverts[1].MaskingKey, adverts[3].Signature)), HashAlgorithmName.SHA256)]);
+        var directory = new KeyDirectoryMessage(RoundDriver.Round, 0, [adverts[0], adverts[1], adverts[2], copy]);
+
+        var e = Assert.Throws<SecAggProtocolException>(() => round.Vehicles[0].HandleKeyDirectory(directory));
+
+        Assert.Equal("Vehicle 0 aborted round 7: the key directory repeats a public key (at vehicle 3).", e.Message);
+    }
+
+    [Fact]
+    public void Receive_AdvertisementReusingAnotherVehiclesKeys_Rejected()
+    {
+        using var round = new RoundDriver(n: 4, dim: 2);
+        var a1 = round.Vehicles[1].Start();
+        round.Send(a1);
+        var unsigned = new AdvertiseKeysMessage(RoundDriver.Round, 3, a1.EncryptionKey, a1.MaskingKey, a1.Signature);
+        var copy = new AdvertiseKeysMessage(RoundDriver.Round, 3, a1.EncryptionKey, a1.MaskingKey,
+            [.. round.DeviceKeys[3].SignData(SecAggCryptoProbe.ToBeSigned(unsigned), HashAlgorithmName.SHA256)]);
+
+        Assert.Equal("Vehicle 3 advertised a public key that is already in use in round 7.", round.Send(copy).Rejection);
+    }
+
+    [Fact]
     public void Receive_UnregisteredVehicle_Rejected()
     {
         using var round = new RoundDriver(n: 4, dim: 2);
