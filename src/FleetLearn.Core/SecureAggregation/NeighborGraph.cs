@@ -1,0 +1,95 @@
+namespace FleetLearn.Core.SecureAggregation;
+
+/// <summary>
+/// Who masks with whom. Complete graph (SecAgg) or a k-regular Harary graph H(k, n) on a random
+/// ring order (SecAgg+, Bell et al. 2020 §3): vehicle at ring position i is joined to positions
+/// i ± 1 … i ± k/2. The ring order is a Fisher–Yates shuffle driven by AES-CTR keyed with the
+/// public round seed, so the graph is fixed by the round plan and reproducible on any platform.
+/// </summary>
+public sealed class NeighborGraph
+{
+    private readonly int[]? _order;     // ring position → vehicle
+    private readonly int[]? _position;  // vehicle → ring position
+    private readonly int _half;
+
+    private NeighborGraph(int n, int? k, int[]? order, int[]? position)
+    {
+        Size = n;
+        Degree = k ?? n - 1;
+        _half = Degree / 2;
+        _order = order;
+        _position = position;
+    }
+
+    /// <summary>Number of vehicles.</summary>
+    public int Size { get; }
+
+    /// <summary>Neighbours per vehicle (k, or n − 1 for the complete graph).</summary>
+    public int Degree { get; }
+
+    /// <summary>True for the complete graph.</summary>
+    public bool IsComplete => _order is null;
+
+    /// <summary>Builds the graph; <paramref name="k"/> null or ≥ n − 1 means complete.</summary>
+    public static NeighborGraph Create(int n, int? k, ReadOnlySpan<byte> roundSeed)
+    {
+        if (k is null || k.Value >= n - 1) return new NeighborGraph(n, null, null, null);
+        if (k.Value < 2 || k.Value % 2 != 0) throw new SecAggConfigurationException($"k = {k} must be even and ≥ 2.");
+        var order = new int[n];
+        for (int i = 0; i < n; i++) order[i] = i;
+        var stream = new PrgStream(SecAggCrypto.DeriveLabelledKey(roundSeed, "graph"));
+        for (int i = n - 1; i > 0; i--)
+        {
+            int j = (int)stream.NextBelow((uint)(i + 1));
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        var position = new int[n];
+        for (int i = 0; i < n; i++) position[order[i]] = i;
+        return new NeighborGraph(n, k, order, position);
+    }
+
+    /// <summary>True when u and v mask with each other (u ≠ v).</summary>
+    public bool AreNeighbors(int u, int v)
+    {
+        if (u == v) return false;
+        if (_position is null) return true;
+        int d = Math.Abs(_position[u] - _position[v]);
+        d = Math.Min(d, Size - d);
+        return d <= _half;
+    }
+
+    /// <summary>N(u), ascending.</summary>
+    public int[] NeighborsOf(int u)
+    {
+        if (_order is null)
+        {
+            var all = new int[Size - 1];
+            for (int i = 0, j = 0; i < Size; i++) if (i != u) all[j++] = i;
+            return all;
+        }
+        var result = new int[Degree];
+        int p = _position![u], idx = 0;
+        for (int d = 1; d <= _half; d++)
+        {
+            result[idx++] = _order[(p + d) % Size];
+            result[idx++] = _order[(p - d + Size) % Size];
+        }
+        Array.Sort(result);
+        return result;
+    }
+
+    /// <summary>H(u) = N(u) ∪ {u}, ascending: the vehicles holding shares of u's secrets.</summary>
+    public int[] HoldersOf(int u)
+    {
+        var n = NeighborsOf(u);
+        var h = new int[n.Length + 1];
+        int i = 0, j = 0;
+        while (i < n.Length && n[i] < u) h[j++] = n[i++];
+        h[j++] = u;
+        while (i < n.Length) h[j++] = n[i++];
+        return h;
+    }
+
+    /// <summary>True when v holds shares of u's secrets (v ∈ H(u)).</summary>
+    public bool IsHolder(int u, int v) => u == v || AreNeighbors(u, v);
+}

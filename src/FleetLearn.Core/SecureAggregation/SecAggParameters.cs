@@ -1,0 +1,114 @@
+using System.Numerics;
+
+namespace FleetLearn.Core.SecureAggregation;
+
+/// <summary>
+/// Public parameters of one secure-aggregation round, identical on the server and every vehicle
+/// (they travel in the signed round plan). Vehicles are named by their index 0..n−1 in the cohort.
+/// </summary>
+/// <remarks>
+/// <para><b>Graph.</b> <see cref="Neighbors"/> = null (or ≥ n − 1) gives the complete graph, i.e. the
+/// protocol of Bonawitz et al. 2017. An even k &lt; n − 1 gives SecAgg+ (Bell et al. 2020): a Harary
+/// graph H(k, n) whose ring order is a permutation drawn from <see cref="RoundSeed"/>, so every
+/// vehicle has exactly k neighbours and everyone derives the same graph without talking.</para>
+/// <para><b>Share holders.</b> A vehicle u Shamir-shares its secrets among H(u) = N(u) ∪ {u}
+/// (it keeps its own share); <see cref="Threshold"/> t applies to that set (size n for the complete
+/// graph, k + 1 for SecAgg+). t must be a strict majority of the holders, so that honest vehicles
+/// can never hand the server t self-mask shares <i>and</i> t key shares of the same vehicle.</para>
+/// <para><b>Modulus.</b> Inputs are integers in [0, <see cref="MaxInputValue"/>] and are summed mod
+/// 2^<see cref="BitWidth"/>; n · MaxInputValue must be ≤ 2^m − 1 so the cohort's sum never wraps.</para>
+/// </remarks>
+public sealed class SecAggParameters
+{
+    /// <summary>Largest cohort a round accepts (also the decoders' limit).</summary>
+    public const int MaxCohortSize = 1 << 20;
+
+    private NeighborGraph? _graph;
+
+    /// <summary>Round number; bound into every key derivation, signature and message.</summary>
+    public required ulong Round { get; init; }
+
+    /// <summary>Number of vehicles n selected for the round (ids 0..n−1).</summary>
+    public required int CohortSize { get; init; }
+
+    /// <summary>Length of each vehicle's input vector (the weight coordinate included).</summary>
+    public required int Dimension { get; init; }
+
+    /// <summary>m: sums are computed mod 2^m, 1 ≤ m ≤ 32.</summary>
+    public required int BitWidth { get; init; }
+
+    /// <summary>Largest value any coordinate of one vehicle's input may take.</summary>
+    public required ulong MaxInputValue { get; init; }
+
+    /// <summary>k for SecAgg+ (even); null for the complete graph.</summary>
+    public int? Neighbors { get; init; }
+
+    /// <summary>t; null picks the smallest strict majority of the share holders.</summary>
+    public int? Threshold { get; init; }
+
+    /// <summary>32 public random bytes of the round plan; they fix the SecAgg+ graph.</summary>
+    public required byte[] RoundSeed { get; init; }
+
+    /// <summary>How long the server collects each phase's messages before closing it.</summary>
+    public TimeSpan PhaseTimeout { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>How long a vehicle waits for the server's next message before aborting (default 2 × <see cref="PhaseTimeout"/>).</summary>
+    public TimeSpan? VehicleTimeout { get; init; }
+
+    /// <summary>True when every vehicle is every other vehicle's neighbour (classic SecAgg).</summary>
+    public bool IsCompleteGraph => Neighbors is null || Neighbors.Value >= CohortSize - 1;
+
+    /// <summary>Number of share holders of each vehicle: n, or k + 1 for SecAgg+.</summary>
+    public int HolderCount => IsCompleteGraph ? CohortSize : Neighbors!.Value + 1;
+
+    /// <summary>The threshold t actually used.</summary>
+    public int EffectiveThreshold => Threshold ?? HolderCount / 2 + 1;
+
+    /// <summary>The vehicle timeout actually used.</summary>
+    public TimeSpan EffectiveVehicleTimeout => VehicleTimeout ?? PhaseTimeout * 2;
+
+    /// <summary>2^m − 1 as a bit mask.</summary>
+    public uint ValueMask => BitWidth == 32 ? uint.MaxValue : (1u << BitWidth) - 1;
+
+    /// <summary>The neighbour graph of this round (built once, on first use).</summary>
+    public NeighborGraph Graph => _graph ??= NeighborGraph.Create(CohortSize, IsCompleteGraph ? null : Neighbors, RoundSeed);
+
+    /// <summary>Throws <see cref="SecAggConfigurationException"/> with the offending numbers when the parameters are unusable.</summary>
+    public void Validate()
+    {
+        if (CohortSize < 3 || CohortSize > MaxCohortSize)
+            throw new SecAggConfigurationException($"Cohort size {CohortSize} is outside [3, {MaxCohortSize}].");
+        if (Dimension < 1 || Dimension > SecAggCodecLimits.Default.MaxDimension)
+            throw new SecAggConfigurationException($"Dimension {Dimension} is outside [1, {SecAggCodecLimits.Default.MaxDimension}].");
+        if (BitWidth < 1 || BitWidth > 32)
+            throw new SecAggConfigurationException($"Bit width {BitWidth} is outside [1, 32].");
+        if (RoundSeed is null || RoundSeed.Length != 32)
+            throw new SecAggConfigurationException($"Round seed must be 32 bytes, got {RoundSeed?.Length ?? 0}.");
+        if (PhaseTimeout <= TimeSpan.Zero || EffectiveVehicleTimeout <= TimeSpan.Zero)
+            throw new SecAggConfigurationException($"Timeouts must be positive (phase {PhaseTimeout}, vehicle {EffectiveVehicleTimeout}).");
+        EnsureModulusHoldsSum(CohortSize, MaxInputValue, BitWidth);
+        if (Neighbors is { } k && k < CohortSize - 1)
+        {
+            if (k < 2 || k % 2 != 0)
+                throw new SecAggConfigurationException($"SecAgg+ neighbour count k = {k} must be even and ≥ 2 (Harary graph H(k, n)); use null or ≥ n − 1 = {CohortSize - 1} for the complete graph.");
+        }
+        int h = HolderCount, t = EffectiveThreshold;
+        if (t > h || 2 * t <= h)
+            throw new SecAggConfigurationException($"Threshold t = {t} must satisfy {h}/2 < t ≤ {h} (strict majority of the {h} share holders of each vehicle).");
+    }
+
+    /// <summary>Throws when n vehicles with inputs up to <paramref name="maxInputValue"/> could wrap the sum mod 2^m.</summary>
+    public static void EnsureModulusHoldsSum(int cohortSize, ulong maxInputValue, int bitWidth)
+    {
+        var needed = (BigInteger)cohortSize * maxInputValue;
+        var limit = (BigInteger.One << bitWidth) - 1;
+        if (needed > limit)
+        {
+            long bits = (long)needed.GetBitLength();
+            throw new SecAggConfigurationException(
+                $"Modulus 2^{bitWidth} = {limit + 1} cannot hold the cohort's sum without wrapping: " +
+                $"{cohortSize} vehicles × max input {maxInputValue} = {needed} > {limit}. " +
+                $"Use a bit width of at least {bits} or lower the input range.");
+        }
+    }
+}

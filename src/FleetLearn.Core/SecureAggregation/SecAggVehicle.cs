@@ -1,0 +1,351 @@
+using System.Collections.Immutable;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+
+namespace FleetLearn.Core.SecureAggregation;
+
+/// <summary>Where a vehicle is in its round.</summary>
+public enum SecAggVehiclePhase
+{
+    /// <summary>Constructed; <see cref="SecAggVehicle.Start"/> not called yet.</summary>
+    Created,
+    /// <summary>Keys advertised; waiting for the key directory.</summary>
+    AwaitingKeyDirectory,
+    /// <summary>Shares sent; waiting for the shares addressed to it.</summary>
+    AwaitingShares,
+    /// <summary>Masked input sent; waiting for the unmask request.</summary>
+    AwaitingUnmaskRequest,
+    /// <summary>Unmask request answered; nothing secret is held any more.</summary>
+    Completed,
+    /// <summary>Gave up; see <see cref="SecAggVehicle.AbortReason"/>.</summary>
+    Aborted,
+}
+
+/// <summary>
+/// The vehicle side of SecAgg / SecAgg+ (Bonawitz et al. 2017, Fig. 4, semi-honest server, with
+/// signed keys), as a pure state machine: it reacts to the server's messages and the clock and
+/// returns the message to send; it never does I/O. Call, in order: <see cref="Start"/> →
+/// <see cref="HandleKeyDirectory"/> → <see cref="HandleForwardedShares"/> → <see cref="HandleUnmaskRequest"/>,
+/// and <see cref="CheckDeadline"/> whenever a timer fires.
+/// </summary>
+/// <remarks>
+/// Errors throw <see cref="SecAggProtocolException"/>. A message for the wrong round, vehicle or
+/// phase is refused without aborting (a duplicate delivery must not kill the round); a message of
+/// the expected phase that fails a check aborts the vehicle's round. Round keys live only in memory
+/// and are discarded after use (see <see cref="SecAggCrypto"/>); after answering the unmask request
+/// all held shares are wiped, so no second request can extract anything. Not thread-safe: one
+/// caller at a time.
+/// </remarks>
+public sealed class SecAggVehicle : IDisposable
+{
+    private readonly SecAggParameters _p;
+    private readonly ECDsa _deviceKey;
+    private readonly IDeviceKeyRegistry _registry;
+    private readonly TimeProvider _time;
+    private readonly int _t;
+
+    private ECDiffieHellman? _c, _s;
+    private AdvertiseKeysMessage? _advert;
+    private DateTimeOffset _deadline;
+    private readonly Dictionary<int, Peer> _peers = [];           // U1 ∩ N(u)
+    private byte[]? _selfSeed;                                      // b_u
+    private readonly Dictionary<int, (byte[] B, byte[] S)> _held = []; // shares held, from U2 ∩ H(u), own included
+    private bool _answered;
+
+    /// <summary>Creates the state machine of vehicle <paramref name="vehicleId"/> for one round.</summary>
+    /// <param name="parameters">The round's public parameters (validated here).</param>
+    /// <param name="vehicleId">This vehicle's index in the cohort.</param>
+    /// <param name="deviceKey">Long-term ECDSA P-256 device key (private), used to sign the round keys.</param>
+    /// <param name="registry">Device public keys of the cohort, to check peers' signatures.</param>
+    /// <param name="timeProvider">Clock for deadlines (defaults to the system clock).</param>
+    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        parameters.Validate();
+        if (vehicleId < 0 || vehicleId >= parameters.CohortSize)
+            throw new ArgumentOutOfRangeException(nameof(vehicleId), vehicleId, $"Vehicle id must lie in [0, {parameters.CohortSize}).");
+        _p = parameters;
+        VehicleId = vehicleId;
+        _deviceKey = deviceKey ?? throw new ArgumentNullException(nameof(deviceKey));
+        _registry = registry ?? throw new ArgumentNullException(nameof(registry));
+        _time = timeProvider ?? TimeProvider.System;
+        _t = parameters.EffectiveThreshold;
+    }
+
+    /// <summary>This vehicle's cohort index.</summary>
+    public int VehicleId { get; }
+
+    /// <summary>Current phase.</summary>
+    public SecAggVehiclePhase Phase { get; private set; } = SecAggVehiclePhase.Created;
+
+    /// <summary>Why the vehicle aborted, or null.</summary>
+    public string? AbortReason { get; private set; }
+
+    /// <summary>When the vehicle gives up waiting for the server's next message.</summary>
+    public DateTimeOffset? Deadline => Phase is SecAggVehiclePhase.AwaitingKeyDirectory or SecAggVehiclePhase.AwaitingShares or SecAggVehiclePhase.AwaitingUnmaskRequest ? _deadline : null;
+
+    private sealed record Peer(ECDiffieHellman Encryption, ECDiffieHellmanPublicKey EncryptionPublic, ECDiffieHellman Masking, ECDiffieHellmanPublicKey MaskingPublic);
+
+    /// <summary>Phase 0 (AdvertiseKeys): generates fresh key pairs c_u, s_u and signs them with the device key.</summary>
+    public AdvertiseKeysMessage Start()
+    {
+        if (Phase != SecAggVehiclePhase.Created) throw new SecAggProtocolException($"Vehicle {VehicleId} already started round {_p.Round}.", false);
+        _c = SecAggCrypto.NewKeyPair();
+        _s = SecAggCrypto.NewKeyPair();
+        byte[] cPk = SecAggCrypto.ExportPoint(_c), sPk = SecAggCrypto.ExportPoint(_s);
+        byte[] sig = _deviceKey.SignData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, VehicleId, cPk, sPk), HashAlgorithmName.SHA256);
+        _advert = new AdvertiseKeysMessage(_p.Round, VehicleId, [.. cPk], [.. sPk], [.. sig]);
+        Enter(SecAggVehiclePhase.AwaitingKeyDirectory);
+        return _advert;
+    }
+
+    /// <summary>Phase 1 (ShareKeys): checks the holders' signed keys, Shamir-shares b_u and s_u^SK and encrypts one share pair per holder.</summary>
+    public ShareKeysMessage HandleKeyDirectory(KeyDirectoryMessage message)
+    {
+        Expect(SecAggVehiclePhase.AwaitingKeyDirectory, message);
+        var graph = _p.Graph;
+        var holders = new List<int>(message.Entries.Length);
+        bool sawSelf = false;
+        int previous = -1;
+        var points = new HashSet<string>(2 * message.Entries.Length);
+        foreach (var e in message.Entries)
+        {
+            int v = e.VehicleId;
+            // Bonawitz et al. Fig. 4, ShareKeys: all public keys must be distinct (no vehicle may reuse another's keys).
+            if (!points.Add(Convert.ToHexString(e.EncryptionKey.AsSpan())) | !points.Add(Convert.ToHexString(e.MaskingKey.AsSpan())))
+                Fail($"the key directory repeats a public key (at vehicle {v})");
+            if (e.Round != _p.Round) Fail($"key directory entry of vehicle {v} is for round {e.Round}");
+            if (v <= previous) Fail($"key directory is not sorted by vehicle or lists vehicle {v} twice");
+            previous = v;
+            if (v >= _p.CohortSize || !graph.IsHolder(VehicleId, v)) Fail($"key directory lists vehicle {v}, which is not a neighbour of vehicle {VehicleId}");
+            var deviceKey = _registry.FindDeviceKey(v) ?? Fail<ECDsa>($"vehicle {v} is not in the device key registry");
+            if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, v, e.EncryptionKey.AsSpan(), e.MaskingKey.AsSpan()), e.Signature.AsSpan(), HashAlgorithmName.SHA256))
+                Fail($"the round keys of vehicle {v} carry an invalid device signature");
+            holders.Add(v);
+            if (v == VehicleId)
+            {
+                if (!e.EncryptionKey.AsSpan().SequenceEqual(_advert!.EncryptionKey.AsSpan()) || !e.MaskingKey.AsSpan().SequenceEqual(_advert.MaskingKey.AsSpan()))
+                    Fail("the key directory carries keys for this vehicle that it did not advertise");
+                sawSelf = true;
+                continue;
+            }
+            try
+            {
+                var c = SecAggCrypto.ImportPoint(e.EncryptionKey.AsSpan());
+                var s = SecAggCrypto.ImportPoint(e.MaskingKey.AsSpan());
+                _peers[v] = new Peer(c, c.PublicKey, s, s.PublicKey);
+            }
+            catch (CryptographicException)
+            {
+                Fail($"vehicle {v} advertised a public key that is not a valid P-256 point");
+            }
+        }
+        if (!sawSelf) Fail("the key directory does not list this vehicle");
+        if (holders.Count < _t) Fail($"only {holders.Count} share holders advertised keys, fewer than the threshold t = {_t}");
+
+        // b_u: uniform in [0, p), used directly as the AES-256 key of the self mask.
+        var b = Shamir.RandomElement();
+        _selfSeed = new byte[32];
+        Shamir.WriteElement(b, _selfSeed);
+        byte[] sKey = SecAggCrypto.ExportScalar(_s!);
+        var sSecret = new BigInteger(sKey, isUnsigned: true, isBigEndian: true);
+        CryptographicOperations.ZeroMemory(sKey);
+        var xs = holders.Select(v => v + 1).ToArray();
+        var bShares = Shamir.Split(b, _t, xs);
+        var sShares = Shamir.Split(sSecret, _t, xs);
+
+        var shares = ImmutableArray.CreateBuilder<EncryptedShare>(holders.Count - 1);
+        Span<byte> bBytes = stackalloc byte[32], sBytes = stackalloc byte[32];
+        for (int i = 0; i < holders.Count; i++)
+        {
+            int v = holders[i];
+            if (v == VehicleId)
+            {
+                var ownB = new byte[32]; var ownS = new byte[32];
+                Shamir.WriteElement(bShares[i], ownB);
+                Shamir.WriteElement(sShares[i], ownS);
+                _held[VehicleId] = (ownB, ownS);
+                continue;
+            }
+            Shamir.WriteElement(bShares[i], bBytes);
+            Shamir.WriteElement(sShares[i], sBytes);
+            byte[] key = SecAggCrypto.ShareEncryptionKey(_c!, _peers[v].EncryptionPublic, _p.Round, VehicleId, v);
+            shares.Add(new EncryptedShare(v, [.. SecAggCrypto.EncryptShares(key, _p.Round, VehicleId, v, bBytes, sBytes)]));
+            CryptographicOperations.ZeroMemory(key);
+        }
+        CryptographicOperations.ZeroMemory(bBytes);
+        CryptographicOperations.ZeroMemory(sBytes);
+        var commitment = SecAggCrypto.SelfMaskCommitment(_p.Round, VehicleId, _selfSeed);
+        Enter(SecAggVehiclePhase.AwaitingShares);
+        return new ShareKeysMessage(_p.Round, VehicleId, [.. commitment], shares.MoveToImmutable());
+    }
+
+    /// <summary>
+    /// Phase 2 (MaskedInputCollection): decrypts the shares addressed to this vehicle and returns
+    /// y_u = x_u + PRG(b_u) + Σ_{v ∈ U2 ∩ N(u)} ±PRG(s_{u,v}) mod 2^m (+ when u &gt; v).
+    /// </summary>
+    /// <param name="message">The forwarded shares; their senders are the neighbours that reached phase 1 (U2 ∩ N(u)).</param>
+    /// <param name="input">x_u: <see cref="SecAggParameters.Dimension"/> values, each ≤ <see cref="SecAggParameters.MaxInputValue"/>.</param>
+    public MaskedInputMessage HandleForwardedShares(ForwardedSharesMessage message, ReadOnlySpan<uint> input)
+    {
+        if (input.Length != _p.Dimension)
+            throw new ArgumentException($"Input has {input.Length} coordinates; the round expects {_p.Dimension}.", nameof(input));
+        for (int i = 0; i < input.Length; i++)
+            if (input[i] > _p.MaxInputValue)
+                throw new ArgumentException($"Input coordinate {i} = {input[i]} exceeds the round's maximum input value {_p.MaxInputValue}; the cohort's sum could wrap.", nameof(input));
+        Expect(SecAggVehiclePhase.AwaitingShares, message);
+
+        var senders = new List<int>(message.Shares.Length);
+        foreach (var share in message.Shares)
+        {
+            int v = share.Peer;
+            if (!_peers.TryGetValue(v, out var peer)) Fail($"forwarded shares include vehicle {v}, which is not a neighbour that advertised keys");
+            if (_held.ContainsKey(v)) Fail($"forwarded shares list vehicle {v} twice");
+            byte[] key = SecAggCrypto.ShareEncryptionKey(_c!, peer!.EncryptionPublic, _p.Round, v, VehicleId);
+            var b = new byte[32]; var s = new byte[32];
+            bool ok = SecAggCrypto.TryDecryptShares(key, _p.Round, v, VehicleId, share.Ciphertext.AsSpan(), b, s);
+            CryptographicOperations.ZeroMemory(key);
+            if (!ok) Fail($"the shares from vehicle {v} fail authentication");
+            if (Shamir.ReadElement(b) >= Shamir.Prime || Shamir.ReadElement(s) >= Shamir.Prime) Fail($"the shares from vehicle {v} are not field elements");
+            _held[v] = (b, s);
+            senders.Add(v);
+        }
+        if (senders.Count + 1 < _t) Fail($"only {senders.Count + 1} share holders reached the ShareKeys phase, fewer than the threshold t = {_t}");
+
+        var y = input.ToArray();
+        MaskPrg.Apply(_selfSeed, y, subtract: false);
+        foreach (int v in senders)
+        {
+            byte[] seed = SecAggCrypto.PairwiseMaskSeed(_s!, _peers[v].MaskingPublic, _p.Round, VehicleId, v);
+            MaskPrg.Apply(seed, y, subtract: VehicleId < v);
+            CryptographicOperations.ZeroMemory(seed);
+        }
+        uint mask = _p.ValueMask;
+        if (mask != uint.MaxValue) for (int i = 0; i < y.Length; i++) y[i] &= mask;
+
+        // The round keys and b_u are not needed any more; only the shares stay until unmasking.
+        CryptographicOperations.ZeroMemory(_selfSeed);
+        DisposeKeys();
+        Enter(SecAggVehiclePhase.AwaitingUnmaskRequest);
+        return new MaskedInputMessage(_p.Round, VehicleId, _p.BitWidth, ImmutableCollectionsMarshal.AsImmutableArray(y));
+    }
+
+    /// <summary>
+    /// Phase 3 (Unmasking): reveals the self-mask share of each survivor and the key share of each
+    /// dropped vehicle. Refuses (and aborts) any request that would reveal both shares of one
+    /// vehicle: a vehicle in both lists, a second request, or one that declares this vehicle dropped.
+    /// </summary>
+    public UnmaskResponseMessage HandleUnmaskRequest(UnmaskRequestMessage message)
+    {
+        if (_answered)
+            throw new SecAggProtocolException($"Vehicle {VehicleId} refuses a second unmask request for round {_p.Round}: it already revealed its shares once, and a second answer could reveal both shares of a peer.", false);
+        Expect(SecAggVehiclePhase.AwaitingUnmaskRequest, message);
+        var survivors = new HashSet<int>();
+        foreach (int v in message.Survivors)
+            if (!survivors.Add(v)) Fail($"the unmask request lists survivor {v} twice");
+        var dropped = new HashSet<int>();
+        foreach (int v in message.Dropped)
+        {
+            if (survivors.Contains(v))
+                Refuse($"vehicle {v} is listed as both survivor and dropped; answering would reveal both its self-mask share and its key share");
+            if (!dropped.Add(v)) Fail($"the unmask request lists dropped vehicle {v} twice");
+        }
+        if (dropped.Contains(VehicleId)) Refuse($"it declares this vehicle ({VehicleId}) dropped although it sent its masked input");
+        if (!survivors.Contains(VehicleId)) Refuse($"it does not list this vehicle ({VehicleId}) among the survivors");
+        foreach (int v in survivors.Concat(dropped))
+            if (!_held.ContainsKey(v)) Refuse($"it names vehicle {v}, whose shares this vehicle does not hold");
+        if (survivors.Count < _t) Refuse($"only {survivors.Count} survivors are listed, fewer than the threshold t = {_t}");
+
+        var revealed = ImmutableArray.CreateBuilder<RevealedShare>(survivors.Count + dropped.Count);
+        foreach (int v in message.Survivors) revealed.Add(new RevealedShare(v, ShareKind.SelfMaskSeed, [.. _held[v].B]));
+        foreach (int v in message.Dropped) revealed.Add(new RevealedShare(v, ShareKind.MaskingKey, [.. _held[v].S]));
+        _answered = true;
+        WipeShares();
+        Phase = SecAggVehiclePhase.Completed;
+        return new UnmaskResponseMessage(_p.Round, VehicleId, revealed.MoveToImmutable());
+    }
+
+    /// <summary>Aborts when the current phase's deadline has passed; returns true if it aborted now.</summary>
+    public bool CheckDeadline()
+    {
+        if (Deadline is { } d && _time.GetUtcNow() >= d)
+        {
+            Abort($"Vehicle {VehicleId} timed out in phase {Phase} of round {_p.Round}: no message from the server by {d:O}.");
+            return true;
+        }
+        return false;
+    }
+
+    private void Enter(SecAggVehiclePhase phase)
+    {
+        Phase = phase;
+        _deadline = _time.GetUtcNow() + _p.EffectiveVehicleTimeout;
+    }
+
+    private void Expect(SecAggVehiclePhase phase, SecAggMessage message)
+    {
+        if (Phase == SecAggVehiclePhase.Aborted)
+            throw new SecAggProtocolException($"Vehicle {VehicleId} already aborted round {_p.Round}: {AbortReason}", true);
+        if (message.Round != _p.Round)
+            throw new SecAggProtocolException($"Vehicle {VehicleId} got a {message.Type} message for round {message.Round} during round {_p.Round}.", false);
+        if (message.VehicleId != VehicleId)
+            throw new SecAggProtocolException($"Vehicle {VehicleId} got a {message.Type} message addressed to vehicle {message.VehicleId}.", false);
+        if (Phase != phase)
+            throw new SecAggProtocolException($"Vehicle {VehicleId} got an unexpected {message.Type} message in phase {Phase}.", false);
+        if (CheckDeadline())
+            throw new SecAggProtocolException(AbortReason!, true);
+    }
+
+    private void Fail(string reason) => Abort($"Vehicle {VehicleId} aborted round {_p.Round}: {reason}.", throwIt: true);
+
+    private T Fail<T>(string reason)
+    {
+        Fail(reason);
+        return default!;
+    }
+
+    private void Refuse(string reason) => Abort($"Vehicle {VehicleId} refuses the unmask request of round {_p.Round}: {reason}.", throwIt: true);
+
+    private void Abort(string reason, bool throwIt = false)
+    {
+        Phase = SecAggVehiclePhase.Aborted;
+        AbortReason = reason;
+        WipeShares();
+        DisposeKeys();
+        if (_selfSeed is not null) CryptographicOperations.ZeroMemory(_selfSeed);
+        if (throwIt) throw new SecAggProtocolException(reason, true);
+    }
+
+    private void WipeShares()
+    {
+        foreach (var (b, s) in _held.Values)
+        {
+            CryptographicOperations.ZeroMemory(b);
+            CryptographicOperations.ZeroMemory(s);
+        }
+        _held.Clear();
+    }
+
+    private void DisposeKeys()
+    {
+        _c?.Dispose();
+        _s?.Dispose();
+        _c = _s = null;
+        foreach (var peer in _peers.Values)
+        {
+            peer.EncryptionPublic.Dispose();
+            peer.Encryption.Dispose();
+            peer.MaskingPublic.Dispose();
+            peer.Masking.Dispose();
+        }
+        _peers.Clear();
+    }
+
+    /// <summary>Releases keys and wipes held shares.</summary>
+    public void Dispose()
+    {
+        WipeShares();
+        DisposeKeys();
+    }
+}
