@@ -12,6 +12,7 @@ internal static class FleetLearnCommand
         {
             BenchTrainCommand.Create(),
             BenchAggregateCommand.Create(),
+            BenchSecAggCommand.Create(),
         };
         var root = new RootCommand("FleetLearn: federated learning for vehicle fleets.")
         {

@@ -4,6 +4,7 @@ using System.Text.Json;
 
 namespace FleetLearn.Cli.Tests.Commands;
 
+[Collection("Console")]
 public sealed class AuditAndTrainCommandTests
 {
     private static (int Exit, string Out, string Err) Run(params string[] args)
@@ -61,14 +62,14 @@ public sealed class AuditAndTrainCommandTests
         Console.SetError(error);
         try
         {
-            int exit = FleetLearnCommand.Run(["train", "--model", "784-x-10"]);
+            int exit = FleetLearnCommand.Run(["train", "--model", "784-abc-10"]);
             Assert.Equal(2, exit);
         }
         finally
         {
             Console.SetError(saved);
         }
-        Assert.Contains("'x' is not a layer width", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains("'abc' is not a layer width", error.ToString(), StringComparison.Ordinal);
     }
 
     [Fact]
