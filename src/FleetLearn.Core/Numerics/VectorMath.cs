@@ -82,26 +82,27 @@ public static class VectorMath
         for (; i < n; i++) Unsafe.Add(ref rz, i) = Unsafe.Add(ref rx, i) - Unsafe.Add(ref ry, i);
     }
 
-    /// <summary>Sum of squares, accumulated in double for accuracy over millions of coordinates.</summary>
+    /// <summary>Sum of squares, each square widened to double before it is added, so million-coordinate updates keep full precision.</summary>
     public static double SumOfSquares(ReadOnlySpan<float> x)
     {
-        int n = x.Length, i = 0, w = Vector<float>.Count;
-        ref float rx = ref MemoryMarshal.GetReference(x);
-        double total = 0;
-        // Blocks of up to 4096 floats are summed in float vectors, then folded into a double.
-        while (i <= n - w)
+        double sum = 0;
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && x.Length >= Vector<float>.Count)
         {
-            int end = Math.Min(n - w, i + 4096);
-            var acc = Vector<float>.Zero;
-            for (; i <= end; i += w)
+            var acc0 = Vector<double>.Zero;
+            var acc1 = Vector<double>.Zero;
+            var vectors = MemoryMarshal.Cast<float, Vector<float>>(x);
+            foreach (var v in vectors)
             {
-                var v = Vector.LoadUnsafe(ref Unsafe.Add(ref rx, i));
-                acc = Vector.FusedMultiplyAdd(v, v, acc);
+                Vector.Widen(v, out Vector<double> lo, out Vector<double> hi);
+                acc0 += lo * lo;
+                acc1 += hi * hi;
             }
-            total += Vector.Sum(acc);
+            sum = Vector.Sum(acc0 + acc1);
+            i = vectors.Length * Vector<float>.Count;
         }
-        for (; i < n; i++) total += (double)Unsafe.Add(ref rx, i) * Unsafe.Add(ref rx, i);
-        return total;
+        for (; i < x.Length; i++) sum += (double)x[i] * x[i];
+        return sum;
     }
 
     /// <summary>Euclidean norm.</summary>

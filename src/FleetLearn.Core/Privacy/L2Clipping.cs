@@ -1,5 +1,4 @@
-using System.Numerics;
-using System.Runtime.InteropServices;
+using FleetLearn.Core.Numerics;
 
 namespace FleetLearn.Core.Privacy;
 
@@ -11,27 +10,7 @@ namespace FleetLearn.Core.Privacy;
 public static class L2Clipping
 {
     /// <summary>‖x‖₂, accumulated in double (SIMD) so million-coordinate updates keep full precision.</summary>
-    public static double Norm(ReadOnlySpan<float> values)
-    {
-        double sum = 0;
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
-        {
-            var acc0 = Vector<double>.Zero;
-            var acc1 = Vector<double>.Zero;
-            var vectors = MemoryMarshal.Cast<float, Vector<float>>(values);
-            foreach (var v in vectors)
-            {
-                Vector.Widen(v, out Vector<double> lo, out Vector<double> hi);
-                acc0 += lo * lo;
-                acc1 += hi * hi;
-            }
-            sum = Vector.Sum(acc0 + acc1);
-            i = vectors.Length * Vector<float>.Count;
-        }
-        for (; i < values.Length; i++) sum += (double)values[i] * values[i];
-        return Math.Sqrt(sum);
-    }
+    public static double Norm(ReadOnlySpan<float> values) => VectorMath.Norm(values);
 
     /// <summary>
     /// Scales <paramref name="update"/> in place so that ‖update‖₂ ≤ <paramref name="clipNorm"/>, keeping its
@@ -58,16 +37,5 @@ public static class L2Clipping
     }
 
     /// <summary>Multiplies every element by <paramref name="factor"/> (SIMD).</summary>
-    public static void Scale(Span<float> values, float factor)
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
-        {
-            var vectors = MemoryMarshal.Cast<float, Vector<float>>(values);
-            var f = new Vector<float>(factor);
-            for (int k = 0; k < vectors.Length; k++) vectors[k] *= f;
-            i = vectors.Length * Vector<float>.Count;
-        }
-        for (; i < values.Length; i++) values[i] *= factor;
-    }
+    public static void Scale(Span<float> values, float factor) => VectorMath.Scale(values, factor);
 }
