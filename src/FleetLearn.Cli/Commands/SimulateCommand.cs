@@ -108,7 +108,7 @@ internal static class SimulateCommand
                 if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
                 string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2}  C {report.ClipNorm:G3}");
                 progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}{privacyText}  {report.Seconds:F2} s"));
+                    $"round {report.Round,4}/{options.Rounds}  accuracy {Metric(report.TestAccuracy)}  loss {Metric(report.TestLoss)}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}{privacyText}  {report.Seconds:F2} s"));
                 if (asJson)
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -180,6 +180,9 @@ internal static class SimulateCommand
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
+
+    /// <summary>A metric for the progress line; rounds that were not evaluated show a dash.</summary>
+    private static string Metric(double value) => double.IsFinite(value) ? value.ToString("F4", CultureInfo.InvariantCulture) : "   –  ";
 
     private static PrivacySettings? ParsePrivacy(string mode, string clip, double noise, double delta, double? budget)
     {
