@@ -36,6 +36,7 @@ public sealed class FleetSimulator : IDisposable
     private readonly float[] _combined;
     private readonly bool[] _unclipped;
     private readonly PrivacyLedger? _ledger;
+    private readonly PrivacyLedger? _vehicleLedgers;
     private readonly AdaptiveClipping? _adaptive;
     private readonly RandomizedResponse? _telemetry;
     private readonly long[] _telemetryReports;
@@ -77,6 +78,9 @@ public sealed class FleetSimulator : IDisposable
             // The ledger accounts each participation as the full Gaussian mechanism (q = 1): the
             // per-vehicle guarantee that holds without assuming uniform sampling.
             _ledger = new PrivacyLedger(new PrivacyLedgerOptions(dp.EpsilonBudget ?? double.MaxValue, dp.Delta));
+            // Each vehicle keeps its own record too (one entry per vehicle; in a deployment it lives
+            // in the agent's store) and refuses to send when its own budget would be exceeded.
+            _vehicleLedgers = new PrivacyLedger(new PrivacyLedgerOptions(dp.EpsilonBudget ?? double.MaxValue, dp.Delta));
             if (dp.AdaptiveClip)
                 // σ_b = K/20 as Andrew et al. suggest, but never below σ so that σ_Δ stays close to σ on small cohorts.
                 _adaptive = new AdaptiveClipping(dp.ClipNorm, dp.TargetQuantile, dp.ClipLearningRate, countNoiseStdDev: Math.Max(options.CohortSize / 20.0, dp.NoiseMultiplier));
@@ -99,8 +103,11 @@ public sealed class FleetSimulator : IDisposable
     /// <summary>m_min of distributed noise: the fewest survivors whose shares still add up to σ²C².</summary>
     private int MinSurvivors => _options.MinParticipants ?? _options.CohortSize;
 
-    /// <summary>Per-vehicle ledger (null when DP is off).</summary>
+    /// <summary>The aggregator's per-vehicle ledger (null when DP is off).</summary>
     public PrivacyLedger? Ledger => _ledger;
+
+    /// <summary>The vehicles' own ledgers, one record per vehicle (null when DP is off).</summary>
+    public PrivacyLedger? VehicleLedgers => _vehicleLedgers;
 
     /// <summary>Telemetry: (estimated, true) label frequencies over every report so far; null when telemetry is off.</summary>
     public (double[] Estimated, double[] True)? TelemetryEstimate
@@ -183,6 +190,15 @@ public sealed class FleetSimulator : IDisposable
             for (int w = 0; w < n; w++)
             {
                 int vehicle = accepted[start + w];
+                if (_vehicleLedgers is not null)
+                {
+                    // The vehicle checks and records its own spend before its update leaves it.
+                    if (!_vehicleLedgers.TryRecord(VehicleId(vehicle), round, charge, out _))
+                    {
+                        declined++;
+                        continue;
+                    }
+                }
                 // Under DP every clipped update weighs the same, so the sum's sensitivity is C.
                 double weight = _options.Privacy is not null ? 1 : Partitions[vehicle].Length;
                 if (_options.WeightCap is { } cap) weight = Math.Min(weight, cap);

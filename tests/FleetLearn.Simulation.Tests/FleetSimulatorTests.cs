@@ -135,6 +135,56 @@ public sealed class FleetSimulatorTests
     }
 
     [Fact]
+    public void Run_DpWithBudget_BothLedgersAgree_NoVehicleExceedsItsBudget()
+    {
+        // Budget: exactly what two participations at σ = 1 cost.
+        var probe = new FleetLearn.Core.Privacy.PrivacyLedger(new FleetLearn.Core.Privacy.PrivacyLedgerOptions(double.MaxValue, 1e-5));
+        var charge = FleetLearn.Core.Privacy.PrivacyCharge.Participation(1.0);
+        probe.Record("x", 1, charge);
+        double budget = probe.Record("x", 2, charge).Epsilon + 1e-9;
+        var options = Options with
+        {
+            Rounds = 12,
+            Privacy = new PrivacySettings(FleetLearn.Core.Privacy.NoiseMode.Central, ClipNorm: 1, NoiseMultiplier: 1, EpsilonBudget: budget),
+        };
+        using var sim = Create(options);
+        var reports = sim.Run().ToList();
+        Assert.True(reports.Sum(r => r.Declined) > 0, "with ~3 expected participations each, some vehicles must decline");
+        for (int i = 1; i < reports.Count; i++) Assert.True(reports[i].MaxVehicleEpsilon >= reports[i - 1].MaxVehicleEpsilon);
+        Assert.All(reports, r => Assert.True(r.MaxVehicleEpsilon <= budget));
+        for (int v = 0; v < options.Vehicles; v++)
+        {
+            string id = v.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var server = sim.Ledger!.Get(id);
+            var own = sim.VehicleLedgers!.Get(id);
+            Assert.Equal(server.Rounds, own.Rounds);
+            Assert.Equal(server.Epsilon, own.Epsilon);
+            Assert.InRange(server.Participations, 0, 2);
+        }
+        // Fleet ε grows with every private release.
+        Assert.True(reports[^1].Epsilon > reports[0].Epsilon);
+    }
+
+    [Fact]
+    public void Run_DistributedDpAndTelemetry_TrainsAndEstimatesLabels()
+    {
+        var options = Options with
+        {
+            Rounds = 6,
+            Privacy = new PrivacySettings(FleetLearn.Core.Privacy.NoiseMode.Distributed, ClipNorm: 1, AdaptiveClip: true, NoiseMultiplier: 0.3),
+            TelemetryEpsilon = 4,
+        };
+        using var sim = Create(options);
+        var reports = sim.Run().ToList();
+        Assert.All(reports, r => Assert.True(r.Applied));
+        Assert.True(reports[^1].TestAccuracy > 0.6, $"accuracy {reports[^1].TestAccuracy}");
+        Assert.NotEqual(reports[0].ClipNorm, reports[^1].ClipNorm); // adaptive clipping moved C
+        var (estimated, truth) = sim.TelemetryEstimate!.Value;
+        Assert.Equal(1.0, truth.Sum(), 9);
+        Assert.Equal(1.0, estimated.Sum(), 6);
+    }
+
+    [Fact]
     public void AggregationBenchmark_SmallRun_ReportsPositiveRatesAndBoundedMemory()
     {
         var r = AggregationBenchmark.Run(updates: 20, dimension: 100_000, repeats: 1);
