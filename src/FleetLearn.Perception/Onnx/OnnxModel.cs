@@ -22,7 +22,7 @@ public sealed class OnnxModelException : Exception
 /// <summary>Which ONNX Runtime execution provider a session should use.</summary>
 public enum ExecutionProviderPreference
 {
-    /// <summary>The CUDA provider when it loads (an NVIDIA GPU with CUDA 12 and cuDNN 9), else the CPU provider. The default.</summary>
+    /// <summary>The CUDA provider when it loads (an NVIDIA GPU and the CUDA libraries this ONNX Runtime build links: 1.31 asks for CUDA 13's libcublasLt.so.13), else the CPU provider. The default.</summary>
     PreferCuda,
 
     /// <summary>The CPU provider only.</summary>
@@ -262,12 +262,65 @@ public sealed class OnnxModel : IDisposable
         }
     }
 
+    // ONNX Runtime's process-wide environment, created once with a logger that hands the messages logged while a
+    // session is being created to that call (the CUDA provider's load failure names the missing library only there),
+    // instead of printing them to stderr. Messages outside such a call: errors go to stderr, the rest is dropped.
+    private static readonly object s_environmentGate = new();
+    private static readonly DOrtLoggingFunction s_logger = OnRuntimeLog; // rooted: native code holds a pointer to it
+    [ThreadStatic] private static List<string>? t_captured;
+
+    private static void EnsureEnvironment()
+    {
+        lock (s_environmentGate)
+        {
+            if (OrtEnv.IsCreated) return;
+            var options = new EnvironmentCreationOptions
+            {
+                logId = "fleetlearn",
+                logLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_WARNING,
+                loggingFunction = s_logger,
+            };
+            try
+            {
+                OrtEnv.CreateInstanceWithOptions(ref options);
+            }
+            catch (OnnxRuntimeException)
+            {
+                // Someone else created the environment first (its own logging applies); nothing to do.
+            }
+        }
+    }
+
+    private static void OnRuntimeLog(IntPtr param, OrtLoggingLevel severity, string category, string logId, string codeLocation, string message)
+    {
+        if (t_captured is { } captured)
+        {
+            captured.Add(message);
+            return;
+        }
+        if (severity >= OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR) Console.Error.WriteLine($"onnxruntime: {FirstLine(message)}");
+    }
+
+    /// <summary>The most telling part of what ONNX Runtime logged while failing: the library loader's own error.</summary>
+    private static string Cause(List<string> captured, string fallback)
+    {
+        foreach (var message in Enumerable.Reverse(captured))
+        {
+            int at = message.IndexOf("with error: ", StringComparison.Ordinal);
+            if (at >= 0) return FirstLine(message[(at + "with error: ".Length)..]);
+        }
+        return fallback;
+    }
+
     private static (InferenceSession Session, string Provider) CreateSession(byte[] model, OnnxModelOptions options, string name)
     {
+        EnsureEnvironment();
         if (options.ExecutionProvider != ExecutionProviderPreference.Cpu)
         {
             SessionOptions? cuda = null;
             string reason;
+            var captured = new List<string>();
+            t_captured = captured;
             try
             {
                 cuda = NewOptions(options);
@@ -278,10 +331,11 @@ public sealed class OnnxModel : IDisposable
             }
             catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
             {
-                reason = FirstLine(e.Message);
+                reason = Cause(captured, FirstLine(e.Message));
             }
             finally
             {
+                t_captured = null;
                 cuda?.Dispose();
             }
             if (options.ExecutionProvider == ExecutionProviderPreference.RequireCuda)
@@ -293,6 +347,8 @@ public sealed class OnnxModel : IDisposable
             options.Log?.Invoke($"onnx: {Path.GetFileName(name)} on the CPU execution provider");
         }
         using var cpu = NewOptions(options);
+        var messages = new List<string>();
+        t_captured = messages;
         try
         {
             return (new InferenceSession(model, cpu), "CPU");
@@ -300,6 +356,10 @@ public sealed class OnnxModel : IDisposable
         catch (OnnxRuntimeException e)
         {
             throw new OnnxModelException($"'{name}' is not a valid ONNX model: {FirstLine(e.Message)}", e);
+        }
+        finally
+        {
+            t_captured = null;
         }
     }
 

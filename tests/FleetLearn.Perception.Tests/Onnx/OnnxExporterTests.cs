@@ -106,6 +106,6 @@ public sealed class OnnxExporterTests
         var checkpoint = new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, 1));
         var e = Assert.Throws<OnnxModelException>(() => OnnxExporter.ExportWithBackbone(checkpoint, new BackboneSource(GeneratedBackbone.Create(), OutputName: "embedding"), Stream.Null));
         Assert.Contains("has no output 'embedding'", e.Message, StringComparison.Ordinal);
-        Assert.Contains("'features' float[batch,288]", e.Message, StringComparison.Ordinal);
+        Assert.Contains("'features' float[batch,833]", e.Message, StringComparison.Ordinal);
     }
 }

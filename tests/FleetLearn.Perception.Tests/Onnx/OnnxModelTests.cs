@@ -55,7 +55,7 @@ public sealed class OnnxModelTests
     {
         var e = Assert.Throws<OnnxModelException>(() => OnnxModel.Load(GeneratedBackbone.Create(), Cpu with { OutputName = "logits" }));
         Assert.Contains("has no output 'logits'", e.Message, StringComparison.Ordinal);
-        Assert.Contains("'features' float[batch,288]", e.Message, StringComparison.Ordinal);
+        Assert.Contains("'features' float[batch,833]", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
