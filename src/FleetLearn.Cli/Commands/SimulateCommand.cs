@@ -213,7 +213,7 @@ internal static class SimulateCommand
         var testFeatures = extractor.ExtractDataset(test);
         var stats = extractor.Stats;
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"features: {backbone.Name} [{string.Join("x", backbone.RowShape)}] → {backbone.OutputSize} on {backbone.ExecutionProvider}: {stats.Frames:N0} frames, {stats.Extracted:N0} extracted ({stats.FramesPerSecond:N0} frames/s), {stats.CacheHits:N0} from the feature store; {clock.Elapsed.TotalSeconds:F1} s"));
+            $"features: {backbone.Name} [{string.Join("x", backbone.RowShape)}] → {backbone.OutputSize} on {backbone.ExecutionProvider}: {stats.Frames:N0} frames, {stats.Extracted:N0} extracted{(stats.Extracted > 0 ? $" ({stats.FramesPerSecond:N0} frames/s)" : "")}, {stats.CacheHits:N0} from the feature store; {clock.Elapsed.TotalSeconds:F1} s"));
         return (trainFeatures, testFeatures);
     }
 
