@@ -4,7 +4,7 @@ using FleetLearn.Perception.Onnx;
 
 namespace FleetLearn.Perception.Tests.Onnx;
 
-public sealed class OnnxExporterTests
+public sealed class OnnxExporterTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static readonly OnnxModelOptions Cpu = new() { ExecutionProvider = ExecutionProviderPreference.Cpu, IntraOpThreads = 1, MaxBatchSize = 1000 };
 
@@ -36,6 +36,7 @@ public sealed class OnnxExporterTests
                 maxProbability = Math.Max(maxProbability, Math.Abs(probabilities[r * classes + c] - Math.Exp(z[c] - max) / sum));
             }
         }
+        output.WriteLine($"Fashion-MNIST test set ({test.Count} images), 784-200-200-10: max |logit difference| {maxLogit:E2}, max |probability difference| {maxProbability:E2}");
         Assert.True(maxLogit <= 1e-5, $"max |logit difference| = {maxLogit:E2}");
         Assert.True(maxProbability <= 1e-5, $"max |probability difference| = {maxProbability:E2}");
     }
