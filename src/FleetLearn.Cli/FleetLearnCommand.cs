@@ -13,6 +13,7 @@ internal static class FleetLearnCommand
             BenchTrainCommand.Create(),
             BenchAggregateCommand.Create(),
             BenchSecAggCommand.Create(),
+            BenchExtractCommand.Create(),
         };
         var root = new RootCommand("FleetLearn: federated learning for vehicle fleets.")
         {
@@ -20,6 +21,7 @@ internal static class FleetLearnCommand
             TrainCommand.Create(),
             PrivacyCommand.Create(),
             AuditCommand.Create(),
+            ExportOnnxCommand.Create(),
             bench,
         };
         return root;
@@ -42,5 +44,5 @@ internal static class FleetLearnCommand
 
     private static bool IsUserError(Exception e) => e is ArgumentException or FormatException or FileNotFoundException
         or InvalidOperationException or Perception.Datasets.DatasetNotFoundException or Perception.Datasets.IdxFormatException
-        or Core.Model.CheckpointFormatException;
+        or Core.Model.CheckpointFormatException or Perception.Onnx.OnnxModelException or Perception.Features.FrameDecodeException;
 }

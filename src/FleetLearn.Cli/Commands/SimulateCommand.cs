@@ -32,7 +32,7 @@ internal static class SimulateCommand
         var overSelect = new Option<double>("--over-select") { Description = "Extra fraction selected to absorb dropouts (0.3 = 130%).", DefaultValueFactory = _ => 0.0 };
         var minParticipants = new Option<int?>("--min-participants") { Description = "Fewer updates and the round fails (model unchanged)." };
         var deadline = new Option<double?>("--deadline") { Description = "Round deadline in simulated seconds (stragglers miss it)." };
-        var model = new Option<string>("--model") { Description = "Layer widths.", DefaultValueFactory = _ => "784-200-200-10" };
+        var model = new Option<string?>("--model") { Description = "Layer widths (default 784-200-200-10; with --backbone F-200-200-10, F = the backbone's feature width, which an explicit --model must start with)." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of everything random.", DefaultValueFactory = _ => 1UL };
         var target = new Option<double>("--target") { Description = "Accuracy target for rounds_to_target.", DefaultValueFactory = _ => 0.85 };
         var workers = new Option<int>("--workers") { Description = "Vehicles trained in parallel (results do not depend on it).", DefaultValueFactory = _ => Environment.ProcessorCount };
@@ -48,15 +48,22 @@ internal static class SimulateCommand
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
         var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
+        var backbone = new BackboneCli("--backbone", "Train on features of the Fashion-MNIST frames from this backbone: 'generated' or an ONNX file (default: raw pixels).");
+        var featureCache = new Option<string?>("--feature-cache") { Description = "Folder of the feature store (each frame extracted once across runs)." };
 
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            data, output, json,
+            data, output, json, featureCache,
         };
+        foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
         {
+            bool asJson = parse.GetValue(json);
+            // Progress goes to stderr with --json so that stdout stays one JSON object per line.
+            var progress = asJson ? parse.InvocationConfiguration.Error : parse.InvocationConfiguration.Output;
+            using var backboneModel = backbone.IsSet(parse) ? backbone.Open(parse, progress.WriteLine) : null;
             var options = new SimulationOptions
             {
                 Vehicles = parse.GetValue(vehicles),
@@ -75,7 +82,7 @@ internal static class SimulateCommand
                 OverSelection = parse.GetValue(overSelect),
                 MinParticipants = parse.GetValue(minParticipants),
                 DeadlineSeconds = parse.GetValue(deadline) ?? double.PositiveInfinity,
-                Model = ModelSpec.Parse(parse.GetValue(model)!),
+                Model = ResolveModel(parse.GetValue(model), backboneModel),
                 Seed = parse.GetValue(seed),
                 Target = parse.GetValue(target),
                 Workers = parse.GetValue(workers),
@@ -84,13 +91,12 @@ internal static class SimulateCommand
                 TelemetryEpsilon = parse.GetValue(telemetry),
             };
             options.Validate();
-            bool asJson = parse.GetValue(json);
-            // Progress goes to stderr with --json so that stdout stays one JSON object per line.
-            var progress = asJson ? parse.InvocationConfiguration.Error : parse.InvocationConfiguration.Output;
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
 
             var train = FashionMnist.LoadTrain(parse.GetValue(data));
             var test = FashionMnist.LoadTest(parse.GetValue(data));
+            if (backboneModel is not null)
+                (train, test) = ExtractFeatures(backboneModel, train, test, parse.GetValue(featureCache), progress);
             string? backendLine = null;
             using var simulator = new FleetSimulator(options, train, test,
                 (spec, maxBatch) => TrainerFactory.Create(backendChoice, spec, maxBatch, 1, line => backendLine ??= line));
@@ -177,6 +183,38 @@ internal static class SimulateCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// The head's layer widths: --model when given (with a backbone its input width must be the feature width),
+    /// else the 2NN on pixels or F-200-200-10 on a backbone's F features.
+    /// </summary>
+    private static ModelSpec ResolveModel(string? text, Perception.Onnx.OnnxModel? backbone)
+    {
+        if (text is null) return backbone is null ? ModelSpec.TwoNN : new ModelSpec([backbone.OutputSize, 200, 200, 10]);
+        var spec = ModelSpec.Parse(text);
+        if (backbone is not null && spec.InputSize != backbone.OutputSize)
+        {
+            var suggestion = string.Join("-", new[] { backbone.OutputSize }.Concat(spec.Layers.Skip(1)));
+            throw new ArgumentException($"--model {spec} takes {spec.InputSize} inputs but the backbone gives {backbone.OutputSize} features per frame; use --model {suggestion} (or omit --model).");
+        }
+        return spec;
+    }
+
+    /// <summary>Runs every train and test frame through the backbone (once per frame with a feature store).</summary>
+    private static (Core.Training.LabeledData Train, Core.Training.LabeledData Test) ExtractFeatures(
+        Perception.Onnx.OnnxModel backbone, Core.Training.LabeledData train, Core.Training.LabeledData test, string? cacheFolder, TextWriter progress)
+    {
+        using var cache = cacheFolder is null ? null
+            : Perception.Features.FeatureCache.Open(cacheFolder, Perception.Features.FeatureExtractor.Identity(backbone), backbone.OutputSize, progress.WriteLine);
+        using var extractor = new Perception.Features.FeatureExtractor(backbone, cache);
+        var clock = Stopwatch.StartNew();
+        var trainFeatures = extractor.ExtractDataset(train);
+        var testFeatures = extractor.ExtractDataset(test);
+        var stats = extractor.Stats;
+        progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"features: {backbone.Name} [{string.Join("x", backbone.RowShape)}] → {backbone.OutputSize} on {backbone.ExecutionProvider}: {stats.Frames:N0} frames, {stats.Extracted:N0} extracted{(stats.Extracted > 0 ? $" ({stats.FramesPerSecond:N0} frames/s)" : "")}, {stats.CacheHits:N0} from the feature store; {clock.Elapsed.TotalSeconds:F1} s"));
+        return (trainFeatures, testFeatures);
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
