@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-  packages=(dataset-fashion-mnist mosquitto mosquitto-clients openssl)
+  packages=(dataset-fashion-mnist mosquitto mosquitto-clients openssl python3-onnx ffmpeg)
 fi
 missing=()
 for p in "${packages[@]}"; do
