@@ -75,10 +75,8 @@ public sealed class MqttFleetSimulation
             MaxInFlight = 64,
         };
         string keyPath = Path.Combine(workDirectory, "aggregator-signing.pem");
-        using (SigningKeys.LoadOrCreate(keyPath))
-        {
-        }
-        string publicKey = await File.ReadAllTextAsync(Path.ChangeExtension(keyPath, ".pub.pem"), cancellationToken).ConfigureAwait(false);
+        string publicKey;
+        using (var signingKey = SigningKeys.LoadOrCreate(keyPath)) publicKey = signingKey.ExportSubjectPublicKeyInfoPem();
         int cohort = options.CohortSize;
         var status = new AggregatorStatus();
         var aggregatorOptions = new AggregatorOptions

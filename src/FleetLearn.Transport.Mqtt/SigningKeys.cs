@@ -18,9 +18,22 @@ public static class SigningKeys
         }
         key.GenerateKey(ECCurve.NamedCurves.nistP256);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        // Written whole under a temporary name, then moved into place: two processes racing to create the key end up
+        // with one key, and a crash never leaves a half-written key behind.
+        string temp = $"{path}.{Guid.NewGuid():N}.tmp";
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using (var writer = new StreamWriter(path, options)) writer.Write(key.ExportPkcs8PrivateKeyPem());
+        using (var writer = new StreamWriter(temp, options)) writer.Write(key.ExportPkcs8PrivateKeyPem());
+        try
+        {
+            File.Move(temp, path, overwrite: false);
+        }
+        catch (IOException) when (File.Exists(path))
+        {
+            File.Delete(temp);
+            key.Dispose();
+            return LoadOrCreate(path);
+        }
         File.WriteAllText(Path.ChangeExtension(path, ".pub.pem"), key.ExportSubjectPublicKeyInfoPem());
         return key;
     }

@@ -114,6 +114,10 @@ public sealed class EndToEndTests : IAsyncLifetime
 
     private (AggregatorStatus Status, AggregatorWorker Worker) StartAggregator(int rounds, int cohort = 3)
     {
+        using (SigningKeys.LoadOrCreate(KeyPath))
+        {
+            // created before the worker starts, so the test and the worker never race to create it
+        }
         var status = new AggregatorStatus();
         var options = new AggregatorOptions
         {
@@ -137,10 +141,8 @@ public sealed class EndToEndTests : IAsyncLifetime
 
     private async Task<List<EdgeAgentWorker>> StartAgentsAsync(int count)
     {
-        using (SigningKeys.LoadOrCreate(KeyPath))
-        {
-        }
-        string publicKey = File.ReadAllText(Path.ChangeExtension(KeyPath, ".pub.pem"));
+        using var key = SigningKeys.LoadOrCreate(KeyPath);
+        string publicKey = key.ExportSubjectPublicKeyInfoPem();
         var data = SyntheticData(600, seed: 3);
         var parts = Partitioner.Split(data.Labels, count, new PartitionScheme.Iid(), 7);
         var agents = new List<EdgeAgentWorker>();
