@@ -22,6 +22,7 @@ internal static class FleetLearnCommand
             PrivacyCommand.Create(),
             AuditCommand.Create(),
             ExportOnnxCommand.Create(),
+            BrokerCommand.Create(),
             bench,
         };
         return root;

@@ -50,12 +50,16 @@ internal static class SimulateCommand
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
         var backbone = new BackboneCli("--backbone", "Train on features of the Fashion-MNIST frames from this backbone: 'generated' or an ONNX file (default: raw pixels).");
         var featureCache = new Option<string?>("--feature-cache") { Description = "Folder of the feature store (each frame extracted once across runs)." };
+        var transport = new Option<string>("--transport") { Description = "inproc (default) | mqtt: every vehicle a real edge agent with its own MQTT connection, the real aggregator, a real broker.", DefaultValueFactory = _ => "inproc" };
+        var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD).", DefaultValueFactory = _ => "embedded" };
+        var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
+        var processes = new Option<int>("--processes") { Description = "With --transport mqtt: agent processes (only 1 is implemented: all agents in this process).", DefaultValueFactory = _ => 1 };
 
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            data, output, json, featureCache,
+            data, output, json, featureCache, transport, broker, processes, verboseWorkers,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -97,6 +101,15 @@ internal static class SimulateCommand
             var test = FashionMnist.LoadTest(parse.GetValue(data));
             if (backboneModel is not null)
                 (train, test) = ExtractFeatures(backboneModel, train, test, parse.GetValue(featureCache), progress);
+            switch (parse.GetValue(transport)!.Trim().ToLowerInvariant())
+            {
+                case "inproc":
+                    break;
+                case "mqtt":
+                    return SimulateMqttCommand.Run(parse, options, train, test, parse.GetValue(broker)!, parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers));
+                default:
+                    throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
+            }
             string? backendLine = null;
             using var simulator = new FleetSimulator(options, train, test,
                 (spec, maxBatch) => TrainerFactory.Create(backendChoice, spec, maxBatch, 1, line => backendLine ??= line));

@@ -1,0 +1,22 @@
+using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace FleetLearn.Aggregator;
+
+/// <summary>Wiring of the aggregator into a host.</summary>
+public static class AggregatorServiceCollectionExtensions
+{
+    /// <summary>Binds <c>Aggregator</c> and <c>Mqtt</c>, validates them on start, adds <see cref="AggregatorStatus"/> and the worker.</summary>
+    public static IServiceCollection AddFleetLearnAggregator(this IServiceCollection services)
+    {
+        services.AddOptions<AggregatorOptions>().BindConfiguration(AggregatorOptions.Section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<AggregatorOptions>>(new DataAnnotationsValidator<AggregatorOptions>());
+        services.AddOptions<MqttTransportOptions>().BindConfiguration(MqttTransportOptions.Section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<MqttTransportOptions>>(new DataAnnotationsValidator<MqttTransportOptions>(o => o.Validate()));
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<AggregatorStatus>();
+        services.AddHostedService<AggregatorWorker>();
+        return services;
+    }
+}

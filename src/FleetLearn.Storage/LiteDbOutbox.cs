@@ -1,0 +1,177 @@
+using LiteDB;
+
+namespace FleetLearn.Storage;
+
+/// <summary>One message waiting for the aggregator's application-level acknowledgement.</summary>
+/// <param name="UpdateId">Identity of the update; the aggregator dedupes by (vehicle, round, update id).</param>
+/// <param name="Vehicle">Sending vehicle.</param>
+/// <param name="Round">Round the update belongs to.</param>
+/// <param name="Topic">MQTT topic to publish to.</param>
+/// <param name="Payload">Encoded envelope (chunked at send time).</param>
+/// <param name="ExpiresAt">Phase deadline: after it the item is useless and is dropped.</param>
+/// <param name="Attempts">Sends so far.</param>
+public sealed record OutboxItem(Guid UpdateId, string Vehicle, long Round, string Topic, byte[] Payload, DateTimeOffset ExpiresAt, int Attempts = 0);
+
+/// <summary>
+/// The vehicle's durable outbox (LiteDB, <c>Connection=direct</c>): an update is written here before its first send and
+/// leaves only when the aggregator acknowledges it (or its deadline passes). Resends are harmless because the
+/// aggregator dedupes. Every enqueue and acknowledgement is checkpointed and fsynced before returning, as the privacy
+/// ledger does (LiteDB does not fsync, issue #2818); a write lost to a power cut before that is a dropout — the update
+/// was not yet sent — never a corruption. Also holds the agent's small key/value state (last round completed).
+/// Thread-safe through one lock.
+/// </summary>
+public sealed class LiteDbOutbox : IDisposable
+{
+    /// <summary>Largest payload stored in one document (LiteDB's document limit is 16 MiB).</summary>
+    public const int MaxPayloadBytes = 15 << 20;
+
+    private readonly LiteDatabase _db;
+    private readonly ILiteCollection<BsonDocument> _items;
+    private readonly ILiteCollection<BsonDocument> _state;
+    private readonly object _gate = new();
+    private bool _disposed;
+
+    private LiteDbOutbox(string path, LiteDatabase db)
+    {
+        Path = path;
+        _db = db;
+        _items = db.GetCollection<BsonDocument>("outbox");
+        _state = db.GetCollection<BsonDocument>("agent_state");
+    }
+
+    /// <summary>Data file path.</summary>
+    public string Path { get; }
+
+    /// <summary>Opens or creates the outbox at <paramref name="path"/>; throws <see cref="InvalidDataException"/> when unreadable.</summary>
+    public static LiteDbOutbox Open(string path)
+    {
+        var db = LiteDbFiles.Open(path, "outbox");
+        var outbox = new LiteDbOutbox(System.IO.Path.GetFullPath(path), db);
+        try
+        {
+            _ = outbox.Pending(); // verify every document reads back
+        }
+        catch (Exception e) when (e is LiteException or InvalidCastException or KeyNotFoundException)
+        {
+            db.Dispose();
+            throw new InvalidDataException($"The outbox at '{path}' holds an unreadable document ({e.Message}).", e);
+        }
+        return outbox;
+    }
+
+    /// <summary>Items waiting for an acknowledgement.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_gate) return _items.Count();
+        }
+    }
+
+    /// <summary>Stores <paramref name="item"/> durably; enqueuing the same update id again replaces it (idempotent).</summary>
+    public void Enqueue(OutboxItem item)
+    {
+        ArgumentNullException.ThrowIfNull(item);
+        if (item.Payload.Length > MaxPayloadBytes) throw new ArgumentException($"Outbox payload of {item.Payload.Length} bytes exceeds {MaxPayloadBytes}.");
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _items.Upsert(ToDocument(item));
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    /// <summary>Every waiting item, oldest round first.</summary>
+    public IReadOnlyList<OutboxItem> Pending()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return [.. _items.FindAll().Select(FromDocument).OrderBy(i => i.Round).ThenBy(i => i.UpdateId)];
+        }
+    }
+
+    /// <summary>Removes an acknowledged item; false when it was not there (e.g. a duplicate ack).</summary>
+    public bool Acknowledge(Guid updateId)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            bool removed = _items.Delete(new BsonValue(updateId));
+            if (removed) LiteDbFiles.Durable(_db, Path);
+            return removed;
+        }
+    }
+
+    /// <summary>Counts one more send of an item (not fsynced: losing it only under-reports attempts).</summary>
+    public void RecordAttempt(Guid updateId)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var doc = _items.FindById(new BsonValue(updateId));
+            if (doc is null) return;
+            doc["attempts"] = doc["attempts"].AsInt32 + 1;
+            _items.Update(doc);
+        }
+    }
+
+    /// <summary>Drops items whose deadline passed; returns how many.</summary>
+    public int DropExpired(DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            int n = _items.DeleteMany(Query.LT("expires", now.ToUnixTimeMilliseconds()));
+            if (n > 0) LiteDbFiles.Durable(_db, Path);
+            return n;
+        }
+    }
+
+    /// <summary>Reads a durable counter (e.g. the last round trained), or null.</summary>
+    public long? GetState(string key)
+    {
+        lock (_gate)
+        {
+            var doc = _state.FindById(key);
+            return doc?["value"].AsInt64;
+        }
+    }
+
+    /// <summary>Writes a durable counter.</summary>
+    public void SetState(string key, long value)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _db.Checkpoint();
+            _db.Dispose();
+        }
+    }
+
+    private static BsonDocument ToDocument(OutboxItem item) => new()
+    {
+        ["_id"] = item.UpdateId,
+        ["vehicle"] = item.Vehicle,
+        ["round"] = item.Round,
+        ["topic"] = item.Topic,
+        ["payload"] = item.Payload,
+        ["expires"] = item.ExpiresAt.ToUnixTimeMilliseconds(),
+        ["attempts"] = item.Attempts,
+    };
+
+    private static OutboxItem FromDocument(BsonDocument d) => new(
+        d["_id"].AsGuid, d["vehicle"].AsString, d["round"].AsInt64, d["topic"].AsString, d["payload"].AsBinary,
+        DateTimeOffset.FromUnixTimeMilliseconds(d["expires"].AsInt64), d["attempts"].AsInt32);
+}

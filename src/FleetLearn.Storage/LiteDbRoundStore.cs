@@ -1,0 +1,138 @@
+using FleetLearn.Core.Model;
+using LiteDB;
+
+namespace FleetLearn.Storage;
+
+/// <summary>How a round ended.</summary>
+public enum RoundStatus
+{
+    /// <summary>Plan published, updates being collected.</summary>
+    Open,
+
+    /// <summary>Enough updates: the strategy was applied and model N+1 saved.</summary>
+    Applied,
+
+    /// <summary>Too few updates by the deadline, or the aggregator restarted mid-round: the model is unchanged.</summary>
+    Aborted,
+}
+
+/// <summary>One round as the aggregator recorded it.</summary>
+public sealed record RoundRecord(long Round, long ModelVersionIn, long? ModelVersionOut, RoundStatus Status, int CohortSize, int Participants,
+    double TrainLoss, DateTimeOffset StartedAt, DateTimeOffset? ClosedAt, string Note = "");
+
+/// <summary>
+/// The aggregator's checkpoints (LiteDB, <c>Connection=direct</c>): each global model version as a <see cref="Checkpoint"/>
+/// in LiteDB file storage (hash-verified on load) and one record per round. Writes are checkpointed and fsynced. On
+/// start-up <see cref="LatestModel"/> verifies the newest model; a round left <see cref="RoundStatus.Open"/> by a crash is
+/// closed as aborted by the caller (its partial sum lived in memory only: its participants count as dropouts).
+/// </summary>
+public sealed class LiteDbRoundStore : IDisposable
+{
+    private readonly LiteDatabase _db;
+    private readonly ILiteCollection<BsonDocument> _rounds;
+    private readonly object _gate = new();
+    private bool _disposed;
+
+    private LiteDbRoundStore(string path, LiteDatabase db)
+    {
+        Path = path;
+        _db = db;
+        _rounds = db.GetCollection<BsonDocument>("rounds");
+    }
+
+    /// <summary>Data file path.</summary>
+    public string Path { get; }
+
+    /// <summary>Opens or creates the store.</summary>
+    public static LiteDbRoundStore Open(string path) => new(System.IO.Path.GetFullPath(path), LiteDbFiles.Open(path, "round store"));
+
+    /// <summary>Saves a model version durably (replacing the same version).</summary>
+    public void SaveModel(Checkpoint checkpoint)
+    {
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        var bytes = checkpoint.ToBytes();
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            using var stream = new MemoryStream(bytes, writable: false);
+            _db.FileStorage.Upload(ModelId(checkpoint.Version), $"model-{checkpoint.Version}.ckpt", stream);
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    /// <summary>The newest model version stored, verified; null when none. A corrupt newest model falls back to the one before.</summary>
+    public Checkpoint? LatestModel()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var versions = _db.FileStorage.FindAll().Select(f => f.Id).Where(id => id.StartsWith("model/", StringComparison.Ordinal))
+                .Select(id => long.Parse(id.AsSpan(6), System.Globalization.CultureInfo.InvariantCulture)).OrderDescending();
+            foreach (var version in versions)
+            {
+                try
+                {
+                    using var stream = new MemoryStream();
+                    _db.FileStorage.Download(ModelId(version), stream);
+                    return Checkpoint.FromBytes(stream.ToArray());
+                }
+                catch (Exception e) when (e is CheckpointFormatException or LiteException)
+                {
+                    // A torn last write: the version before it is intact (models are append-only).
+                }
+            }
+            return null;
+        }
+    }
+
+    /// <summary>Writes (or replaces) a round's record durably.</summary>
+    public void SaveRound(RoundRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _rounds.Upsert(new BsonDocument
+            {
+                ["_id"] = record.Round,
+                ["in"] = record.ModelVersionIn,
+                ["out"] = record.ModelVersionOut is { } o ? new BsonValue(o) : BsonValue.Null,
+                ["status"] = record.Status.ToString(),
+                ["cohort"] = record.CohortSize,
+                ["participants"] = record.Participants,
+                ["loss"] = record.TrainLoss,
+                ["started"] = record.StartedAt.ToUnixTimeMilliseconds(),
+                ["closed"] = record.ClosedAt is { } c ? new BsonValue(c.ToUnixTimeMilliseconds()) : BsonValue.Null,
+                ["note"] = record.Note,
+            });
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    /// <summary>Every round, in order.</summary>
+    public IReadOnlyList<RoundRecord> Rounds()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return [.. _rounds.FindAll().Select(d => new RoundRecord(
+                d["_id"].AsInt64, d["in"].AsInt64, d["out"].IsNull ? null : d["out"].AsInt64, Enum.Parse<RoundStatus>(d["status"].AsString),
+                d["cohort"].AsInt32, d["participants"].AsInt32, d["loss"].AsDouble,
+                DateTimeOffset.FromUnixTimeMilliseconds(d["started"].AsInt64),
+                d["closed"].IsNull ? null : DateTimeOffset.FromUnixTimeMilliseconds(d["closed"].AsInt64), d["note"].AsString)).OrderBy(r => r.Round)];
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _db.Checkpoint();
+            _db.Dispose();
+        }
+    }
+
+    private static string ModelId(long version) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"model/{version}");
+}

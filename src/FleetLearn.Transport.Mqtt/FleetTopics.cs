@@ -1,0 +1,88 @@
+namespace FleetLearn.Transport.Mqtt;
+
+/// <summary>
+/// The topic layout under <c>fleetlearn/v1/{fleet}/</c> (DESIGN.md, Transport):
+/// <code>
+/// round/current              retained, signed round plan
+/// model/{version}/{chunk}    retained, chunked global model (its SHA-256 is in the signed plan)
+/// vehicles/{id}/checkin      vehicle → aggregator: eligible now
+/// vehicles/{id}/up/{kind}    vehicle → aggregator: updates (chunked envelopes), secure-aggregation messages
+/// vehicles/{id}/inbox/{kind} aggregator → vehicle: acknowledgements, routed shares, unmask requests
+/// vehicles/{id}/status       presence: "online" retained, delayed last will "offline"
+/// </code>
+/// </summary>
+public sealed class FleetTopics
+{
+    /// <summary>Protocol root; the version lets a v2 layout coexist on one broker.</summary>
+    public const string Root = "fleetlearn/v1";
+
+    /// <summary>Creates the layout for one fleet.</summary>
+    public FleetTopics(string fleet)
+    {
+        Fleet = VehicleId.Validate(fleet, "fleet name");
+        Prefix = $"{Root}/{fleet}/";
+    }
+
+    /// <summary>The fleet name.</summary>
+    public string Fleet { get; }
+
+    /// <summary><c>fleetlearn/v1/{fleet}/</c>.</summary>
+    public string Prefix { get; }
+
+    /// <summary>The retained, signed round plan.</summary>
+    public string RoundCurrent => Prefix + "round/current";
+
+    /// <summary>Every chunk of every retained model.</summary>
+    public string ModelAll => Prefix + "model/#";
+
+    /// <summary>Chunks of model <paramref name="version"/>.</summary>
+    public string ModelChunks(long version) => $"{Prefix}model/{version}/#";
+
+    /// <summary>One chunk of model <paramref name="version"/>.</summary>
+    public string ModelChunk(long version, int index) => $"{Prefix}model/{version}/{index}";
+
+    /// <summary>Vehicle check-in.</summary>
+    public string Checkin(string vehicle) => $"{Prefix}vehicles/{VehicleId.Validate(vehicle)}/checkin";
+
+    /// <summary>Vehicle → aggregator messages of one kind (e.g. <c>update</c>).</summary>
+    public string Up(string vehicle, string kind) => $"{Prefix}vehicles/{VehicleId.Validate(vehicle)}/up/{kind}";
+
+    /// <summary>Aggregator → vehicle messages of one kind (e.g. <c>ack</c>).</summary>
+    public string Inbox(string vehicle, string kind) => $"{Prefix}vehicles/{VehicleId.Validate(vehicle)}/inbox/{kind}";
+
+    /// <summary>A vehicle's whole inbox.</summary>
+    public string InboxAll(string vehicle) => $"{Prefix}vehicles/{VehicleId.Validate(vehicle)}/inbox/#";
+
+    /// <summary>Presence of a vehicle.</summary>
+    public string Status(string vehicle) => $"{Prefix}vehicles/{VehicleId.Validate(vehicle)}/status";
+
+    /// <summary>What the aggregator subscribes to: every vehicle's up-link.</summary>
+    public string AllUp => Prefix + "vehicles/+/up/#";
+
+    /// <summary>Every vehicle's check-in.</summary>
+    public string AllCheckins => Prefix + "vehicles/+/checkin";
+
+    /// <summary>
+    /// Splits <c>{prefix}vehicles/{id}/{channel}[/{kind}]</c>; false for any other topic (or another fleet).
+    /// </summary>
+    public bool TryParseVehicleTopic(string topic, out string vehicle, out string channel, out string kind)
+    {
+        vehicle = channel = kind = "";
+        if (!topic.StartsWith(Prefix + "vehicles/", StringComparison.Ordinal)) return false;
+        var parts = topic[(Prefix.Length + "vehicles/".Length)..].Split('/');
+        if (parts.Length is < 2 or > 3 || !VehicleId.IsValid(parts[0])) return false;
+        vehicle = parts[0];
+        channel = parts[1];
+        kind = parts.Length == 3 ? parts[2] : "";
+        return true;
+    }
+
+    /// <summary>Splits <c>{prefix}model/{version}/{chunk}</c>.</summary>
+    public bool TryParseModelTopic(string topic, out long version)
+    {
+        version = 0;
+        if (!topic.StartsWith(Prefix + "model/", StringComparison.Ordinal)) return false;
+        var parts = topic[(Prefix.Length + "model/".Length)..].Split('/');
+        return parts.Length == 2 && long.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out version);
+    }
+}

@@ -1,0 +1,399 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using MQTTnet;
+using MQTTnet.Adapter;
+using MQTTnet.Exceptions;
+using MQTTnet.Protocol;
+using Polly;
+using Polly.CircuitBreaker;
+using Polly.Retry;
+
+namespace FleetLearn.Transport.Mqtt;
+
+/// <summary>The broker refused a connect, subscribe or publish (e.g. not authorized). Not transient.</summary>
+public sealed class MqttRefusedException(string message) : Exception(message);
+
+/// <summary>An application message as delivered to a subscriber.</summary>
+public sealed record MqttIncoming(string Topic, byte[] Payload, bool Retained);
+
+/// <summary>
+/// The connection supervisor that MQTTnet v5 no longer ships (no managed client, issue #2243): connects with a Polly
+/// pipeline (jittered exponential backoff around a circuit breaker), checks <c>ConnectAsync</c>'s result code (v5 does
+/// not throw on refusal), reconnects after every disconnect, resubscribes, and limits in-flight QoS 1 publishes to
+/// stay under the broker's Receive Maximum. Sessions are persistent (Clean Start off, session expiry), so the broker
+/// queues QoS 1 messages for a vehicle while it is away. MQTTnet never resends a publish that failed on disconnect
+/// (issue #1096): durability is the caller's outbox, which republishes until the application-level ack.
+/// </summary>
+public sealed class MqttConnection : IAsyncDisposable
+{
+    private readonly MqttTransportOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _log;
+    private readonly IMqttClient _client;
+    private readonly MqttClientOptions _clientOptions;
+    private readonly ResiliencePipeline _connectPipeline;
+    private readonly SemaphoreSlim _inFlight;
+    private readonly ConcurrentDictionary<string, MqttQualityOfServiceLevel> _subscriptions = new(StringComparer.Ordinal);
+    private readonly string? _presenceTopic;
+    private readonly object _gate = new();
+    private TaskCompletionSource _connected = NewSignal();
+    private TaskCompletionSource _disconnected = NewSignal();
+    private CancellationTokenSource? _stop;
+    private Task? _loop;
+    private long _connects;
+
+    /// <summary>Creates a supervisor; nothing connects before <see cref="Start"/>. <paramref name="presenceTopic"/> gets "online" (retained) and a delayed "offline" will.</summary>
+    public MqttConnection(MqttTransportOptions options, TimeProvider? time = null, ILogger? logger = null, string? presenceTopic = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _time = time ?? TimeProvider.System;
+        _log = logger ?? NullLogger.Instance;
+        _presenceTopic = presenceTopic;
+        Topics = new FleetTopics(options.Fleet);
+        _inFlight = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
+        _client = new MqttClientFactory().CreateMqttClient();
+        _clientOptions = BuildClientOptions(options, presenceTopic);
+        _client.DisconnectedAsync += e =>
+        {
+            lock (_gate)
+            {
+                _disconnected.TrySetResult();
+                if (_connected.Task.IsCompleted) _connected = NewSignal();
+            }
+            if (e.ClientWasConnected) _log.LogWarning("MQTT {Client}: disconnected ({Reason}).", options.ClientId, e.Reason);
+            return Task.CompletedTask;
+        };
+        _client.ApplicationMessageReceivedAsync += async e =>
+        {
+            var handler = MessageReceived;
+            if (handler is null) return;
+            var message = new MqttIncoming(e.ApplicationMessage.Topic, e.ApplicationMessage.Payload.ToArray(), e.ApplicationMessage.Retain);
+            try
+            {
+                // The PUBACK goes out after the handler returns: a handler that hands the message to a bounded channel
+                // applies back-pressure to the broker instead of buffering without limit.
+                await handler(message).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                HandlerFailures++;
+                _log.LogError(ex, "MQTT {Client}: handler failed on {Topic}.", options.ClientId, message.Topic);
+            }
+        };
+        _connectPipeline = new ResiliencePipelineBuilder { TimeProvider = _time }
+            .AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException),
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                Delay = options.ReconnectDelay,
+                MaxDelay = options.MaxReconnectDelay,
+                MaxRetryAttempts = int.MaxValue,
+                OnRetry = args =>
+                {
+                    _log.LogInformation("MQTT {Client}: connect attempt {Attempt} failed ({Error}); next in {Delay}.", options.ClientId, args.AttemptNumber + 1, args.Outcome.Exception?.Message, args.RetryDelay);
+                    return default;
+                },
+            })
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException),
+                FailureRatio = 1.0,
+                MinimumThroughput = options.BreakAfterFailures,
+                SamplingDuration = TimeSpan.FromMinutes(10),
+                BreakDuration = options.BreakDuration,
+            })
+            .Build();
+    }
+
+    /// <summary>Topic layout of this connection's fleet.</summary>
+    public FleetTopics Topics { get; }
+
+    /// <summary>The options in use.</summary>
+    public MqttTransportOptions Options => _options;
+
+    /// <summary>Called for every application message, in order per connection; the PUBACK waits for it.</summary>
+    public event Func<MqttIncoming, Task>? MessageReceived;
+
+    /// <summary>True while connected.</summary>
+    public bool IsConnected => _client.IsConnected;
+
+    /// <summary>Successful connects so far (1 + reconnects).</summary>
+    public long Connects => Interlocked.Read(ref _connects);
+
+    /// <summary>Message handlers that threw.</summary>
+    public long HandlerFailures { get; private set; }
+
+    /// <summary>Starts the supervisor loop (connect, resubscribe, wait for a disconnect, repeat).</summary>
+    public void Start(CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            if (_loop is not null) throw new InvalidOperationException("Already started.");
+            _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            _loop = Task.Run(() => SuperviseAsync(_stop.Token), CancellationToken.None);
+        }
+    }
+
+    /// <summary>Completes when the client is connected and subscribed.</summary>
+    public Task WaitUntilConnectedAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate) return _connected.Task.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Adds a subscription (QoS 1) that survives reconnects; subscribes now when connected. Throws <see cref="MqttRefusedException"/> when the broker refuses it.</summary>
+    public async Task SubscribeAsync(string filter, CancellationToken cancellationToken)
+    {
+        _subscriptions[filter] = MqttQualityOfServiceLevel.AtLeastOnce;
+        if (_client.IsConnected) await SubscribeNowAsync(filter, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Publishes once (QoS 1) after waiting for a connection; at most <see cref="MqttTransportOptions.MaxInFlight"/> at a
+    /// time. Throws <see cref="MqttRefusedException"/> when the broker refuses, an MQTTnet exception when the connection drops.
+    /// </summary>
+    public async Task PublishAsync(string topic, ReadOnlyMemory<byte> payload, bool retain = false, TimeSpan? expiry = null,
+        IReadOnlyList<(string Name, string Value)>? properties = null, CancellationToken cancellationToken = default)
+    {
+        var builder = new MqttApplicationMessageBuilder()
+            .WithTopic(topic)
+            .WithPayload(payload.ToArray())
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithRetainFlag(retain);
+        if (expiry is { } e) builder.WithMessageExpiryInterval((uint)Math.Clamp(Math.Ceiling(e.TotalSeconds), 1, uint.MaxValue));
+        if (properties is not null)
+        {
+            foreach (var (name, value) in properties) builder.WithUserProperty(name, System.Text.Encoding.UTF8.GetBytes(value).AsMemory());
+        }
+        var message = builder.Build();
+        await WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var result = await _client.PublishAsync(message, cancellationToken).ConfigureAwait(false);
+            if (!result.IsSuccess && result.ReasonCode != MqttClientPublishReasonCode.NoMatchingSubscribers)
+                throw new MqttRefusedException($"Broker refused the publish to '{topic}': {result.ReasonCode} {result.ReasonString}".TrimEnd());
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <summary>Like <see cref="PublishAsync"/> but retries over reconnects until the broker acknowledges (or refuses, or the token fires).</summary>
+    public async Task PublishReliablyAsync(string topic, ReadOnlyMemory<byte> payload, bool retain = false, TimeSpan? expiry = null, CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            try
+            {
+                await PublishAsync(topic, payload, retain, expiry, null, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (IsTransient(e) && !cancellationToken.IsCancellationRequested)
+            {
+                _log.LogDebug("MQTT {Client}: publish to {Topic} failed ({Error}); retrying after reconnect.", _options.ClientId, topic, e.Message);
+                await Task.Delay(TimeSpan.FromMilliseconds(50), _time, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>True for failures a reconnect may cure (connection lost, timeout), false for refusals and cancellation.</summary>
+    public static bool IsTransient(Exception e) => e is MqttCommunicationException or MqttClientNotConnectedException or ObjectDisposedException or IOException or TimeoutException;
+
+    /// <summary>Stops the loop, publishes nothing more, and disconnects cleanly (the delayed will is then not sent).</summary>
+    public async Task StopAsync()
+    {
+        Task? loop;
+        lock (_gate)
+        {
+            loop = _loop;
+            _stop?.Cancel();
+        }
+        if (loop is not null)
+        {
+            try
+            {
+                await loop.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        if (_client.IsConnected)
+        {
+            try
+            {
+                if (_presenceTopic is not null)
+                {
+                    using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+                    await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(_presenceTopic).WithPayload("offline"u8.ToArray())
+                        .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).WithRetainFlag().Build(), cts.Token).ConfigureAwait(false);
+                }
+                await _client.DisconnectAsync(new MqttClientDisconnectOptionsBuilder().WithReason(MqttClientDisconnectOptionsReason.NormalDisconnection).Build()).ConfigureAwait(false);
+            }
+            catch (Exception e) when (IsTransient(e) || e is OperationCanceledException or MqttRefusedException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Drops the TCP connection without a DISCONNECT packet, as a vehicle losing coverage would (tests).</summary>
+    internal async Task DropConnectionForTestAsync()
+    {
+        // Disconnect with reason "disconnect with will message" mimics an abnormal loss for the broker.
+        await _client.DisconnectAsync(new MqttClientDisconnectOptionsBuilder().WithReason(MqttClientDisconnectOptionsReason.DisconnectWithWillMessage).Build()).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync().ConfigureAwait(false);
+        _client.Dispose();
+        _stop?.Dispose();
+        _inFlight.Dispose();
+    }
+
+    private async Task SuperviseAsync(CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await _connectPipeline.ExecuteAsync(ConnectOnceAsync, cancellationToken).ConfigureAwait(false);
+                Task disconnected;
+                lock (_gate) disconnected = _disconnected.Task;
+                foreach (var filter in _subscriptions.Keys) await SubscribeNowAsync(filter, cancellationToken).ConfigureAwait(false);
+                if (_presenceTopic is not null)
+                {
+                    await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(_presenceTopic).WithPayload("online"u8.ToArray())
+                        .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).WithRetainFlag().Build(), cancellationToken).ConfigureAwait(false);
+                }
+                Interlocked.Increment(ref _connects);
+                lock (_gate)
+                {
+                    if (!disconnected.IsCompleted) _connected.TrySetResult();
+                }
+                await disconnected.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                // Subscribing or announcing failed (e.g. the connection dropped meanwhile): go round again.
+                _log.LogWarning("MQTT {Client}: session setup failed ({Error}); reconnecting.", _options.ClientId, e.Message);
+                if (_client.IsConnected)
+                {
+                    try
+                    {
+                        await _client.DisconnectAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                    }
+                    catch (Exception inner) when (IsTransient(inner))
+                    {
+                    }
+                }
+                await Task.Delay(_options.ReconnectDelay, _time, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async ValueTask ConnectOnceAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (_disconnected.Task.IsCompleted) _disconnected = NewSignal();
+        }
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.ConnectTimeout);
+        MqttClientConnectResult result;
+        try
+        {
+            result = await _client.ConnectAsync(_clientOptions, timeout.Token).ConfigureAwait(false);
+        }
+        catch (MqttConnectingFailedException e)
+        {
+            throw new MqttRefusedException($"Broker {_options.Host}:{_options.Port} refused client '{_options.ClientId}': {e.Message}");
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"Connecting to {_options.Host}:{_options.Port} took longer than {_options.ConnectTimeout}.");
+        }
+        if (result.ResultCode != MqttClientConnectResultCode.Success)
+            throw new MqttRefusedException($"Broker {_options.Host}:{_options.Port} refused client '{_options.ClientId}': {result.ResultCode} {result.ReasonString}".TrimEnd());
+        _log.LogInformation("MQTT {Client}: connected to {Host}:{Port} (session present: {Session}).", _options.ClientId, _options.Host, _options.Port, result.IsSessionPresent);
+    }
+
+    private async Task SubscribeNowAsync(string filter, CancellationToken cancellationToken)
+    {
+        var options = new MqttClientSubscribeOptionsBuilder().WithTopicFilter(f => f.WithTopic(filter).WithAtLeastOnceQoS()).Build();
+        var result = await _client.SubscribeAsync(options, cancellationToken).ConfigureAwait(false);
+        foreach (var item in result.Items)
+        {
+            if (item.ResultCode is not (MqttClientSubscribeResultCode.GrantedQoS0 or MqttClientSubscribeResultCode.GrantedQoS1 or MqttClientSubscribeResultCode.GrantedQoS2))
+            {
+                _subscriptions.TryRemove(filter, out _);
+                throw new MqttRefusedException($"Broker refused the subscription to '{filter}': {item.ResultCode}.");
+            }
+        }
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private static MqttClientOptions BuildClientOptions(MqttTransportOptions o, string? presenceTopic)
+    {
+        var builder = new MqttClientOptionsBuilder()
+            .WithTcpServer(o.Host, o.Port)
+            .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
+            .WithClientId(o.ClientId)
+            .WithCredentials(o.EffectiveUsername, o.Password)
+            .WithCleanStart(false)
+            .WithSessionExpiryInterval((uint)Math.Min(o.SessionExpirySeconds, uint.MaxValue))
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(o.KeepAliveSeconds))
+            .WithMaximumPacketSize((uint)o.MaxPacketSize)
+            .WithReceiveMaximum((ushort)Math.Min(o.MaxInFlight * 4, ushort.MaxValue))
+            .WithTimeout(o.ConnectTimeout);
+        if (presenceTopic is not null)
+        {
+            builder.WithWillTopic(presenceTopic).WithWillPayload("offline"u8.ToArray()).WithWillRetain()
+                .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+                .WithWillDelayInterval((uint)Math.Min(o.WillDelaySeconds, uint.MaxValue));
+        }
+        if (o.UseTls)
+        {
+            X509Certificate2? ca = o.CaFile is null ? null : X509CertificateLoader.LoadCertificateFromFile(o.CaFile);
+            X509Certificate2? client = null;
+            if (o.CertFile is not null)
+            {
+                using var pem = X509Certificate2.CreateFromPemFile(o.CertFile, o.KeyFile);
+                // SslStream wants a key it can persist; re-import through PKCS#12.
+                client = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            }
+            builder.WithTlsOptions(t =>
+            {
+                t.UseTls().WithTargetHost(o.TlsServerName ?? o.Host);
+                if (client is not null) t.WithClientCertificates(new X509Certificate2Collection(client));
+                if (ca is not null) t.WithCertificateValidationHandler(args => ValidateAgainstCa(args.Certificate, args.SslPolicyErrors, ca));
+            });
+        }
+        return builder.Build();
+    }
+
+    /// <summary>Accepts the broker's certificate only when it chains to the configured CA and its name matches.</summary>
+    internal static bool ValidateAgainstCa(X509Certificate? presented, SslPolicyErrors errors, X509Certificate2 ca)
+    {
+        if (presented is null || (errors & (SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0) return false;
+        using var leaf = X509CertificateLoader.LoadCertificate(presented.GetRawCertData());
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.Add(ca);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        return chain.Build(leaf);
+    }
+}

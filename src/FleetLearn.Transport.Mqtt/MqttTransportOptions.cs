@@ -1,0 +1,97 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace FleetLearn.Transport.Mqtt;
+
+/// <summary>
+/// How a worker reaches the broker (configuration section <c>Mqtt</c>). Defaults suit the embedded broker on one
+/// machine; production sets <see cref="UseTls"/> and the certificate paths (Mosquitto with mTLS, broker-config/).
+/// </summary>
+public sealed class MqttTransportOptions
+{
+    /// <summary>Configuration section name.</summary>
+    public const string Section = "Mqtt";
+
+    /// <summary>Broker host.</summary>
+    [Required] public string Host { get; set; } = "127.0.0.1";
+
+    /// <summary>Broker port (1883 plain, 8883 TLS).</summary>
+    [Range(1, 65535)] public int Port { get; set; } = 1883;
+
+    /// <summary>Fleet name: the topic prefix is <c>fleetlearn/v1/{fleet}/</c>.</summary>
+    [Required] public string Fleet { get; set; } = "default";
+
+    /// <summary>MQTT client id; for a vehicle, its vehicle id (the broker enforces client id = username = vehicle id).</summary>
+    [Required] public string ClientId { get; set; } = "";
+
+    /// <summary>Username; null = the client id. With mTLS the broker takes the certificate's CN instead.</summary>
+    public string? Username { get; set; }
+
+    /// <summary>Password (embedded broker: the aggregator's secret; vehicles use client certificates in production).</summary>
+    public string? Password { get; set; }
+
+    /// <summary>Session expiry: how long the broker keeps the session (subscriptions, queued QoS 1 messages) after a disconnect. Default 1 day.</summary>
+    [Range(0, uint.MaxValue)] public long SessionExpirySeconds { get; set; } = 86_400;
+
+    /// <summary>Keep-alive period.</summary>
+    [Range(1, 3600)] public int KeepAliveSeconds { get; set; } = 30;
+
+    /// <summary>Largest MQTT packet the broker accepts; payloads are chunked under it. Default 256 KiB.</summary>
+    [Range(4096, 268_435_455)] public int MaxPacketSize { get; set; } = 256 * 1024;
+
+    /// <summary>QoS 1 publishes awaiting PUBACK at once (keep under the broker's Receive Maximum).</summary>
+    [Range(1, 65535)] public int MaxInFlight { get; set; } = 16;
+
+    /// <summary>First reconnect delay; doubles (with jitter) up to <see cref="MaxReconnectDelay"/>.</summary>
+    public TimeSpan ReconnectDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Longest reconnect delay.</summary>
+    public TimeSpan MaxReconnectDelay { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Consecutive failed connects after which the circuit opens (no attempt for <see cref="BreakDuration"/>).</summary>
+    [Range(2, 1000)] public int BreakAfterFailures { get; set; } = 8;
+
+    /// <summary>How long the circuit stays open.</summary>
+    public TimeSpan BreakDuration { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Timeout of one connect attempt.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Delay of the presence last will ("offline"): short outages do not flap the status. Default 30 s.</summary>
+    [Range(0, uint.MaxValue)] public long WillDelaySeconds { get; set; } = 30;
+
+    /// <summary>Connect with TLS.</summary>
+    public bool UseTls { get; set; }
+
+    /// <summary>PEM file of the CA that signed the broker's certificate; null = the system trust store.</summary>
+    public string? CaFile { get; set; }
+
+    /// <summary>PEM client certificate (mTLS).</summary>
+    public string? CertFile { get; set; }
+
+    /// <summary>PEM private key of <see cref="CertFile"/>.</summary>
+    public string? KeyFile { get; set; }
+
+    /// <summary>Host name expected in the broker's certificate; null = <see cref="Host"/>.</summary>
+    public string? TlsServerName { get; set; }
+
+    /// <summary>The username the broker will see.</summary>
+    public string EffectiveUsername => string.IsNullOrEmpty(Username) ? ClientId : Username;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
+    public void Validate()
+    {
+        VehicleId.Validate(Fleet, "Mqtt:Fleet");
+        VehicleId.Validate(ClientId, "Mqtt:ClientId");
+        if (string.IsNullOrWhiteSpace(Host)) throw new ArgumentException("Mqtt:Host is required.");
+        if (Port is < 1 or > 65535) throw new ArgumentException("Mqtt:Port must be within 1..65535.");
+        if (MaxPacketSize < 4096) throw new ArgumentException("Mqtt:MaxPacketSize must be at least 4096.");
+        if (MaxInFlight < 1) throw new ArgumentException("Mqtt:MaxInFlight must be at least 1.");
+        if (ReconnectDelay <= TimeSpan.Zero || MaxReconnectDelay < ReconnectDelay) throw new ArgumentException("Mqtt:ReconnectDelay must be positive and not above Mqtt:MaxReconnectDelay.");
+        if (CertFile is null != (KeyFile is null)) throw new ArgumentException("Mqtt:CertFile and Mqtt:KeyFile go together.");
+        if (!UseTls && (CertFile is not null || CaFile is not null)) throw new ArgumentException("Mqtt:CaFile/CertFile need Mqtt:UseTls=true.");
+        foreach (var file in new[] { CaFile, CertFile, KeyFile })
+        {
+            if (file is not null && !File.Exists(file)) throw new ArgumentException($"TLS file '{file}' does not exist.");
+        }
+    }
+}

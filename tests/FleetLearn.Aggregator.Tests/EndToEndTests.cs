@@ -1,0 +1,188 @@
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Training;
+using FleetLearn.EdgeAgent;
+using FleetLearn.Storage;
+using FleetLearn.Transport.Mqtt;
+using FleetLearn.Transport.Mqtt.Broker;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace FleetLearn.Aggregator.Tests;
+
+/// <summary>Agents and the aggregator over a real in-process broker on a loopback port, with real training.</summary>
+public sealed class EndToEndTests : IAsyncLifetime
+{
+    private const string Secret = "agg-secret";
+    private const string Fleet = "e2e";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+    private readonly string _dir = Directory.CreateTempSubdirectory("fl-e2e-").FullName;
+    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
+    private readonly List<Microsoft.Extensions.Hosting.BackgroundService> _started = [];
+    private EmbeddedBroker _broker = null!;
+
+    public async Task InitializeAsync()
+    {
+        _broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = Secret });
+        await _broker.StartAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        // Stops whatever a failed test left running (stopping twice is harmless).
+        foreach (var worker in _started)
+        {
+            await worker.StopAsync(CancellationToken.None);
+            worker.Dispose();
+        }
+        await _broker.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    [Fact]
+    public async Task Aggregator_ThreeAgents_CompleteTwoRoundsAndModelChanges()
+    {
+        var (status, aggregator) = StartAggregator(rounds: 2);
+        var agents = await StartAgentsAsync(3);
+        using var cts = new CancellationTokenSource(Timeout);
+        await status.Done.Task.WaitAsync(cts.Token);
+
+        var rounds = status.Rounds;
+        Assert.Equal([1L, 2L], rounds.Select(r => r.Round));
+        Assert.All(rounds, r => Assert.Equal(RoundStatus.Applied, r.Status));
+        Assert.All(rounds, r => Assert.Equal(3, r.Participants));
+        var initial = ModelInitializer.Initialize(ModelSpec.Parse("8-6-3"), 1);
+        Assert.True(status.Closed.TryRead(out var first));
+        Assert.True(status.Closed.TryRead(out var second));
+        Assert.NotEqual(initial, first.Model);
+        Assert.NotEqual(first.Model, second.Model);
+        Assert.Equal(6, status.AcceptedUpdates);
+        Assert.Equal(0, status.RejectedMessages);
+
+        await aggregator.StopAsync(CancellationToken.None);
+        foreach (var a in agents)
+        {
+            await WaitForAsync(() => a.Acknowledged == 2);
+            Assert.Equal(2, a.RoundsTrained);
+            await a.StopAsync(CancellationToken.None);
+        }
+        using var store = LiteDbRoundStore.Open(Path.Combine(_dir, "agg.db"));
+        Assert.Equal(2, store.LatestModel()!.Version);
+        Assert.Equal(second.Model, store.LatestModel()!.Parameters);
+        foreach (var a in agents) a.Dispose();
+        aggregator.Dispose();
+    }
+
+    [Fact]
+    public async Task Aggregator_Restarted_ResumesFromStoredModel()
+    {
+        var (status, aggregator) = StartAggregator(rounds: 1, cohort: 2);
+        var agents = await StartAgentsAsync(2);
+        using var cts = new CancellationTokenSource(Timeout);
+        await status.Done.Task.WaitAsync(cts.Token);
+        await aggregator.StopAsync(CancellationToken.None);
+        aggregator.Dispose();
+
+        var (again, restarted) = StartAggregator(rounds: 1, cohort: 2);
+        await again.Done.Task.WaitAsync(cts.Token);
+        var record = again.Rounds[^1];
+        Assert.Equal(2, record.Round);
+        Assert.Equal(1, record.ModelVersionIn);
+        Assert.Equal(RoundStatus.Applied, record.Status);
+        await restarted.StopAsync(CancellationToken.None);
+        restarted.Dispose();
+        foreach (var a in agents)
+        {
+            await a.StopAsync(CancellationToken.None);
+            a.Dispose();
+        }
+    }
+
+    private MqttTransportOptions Mqtt(string clientId, string? password = null) => new()
+    {
+        Host = "127.0.0.1",
+        Port = _broker.Port,
+        Fleet = Fleet,
+        ClientId = clientId,
+        Password = password,
+        ReconnectDelay = TimeSpan.FromMilliseconds(50),
+        MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
+        MaxPacketSize = 8192, // forces the model and updates through the chunking path
+    };
+
+    private string KeyPath => Path.Combine(_dir, "signing.pem");
+
+    private (AggregatorStatus Status, AggregatorWorker Worker) StartAggregator(int rounds, int cohort = 3)
+    {
+        using (SigningKeys.LoadOrCreate(KeyPath))
+        {
+            // created before the worker starts, so the test and the worker never race to create it
+        }
+        var status = new AggregatorStatus();
+        var options = new AggregatorOptions
+        {
+            Model = "8-6-3",
+            CohortSize = cohort,
+            MinParticipants = cohort,
+            Rounds = rounds,
+            RoundTimeout = Timeout,
+            CohortWait = Timeout,
+            LocalEpochs = 2,
+            Batch = 10,
+            LearningRate = 0.1f,
+            DatabasePath = Path.Combine(_dir, "agg.db"),
+            SigningKeyPath = KeyPath,
+        };
+        var worker = new AggregatorWorker(Options.Create(options), Options.Create(Mqtt("aggregator", Secret)), status, TimeProvider.System, Logs.CreateLogger<AggregatorWorker>());
+        worker.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
+        _started.Add(worker);
+        return (status, worker);
+    }
+
+    private async Task<List<EdgeAgentWorker>> StartAgentsAsync(int count)
+    {
+        using var key = SigningKeys.LoadOrCreate(KeyPath);
+        string publicKey = key.ExportSubjectPublicKeyInfoPem();
+        var data = SyntheticData(600, seed: 3);
+        var parts = Partitioner.Split(data.Labels, count, new PartitionScheme.Iid(), 7);
+        var agents = new List<EdgeAgentWorker>();
+        for (int i = 0; i < count; i++)
+        {
+            string id = $"car-{i}";
+            var options = new EdgeAgentOptions
+            {
+                VehicleId = id,
+                AggregatorPublicKey = publicKey,
+                PinnedModelSpec = "8-6-3",
+                DatabasePath = Path.Combine(_dir, $"{id}.db"),
+                ResendInterval = TimeSpan.FromSeconds(2),
+            };
+            var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(data, parts[i]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>());
+            await agent.StartAsync(CancellationToken.None);
+            _started.Add(agent);
+            agents.Add(agent);
+        }
+        return agents;
+    }
+
+    /// <summary>Three separable Gaussian blobs in 8 dimensions.</summary>
+    internal static LabeledData SyntheticData(int rows, int seed)
+    {
+        var rng = new Random(seed);
+        var features = new float[rows * 8];
+        var labels = new byte[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            int c = r % 3;
+            labels[r] = (byte)c;
+            for (int j = 0; j < 8; j++) features[r * 8 + j] = (float)(rng.NextDouble() - 0.5) + (j % 3 == c ? 1.5f : 0f);
+        }
+        return new LabeledData(features, labels, 8, 3, "synthetic");
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        using var cts = new CancellationTokenSource(Timeout);
+        while (!condition()) await Task.Delay(20, cts.Token);
+    }
+}

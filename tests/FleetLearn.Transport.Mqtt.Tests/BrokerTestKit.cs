@@ -1,0 +1,79 @@
+using System.Threading.Channels;
+using FleetLearn.Transport.Mqtt.Broker;
+
+namespace FleetLearn.Transport.Mqtt.Tests;
+
+/// <summary>An embedded broker on a free loopback port plus helpers to connect vehicles and the aggregator.</summary>
+internal sealed class BrokerTestKit : IAsyncDisposable
+{
+    public const string Fleet = "test";
+    public const string AggregatorSecret = "s3cret";
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
+    private readonly List<MqttConnection> _connections = [];
+
+    private BrokerTestKit(EmbeddedBroker broker) => Broker = broker;
+
+    public EmbeddedBroker Broker { get; private set; }
+
+    public FleetTopics Topics { get; } = new(Fleet);
+
+    public static async Task<BrokerTestKit> StartAsync(int port = 0)
+    {
+        var broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = port, AggregatorPassword = AggregatorSecret });
+        await broker.StartAsync();
+        return new BrokerTestKit(broker);
+    }
+
+    public async Task RestartAsync()
+    {
+        int port = Broker.Port;
+        await Broker.DisposeAsync();
+        Broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = port, AggregatorPassword = AggregatorSecret });
+        await Broker.StartAsync();
+    }
+
+    public MqttTransportOptions Options(string clientId, string? password = null) => new()
+    {
+        Host = "127.0.0.1",
+        Port = Broker.Port,
+        Fleet = Fleet,
+        ClientId = clientId,
+        Password = password,
+        ReconnectDelay = TimeSpan.FromMilliseconds(50),
+        MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
+        BreakDuration = TimeSpan.FromMilliseconds(500),
+        ConnectTimeout = TimeSpan.FromSeconds(5),
+    };
+
+    public async Task<MqttConnection> ConnectAsync(string clientId, string? password = null, bool presence = false)
+    {
+        var connection = new MqttConnection(Options(clientId, password), presenceTopic: presence ? Topics.Status(clientId) : null);
+        _connections.Add(connection);
+        connection.Start();
+        using var cts = new CancellationTokenSource(Timeout);
+        await connection.WaitUntilConnectedAsync(cts.Token);
+        return connection;
+    }
+
+    public Task<MqttConnection> ConnectAggregatorAsync() => ConnectAsync("aggregator", AggregatorSecret);
+
+    /// <summary>Collects every message a connection receives.</summary>
+    public static ChannelReader<MqttIncoming> Collect(MqttConnection connection)
+    {
+        var channel = Channel.CreateUnbounded<MqttIncoming>();
+        connection.MessageReceived += m => channel.Writer.WriteAsync(m).AsTask();
+        return channel.Reader;
+    }
+
+    public static async Task<MqttIncoming> NextAsync(ChannelReader<MqttIncoming> reader)
+    {
+        using var cts = new CancellationTokenSource(Timeout);
+        return await reader.ReadAsync(cts.Token);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var c in _connections) await c.DisposeAsync();
+        await Broker.DisposeAsync();
+    }
+}
