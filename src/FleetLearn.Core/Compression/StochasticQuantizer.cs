@@ -40,8 +40,9 @@ public static class StochasticQuantizer
         for (int i = 0; i < values.Length; i++)
         {
             double t = ((double)values[i] + range) * perUnit;
-            if (!(t >= 0)) { if (double.IsNaN(t)) throw new ArgumentException($"Value {i} is NaN.", nameof(values)); t = 0; clamped++; }
-            else if (t > max) { t = max; clamped++; }
+            // A value at ±r can land a rounding error outside [0, L]: that is not clamping.
+            if (!(t >= 0)) { if (double.IsNaN(t)) throw new ArgumentException($"Value {i} is NaN.", nameof(values)); if (t < -1e-6) clamped++; t = 0; }
+            else if (t > max) { if (t > max + 1e-6) clamped++; t = max; }
             double floor = Math.Floor(t);
             uint level = (uint)floor;
             if (t > floor && random.NextUniform() < t - floor) level++;
