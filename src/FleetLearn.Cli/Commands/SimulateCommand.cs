@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using FleetLearn.Compute;
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
@@ -45,6 +46,9 @@ internal static class SimulateCommand
         var delta = new Option<double>("--delta") { Description = "δ of the reported (ε, δ).", DefaultValueFactory = _ => 1e-5 };
         var budget = new Option<double?>("--epsilon-budget") { Description = "Per-vehicle ε budget; a vehicle that would exceed it declines." };
         var telemetry = new Option<double?>("--telemetry-epsilon") { Description = "Each participant reports a seen class by k-ary randomized response with this ε." };
+        var codec = new Option<string>("--codec") { Description = "Update codec: none | q{b} | rot+q{b} | sub{p}+rot+q{b} | topk{p}+ef+q{b} [+deflate|+brotli] [+shared] (docs/compression.md).", DefaultValueFactory = _ => "none" };
+        var secagg = new Option<string>("--secagg") { Description = "Secure aggregation: off | full (SecAgg) | plus[:k] (SecAgg+, k neighbours). Needs a clip norm: --clip is the norm bound when --dp is off.", DefaultValueFactory = _ => "off" };
+        var secaggBits = new Option<int?>("--secagg-bits") { Description = "Modulus bits m of the secure sum (default: the smallest that holds the cohort's sum)." };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
         var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
@@ -53,10 +57,13 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            data, output, json,
+            codec, secagg, secaggBits, data, output, json,
         };
         command.SetAction(parse =>
         {
+            var privacySettings = ParsePrivacy(parse.GetValue(dp)!, parse.GetValue(clip)!, parse.GetValue(noise), parse.GetValue(delta), parse.GetValue(budget));
+            var codecSpec = CodecSpec.Parse(parse.GetValue(codec)!);
+            var (secureMode, neighbors) = ParseSecAgg(parse.GetValue(secagg)!);
             var options = new SimulationOptions
             {
                 Vehicles = parse.GetValue(vehicles),
@@ -80,8 +87,13 @@ internal static class SimulateCommand
                 Target = parse.GetValue(target),
                 Workers = parse.GetValue(workers),
                 EvaluateEvery = parse.GetValue(evalEvery),
-                Privacy = ParsePrivacy(parse.GetValue(dp)!, parse.GetValue(clip)!, parse.GetValue(noise), parse.GetValue(delta), parse.GetValue(budget)),
+                Privacy = privacySettings,
                 TelemetryEpsilon = parse.GetValue(telemetry),
+                Codec = codecSpec,
+                SecureAggregation = secureMode,
+                SecAggNeighbors = neighbors,
+                SecAggModulusBits = parse.GetValue(secaggBits),
+                NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
             bool asJson = parse.GetValue(json);
@@ -96,6 +108,9 @@ internal static class SimulateCommand
                 (spec, maxBatch) => TrainerFactory.Create(backendChoice, spec, maxBatch, 1, line => backendLine ??= line));
             progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {simulator.Strategy.Name}, seed {options.Seed}");
             progress.WriteLine($"{backendLine} × {Math.Min(options.Workers, options.CohortSize)} workers; model {options.Model} ({options.Model.ParameterCount:N0} parameters)");
+            var pipeline = simulator.Pipeline;
+            progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"codec {pipeline.Codec}: {pipeline.KeptCount:N0} coordinates × {(pipeline.QuantizationBits is { } qb ? $"{qb} bits" : "float32")}{(pipeline.IsSecure ? $", secure aggregation {options.SecureAggregation.ToString().ToLowerInvariant()} (m = {pipeline.ModulusBits} bits, {pipeline.SecAggDimension:N0} summed coordinates)" : "")}"));
             if (parse.GetValue(histograms))
                 PrintHistograms(progress, simulator.Partitions, train.Labels, train.ClassCount);
 
@@ -108,7 +123,7 @@ internal static class SimulateCommand
                 if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
                 string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2}  C {report.ClipNorm:G3}");
                 progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}{privacyText}  {report.Seconds:F2} s"));
+                    $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9} ({Bytes(report.BytesUpPerVehicle)}/vehicle){privacyText}{(report.SecAggAbortReason is { } why ? $"  secagg aborted: {why}" : "")}  {report.Seconds:F2} s"));
                 if (asJson)
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -124,6 +139,9 @@ internal static class SimulateCommand
                         stragglers = report.Stragglers,
                         applied = report.Applied,
                         bytes_up = report.BytesUp,
+                        bytes_up_per_vehicle = report.BytesUpPerVehicle,
+                        clamped = report.Clamped,
+                        secagg_abort = report.SecAggAbortReason,
                         bytes_down = report.BytesDown,
                         seconds = report.Seconds,
                         simulated_seconds = report.SimulatedSeconds,
@@ -165,6 +183,9 @@ internal static class SimulateCommand
                     rounds_to_target = roundsToTarget,
                     target = options.Target,
                     bytes_up = reports.Sum(x => x.BytesUp),
+                    bytes_up_per_vehicle_per_round = reports.Sum(x => x.Participants) == 0 ? 0 : reports.Sum(x => x.BytesUpPerVehicle * x.Participants) / (double)reports.Sum(x => x.Participants),
+                    codec = simulator.Pipeline.Codec.ToString(),
+                    secagg = options.SecureAggregation.ToString().ToLowerInvariant(),
                     bytes_down = reports.Sum(x => x.BytesDown),
                     epsilon = Finite(final.Epsilon),
                     max_vehicle_epsilon = Finite(final.MaxVehicleEpsilon),
@@ -177,6 +198,24 @@ internal static class SimulateCommand
             return 0;
         });
         return command;
+    }
+
+    private static (SecureAggregationMode Mode, int? Neighbors) ParseSecAgg(string text)
+    {
+        var t = text.Trim().ToLowerInvariant();
+        if (t is "off" or "none") return (SecureAggregationMode.Off, null);
+        if (t == "full") return (SecureAggregationMode.Full, null);
+        if (t == "plus") return (SecureAggregationMode.Plus, null);
+        if (t.StartsWith("plus:", StringComparison.Ordinal) && int.TryParse(t.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
+            return (SecureAggregationMode.Plus, k);
+        throw new CodecConfigurationException($"--secagg '{text}': expected off, full, plus or plus:k (k even).");
+    }
+
+    private static double ParseNormBound(string clip)
+    {
+        if (!double.TryParse(clip, NumberStyles.Float, CultureInfo.InvariantCulture, out double c) || !(c > 0))
+            throw new ArgumentException($"--clip '{clip}': secure aggregation without DP needs a numeric norm bound C (adaptive clipping needs --dp).");
+        return c;
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
