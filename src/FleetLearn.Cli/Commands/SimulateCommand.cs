@@ -49,6 +49,7 @@ internal static class SimulateCommand
         var codec = new Option<string>("--codec") { Description = "Update codec: none | q{b} | rot+q{b} | sub{p}+rot+q{b} | topk{p}+ef+q{b} [+deflate|+brotli] [+shared] (docs/compression.md).", DefaultValueFactory = _ => "none" };
         var secagg = new Option<string>("--secagg") { Description = "Secure aggregation: off | full (SecAgg) | plus[:k] (SecAgg+, k neighbours). Needs a clip norm: --clip is the norm bound when --dp is off.", DefaultValueFactory = _ => "off" };
         var secaggBits = new Option<int?>("--secagg-bits") { Description = "Modulus bits m of the secure sum (default: the smallest that holds the cohort's sum)." };
+        var efMemory = new Option<int>("--ef-memory-mb") { Description = "Memory budget for top-k error-feedback residuals (4 bytes × parameters per vehicle holding one; least recently used dropped beyond it).", DefaultValueFactory = _ => 2048 };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
         var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
@@ -57,7 +58,7 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, data, output, json,
+            codec, secagg, secaggBits, efMemory, data, output, json,
         };
         command.SetAction(parse =>
         {
@@ -93,6 +94,7 @@ internal static class SimulateCommand
                 SecureAggregation = secureMode,
                 SecAggNeighbors = neighbors,
                 SecAggModulusBits = parse.GetValue(secaggBits),
+                ErrorFeedbackMemoryBytes = (long)parse.GetValue(efMemory) << 20,
                 NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
