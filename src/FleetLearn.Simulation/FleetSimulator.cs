@@ -1,9 +1,12 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Numerics;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Random;
+using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Core.Training;
 
 namespace FleetLearn.Simulation;
@@ -33,14 +36,15 @@ public sealed class FleetSimulator : IDisposable
     private readonly double[] _losses;
     private readonly IFederatedStrategy _strategy;
     private readonly float[] _global;
-    private readonly float[] _combined;
-    private readonly bool[] _unclipped;
     private readonly PrivacyLedger? _ledger;
     private readonly PrivacyLedger? _vehicleLedgers;
     private readonly AdaptiveClipping? _adaptive;
     private readonly RandomizedResponse? _telemetry;
     private readonly long[] _telemetryReports;
     private readonly long[] _telemetryTruth;
+    private readonly UpdatePipeline _pipeline;
+    private readonly ErrorFeedbackStore? _residuals;
+    private readonly Dictionary<int, ECDsa> _deviceKeys = [];
     private double _clipNorm;
     private int _privateReleases;
 
@@ -69,9 +73,8 @@ public sealed class FleetSimulator : IDisposable
             _deltas[w] = new float[options.Model.ParameterCount];
         }
         _global = ModelInitializer.Initialize(options.Model, options.Seed);
-        _combined = new float[options.Model.ParameterCount];
-        _unclipped = new bool[workers];
         ModelBytes = 4L * options.Model.ParameterCount;
+        _clipNorm = options.NormBound ?? 0;
         if (options.Privacy is { } dp)
         {
             _clipNorm = dp.ClipNorm;
@@ -85,6 +88,9 @@ public sealed class FleetSimulator : IDisposable
                 // σ_b = K/20 as Andrew et al. suggest, but never below σ so that σ_Δ stays close to σ on small cohorts.
                 _adaptive = new AdaptiveClipping(dp.ClipNorm, dp.TargetQuantile, dp.ClipLearningRate, countNoiseStdDev: Math.Max(options.CohortSize / 20.0, dp.NoiseMultiplier));
         }
+        _pipeline = options.CreatePipeline(Partitions.Max(p => p.Length));
+        if (options.Codec.ErrorFeedback)
+            _residuals = new ErrorFeedbackStore(options.Model.ParameterCount, (int)Math.Min(int.MaxValue, options.ErrorFeedbackMemoryBytes / (4L * options.Model.ParameterCount)));
         _telemetryReports = new long[train.ClassCount];
         _telemetryTruth = new long[train.ClassCount];
         if (options.TelemetryEpsilon is { } te) _telemetry = new RandomizedResponse(train.ClassCount, te);
@@ -139,6 +145,12 @@ public sealed class FleetSimulator : IDisposable
     /// <summary>Bytes of one model download and one plaintext float32 update.</summary>
     public long ModelBytes { get; }
 
+    /// <summary>The update pipeline every vehicle and the aggregator use.</summary>
+    public UpdatePipeline Pipeline => _pipeline;
+
+    /// <summary>Error-feedback residuals (null unless the codec uses top-k + EF).</summary>
+    public ErrorFeedbackStore? Residuals => _residuals;
+
     /// <summary>The current global model (read-only view).</summary>
     public ReadOnlySpan<float> GlobalModel => _global;
 
@@ -152,7 +164,7 @@ public sealed class FleetSimulator : IDisposable
         }
     }
 
-    /// <summary>Runs one round: plan, train the accepted vehicles, aggregate, apply, evaluate.</summary>
+    /// <summary>Runs one round: plan, train the accepted vehicles, encode and aggregate their updates, apply, evaluate.</summary>
     public RoundReport RunRound(int round, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
@@ -171,65 +183,53 @@ public sealed class FleetSimulator : IDisposable
         }
         var plan = RoundPlanner.Plan(round, _options.Vehicles, Work, settings, _options.Behavior, _options.Seed, Eligible);
         var accepted = plan.Accepted.ToArray();
-        var aggregator = _strategy.CreateAggregator(_global.Length);
-        double lossSum = 0, clipUsed = _clipNorm;
-        int unclippedCount = 0;
-        for (int start = 0; start < accepted.Length; start += _trainers.Length)
+        if (_vehicleLedgers is not null)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            int n = Math.Min(_trainers.Length, accepted.Length - start);
-            if (n == 1)
+            // Each vehicle checks and records its own spend before its update leaves it; one whose
+            // own record says the round would exceed its budget declines.
+            var sending = new List<int>(accepted.Length);
+            foreach (int vehicle in accepted)
             {
-                TrainVehicle(0, round, accepted[start]);
+                if (_vehicleLedgers.TryRecord(VehicleId(vehicle), round, charge, out _)) sending.Add(vehicle);
+                else declined++;
             }
-            else
-            {
-                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n, CancellationToken = cancellationToken },
-                    w => TrainVehicle(w, round, accepted[start + w]));
-            }
-            for (int w = 0; w < n; w++)
-            {
-                int vehicle = accepted[start + w];
-                if (_vehicleLedgers is not null)
-                {
-                    // The vehicle checks and records its own spend before its update leaves it.
-                    if (!_vehicleLedgers.TryRecord(VehicleId(vehicle), round, charge, out _))
-                    {
-                        declined++;
-                        continue;
-                    }
-                }
-                // Under DP every clipped update weighs the same, so the sum's sensitivity is C.
-                double weight = _options.Privacy is not null ? 1 : Partitions[vehicle].Length;
-                if (_options.WeightCap is { } cap) weight = Math.Min(weight, cap);
-                aggregator.Add(_deltas[w], weight);
-                lossSum += _losses[w];
-                if (_unclipped[w]) unclippedCount++;
-                // The spend is recorded before the update is used (a crash can only over-count ε).
-                _ledger?.Record(VehicleId(vehicle), round, charge);
-                if (_telemetry is not null) ReportTelemetry(round, vehicle);
-            }
+            accepted = sending.ToArray();
         }
-        bool applied = aggregator.Count >= settings.MinParticipants && aggregator.Count > 0;
-        if (_options.Privacy is { Mode: NoiseMode.Distributed } && aggregator.Count < MinSurvivors)
+        double clipUsed = _clipNorm;
+        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(MinSurvivors) : 0;
+        ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
+        var codecRound = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
+
+        var outcome = _pipeline.IsSecure
+            ? SecureRound(round, plan, accepted, codecRound, cancellationToken)
+            : PlainRound(round, accepted, codecRound, cancellationToken);
+        foreach (int vehicle in outcome.Contributors)
+        {
+            // The spend is recorded before the update is used (a crash can only over-count ε).
+            _ledger?.Record(VehicleId(vehicle), round, charge);
+            if (_telemetry is not null) ReportTelemetry(round, vehicle);
+        }
+        int count = outcome.Contributors.Count;
+        bool applied = outcome.Mean is not null && count >= settings.MinParticipants && count > 0;
+        if (_options.Privacy is { Mode: NoiseMode.Distributed } && count < MinSurvivors)
             applied = false; // fewer shares of noise than accounted: the sum must not be released
         if (applied)
         {
-            aggregator.Complete(_combined);
+            var combined = outcome.Mean!;
             if (_options.Privacy is { Mode: NoiseMode.Central })
             {
                 // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n updates.
                 var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xCE27, (ulong)round).NextUInt64());
-                GaussianNoise.Add(_combined, UpdateNoiseMultiplier * _clipNorm / aggregator.Count, source);
+                GaussianNoise.Add(combined, UpdateNoiseMultiplier * _clipNorm / count, source);
             }
             if (_options.Privacy is not null) _privateReleases++;
             if (_adaptive is not null)
             {
                 var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xADA9, (ulong)round).NextUInt64());
-                _adaptive.Update(unclippedCount, _options.CohortSize, source);
+                _adaptive.Update(outcome.UnclippedCount, _options.CohortSize, source);
                 _clipNorm = _adaptive.ClipNorm;
             }
-            _strategy.ApplyUpdate(_global, _combined);
+            _strategy.ApplyUpdate(_global, combined);
             if (!VectorMath.AllFinite(_global))
                 throw new InvalidOperationException($"Round {round}: the global model diverged (NaN or ∞). Lower the learning rates.");
         }
@@ -246,15 +246,18 @@ public sealed class FleetSimulator : IDisposable
             Round = round,
             TestAccuracy = accuracy,
             TestLoss = loss,
-            TrainLoss = accepted.Length == 0 ? double.NaN : lossSum / accepted.Length,
+            TrainLoss = accepted.Length == 0 ? double.NaN : outcome.LossSum / accepted.Length,
             Available = plan.Available,
             Selected = plan.Selected.Count,
-            Participants = aggregator.Count,
+            Participants = count,
             Dropped = plan.CountOf(VehicleOutcome.Dropped),
             Stragglers = plan.CountOf(VehicleOutcome.Straggler),
             Applied = applied,
-            BytesDown = plan.Selected.Count * ModelBytes,
-            BytesUp = accepted.Length * ModelBytes,
+            BytesDown = plan.Selected.Count * ModelBytes + outcome.ExtraBytesDown,
+            BytesUp = outcome.BytesUp,
+            BytesUpPerVehicle = outcome.AcceptedBytesUp.Count == 0 ? 0 : outcome.AcceptedBytesUp.Sum() / outcome.AcceptedBytesUp.Count,
+            Clamped = outcome.Clamped,
+            SecAggAbortReason = outcome.AbortReason,
             Seconds = clock.Elapsed.TotalSeconds,
             SimulatedSeconds = plan.SimulatedSeconds,
             Epsilon = FleetEpsilon,
@@ -264,6 +267,261 @@ public sealed class FleetSimulator : IDisposable
         };
     }
 
+    /// <summary>What the upload half of a round produced.</summary>
+    private sealed class RoundOutcome
+    {
+        public List<int> Contributors { get; } = [];
+        public float[]? Mean { get; set; }
+        public int UnclippedCount { get; set; }
+        public double LossSum { get; set; }
+        public long BytesUp { get; set; }
+        public List<long> AcceptedBytesUp { get; } = [];
+        public long ExtraBytesDown { get; set; }
+        public long Clamped { get; set; }
+        public string? AbortReason { get; set; }
+    }
+
+    private double Weight(int vehicle)
+    {
+        // Under DP every clipped update weighs the same, so the sum's sensitivity is C.
+        double weight = _options.Privacy is not null ? 1 : Partitions[vehicle].Length;
+        if (_options.WeightCap is { } cap) weight = Math.Min(weight, cap);
+        return weight;
+    }
+
+    private static ulong PerVehicle(int round, int vehicle) => ((ulong)(uint)round << 32) | (uint)vehicle;
+
+    private SeededNoiseSource NoiseFor(int round, int vehicle) => new(DeterministicRandom.Derive(_options.Seed, 0xD157, PerVehicle(round, vehicle)).NextUInt64());
+
+    private SeededNoiseSource RoundingFor(int round, int vehicle) => new(DeterministicRandom.Derive(_options.Seed, 0x0A7D, PerVehicle(round, vehicle)).NextUInt64());
+
+    /// <summary>Plaintext: each vehicle encodes an envelope; the aggregator decodes it and folds it in the plan's order.</summary>
+    private RoundOutcome PlainRound(int round, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
+    {
+        var result = new RoundOutcome();
+        var aggregator = _strategy.CreateAggregator(_global.Length);
+        var envelopes = new byte[_trainers.Length][];
+        var clamped = new int[_trainers.Length];
+        for (int start = 0; start < accepted.Length; start += _trainers.Length)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int n = Math.Min(_trainers.Length, accepted.Length - start);
+            void Work(int w)
+            {
+                int vehicle = accepted[start + w];
+                TrainVehicle(w, round, vehicle);
+                var residual = _residuals?.GetOrCreate(vehicle);
+                envelopes[w] = codec.EncodePlain(_deltas[w], Weight(vehicle), (ulong)vehicle, UpdateId(round, vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), residual, out var info);
+                clamped[w] = info.Clamped;
+            }
+            if (n == 1) Work(0);
+            else Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n, CancellationToken = cancellationToken }, Work);
+            for (int w = 0; w < n; w++)
+            {
+                int vehicle = accepted[start + w];
+                var decoded = codec.Decode(envelopes[w], (ulong)vehicle);
+                aggregator.Add(decoded.Delta, decoded.Header.Weight);
+                result.Contributors.Add(vehicle);
+                result.LossSum += _losses[w];
+                result.BytesUp += envelopes[w].Length;
+                result.AcceptedBytesUp.Add(envelopes[w].Length);
+                result.Clamped += clamped[w];
+                if (decoded.Header.Unclipped) result.UnclippedCount++;
+            }
+        }
+        if (aggregator.Count > 0)
+        {
+            result.Mean = new float[_global.Length];
+            aggregator.Complete(result.Mean);
+        }
+        return result;
+    }
+
+    private Guid UpdateId(int round, int vehicle)
+    {
+        var rng = DeterministicRandom.Derive(_options.Seed, 0x1D1D, PerVehicle(round, vehicle));
+        Span<byte> bytes = stackalloc byte[16];
+        BitConverter.TryWriteBytes(bytes, rng.NextUInt64());
+        BitConverter.TryWriteBytes(bytes[8..], rng.NextUInt64());
+        return new Guid(bytes);
+    }
+
+    private ECDsa DeviceKey(int vehicle)
+    {
+        lock (_deviceKeys)
+        {
+            if (!_deviceKeys.TryGetValue(vehicle, out var key)) _deviceKeys[vehicle] = key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            return key;
+        }
+    }
+
+    /// <summary>
+    /// Secure aggregation with the real state machines: every selected vehicle advertises keys and shares them; the accepted
+    /// ones train, encode to fixed point and send masked inputs; dropped, straggling and surplus vehicles vanish after
+    /// ShareKeys (the costliest case: their masks are rebuilt from shares); the server unmasks only the sum.
+    /// Every message travels through <see cref="SecAggCodec"/>, and its bytes are what <c>bytes_up</c> counts.
+    /// </summary>
+    private RoundOutcome SecureRound(int round, RoundPlan plan, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
+    {
+        var result = new RoundOutcome();
+        var cohort = plan.Selected.Select(p => p.Vehicle).ToArray();
+        int n = cohort.Length;
+        if (n < 3)
+        {
+            result.AbortReason = $"only {n} vehicles selected; secure aggregation needs at least 3";
+            return result;
+        }
+        var index = new Dictionary<int, int>(n);
+        for (int i = 0; i < n; i++) index[cohort[i]] = i;
+        var seedRng = DeterministicRandom.Derive(_options.Seed, 0x5EC5, (ulong)round);
+        var roundSeed = new byte[32];
+        for (int i = 0; i < 4; i++) BitConverter.TryWriteBytes(roundSeed.AsSpan(8 * i), seedRng.NextUInt64());
+        var parameters = _pipeline.CreateSecAggParameters((ulong)round, n, roundSeed, TimeSpan.FromMinutes(1));
+        var time = new ManualTimeProvider();
+        int workers = _trainers.Length;
+        // One key registry per worker: ECDsa verification from several threads on one instance is not documented as safe.
+        var registries = new ArrayRegistry[workers + 1];
+        for (int r = 0; r <= workers; r++) registries[r] = new ArrayRegistry(n);
+        for (int i = 0; i < n; i++)
+        {
+            var spki = DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo();
+            foreach (var registry in registries) registry.Add(i, spki);
+        }
+        int WorkerOf(int i) => (int)((long)i * workers / n);
+        var vehicles = new SecAggVehicle[n];
+        for (int i = 0; i < n; i++) vehicles[i] = new SecAggVehicle(parameters, i, DeviceKey(cohort[i]), registries[WorkerOf(i)], time);
+        using var server = new SecAggServer(parameters, registries[workers], time, new SecAggServerOptions { MaxDegreeOfParallelism = workers });
+        var sent = new long[n];
+        var outbox = new List<SecAggMessage>();
+        try
+        {
+            void Deliver(byte[] data)
+            {
+                var step = server.Receive(SecAggCodec.Decode(data, parameters.Round));
+                outbox.AddRange(step.Outbox);
+            }
+            // Runs the vehicles' side of one phase in parallel (each vehicle on its worker) and delivers the answers in cohort order.
+            void Phase(IReadOnlyList<SecAggMessage> requests, Func<int, SecAggMessage?, byte[]?> act)
+            {
+                var downlink = requests.Select(m => SecAggCodec.Encode(m)).ToArray();
+                result.ExtraBytesDown += downlink.Sum(d => (long)d.Length);
+                var answers = new byte[]?[requests.Count];
+                Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = cancellationToken }, w =>
+                {
+                    for (int j = 0; j < requests.Count; j++)
+                    {
+                        int i = requests[j].VehicleId;
+                        if (WorkerOf(i) != w) continue;
+                        answers[j] = act(i, SecAggCodec.Decode(downlink[j], parameters.Round));
+                    }
+                });
+                outbox.Clear();
+                for (int j = 0; j < answers.Length; j++)
+                {
+                    if (answers[j] is not { } a) continue;
+                    sent[requests[j].VehicleId] += a.Length;
+                    Deliver(a);
+                }
+            }
+
+            // Phase 0: AdvertiseKeys (every selected vehicle).
+            var starts = new byte[n][];
+            Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
+            {
+                for (int i = 0; i < n; i++) if (WorkerOf(i) == w) starts[i] = SecAggCodec.Encode(vehicles[i].Start());
+            });
+            for (int i = 0; i < n; i++) { sent[i] += starts[i].Length; Deliver(starts[i]); }
+            // Phase 1: ShareKeys.
+            if (server.Phase == SecAggServerPhase.ShareKeys)
+                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleKeyDirectory((KeyDirectoryMessage)m!)));
+            // Phase 2: the accepted vehicles train and send masked inputs; the others drop out here.
+            if (server.Phase == SecAggServerPhase.MaskedInputCollection)
+            {
+                var forwarded = outbox.Where(m => plan.Selected[m.VehicleId].Outcome == VehicleOutcome.Accepted)
+                    .OrderBy(m => Array.IndexOf(accepted, cohort[m.VehicleId])).ToArray();
+                result.ExtraBytesDown += outbox.Sum(m => SecAggCodec.EncodedLength(m));
+                outbox.Clear();
+                for (int start = 0; start < forwarded.Length; start += workers)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    int count = Math.Min(workers, forwarded.Length - start);
+                    var answers = new byte[count][];
+                    var clamped = new int[count];
+                    var unclipped = new bool[count];
+                    void Work(int w)
+                    {
+                        var message = forwarded[start + w];
+                        int i = message.VehicleId, vehicle = cohort[i];
+                        TrainVehicle(w, round, vehicle);
+                        var input = codec.EncodeSecure(_deltas[w], Weight(vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), out var info);
+                        clamped[w] = info.Clamped;
+                        var shares = SecAggCodec.Decode<ForwardedSharesMessage>(SecAggCodec.Encode(message), parameters.Round);
+                        answers[w] = SecAggCodec.Encode(vehicles[i].HandleForwardedShares(shares, input));
+                    }
+                    if (count == 1) Work(0);
+                    else Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = count, CancellationToken = cancellationToken }, Work);
+                    for (int w = 0; w < count; w++)
+                    {
+                        sent[forwarded[start + w].VehicleId] += answers[w].Length;
+                        Deliver(answers[w]);
+                        result.LossSum += _losses[w];
+                        result.Clamped += clamped[w];
+                    }
+                }
+                if (server.Phase == SecAggServerPhase.MaskedInputCollection)
+                {
+                    // The rest of the cohort never answers: the phase closes at its deadline and they count as dropped.
+                    time.Advance(parameters.PhaseTimeout);
+                    outbox.AddRange(server.Tick().Outbox);
+                }
+            }
+            // Phase 3: Unmasking.
+            if (server.Phase == SecAggServerPhase.Unmasking)
+                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleUnmaskRequest((UnmaskRequestMessage)m!)));
+        }
+        finally
+        {
+            foreach (var v in vehicles) v?.Dispose();
+            foreach (var r in registries) r.Dispose();
+        }
+        result.BytesUp = sent.Sum();
+        if (server.Phase != SecAggServerPhase.Completed)
+        {
+            result.AbortReason = server.AbortReason ?? $"secure aggregation stopped in phase {server.Phase}";
+            return result;
+        }
+        var sum = server.Result!;
+        foreach (int i in sum.Survivors)
+        {
+            result.Contributors.Add(cohort[i]);
+            result.AcceptedBytesUp.Add(sent[i]);
+        }
+        var decoded = codec.DecodeSum(sum.Sum.Span, sum.Survivors.Length);
+        result.UnclippedCount = decoded.UnclippedCount;
+        result.Mean = decoded.WeightSum > 0 ? decoded.Mean : null;
+        return result;
+    }
+
+    /// <summary>Device public keys of one round's cohort, by cohort index.</summary>
+    private sealed class ArrayRegistry(int n) : IDeviceKeyRegistry, IDisposable
+    {
+        private readonly ECDsa?[] _keys = new ECDsa?[n];
+
+        public void Add(int index, byte[] subjectPublicKeyInfo)
+        {
+            var key = ECDsa.Create();
+            key.ImportSubjectPublicKeyInfo(subjectPublicKeyInfo, out _);
+            _keys[index] = key;
+        }
+
+        public ECDsa? FindDeviceKey(int vehicleId) => vehicleId >= 0 && vehicleId < _keys.Length ? _keys[vehicleId] : null;
+
+        public void Dispose()
+        {
+            foreach (var k in _keys) k?.Dispose();
+        }
+    }
+
     /// <summary>Test loss and accuracy of the current global model.</summary>
     public EvaluationResult Evaluate()
     {
@@ -271,13 +529,14 @@ public sealed class FleetSimulator : IDisposable
         return _trainers[0].Evaluate(_test);
     }
 
+    /// <summary>Local training on the vehicle: leaves Δ = w_local − w in the worker's buffer (the pipeline protects it next).</summary>
     private void TrainVehicle(int worker, int round, int vehicle)
     {
         var trainer = _trainers[worker];
         trainer.LoadParameters(_global);
         trainer.SetProximalTerm(_strategy.ProximalMu > 0 ? _global : [], _strategy.ProximalMu);
         var rows = Partitions[vehicle].ToArray();
-        var rng = DeterministicRandom.Derive(_options.Seed, 0xC11E, ((ulong)(uint)round << 32) | (uint)vehicle);
+        var rng = DeterministicRandom.Derive(_options.Seed, 0xC11E, PerVehicle(round, vehicle));
         var sgd = new SgdOptions(_options.ClientLearningRate, _options.ClientMomentum);
         var schedule = new LearningRateSchedule.Constant(_options.ClientLearningRate);
         long step = 0;
@@ -288,17 +547,6 @@ public sealed class FleetSimulator : IDisposable
         trainer.ReadParameters(delta);
         VectorMath.Subtract(delta, _global, delta);
         _losses[worker] = last.MeanLoss;
-        if (_options.Privacy is { } dp)
-        {
-            // On the vehicle: clip to C, then (distributed mode) add this vehicle's share of the noise.
-            double norm = L2Clipping.Clip(delta, _clipNorm);
-            _unclipped[worker] = AdaptiveClipping.IsUnclipped(norm, _clipNorm);
-            if (dp.Mode == NoiseMode.Distributed)
-            {
-                var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xD157, ((ulong)(uint)round << 32) | (uint)vehicle).NextUInt64());
-                GaussianNoise.Add(delta, UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(MinSurvivors), source);
-            }
-        }
     }
 
     private void ReportTelemetry(int round, int vehicle)
@@ -316,5 +564,6 @@ public sealed class FleetSimulator : IDisposable
     public void Dispose()
     {
         foreach (var t in _trainers) t.Dispose();
+        foreach (var k in _deviceKeys.Values) k.Dispose();
     }
 }

@@ -32,8 +32,17 @@ public sealed record RoundReport
     /// <summary>False when fewer than the minimum participants reported: the model did not change.</summary>
     public bool Applied { get; init; }
 
-    /// <summary>Bytes the vehicles uploaded this round.</summary>
+    /// <summary>Exact bytes the vehicles uploaded this round: the sum of the encoded envelopes, or under secure aggregation of every protocol message sent (dropped vehicles' keys and shares included).</summary>
     public long BytesUp { get; init; }
+
+    /// <summary>Exact mean bytes one accepted vehicle uploaded: its update envelope, or under secure aggregation every protocol message it sent (keys, shares, masked input, unmask answer). 0 when none was accepted.</summary>
+    public long BytesUpPerVehicle { get; init; }
+
+    /// <summary>Why secure aggregation aborted the round (null when it completed or was off).</summary>
+    public string? SecAggAbortReason { get; init; }
+
+    /// <summary>Coordinates clamped to the quantization range this round, over all accepted vehicles.</summary>
+    public long Clamped { get; init; }
 
     /// <summary>Bytes the selected vehicles downloaded this round.</summary>
     public long BytesDown { get; init; }

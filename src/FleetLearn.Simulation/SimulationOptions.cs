@@ -1,3 +1,4 @@
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 
@@ -75,6 +76,24 @@ public sealed record SimulationOptions
     /// <summary>ε of the k-ary randomized-response label telemetry each participant sends; null = off.</summary>
     public double? TelemetryEpsilon { get; init; }
 
+    /// <summary>Update codec (<c>none</c>, <c>q8</c>, <c>rot+q4</c>, <c>sub0.25+rot+q8</c>, <c>topk0.01+ef+q8</c>, …); see docs/compression.md.</summary>
+    public CodecSpec Codec { get; init; } = CodecSpec.None;
+
+    /// <summary>Secure aggregation: off, SecAgg (complete graph) or SecAgg+ (k neighbours).</summary>
+    public SecureAggregationMode SecureAggregation { get; init; }
+
+    /// <summary>k of SecAgg+; null = the smallest even k ≥ 2·⌈log₂ n⌉ (Bell et al. 2020: k = O(log n)).</summary>
+    public int? SecAggNeighbors { get; init; }
+
+    /// <summary>Explicit modulus bits m of the secure sum; null = the smallest that holds the cohort's sum.</summary>
+    public int? SecAggModulusBits { get; init; }
+
+    /// <summary>L2 norm bound C applied without DP (needed by secure aggregation and shared-range codecs); ignored when <see cref="Privacy"/> sets C.</summary>
+    public double? NormBound { get; init; }
+
+    /// <summary>Memory budget for top-k error-feedback residuals (4·P bytes per vehicle that has one); least recently used are dropped beyond it.</summary>
+    public long ErrorFeedbackMemoryBytes { get; init; } = 2L << 30;
+
     /// <summary>The cohort size K this configuration asks for.</summary>
     public int CohortSize => Cohort ?? Math.Max(1, (int)Math.Round(Fraction * Vehicles));
 
@@ -94,6 +113,48 @@ public sealed record SimulationOptions
         Behavior.Validate();
         Privacy?.Validate();
         if (TelemetryEpsilon is { } te && !(te > 0 && te <= 20)) throw new ArgumentException("--telemetry-epsilon must be within (0, 20].");
-        new RoundSettings(CohortSize, OverSelection, MinParticipants ?? 1, DeadlineSeconds).Validate();
+        var settings = new RoundSettings(CohortSize, OverSelection, MinParticipants ?? 1, DeadlineSeconds);
+        settings.Validate();
+        if (NormBound is { } bound && (!(bound > 0) || double.IsInfinity(bound))) throw new ArgumentException("--clip (norm bound) must be a positive number.");
+        if (ErrorFeedbackMemoryBytes < 4L * Model.ParameterCount) throw new ArgumentException($"The error-feedback memory budget ({ErrorFeedbackMemoryBytes} bytes) holds no residual of {4L * Model.ParameterCount} bytes.");
+        if (SecureAggregation != SecureAggregationMode.Off)
+        {
+            if (settings.SelectionSize < 3) throw new CodecConfigurationException($"Secure aggregation needs at least 3 selected vehicles per round; this configuration selects {settings.SelectionSize}.");
+            var strategy = StrategyCatalog.Parse(Strategy, ServerLearningRate);
+            if (strategy.CreateAggregator(1) is not WeightedMeanAggregator || strategy is Core.Federated.Strategies.NormBounding)
+                throw new CodecConfigurationException($"Strategy '{strategy.Name}' needs each vehicle's update, but secure aggregation reveals only the sum: use fedavg, fedavgm, fedprox or an adaptive server optimizer.");
+        }
+        _ = CreatePipeline();
+    }
+
+    /// <summary>The public bound on an aggregation weight W (sample counts are sent as w/W under secure aggregation).</summary>
+    internal double MaxWeight(int largestPartition) => Privacy is not null ? 1 : Math.Max(1, WeightCap is { } cap ? Math.Min(cap, largestPartition) : largestPartition);
+
+    /// <summary>k of SecAgg+ for a cohort of <paramref name="n"/> vehicles.</summary>
+    internal int? EffectiveNeighbors(int n)
+    {
+        if (SecureAggregation != SecureAggregationMode.Plus) return null;
+        if (SecAggNeighbors is { } k) return k;
+        int k2 = 2 * (int)Math.Ceiling(Math.Log2(Math.Max(2, n)));
+        return k2 >= n - 1 ? null : k2;
+    }
+
+    /// <summary>The update pipeline this configuration implies (throws <see cref="CodecConfigurationException"/> on a conflict).</summary>
+    internal UpdatePipeline CreatePipeline(int largestPartition = 1)
+    {
+        int n = new RoundSettings(CohortSize, OverSelection).SelectionSize;
+        return new UpdatePipeline(new UpdatePipelineOptions
+        {
+            Codec = Codec,
+            Dimension = Model.ParameterCount,
+            SecureAggregation = SecureAggregation,
+            Neighbors = EffectiveNeighbors(n),
+            CohortSize = Math.Max(1, n),
+            ModulusBits = SecAggModulusBits,
+            ClipNorm = Privacy?.ClipNorm ?? NormBound,
+            Noise = Privacy?.Mode,
+            MaxWeight = MaxWeight(largestPartition),
+            SendUnclippedBit = Privacy?.AdaptiveClip == true,
+        });
     }
 }

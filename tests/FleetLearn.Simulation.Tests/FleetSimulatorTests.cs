@@ -1,4 +1,5 @@
 using FleetLearn.Compute.Cpu;
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Random;
@@ -56,8 +57,10 @@ public sealed class FleetSimulatorTests
         Assert.All(reports, r => Assert.True(r.Applied));
         Assert.True(reports[^1].TestAccuracy > 0.9 && reports[^1].TestAccuracy > before + 0.2,
             $"accuracy went from {before} to {reports[^1].TestAccuracy}");
-        long modelBytes = 4L * Options.Model.ParameterCount;
-        Assert.All(reports, r => Assert.Equal(10 * modelBytes, r.BytesUp));
+        // codec none: each upload is the update envelope's header plus float32 parameters.
+        long envelopeBytes = UpdateEnvelope.HeaderBytes + 4L * Options.Model.ParameterCount;
+        Assert.All(reports, r => Assert.Equal(10 * envelopeBytes, r.BytesUp));
+        Assert.All(reports, r => Assert.Equal(envelopeBytes, r.BytesUpPerVehicle));
     }
 
     [Fact]
@@ -94,7 +97,7 @@ public sealed class FleetSimulatorTests
         var report = sim.RunRound(1);
         Assert.False(report.Applied);
         Assert.True(report.Dropped >= 6, $"dropped {report.Dropped}");
-        Assert.Equal(report.Participants * 4L * Options.Model.ParameterCount, report.BytesUp);
+        Assert.Equal(report.Participants * (UpdateEnvelope.HeaderBytes + 4L * Options.Model.ParameterCount), report.BytesUp);
         Assert.Equal(before, sim.GlobalModel.ToArray());
     }
 
@@ -105,7 +108,7 @@ public sealed class FleetSimulatorTests
         var report = sim.RunRound(1);
         Assert.Equal(15, report.Selected);
         Assert.InRange(report.Participants, 1, 10);
-        Assert.Equal(report.Participants * 4L * Options.Model.ParameterCount, report.BytesUp);
+        Assert.Equal(report.Participants * (UpdateEnvelope.HeaderBytes + 4L * Options.Model.ParameterCount), report.BytesUp);
         Assert.Equal(15 * 4L * Options.Model.ParameterCount, report.BytesDown);
     }
 
@@ -197,5 +200,85 @@ public sealed class FleetSimulatorTests
     {
         Assert.Contains("cannot exceed the fleet", Assert.Throws<ArgumentException>(() => (Options with { Cohort = 41 }).Validate()).Message, StringComparison.Ordinal);
         Assert.Contains("--rounds", Assert.Throws<ArgumentException>(() => (Options with { Rounds = 0 }).Validate()).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Run_SecAggPlusVersusOff_SameQuantization_FinalModelsWithinOneStep()
+    {
+        // Same shared grid (rot+q8 on the public range from C = 5) in both runs: the integer sums are identical, so the
+        // models differ only by float rounding of the decode (and, rarely, a stochastic rounding decision flipped by it).
+        var common = Options with { Codec = CodecSpec.Parse("rot+q8+shared"), NormBound = 5, Rounds = 3 };
+        float[] Final(SimulationOptions o)
+        {
+            using var sim = Create(o);
+            var reports = sim.Run().ToList();
+            Assert.All(reports, r => Assert.True(r.Applied, r.SecAggAbortReason));
+            Assert.All(reports, r => Assert.Equal(10, r.Participants));
+            return sim.GlobalModel.ToArray();
+        }
+        var off = Final(common);
+        var plus = Final(common with { Codec = CodecSpec.Parse("rot+q8"), SecureAggregation = SecureAggregationMode.Plus, SecAggNeighbors = 4 });
+        using var probe = Create(common);
+        double step = probe.Pipeline.ForRound(1, 1, 5).StepFor(probe.Pipeline.ForRound(1, 1, 5).SharedRangeValue);
+        double maxDiff = off.Zip(plus).Max(p => Math.Abs(p.First - p.Second));
+        Assert.True(maxDiff <= step, $"max |w_plus − w_off| = {maxDiff}, one step = {step}");
+        double meanDiff = off.Zip(plus).Average(p => Math.Abs(p.First - p.Second));
+        Assert.True(meanDiff <= 1e-3 * step, $"mean |w_plus − w_off| = {meanDiff}");
+    }
+
+    [Fact]
+    public void RunRound_SecAggFullWithDropouts_RecoversMasksAndAggregatesSurvivors()
+    {
+        var options = Options with
+        {
+            Codec = CodecSpec.Parse("sub0.5+rot+q8"), NormBound = 5, SecureAggregation = SecureAggregationMode.Full,
+            Behavior = new FleetBehavior(Dropout: 0.25), OverSelection = 0.5,
+        };
+        using var sim = Create(options);
+        var report = sim.RunRound(1);
+        Assert.Null(report.SecAggAbortReason);
+        Assert.True(report.Applied);
+        Assert.True(report.Dropped > 0, "the seed should drop someone mid-round");
+        Assert.InRange(report.Participants, 1, 10);
+        // Dropped vehicles sent keys and shares too: the round's upload exceeds the participants' own bytes.
+        Assert.True(report.BytesUp > report.Participants * report.BytesUpPerVehicle, $"{report.BytesUp} vs {report.Participants} × {report.BytesUpPerVehicle}");
+        Assert.True(report.TestAccuracy > 0.3);
+    }
+
+    [Fact]
+    public void Run_SecAggWithDistributedDpAndAdaptiveClip_AppliesAndAccounts()
+    {
+        var options = Options with
+        {
+            Codec = CodecSpec.Parse("rot+q8"), SecureAggregation = SecureAggregationMode.Plus, Rounds = 2,
+            Privacy = new PrivacySettings(Core.Privacy.NoiseMode.Distributed, ClipNorm: 1, AdaptiveClip: true, NoiseMultiplier: 0.5),
+        };
+        using var sim = Create(options);
+        var reports = sim.Run().ToList();
+        Assert.All(reports, r => Assert.True(r.Applied, r.SecAggAbortReason));
+        Assert.NotEqual(reports[0].ClipNorm, reports[1].ClipNorm); // the unclipped count came through the secure sum
+        Assert.Equal(20, sim.Ledger!.Vehicles.Sum(v => v.Participations));
+    }
+
+    [Fact]
+    public void Run_TopKWithErrorFeedback_ResidualsOnlyForVehiclesThatParticipated()
+    {
+        using var sim = Create(Options with { Codec = CodecSpec.Parse("topk0.1+ef+q8"), Rounds = 3 });
+        var reports = sim.Run().ToList();
+        Assert.Equal(30, reports.Sum(r => r.Participants));
+        Assert.InRange(sim.Residuals!.Count, 10, 30);
+        Assert.Equal(4L * Options.Model.ParameterCount * sim.Residuals.Count, sim.Residuals.Bytes);
+        Assert.True(reports[^1].TestAccuracy > 0.5, $"accuracy {reports[^1].TestAccuracy}"); // chance is 0.25; top-10% delays most of each update
+        Assert.True(reports[0].BytesUpPerVehicle < UpdateEnvelope.HeaderBytes + Options.Model.ParameterCount / 4);
+    }
+
+    [Fact]
+    public void Options_SecAggConflicts_ClearErrors()
+    {
+        Assert.Contains("reveals only the sum", Assert.Throws<CodecConfigurationException>(() => (Options with { Strategy = "median", NormBound = 1, SecureAggregation = SecureAggregationMode.Full }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("top-k picks different coordinates", Assert.Throws<CodecConfigurationException>(() => (Options with { Codec = CodecSpec.Parse("topk0.1+ef+q8"), NormBound = 1, SecureAggregation = SecureAggregationMode.Plus }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("needs a clip norm", Assert.Throws<CodecConfigurationException>(() => (Options with { SecureAggregation = SecureAggregationMode.Full }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("too small for the cohort's sum", Assert.Throws<CodecConfigurationException>(() => (Options with { Codec = CodecSpec.Parse("q8"), NormBound = 1, SecureAggregation = SecureAggregationMode.Full, SecAggModulusBits = 8 }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("at least 3 selected", Assert.Throws<CodecConfigurationException>(() => (Options with { Cohort = 2, NormBound = 1, SecureAggregation = SecureAggregationMode.Full }).Validate()).Message, StringComparison.Ordinal);
     }
 }

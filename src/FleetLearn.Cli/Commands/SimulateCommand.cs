@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using FleetLearn.Compute;
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
@@ -45,6 +46,10 @@ internal static class SimulateCommand
         var delta = new Option<double>("--delta") { Description = "δ of the reported (ε, δ).", DefaultValueFactory = _ => 1e-5 };
         var budget = new Option<double?>("--epsilon-budget") { Description = "Per-vehicle ε budget; a vehicle that would exceed it declines." };
         var telemetry = new Option<double?>("--telemetry-epsilon") { Description = "Each participant reports a seen class by k-ary randomized response with this ε." };
+        var codec = new Option<string>("--codec") { Description = "Update codec: none | q{b} | rot+q{b} | sub{p}+rot+q{b} | topk{p}+ef+q{b} [+deflate|+brotli] [+shared] (docs/compression.md).", DefaultValueFactory = _ => "none" };
+        var secagg = new Option<string>("--secagg") { Description = "Secure aggregation: off | full (SecAgg) | plus[:k] (SecAgg+, k neighbours). Needs a clip norm: --clip is the norm bound when --dp is off.", DefaultValueFactory = _ => "off" };
+        var secaggBits = new Option<int?>("--secagg-bits") { Description = "Modulus bits m of the secure sum (default: the smallest that holds the cohort's sum)." };
+        var efMemory = new Option<int>("--ef-memory-mb") { Description = "Memory budget for top-k error-feedback residuals (4 bytes × parameters per vehicle holding one; least recently used dropped beyond it).", DefaultValueFactory = _ => 2048 };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
         var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
@@ -59,7 +64,7 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            data, output, json, featureCache, transport, broker, processes, verboseWorkers,
+            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, processes, verboseWorkers,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -68,6 +73,9 @@ internal static class SimulateCommand
             // Progress goes to stderr with --json so that stdout stays one JSON object per line.
             var progress = asJson ? parse.InvocationConfiguration.Error : parse.InvocationConfiguration.Output;
             using var backboneModel = backbone.IsSet(parse) ? backbone.Open(parse, progress.WriteLine) : null;
+            var privacySettings = ParsePrivacy(parse.GetValue(dp)!, parse.GetValue(clip)!, parse.GetValue(noise), parse.GetValue(delta), parse.GetValue(budget));
+            var codecSpec = CodecSpec.Parse(parse.GetValue(codec)!);
+            var (secureMode, neighbors) = ParseSecAgg(parse.GetValue(secagg)!);
             var options = new SimulationOptions
             {
                 Vehicles = parse.GetValue(vehicles),
@@ -91,8 +99,14 @@ internal static class SimulateCommand
                 Target = parse.GetValue(target),
                 Workers = parse.GetValue(workers),
                 EvaluateEvery = parse.GetValue(evalEvery),
-                Privacy = ParsePrivacy(parse.GetValue(dp)!, parse.GetValue(clip)!, parse.GetValue(noise), parse.GetValue(delta), parse.GetValue(budget)),
+                Privacy = privacySettings,
                 TelemetryEpsilon = parse.GetValue(telemetry),
+                Codec = codecSpec,
+                SecureAggregation = secureMode,
+                SecAggNeighbors = neighbors,
+                SecAggModulusBits = parse.GetValue(secaggBits),
+                ErrorFeedbackMemoryBytes = (long)parse.GetValue(efMemory) << 20,
+                NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
@@ -115,6 +129,9 @@ internal static class SimulateCommand
                 (spec, maxBatch) => TrainerFactory.Create(backendChoice, spec, maxBatch, 1, line => backendLine ??= line));
             progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {simulator.Strategy.Name}, seed {options.Seed}");
             progress.WriteLine($"{backendLine} × {Math.Min(options.Workers, options.CohortSize)} workers; model {options.Model} ({options.Model.ParameterCount:N0} parameters)");
+            var pipeline = simulator.Pipeline;
+            progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"codec {pipeline.Codec}: {pipeline.KeptCount:N0} coordinates × {(pipeline.QuantizationBits is { } qb ? $"{qb} bits" : "float32")}{(pipeline.IsSecure ? $", secure aggregation {options.SecureAggregation.ToString().ToLowerInvariant()} (m = {pipeline.ModulusBits} bits, {pipeline.SecAggDimension:N0} summed coordinates)" : "")}"));
             if (parse.GetValue(histograms))
                 PrintHistograms(progress, simulator.Partitions, train.Labels, train.ClassCount);
 
@@ -127,7 +144,7 @@ internal static class SimulateCommand
                 if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
                 string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2}  C {report.ClipNorm:G3}");
                 progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"round {report.Round,4}/{options.Rounds}  accuracy {Metric(report.TestAccuracy)}  loss {Metric(report.TestLoss)}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9}{privacyText}  {report.Seconds:F2} s"));
+                    $"round {report.Round,4}/{options.Rounds}  accuracy {Metric(report.TestAccuracy)}  loss {Metric(report.TestLoss)}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9} ({Bytes(report.BytesUpPerVehicle)}/vehicle){privacyText}{(report.SecAggAbortReason is { } why ? $"  secagg aborted: {why}" : "")}  {report.Seconds:F2} s"));
                 if (asJson)
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -143,6 +160,9 @@ internal static class SimulateCommand
                         stragglers = report.Stragglers,
                         applied = report.Applied,
                         bytes_up = report.BytesUp,
+                        bytes_up_per_vehicle = report.BytesUpPerVehicle,
+                        clamped = report.Clamped,
+                        secagg_abort = report.SecAggAbortReason,
                         bytes_down = report.BytesDown,
                         seconds = report.Seconds,
                         simulated_seconds = report.SimulatedSeconds,
@@ -184,6 +204,9 @@ internal static class SimulateCommand
                     rounds_to_target = roundsToTarget,
                     target = options.Target,
                     bytes_up = reports.Sum(x => x.BytesUp),
+                    bytes_up_per_vehicle_per_round = reports.Sum(x => x.Participants) == 0 ? 0 : reports.Sum(x => x.BytesUpPerVehicle * x.Participants) / (double)reports.Sum(x => x.Participants),
+                    codec = simulator.Pipeline.Codec.ToString(),
+                    secagg = options.SecureAggregation.ToString().ToLowerInvariant(),
                     bytes_down = reports.Sum(x => x.BytesDown),
                     epsilon = Finite(final.Epsilon),
                     max_vehicle_epsilon = Finite(final.MaxVehicleEpsilon),
@@ -228,6 +251,24 @@ internal static class SimulateCommand
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"features: {backbone.Name} [{string.Join("x", backbone.RowShape)}] → {backbone.OutputSize} on {backbone.ExecutionProvider}: {stats.Frames:N0} frames, {stats.Extracted:N0} extracted{(stats.Extracted > 0 ? $" ({stats.FramesPerSecond:N0} frames/s)" : "")}, {stats.CacheHits:N0} from the feature store; {clock.Elapsed.TotalSeconds:F1} s"));
         return (trainFeatures, testFeatures);
+    }
+
+    private static (SecureAggregationMode Mode, int? Neighbors) ParseSecAgg(string text)
+    {
+        var t = text.Trim().ToLowerInvariant();
+        if (t is "off" or "none") return (SecureAggregationMode.Off, null);
+        if (t == "full") return (SecureAggregationMode.Full, null);
+        if (t == "plus") return (SecureAggregationMode.Plus, null);
+        if (t.StartsWith("plus:", StringComparison.Ordinal) && int.TryParse(t.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
+            return (SecureAggregationMode.Plus, k);
+        throw new CodecConfigurationException($"--secagg '{text}': expected off, full, plus or plus:k (k even).");
+    }
+
+    private static double ParseNormBound(string clip)
+    {
+        if (!double.TryParse(clip, NumberStyles.Float, CultureInfo.InvariantCulture, out double c) || !(c > 0))
+            throw new ArgumentException($"--clip '{clip}': secure aggregation without DP needs a numeric norm bound C (adaptive clipping needs --dp).");
+        return c;
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;

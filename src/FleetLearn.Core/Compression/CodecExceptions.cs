@@ -1,0 +1,10 @@
+namespace FleetLearn.Core.Compression;
+
+/// <summary>
+/// An update-pipeline configuration that cannot work (unknown codec token, top-k with secure aggregation,
+/// a modulus too small for the cohort's sum, …), raised when the configuration is read. The message names the conflict.
+/// </summary>
+public sealed class CodecConfigurationException(string message) : ArgumentException(message);
+
+/// <summary>An encoded update could not be decoded: malformed, wrong version, wrong round, NaN, or over a size limit.</summary>
+public sealed class UpdateFormatException(string message) : FormatException(message);
