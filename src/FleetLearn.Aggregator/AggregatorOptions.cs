@@ -53,6 +53,9 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Largest update envelope accepted (bad-input limit).</summary>
     [Range(1024, int.MaxValue)] public int MaxUpdateBytes { get; set; } = 64 << 20;
 
+    /// <summary>Folder where every published global model is also written as ONNX (<c>model-v{N}.onnx</c>); empty = no export.</summary>
+    public string? OnnxFolder { get; set; } = "models-onnx";
+
     /// <summary>Stop the host after the last round (command-line runs).</summary>
     public bool StopWhenDone { get; set; }
 

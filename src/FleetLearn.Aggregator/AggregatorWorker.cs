@@ -45,7 +45,11 @@ public sealed class AggregatorWorker(
         var model = store.LatestModel() ?? new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, _options.Seed));
         if (model.Spec.ToString() != spec.ToString())
             throw new InvalidOperationException($"The stored model is {model.Spec}, the configuration asks for {spec}: use another database or fix Aggregator:Model.");
-        if (model.Version == 0 && store.LatestModel() is null) store.SaveModel(model);
+        if (model.Version == 0 && store.LatestModel() is null)
+        {
+            store.SaveModel(model);
+            ExportOnnx(model);
+        }
         long round = 1;
         foreach (var record in store.Rounds())
         {
@@ -159,6 +163,7 @@ public sealed class AggregatorWorker(
             if (!VectorMath.AllFinite(next)) throw new InvalidOperationException($"Round {round}: the global model diverged (NaN or ∞). Lower the learning rates.");
             var nextModel = new Checkpoint(model.Spec, model.Version + 1, next);
             store.SaveModel(nextModel);
+            ExportOnnx(nextModel);
             record = record with { ModelVersionOut = nextModel.Version, Status = RoundStatus.Applied, Participants = participants, TrainLoss = loss, ClosedAt = closedAt };
             store.SaveRound(record);
             status.Record(record, next);
@@ -170,6 +175,27 @@ public sealed class AggregatorWorker(
         status.Record(record, model.Parameters);
         logger.LogWarning("aggregator: round {Round} aborted: {Participants} updates, {Min} needed.", round, participants, _options.MinParticipants);
         return model;
+    }
+
+    /// <summary>
+    /// Writes the published model as ONNX (head only: Gemm + Relu + Softmax, with version, round and
+    /// parameter hash in its metadata) so that vehicles and any other runtime can run it. A failed
+    /// export is logged, never fatal: the LiteDB copy is the model of record.
+    /// </summary>
+    private void ExportOnnx(Checkpoint model)
+    {
+        if (string.IsNullOrWhiteSpace(_options.OnnxFolder)) return;
+        var path = Path.Combine(_options.OnnxFolder, FormattableString.Invariant($"model-v{model.Version}.onnx"));
+        try
+        {
+            Directory.CreateDirectory(_options.OnnxFolder);
+            var result = Perception.Onnx.OnnxExporter.ExportToFile(model, path);
+            logger.LogInformation("aggregator: exported model {Version} to {Path} ({Hash}).", model.Version, path, result.Metadata[Perception.Onnx.OnnxExporter.Keys.ParametersSha256]);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
+        {
+            logger.LogError(e, "aggregator: could not export model {Version} to {Path}.", model.Version, path);
+        }
     }
 
     private async Task ProcessNextAsync(long round, RoundFold? fold, DateTimeOffset until, CancellationToken cancellationToken)

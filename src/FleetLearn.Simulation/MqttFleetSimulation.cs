@@ -94,6 +94,7 @@ public sealed class MqttFleetSimulation
             LearningRate = options.ClientLearningRate,
             Seed = options.Seed,
             DatabasePath = Path.Combine(workDirectory, "aggregator.db"),
+            OnnxFolder = Path.Combine(workDirectory, "models-onnx"),
             SigningKeyPath = keyPath,
         };
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);

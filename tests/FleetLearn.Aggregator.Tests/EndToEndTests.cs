@@ -69,6 +69,12 @@ public sealed class EndToEndTests : IAsyncLifetime
         using var store = LiteDbRoundStore.Open(Path.Combine(_dir, "agg.db"));
         Assert.Equal(2, store.LatestModel()!.Version);
         Assert.Equal(second.Model, store.LatestModel()!.Parameters);
+        // Every published model is also exported as ONNX, carrying the hash of its parameters.
+        foreach (var version in new[] { 0, 1, 2 })
+            Assert.True(File.Exists(Path.Combine(_dir, "onnx", $"model-v{version}.onnx")), $"model-v{version}.onnx missing");
+        var onnxBytes = File.ReadAllBytes(Path.Combine(_dir, "onnx", "model-v2.onnx"));
+        var hash = FleetLearn.Perception.Onnx.OnnxExporter.ParameterHash(second.Model);
+        Assert.True(System.Text.Encoding.ASCII.GetString(onnxBytes).Contains(hash, StringComparison.Ordinal), "the ONNX metadata must carry the parameter hash");
         foreach (var a in agents) a.Dispose();
         aggregator.Dispose();
     }
@@ -132,6 +138,7 @@ public sealed class EndToEndTests : IAsyncLifetime
             LearningRate = 0.1f,
             DatabasePath = Path.Combine(_dir, "agg.db"),
             SigningKeyPath = KeyPath,
+            OnnxFolder = Path.Combine(_dir, "onnx"),
         };
         var worker = new AggregatorWorker(Options.Create(options), Options.Create(Mqtt("aggregator", Secret)), status, TimeProvider.System, Logs.CreateLogger<AggregatorWorker>());
         worker.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
