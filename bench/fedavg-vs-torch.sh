@@ -2,7 +2,8 @@
 # FedAvg benchmark against the PyTorch peer, in one run on one machine:
 #   100 vehicles, fraction 0.1, E=5, B=10, lr 0.05, 2NN, Fashion-MNIST.
 # Prints, per partition, rounds to the target and seconds per round for both, and the ratio.
-# Usage: bench/fedavg-vs-torch.sh [iid|shards] [rounds] [target] [seeds...]
+# Usage: [INIT=he|uniform] bench/fedavg-vs-torch.sh [iid|shards] [rounds] [target] [seeds...]
+# INIT=uniform starts from PyTorch's nn.Linear initialization, as the peer does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 partition=${1:-iid}
@@ -24,7 +25,7 @@ for seed in "${seeds[@]}"; do
   peer_seconds=$(echo "$peer_out" | sed -n 's/.*seconds: \([0-9.]*\).*/\1/p')
   echo "== $partition seed $seed: FleetLearn ($rounds rounds)" >&2
   ours=$("$fl" simulate --vehicles 100 --fraction 0.1 --local-epochs 5 --batch 10 --lr 0.05 --partition "$partition" \
-    --rounds "$rounds" --target "$target" --seed "$seed" --json | tail -n 1)
+    --rounds "$rounds" --target "$target" --seed "$seed" --init "${INIT:-he}" --json | tail -n 1)
   python3 - "$partition" "$seed" "$peer_rounds" "$peer_seconds" "$rounds" "$ours" <<'PY'
 import json, sys
 partition, seed, peer_rounds, peer_seconds, rounds, ours = sys.argv[1:]

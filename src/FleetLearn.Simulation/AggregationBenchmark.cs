@@ -47,6 +47,15 @@ public static class AggregationBenchmark
         var views = payloads.Select(p => (ReadOnlyMemory<float>)new ByteFloatMemory(p).Memory).ToArray();
         var group = new ReadOnlyMemory<float>[Math.Max(1, drain)];
         var weights = new double[group.Length];
+        // Warm-up (not timed): lets the JIT promote the fold and copy loops to optimized code, as they
+        // are in a long-running aggregator.
+        {
+            var warm = strategy.CreateAggregator(dimension);
+            for (int u = 0; u < Math.Min(updates, 64); u++) warm.AddMany([views[u & 1]], [1.0]);
+            var scratch = new byte[payloads[0].Length];
+            for (int u = 0; u < Math.Min(updates, 64); u++) payloads[u & 1].AsSpan().CopyTo(scratch);
+        }
+        GC.Collect();
         for (int r = 0; r < repeats; r++)
         {
             {

@@ -72,7 +72,7 @@ public sealed class FleetSimulator : IDisposable
             _trainers[w] = createTrainer(options.Model, Math.Max(options.Batch, 256));
             _deltas[w] = new float[options.Model.ParameterCount];
         }
-        _global = ModelInitializer.Initialize(options.Model, options.Seed);
+        _global = ModelInitializer.Initialize(options.Model, options.Seed, options.Init);
         ModelBytes = 4L * options.Model.ParameterCount;
         _clipNorm = options.NormBound ?? 0;
         if (options.Privacy is { } dp)

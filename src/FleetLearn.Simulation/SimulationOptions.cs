@@ -58,6 +58,9 @@ public sealed record SimulationOptions
     /// <summary>Model architecture.</summary>
     public ModelSpec Model { get; init; } = ModelSpec.TwoNN;
 
+    /// <summary>Initial weights of the global model.</summary>
+    public InitScheme Init { get; init; } = InitScheme.He;
+
     /// <summary>Seed of everything random in the run.</summary>
     public ulong Seed { get; init; } = 1;
 

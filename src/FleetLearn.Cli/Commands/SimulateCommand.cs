@@ -34,6 +34,7 @@ internal static class SimulateCommand
         var minParticipants = new Option<int?>("--min-participants") { Description = "Fewer updates and the round fails (model unchanged)." };
         var deadline = new Option<double?>("--deadline") { Description = "Round deadline in simulated seconds (stragglers miss it)." };
         var model = new Option<string?>("--model") { Description = "Layer widths (default 784-200-200-10; with --backbone F-200-200-10, F = the backbone's feature width, which an explicit --model must start with)." };
+        var init = new Option<string>("--init") { Description = "Initial weights: he (default) or uniform (PyTorch's nn.Linear default, for like-for-like comparisons).", DefaultValueFactory = _ => "he" };
         var seed = new Option<ulong>("--seed") { Description = "Seed of everything random.", DefaultValueFactory = _ => 1UL };
         var target = new Option<double>("--target") { Description = "Accuracy target for rounds_to_target.", DefaultValueFactory = _ => 0.85 };
         var workers = new Option<int>("--workers") { Description = "Vehicles trained in parallel (results do not depend on it).", DefaultValueFactory = _ => Environment.ProcessorCount };
@@ -63,7 +64,7 @@ internal static class SimulateCommand
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
-            overSelect, minParticipants, deadline, model, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
+            overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
             codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, processes, verboseWorkers,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
@@ -95,6 +96,7 @@ internal static class SimulateCommand
                 MinParticipants = parse.GetValue(minParticipants),
                 DeadlineSeconds = parse.GetValue(deadline) ?? double.PositiveInfinity,
                 Model = ResolveModel(parse.GetValue(model), backboneModel),
+                Init = ModelInitializer.ParseScheme(parse.GetValue(init)!),
                 Seed = parse.GetValue(seed),
                 Target = parse.GetValue(target),
                 Workers = parse.GetValue(workers),

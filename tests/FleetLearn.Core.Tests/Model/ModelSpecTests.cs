@@ -46,4 +46,22 @@ public sealed class ModelSpecTests
         double std = Math.Sqrt(w.Select(v => (double)v * v).Average());
         Assert.InRange(std, 0.2, 0.45);
     }
+
+    [Fact]
+    public void Initialize_Uniform_MatchesPyTorchLinearBounds()
+    {
+        var spec = ModelSpec.Parse("400-50-10");
+        var p = ModelInitializer.Initialize(spec, 7, InitScheme.Uniform);
+        float bound = 1f / MathF.Sqrt(400);
+        var w = p.AsSpan(0, spec.WeightCount(0)).ToArray();
+        var b = p.AsSpan(spec.BiasOffset(0), 50).ToArray();
+        Assert.All(w, v => Assert.InRange(v, -bound, bound));
+        Assert.All(b, v => Assert.InRange(v, -bound, bound));
+        Assert.Contains(b, v => v != 0);
+        // Uniform on ±bound has standard deviation bound/√3.
+        double std = Math.Sqrt(w.Select(v => (double)v * v).Average());
+        Assert.InRange(std, 0.9 * bound / Math.Sqrt(3), 1.1 * bound / Math.Sqrt(3));
+        Assert.Equal(InitScheme.Uniform, ModelInitializer.ParseScheme("torch"));
+        Assert.Throws<FormatException>(() => ModelInitializer.ParseScheme("xavier"));
+    }
 }
