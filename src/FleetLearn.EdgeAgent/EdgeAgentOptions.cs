@@ -29,6 +29,12 @@ public sealed class EdgeAgentOptions : IValidatableObject
     /// <summary>Largest model accepted, in bytes (bad-input limit).</summary>
     [Range(1024, int.MaxValue)] public int MaxModelBytes { get; set; } = 256 << 20;
 
+    /// <summary>
+    /// ε of the Laplace noise on the hold-out accuracy the vehicle reports (one hold-out example changes the
+    /// accuracy by at most 1/n); null = report it without noise. Use it whenever training runs with DP.
+    /// </summary>
+    public double? EvaluationEpsilon { get; set; }
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (!Transport.Mqtt.VehicleId.IsValid(VehicleId)) yield return new ValidationResult($"Agent:VehicleId '{VehicleId}' is not a valid vehicle id.");

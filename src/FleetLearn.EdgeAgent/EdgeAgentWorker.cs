@@ -1,3 +1,4 @@
+using FleetLearn.Perception.Onnx;
 using System.Diagnostics.CodeAnalysis;
 using System.Security.Cryptography;
 using System.Threading.Channels;
@@ -165,6 +166,7 @@ public sealed class EdgeAgentWorker(
         if (now >= deadline) return;
 
         var global = checkpoint.Parameters;
+        if (dataset.HoldoutRows is { Length: > 0 }) await EvaluateAsync(checkpoint, cancellationToken).ConfigureAwait(false);
         var update = await Task.Run(() => Train(plan, global), cancellationToken).ConfigureAwait(false);
         var envelope = new Envelope(EnvelopeKind.Update, _options.VehicleId, plan.Round, Guid.NewGuid(), update.Encode());
         var item = new OutboxItem(envelope.UpdateId, _options.VehicleId, plan.Round, _mqtt!.Topics.Up(_options.VehicleId, "update"), envelope.Encode(), deadline);
@@ -174,6 +176,48 @@ public sealed class EdgeAgentWorker(
         RoundsTrained++;
         logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); sending.", _options.VehicleId, plan.Round, dataset.Rows.Length, update.TrainLoss);
         await SendAsync(item, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Accuracy of the last global model on the vehicle's own hold-out frames, through ONNX Runtime.</summary>
+    public OnnxEvaluation? LastEvaluation { get; private set; }
+
+    /// <summary>
+    /// Runs the global model it just received through ONNX Runtime (exported by FleetLearn's own exporter,
+    /// CUDA when it loads, else CPU) on its hold-out rows, and reports the accuracy — Laplace-noised when
+    /// <see cref="EdgeAgentOptions.EvaluationEpsilon"/> is set — on <c>vehicles/{id}/up/eval</c>.
+    /// A failed evaluation is logged; it never stops training.
+    /// </summary>
+    private async Task EvaluateAsync(Checkpoint checkpoint, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var evaluation = await Task.Run(() =>
+            {
+                using var onnx = new MemoryStream();
+                OnnxExporter.ExportHead(checkpoint, onnx);
+                using var model = OnnxModel.Load(onnx.ToArray(), new OnnxModelOptions { OutputName = "logits" }, $"global-v{checkpoint.Version}");
+                var rows = dataset.HoldoutRows!;
+                int width = dataset.Data.FeatureSize;
+                var features = new float[rows.Length * width];
+                var labels = new byte[rows.Length];
+                for (int i = 0; i < rows.Length; i++)
+                {
+                    dataset.Data.Row(rows[i]).CopyTo(features.AsSpan(i * width, width));
+                    labels[i] = dataset.Data.Labels[rows[i]];
+                }
+                var privacy = _options.EvaluationEpsilon is { } eps ? new AccuracyPrivacy(AccuracyNoise.Laplace, eps) : null;
+                return OnnxEvaluator.Evaluate(model, features, labels, privacy);
+            }, cancellationToken).ConfigureAwait(false);
+            LastEvaluation = evaluation;
+            var report = System.Text.Encoding.UTF8.GetBytes(FormattableString.Invariant(
+                $"{{\"vehicle\":\"{_options.VehicleId}\",\"model_version\":{checkpoint.Version},\"count\":{evaluation.Count},\"accuracy\":{evaluation.ReportedAccuracy:R},\"noised\":{(evaluation.Privacy is null ? "false" : "true")}}}"));
+            await _mqtt!.PublishReliablyAsync(_mqtt.Topics.Up(_options.VehicleId, "eval"), report, cancellationToken: cancellationToken).ConfigureAwait(false);
+            logger.LogInformation("agent {Vehicle}: model {Version} scores {Accuracy:F4} on {Count} hold-out frames{Noise}.", _options.VehicleId, checkpoint.Version, evaluation.ReportedAccuracy, evaluation.Count, evaluation.Privacy is null ? "" : " (noised)");
+        }
+        catch (Exception e) when (e is OnnxModelException or InvalidOperationException or ArgumentException or IOException)
+        {
+            logger.LogWarning(e, "agent {Vehicle}: could not evaluate model {Version} on the hold-out frames.", _options.VehicleId, checkpoint.Version);
+        }
     }
 
     private ModelUpdate Train(RoundPlan plan, float[] global)

@@ -64,6 +64,11 @@ public sealed class EndToEndTests : IAsyncLifetime
         {
             await WaitForAsync(() => a.Acknowledged == 2);
             Assert.Equal(2, a.RoundsTrained);
+            // The vehicle evaluated the global model through ONNX Runtime on its own 20 hold-out rows.
+            Assert.NotNull(a.LastEvaluation);
+            Assert.Equal(20, a.LastEvaluation!.Count);
+            Assert.InRange(a.LastEvaluation.Accuracy, 0.0, 1.0);
+            Assert.Equal(a.LastEvaluation.Accuracy, a.LastEvaluation.ReportedAccuracy);
             await a.StopAsync(CancellationToken.None);
         }
         using var store = LiteDbRoundStore.Open(Path.Combine(_dir, "agg.db"));
@@ -164,7 +169,7 @@ public sealed class EndToEndTests : IAsyncLifetime
                 DatabasePath = Path.Combine(_dir, $"{id}.db"),
                 ResendInterval = TimeSpan.FromSeconds(2),
             };
-            var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(data, parts[i]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>());
+            var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(data, parts[i][..^20], parts[i][^20..]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>());
             await agent.StartAsync(CancellationToken.None);
             _started.Add(agent);
             agents.Add(agent);
