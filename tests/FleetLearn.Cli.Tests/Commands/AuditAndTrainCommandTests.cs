@@ -27,6 +27,7 @@ public sealed class AuditAndTrainCommandTests
         Assert.True(json.GetProperty("protected_cosine").GetDouble() <= 0.3);
         // The attack on the cohort sum is no better than the cohort's mean image.
         Assert.True(json.GetProperty("cohort_cosine").GetDouble() < json.GetProperty("raw_cosine").GetDouble() - 0.2);
+        Assert.True(json.GetProperty("cohort_cosine").GetDouble() <= json.GetProperty("cohort_mean_image_cosine").GetDouble());
     }
 
     [Fact]
