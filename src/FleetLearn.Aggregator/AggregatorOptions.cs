@@ -59,6 +59,12 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Stop the host after the last round (command-line runs).</summary>
     public bool StopWhenDone { get; set; }
 
+    /// <summary>Port of the HTTP surface (<c>/healthz</c>, <c>/metrics</c>, <c>/api/rounds</c>); 0 (the default) = off.</summary>
+    [Range(0, 65535)] public int HttpPort { get; set; }
+
+    /// <summary>Host the HTTP surface listens on: <c>127.0.0.1</c> (default, loopback only), a host name, or <c>+</c> for every interface.</summary>
+    [Required] public string HttpHost { get; set; } = "127.0.0.1";
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         var errors = new List<ValidationResult>();

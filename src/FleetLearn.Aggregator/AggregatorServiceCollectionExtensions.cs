@@ -7,7 +7,10 @@ namespace FleetLearn.Aggregator;
 /// <summary>Wiring of the aggregator into a host.</summary>
 public static class AggregatorServiceCollectionExtensions
 {
-    /// <summary>Binds <c>Aggregator</c> and <c>Mqtt</c>, validates them on start, adds <see cref="AggregatorStatus"/> and the worker.</summary>
+    /// <summary>
+    /// Binds <c>Aggregator</c> and <c>Mqtt</c>, validates them on start, adds <see cref="AggregatorStatus"/>, the worker and
+    /// the HTTP surface (<see cref="AggregatorHttpService"/>, which does nothing unless <c>Aggregator:HttpPort</c> is set).
+    /// </summary>
     public static IServiceCollection AddFleetLearnAggregator(this IServiceCollection services)
     {
         services.AddOptions<AggregatorOptions>().BindConfiguration(AggregatorOptions.Section).ValidateOnStart();
@@ -17,6 +20,7 @@ public static class AggregatorServiceCollectionExtensions
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<AggregatorStatus>();
         services.AddHostedService<AggregatorWorker>();
+        services.AddHostedService<AggregatorHttpService>();
         return services;
     }
 }

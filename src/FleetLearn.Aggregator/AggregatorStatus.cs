@@ -37,6 +37,12 @@ public sealed class AggregatorStatus
     /// <summary>The round in progress, 0 when none.</summary>
     public long CurrentRound { get; internal set; }
 
+    /// <summary>Version of the current global model (the newest stored one).</summary>
+    public long ModelVersion { get; internal set; }
+
+    /// <summary>True while the worker is connected and running rounds (the HTTP surface's health).</summary>
+    public bool Running { get; internal set; }
+
     /// <summary>Vehicles checked in.</summary>
     public int CheckedIn { get; internal set; }
 

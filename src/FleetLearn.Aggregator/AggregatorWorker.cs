@@ -74,6 +74,8 @@ public sealed class AggregatorWorker(
         mqtt.Start(stoppingToken);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, starting at round {Round}.", spec, model.Version, strategy.Name, round);
 
+        status.ModelVersion = model.Version;
+        status.Running = true;
         try
         {
             int done = 0;
@@ -88,6 +90,10 @@ public sealed class AggregatorWorker(
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            status.Running = false;
         }
     }
 
@@ -166,6 +172,7 @@ public sealed class AggregatorWorker(
             ExportOnnx(nextModel);
             record = record with { ModelVersionOut = nextModel.Version, Status = RoundStatus.Applied, Participants = participants, TrainLoss = loss, ClosedAt = closedAt };
             store.SaveRound(record);
+            status.ModelVersion = nextModel.Version;
             status.Record(record, next);
             logger.LogInformation("aggregator: round {Round} applied {Participants}/{Cohort} updates; model {Version}.", round, participants, cohort.Length, nextModel.Version);
             return nextModel;

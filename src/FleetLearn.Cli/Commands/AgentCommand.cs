@@ -1,0 +1,100 @@
+using System.CommandLine;
+using System.Globalization;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Random;
+using FleetLearn.Core.Training;
+using FleetLearn.EdgeAgent;
+using FleetLearn.Perception.Datasets;
+using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.Memory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace FleetLearn.Cli.Commands;
+
+/// <summary><c>fleetlearn agent</c>: one edge agent as a generic host, its local data a Fashion-MNIST partition, until Ctrl-C.</summary>
+internal static class AgentCommand
+{
+    public static Command Create()
+    {
+        var vehicles = new Option<int>("--vehicles") { Description = "Vehicles the training set is partitioned across.", DefaultValueFactory = _ => 10 };
+        var index = new Option<int>("--index") { Description = "This vehicle's part, 0..vehicles-1.", Required = true };
+        var partition = new Option<string>("--partition") { Description = "iid | shards | dirichlet:α (same split for every --index with the same --seed).", DefaultValueFactory = _ => "iid" };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the partition and of the hold-out choice.", DefaultValueFactory = _ => 1UL };
+        var holdout = new Option<double>("--holdout") { Description = "Fraction of the vehicle's rows kept back to evaluate each global model on the vehicle.", DefaultValueFactory = _ => 0.1 };
+        var data = new Option<string?>("--data") { Description = $"Fashion-MNIST folder (default ${FashionMnist.DataVariable}, then {FashionMnist.DebianFolder})." };
+        var command = new Command("agent",
+            "Run one edge agent as a service. Its local data is vehicle --index's part of the Fashion-MNIST training set (a stand-in: "
+            + "a real deployment reads the vehicle's own feature store instead). Settings come from appsettings.json, the environment and "
+            + "--Section:Key=value arguments, in sections Agent and Mqtt. Defaults for a quick local run: Agent:VehicleId car-{index}, "
+            + "Agent:DatabasePath {VehicleId}.db, Agent:AggregatorPublicKey aggregator-signing.pub.pem (the aggregator's default key), "
+            + "Mqtt:ClientId = Agent:VehicleId.")
+        {
+            vehicles, index, partition, seed, holdout, data,
+        };
+        command.TreatUnmatchedTokensAsErrors = false;
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            int i = parse.GetValue(index);
+            CheckArguments(parse.GetValue(vehicles), i, parse.GetValue(holdout)); // before the data set is read
+            var scheme = PartitionScheme.Parse(parse.GetValue(partition)!);
+            var train = FashionMnist.LoadTrain(parse.GetValue(data));
+            var dataset = SelectRows(train, parse.GetValue(vehicles), i, scheme, parse.GetValue(seed), parse.GetValue(holdout));
+
+            var builder = Host.CreateApplicationBuilder([.. parse.UnmatchedTokens]);
+            // Lowest-precedence defaults: appsettings.json, the environment and the command line all override them.
+            builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource
+            {
+                InitialData = new Dictionary<string, string?>
+                {
+                    [$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.VehicleId)}"] = $"car-{i}",
+                    [$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.AggregatorPublicKey)}"] = "aggregator-signing.pub.pem",
+                },
+            });
+            builder.Services.AddSingleton(dataset);
+            builder.Services.AddFleetLearnEdgeAgent();
+            builder.Services.AddOptions<EdgeAgentOptions>().PostConfigure<IConfiguration>((o, configuration) =>
+            {
+                if (configuration[$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.DatabasePath)}"] is null) o.DatabasePath = $"{o.VehicleId}.db";
+            });
+            builder.Services.AddOptions<MqttTransportOptions>().PostConfigure<IOptions<EdgeAgentOptions>>((m, a) =>
+            {
+                if (string.IsNullOrEmpty(m.ClientId)) m.ClientId = a.Value.VehicleId;
+            });
+            parse.InvocationConfiguration.Output.WriteLine(
+                $"agent: vehicle {i} of {parse.GetValue(vehicles)} ({scheme}, seed {parse.GetValue(seed)}): {dataset.Rows.Length:N0} training rows, {dataset.HoldoutRows?.Length ?? 0:N0} hold-out rows; Ctrl-C stops it.");
+            return await HostRunner.RunAsync(builder, cancellationToken);
+        });
+        return command;
+    }
+
+    /// <summary>
+    /// Vehicle <paramref name="index"/>'s rows of <see cref="Partitioner.Split"/> on the training labels, with a seeded random
+    /// <paramref name="holdoutFraction"/> of them kept back (random, not the last rows: a shards part is sorted by label).
+    /// </summary>
+    internal static VehicleDataset SelectRows(LabeledData train, int vehicles, int index, PartitionScheme scheme, ulong seed, double holdoutFraction)
+    {
+        ArgumentNullException.ThrowIfNull(train);
+        CheckArguments(vehicles, index, holdoutFraction);
+        var rows = Partitioner.Split(train.Labels, vehicles, scheme, seed)[index];
+        var shuffled = rows.ToArray();
+        DeterministicRandom.Derive(seed, purpose: 0x401D, index: (ulong)index).Shuffle(shuffled.AsSpan());
+        int held = (int)Math.Round(holdoutFraction * rows.Length, MidpointRounding.AwayFromZero);
+        if (rows.Length - held < 1)
+            throw new ArgumentException($"Vehicle {index} of {vehicles} ({scheme}) holds {rows.Length} rows: none left to train on after the hold-out.");
+        var trainRows = shuffled[held..];
+        var holdoutRows = shuffled[..held];
+        Array.Sort(trainRows);
+        Array.Sort(holdoutRows);
+        return new VehicleDataset(train, trainRows, held > 0 ? holdoutRows : null);
+    }
+
+    private static void CheckArguments(int vehicles, int index, double holdoutFraction)
+    {
+        if (vehicles < 1) throw new ArgumentException($"--vehicles {vehicles}: at least 1.");
+        if (index < 0 || index >= vehicles) throw new ArgumentException($"--index {index}: expected 0..{vehicles - 1} (--vehicles {vehicles}).");
+        if (!(holdoutFraction >= 0 && holdoutFraction < 1)) throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"--holdout {holdoutFraction}: expected a fraction in [0, 1)."));
+    }
+}

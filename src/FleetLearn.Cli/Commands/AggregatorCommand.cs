@@ -1,0 +1,35 @@
+using System.CommandLine;
+using FleetLearn.Aggregator;
+using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace FleetLearn.Cli.Commands;
+
+/// <summary><c>fleetlearn aggregator</c>: the aggregator worker (and its HTTP surface) as a generic host, until Ctrl-C.</summary>
+internal static class AggregatorCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("aggregator",
+            "Run the aggregator as a service. Settings come from appsettings.json, the environment (Aggregator__Rounds=5) and "
+            + "--Section:Key=value arguments, in sections Aggregator and Mqtt, e.g. --Aggregator:CohortSize=2 --Aggregator:MinParticipants=2 "
+            + "--Aggregator:HttpPort=8080 (/healthz, /metrics, /api/rounds) --Mqtt:Host=127.0.0.1. "
+            + $"Mqtt:ClientId defaults to 'aggregator' and Mqtt:Password to ${BrokerCommand.PasswordVariable}.")
+        {
+            TreatUnmatchedTokensAsErrors = false,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var builder = Host.CreateApplicationBuilder([.. parse.UnmatchedTokens]);
+            builder.Services.AddFleetLearnAggregator();
+            builder.Services.PostConfigure<MqttTransportOptions>(o =>
+            {
+                if (string.IsNullOrEmpty(o.ClientId)) o.ClientId = "aggregator";
+                o.Password ??= Environment.GetEnvironmentVariable(BrokerCommand.PasswordVariable);
+            });
+            return await HostRunner.RunAsync(builder, cancellationToken);
+        });
+        return command;
+    }
+}
