@@ -23,6 +23,8 @@ internal static class FleetLearnCommand
             AuditCommand.Create(),
             ExportOnnxCommand.Create(),
             BrokerCommand.Create(),
+            AggregatorCommand.Create(),
+            AgentCommand.Create(),
             bench,
         };
         return root;
