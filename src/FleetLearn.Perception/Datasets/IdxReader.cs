@@ -30,16 +30,24 @@ public static class IdxReader
         {
             throw new IdxFormatException($"{path}: {e.Message}");
         }
-        catch (InvalidDataException e)
-        {
-            throw new IdxFormatException($"{path}: not a valid gzip stream ({e.Message}).");
-        }
     }
 
-    /// <summary>Reads IDX unsigned bytes from a stream (plain or gzip).</summary>
+    /// <summary>Reads IDX unsigned bytes from a stream (plain or gzip); malformed input gives <see cref="IdxFormatException"/>.</summary>
     public static UByteTensor ReadUBytes(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
+        try
+        {
+            return ReadCore(stream);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new IdxFormatException($"not a valid gzip stream ({e.Message}).");
+        }
+    }
+
+    private static UByteTensor ReadCore(Stream stream)
+    {
         Stream input = stream;
         var probe = new byte[2];
         var buffered = new BufferedStream(stream, 1 << 16);

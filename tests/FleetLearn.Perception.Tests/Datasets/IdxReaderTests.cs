@@ -61,6 +61,15 @@ public sealed class IdxReaderTests
     }
 
     [Fact]
+    public void ReadUBytes_GzipMagicThenGarbage_IsAFormatError()
+    {
+        // Found by the property test below (CsCheck seed 9enQeTz17hc1): gzip magic, then an invalid deflate block.
+        byte[] bytes = [0x1f, 0x8b, 0xa5, 0x93, 0x5c, 0x84, 0x96, 0xf5, 0x15, 0xd5, 0x48, 0xa5];
+        var e = Assert.Throws<IdxFormatException>(() => IdxReader.ReadUBytes(new MemoryStream(bytes)));
+        Assert.Contains("gzip", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void ReadUBytes_RandomBytes_OnlyEverThrowIdxFormatException()
     {
         Gen.Byte.Array[0, 64].Sample(bytes =>
