@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One prepared check for a machine with an NVIDIA GPU (the `device` tool's H200): the ILGPU kernel and
+# trainer-contract tests on CUDA (a missing device fails instead of skipping), ILGPU training throughput
+# next to the CPU backend in the same run, and ONNX Runtime's CUDA execution provider on the generated
+# backbone. Needs the .NET 10 SDK and a restored build (the device machine has no network: build here,
+# carry the build output).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+export FLEETLEARN_REQUIRE_CUDA=1
+dotnet test tests/FleetLearn.Compute.Tests -c Release --no-build --filter "FullyQualifiedName~Gpu" --logger "console;verbosity=normal" || true
+fl=src/FleetLearn.Cli/bin/Release/net10.0/fleetlearn
+for backend in cpu ilgpu; do "$fl" bench train --backend "$backend" --batch 50 --samples 20000 --json 2>&1 | tail -n 2 || true; done
+"$fl" bench extract --backbone generated --onnx-provider cuda --frames 20000 --batch 256 --json 2>&1 | tail -n 3 || true
+"$fl" bench extract --backbone generated --onnx-provider cpu --frames 20000 --batch 256 --json 2>&1 | tail -n 1 || true
