@@ -122,8 +122,19 @@ public sealed class AggregatorHttpService(
         Sample(text, "fleetlearn_aggregator_updates_accepted_total", status.AcceptedUpdates);
         Family(text, "fleetlearn_aggregator_updates_duplicate_total", "counter", "Resent or second updates recognised and not folded again.");
         Sample(text, "fleetlearn_aggregator_updates_duplicate_total", status.DuplicateUpdates);
-        Family(text, "fleetlearn_aggregator_messages_rejected_total", "counter", "Malformed, late, forged or out-of-cohort messages.");
-        Sample(text, "fleetlearn_aggregator_messages_rejected_total", status.RejectedMessages);
+        Family(text, "fleetlearn_aggregator_messages_rejected_total", "counter", "Malformed, late, forged or out-of-cohort messages, by reason.");
+        var byReason = status.RejectedByReason;
+        foreach (var reason in Transport.Mqtt.RejectReasons.All.Union(byReason.Keys.Order(StringComparer.Ordinal)))
+            Sample(text, $"fleetlearn_aggregator_messages_rejected_total{{reason=\"{reason}\"}}", byReason.GetValueOrDefault(reason));
+        Family(text, "fleetlearn_aggregator_bytes_received_total", "counter", "Bytes of vehicle messages received.");
+        Sample(text, "fleetlearn_aggregator_bytes_received_total", status.BytesUp);
+        Family(text, "fleetlearn_aggregator_bytes_sent_total", "counter", "Bytes published to vehicles (models, plans, secure-aggregation messages, acks).");
+        Sample(text, "fleetlearn_aggregator_bytes_sent_total", status.BytesDown);
+        if (double.IsFinite(status.MaxVehicleEpsilon))
+        {
+            Family(text, "fleetlearn_aggregator_vehicle_epsilon_max", "gauge", "Largest (ε, δ)-DP ε any vehicle has spent (aggregator's ledger).");
+            text.Append("fleetlearn_aggregator_vehicle_epsilon_max ").Append(status.MaxVehicleEpsilon.ToString("R", CultureInfo.InvariantCulture)).Append('\n');
+        }
         Family(text, "fleetlearn_aggregator_model_version", "gauge", "Version of the current global model.");
         Sample(text, "fleetlearn_aggregator_model_version", status.ModelVersion);
         Family(text, "fleetlearn_aggregator_current_round", "gauge", "Round in progress (0 when none).");

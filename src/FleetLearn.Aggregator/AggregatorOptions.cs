@@ -41,6 +41,9 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Client learning rate.</summary>
     public float LearningRate { get; set; } = 0.05f;
 
+    /// <summary>Initial weights of a new model: <c>he</c> or <c>uniform</c> (PyTorch's nn.Linear default).</summary>
+    [Required] public string Init { get; set; } = "he";
+
     /// <summary>Seed of the initial model and cohort selection.</summary>
     public ulong Seed { get; set; } = 1;
 
@@ -55,6 +58,51 @@ public sealed class AggregatorOptions : IValidatableObject
 
     /// <summary>Folder where every published global model is also written as ONNX (<c>model-v{N}.onnx</c>); empty = no export.</summary>
     public string? OnnxFolder { get; set; } = "models-onnx";
+
+    /// <summary>Extra fraction of vehicles selected to absorb dropouts (plaintext rounds close once <see cref="CohortSize"/> updates are in).</summary>
+    [Range(0.0, 10.0)] public double OverSelection { get; set; }
+
+    /// <summary>Update codec (<c>none</c>, <c>q8</c>, <c>rot+q8</c>, <c>sub0.25+rot+q4</c>, <c>topk0.01+ef+q8</c>, …; docs/compression.md).</summary>
+    [Required] public string Codec { get; set; } = "none";
+
+    /// <summary>Secure aggregation: <c>off</c>, <c>full</c> (SecAgg) or <c>plus</c> (SecAgg+).</summary>
+    [Required] public string SecureAggregation { get; set; } = "off";
+
+    /// <summary>k of SecAgg+; null = the smallest even k ≥ 2⌈log₂ n⌉.</summary>
+    public int? SecAggNeighbors { get; set; }
+
+    /// <summary>Modulus bits m of the secure sum; null = the smallest that holds the cohort's sum.</summary>
+    public int? SecAggModulusBits { get; set; }
+
+    /// <summary>How long each secure-aggregation phase collects messages before it closes without the missing vehicles.</summary>
+    public TimeSpan PhaseTimeout { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>C: DP clip norm, or norm bound without DP (secure aggregation and shared-range codecs need one); null = none.</summary>
+    public double? ClipNorm { get; set; }
+
+    /// <summary>Differential privacy: <c>off</c>, <c>central</c> (this aggregator noises the sum) or <c>distributed</c> (each vehicle adds its share).</summary>
+    [Required] public string Privacy { get; set; } = "off";
+
+    /// <summary>σ: the released sum carries N(0, σ²C²) per coordinate.</summary>
+    public double NoiseMultiplier { get; set; } = 1.0;
+
+    /// <summary>δ of the reported (ε, δ).</summary>
+    public double Delta { get; set; } = 1e-5;
+
+    /// <summary>Per-vehicle ε budget: a vehicle whose next participation would exceed it is not selected; null = none.</summary>
+    public double? EpsilonBudget { get; set; }
+
+    /// <summary>LiteDB file of the per-vehicle privacy ledger (DP runs).</summary>
+    [Required] public string PrivacyLedgerPath { get; set; } = "aggregator-privacy.db";
+
+    /// <summary>Public bound W on a sample-count weight (sent as w/W under secure aggregation); null = the largest sample count the cohort checked in with.</summary>
+    public double? MaxWeight { get; set; }
+
+    /// <summary>Cap on a vehicle's sample-count weight; null = none.</summary>
+    public double? WeightCap { get; set; }
+
+    /// <summary>After the last round, keep answering late messages this long so that vehicles' outboxes empty.</summary>
+    public TimeSpan DrainTime { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>Stop the host after the last round (command-line runs).</summary>
     public bool StopWhenDone { get; set; }
@@ -71,6 +119,7 @@ public sealed class AggregatorOptions : IValidatableObject
         try
         {
             Core.Model.ModelSpec.Parse(Model);
+            Core.Model.ModelInitializer.ParseScheme(Init);
             Core.Federated.StrategyCatalog.Parse(Strategy, ServerLearningRate);
         }
         catch (FormatException e)
@@ -80,6 +129,18 @@ public sealed class AggregatorOptions : IValidatableObject
         if (MinParticipants > CohortSize) errors.Add(new ValidationResult("Aggregator:MinParticipants cannot exceed Aggregator:CohortSize."));
         if (RoundTimeout <= TimeSpan.Zero || CohortWait < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:RoundTimeout must be positive and CohortWait not negative."));
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) errors.Add(new ValidationResult("Aggregator:LearningRate must be positive."));
+        if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
+        try
+        {
+            var protection = AggregatorProtection.Describe(this, (int)Math.Ceiling(CohortSize * (1 + OverSelection)), MaxWeight ?? WeightCap ?? 1);
+            protection.CreatePipeline(Core.Model.ModelSpec.Parse(Model).ParameterCount, (int)Math.Ceiling(CohortSize * (1 + OverSelection)));
+            if (protection.SecureMode != Core.Compression.SecureAggregationMode.Off && !(Core.Federated.StrategyCatalog.Parse(Strategy, ServerLearningRate).CreateAggregator(1) is Core.Federated.WeightedMeanAggregator))
+                errors.Add(new ValidationResult($"Aggregator:Strategy '{Strategy}' needs each vehicle's update, but secure aggregation reveals only the sum: use fedavg, fedavgm, fedprox or an adaptive server optimizer."));
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or Transport.Mqtt.WireFormatException)
+        {
+            errors.Add(new ValidationResult($"Aggregator: {e.Message}"));
+        }
         return errors;
     }
 }

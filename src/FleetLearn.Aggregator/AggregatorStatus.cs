@@ -11,7 +11,8 @@ public sealed class AggregatorStatus
 {
     private readonly Channel<RoundClosed> _closed = Channel.CreateUnbounded<RoundClosed>();
     private readonly List<RoundRecord> _rounds = [];
-    private long _accepted, _duplicates, _rejected;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _rejectedBy = new(StringComparer.Ordinal);
+    private long _accepted, _duplicates, _rejected, _bytesUp, _bytesDown;
 
     /// <summary>Rounds closed, in order (with their model).</summary>
     public ChannelReader<RoundClosed> Closed => _closed.Reader;
@@ -33,6 +34,18 @@ public sealed class AggregatorStatus
 
     /// <summary>Malformed, late, forged or out-of-cohort messages.</summary>
     public long RejectedMessages => Interlocked.Read(ref _rejected);
+
+    /// <summary>Rejected messages by reason label (<see cref="Transport.Mqtt.RejectReasons"/>).</summary>
+    public IReadOnlyDictionary<string, long> RejectedByReason => new Dictionary<string, long>(_rejectedBy, StringComparer.Ordinal);
+
+    /// <summary>Bytes of vehicle messages received (updates, secure-aggregation messages, check-ins).</summary>
+    public long BytesUp => Interlocked.Read(ref _bytesUp);
+
+    /// <summary>Bytes sent to vehicles (model chunks, plans, secure-aggregation messages, acks).</summary>
+    public long BytesDown => Interlocked.Read(ref _bytesDown);
+
+    /// <summary>Largest ε spent by any vehicle (aggregator's ledger; NaN without DP).</summary>
+    public double MaxVehicleEpsilon { get; internal set; } = double.NaN;
 
     /// <summary>The round in progress, 0 when none.</summary>
     public long CurrentRound { get; internal set; }
@@ -64,5 +77,13 @@ public sealed class AggregatorStatus
 
     internal void Duplicate() => Interlocked.Increment(ref _duplicates);
 
-    internal void Rejected() => Interlocked.Increment(ref _rejected);
+    internal void Rejected(string reason)
+    {
+        Interlocked.Increment(ref _rejected);
+        _rejectedBy.AddOrUpdate(reason, 1, (_, n) => n + 1);
+    }
+
+    internal void Received(long bytes) => Interlocked.Add(ref _bytesUp, bytes);
+
+    internal void Sent(long bytes) => Interlocked.Add(ref _bytesDown, bytes);
 }

@@ -20,6 +20,39 @@ public sealed class EdgeAgentOptions : IValidatableObject
     /// <summary>LiteDB file of the outbox and agent state.</summary>
     [Required] public string DatabasePath { get; set; } = "agent.db";
 
+    /// <summary>PEM file of this vehicle's ECDSA P-256 device key (created when missing); it signs the vehicle's secure-aggregation round keys.</summary>
+    [Required] public string DeviceKeyPath { get; set; } = "device-key.pem";
+
+    /// <summary>LiteDB file of the vehicle's own privacy ledger (ε it has spent; persisted, never decreasing).</summary>
+    [Required] public string PrivacyLedgerPath { get; set; } = "agent-privacy.db";
+
+    /// <summary>The vehicle's own ε budget: it declines any round whose charge would exceed it; null = no limit.</summary>
+    public double? EpsilonBudget { get; set; }
+
+    /// <summary>δ at which the vehicle's ledger reports ε.</summary>
+    public double PrivacyDelta { get; set; } = 1e-5;
+
+    /// <summary>Refuse plans without DP noise of at least this multiplier σ (0 = accept plans without DP).</summary>
+    public double MinNoiseMultiplier { get; set; }
+
+    /// <summary>Refuse plans without secure aggregation.</summary>
+    public bool RequireSecureAggregation { get; set; }
+
+    /// <summary>Train only while parked (vehicle state provider).</summary>
+    public bool RequireParked { get; set; }
+
+    /// <summary>Train only while charging.</summary>
+    public bool RequireCharging { get; set; }
+
+    /// <summary>Train only on an unmetered link.</summary>
+    public bool RequireUnmetered { get; set; }
+
+    /// <summary>Check in only after at least this many samples were recorded since the vehicle last trained (0 = always).</summary>
+    [Range(0, int.MaxValue)] public int MinNewSamples { get; set; }
+
+    /// <summary>JSON file with the vehicle's state (<c>{"parked":true,"charging":false,"unmetered":true}</c>), written by the vehicle's platform; null = environment variables FLEETLEARN_PARKED / _CHARGING / _UNMETERED, else "all true".</summary>
+    public string? VehicleStateFile { get; set; }
+
     /// <summary>How often unacknowledged updates are resent and an idle vehicle checks in again.</summary>
     public TimeSpan ResendInterval { get; set; } = TimeSpan.FromSeconds(15);
 
@@ -39,6 +72,9 @@ public sealed class EdgeAgentOptions : IValidatableObject
     {
         if (!Transport.Mqtt.VehicleId.IsValid(VehicleId)) yield return new ValidationResult($"Agent:VehicleId '{VehicleId}' is not a valid vehicle id.");
         if (ResendInterval <= TimeSpan.Zero) yield return new ValidationResult("Agent:ResendInterval must be positive.");
+        if (EpsilonBudget is { } b && !(b > 0)) yield return new ValidationResult("Agent:EpsilonBudget must be positive.");
+        if (!(PrivacyDelta > 0 && PrivacyDelta < 1)) yield return new ValidationResult("Agent:PrivacyDelta must be within (0, 1).");
+        if (!(MinNoiseMultiplier >= 0) || double.IsInfinity(MinNoiseMultiplier)) yield return new ValidationResult("Agent:MinNoiseMultiplier must be a finite number ≥ 0.");
         string? specError = null;
         try
         {

@@ -15,6 +15,7 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddOptions<MqttTransportOptions>().BindConfiguration(MqttTransportOptions.Section).ValidateOnStart();
         services.AddSingleton<IValidateOptions<MqttTransportOptions>>(new DataAnnotationsValidator<MqttTransportOptions>(o => o.Validate()));
         services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<IVehicleStateProvider>(sp => new FileVehicleStateProvider(sp.GetRequiredService<IOptions<EdgeAgentOptions>>().Value));
         services.AddHostedService<EdgeAgentWorker>();
         return services;
     }

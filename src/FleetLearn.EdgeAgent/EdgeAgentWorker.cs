@@ -1,12 +1,13 @@
-using FleetLearn.Perception.Onnx;
 using System.Diagnostics.CodeAnalysis;
 using System.Security.Cryptography;
 using System.Threading.Channels;
-using FleetLearn.Compute;
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Numerics;
-using FleetLearn.Core.Random;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Core.Training;
+using FleetLearn.Perception.Onnx;
 using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Hosting;
@@ -16,36 +17,71 @@ using Microsoft.Extensions.Options;
 namespace FleetLearn.EdgeAgent;
 
 /// <summary>
-/// The vehicle worker. Listens to the retained round plan and model, verifies the plan's ECDSA signature, the model's
-/// SHA-256 (from the plan) and the pinned architecture, trains on the local partition, writes the update to the durable
-/// outbox and publishes it (chunked) until the aggregator acknowledges it. Checks in on start and periodically while idle.
+/// The vehicle worker. Checks in (with its device public key) while the vehicle is eligible — parked, charging,
+/// unmetered, enough new samples, privacy budget left; listens to the retained round plan and model; verifies the
+/// plan's ECDSA signature, the model's SHA-256 (from the plan), the pinned architecture and that the plan's protection
+/// meets the vehicle's own policy; trains on its local data; and protects the update with the plan's pipeline (clip,
+/// DP noise share, rotation, subsample, quantization). Plaintext rounds send the encoded update; secure rounds run the
+/// <see cref="SecAggVehicle"/> state machine (advertise keys, share keys, masked input, unmask). Everything it sends goes
+/// through the durable LiteDB outbox and is resent until the aggregator acknowledges it. The vehicle's own privacy
+/// ledger records a round's charge before any data-dependent message leaves. A restart mid-round is a dropout: round
+/// keys live in memory only and a round once started is never joined again.
 /// </summary>
 public sealed class EdgeAgentWorker(
     IOptions<EdgeAgentOptions> agentOptions,
     IOptions<MqttTransportOptions> mqttOptions,
     VehicleDataset dataset,
     TimeProvider time,
-    ILogger<EdgeAgentWorker> logger) : BackgroundService
+    ILogger<EdgeAgentWorker> logger,
+    IVehicleStateProvider? vehicleState = null,
+    AgentRandomness? randomness = null,
+    TrainerPool? trainers = null) : BackgroundService
 {
     private const string LastRoundKey = "last-round";
+    private const string SamplesAtLastRoundKey = "samples-at-last-round";
     private readonly EdgeAgentOptions _options = agentOptions.Value;
     private readonly Dictionary<long, byte[]> _models = [];
+    private readonly AgentRandomness _random = randomness ?? AgentRandomness.ForVehicle(agentOptions.Value.VehicleId, agentOptions.Value.Seed);
+    private readonly IVehicleStateProvider _state = vehicleState ?? new FileVehicleStateProvider(agentOptions.Value);
+    private TrainerPool? _ownTrainers;
     private MqttConnection? _mqtt;
     private LiteDbOutbox? _outbox;
+    private LiteDbPrivacyLedgerStore? _ledger;
     private ChunkAssembler? _modelChunks;
+    private ChunkAssembler? _inboxChunks;
     private RoundPlan? _plan;
     private ECDsa? _aggregatorKey;
+    private ECDsa? _deviceKey;
+    private byte[] _devicePublicKey = [];
     private ModelSpec? _pinned;
-    private ITrainer? _trainer;
+    private SecureRound? _secure;
+
+    /// <summary>This vehicle's id.</summary>
+    public string VehicleId => _options.VehicleId;
 
     /// <summary>Rounds this vehicle trained (for tests and status).</summary>
     public int RoundsTrained { get; private set; }
 
-    /// <summary>Messages rejected (bad signature, wrong fleet, wrong architecture, malformed).</summary>
+    /// <summary>Rounds whose protected update (plaintext or masked input) left the vehicle.</summary>
+    public int RoundsSent { get; private set; }
+
+    /// <summary>Messages rejected (bad signature, wrong fleet, wrong architecture, malformed, policy).</summary>
     public int Rejected { get; private set; }
 
-    /// <summary>Updates acknowledged by the aggregator.</summary>
+    /// <summary>Messages the aggregator acknowledged (updates and secure-aggregation messages).</summary>
     public int Acknowledged { get; private set; }
+
+    /// <summary>Rounds the vehicle declined (privacy budget, policy) or dropped (secure-aggregation failure).</summary>
+    public int Declined { get; private set; }
+
+    /// <summary>Messages still waiting in the outbox for an acknowledgement.</summary>
+    public int PendingInOutbox => _outbox?.Count ?? 0;
+
+    /// <summary>ε this vehicle has spent, by its own ledger (0 before any DP round).</summary>
+    public double EpsilonSpent => _ledger?.EpsilonOf(_options.VehicleId) ?? 0;
+
+    /// <summary>Accuracy of the last global model on the vehicle's own hold-out frames, through ONNX Runtime.</summary>
+    public OnnxEvaluation? LastEvaluation { get; private set; }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -54,8 +90,13 @@ public sealed class EdgeAgentWorker(
             throw new InvalidOperationException($"Mqtt:ClientId '{mqtt.ClientId}' must equal Agent:VehicleId '{_options.VehicleId}' (the broker enforces it).");
         _pinned = ModelSpec.Parse(_options.PinnedModelSpec);
         _aggregatorKey = SigningKeys.LoadPublic(_options.AggregatorPublicKey);
+        _deviceKey = SigningKeys.LoadOrCreate(_options.DeviceKeyPath);
+        _devicePublicKey = _deviceKey.ExportSubjectPublicKeyInfo();
         _outbox = LiteDbOutbox.Open(_options.DatabasePath);
+        _ledger = LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.PrivacyDelta));
+        if (trainers is null) _ownTrainers = TrainerPool.Single();
         _modelChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 4);
+        _inboxChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16);
         var inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _mqtt = connection;
@@ -79,6 +120,10 @@ public sealed class EdgeAgentWorker(
                     Rejected++;
                     logger.LogWarning("agent {Vehicle}: rejected a message on {Topic}: {Reason}", _options.VehicleId, message.Topic, e.Message);
                 }
+                catch (SecAggProtocolException e)
+                {
+                    AbandonSecureRound($"secure aggregation failed: {e.Message}");
+                }
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -93,9 +138,12 @@ public sealed class EdgeAgentWorker(
             catch (OperationCanceledException)
             {
             }
-            _trainer?.Dispose();
+            _secure?.Dispose();
+            _ownTrainers?.Dispose();
             _outbox.Dispose();
+            _ledger.Dispose();
             _aggregatorKey.Dispose();
+            _deviceKey.Dispose();
         }
     }
 
@@ -110,6 +158,13 @@ public sealed class EdgeAgentWorker(
                 throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_pinned}.");
             if (plan.Round <= (_outbox!.GetState(LastRoundKey) ?? 0)) return;
             if (!plan.Cohort.Contains(_options.VehicleId)) return;
+            if (PolicyRefusal(plan) is { } refusal)
+            {
+                Declined++;
+                _outbox.SetState(LastRoundKey, plan.Round);
+                logger.LogWarning("agent {Vehicle}: declines round {Round}: {Reason}", _options.VehicleId, plan.Round, refusal);
+                return;
+            }
             _plan = plan;
         }
         else if (topics.TryParseModelTopic(message.Topic, out long version))
@@ -119,7 +174,7 @@ public sealed class EdgeAgentWorker(
             _models[version] = whole;
             foreach (var old in _models.Keys.Where(v => v < version - 1).ToList()) _models.Remove(old);
         }
-        else if (message.Topic.StartsWith(topics.InboxAll(_options.VehicleId)[..^1], StringComparison.Ordinal))
+        else if (message.Topic == topics.Inbox(_options.VehicleId, "ack"))
         {
             var envelope = Envelope.Decode(message.Payload, maxPayload: 4096);
             if (envelope.Kind != EnvelopeKind.Ack || envelope.Vehicle != _options.VehicleId) return;
@@ -127,11 +182,40 @@ public sealed class EdgeAgentWorker(
             if (_outbox!.Acknowledge(envelope.UpdateId))
             {
                 Acknowledged++;
-                logger.LogInformation("agent {Vehicle}: round {Round} update {Status}{Reason}", _options.VehicleId, envelope.Round, ack.Status, ack.Reason.Length > 0 ? $" ({ack.Reason})" : "");
+                if (ack.Status == AckStatus.Rejected)
+                    logger.LogWarning("agent {Vehicle}: round {Round}: the aggregator rejected a message: {Reason}", _options.VehicleId, envelope.Round, ack.Reason);
+                else
+                    logger.LogDebug("agent {Vehicle}: round {Round} message {Status}", _options.VehicleId, envelope.Round, ack.Status);
             }
             return;
         }
-        if (TryTakeReadyRound(out var ready, out var modelBytes)) await TrainAndSendAsync(ready, modelBytes, cancellationToken).ConfigureAwait(false);
+        else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))
+        {
+            var whole = _inboxChunks!.Add("secagg", message.Payload);
+            if (whole is not null) await HandleSecAggAsync(whole, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (TryTakeReadyRound(out var ready, out var modelBytes)) await StartRoundAsync(ready, modelBytes, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Why this vehicle will not run <paramref name="plan"/> under its own policy, or null.</summary>
+    private string? PolicyRefusal(RoundPlan plan)
+    {
+        var p = plan.Protection;
+        bool secure = p is not null && p.SecureMode != SecureAggregationMode.Off;
+        if (_options.RequireSecureAggregation && !secure) return "the plan has no secure aggregation and this vehicle requires it";
+        if (_options.MinNoiseMultiplier > 0 && (p?.NoiseMode is null || p.NoiseMultiplier < _options.MinNoiseMultiplier))
+            return $"the plan's DP noise multiplier {p?.NoiseMultiplier ?? 0} is below this vehicle's minimum {_options.MinNoiseMultiplier}";
+        if (plan.Batch > TrainerPool.MaxBatch) return $"batch {plan.Batch} exceeds {TrainerPool.MaxBatch}";
+        if (p?.NoiseMode is not null && !_ledger!.CanParticipate(_options.VehicleId, PrivacyCharge.Participation(p.NoiseMultiplier)))
+            return $"the round would exceed this vehicle's ε budget {_options.EpsilonBudget} (spent {_ledger.EpsilonOf(_options.VehicleId):F3})";
+        if (secure)
+        {
+            int index = plan.Cohort.ToList().IndexOf(_options.VehicleId);
+            if (!Convert.FromBase64String(p!.DeviceKeys![index]).AsSpan().SequenceEqual(_devicePublicKey))
+                return "the plan lists another device key for this vehicle";
+        }
+        return null;
     }
 
     private bool TryTakeReadyRound([NotNullWhen(true)] out RoundPlan? plan, [NotNullWhen(true)] out byte[]? model)
@@ -142,13 +226,13 @@ public sealed class EdgeAgentWorker(
         if (model.Length != plan.ModelBytes || RoundPlanCodec.HashModel(model) != plan.ModelSha256)
         {
             _models.Remove(plan.ModelVersion);
-            throw new WireFormatException($"Model {plan.ModelVersion} does not match the SHA-256 in the signed plan of round {plan.Round}.");
+            throw new WireFormatException($"Model {plan.ModelVersion} does not match the SHA-256 in the signed plan of round {plan.Round}.", RejectReasons.Signature);
         }
         _plan = null;
         return true;
     }
 
-    private async Task TrainAndSendAsync(RoundPlan plan, byte[] modelBytes, CancellationToken cancellationToken)
+    private async Task StartRoundAsync(RoundPlan plan, byte[] modelBytes, CancellationToken cancellationToken)
     {
         Checkpoint checkpoint;
         try
@@ -161,25 +245,127 @@ public sealed class EdgeAgentWorker(
         }
         if (checkpoint.Spec.ToString() != _pinned!.ToString() || checkpoint.Version != plan.ModelVersion)
             throw new WireFormatException($"Model {checkpoint.Version} ({checkpoint.Spec}) is not the pinned {_pinned} at version {plan.ModelVersion}.");
-        var now = time.GetUtcNow();
         var deadline = DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs);
-        if (now >= deadline) return;
+        if (time.GetUtcNow() >= deadline) return;
+        var protection = plan.Protection ?? new RoundProtection();
+        var pipeline = protection.CreatePipeline(checkpoint.Parameters.Length, plan.Cohort.Count);
+        var codec = protection.ForRound(pipeline, plan.Round);
+        int index = plan.Cohort.ToList().IndexOf(_options.VehicleId);
+        // Joining is recorded before anything leaves: a restart from here on is a dropout, never a second attempt with new keys.
+        _outbox!.SetState(LastRoundKey, plan.Round);
+        _outbox.SetState(SamplesAtLastRoundKey, dataset.Rows.Length);
 
-        var global = checkpoint.Parameters;
+        _secure?.Dispose();
+        _secure = null;
+        if (pipeline.IsSecure)
+        {
+            var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, plan.Cohort.Count);
+            var registry = new DeviceKeyRegistry();
+            for (int i = 0; i < plan.Cohort.Count; i++) registry.Add(i, Convert.FromBase64String(protection.DeviceKeys![i]));
+            _secure = new SecureRound(plan, new SecAggVehicle(parameters, index, _deviceKey!, registry, time), registry);
+            await SendSecAggAsync(_secure.Vehicle.Start(), cancellationToken).ConfigureAwait(false);
+        }
+
         if (dataset.HoldoutRows is { Length: > 0 }) await EvaluateAsync(checkpoint, cancellationToken).ConfigureAwait(false);
-        var update = await Task.Run(() => Train(plan, global), cancellationToken).ConfigureAwait(false);
-        var envelope = new Envelope(EnvelopeKind.Update, _options.VehicleId, plan.Round, Guid.NewGuid(), update.Encode());
-        var item = new OutboxItem(envelope.UpdateId, _options.VehicleId, plan.Round, _mqtt!.Topics.Up(_options.VehicleId, "update"), envelope.Encode(), deadline);
-        // Durable before the first send: a crash after this line resends, a crash before it is a dropout.
-        _outbox!.Enqueue(item);
-        _outbox.SetState(LastRoundKey, plan.Round);
+        var (delta, loss) = await TrainAsync(plan, checkpoint.Parameters, cancellationToken).ConfigureAwait(false);
         RoundsTrained++;
-        logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); sending.", _options.VehicleId, plan.Round, dataset.Rows.Length, update.TrainLoss);
-        await SendAsync(item, cancellationToken).ConfigureAwait(false);
+        double weight = protection.WeightFor(dataset.Rows.Length);
+        if (_secure is { } round)
+        {
+            round.Input = codec.EncodeSecure(delta, weight, _random.Noise(plan.Round), _random.Rounding(plan.Round), out _);
+            logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); secure aggregation in progress.", _options.VehicleId, plan.Round, dataset.Rows.Length, loss);
+            if (round.PendingShares is { } shares) await SendMaskedInputAsync(round, shares, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (!RecordPrivacySpend(plan)) return;
+        var body = codec.EncodePlain(delta, weight, (ulong)index, Guid.NewGuid(), _random.Noise(plan.Round), _random.Rounding(plan.Round), null, out _);
+        var payload = new PlainUpdate(loss, dataset.Rows.Length, body).Encode();
+        await EnqueueAndSendAsync(EnvelopeKind.Update, "update", plan.Round, payload, deadline, cancellationToken).ConfigureAwait(false);
+        RoundsSent++;
+        logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); sending {Bytes} bytes.", _options.VehicleId, plan.Round, dataset.Rows.Length, loss, payload.Length);
     }
 
-    /// <summary>Accuracy of the last global model on the vehicle's own hold-out frames, through ONNX Runtime.</summary>
-    public OnnxEvaluation? LastEvaluation { get; private set; }
+    /// <summary>Records this round's DP charge in the vehicle's own ledger before the update leaves; false (declined) when over budget.</summary>
+    private bool RecordPrivacySpend(RoundPlan plan)
+    {
+        if (plan.Protection is not { NoiseMode: not null } p) return true;
+        if (_ledger!.TryRecord(_options.VehicleId, plan.Round, PrivacyCharge.Participation(p.NoiseMultiplier), out var state)) return true;
+        Declined++;
+        logger.LogWarning("agent {Vehicle}: round {Round} would exceed the ε budget (spent {Epsilon:F3}); the update stays on the vehicle.", _options.VehicleId, plan.Round, state.Epsilon);
+        return false;
+    }
+
+    private async Task HandleSecAggAsync(byte[] bytes, CancellationToken cancellationToken)
+    {
+        var envelope = Envelope.Decode(bytes, _options.MaxModelBytes);
+        if (envelope.Kind != EnvelopeKind.SecAgg || envelope.Vehicle != _options.VehicleId) throw new WireFormatException("A secure-aggregation message in this inbox names another vehicle or kind.");
+        if (_secure is not { } round || envelope.Round != round.Plan.Round) return; // a stale round: nothing to answer
+        SecAggMessage message;
+        try
+        {
+            message = SecAggCodec.Decode(envelope.Payload.Span, (ulong)round.Plan.Round);
+        }
+        catch (SecAggFormatException e)
+        {
+            throw new WireFormatException($"Secure-aggregation message: {e.Message}", e);
+        }
+        switch (message)
+        {
+            case KeyDirectoryMessage directory:
+                await SendSecAggAsync(round.Vehicle.HandleKeyDirectory(directory), cancellationToken).ConfigureAwait(false);
+                break;
+            case ForwardedSharesMessage shares when round.Input is null:
+                round.PendingShares = shares; // still training: answered when the input is ready
+                break;
+            case ForwardedSharesMessage shares:
+                await SendMaskedInputAsync(round, shares, cancellationToken).ConfigureAwait(false);
+                break;
+            case UnmaskRequestMessage request:
+                await SendSecAggAsync(round.Vehicle.HandleUnmaskRequest(request), cancellationToken).ConfigureAwait(false);
+                logger.LogInformation("agent {Vehicle}: round {Round}: unmasking answered; secure aggregation done on this side.", _options.VehicleId, round.Plan.Round);
+                round.Dispose();
+                _secure = null;
+                break;
+            default:
+                throw new WireFormatException($"{message.Type} is not a message the aggregator sends.");
+        }
+    }
+
+    private async Task SendMaskedInputAsync(SecureRound round, ForwardedSharesMessage shares, CancellationToken cancellationToken)
+    {
+        round.PendingShares = null;
+        if (!RecordPrivacySpend(round.Plan))
+        {
+            AbandonSecureRound("over the ε budget");
+            return;
+        }
+        await SendSecAggAsync(round.Vehicle.HandleForwardedShares(shares, round.Input), cancellationToken).ConfigureAwait(false);
+        RoundsSent++;
+    }
+
+    private void AbandonSecureRound(string why)
+    {
+        if (_secure is null) return;
+        Declined++;
+        logger.LogWarning("agent {Vehicle}: drops out of round {Round}: {Reason}", _options.VehicleId, _secure.Plan.Round, why);
+        _secure.Dispose();
+        _secure = null;
+    }
+
+    private Task SendSecAggAsync(SecAggMessage message, CancellationToken cancellationToken)
+    {
+        var deadline = DateTimeOffset.FromUnixTimeMilliseconds(_secure!.Plan.DeadlineUnixMs);
+        return EnqueueAndSendAsync(EnvelopeKind.SecAgg, "secagg", _secure.Plan.Round, SecAggCodec.Encode(message), deadline, cancellationToken);
+    }
+
+    private async Task EnqueueAndSendAsync(EnvelopeKind kind, string channel, long round, byte[] payload, DateTimeOffset expires, CancellationToken cancellationToken)
+    {
+        var envelope = new Envelope(kind, _options.VehicleId, round, Guid.NewGuid(), payload);
+        var item = new OutboxItem(envelope.UpdateId, _options.VehicleId, round, _mqtt!.Topics.Up(_options.VehicleId, channel), envelope.Encode(), expires);
+        // Durable before the first send: a crash after this line resends it, a crash before it is a dropout.
+        _outbox!.Enqueue(item);
+        await SendAsync(item, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>
     /// Runs the global model it just received through ONNX Runtime (exported by FleetLearn's own exporter,
@@ -220,26 +406,25 @@ public sealed class EdgeAgentWorker(
         }
     }
 
-    private ModelUpdate Train(RoundPlan plan, float[] global)
-    {
-        _trainer ??= TrainerFactory.Create(BackendChoice.Cpu, _pinned!, Math.Max(plan.Batch, 256));
-        var trainer = _trainer;
-        trainer.LoadParameters(global);
-        trainer.SetProximalTerm(plan.ProximalMu > 0 ? global : [], plan.ProximalMu);
-        var rows = dataset.Rows.ToArray();
-        ulong vehicleHash = BitConverter.ToUInt64(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(_options.VehicleId)));
-        var rng = DeterministicRandom.Derive(_options.Seed ^ vehicleHash, 0xC11E, (ulong)plan.Round);
-        var sgd = new SgdOptions(plan.LearningRate, plan.Momentum);
-        var schedule = new LearningRateSchedule.Constant(plan.LearningRate);
-        long step = 0;
-        TrainingLoop.EpochResult last = default;
-        for (int e = 0; e < plan.LocalEpochs; e++)
-            last = TrainingLoop.RunEpoch(trainer, dataset.Data, rows, plan.Batch, sgd, schedule, ref step, 0, rng);
-        var delta = new float[global.Length];
-        trainer.ReadParameters(delta);
-        VectorMath.Subtract(delta, global, delta);
-        return new ModelUpdate(Math.Max(1, rows.Length), rows.Length, last.MeanLoss, delta);
-    }
+    /// <summary>Local training: returns Δ = w_local − w_N and the last epoch's mean loss.</summary>
+    private Task<(float[] Delta, double Loss)> TrainAsync(RoundPlan plan, float[] global, CancellationToken cancellationToken) =>
+        (trainers ?? _ownTrainers!).RunAsync(_pinned!, trainer =>
+        {
+            trainer.LoadParameters(global);
+            trainer.SetProximalTerm(plan.ProximalMu > 0 ? global : [], plan.ProximalMu);
+            var rows = dataset.Rows.ToArray();
+            var rng = _random.DataOrder(plan.Round);
+            var sgd = new SgdOptions(plan.LearningRate, plan.Momentum);
+            var schedule = new LearningRateSchedule.Constant(plan.LearningRate);
+            long step = 0;
+            TrainingLoop.EpochResult last = default;
+            for (int e = 0; e < plan.LocalEpochs; e++)
+                last = TrainingLoop.RunEpoch(trainer, dataset.Data, rows, plan.Batch, sgd, schedule, ref step, 0, rng);
+            var delta = new float[global.Length];
+            trainer.ReadParameters(delta);
+            VectorMath.Subtract(delta, global, delta);
+            return (delta, last.MeanLoss);
+        }, cancellationToken);
 
     private async Task SendAsync(OutboxItem item, CancellationToken cancellationToken)
     {
@@ -284,10 +469,42 @@ public sealed class EdgeAgentWorker(
         while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false));
     }
 
+    /// <summary>Why the vehicle may not train now (eligibility policy), or null.</summary>
+    internal string? Ineligibility()
+    {
+        var state = _state.Current();
+        if (_options.RequireParked && !state.Parked) return "not parked";
+        if (_options.RequireCharging && !state.Charging) return "not charging";
+        if (_options.RequireUnmetered && !state.Unmetered) return "on a metered link";
+        long newSamples = dataset.Rows.Length - (_outbox!.GetState(SamplesAtLastRoundKey) ?? 0);
+        if (_options.MinNewSamples > 0 && newSamples < _options.MinNewSamples) return $"{newSamples} new samples < {_options.MinNewSamples}";
+        if (dataset.Rows.Length == 0) return "no local samples";
+        if (_options.EpsilonBudget is { } budget && _ledger!.EpsilonOf(_options.VehicleId) >= budget) return "privacy budget spent";
+        return null;
+    }
+
     private Task CheckInAsync(CancellationToken cancellationToken)
     {
         long round = _outbox!.GetState(LastRoundKey) ?? 0;
-        var envelope = new Envelope(EnvelopeKind.Checkin, _options.VehicleId, round, Guid.NewGuid(), CheckinPayload.Encode(dataset.Rows.Length));
+        var why = Ineligibility();
+        if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", _options.VehicleId, why);
+        var checkin = new Checkin(why is null ? dataset.Rows.Length : 0, _devicePublicKey);
+        var envelope = new Envelope(EnvelopeKind.Checkin, _options.VehicleId, round, Guid.NewGuid(), checkin.Encode());
         return _mqtt!.PublishAsync(_mqtt.Topics.Checkin(_options.VehicleId), envelope.Encode(), expiry: _options.ResendInterval * 2, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>This vehicle's part of one secure round: the state machine, its input once trained, shares that came early.</summary>
+    private sealed class SecureRound(RoundPlan plan, SecAggVehicle vehicle, DeviceKeyRegistry registry) : IDisposable
+    {
+        public RoundPlan Plan { get; } = plan;
+        public SecAggVehicle Vehicle { get; } = vehicle;
+        public uint[]? Input { get; set; }
+        public ForwardedSharesMessage? PendingShares { get; set; }
+
+        public void Dispose()
+        {
+            Vehicle.Dispose();
+            registry.Dispose();
+        }
     }
 }

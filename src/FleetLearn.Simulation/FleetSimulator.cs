@@ -219,7 +219,7 @@ public sealed class FleetSimulator : IDisposable
             if (_options.Privacy is { Mode: NoiseMode.Central })
             {
                 // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n updates.
-                var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xCE27, (ulong)round).NextUInt64());
+                var source = SimulationRandomness.CentralNoise(_options.Seed, round);
                 GaussianNoise.Add(combined, UpdateNoiseMultiplier * _clipNorm / count, source);
             }
             if (_options.Privacy is not null) _privateReleases++;
@@ -291,9 +291,9 @@ public sealed class FleetSimulator : IDisposable
 
     private static ulong PerVehicle(int round, int vehicle) => ((ulong)(uint)round << 32) | (uint)vehicle;
 
-    private SeededNoiseSource NoiseFor(int round, int vehicle) => new(DeterministicRandom.Derive(_options.Seed, 0xD157, PerVehicle(round, vehicle)).NextUInt64());
+    private SeededNoiseSource NoiseFor(int round, int vehicle) => SimulationRandomness.Noise(_options.Seed, round, vehicle);
 
-    private SeededNoiseSource RoundingFor(int round, int vehicle) => new(DeterministicRandom.Derive(_options.Seed, 0x0A7D, PerVehicle(round, vehicle)).NextUInt64());
+    private SeededNoiseSource RoundingFor(int round, int vehicle) => SimulationRandomness.Rounding(_options.Seed, round, vehicle);
 
     /// <summary>Plaintext: each vehicle encodes an envelope; the aggregator decodes it and folds it in the plan's order.</summary>
     private RoundOutcome PlainRound(int round, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
@@ -373,9 +373,7 @@ public sealed class FleetSimulator : IDisposable
         }
         var index = new Dictionary<int, int>(n);
         for (int i = 0; i < n; i++) index[cohort[i]] = i;
-        var seedRng = DeterministicRandom.Derive(_options.Seed, 0x5EC5, (ulong)round);
-        var roundSeed = new byte[32];
-        for (int i = 0; i < 4; i++) BitConverter.TryWriteBytes(roundSeed.AsSpan(8 * i), seedRng.NextUInt64());
+        var roundSeed = SimulationRandomness.SecAggSeed(_options.Seed, round);
         var parameters = _pipeline.CreateSecAggParameters((ulong)round, n, roundSeed, TimeSpan.FromMinutes(1));
         var time = new ManualTimeProvider();
         int workers = _trainers.Length;
@@ -536,7 +534,7 @@ public sealed class FleetSimulator : IDisposable
         trainer.LoadParameters(_global);
         trainer.SetProximalTerm(_strategy.ProximalMu > 0 ? _global : [], _strategy.ProximalMu);
         var rows = Partitions[vehicle].ToArray();
-        var rng = DeterministicRandom.Derive(_options.Seed, 0xC11E, PerVehicle(round, vehicle));
+        var rng = SimulationRandomness.DataOrder(_options.Seed, round, vehicle);
         var sgd = new SgdOptions(_options.ClientLearningRate, _options.ClientMomentum);
         var schedule = new LearningRateSchedule.Constant(_options.ClientLearningRate);
         long step = 0;

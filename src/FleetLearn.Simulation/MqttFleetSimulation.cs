@@ -2,7 +2,9 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using FleetLearn.Aggregator;
 using FleetLearn.Compute;
+using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Training;
 using FleetLearn.EdgeAgent;
 using FleetLearn.Storage;
@@ -14,120 +16,104 @@ using Microsoft.Extensions.Options;
 
 namespace FleetLearn.Simulation;
 
+/// <summary>Where the simulated fleet's MQTT traffic goes.</summary>
+/// <param name="Broker"><c>embedded</c>, <c>mqtt://host:port</c> or <c>mqtts://host:port</c>.</param>
+/// <param name="CertificateFolder">For <c>mqtts://</c>: a folder from broker-config/make-dev-ca.sh with <c>ca.crt</c>, <c>aggregator.crt/.key</c> and <c>vehicle-{v}.crt/.key</c>.</param>
+public sealed record MqttSimulationBroker(string Broker = "embedded", string? CertificateFolder = null);
+
 /// <summary>
-/// A virtual fleet over real MQTT: every vehicle is a real <see cref="EdgeAgentWorker"/> with its own connection,
-/// outbox and LiteDB file, the aggregator is the real <see cref="AggregatorWorker"/>, and the broker is the embedded
-/// one (or an external broker). Reports one <see cref="RoundReport"/> per round, evaluated on the test set.
+/// A virtual fleet over real MQTT: every vehicle is a real <see cref="EdgeAgentWorker"/> with its own connection, outbox,
+/// device key and privacy ledger, the aggregator is the real <see cref="AggregatorWorker"/>, and the broker is the embedded
+/// one or an external one (plain or mutual TLS). The round's protection — codec, clipping, DP, secure aggregation — runs
+/// over the wire exactly as configured in-process, and agents and aggregator draw the simulator's seeded randomness
+/// (<see cref="SimulationRandomness"/>), so the final model equals the in-process <see cref="FleetSimulator"/>'s bit for
+/// bit when every vehicle of the cohort answers. Agents share one trainer per worker (<see cref="SimulationOptions.Workers"/>),
+/// so memory grows with the cores, not with the fleet.
 /// </summary>
-public sealed class MqttFleetSimulation
+public static class MqttFleetSimulation
 {
-    /// <summary>Environment variable holding the aggregator's broker password for an external broker.</summary>
+    /// <summary>Environment variable holding the aggregator's broker password for an external broker without client certificates.</summary>
     public const string PasswordVariable = "FLEETLEARN_AGGREGATOR_PASSWORD";
 
+    /// <summary>Fleet name used on the broker.</summary>
+    public const string Fleet = "sim";
+
+    /// <summary>Vehicle id of simulated vehicle <paramref name="v"/> (also its certificate CN).</summary>
+    public static string VehicleName(int v) => FormattableString.Invariant($"vehicle-{v}");
+
     /// <summary>Runs the whole simulation; <paramref name="onRound"/> sees each round as it closes.</summary>
-    /// <param name="options">The fleet (DP and dropout models are not wired over MQTT yet: rejected).</param>
+    /// <param name="options">The fleet (dropout models, adaptive clipping and telemetry are in-process only: rejected).</param>
     /// <param name="train">Training data, partitioned across the vehicles.</param>
     /// <param name="test">Test data for the per-round evaluation.</param>
-    /// <param name="broker"><c>embedded</c> or <c>mqtt://host:port</c>.</param>
-    /// <param name="workDirectory">Where the LiteDB files and signing key go.</param>
+    /// <param name="broker">Which broker, and certificates for mutual TLS.</param>
+    /// <param name="workDirectory">Where the LiteDB files and keys go.</param>
     /// <param name="onRound">Called once per round.</param>
     /// <param name="logger">Worker logs (null = none).</param>
+    /// <param name="processes">OS processes the agents are spread over; the others are started by <paramref name="startAgentProcess"/>.</param>
+    /// <param name="startAgentProcess">Starts one child process hosting vehicles [from, to) against (host, port); required when <paramref name="processes"/> &gt; 1.</param>
     /// <param name="cancellationToken">Stops the run.</param>
-    public static async Task<List<RoundReport>> RunAsync(SimulationOptions options, LabeledData train, LabeledData test, string broker, string workDirectory,
-        Action<RoundReport> onRound, ILoggerFactory? logger = null, CancellationToken cancellationToken = default)
+    public static async Task<MqttSimulationResult> RunAsync(SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker broker, string workDirectory,
+        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, Process>? startAgentProcess = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        if (options.Privacy is not null) throw new ArgumentException("--transport mqtt does not carry differential privacy yet; use the in-process transport for --dp.");
-        if (options.Behavior.Dropout > 0 || options.Behavior.Availability < 1)
-            throw new ArgumentException("--transport mqtt: --dropout/--availability are simulated by the in-process transport only; over MQTT vehicles drop for real.");
+        ArgumentNullException.ThrowIfNull(broker);
+        CheckSupported(options);
+        if (processes < 1) throw new ArgumentException("--processes must be at least 1.");
+        if (processes > 1 && startAgentProcess is null) throw new ArgumentException("--processes > 1 needs a way to start agent processes.");
         logger ??= NullLoggerFactory.Instance;
         Directory.CreateDirectory(workDirectory);
         string password = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
         EmbeddedBroker? embedded = null;
-        string host;
-        int port;
-        if (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase))
+        var (scheme, host, port) = ParseBroker(broker.Broker);
+        if (scheme == "embedded")
         {
             embedded = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password }, logger.CreateLogger<EmbeddedBroker>());
             await embedded.StartAsync().ConfigureAwait(false);
-            host = "127.0.0.1";
             port = embedded.Port;
         }
-        else
+        else if (scheme == "mqtt")
         {
-            if (!Uri.TryCreate(broker, UriKind.Absolute, out var uri) || uri.Scheme != "mqtt")
-                throw new ArgumentException($"--broker '{broker}': expected 'embedded' or mqtt://host:port.");
-            host = uri.Host;
-            port = uri.IsDefaultPort || uri.Port < 0 ? 1883 : uri.Port;
             password = Environment.GetEnvironmentVariable(PasswordVariable) ?? throw new ArgumentException($"An external broker needs the aggregator's password in ${PasswordVariable}.");
         }
-        string fleet = "sim";
-        MqttTransportOptions Mqtt(string clientId, string? secret = null) => new()
-        {
-            Host = host,
-            Port = port,
-            Fleet = fleet,
-            ClientId = clientId,
-            Password = secret,
-            ReconnectDelay = TimeSpan.FromMilliseconds(200),
-            MaxReconnectDelay = TimeSpan.FromSeconds(10),
-            MaxInFlight = 64,
-        };
-        string keyPath = Path.Combine(workDirectory, "aggregator-signing.pem");
-        string publicKey;
-        using (var signingKey = SigningKeys.LoadOrCreate(keyPath)) publicKey = signingKey.ExportSubjectPublicKeyInfoPem();
-        int cohort = options.CohortSize;
-        var status = new AggregatorStatus();
-        var aggregatorOptions = new AggregatorOptions
-        {
-            Model = options.Model.ToString(),
-            Strategy = options.Strategy,
-            ServerLearningRate = options.ServerLearningRate,
-            Rounds = options.Rounds,
-            CohortSize = cohort,
-            MinParticipants = options.MinParticipants ?? cohort,
-            RoundTimeout = double.IsFinite(options.DeadlineSeconds) ? TimeSpan.FromSeconds(options.DeadlineSeconds) : TimeSpan.FromMinutes(10),
-            CohortWait = TimeSpan.FromSeconds(30),
-            LocalEpochs = options.LocalEpochs,
-            Batch = options.Batch,
-            LearningRate = options.ClientLearningRate,
-            Seed = options.Seed,
-            DatabasePath = Path.Combine(workDirectory, "aggregator.db"),
-            OnnxFolder = Path.Combine(workDirectory, "models-onnx"),
-            SigningKeyPath = keyPath,
-        };
+        var endpoint = new AgentEndpoint(scheme == "mqtts" ? "mqtts" : "mqtt", host, port, broker.CertificateFolder, Path.Combine(workDirectory, "aggregator-signing.pub.pem"));
+        using (SigningKeys.LoadOrCreate(Path.Combine(workDirectory, "aggregator-signing.pem"))) { }
+
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
-        var workers = new List<Microsoft.Extensions.Hosting.BackgroundService>();
+        var status = new AggregatorStatus();
+        var aggregatorOptions = AggregatorOptionsFor(options, partitions, workDirectory);
+        var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
+        var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, TimeProvider.System,
+            logger.CreateLogger<AggregatorWorker>(), null, randomness);
         var reports = new List<RoundReport>();
+        var children = new List<Process>();
         using var evaluator = TrainerFactory.Create(BackendChoice.Cpu, options.Model, 1024);
-        var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(Mqtt("aggregator", password)), status, TimeProvider.System, logger.CreateLogger<AggregatorWorker>());
+        AgentHost? agents = null;
         try
         {
             await aggregator.StartAsync(cancellationToken).ConfigureAwait(false);
-            workers.Add(aggregator);
-            for (int v = 0; v < options.Vehicles; v++)
+            int perProcess = (options.Vehicles + processes - 1) / processes;
+            for (int p = 1; p < processes; p++)
             {
-                if (partitions[v].Length == 0) continue; // nothing to contribute: never checks in
-                string id = $"vehicle-{v}";
-                var agentOptions = new EdgeAgentOptions
-                {
-                    VehicleId = id,
-                    AggregatorPublicKey = publicKey,
-                    PinnedModelSpec = options.Model.ToString(),
-                    DatabasePath = Path.Combine(workDirectory, "agents", $"{id}.db"),
-                    ResendInterval = TimeSpan.FromSeconds(5),
-                    Seed = options.Seed,
-                };
-                var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System, logger.CreateLogger<EdgeAgentWorker>());
-                await agent.StartAsync(cancellationToken).ConfigureAwait(false);
-                workers.Add(agent);
+                var range = new AgentRange(p * perProcess, Math.Min(options.Vehicles, (p + 1) * perProcess), endpoint);
+                if (range.From < range.To) children.Add(startAgentProcess!(range));
             }
-            long bytesPerModel = 4L * options.Model.ParameterCount;
+            agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, Math.Min(options.Vehicles, perProcess), endpoint), workDirectory, logger, cancellationToken).ConfigureAwait(false);
+
             var clock = Stopwatch.StartNew();
+            long bytesUp = 0, bytesDown = 0;
+            int applied = 0;
             while (reports.Count < options.Rounds)
             {
-                var closed = await status.Closed.ReadAsync(cancellationToken).ConfigureAwait(false);
+                using var watch = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var closedTask = status.Closed.ReadAsync(watch.Token).AsTask();
+                var childExit = children.Count == 0 ? Task.Delay(Timeout.Infinite, watch.Token) : Task.WhenAny(children.Select(c => c.WaitForExitAsync(watch.Token)));
+                if (await Task.WhenAny(closedTask, childExit).ConfigureAwait(false) != closedTask)
+                {
+                    var dead = children.First(c => c.HasExited);
+                    throw new InvalidOperationException($"An agent process (pid {dead.Id}) exited with code {dead.ExitCode} during round {reports.Count + 1}.");
+                }
+                await watch.CancelAsync().ConfigureAwait(false);
+                var closed = await closedTask.ConfigureAwait(false);
                 var r = closed.Record;
                 double accuracy = double.NaN, loss = double.NaN;
                 if (r.Round % options.EvaluateEvery == 0 || reports.Count + 1 == options.Rounds)
@@ -137,6 +123,10 @@ public sealed class MqttFleetSimulation
                     accuracy = eval.Accuracy;
                     loss = eval.Loss;
                 }
+                if (r.Status == RoundStatus.Applied && options.Privacy is not null) applied++;
+                long up = status.BytesUp - bytesUp, down = status.BytesDown - bytesDown;
+                bytesUp = status.BytesUp;
+                bytesDown = status.BytesDown;
                 var report = new RoundReport
                 {
                     Round = (int)r.Round,
@@ -148,27 +138,220 @@ public sealed class MqttFleetSimulation
                     Participants = r.Participants,
                     Dropped = r.CohortSize - r.Participants,
                     Applied = r.Status == RoundStatus.Applied,
-                    BytesUp = r.Participants * bytesPerModel,
-                    BytesDown = r.CohortSize * bytesPerModel,
+                    BytesUp = up,
+                    BytesDown = down,
+                    BytesUpPerVehicle = r.CohortSize == 0 ? 0 : up / r.CohortSize,
+                    SecAggAbortReason = r.Status == RoundStatus.Aborted ? r.Note : null,
                     Seconds = clock.Elapsed.TotalSeconds,
-                    Epsilon = double.NaN,
-                    MaxVehicleEpsilon = double.NaN,
-                    ClipNorm = double.NaN,
+                    Epsilon = options.Privacy is { } dp ? (applied == 0 ? 0 : RdpAccountant.GetEpsilon(Math.Min(1.0, (double)options.CohortSize / options.Vehicles), dp.NoiseMultiplier, applied, dp.Delta).Epsilon) : double.NaN,
+                    MaxVehicleEpsilon = status.MaxVehicleEpsilon,
+                    ClipNorm = options.Privacy?.ClipNorm ?? double.NaN,
                 };
                 clock.Restart();
                 reports.Add(report);
                 onRound(report);
             }
-            return reports;
+            // The aggregator answers late messages of the last round before it reports done; then every outbox should be empty.
+            await status.Done.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            if (agents is not null) await agents.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), agents?.PendingInOutboxes ?? 0, agents?.EpsilonByVehicle ?? new Dictionary<string, double>());
         }
         finally
         {
-            foreach (var worker in workers)
+            await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            aggregator.Dispose();
+            if (agents is not null) await agents.DisposeAsync().ConfigureAwait(false);
+            foreach (var child in children)
             {
-                await worker.StopAsync(CancellationToken.None).ConfigureAwait(false);
-                worker.Dispose();
+                if (!child.HasExited) child.Kill(entireProcessTree: true);
+                child.Dispose();
             }
             if (embedded is not null) await embedded.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    private static float[] LatestModel(string databasePath)
+    {
+        using var store = LiteDbRoundStore.Open(databasePath);
+        return store.LatestModel()?.Parameters ?? [];
+    }
+
+    /// <summary>Rejects what only the in-process simulator models.</summary>
+    public static void CheckSupported(SimulationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (options.Behavior.Dropout > 0 || options.Behavior.Availability < 1)
+            throw new ArgumentException("--transport mqtt: --dropout/--availability are simulated by the in-process transport only; over MQTT vehicles drop for real.");
+        if (options.Privacy is { AdaptiveClip: true })
+            throw new ArgumentException("--transport mqtt does not carry adaptive clipping yet (the clipped-count round trip); use a fixed --clip or the in-process transport.");
+        if (options.TelemetryEpsilon is not null)
+            throw new ArgumentException("--transport mqtt does not carry the randomized-response telemetry yet; use the in-process transport for --telemetry-epsilon.");
+        if (options.Codec.ErrorFeedback)
+            throw new ArgumentException("--transport mqtt does not keep top-k error-feedback residuals on the agents yet; use a dense codec (rot, sub, q) or the in-process transport.");
+    }
+
+    private static (string Scheme, string Host, int Port) ParseBroker(string broker)
+    {
+        if (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase)) return ("embedded", "127.0.0.1", 0);
+        if (!Uri.TryCreate(broker, UriKind.Absolute, out var uri) || uri.Scheme is not ("mqtt" or "mqtts"))
+            throw new ArgumentException($"--broker '{broker}': expected 'embedded', mqtt://host:port or mqtts://host:port.");
+        return (uri.Scheme, uri.Host, uri.IsDefaultPort || uri.Port < 0 ? (uri.Scheme == "mqtts" ? 8883 : 1883) : uri.Port);
+    }
+
+    /// <summary>The aggregator settings that reproduce <paramref name="options"/>'s rounds.</summary>
+    public static AggregatorOptions AggregatorOptionsFor(SimulationOptions options, int[][] partitions, string workDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(partitions);
+        int cohort = options.CohortSize;
+        return new AggregatorOptions
+        {
+            Model = options.Model.ToString(),
+            Strategy = options.Strategy,
+            ServerLearningRate = options.ServerLearningRate,
+            Rounds = options.Rounds,
+            CohortSize = cohort,
+            OverSelection = options.OverSelection,
+            MinParticipants = options.MinParticipants ?? cohort,
+            RoundTimeout = double.IsFinite(options.DeadlineSeconds) ? TimeSpan.FromSeconds(options.DeadlineSeconds) : TimeSpan.FromMinutes(10),
+            CohortWait = TimeSpan.FromSeconds(60),
+            PhaseTimeout = TimeSpan.FromMinutes(2),
+            LocalEpochs = options.LocalEpochs,
+            Batch = options.Batch,
+            LearningRate = options.ClientLearningRate,
+            Seed = options.Seed,
+            Init = options.Init.ToString().ToLowerInvariant(),
+            Codec = options.Codec.ToString(),
+            SecureAggregation = RoundProtection.Text(options.SecureAggregation),
+            SecAggNeighbors = options.SecAggNeighbors,
+            SecAggModulusBits = options.SecAggModulusBits,
+            ClipNorm = options.Privacy?.ClipNorm ?? options.NormBound,
+            Privacy = RoundProtection.Text(options.Privacy?.Mode) ?? "off",
+            NoiseMultiplier = options.Privacy?.NoiseMultiplier ?? 1,
+            Delta = options.Privacy?.Delta ?? 1e-5,
+            EpsilonBudget = options.Privacy?.EpsilonBudget,
+            MaxWeight = options.MaxWeight(partitions.Max(p => p.Length)),
+            WeightCap = options.WeightCap,
+            DatabasePath = Path.Combine(workDirectory, "aggregator.db"),
+            PrivacyLedgerPath = Path.Combine(workDirectory, "aggregator-privacy.db"),
+            OnnxFolder = Path.Combine(workDirectory, "models-onnx"),
+            SigningKeyPath = Path.Combine(workDirectory, "aggregator-signing.pem"),
+        };
+    }
+}
+
+/// <summary>What an MQTT simulation produced.</summary>
+/// <param name="Rounds">One report per round.</param>
+/// <param name="FinalModel">The aggregator's newest model (from its LiteDB store).</param>
+/// <param name="PendingInOutboxes">Messages still unacknowledged in this process's agents' outboxes at the end (0 when every ack landed).</param>
+/// <param name="EpsilonByVehicle">ε each of this process's vehicles recorded in its own ledger.</param>
+public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] FinalModel, int PendingInOutboxes, IReadOnlyDictionary<string, double> EpsilonByVehicle);
+
+/// <summary>How agents reach the broker and the aggregator's public key.</summary>
+/// <param name="Scheme"><c>mqtt</c> or <c>mqtts</c>.</param>
+/// <param name="Host">Broker host.</param>
+/// <param name="Port">Broker port.</param>
+/// <param name="CertificateFolder">Client certificates (mqtts).</param>
+/// <param name="AggregatorPublicKey">PEM file of the plan-signing key.</param>
+public sealed record AgentEndpoint(string Scheme, string Host, int Port, string? CertificateFolder, string AggregatorPublicKey)
+{
+    /// <summary>MQTT settings of client <paramref name="clientId"/>.</summary>
+    public MqttTransportOptions Mqtt(string clientId, string? password = null)
+    {
+        bool tls = Scheme == "mqtts";
+        if (tls && CertificateFolder is null) throw new ArgumentException("mqtts:// needs a certificate folder (broker-config/make-dev-ca.sh output).");
+        return new MqttTransportOptions
+        {
+            Host = Host,
+            Port = Port,
+            Fleet = MqttFleetSimulation.Fleet,
+            ClientId = clientId,
+            Password = tls ? null : password,
+            ReconnectDelay = TimeSpan.FromMilliseconds(200),
+            MaxReconnectDelay = TimeSpan.FromSeconds(10),
+            MaxInFlight = 64,
+            UseTls = tls,
+            CaFile = tls ? Path.Combine(CertificateFolder!, "ca.crt") : null,
+            CertFile = tls ? Path.Combine(CertificateFolder!, $"{clientId}.crt") : null,
+            KeyFile = tls ? Path.Combine(CertificateFolder!, $"{clientId}.key") : null,
+        };
+    }
+}
+
+/// <summary>Vehicles [<paramref name="From"/>, <paramref name="To"/>) of a simulated fleet and where they connect.</summary>
+public sealed record AgentRange(int From, int To, AgentEndpoint Endpoint);
+
+/// <summary>Hosts a range of simulated vehicles as real agent workers (in this process).</summary>
+public sealed class AgentHost : IAsyncDisposable
+{
+    private readonly List<EdgeAgentWorker> _agents = [];
+    private readonly TrainerPool _trainers;
+
+    private AgentHost(TrainerPool trainers) => _trainers = trainers;
+
+    /// <summary>Starts one agent per vehicle with data in <paramref name="range"/>.</summary>
+    public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(range);
+        var host = new AgentHost(new TrainerPool(spec => TrainerFactory.Create(BackendChoice.Cpu, spec, Math.Max(options.Batch, 256)), Math.Max(1, options.Workers)));
+        string publicKey = await File.ReadAllTextAsync(range.Endpoint.AggregatorPublicKey, cancellationToken).ConfigureAwait(false);
+        Directory.CreateDirectory(Path.Combine(workDirectory, "agents"));
+        for (int v = range.From; v < range.To; v++)
+        {
+            if (partitions[v].Length == 0) continue; // nothing to contribute: never checks in
+            string id = MqttFleetSimulation.VehicleName(v);
+            int vehicle = v;
+            var agentOptions = new EdgeAgentOptions
+            {
+                VehicleId = id,
+                AggregatorPublicKey = publicKey,
+                PinnedModelSpec = options.Model.ToString(),
+                DatabasePath = Path.Combine(workDirectory, "agents", $"{id}.db"),
+                PrivacyLedgerPath = Path.Combine(workDirectory, "agents", $"{id}-privacy.db"),
+                DeviceKeyPath = Path.Combine(workDirectory, "agents", $"{id}-device.pem"),
+                EpsilonBudget = options.Privacy?.EpsilonBudget,
+                PrivacyDelta = options.Privacy?.Delta ?? 1e-5,
+                ResendInterval = TimeSpan.FromSeconds(5),
+                Seed = options.Seed,
+            };
+            var random = new AgentRandomness(
+                round => SimulationRandomness.DataOrder(options.Seed, round, vehicle),
+                round => SimulationRandomness.Noise(options.Seed, round, vehicle),
+                round => SimulationRandomness.Rounding(options.Seed, round, vehicle));
+            var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
+                logger.CreateLogger<EdgeAgentWorker>(), VehicleStateProviders.Idle, random, host._trainers);
+            await agent.StartAsync(cancellationToken).ConfigureAwait(false);
+            host._agents.Add(agent);
+        }
+        return host;
+    }
+
+    /// <summary>The agents.</summary>
+    public IReadOnlyList<EdgeAgentWorker> Agents => _agents;
+
+    /// <summary>Messages still waiting for an acknowledgement, over all agents.</summary>
+    public int PendingInOutboxes => _agents.Sum(a => a.PendingInOutbox);
+
+    /// <summary>ε by vehicle, from each agent's own ledger.</summary>
+    public IReadOnlyDictionary<string, double> EpsilonByVehicle => _agents.ToDictionary(a => a.VehicleId, a => a.EpsilonSpent, StringComparer.Ordinal);
+
+    /// <summary>Waits (up to <paramref name="timeout"/>) until every agent's outbox is empty.</summary>
+    public async Task WaitForEmptyOutboxesAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (PendingInOutboxes > 0 && DateTime.UtcNow < until) await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var agent in _agents)
+        {
+            await agent.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            agent.Dispose();
+        }
+        _trainers.Dispose();
     }
 }

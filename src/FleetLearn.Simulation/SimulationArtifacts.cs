@@ -16,8 +16,15 @@ public static class SimulationArtifacts
     /// <summary>Writes every artifact into <paramref name="folder"/> and returns the paths written.</summary>
     public static IReadOnlyList<string> Write(string folder, SimulationOptions options, FleetSimulator simulator, IReadOnlyList<RoundReport> reports, int? roundsToTarget, double seconds)
     {
-        ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(simulator);
+        return Write(folder, options, simulator.Strategy.Name, simulator.Backend, simulator.GlobalModel.ToArray(), reports, roundsToTarget, seconds, "in-process");
+    }
+
+    /// <summary>Writes every artifact of a run whose final model is <paramref name="finalModel"/> (any transport).</summary>
+    public static IReadOnlyList<string> Write(string folder, SimulationOptions options, string strategyName, string backend, float[] finalModel, IReadOnlyList<RoundReport> reports, int? roundsToTarget, double seconds, string transport)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(finalModel);
         ArgumentNullException.ThrowIfNull(reports);
         Directory.CreateDirectory(folder);
         var written = new List<string>();
@@ -102,11 +109,12 @@ public static class SimulationArtifacts
             .AddSummary("bytes up / down", $"{reports.Sum(r => r.BytesUp):N0} / {reports.Sum(r => r.BytesDown):N0}")
             .AddSummary("fleet", $"{options.Vehicles:N0} vehicles, {options.Partition}, cohort {options.CohortSize}")
             .AddSummary("local training", string.Create(CultureInfo.InvariantCulture, $"E={options.LocalEpochs}, B={options.Batch}, lr={options.ClientLearningRate}"))
-            .AddSummary("strategy", simulator.Strategy.Name)
+            .AddSummary("strategy", strategyName)
             .AddSummary("model", $"{options.Model} ({options.Model.ParameterCount:N0} parameters)")
             .AddSummary("behaviour", string.Create(CultureInfo.InvariantCulture, $"availability {options.Behavior.Availability}, dropout {options.Behavior.Dropout}, over-selection {options.OverSelection}"))
             .AddSummary("seed", options.Seed)
-            .AddSummary("backend", simulator.Backend)
+            .AddSummary("backend", backend)
+            .AddSummary("transport", transport)
             .AddSection("Accuracy").AddChart(accuracy)
             .AddSection("Loss").AddChart(loss)
             .AddSection("Traffic").AddChart(bytes);
@@ -127,8 +135,8 @@ public static class SimulationArtifacts
             }));
         File.WriteAllText(Path_("report.html"), report.ToHtml());
 
-        var model = new Checkpoint(options.Model, reports.Count, simulator.GlobalModel.ToArray(),
-            string.Create(CultureInfo.InvariantCulture, $"{{\"source\":\"fleetlearn simulate\",\"strategy\":\"{simulator.Strategy.Name}\",\"rounds\":{reports.Count},\"seed\":{options.Seed}}}"));
+        var model = new Checkpoint(options.Model, reports.Count, finalModel,
+            string.Create(CultureInfo.InvariantCulture, $"{{\"source\":\"fleetlearn simulate\",\"strategy\":\"{strategyName}\",\"rounds\":{reports.Count},\"seed\":{options.Seed}}}"));
         model.Save(Path_("model.ckpt"));
         return written;
     }

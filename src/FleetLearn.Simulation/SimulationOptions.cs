@@ -137,9 +137,7 @@ public sealed record SimulationOptions
     internal int? EffectiveNeighbors(int n)
     {
         if (SecureAggregation != SecureAggregationMode.Plus) return null;
-        if (SecAggNeighbors is { } k) return k;
-        int k2 = 2 * (int)Math.Ceiling(Math.Log2(Math.Max(2, n)));
-        return k2 >= n - 1 ? null : k2;
+        return SecAggNeighbors ?? Core.SecureAggregation.NeighborGraph.DefaultNeighbors(n);
     }
 
     /// <summary>The update pipeline this configuration implies (throws <see cref="CodecConfigurationException"/> on a conflict).</summary>

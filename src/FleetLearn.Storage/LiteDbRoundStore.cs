@@ -109,6 +109,26 @@ public sealed class LiteDbRoundStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// Registers <paramref name="vehicle"/>'s device public key (SubjectPublicKeyInfo) on first sight and returns the key
+    /// of record: the stored one when the vehicle is known (a different key is then refused by the caller). In production
+    /// the registry is filled by provisioning; first-use registration is what a development fleet gets.
+    /// </summary>
+    public byte[] RegisterDeviceKey(string vehicle, byte[] subjectPublicKeyInfo)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(vehicle);
+        ArgumentNullException.ThrowIfNull(subjectPublicKeyInfo);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var vehicles = _db.GetCollection<BsonDocument>("vehicles");
+            if (vehicles.FindById(vehicle) is { } known) return known["key"].AsBinary;
+            vehicles.Insert(new BsonDocument { ["_id"] = vehicle, ["key"] = subjectPublicKeyInfo, ["registered"] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() });
+            LiteDbFiles.Durable(_db, Path);
+            return subjectPublicKeyInfo;
+        }
+    }
+
     /// <summary>Every round, in order.</summary>
     public IReadOnlyList<RoundRecord> Rounds()
     {

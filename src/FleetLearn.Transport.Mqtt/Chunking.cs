@@ -75,9 +75,9 @@ public static class ChunkCodec
     /// <summary>Parses one chunk; <see cref="WireFormatException"/> when malformed or over <paramref name="maxTotalLength"/>.</summary>
     public static Chunk Decode(ReadOnlySpan<byte> bytes, long maxTotalLength)
     {
-        if (bytes.Length < HeaderSize) throw new WireFormatException($"Chunk truncated: {bytes.Length} bytes is less than the {HeaderSize}-byte header.");
-        if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn chunk (magic is not 'FLCH').");
-        if (bytes[4] != FormatVersion) throw new WireFormatException($"Chunk format version {bytes[4]} is not supported (this build reads version {FormatVersion}).");
+        if (bytes.Length < HeaderSize) throw new WireFormatException($"Chunk truncated: {bytes.Length} bytes is less than the {HeaderSize}-byte header.", RejectReasons.Truncated);
+        if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn chunk (magic is not 'FLCH').", RejectReasons.Version);
+        if (bytes[4] != FormatVersion) throw new WireFormatException($"Chunk format version {bytes[4]} is not supported (this build reads version {FormatVersion}).", RejectReasons.Version);
         if (bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) throw new WireFormatException("Chunk reserved bytes are not zero.");
         var id = new Guid(bytes.Slice(8, 16), bigEndian: true);
         int index = BinaryPrimitives.ReadInt32LittleEndian(bytes[24..]);
@@ -86,7 +86,7 @@ public static class ChunkCodec
         int n = BinaryPrimitives.ReadInt32LittleEndian(bytes[72..]);
         if (count < 1 || count > MaxChunks) throw new WireFormatException($"Chunk count {count} is outside 1..{MaxChunks}.");
         if (index < 0 || index >= count) throw new WireFormatException($"Chunk index {index} is outside 0..{count - 1}.");
-        if (total < 0 || total > maxTotalLength) throw new WireFormatException($"Chunked payload of {total} bytes exceeds the limit of {maxTotalLength}.");
+        if (total < 0 || total > maxTotalLength) throw new WireFormatException($"Chunked payload of {total} bytes exceeds the limit of {maxTotalLength}.", RejectReasons.Oversized);
         if (n < 0 || n > total) throw new WireFormatException($"Chunk data length {n} is invalid for a {total}-byte payload.");
         if (bytes.Length != HeaderSize + n) throw new WireFormatException($"Chunk holds {bytes.Length - HeaderSize} data bytes but declares {n}.");
         return new Chunk(id, index, count, total, bytes.Slice(40, 32).ToArray(), bytes[HeaderSize..].ToArray());
@@ -170,7 +170,7 @@ public sealed class ChunkAssembler(long maxTotalLength, int maxPendingTransfers 
     {
         if (whole.Length != total) throw new WireFormatException($"Chunk holds {whole.Length} bytes of a {total}-byte payload but claims to be the only one.");
         if (!SHA256.HashData(whole).AsSpan().SequenceEqual(hash))
-            throw new WireFormatException("Reassembled payload fails its SHA-256 check: corrupted or tampered chunk.");
+            throw new WireFormatException("Reassembled payload fails its SHA-256 check: corrupted or tampered chunk.", RejectReasons.Signature);
         return whole;
     }
 

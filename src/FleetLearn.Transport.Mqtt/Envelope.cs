@@ -9,7 +9,7 @@ public enum EnvelopeKind : byte
     /// <summary>Vehicle → aggregator: eligible for the next round (payload: sample count).</summary>
     Checkin = 1,
 
-    /// <summary>Vehicle → aggregator: a model update (<see cref="ModelUpdate"/>).</summary>
+    /// <summary>Vehicle → aggregator: a plaintext model update (<see cref="PlainUpdate"/>).</summary>
     Update = 2,
 
     /// <summary>Aggregator → vehicle: application-level acknowledgement of an update (<see cref="UpdateAck"/>).</summary>
@@ -85,28 +85,28 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
     public static Envelope Decode(ReadOnlySpan<byte> bytes, int maxPayload = DefaultMaxPayload, long? expectedRound = null)
     {
         if (bytes.Length < FixedHeader + 1 + 4)
-            throw new WireFormatException($"Envelope truncated: {bytes.Length} bytes is less than the {FixedHeader + 5}-byte minimum.");
-        if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn envelope (magic is not 'FLEV').");
+            throw new WireFormatException($"Envelope truncated: {bytes.Length} bytes is less than the {FixedHeader + 5}-byte minimum.", RejectReasons.Truncated);
+        if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn envelope (magic is not 'FLEV').", RejectReasons.Version);
         if (bytes[4] != FormatVersion)
-            throw new WireFormatException($"Envelope format version {bytes[4]} is not supported (this build reads version {FormatVersion}).");
+            throw new WireFormatException($"Envelope format version {bytes[4]} is not supported (this build reads version {FormatVersion}).", RejectReasons.Version);
         var kind = (EnvelopeKind)bytes[5];
         if (!Enum.IsDefined(kind)) throw new WireFormatException($"Unknown envelope kind {bytes[5]}.");
         if (bytes[6] != 0 || bytes[7] != 0) throw new WireFormatException("Envelope reserved bytes are not zero.");
         long round = BinaryPrimitives.ReadInt64LittleEndian(bytes[8..]);
         if (round < 0) throw new WireFormatException($"Envelope round {round} is negative.");
         if (expectedRound is { } expected && round != expected)
-            throw new WireFormatException($"Envelope is for round {round}, not the current round {expected}.");
+            throw new WireFormatException($"Envelope is for round {round}, not the current round {expected}.", RejectReasons.WrongRound);
         var updateId = new Guid(bytes.Slice(16, 16), bigEndian: true);
         int n = bytes[32];
         if (n is 0 or > VehicleId.MaxLength) throw new WireFormatException($"Envelope vehicle id length {n} is outside 1..{VehicleId.MaxLength}.");
-        if (bytes.Length < FixedHeader + n + 4) throw new WireFormatException("Envelope truncated inside the vehicle id.");
+        if (bytes.Length < FixedHeader + n + 4) throw new WireFormatException("Envelope truncated inside the vehicle id.", RejectReasons.Truncated);
         string vehicle = Encoding.ASCII.GetString(bytes.Slice(33, n));
         if (!VehicleId.IsValid(vehicle)) throw new WireFormatException("Envelope vehicle id contains characters outside [A-Za-z0-9_.-].");
         int length = BinaryPrimitives.ReadInt32LittleEndian(bytes[(33 + n)..]);
         if (length < 0 || length > maxPayload)
-            throw new WireFormatException($"Envelope payload length {length} is outside 0..{maxPayload}.");
+            throw new WireFormatException($"Envelope payload length {length} is outside 0..{maxPayload}.", RejectReasons.Oversized);
         int expectedTotal = FixedHeader + n + 4 + length;
-        if (bytes.Length < expectedTotal) throw new WireFormatException($"Envelope truncated: the payload needs {length} bytes, {bytes.Length - (expectedTotal - length)} are present.");
+        if (bytes.Length < expectedTotal) throw new WireFormatException($"Envelope truncated: the payload needs {length} bytes, {bytes.Length - (expectedTotal - length)} are present.", RejectReasons.Truncated);
         if (bytes.Length > expectedTotal) throw new WireFormatException($"Envelope has {bytes.Length - expectedTotal} trailing bytes.");
         return new Envelope(kind, vehicle, round, updateId, bytes.Slice(37 + n, length).ToArray());
     }

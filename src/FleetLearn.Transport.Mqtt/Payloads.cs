@@ -1,49 +1,38 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using System.Text;
 
 namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>
-/// A vehicle's plaintext update Δ = w_local − w_N with its aggregation weight. Layout: f64 weight, i32 samples,
-/// f64 mean train loss, i32 P, P × float32 (little-endian).
+/// A vehicle's plaintext update on the wire: its mean local training loss, its sample count, and the update itself as an
+/// <see cref="Core.Compression.UpdateEnvelope"/> of the round's pipeline (codec, clipping and noise already applied).
+/// Layout: f64 train loss, i32 samples, the codec envelope to the end. Under secure aggregation no such message exists:
+/// the vehicle sends masked inputs instead.
 /// </summary>
-public sealed record ModelUpdate(double Weight, int Samples, double TrainLoss, float[] Delta)
+public sealed record PlainUpdate(double TrainLoss, int Samples, ReadOnlyMemory<byte> Body)
 {
+    /// <summary>Bytes before the codec envelope.</summary>
+    public const int HeaderBytes = 12;
+
     /// <summary>Serializes the update.</summary>
     public byte[] Encode()
     {
-        var bytes = new byte[24 + 4 * Delta.Length];
-        var span = bytes.AsSpan();
-        BinaryPrimitives.WriteDoubleLittleEndian(span, Weight);
-        BinaryPrimitives.WriteInt32LittleEndian(span[8..], Samples);
-        BinaryPrimitives.WriteDoubleLittleEndian(span[12..], TrainLoss);
-        BinaryPrimitives.WriteInt32LittleEndian(span[20..], Delta.Length);
-        if (BitConverter.IsLittleEndian) MemoryMarshal.AsBytes(Delta.AsSpan()).CopyTo(span[24..]);
-        else for (int i = 0; i < Delta.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(span[(24 + 4 * i)..], Delta[i]);
+        var bytes = new byte[HeaderBytes + Body.Length];
+        BinaryPrimitives.WriteDoubleLittleEndian(bytes, TrainLoss);
+        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(8), Samples);
+        Body.Span.CopyTo(bytes.AsSpan(HeaderBytes));
         return bytes;
     }
 
-    /// <summary>Parses an update of exactly <paramref name="parameterCount"/> values; rejects NaN/∞ and bad weights.</summary>
-    public static ModelUpdate Decode(ReadOnlySpan<byte> bytes, int parameterCount)
+    /// <summary>Parses the header; the body is decoded (and checked) by the round's pipeline.</summary>
+    public static PlainUpdate Decode(ReadOnlyMemory<byte> bytes)
     {
-        if (bytes.Length < 24) throw new WireFormatException($"Update truncated ({bytes.Length} bytes).");
-        double weight = BinaryPrimitives.ReadDoubleLittleEndian(bytes);
-        int samples = BinaryPrimitives.ReadInt32LittleEndian(bytes[8..]);
-        double loss = BinaryPrimitives.ReadDoubleLittleEndian(bytes[12..]);
-        int count = BinaryPrimitives.ReadInt32LittleEndian(bytes[20..]);
-        if (count != parameterCount) throw new WireFormatException($"Update has {count} parameters; the model has {parameterCount}.");
-        if (bytes.Length != 24 + 4L * count) throw new WireFormatException($"Update length {bytes.Length} does not match {count} parameters.");
-        if (!(weight > 0) || !double.IsFinite(weight) || weight > 1e9) throw new WireFormatException($"Update weight {weight} is not a positive finite number ≤ 1e9.");
+        if (bytes.Length < HeaderBytes + 1) throw new WireFormatException($"Update truncated ({bytes.Length} bytes).", RejectReasons.Truncated);
+        var span = bytes.Span;
+        double loss = BinaryPrimitives.ReadDoubleLittleEndian(span);
+        int samples = BinaryPrimitives.ReadInt32LittleEndian(span[8..]);
         if (samples < 0) throw new WireFormatException($"Update sample count {samples} is negative.");
-        var delta = new float[count];
-        if (BitConverter.IsLittleEndian) bytes[24..].CopyTo(MemoryMarshal.AsBytes(delta.AsSpan()));
-        else for (int i = 0; i < count; i++) delta[i] = BinaryPrimitives.ReadSingleLittleEndian(bytes[(24 + 4 * i)..]);
-        for (int i = 0; i < delta.Length; i++)
-        {
-            if (!float.IsFinite(delta[i])) throw new WireFormatException($"Update value {i} is {delta[i]}; NaN and ∞ are rejected.");
-        }
-        return new ModelUpdate(weight, samples, double.IsFinite(loss) ? loss : double.NaN, delta);
+        return new PlainUpdate(double.IsFinite(loss) ? loss : double.NaN, samples, bytes[HeaderBytes..]);
     }
 }
 
@@ -90,23 +79,35 @@ public sealed record UpdateAck(AckStatus Status, string Reason = "")
     }
 }
 
-/// <summary>Check-in payload: i32 number of local samples.</summary>
-public static class CheckinPayload
+/// <summary>
+/// Check-in payload: i32 number of local samples, u16 n, n bytes of the vehicle's device public key (ECDSA P-256
+/// SubjectPublicKeyInfo; it signs the vehicle's secure-aggregation round keys). Samples = 0 withdraws the check-in.
+/// </summary>
+public sealed record Checkin(int Samples, byte[] DeviceKey)
 {
-    /// <summary>Encodes the sample count.</summary>
-    public static byte[] Encode(int samples)
+    /// <summary>Longest device key accepted.</summary>
+    public const int MaxKeyBytes = 512;
+
+    /// <summary>Encodes the check-in.</summary>
+    public byte[] Encode()
     {
-        var bytes = new byte[4];
-        BinaryPrimitives.WriteInt32LittleEndian(bytes, samples);
+        if (DeviceKey.Length > MaxKeyBytes) throw new ArgumentException($"Device key of {DeviceKey.Length} bytes exceeds {MaxKeyBytes}.");
+        var bytes = new byte[6 + DeviceKey.Length];
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, Samples);
+        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(4), (ushort)DeviceKey.Length);
+        DeviceKey.CopyTo(bytes, 6);
         return bytes;
     }
 
-    /// <summary>Decodes the sample count.</summary>
-    public static int Decode(ReadOnlySpan<byte> bytes)
+    /// <summary>Decodes a check-in.</summary>
+    public static Checkin Decode(ReadOnlySpan<byte> bytes)
     {
-        if (bytes.Length != 4) throw new WireFormatException("Check-in payload must be 4 bytes.");
+        if (bytes.Length < 6) throw new WireFormatException("Check-in payload truncated.", RejectReasons.Truncated);
         int samples = BinaryPrimitives.ReadInt32LittleEndian(bytes);
         if (samples < 0) throw new WireFormatException("Check-in sample count is negative.");
-        return samples;
+        int n = BinaryPrimitives.ReadUInt16LittleEndian(bytes[4..]);
+        if (n > MaxKeyBytes) throw new WireFormatException($"Check-in device key of {n} bytes exceeds {MaxKeyBytes}.", RejectReasons.Oversized);
+        if (bytes.Length != 6 + n) throw new WireFormatException("Check-in length does not match its device key length.", RejectReasons.Truncated);
+        return new Checkin(samples, bytes.Slice(6, n).ToArray());
     }
 }

@@ -49,6 +49,9 @@ public sealed record RoundPlan
     /// <summary>FedProx μ (0 = plain FedAvg local objective).</summary>
     public float ProximalMu { get; init; }
 
+    /// <summary>Codec, clipping, DP noise and secure aggregation of the round's updates; null = plain float32 updates without DP.</summary>
+    public RoundProtection? Protection { get; init; }
+
     /// <summary>Updates must arrive before this instant (Unix milliseconds); it is also the updates' message expiry.</summary>
     public required long DeadlineUnixMs { get; init; }
 
@@ -74,6 +77,7 @@ public sealed record RoundPlan
         if (LocalEpochs is < 1 or > 1000 || Batch is < 1 or > 4096) throw new WireFormatException("Round plan epochs or batch out of range.");
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate) || !(Momentum >= 0 && Momentum < 1) || !(ProximalMu >= 0) || !float.IsFinite(ProximalMu))
             throw new WireFormatException("Round plan learning rate, momentum or μ out of range.");
+        Protection?.Validate(Cohort.Count);
     }
 }
 
@@ -83,8 +87,8 @@ public sealed record RoundPlan
 /// </summary>
 public static class RoundPlanCodec
 {
-    /// <summary>Current format version.</summary>
-    public const byte FormatVersion = 1;
+    /// <summary>Current format version (2 added <see cref="RoundPlan.Protection"/>: a version-1 reader would ignore it and send unprotected updates, so it must refuse the plan instead).</summary>
+    public const byte FormatVersion = 2;
 
     /// <summary>Largest signed plan accepted (a cohort of ~20k vehicle ids).</summary>
     public const int MaxBytes = 1 << 20;
@@ -126,17 +130,17 @@ public static class RoundPlanCodec
     public static RoundPlan Verify(ReadOnlySpan<byte> bytes, ECDsa publicKey, string fleet)
     {
         ArgumentNullException.ThrowIfNull(publicKey);
-        if (bytes.Length > MaxBytes) throw new WireFormatException($"Round plan of {bytes.Length} bytes exceeds the limit of {MaxBytes}.");
-        if (bytes.Length < 12 + 2 + 2) throw new WireFormatException($"Round plan truncated ({bytes.Length} bytes).");
-        if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn round plan (magic is not 'FLRP').");
-        if (bytes[4] != FormatVersion) throw new WireFormatException($"Round plan format version {bytes[4]} is not supported (this build reads version {FormatVersion}).");
+        if (bytes.Length > MaxBytes) throw new WireFormatException($"Round plan of {bytes.Length} bytes exceeds the limit of {MaxBytes}.", RejectReasons.Oversized);
+        if (bytes.Length < 12 + 2 + 2) throw new WireFormatException($"Round plan truncated ({bytes.Length} bytes).", RejectReasons.Truncated);
+        if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn round plan (magic is not 'FLRP').", RejectReasons.Version);
+        if (bytes[4] != FormatVersion) throw new WireFormatException($"Round plan format version {bytes[4]} is not supported (this build reads version {FormatVersion}).", RejectReasons.Version);
         uint jsonLength = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
-        if (jsonLength > (uint)(bytes.Length - 14)) throw new WireFormatException("Round plan truncated inside its JSON.");
+        if (jsonLength > (uint)(bytes.Length - 14)) throw new WireFormatException("Round plan truncated inside its JSON.", RejectReasons.Truncated);
         int signedLength = 12 + (int)jsonLength;
         int sigLength = BinaryPrimitives.ReadUInt16LittleEndian(bytes[signedLength..]);
         if (bytes.Length != signedLength + 2 + sigLength) throw new WireFormatException("Round plan signature length does not match the message length.");
         if (!publicKey.VerifyData(bytes[..signedLength], bytes[(signedLength + 2)..], HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
-            throw new WireFormatException("Round plan signature is not valid for the pinned aggregator key.");
+            throw new WireFormatException("Round plan signature is not valid for the pinned aggregator key.", RejectReasons.Signature);
         RoundPlan? plan;
         try
         {

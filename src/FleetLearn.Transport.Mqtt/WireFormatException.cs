@@ -2,6 +2,53 @@ namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>
 /// Thrown by every decoder of this project's wire formats (envelope, chunk, round plan, update) when input is
-/// truncated, of another version, for another round, oversized, non-finite or otherwise malformed. The message says why.
+/// truncated, of another version, for another round, oversized, non-finite or otherwise malformed. The message says why;
+/// <see cref="Reason"/> is a short fixed label (one of <see cref="RejectReasons"/>) that metrics count by.
 /// </summary>
-public sealed class WireFormatException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class WireFormatException(string message, string reason = RejectReasons.Malformed, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>Creates an exception with the <see cref="RejectReasons.Malformed"/> label.</summary>
+    public WireFormatException(string message, Exception? inner) : this(message, RejectReasons.Malformed, inner)
+    {
+    }
+
+    /// <summary>Fixed label of the failure (a Prometheus label value).</summary>
+    public string Reason { get; } = reason;
+}
+
+/// <summary>The labels under which rejected messages are counted (<c>fleetlearn_aggregator_rejected_total{reason=…}</c>).</summary>
+public static class RejectReasons
+{
+    /// <summary>Shorter than its format says.</summary>
+    public const string Truncated = "truncated";
+
+    /// <summary>Another magic or format version.</summary>
+    public const string Version = "version";
+
+    /// <summary>For a round that is not open.</summary>
+    public const string WrongRound = "wrong_round";
+
+    /// <summary>For a round that has closed (a straggler's answer; harmless, acknowledged so the vehicle drops it).</summary>
+    public const string Late = "late";
+
+    /// <summary>NaN or ∞ in a value.</summary>
+    public const string NonFinite = "non_finite";
+
+    /// <summary>Over a size limit.</summary>
+    public const string Oversized = "oversized";
+
+    /// <summary>A signature or hash does not verify.</summary>
+    public const string Signature = "signature";
+
+    /// <summary>From a vehicle that is not in the round's cohort, or claims another vehicle.</summary>
+    public const string NotInCohort = "not_in_cohort";
+
+    /// <summary>Refused by the secure-aggregation state machine (late, repeated, bad signature on round keys, …).</summary>
+    public const string Protocol = "protocol";
+
+    /// <summary>Anything else that does not parse.</summary>
+    public const string Malformed = "malformed";
+
+    /// <summary>Every label, for exposing zero counters.</summary>
+    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed];
+}

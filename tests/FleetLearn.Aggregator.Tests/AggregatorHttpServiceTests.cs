@@ -24,7 +24,7 @@ public sealed class AggregatorHttpServiceTests : IAsyncLifetime
         _status.Accepted();
         _status.Accepted();
         _status.Accepted();
-        _status.Rejected();
+        _status.Rejected(Transport.Mqtt.RejectReasons.Truncated);
         _status.ModelVersion = 1;
         _status.Running = true;
         _service = new AggregatorHttpService(Options.Create(new AggregatorOptions { HttpPort = FreePort() }), _status, NullLogger<AggregatorHttpService>.Instance);
@@ -67,7 +67,8 @@ public sealed class AggregatorHttpServiceTests : IAsyncLifetime
         Assert.Contains("fleetlearn_aggregator_rounds_total{status=\"applied\"} 1", lines);
         Assert.Contains("fleetlearn_aggregator_rounds_total{status=\"aborted\"} 1", lines);
         Assert.Contains("fleetlearn_aggregator_updates_accepted_total 4", lines);
-        Assert.Contains("fleetlearn_aggregator_messages_rejected_total 1", lines);
+        Assert.Contains("fleetlearn_aggregator_messages_rejected_total{reason=\"truncated\"} 1", lines);
+        Assert.Contains("fleetlearn_aggregator_messages_rejected_total{reason=\"signature\"} 0", lines);
         Assert.Contains("fleetlearn_aggregator_model_version 1", lines);
         Assert.Contains("# TYPE fleetlearn_aggregator_rounds_total counter", lines);
         // Every non-empty line is a comment or "series value" (text exposition format).

@@ -94,22 +94,37 @@ public sealed class EnvelopeTests
     }
 
     [Fact]
-    public void ModelUpdate_NaN_IsRejected()
+    public void PlainUpdate_TruncatedOrNegative_IsRejectedWithReason()
     {
-        var bytes = new ModelUpdate(1, 10, 0.5, [1f, float.NaN]).Encode();
-        var e = Assert.Throws<WireFormatException>(() => ModelUpdate.Decode(bytes, 2));
-        Assert.Contains("NaN", e.Message, StringComparison.Ordinal);
-        Assert.Throws<WireFormatException>(() => ModelUpdate.Decode(new ModelUpdate(1, 10, 0.5, [1f, 2f]).Encode(), 3));
+        var e = Assert.Throws<WireFormatException>(() => PlainUpdate.Decode(new byte[12]));
+        Assert.Equal(RejectReasons.Truncated, e.Reason);
+        var bytes = new PlainUpdate(0.5, -1, new byte[3]).Encode();
+        Assert.Contains("negative", Assert.Throws<WireFormatException>(() => PlainUpdate.Decode(bytes)).Message, StringComparison.Ordinal);
     }
 
     [Fact]
-    public void ModelUpdate_RoundTrips()
+    public void PlainUpdate_RoundTrips()
     {
-        Gen.Select(Gen.Float[-100f, 100f].Array[0, 500], Gen.Double[0.001, 1e6]).Sample((delta, weight) =>
+        Gen.Select(Gen.Byte.Array[1, 500], Gen.Double[0, 10], Gen.Int[0, 100_000]).Sample((body, loss, samples) =>
         {
-            var back = ModelUpdate.Decode(new ModelUpdate(weight, 7, 0.25, delta).Encode(), delta.Length);
-            Assert.Equal(weight, back.Weight);
-            Assert.Equal(delta, back.Delta);
+            var back = PlainUpdate.Decode(new PlainUpdate(loss, samples, body).Encode());
+            Assert.Equal(loss, back.TrainLoss);
+            Assert.Equal(samples, back.Samples);
+            Assert.Equal(body, back.Body.ToArray());
+        });
+    }
+
+    [Fact]
+    public void Checkin_RoundTripsAndRejectsBadLengths()
+    {
+        Gen.Select(Gen.Int[0, 1_000_000], Gen.Byte.Array[0, Checkin.MaxKeyBytes]).Sample((samples, key) =>
+        {
+            var bytes = new Checkin(samples, key).Encode();
+            var back = Checkin.Decode(bytes);
+            Assert.Equal(samples, back.Samples);
+            Assert.Equal(key, back.DeviceKey);
+            Assert.Throws<WireFormatException>(() => Checkin.Decode(bytes.AsSpan(0, bytes.Length - 1)));
+            Assert.Throws<WireFormatException>(() => Checkin.Decode([.. bytes, 0]));
         });
     }
 }

@@ -1,6 +1,4 @@
-using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
+using FleetLearn.Tests.Shared;
 
 namespace FleetLearn.Transport.Mqtt.Tests;
 
@@ -13,65 +11,22 @@ namespace FleetLearn.Transport.Mqtt.Tests;
 public sealed class MosquittoAclTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("fleetlearn-mosquitto-");
     private readonly List<MqttConnection> _connections = [];
-    private Process? _mosquitto;
-    private int _port;
+    private MosquittoBroker _broker = null!;
     private string? _skip;
 
-    private string Certs => Path.Combine(_dir.FullName, "certs");
+    private string Certs => _broker.Certificates;
 
     public async Task InitializeAsync()
     {
-        const string mosquitto = "/usr/sbin/mosquitto";
-        if (!File.Exists(mosquitto) || !File.Exists("/usr/bin/openssl"))
-        {
-            if (Environment.GetEnvironmentVariable("CI") == "true")
-                throw new InvalidOperationException("CI must have mosquitto and openssl (scripts/install-deps.sh installs them).");
-            _skip = "mosquitto or openssl is not installed";
-            return;
-        }
-        string repo = RepositoryRoot();
-        await RunAsync("/bin/bash", Path.Combine(repo, "broker-config", "make-dev-ca.sh"), Certs, "car-0", "car-1");
-        _port = FreePort();
-        // The listener and file paths are the test's own; the TLS and ACL rules are broker-config/'s.
-        // Mosquitto started as root drops to its own user, which could not read the 0600 keys in a temp folder.
-        var conf = Path.Combine(_dir.FullName, "mosquitto.conf");
-        File.WriteAllText(conf, $"""
-            per_listener_settings false
-            persistence false
-            user root
-            log_dest stderr
-            listener {_port} 127.0.0.1
-            protocol mqtt
-            cafile {Certs}/ca.crt
-            certfile {Certs}/broker.crt
-            keyfile {Certs}/broker.key
-            crlfile {Certs}/ca.crl
-            require_certificate true
-            use_identity_as_username true
-            tls_version tlsv1.2
-            allow_anonymous false
-            acl_file {Path.Combine(repo, "broker-config", "acl")}
-
-            """);
-        _mosquitto = Process.Start(new ProcessStartInfo(mosquitto, ["-c", conf]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
-        _mosquitto.ErrorDataReceived += (_, _) => { };
-        _mosquitto.BeginErrorReadLine();
-        _mosquitto.BeginOutputReadLine();
-        await WaitForPortAsync(_port);
+        _broker = await MosquittoBroker.StartAsync("car-0", "car-1");
+        _skip = _broker.SkipReason;
     }
 
     public async Task DisposeAsync()
     {
         foreach (var c in _connections) await c.DisposeAsync();
-        if (_mosquitto is { HasExited: false })
-        {
-            _mosquitto.Kill(entireProcessTree: true);
-            await _mosquitto.WaitForExitAsync();
-        }
-        _mosquitto?.Dispose();
-        _dir.Delete(recursive: true);
+        await _broker.DisposeAsync();
     }
 
     [SkippableFact]
@@ -138,7 +93,7 @@ public sealed class MosquittoAclTests : IAsyncLifetime
         var options = new MqttTransportOptions
         {
             Host = "127.0.0.1",
-            Port = _port,
+            Port = _broker.Port,
             Fleet = BrokerTestKit.Fleet,
             ClientId = identity,
             UseTls = true,
@@ -157,55 +112,5 @@ public sealed class MosquittoAclTests : IAsyncLifetime
         using var cts = new CancellationTokenSource(Timeout);
         await connection.WaitUntilConnectedAsync(cts.Token);
         return connection;
-    }
-
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "FleetLearn.sln"))) return dir.FullName;
-        }
-        throw new InvalidOperationException("FleetLearn.sln not found above the test assembly.");
-    }
-
-    private static int FreePort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
-
-    private static async Task RunAsync(string file, params string[] args)
-    {
-        using var process = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(cts.Token);
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {process.ExitCode}: {await stderr}{await stdout}");
-    }
-
-    private async Task WaitForPortAsync(int port)
-    {
-        // Waits for the broker's listener (the event), not for a fixed time.
-        var deadline = DateTime.UtcNow + Timeout;
-        while (true)
-        {
-            if (_mosquitto is { HasExited: true })
-                throw new InvalidOperationException($"mosquitto exited with {_mosquitto.ExitCode} before listening on {port}.");
-            try
-            {
-                using var client = new TcpClient();
-                await client.ConnectAsync(IPAddress.Loopback, port);
-                return;
-            }
-            catch (SocketException) when (DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(50);
-            }
-        }
     }
 }

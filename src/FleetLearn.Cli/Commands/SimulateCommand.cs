@@ -57,15 +57,18 @@ internal static class SimulateCommand
         var backbone = new BackboneCli("--backbone", "Train on features of the Fashion-MNIST frames from this backbone: 'generated' or an ONNX file (default: raw pixels).");
         var featureCache = new Option<string?>("--feature-cache") { Description = "Folder of the feature store (each frame extracted once across runs)." };
         var transport = new Option<string>("--transport") { Description = "inproc (default) | mqtt: every vehicle a real edge agent with its own MQTT connection, the real aggregator, a real broker.", DefaultValueFactory = _ => "inproc" };
-        var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD).", DefaultValueFactory = _ => "embedded" };
+        var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD) | mqtts://host:port (mutual TLS, --broker-certs).", DefaultValueFactory = _ => "embedded" };
+        var brokerCerts = new Option<string?>("--broker-certs") { Description = "With --broker mqtts://…: folder from broker-config/make-dev-ca.sh (ca.crt, aggregator.crt/.key, vehicle-{v}.crt/.key)." };
+        var agentRange = new Option<string?>(SimulateMqttCommand.AgentRangeOption) { Hidden = true, Description = "Internal: this process hosts vehicles FROM:TO:SCHEME://HOST:PORT of a --processes run." };
+        var agentWork = new Option<string?>("--agent-work") { Hidden = true, Description = "Internal: the parent's work folder." };
         var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
-        var processes = new Option<int>("--processes") { Description = "With --transport mqtt: agent processes (only 1 is implemented: all agents in this process).", DefaultValueFactory = _ => 1 };
+        var processes = new Option<int>("--processes") { Description = "With --transport mqtt: OS processes the agents are spread over (this one included).", DefaultValueFactory = _ => 1 };
 
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, processes, verboseWorkers,
+            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, brokerCerts, processes, verboseWorkers, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -121,8 +124,11 @@ internal static class SimulateCommand
             {
                 case "inproc":
                     break;
+                case "mqtt" when parse.GetValue(agentRange) is { } range:
+                    return SimulateMqttCommand.RunAgents(options, train, range, parse.GetValue(agentWork) ?? throw new ArgumentException("--agent-work is required with --agent-range."),
+                        parse.GetValue(brokerCerts), parse.GetValue(verboseWorkers));
                 case "mqtt":
-                    return SimulateMqttCommand.Run(parse, options, train, test, parse.GetValue(broker)!, parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers));
+                    return SimulateMqttCommand.Run(parse, options, train, test, parse.GetValue(broker)!, parse.GetValue(brokerCerts), parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers));
                 default:
                     throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
             }
@@ -273,7 +279,7 @@ internal static class SimulateCommand
         return c;
     }
 
-    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
+    internal static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
     /// <summary>A metric for the progress line; rounds that were not evaluated show a dash.</summary>
     private static string Metric(double value) => double.IsFinite(value) ? value.ToString("F4", CultureInfo.InvariantCulture) : "   –  ";

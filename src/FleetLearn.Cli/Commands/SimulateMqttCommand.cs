@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using FleetLearn.Core.Federated;
 using FleetLearn.Core.Training;
 using FleetLearn.Simulation;
 using Microsoft.Extensions.Logging;
@@ -10,24 +11,28 @@ namespace FleetLearn.Cli.Commands;
 /// <summary><c>fleetlearn simulate --transport mqtt</c>: the virtual fleet over a real broker with the real agent and aggregator workers.</summary>
 internal static class SimulateMqttCommand
 {
-    public static int Run(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, string broker, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
+    /// <summary>Hidden option of a child process: host vehicles FROM:TO against SCHEME://HOST:PORT with the parent's work folder.</summary>
+    public const string AgentRangeOption = "--agent-range";
+
+    public static int Run(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, string broker, string? certificates, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
     {
-        if (processes != 1) throw new ArgumentException("--processes: only 1 is implemented so far (every agent runs in this process, each with its own MQTT connection).");
-        string work = output ?? Path.Combine(Path.GetTempPath(), $"fleetlearn-mqtt-{Environment.ProcessId}");
+        string work = output is null ? Path.Combine(Path.GetTempPath(), $"fleetlearn-mqtt-{Environment.ProcessId}") : Path.Combine(output, "mqtt");
         if (Directory.Exists(Path.Combine(work, "agents")) || File.Exists(Path.Combine(work, "aggregator.db")))
             throw new ArgumentException($"'{work}' already holds an MQTT simulation's databases; pick another --out.");
-        progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}) over MQTT (broker {broker}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {options.Strategy}, seed {options.Seed}");
-        progress.WriteLine($"model {options.Model} ({options.Model.ParameterCount:N0} parameters); databases under {work}");
+        MqttFleetSimulation.CheckSupported(options);
+        progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}) over MQTT (broker {broker}{(processes > 1 ? $", agents in {processes} processes" : "")}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {options.Strategy}, seed {options.Seed}");
+        progress.WriteLine($"model {options.Model} ({options.Model.ParameterCount:N0} parameters); codec {options.Codec}, secure aggregation {options.SecureAggregation.ToString().ToLowerInvariant()}, DP {(options.Privacy is { } p ? string.Create(CultureInfo.InvariantCulture, $"{p.Mode.ToString().ToLowerInvariant()} σ={p.NoiseMultiplier} C={p.ClipNorm}") : "off")}; databases under {work}");
         var clock = Stopwatch.StartNew();
         int? roundsToTarget = null;
         // Worker logs (connects, rounds, acks) go to stderr with --verbose-workers.
-        using var logs = Microsoft.Extensions.Logging.LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
-            .SetMinimumLevel(verbose ? Microsoft.Extensions.Logging.LogLevel.Information : Microsoft.Extensions.Logging.LogLevel.Warning));
-        var reports = MqttFleetSimulation.RunAsync(options, train, test, broker, work, report =>
+        using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
+            .SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning));
+        var result = MqttFleetSimulation.RunAsync(options, train, test, new MqttSimulationBroker(broker, certificates), work, report =>
         {
             if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
+            string privacy = double.IsFinite(report.Epsilon) ? string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (vehicle max {report.MaxVehicleEpsilon:F2})") : "";
             progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  {(report.Applied ? "applied" : "aborted")}  up {SimulateCommand.Bytes(report.BytesUp),9}  {report.Seconds:F2} s"));
+                $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  {(report.Applied ? "applied" : $"aborted ({report.SecAggAbortReason})")}  up {SimulateCommand.Bytes(report.BytesUp),9}  down {SimulateCommand.Bytes(report.BytesDown),9}{privacy}  {report.Seconds:F2} s"));
             if (asJson)
             {
                 CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -35,21 +40,107 @@ internal static class SimulateMqttCommand
                     round = report.Round,
                     test_accuracy = report.TestAccuracy,
                     test_loss = report.TestLoss,
-                    train_loss = report.TrainLoss,
+                    train_loss = SimulateCommand.Finite(report.TrainLoss),
                     selected = report.Selected,
                     participants = report.Participants,
                     applied = report.Applied,
+                    abort_reason = report.SecAggAbortReason,
                     bytes_up = report.BytesUp,
+                    bytes_down = report.BytesDown,
+                    epsilon = SimulateCommand.Finite(report.Epsilon),
+                    max_vehicle_epsilon = SimulateCommand.Finite(report.MaxVehicleEpsilon),
                     seconds = report.Seconds,
                 });
             }
-        }, logs).GetAwaiter().GetResult();
+        }, logs, processes, range => StartAgentProcess(range, work, progress)).GetAwaiter().GetResult();
+        var reports = result.Rounds;
         var final = reports[^1];
         double seconds = clock.Elapsed.TotalSeconds;
+        string? reportPath = null;
+        if (output is not null)
+        {
+            var written = SimulationArtifacts.Write(output, options, StrategyCatalog.Parse(options.Strategy, options.ServerLearningRate).Name, "cpu (agents)", result.FinalModel, reports, roundsToTarget, seconds, $"MQTT ({broker})");
+            reportPath = written.FirstOrDefault(p => p.EndsWith("report.html", StringComparison.Ordinal));
+            progress.WriteLine($"wrote {string.Join(", ", written)}");
+        }
+        long up = reports.Sum(r => r.BytesUp), down = reports.Sum(r => r.BytesDown);
+        int applied = reports.Count(r => r.Applied);
+        string epsilonText = options.Privacy is { } dp
+            ? string.Create(CultureInfo.InvariantCulture, $"ε spent {final.Epsilon:F2} at δ = {dp.Delta:G2} (fleet, sampled), {final.MaxVehicleEpsilon:F2} (largest per vehicle)")
+            : "no differential privacy";
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"done: final accuracy {final.TestAccuracy:F4} after {reports.Count} rounds over MQTT; {(roundsToTarget is { } r ? $"reached {options.Target:F2} at round {r}" : $"did not reach {options.Target:F2}")}; {seconds:F1} s"));
+            $"done: {applied}/{reports.Count} rounds applied over MQTT; final accuracy {final.TestAccuracy:F4}; {epsilonText}; {SimulateCommand.Bytes(up)} up, {SimulateCommand.Bytes(down)} down; {result.PendingInOutboxes} messages left in outboxes; {seconds:F1} s"));
+        if (reportPath is not null) progress.WriteLine($"report: {reportPath}");
         if (asJson)
-            CliJson.Write(parse.InvocationConfiguration.Output, new { summary = true, transport = "mqtt", final_accuracy = final.TestAccuracy, rounds = reports.Count, seconds, rounds_to_target = roundsToTarget });
+            CliJson.Write(parse.InvocationConfiguration.Output, new
+            {
+                summary = true,
+                transport = "mqtt",
+                final_accuracy = final.TestAccuracy,
+                rounds = reports.Count,
+                rounds_applied = applied,
+                seconds,
+                rounds_to_target = roundsToTarget,
+                bytes_up = up,
+                bytes_down = down,
+                epsilon = SimulateCommand.Finite(final.Epsilon),
+                max_vehicle_epsilon = SimulateCommand.Finite(final.MaxVehicleEpsilon),
+                pending_in_outboxes = result.PendingInOutboxes,
+                report = reportPath,
+            });
+        return 0;
+    }
+
+    /// <summary>Starts this executable again, with the same arguments plus <see cref="AgentRangeOption"/>, to host vehicles [from, to).</summary>
+    private static Process StartAgentProcess(AgentRange range, string work, TextWriter progress)
+    {
+        var args = Environment.GetCommandLineArgs().Skip(1).ToList();
+        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("Cannot find this executable to start agent processes.");
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") args.Insert(0, typeof(SimulateMqttCommand).Assembly.Location);
+        var e = range.Endpoint;
+        args.AddRange([AgentRangeOption, FormattableString.Invariant($"{range.From}:{range.To}:{e.Scheme}://{e.Host}:{e.Port}"), "--agent-work", work]);
+        var start = new ProcessStartInfo(exe, args) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var process = Process.Start(start) ?? throw new InvalidOperationException("Could not start an agent process.");
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, line) =>
+        {
+            if (line.Data is { Length: > 0 } text) progress.WriteLine($"[agents {range.From}..{range.To - 1}] {text}");
+        };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        progress.WriteLine($"started agent process {process.Id} for vehicles {range.From}..{range.To - 1}");
+        return process;
+    }
+
+    /// <summary>The child side of <c>--processes</c>: hosts vehicles FROM..TO until the parent stops it.</summary>
+    public static int RunAgents(SimulationOptions options, LabeledData train, string range, string work, string? certificates, bool verbose)
+    {
+        // Stops on SIGTERM/SIGINT, and when the parent goes away (its end of our stdin closes): no orphaned fleets.
+        using var stop = new CancellationTokenSource();
+        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+        using var interrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        _ = Task.Run(() =>
+        {
+            while (Console.In.ReadLine() is not null) { }
+            stop.Cancel();
+        });
+        var cancellationToken = stop.Token;
+        var parts = range.Split(':', 3);
+        if (parts.Length != 3 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int from) || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int to)
+            || !Uri.TryCreate(parts[2], UriKind.Absolute, out var uri))
+            throw new ArgumentException($"{AgentRangeOption} '{range}': expected FROM:TO:SCHEME://HOST:PORT.");
+        var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"));
+        using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning));
+        var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
+        var host = AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).GetAwaiter().GetResult();
+        try
+        {
+            Task.Delay(Timeout.Infinite, cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            host.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
         return 0;
     }
 }

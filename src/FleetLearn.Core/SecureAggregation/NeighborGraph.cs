@@ -30,6 +30,16 @@ public sealed class NeighborGraph
     /// <summary>True for the complete graph.</summary>
     public bool IsComplete => _order is null;
 
+    /// <summary>
+    /// The default k of SecAgg+ for a cohort of <paramref name="n"/>: the smallest even k ≥ 2⌈log₂ n⌉ (Bell et al. 2020:
+    /// k = O(log n) keeps the protocol secure and correct w.h.p.); null (the complete graph) when that k reaches n − 1.
+    /// </summary>
+    public static int? DefaultNeighbors(int n)
+    {
+        int k = 2 * (int)Math.Ceiling(Math.Log2(Math.Max(2, n)));
+        return k >= n - 1 ? null : k;
+    }
+
     /// <summary>Builds the graph; <paramref name="k"/> null or ≥ n − 1 means complete.</summary>
     public static NeighborGraph Create(int n, int? k, ReadOnlySpan<byte> roundSeed)
     {

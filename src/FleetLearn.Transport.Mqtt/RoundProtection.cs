@@ -1,0 +1,177 @@
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.SecureAggregation;
+
+namespace FleetLearn.Transport.Mqtt;
+
+/// <summary>
+/// How a round's updates are protected on their way out of the vehicle (DESIGN.md, "the update pipeline"): codec,
+/// clip norm, DP noise, secure aggregation. It travels inside the signed <see cref="RoundPlan"/>, so the aggregator and
+/// every vehicle build the very same <see cref="UpdatePipeline"/> from it (<see cref="CreatePipeline"/>), with the same
+/// public per-round randomness (<see cref="CodecSeed"/>: rotation signs and subsample; <see cref="SecAggRoundSeed"/>:
+/// the SecAgg+ graph).
+/// </summary>
+public sealed record RoundProtection
+{
+    /// <summary>Codec text (<c>none</c>, <c>q8</c>, <c>rot+q8</c>, <c>sub0.25+rot+q8</c>, …; docs/compression.md).</summary>
+    public string Codec { get; init; } = "none";
+
+    /// <summary><c>off</c>, <c>full</c> (SecAgg, Bonawitz et al. 2017) or <c>plus</c> (SecAgg+, Bell et al. 2020).</summary>
+    public string SecureAggregation { get; init; } = "off";
+
+    /// <summary>k of SecAgg+ (null: complete graph).</summary>
+    public int? Neighbors { get; init; }
+
+    /// <summary>Modulus bits m of the secure sum (null: the smallest that holds the cohort's sum).</summary>
+    public int? ModulusBits { get; init; }
+
+    /// <summary>C: the L2 clip norm (DP) or norm bound (secure aggregation, shared-range codecs); null = no clipping.</summary>
+    public double? ClipNorm { get; init; }
+
+    /// <summary><c>central</c> (the aggregator noises the sum), <c>distributed</c> (each vehicle adds its share) or null (no DP).</summary>
+    public string? Noise { get; init; }
+
+    /// <summary>σ: the released sum carries N(0, σ²C²) per coordinate; what each participation is accounted as.</summary>
+    public double NoiseMultiplier { get; init; }
+
+    /// <summary>Standard deviation of the Gaussian noise each vehicle adds (distributed DP: σC/√m_min; else 0).</summary>
+    public double VehicleNoiseStdDev { get; init; }
+
+    /// <summary>Fewest survivors whose noise shares are enough (distributed DP): with fewer, the sum is never released.</summary>
+    public int MinNoiseShares { get; init; } = 1;
+
+    /// <summary>δ of the reported (ε, δ).</summary>
+    public double Delta { get; init; } = 1e-5;
+
+    /// <summary>Public bound W on an aggregation weight (weights travel as w/W under secure aggregation).</summary>
+    public double MaxWeight { get; init; } = 1;
+
+    /// <summary>Every update weighs 1 (under DP, so that the sum's sensitivity is C); else its sample count, capped.</summary>
+    public bool UniformWeights { get; init; }
+
+    /// <summary>Cap on a sample-count weight; null = <see cref="MaxWeight"/>.</summary>
+    public double? WeightCap { get; init; }
+
+    /// <summary>Public seed of this round's rotation signs and shared subsample.</summary>
+    public ulong CodecSeed { get; init; }
+
+    /// <summary>32 public random bytes (base64) that fix the SecAgg+ graph; null without secure aggregation.</summary>
+    public string? SecAggRoundSeed { get; init; }
+
+    /// <summary>How long the aggregator collects each secure-aggregation phase.</summary>
+    public long PhaseTimeoutMs { get; init; } = 60_000;
+
+    /// <summary>Device public keys (base64 SubjectPublicKeyInfo, ECDSA P-256) of the cohort, in cohort order; they check round-key signatures.</summary>
+    public IReadOnlyList<string>? DeviceKeys { get; init; }
+
+    /// <summary>The secure-aggregation mode.</summary>
+    public SecureAggregationMode SecureMode => SecureAggregation switch
+    {
+        "off" => SecureAggregationMode.Off,
+        "full" => SecureAggregationMode.Full,
+        "plus" => SecureAggregationMode.Plus,
+        _ => throw new WireFormatException($"Round plan secure aggregation '{SecureAggregation}' is not off, full or plus.", RejectReasons.Malformed),
+    };
+
+    /// <summary>The DP noise mode, null when DP is off.</summary>
+    public NoiseMode? NoiseMode => Noise switch
+    {
+        null => null,
+        "central" => Core.Privacy.NoiseMode.Central,
+        "distributed" => Core.Privacy.NoiseMode.Distributed,
+        _ => throw new WireFormatException($"Round plan noise '{Noise}' is not central or distributed.", RejectReasons.Malformed),
+    };
+
+    /// <summary>Text of a mode for the plan.</summary>
+    public static string Text(SecureAggregationMode mode) => mode switch
+    {
+        SecureAggregationMode.Full => "full",
+        SecureAggregationMode.Plus => "plus",
+        _ => "off",
+    };
+
+    /// <summary>Text of a noise mode for the plan.</summary>
+    public static string? Text(NoiseMode? mode) => mode switch
+    {
+        Core.Privacy.NoiseMode.Central => "central",
+        Core.Privacy.NoiseMode.Distributed => "distributed",
+        _ => null,
+    };
+
+    /// <summary>The aggregation weight of a vehicle with <paramref name="samples"/> local samples.</summary>
+    public double WeightFor(int samples) => UniformWeights ? 1 : Math.Min(Math.Max(1, samples), WeightCap ?? MaxWeight);
+
+    /// <summary>The pipeline of a round whose cohort has <paramref name="cohortSize"/> vehicles; throws <see cref="WireFormatException"/> on a configuration no pipeline accepts.</summary>
+    public UpdatePipeline CreatePipeline(int dimension, int cohortSize)
+    {
+        try
+        {
+            return new UpdatePipeline(new UpdatePipelineOptions
+            {
+                Codec = CodecSpec.Parse(Codec),
+                Dimension = dimension,
+                SecureAggregation = SecureMode,
+                Neighbors = Neighbors,
+                CohortSize = Math.Max(1, cohortSize),
+                ModulusBits = ModulusBits,
+                ClipNorm = ClipNorm,
+                Noise = NoiseMode,
+                MaxWeight = MaxWeight,
+            });
+        }
+        catch (Exception e) when (e is CodecConfigurationException or FormatException or ArgumentException)
+        {
+            throw new WireFormatException($"Round plan protection is not a usable pipeline: {e.Message}", RejectReasons.Malformed, e);
+        }
+    }
+
+    /// <summary>The round's encoder/decoder: the plan's codec seed, clip norm and per-vehicle noise.</summary>
+    public UpdatePipelineRound ForRound(UpdatePipeline pipeline, long round)
+    {
+        ArgumentNullException.ThrowIfNull(pipeline);
+        return pipeline.ForRound((ulong)round, CodecSeed, ClipNorm, NoiseMode == Core.Privacy.NoiseMode.Distributed ? VehicleNoiseStdDev : 0);
+    }
+
+    /// <summary>The secure-aggregation parameters of the round (cohort indices are positions in the plan's cohort).</summary>
+    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize)
+    {
+        ArgumentNullException.ThrowIfNull(pipeline);
+        var seed = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
+        try
+        {
+            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs));
+        }
+        catch (CodecConfigurationException e)
+        {
+            throw new WireFormatException($"Round plan secure aggregation is unusable: {e.Message}", RejectReasons.Malformed, e);
+        }
+    }
+
+    private byte[]? RoundSeedBytes()
+    {
+        if (SecAggRoundSeed is null) return null;
+        var bytes = new byte[32];
+        return Convert.TryFromBase64String(SecAggRoundSeed, bytes, out int n) && n == 32 ? bytes : throw new WireFormatException("Round plan SecAgg seed is not 32 base64 bytes.", RejectReasons.Malformed);
+    }
+
+    /// <summary>Throws <see cref="WireFormatException"/> when a field is out of range for a cohort of <paramref name="cohortSize"/>.</summary>
+    public void Validate(int cohortSize)
+    {
+        var mode = SecureMode;
+        _ = NoiseMode;
+        if (ClipNorm is { } c && (!(c > 0) || double.IsInfinity(c))) throw new WireFormatException($"Round plan clip norm {c} is not a positive finite number.", RejectReasons.Malformed);
+        if (!(NoiseMultiplier >= 0) || double.IsInfinity(NoiseMultiplier) || !(VehicleNoiseStdDev >= 0) || double.IsInfinity(VehicleNoiseStdDev))
+            throw new WireFormatException("Round plan noise settings are out of range.", RejectReasons.Malformed);
+        if (Noise is not null && (NoiseMultiplier <= 0 || ClipNorm is null)) throw new WireFormatException("Round plan asks for DP noise without σ > 0 and a clip norm.", RejectReasons.Malformed);
+        if (!(Delta > 0 && Delta < 1)) throw new WireFormatException($"Round plan δ = {Delta} is outside (0, 1).", RejectReasons.Malformed);
+        if (!(MaxWeight > 0) || double.IsInfinity(MaxWeight) || WeightCap is { } cap && !(cap > 0)) throw new WireFormatException("Round plan weight bound is out of range.", RejectReasons.Malformed);
+        if (MinNoiseShares < 1 || MinNoiseShares > cohortSize) throw new WireFormatException($"Round plan minimum noise shares {MinNoiseShares} is outside 1..{cohortSize}.", RejectReasons.Malformed);
+        if (PhaseTimeoutMs is < 100 or > 86_400_000) throw new WireFormatException($"Round plan phase timeout {PhaseTimeoutMs} ms is out of range.", RejectReasons.Malformed);
+        if (mode != SecureAggregationMode.Off)
+        {
+            if (DeviceKeys is null || DeviceKeys.Count != cohortSize)
+                throw new WireFormatException($"Round plan has secure aggregation but {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohortSize}.", RejectReasons.Malformed);
+            _ = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
+        }
+    }
+}

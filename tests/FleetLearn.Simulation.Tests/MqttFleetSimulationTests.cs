@@ -1,0 +1,119 @@
+using FleetLearn.Compute;
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Training;
+using FleetLearn.Perception.Datasets;
+using FleetLearn.Tests.Shared;
+using Microsoft.Extensions.Logging;
+
+namespace FleetLearn.Simulation.Tests;
+
+/// <summary>
+/// The product over the wire equals the simulator: 20 real agents and the real aggregator, secure aggregation (SecAgg+),
+/// distributed DP and a compression codec, 3 rounds on Fashion-MNIST; the final model equals the in-process
+/// simulation's with the same seed bit for bit — over the embedded broker and over Debian's Mosquitto with mutual TLS
+/// and broker-config/'s ACLs.
+/// </summary>
+public sealed class MqttFleetSimulationTests : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(4);
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("fl-mqttsim-");
+    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
+        .SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.Warning : LogLevel.Information));
+
+    private static readonly Lazy<(LabeledData Train, LabeledData Test)?> Data = new(() =>
+    {
+        try
+        {
+            return (FashionMnist.LoadTrain(null), FashionMnist.LoadTest(null));
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            if (Environment.GetEnvironmentVariable("CI") == "true") throw;
+            return null;
+        }
+    });
+
+    private static SimulationOptions Options => new()
+    {
+        Vehicles = 20,
+        Cohort = 20,
+        Rounds = 3,
+        LocalEpochs = 1,
+        Batch = 50,
+        ClientLearningRate = 0.1f,
+        Model = ModelSpec.Parse("784-32-10"),
+        Seed = 7,
+        Workers = 2,
+        EvaluateEvery = 3,
+        Privacy = new PrivacySettings(NoiseMode.Distributed, ClipNorm: 1.0, NoiseMultiplier: 1.0, Delta: 1e-5, EpsilonBudget: 100),
+        Codec = CodecSpec.Parse("rot+q8"),
+        SecureAggregation = SecureAggregationMode.Plus,
+    };
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    [SkippableFact]
+    public async Task EmbeddedBroker_SecAggPlusDistributedDpCodec_FinalModelEqualsInProcessBitForBit()
+    {
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        var (train, test) = Data.Value!.Value;
+        var expected = InProcess(train, test);
+        using var cts = new CancellationTokenSource(Timeout);
+        var result = await MqttFleetSimulation.RunAsync(Options, train, test, new MqttSimulationBroker(), Path.Combine(_dir.FullName, "embedded"), _ => { }, Logs, cancellationToken: cts.Token);
+        AssertSame(expected, result);
+    }
+
+    [SkippableFact]
+    public async Task Mosquitto_MutualTlsAndAcls_SecAggPlusDistributedDpCodec_FinalModelEqualsInProcessBitForBit()
+    {
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        await using var mosquitto = await MosquittoBroker.StartAsync([.. Enumerable.Range(0, 20).Select(MqttFleetSimulation.VehicleName)]);
+        Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
+        var (train, test) = Data.Value!.Value;
+        var expected = InProcess(train, test);
+        using var cts = new CancellationTokenSource(Timeout);
+        var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
+        MqttSimulationResult result;
+        try
+        {
+            result = await MqttFleetSimulation.RunAsync(Options, train, test, broker, Path.Combine(_dir.FullName, "mosquitto"), _ => { }, Logs, cancellationToken: cts.Token);
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new TimeoutException($"The run over Mosquitto did not finish; mosquitto's log:\n{mosquitto.Log}", e);
+        }
+        AssertSame(expected, result);
+    }
+
+    private static (float[] Model, List<RoundReport> Rounds) InProcess(LabeledData train, LabeledData test)
+    {
+        using var simulator = new FleetSimulator(Options, train, test, (spec, maxBatch) => TrainerFactory.Create(BackendChoice.Cpu, spec, maxBatch));
+        var rounds = simulator.Run().ToList();
+        Assert.All(rounds, r => Assert.True(r.Applied, $"in-process round {r.Round}: {r.SecAggAbortReason}"));
+        return (simulator.GlobalModel.ToArray(), rounds);
+    }
+
+    private static void AssertSame((float[] Model, List<RoundReport> Rounds) expected, MqttSimulationResult result)
+    {
+        Assert.Equal(3, result.Rounds.Count);
+        Assert.All(result.Rounds, r =>
+        {
+            Assert.True(r.Applied, $"round {r.Round}: {r.SecAggAbortReason}");
+            Assert.Equal(20, r.Participants);
+        });
+        Assert.Equal(expected.Model.Length, result.FinalModel.Length);
+        int differing = expected.Model.Zip(result.FinalModel).Count(p => BitConverter.SingleToInt32Bits(p.First) != BitConverter.SingleToInt32Bits(p.Second));
+        Assert.True(differing == 0, $"{differing} of {expected.Model.Length} parameters differ from the in-process simulation");
+        Assert.Equal(expected.Rounds[^1].TestAccuracy, result.Rounds[^1].TestAccuracy);
+        // Every message was acknowledged, so every outbox emptied.
+        Assert.Equal(0, result.PendingInOutboxes);
+        // Each vehicle's own ledger recorded the three rounds, exactly as the aggregator's ledger did.
+        Assert.Equal(20, result.EpsilonByVehicle.Count);
+        var perVehicle = result.EpsilonByVehicle.Values.Distinct().ToList();
+        Assert.Single(perVehicle);
+        Assert.Equal(result.Rounds[^1].MaxVehicleEpsilon, perVehicle[0], 9);
+        Assert.Equal(expected.Rounds[^1].MaxVehicleEpsilon, perVehicle[0], 9);
+    }
+}

@@ -1,0 +1,153 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace FleetLearn.Tests.Shared;
+
+/// <summary>
+/// Debian's Mosquitto on a loopback port with broker-config/'s production rules — mutual TLS with certificates from
+/// broker-config/make-dev-ca.sh (certificate CN = username = vehicle id) and broker-config/acl. Shared by the test
+/// projects that run against it (linked source). <see cref="SkipReason"/> is set where mosquitto or openssl is missing,
+/// except in CI (CI=true), where scripts/install-deps.sh installs both and a missing one is a failure.
+/// </summary>
+public sealed class MosquittoBroker : IAsyncDisposable
+{
+    private const string Executable = "/usr/sbin/mosquitto";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("fleetlearn-mosquitto-");
+    private readonly System.Text.StringBuilder _log = new();
+    private Process? _process;
+
+    private MosquittoBroker()
+    {
+    }
+
+    /// <summary>Why the broker cannot run here (tests skip), or null.</summary>
+    public string? SkipReason { get; private set; }
+
+    /// <summary>The loopback port it listens on.</summary>
+    public int Port { get; private set; }
+
+    /// <summary>Folder of ca.crt, aggregator.crt/.key and one {id}.crt/.key per client id.</summary>
+    public string Certificates => Path.Combine(_dir.FullName, "certs");
+
+    /// <summary>What mosquitto wrote to stderr (for failure messages).</summary>
+    public string Log
+    {
+        get
+        {
+            lock (_log) return _log.ToString();
+        }
+    }
+
+    /// <summary>Creates certificates for <paramref name="clients"/> and starts the broker (or sets <see cref="SkipReason"/>).</summary>
+    public static async Task<MosquittoBroker> StartAsync(params string[] clients)
+    {
+        var broker = new MosquittoBroker();
+        if (!File.Exists(Executable) || !File.Exists("/usr/bin/openssl"))
+        {
+            if (Environment.GetEnvironmentVariable("CI") == "true")
+                throw new InvalidOperationException("CI must have mosquitto and openssl (scripts/install-deps.sh installs them).");
+            broker.SkipReason = "mosquitto or openssl is not installed";
+            return broker;
+        }
+        string repo = RepositoryRoot();
+        await RunAsync("/bin/bash", [Path.Combine(repo, "broker-config", "make-dev-ca.sh"), broker.Certificates, .. clients]);
+        broker.Port = FreePort();
+        // The listener and file paths are the test's own; the TLS and ACL rules are broker-config/'s.
+        // Mosquitto started as root drops to its own user, which could not read the 0600 keys in a temp folder.
+        var conf = Path.Combine(broker._dir.FullName, "mosquitto.conf");
+        File.WriteAllText(conf, $"""
+            per_listener_settings false
+            persistence false
+            user root
+            log_dest stderr
+            max_queued_messages 10000
+            max_inflight_messages 20
+            listener {broker.Port} 127.0.0.1
+            protocol mqtt
+            cafile {broker.Certificates}/ca.crt
+            certfile {broker.Certificates}/broker.crt
+            keyfile {broker.Certificates}/broker.key
+            crlfile {broker.Certificates}/ca.crl
+            require_certificate true
+            use_identity_as_username true
+            tls_version tlsv1.2
+            allow_anonymous false
+            acl_file {Path.Combine(repo, "broker-config", "acl")}
+
+            """);
+        broker._process = Process.Start(new ProcessStartInfo(Executable, ["-c", conf]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        broker._process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line) lock (broker._log) broker._log.AppendLine(line);
+        };
+        broker._process.OutputDataReceived += (_, _) => { };
+        broker._process.BeginErrorReadLine();
+        broker._process.BeginOutputReadLine();
+        await broker.WaitForPortAsync();
+        return broker;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_process is { HasExited: false })
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process?.Dispose();
+        _dir.Delete(recursive: true);
+    }
+
+    /// <summary>The repository root (where FleetLearn.sln is).</summary>
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "FleetLearn.sln"))) return dir.FullName;
+        }
+        throw new InvalidOperationException("FleetLearn.sln not found above the test assembly.");
+    }
+
+    private static int FreePort()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+
+    private static async Task RunAsync(string file, string[] args)
+    {
+        using var process = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await process.WaitForExitAsync(cts.Token);
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {process.ExitCode}: {await stderr}{await stdout}");
+    }
+
+    private async Task WaitForPortAsync()
+    {
+        // Waits for the broker's listener (the event), not for a fixed time.
+        var deadline = DateTime.UtcNow + Timeout;
+        while (true)
+        {
+            if (_process is { HasExited: true })
+                throw new InvalidOperationException($"mosquitto exited with {_process.ExitCode} before listening on {Port}: {Log}");
+            try
+            {
+                using var client = new TcpClient();
+                await client.ConnectAsync(IPAddress.Loopback, Port);
+                return;
+            }
+            catch (SocketException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+        }
+    }
+}
