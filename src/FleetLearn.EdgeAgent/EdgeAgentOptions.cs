@@ -20,11 +20,19 @@ public sealed class EdgeAgentOptions : IValidatableObject
     /// <summary>LiteDB file of the outbox and agent state.</summary>
     [Required] public string DatabasePath { get; set; } = "agent.db";
 
-    /// <summary>PEM file of this vehicle's ECDSA P-256 device key (created when missing); it signs the vehicle's secure-aggregation round keys.</summary>
-    [Required] public string DeviceKeyPath { get; set; } = "device-key.pem";
+    /// <summary>PEM file of this vehicle's ECDSA P-256 device key (created when missing); it signs the vehicle's secure-aggregation round keys. Null = next to <see cref="DatabasePath"/> (<c>{name}-device.pem</c>).</summary>
+    public string? DeviceKeyPath { get; set; }
 
-    /// <summary>LiteDB file of the vehicle's own privacy ledger (ε it has spent; persisted, never decreasing).</summary>
-    [Required] public string PrivacyLedgerPath { get; set; } = "agent-privacy.db";
+    /// <summary>LiteDB file of the vehicle's own privacy ledger (ε it has spent; persisted, never decreasing). Null = next to <see cref="DatabasePath"/> (<c>{name}-privacy.db</c>).</summary>
+    public string? PrivacyLedgerPath { get; set; }
+
+    /// <summary>The device key file actually used.</summary>
+    public string EffectiveDeviceKeyPath => DeviceKeyPath ?? Sibling("-device.pem");
+
+    /// <summary>The privacy ledger file actually used.</summary>
+    public string EffectivePrivacyLedgerPath => PrivacyLedgerPath ?? Sibling("-privacy.db");
+
+    private string Sibling(string suffix) => Path.Combine(Path.GetDirectoryName(DatabasePath) ?? "", Path.GetFileNameWithoutExtension(DatabasePath) + suffix);
 
     /// <summary>The vehicle's own ε budget: it declines any round whose charge would exceed it; null = no limit.</summary>
     public double? EpsilonBudget { get; set; }

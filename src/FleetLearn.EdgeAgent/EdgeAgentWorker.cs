@@ -90,10 +90,10 @@ public sealed class EdgeAgentWorker(
             throw new InvalidOperationException($"Mqtt:ClientId '{mqtt.ClientId}' must equal Agent:VehicleId '{_options.VehicleId}' (the broker enforces it).");
         _pinned = ModelSpec.Parse(_options.PinnedModelSpec);
         _aggregatorKey = SigningKeys.LoadPublic(_options.AggregatorPublicKey);
-        _deviceKey = SigningKeys.LoadOrCreate(_options.DeviceKeyPath);
+        _deviceKey = SigningKeys.LoadOrCreate(_options.EffectiveDeviceKeyPath);
         _devicePublicKey = _deviceKey.ExportSubjectPublicKeyInfo();
         _outbox = LiteDbOutbox.Open(_options.DatabasePath);
-        _ledger = LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.PrivacyDelta));
+        _ledger = LiteDbPrivacyLedgerStore.Open(_options.EffectivePrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.PrivacyDelta));
         if (trainers is null) _ownTrainers = TrainerPool.Single();
         _modelChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 4);
         _inboxChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16);

@@ -1,0 +1,166 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Threading.Channels;
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Storage;
+using FleetLearn.Transport.Mqtt;
+using FleetLearn.Transport.Mqtt.Broker;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace FleetLearn.Aggregator.Tests;
+
+/// <summary>
+/// A hand-driven vehicle sends the aggregator every kind of bad envelope (truncated, wrong version, wrong round, NaN,
+/// oversized, bad signature/hash, another vehicle's key, not in the cohort) over a real broker: each is rejected with
+/// a logged reason and counted by reason in /metrics, and the worker goes on to apply the round with the good update.
+/// </summary>
+public sealed class BadInputTests : IAsyncLifetime
+{
+    private const string Secret = "agg-secret";
+    private const string Fleet = "bad";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+    private readonly string _dir = Directory.CreateTempSubdirectory("fl-bad-").FullName;
+    private readonly ListLogger _log = new();
+    private EmbeddedBroker _broker = null!;
+
+    public async Task InitializeAsync()
+    {
+        _broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = Secret });
+        await _broker.StartAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _broker.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private MqttTransportOptions Mqtt(string clientId, string? password = null) => new()
+    {
+        Host = "127.0.0.1",
+        Port = _broker.Port,
+        Fleet = Fleet,
+        ClientId = clientId,
+        Password = password,
+        ReconnectDelay = TimeSpan.FromMilliseconds(50),
+        MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
+    };
+
+    [Fact]
+    public async Task Aggregator_EveryKindOfBadEnvelope_RejectedWithReasonCountedAndRoundStillApplied()
+    {
+        string keyPath = Path.Combine(_dir, "signing.pem");
+        using var signing = SigningKeys.LoadOrCreate(keyPath);
+        var status = new AggregatorStatus();
+        var options = new AggregatorOptions
+        {
+            Model = "8-6-3", CohortSize = 1, MinParticipants = 1, Rounds = 1, RoundTimeout = Timeout, CohortWait = Timeout,
+            MaxUpdateBytes = 4096, DatabasePath = Path.Combine(_dir, "agg.db"), SigningKeyPath = keyPath, OnnxFolder = null,
+            DrainTime = TimeSpan.Zero,
+        };
+        var aggregator = new AggregatorWorker(Options.Create(options), Options.Create(Mqtt("aggregator", Secret)), status, TimeProvider.System, _log);
+        await aggregator.StartAsync(CancellationToken.None);
+        using var cts = new CancellationTokenSource(Timeout);
+        var topics = new FleetTopics(Fleet);
+
+        await using var car = new MqttConnection(Mqtt("car-x"));
+        var inbox = Channel.CreateUnbounded<MqttIncoming>();
+        car.MessageReceived += m => inbox.Writer.WriteAsync(m).AsTask();
+        await car.SubscribeAsync(topics.RoundCurrent, cts.Token);
+        await car.SubscribeAsync(topics.ModelAll, cts.Token);
+        await car.SubscribeAsync(topics.InboxAll("car-x"), cts.Token);
+        car.Start(cts.Token);
+        using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        await CheckInAsync(car, "car-x", deviceKey, cts.Token);
+
+        // The plan and the model arrive (retained); the vehicle verifies the plan like an agent does.
+        RoundPlan? plan = null;
+        byte[]? model = null;
+        var chunks = new ChunkAssembler(1 << 20);
+        while (plan is null || model is null)
+        {
+            var m = await inbox.Reader.ReadAsync(cts.Token);
+            if (m.Topic == topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(m.Payload, signing, Fleet);
+            else if (topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
+        }
+        var checkpoint = Checkpoint.FromBytes(model);
+        var protection = plan.Protection!;
+        var codec = protection.ForRound(protection.CreatePipeline(checkpoint.Parameters.Length, plan.Cohort.Count), plan.Round);
+        byte[] Body(float value)
+        {
+            var delta = Enumerable.Repeat(0.01f, checkpoint.Parameters.Length).ToArray();
+            var body = codec.EncodePlain(delta, protection.WeightFor(50), 0, Guid.NewGuid(), new SecureNoiseSource(), new SecureNoiseSource(), null, out _);
+            if (float.IsNaN(value)) BitConverter.TryWriteBytes(body.AsSpan(body.Length - 4), float.NaN);
+            return new PlainUpdate(0.5, 50, body).Encode();
+        }
+        Envelope Update(long round, byte[] payload) => new(EnvelopeKind.Update, "car-x", round, Guid.NewGuid(), payload);
+        var up = topics.Up("car-x", "update");
+
+        var truncated = Update(plan.Round, Body(1)).Encode();
+        await SendAsync(car, up, truncated[..^7], cts.Token);
+        var wrongVersion = Update(plan.Round, Body(1)).Encode();
+        wrongVersion[4] = 9;
+        await SendAsync(car, up, wrongVersion, cts.Token);
+        await SendAsync(car, up, Update(plan.Round + 5, Body(1)).Encode(), cts.Token);
+        await SendAsync(car, up, Update(plan.Round, Body(float.NaN)).Encode(), cts.Token);
+        await SendAsync(car, up, Update(plan.Round, new byte[5000]).Encode(), cts.Token);
+        var tampered = ChunkCodec.Split(Update(plan.Round, Body(1)).Encode(), 4096);
+        tampered[0][^1] ^= 0xFF;
+        await car.PublishAsync(up, tampered[0], cancellationToken: cts.Token);
+        using (var otherKey = ECDsa.Create(ECCurve.NamedCurves.nistP256))
+            await CheckInAsync(car, "car-x", otherKey, cts.Token);
+        await using (var stranger = new MqttConnection(Mqtt("car-y")))
+        {
+            stranger.Start(cts.Token);
+            await stranger.WaitUntilConnectedAsync(cts.Token);
+            var envelope = new Envelope(EnvelopeKind.Update, "car-y", plan.Round, Guid.NewGuid(), Body(1)).Encode();
+            await SendAsync(stranger, topics.Up("car-y", "update"), envelope, cts.Token);
+        }
+
+        // The good update still goes through: the round is applied.
+        await SendAsync(car, up, Update(plan.Round, Body(1)).Encode(), cts.Token);
+        await status.Done.Task.WaitAsync(cts.Token);
+        Assert.Equal(RoundStatus.Applied, status.Rounds[^1].Status);
+        Assert.Equal(1, status.AcceptedUpdates);
+
+        var byReason = status.RejectedByReason;
+        foreach (var reason in new[] { RejectReasons.Truncated, RejectReasons.Version, RejectReasons.WrongRound, RejectReasons.NonFinite, RejectReasons.Oversized, RejectReasons.NotInCohort })
+            Assert.True(byReason.GetValueOrDefault(reason) >= 1, $"no rejection counted as {reason}: {string.Join(", ", byReason.Select(p => $"{p.Key}={p.Value}"))}");
+        Assert.True(byReason.GetValueOrDefault(RejectReasons.Signature) >= 2, "the tampered chunk and the foreign device key are both signature failures");
+        var metrics = AggregatorHttpService.Metrics(status).Split('\n');
+        Assert.Contains(metrics, l => l.StartsWith("fleetlearn_aggregator_messages_rejected_total{reason=\"non_finite\"} ", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal));
+        // Each rejection was logged with its reason.
+        Assert.Contains(_log.Lines, l => l.Contains("NaN", StringComparison.Ordinal));
+        Assert.Contains(_log.Lines, l => l.Contains("version 9", StringComparison.Ordinal));
+        Assert.Contains(_log.Lines, l => l.Contains("SHA-256", StringComparison.Ordinal));
+        await aggregator.StopAsync(CancellationToken.None);
+        aggregator.Dispose();
+    }
+
+    private static async Task CheckInAsync(MqttConnection car, string id, ECDsa deviceKey, CancellationToken cancellationToken)
+    {
+        var checkin = new Checkin(50, deviceKey.ExportSubjectPublicKeyInfo()).Encode();
+        await car.PublishAsync(car.Topics.Checkin(id), new Envelope(EnvelopeKind.Checkin, id, 0, Guid.NewGuid(), checkin).Encode(), cancellationToken: cancellationToken);
+    }
+
+    private static async Task SendAsync(MqttConnection connection, string topic, byte[] envelope, CancellationToken cancellationToken)
+    {
+        foreach (var chunk in ChunkCodec.Split(envelope, 4096)) await connection.PublishAsync(topic, chunk, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Keeps every formatted log line.</summary>
+    private sealed class ListLogger : ILogger<AggregatorWorker>
+    {
+        private readonly ConcurrentQueue<string> _lines = new();
+
+        public IReadOnlyList<string> Lines => [.. _lines];
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) => _lines.Enqueue(formatter(state, exception));
+    }
+}
