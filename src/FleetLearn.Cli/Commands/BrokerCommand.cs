@@ -41,7 +41,14 @@ internal static class BrokerCommand
                 AggregatorPassword = password,
                 RetainedStorePath = string.IsNullOrWhiteSpace(store) ? null : Path.GetFullPath(store),
             }, logs.CreateLogger("broker"));
-            await broker.StartAsync();
+            try
+            {
+                await broker.StartAsync();
+            }
+            catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
+            {
+                throw new InvalidOperationException($"port {broker.Port} is already in use: another broker runs there, or pick another --port.", e);
+            }
             var output = parse.InvocationConfiguration.Output;
             output.WriteLine(broker.RetainedStorePath is { } folder
                 ? $"broker: retained messages in {folder} ({broker.RestoredRetainedMessages} restored, {broker.SkippedRetainedFiles.Count} unreadable files skipped)."

@@ -45,7 +45,7 @@ internal sealed class FaultRig : IAsyncDisposable
 
     public string Root { get; }
 
-    public int BrokerPort { get; }
+    public int BrokerPort { get; private set; }
 
     public int HttpPort { get; }
 
@@ -68,9 +68,20 @@ internal sealed class FaultRig : IAsyncDisposable
     /// <summary>Starts <c>fleetlearn broker</c> on <see cref="BrokerPort"/> in its own folder (the same folder on a restart) and waits until it listens.</summary>
     public async Task<FleetProcess> StartBrokerAsync(params string[] extra)
     {
-        var broker = Start("broker", Path.Combine(Root, "broker"), ["broker", "--port", BrokerPort.ToString(CultureInfo.InvariantCulture), .. extra]);
-        await broker.WaitForLineAsync("broker: listening on port", Step);
-        return broker;
+        for (int attempt = 1; ; attempt++)
+        {
+            var broker = Start("broker", Path.Combine(Root, "broker"), ["broker", "--port", BrokerPort.ToString(CultureInfo.InvariantCulture), .. extra]);
+            try
+            {
+                await broker.WaitForLineAsync("broker: listening on port", Step);
+                return broker;
+            }
+            catch (InvalidOperationException) when (attempt < 3 && !_processes.Any(p => p.Name.StartsWith("aggregator", StringComparison.Ordinal)) && broker.HasLine("is already in use"))
+            {
+                // The free port was taken by a parallel test between FreePort() and the bind; nothing uses it yet, so pick another.
+                BrokerPort = EmbeddedBroker.FreePort();
+            }
+        }
     }
 
     /// <summary>Starts <c>fleetlearn aggregator</c> (cohort 2, both needed) for <paramref name="rounds"/> rounds of this run, HTTP on <see cref="HttpPort"/>.</summary>
