@@ -92,19 +92,39 @@ public sealed class LiteDbRoundStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            _rounds.Upsert(new BsonDocument
+            _rounds.Upsert(ToDocument(record));
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    /// <summary>
+    /// Saves the model a round produced and the round's record in one LiteDB transaction, then makes both durable: a crash
+    /// leaves both or neither. Two separate writes leave a window in which model N+1 is stored while its round still reads
+    /// <see cref="RoundStatus.Open"/>, so that a restart records the round as aborted and yet resumes from its model.
+    /// </summary>
+    public void SaveModelAndRound(Checkpoint checkpoint, RoundRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        ArgumentNullException.ThrowIfNull(record);
+        if (record.ModelVersionOut != checkpoint.Version)
+            throw new ArgumentException($"Round {record.Round} names model {record.ModelVersionOut?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"} as its result, not {checkpoint.Version}.", nameof(record));
+        var bytes = checkpoint.ToBytes();
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_db.BeginTrans()) throw new InvalidOperationException("A LiteDB transaction is already open on this thread.");
+            try
             {
-                ["_id"] = record.Round,
-                ["in"] = record.ModelVersionIn,
-                ["out"] = record.ModelVersionOut is { } o ? new BsonValue(o) : BsonValue.Null,
-                ["status"] = record.Status.ToString(),
-                ["cohort"] = record.CohortSize,
-                ["participants"] = record.Participants,
-                ["loss"] = record.TrainLoss,
-                ["started"] = record.StartedAt.ToUnixTimeMilliseconds(),
-                ["closed"] = record.ClosedAt is { } c ? new BsonValue(c.ToUnixTimeMilliseconds()) : BsonValue.Null,
-                ["note"] = record.Note,
-            });
+                using var stream = new MemoryStream(bytes, writable: false);
+                _db.FileStorage.Upload(ModelId(checkpoint.Version), $"model-{checkpoint.Version}.ckpt", stream);
+                _rounds.Upsert(ToDocument(record));
+                _db.Commit();
+            }
+            catch
+            {
+                _db.Rollback();
+                throw;
+            }
             LiteDbFiles.Durable(_db, Path);
         }
     }
@@ -153,6 +173,20 @@ public sealed class LiteDbRoundStore : IDisposable
             _db.Dispose();
         }
     }
+
+    private static BsonDocument ToDocument(RoundRecord record) => new()
+    {
+        ["_id"] = record.Round,
+        ["in"] = record.ModelVersionIn,
+        ["out"] = record.ModelVersionOut is { } o ? new BsonValue(o) : BsonValue.Null,
+        ["status"] = record.Status.ToString(),
+        ["cohort"] = record.CohortSize,
+        ["participants"] = record.Participants,
+        ["loss"] = record.TrainLoss,
+        ["started"] = record.StartedAt.ToUnixTimeMilliseconds(),
+        ["closed"] = record.ClosedAt is { } c ? new BsonValue(c.ToUnixTimeMilliseconds()) : BsonValue.Null,
+        ["note"] = record.Note,
+    };
 
     private static string ModelId(long version) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"model/{version}");
 }

@@ -26,7 +26,10 @@ public sealed record MqttIncoming(string Topic, byte[] Payload, bool Retained);
 /// not throw on refusal), reconnects after every disconnect, resubscribes, and limits in-flight QoS 1 publishes to
 /// stay under the broker's Receive Maximum. Sessions are persistent (Clean Start off, session expiry), so the broker
 /// queues QoS 1 messages for a vehicle while it is away. MQTTnet never resends a publish that failed on disconnect
-/// (issue #1096): durability is the caller's outbox, which republishes until the application-level ack.
+/// (issue #1096): durability is the caller's outbox, which republishes until the application-level ack. Retained
+/// messages are the publisher's state, not the broker's: the connection remembers the last one per topic and publishes
+/// them again after a reconnect (<see cref="MqttTransportOptions.RepublishRetainedOnReconnect"/>), so that a broker that
+/// lost them in a restart serves them again.
 /// </summary>
 public sealed class MqttConnection : IAsyncDisposable
 {
@@ -38,6 +41,7 @@ public sealed class MqttConnection : IAsyncDisposable
     private readonly ResiliencePipeline _connectPipeline;
     private readonly SemaphoreSlim _inFlight;
     private readonly ConcurrentDictionary<string, MqttQualityOfServiceLevel> _subscriptions = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, RetainedEntry> _retained = new(StringComparer.Ordinal);
     private readonly string? _presenceTopic;
     private readonly object _gate = new();
     private TaskCompletionSource _connected = NewSignal();
@@ -45,6 +49,8 @@ public sealed class MqttConnection : IAsyncDisposable
     private CancellationTokenSource? _stop;
     private Task? _loop;
     private long _connects;
+    private long _retainedRepublished;
+    private long _retainedSequence;
 
     /// <summary>Creates a supervisor; nothing connects before <see cref="Start"/>. <paramref name="presenceTopic"/> gets "online" (retained) and a delayed "offline" will.</summary>
     public MqttConnection(MqttTransportOptions options, TimeProvider? time = null, ILogger? logger = null, string? presenceTopic = null)
@@ -127,6 +133,9 @@ public sealed class MqttConnection : IAsyncDisposable
     /// <summary>Successful connects so far (1 + reconnects).</summary>
     public long Connects => Interlocked.Read(ref _connects);
 
+    /// <summary>Retained messages published again after reconnects.</summary>
+    public long RetainedRepublished => Interlocked.Read(ref _retainedRepublished);
+
     /// <summary>Message handlers that threw.</summary>
     public long HandlerFailures { get; private set; }
 
@@ -172,13 +181,24 @@ public sealed class MqttConnection : IAsyncDisposable
             foreach (var (name, value) in properties) builder.WithUserProperty(name, System.Text.Encoding.UTF8.GetBytes(value).AsMemory());
         }
         var message = builder.Build();
+        if (retain && _options.RepublishRetainedOnReconnect)
+        {
+            // Recorded before the send: a reconnect that overtakes this publish republishes it too (harmless), and one that
+            // comes after it cannot republish an older message, because the supervisor republishes before it signals
+            // "connected" and this publish waits for that signal.
+            if (payload.IsEmpty) _retained.TryRemove(topic, out _);
+            else _retained[topic] = new RetainedEntry(message, Interlocked.Increment(ref _retainedSequence));
+        }
         await WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             var result = await _client.PublishAsync(message, cancellationToken).ConfigureAwait(false);
             if (!result.IsSuccess && result.ReasonCode != MqttClientPublishReasonCode.NoMatchingSubscribers)
+            {
+                if (retain && _retained.TryGetValue(topic, out var entry) && ReferenceEquals(entry.Message, message)) _retained.TryRemove(topic, out _);
                 throw new MqttRefusedException($"Broker refused the publish to '{topic}': {result.ReasonCode} {result.ReasonString}".TrimEnd());
+            }
         }
         finally
         {
@@ -274,6 +294,7 @@ public sealed class MqttConnection : IAsyncDisposable
                     await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(_presenceTopic).WithPayload("online"u8.ToArray())
                         .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).WithRetainFlag().Build(), cancellationToken).ConfigureAwait(false);
                 }
+                if (Interlocked.Read(ref _connects) > 0) await RepublishRetainedAsync(cancellationToken).ConfigureAwait(false);
                 Interlocked.Increment(ref _connects);
                 lock (_gate)
                 {
@@ -302,6 +323,27 @@ public sealed class MqttConnection : IAsyncDisposable
                 await Task.Delay(_options.ReconnectDelay, _time, cancellationToken).ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>Publishes the remembered retained messages on the new connection, before anything else may publish.</summary>
+    private async Task RepublishRetainedAsync(CancellationToken cancellationToken)
+    {
+        if (_retained.IsEmpty) return;
+        int count = 0;
+        // In the order they were last published (the model's chunks before the plan that names them).
+        foreach (var (topic, entry) in _retained.ToArray().OrderBy(p => p.Value.Sequence))
+        {
+            var result = await _client.PublishAsync(entry.Message, cancellationToken).ConfigureAwait(false);
+            if (!result.IsSuccess && result.ReasonCode != MqttClientPublishReasonCode.NoMatchingSubscribers)
+            {
+                _retained.TryRemove(new KeyValuePair<string, RetainedEntry>(topic, entry));
+                _log.LogWarning("MQTT {Client}: broker refused the retained message on {Topic} after reconnect: {Reason}; no longer republished.", _options.ClientId, topic, result.ReasonCode);
+                continue;
+            }
+            count++;
+        }
+        Interlocked.Add(ref _retainedRepublished, count);
+        _log.LogInformation("MQTT {Client}: republished {Count} retained messages after reconnecting.", _options.ClientId, count);
     }
 
     private async ValueTask ConnectOnceAsync(CancellationToken cancellationToken)
@@ -343,6 +385,8 @@ public sealed class MqttConnection : IAsyncDisposable
             }
         }
     }
+
+    private sealed record RetainedEntry(MqttApplicationMessage Message, long Sequence);
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 

@@ -59,6 +59,14 @@ public sealed class MqttTransportOptions
     /// <summary>Delay of the presence last will ("offline"): short outages do not flap the status. Default 30 s.</summary>
     [Range(0, uint.MaxValue)] public long WillDelaySeconds { get; set; } = 30;
 
+    /// <summary>
+    /// After every reconnect, publish again the last retained message this client published on each topic (cleared ones
+    /// excepted) before any other publish goes out. A broker that restarted without persistence (the embedded one without
+    /// a retained store, or Mosquitto killed between autosaves) has lost them, and a vehicle that connects afterwards would
+    /// never see the round plan or the model. Republishing the same message is harmless: retained state is idempotent.
+    /// </summary>
+    public bool RepublishRetainedOnReconnect { get; set; } = true;
+
     /// <summary>Connect with TLS.</summary>
     public bool UseTls { get; set; }
 

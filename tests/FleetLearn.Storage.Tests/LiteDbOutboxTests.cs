@@ -89,5 +89,31 @@ public sealed class LiteDbOutboxTests : IDisposable
         Assert.Null(rounds[1].ModelVersionOut);
     }
 
+    [Fact]
+    public void RoundStore_SaveModelAndRound_BothStoredOrOnFailureNeither()
+    {
+        var spec = ModelSpec.Parse("4-3-2");
+        var t = DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_000);
+        string path = Path.Combine(_dir, "agg.db");
+        using (var store = LiteDbRoundStore.Open(path))
+        {
+            store.SaveModel(new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, 1)));
+            store.SaveRound(new RoundRecord(1, 0, null, RoundStatus.Open, 2, 0, double.NaN, t, null));
+            var model1 = new Checkpoint(spec, 1, ModelInitializer.Initialize(spec, 2));
+            store.SaveModelAndRound(model1, new RoundRecord(1, 0, 1, RoundStatus.Applied, 2, 2, 0.4, t, t.AddSeconds(1)));
+            Assert.Throws<ArgumentException>(() => store.SaveModelAndRound(model1 with { Version = 3 }, new RoundRecord(2, 1, 2, RoundStatus.Applied, 2, 2, 0.3, t, t)));
+
+            // A record LiteDB refuses (over its 16 MiB document limit) after the model's chunks went in: the transaction
+            // rolls the model back too, so no model 2 exists without the round that made it.
+            var tooBig = new RoundRecord(2, 1, 2, RoundStatus.Applied, 2, 2, 0.3, t, t, Note: new string('x', 17 << 20));
+            var refused = Assert.ThrowsAny<Exception>(() => store.SaveModelAndRound(new Checkpoint(spec, 2, ModelInitializer.Initialize(spec, 3)), tooBig));
+            Assert.Contains("Document size", refused.Message, StringComparison.Ordinal); // refused at the record, after the upload
+        }
+        using var reopened = LiteDbRoundStore.Open(path);
+        Assert.Equal(1, reopened.LatestModel()!.Version);
+        var round = Assert.Single(reopened.Rounds());
+        Assert.Equal((RoundStatus.Applied, 1L, 2), (round.Status, round.ModelVersionOut!.Value, round.Participants));
+    }
+
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }

@@ -11,24 +11,30 @@ internal sealed class BrokerTestKit : IAsyncDisposable
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
     private readonly List<MqttConnection> _connections = [];
 
-    private BrokerTestKit(EmbeddedBroker broker) => Broker = broker;
+    private readonly string? _retainedStore;
+
+    private BrokerTestKit(EmbeddedBroker broker, string? retainedStore)
+    {
+        Broker = broker;
+        _retainedStore = retainedStore;
+    }
 
     public EmbeddedBroker Broker { get; private set; }
 
     public FleetTopics Topics { get; } = new(Fleet);
 
-    public static async Task<BrokerTestKit> StartAsync(int port = 0)
+    public static async Task<BrokerTestKit> StartAsync(int port = 0, string? retainedStore = null)
     {
-        var broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = port, AggregatorPassword = AggregatorSecret });
+        var broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = port, AggregatorPassword = AggregatorSecret, RetainedStorePath = retainedStore });
         await broker.StartAsync();
-        return new BrokerTestKit(broker);
+        return new BrokerTestKit(broker, retainedStore);
     }
 
     public async Task RestartAsync()
     {
         int port = Broker.Port;
         await Broker.DisposeAsync();
-        Broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = port, AggregatorPassword = AggregatorSecret });
+        Broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = port, AggregatorPassword = AggregatorSecret, RetainedStorePath = _retainedStore });
         await Broker.StartAsync();
     }
 
@@ -45,9 +51,11 @@ internal sealed class BrokerTestKit : IAsyncDisposable
         ConnectTimeout = TimeSpan.FromSeconds(5),
     };
 
-    public async Task<MqttConnection> ConnectAsync(string clientId, string? password = null, bool presence = false)
+    public async Task<MqttConnection> ConnectAsync(string clientId, string? password = null, bool presence = false, bool republishRetained = true)
     {
-        var connection = new MqttConnection(Options(clientId, password), presenceTopic: presence ? Topics.Status(clientId) : null);
+        var options = Options(clientId, password);
+        options.RepublishRetainedOnReconnect = republishRetained;
+        var connection = new MqttConnection(options, presenceTopic: presence ? Topics.Status(clientId) : null);
         _connections.Add(connection);
         connection.Start();
         using var cts = new CancellationTokenSource(Timeout);
@@ -55,7 +63,7 @@ internal sealed class BrokerTestKit : IAsyncDisposable
         return connection;
     }
 
-    public Task<MqttConnection> ConnectAggregatorAsync() => ConnectAsync("aggregator", AggregatorSecret);
+    public Task<MqttConnection> ConnectAggregatorAsync(bool republishRetained = true) => ConnectAsync("aggregator", AggregatorSecret, republishRetained: republishRetained);
 
     /// <summary>Collects every message a connection receives.</summary>
     public static ChannelReader<MqttIncoming> Collect(MqttConnection connection)

@@ -10,19 +10,28 @@ internal static class BrokerCommand
     /// <summary>Environment variable holding the aggregator identity's password.</summary>
     public const string PasswordVariable = "FLEETLEARN_AGGREGATOR_PASSWORD";
 
+    /// <summary>Default folder of the retained-message store, relative to the working directory.</summary>
+    public const string DefaultRetainedStore = "broker-retained";
+
     public static Command Create()
     {
         var port = new Option<int>("--port") { Description = "TCP port.", DefaultValueFactory = _ => 1883 };
         var bindAll = new Option<bool>("--bind-all") { Description = "Listen on every interface (default: loopback only)." };
         var aggregator = new Option<string>("--aggregator-id") { Description = "Identity allowed everything.", DefaultValueFactory = _ => "aggregator" };
+        var retained = new Option<string>("--retained-store")
+        {
+            Description = "Folder that keeps retained messages (round plan, model chunks, presence) across restarts; \"\" = memory only.",
+            DefaultValueFactory = _ => DefaultRetainedStore,
+        };
         var command = new Command("broker", $"Run the embedded MQTT broker: client id = username = vehicle id; vehicles publish only under their own vehicles/{{id}}/ and read round/, model/ and their inbox. The aggregator's password comes from ${PasswordVariable}.")
         {
-            port, bindAll, aggregator,
+            port, bindAll, aggregator, retained,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
             string password = Environment.GetEnvironmentVariable(PasswordVariable)
                 ?? throw new ArgumentException($"Set ${PasswordVariable}: without it no aggregator could log in.");
+            string store = parse.GetValue(retained) ?? "";
             using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true));
             await using var broker = new EmbeddedBroker(new EmbeddedBrokerOptions
             {
@@ -30,9 +39,21 @@ internal static class BrokerCommand
                 LoopbackOnly = !parse.GetValue(bindAll),
                 AggregatorIdentities = [parse.GetValue(aggregator)!],
                 AggregatorPassword = password,
+                RetainedStorePath = string.IsNullOrWhiteSpace(store) ? null : Path.GetFullPath(store),
             }, logs.CreateLogger("broker"));
-            await broker.StartAsync();
-            parse.InvocationConfiguration.Output.WriteLine($"broker: listening on port {broker.Port}; Ctrl-C stops it.");
+            try
+            {
+                await broker.StartAsync();
+            }
+            catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
+            {
+                throw new InvalidOperationException($"port {broker.Port} is already in use: another broker runs there, or pick another --port.", e);
+            }
+            var output = parse.InvocationConfiguration.Output;
+            output.WriteLine(broker.RetainedStorePath is { } folder
+                ? $"broker: retained messages in {folder} ({broker.RestoredRetainedMessages} restored, {broker.SkippedRetainedFiles.Count} unreadable files skipped)."
+                : "broker: retained messages in memory only (--retained-store \"\"): a restart loses them until their publishers reconnect.");
+            output.WriteLine($"broker: listening on port {broker.Port}; Ctrl-C stops it.");
             try
             {
                 await Task.Delay(Timeout.Infinite, cancellationToken);

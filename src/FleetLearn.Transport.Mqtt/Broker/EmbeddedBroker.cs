@@ -10,7 +10,9 @@ namespace FleetLearn.Transport.Mqtt.Broker;
 /// <summary>
 /// The embedded MQTT 5 broker (MQTTnet.Server) with persistent sessions and the per-vehicle rules of
 /// <see cref="TopicAccessPolicy"/>: client id = username = vehicle id; refused publishes get PUBACK 0x87 (not
-/// authorized) and are dropped, refused subscriptions SUBACK 0x87.
+/// authorized) and are dropped, refused subscriptions SUBACK 0x87. With <see cref="EmbeddedBrokerOptions.RetainedStorePath"/>
+/// its retained messages survive a restart (<see cref="RetainedMessageStore"/>); MQTTnet awaits the change handler
+/// before it acknowledges the publish, so a PUBACK for a retained message means it is on disk.
 /// </summary>
 public sealed class EmbeddedBroker : IAsyncDisposable
 {
@@ -18,7 +20,9 @@ public sealed class EmbeddedBroker : IAsyncDisposable
     private readonly ILogger _log;
     private readonly MqttServer _server;
     private readonly TopicAccessPolicy _policy;
+    private readonly RetainedMessageStore? _retainedStore;
     private long _refusedPublishes;
+    private long _retainedStoreFailures;
     private long _refusedSubscriptions;
     private long _refusedConnections;
 
@@ -42,6 +46,17 @@ public sealed class EmbeddedBroker : IAsyncDisposable
         _server.ValidatingConnectionAsync += ValidateConnection;
         _server.InterceptingPublishAsync += InterceptPublish;
         _server.InterceptingSubscriptionAsync += InterceptSubscription;
+        if (!string.IsNullOrWhiteSpace(options.RetainedStorePath))
+        {
+            _retainedStore = new RetainedMessageStore(options.RetainedStorePath);
+            _server.LoadingRetainedMessageAsync += LoadRetained;
+            _server.RetainedMessageChangedAsync += SaveRetained;
+            _server.RetainedMessagesClearedAsync += _ =>
+            {
+                _retainedStore.Clear();
+                return Task.CompletedTask;
+            };
+        }
     }
 
     /// <summary>The port it listens on.</summary>
@@ -58,6 +73,18 @@ public sealed class EmbeddedBroker : IAsyncDisposable
 
     /// <summary>Connections refused.</summary>
     public long RefusedConnections => Interlocked.Read(ref _refusedConnections);
+
+    /// <summary>The folder of the retained-message store, or null when retained messages live in memory only.</summary>
+    public string? RetainedStorePath => _retainedStore?.Folder;
+
+    /// <summary>Retained messages read back from the store at the last start.</summary>
+    public int RestoredRetainedMessages { get; private set; }
+
+    /// <summary>Store files skipped at the last start because they did not read back (name and reason).</summary>
+    public IReadOnlyList<string> SkippedRetainedFiles { get; private set; } = [];
+
+    /// <summary>Retained changes that could not be written to the store (logged; the message is still served from memory).</summary>
+    public long RetainedStoreFailures => Interlocked.Read(ref _retainedStoreFailures);
 
     /// <summary>Starts listening.</summary>
     public Task StartAsync() => _server.StartAsync();
@@ -117,6 +144,35 @@ public sealed class EmbeddedBroker : IAsyncDisposable
             _log.LogWarning("broker: refused subscription by '{Client}' to '{Filter}'.", e.ClientId, e.TopicFilter.Topic);
         }
         return Task.CompletedTask;
+    }
+
+    private Task LoadRetained(LoadingRetainedMessagesEventArgs e)
+    {
+        var (messages, skipped) = _retainedStore!.Load();
+        foreach (var reason in skipped) _log.LogWarning("broker: skipped retained-message file {Reason}.", reason);
+        e.LoadedRetainedMessages = messages;
+        RestoredRetainedMessages = messages.Count;
+        SkippedRetainedFiles = skipped;
+        if (messages.Count > 0) _log.LogInformation("broker: restored {Count} retained messages from {Folder}.", messages.Count, _retainedStore.Folder);
+        return Task.CompletedTask;
+    }
+
+    private async Task SaveRetained(RetainedMessageChangedEventArgs e)
+    {
+        string topic = e.ChangedRetainedMessage.Topic;
+        try
+        {
+            // MQTTnet updates its in-memory copy under a lock and calls this handler afterwards, one at a time: writing the
+            // message current now (not the one in the event) keeps the file right when two changes of a topic overtake.
+            var current = await _server.GetRetainedMessageAsync(topic).ConfigureAwait(false);
+            if (current is null || current.Payload.IsEmpty) _retainedStore!.Delete(topic);
+            else _retainedStore!.Save(current);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Interlocked.Increment(ref _retainedStoreFailures);
+            _log.LogError(ex, "broker: could not store the retained message of '{Topic}' in {Folder}.", topic, _retainedStore!.Folder);
+        }
     }
 
     private static bool FixedTimeEquals(string? a, string b) =>

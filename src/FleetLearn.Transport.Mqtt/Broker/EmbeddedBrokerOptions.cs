@@ -31,4 +31,12 @@ public sealed class EmbeddedBrokerOptions
 
     /// <summary>Queued messages per client before the oldest are dropped (Mosquitto's default is 1000).</summary>
     [Range(1, 1_000_000)] public int MaxPendingMessagesPerClient { get; set; } = 10_000;
+
+    /// <summary>
+    /// Folder where retained messages (the round plan, the model chunks, presence) are kept across restarts, each change
+    /// durable before the publisher's PUBACK; null or empty = memory only (tests, the in-process simulator). Sessions and
+    /// their queued QoS 1 messages are not persisted (MQTTnet.Server has no hook for them): a restarted broker reports
+    /// "session present: false" and the workers' outbox, resends and periodic check-ins make up for what was queued.
+    /// </summary>
+    public string? RetainedStorePath { get; set; }
 }

@@ -1,0 +1,196 @@
+using Xunit.Abstractions;
+
+namespace FleetLearn.Cli.Tests.Faults;
+
+/// <summary>
+/// Faults with real processes (issue 7, "Transport and workers"): <c>kill -9</c> of an agent while it uploads and after it
+/// uploaded, of the aggregator mid-round, and of the broker mid-round. Each scenario runs <c>fleetlearn broker</c>,
+/// <c>fleetlearn aggregator</c> and two <c>fleetlearn agent</c>s as OS processes with their own LiteDB files, cuts a link at
+/// an exact MQTT packet through <see cref="MqttFaultProxy"/> so that the kill lands where the scenario says (no timing
+/// luck), and then checks: the round completes or is recorded as aborted, the next round is applied, no update is counted
+/// twice (accepted updates = participants, per round and in total), and every outbox is empty at the end.
+/// </summary>
+public sealed class ProcessFaultTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Step = FaultRig.Step;
+
+    [Fact]
+    public async Task Kill9Agent_MidUpload_RestartResendsFromOutboxCountedOnceAndNextRoundApplied()
+    {
+        await using var rig = new FaultRig(output);
+        await rig.StartBrokerAsync();
+        var aggregator = rig.StartAggregator(rounds: 2);
+        var proxy = rig.Proxy();
+        string update = rig.Topics.Up("car-0", "update");
+        proxy.Up.PauseAfterPublishes(update, 5); // 5 of the update's ~15 chunks reach the broker, then the link stalls
+        var car0 = rig.StartAgent(0, proxy);
+        var car1 = rig.StartAgent(1);
+
+        await proxy.Up.WaitUntilPausedAsync(Step);
+        await car0.WaitForLineAsync("agent car-0: trained round 1", Step);
+        car0.KillHard();
+
+        // The update was in the durable outbox before its first chunk left, and no acknowledgement came back.
+        var waiting = Assert.Single(rig.Outbox(0));
+        Assert.Equal(1, waiting.Round);
+        Assert.Equal(5, proxy.Up.ForwardedPublishes(update));
+        Assert.False(aggregator.HasLine("round 1 applied"));
+
+        proxy.Up.Resume();
+        var car0Again = rig.StartAgent(0, proxy); // same database
+        await car0Again.WaitForLineAsync("agent car-0: round 1 update Accepted", Step);
+        await aggregator.WaitForLineAsync("aggregator: round 1 applied 2/2 updates; model 1.", Step);
+        await aggregator.WaitForLineAsync("aggregator: round 2 applied 2/2 updates; model 2.", Step);
+        await car0Again.WaitForLineAsync("agent car-0: round 2 update Accepted", Step);
+        await car1.WaitForLineAsync("agent car-1: round 2 update Accepted", Step);
+        Assert.False(car0Again.HasLine("trained round 1")); // resent from the outbox, not trained again
+
+        var metrics = await rig.MetricsAsync();
+        Assert.Equal(4, metrics["fleetlearn_aggregator_updates_accepted_total"]);
+        await AssertEndStateAsync(rig, ("applied", 2, 0, 1), ("applied", 2, 1, 2));
+    }
+
+    /// <param name="ackLost">
+    /// false: the broker's persistent session hands the unacknowledged ack to the restarted agent (MQTTnet resends in-flight
+    /// QoS 1 messages on session resumption). true: that redelivery is lost too (as when the broker lost the session), so
+    /// the outbox resends the update within the same round and the aggregator must recognise it.
+    /// </param>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Kill9Agent_AfterUploadBeforeAck_RestartedAgentCountedOnceAndOutboxEmpties(bool ackLost)
+    {
+        await using var rig = new FaultRig(output);
+        await rig.StartBrokerAsync();
+        var aggregator = rig.StartAggregator(rounds: 2);
+        string ack = rig.Topics.Inbox("car-0", "ack");
+        var proxy0 = rig.Proxy();
+        proxy0.Down.PauseBeforePublish(ack);                            // the aggregator's acknowledgement never reaches car-0
+        var proxy1 = rig.Proxy();
+        proxy1.Up.PauseBeforePublish(rig.Topics.Up("car-1", "update")); // car-1's update is held: round 1 stays open
+        var car0 = rig.StartAgent(0, proxy0);
+        var car1 = rig.StartAgent(1, proxy1);
+
+        // Held ack = the aggregator folded car-0's whole update and answered; car-0 dies before it hears the answer.
+        await proxy0.Down.WaitUntilPausedAsync(Step);
+        car0.KillHard();
+        Assert.Equal(1, Assert.Single(rig.Outbox(0)).Round);
+        await proxy1.Up.WaitUntilPausedAsync(Step);
+        Assert.False(aggregator.HasLine("round 1 applied"));
+
+        proxy0.Down.Resume();
+        if (ackLost) proxy0.Down.DropNextPublish(ack);
+        var car0Again = rig.StartAgent(0, proxy0);
+        // Redelivery comes right after CONNACK, the first resend a ResendInterval later; on a starved machine the resend
+        // could still win, so without the drop either answer is right. With the drop only a resend can empty the outbox.
+        var answer = await car0Again.WaitForLineAsync(
+            l => l.Contains("agent car-0: round 1 update Duplicate", StringComparison.Ordinal) || (!ackLost && l.Contains("agent car-0: round 1 update Accepted", StringComparison.Ordinal)),
+            ackLost ? "'round 1 update Duplicate'" : "'round 1 update Accepted' (or Duplicate)", 0, Step);
+        output.WriteLine($"after the restart: {answer}");
+        var metrics = await rig.MetricsAsync();
+        Assert.Equal(1, metrics["fleetlearn_aggregator_updates_accepted_total"]); // car-1's is still held: car-0's, once
+        if (ackLost) Assert.True(metrics["fleetlearn_aggregator_updates_duplicate_total"] >= 1);
+
+        proxy1.Up.Resume();
+        await aggregator.WaitForLineAsync("aggregator: round 1 applied 2/2 updates; model 1.", Step);
+        await aggregator.WaitForLineAsync("aggregator: round 2 applied 2/2 updates; model 2.", Step);
+        await car0Again.WaitForLineAsync("agent car-0: round 2 update Accepted", Step);
+        await car1.WaitForLineAsync("agent car-1: round 2 update Accepted", Step);
+        Assert.False(car0Again.HasLine("trained round 1"));
+
+        metrics = await rig.MetricsAsync();
+        Assert.Equal(4, metrics["fleetlearn_aggregator_updates_accepted_total"]);
+        await AssertEndStateAsync(rig, ("applied", 2, 0, 1), ("applied", 2, 1, 2));
+    }
+
+    [Fact]
+    public async Task Kill9Aggregator_MidRound_RoundAbortedStaleUpdateRejectedAndNextRoundApplied()
+    {
+        await using var rig = new FaultRig(output);
+        await rig.StartBrokerAsync();
+        var aggregator = rig.StartAggregator(rounds: 3);
+        var proxy1 = rig.Proxy();
+        proxy1.Up.PauseAfterPublishes(rig.Topics.Up("car-1", "update"), 5); // car-1 is mid-upload when the aggregator dies
+        var car0 = rig.StartAgent(0);
+        var car1 = rig.StartAgent(1, proxy1);
+
+        // Plan out, car-0's update folded and acknowledged, car-1's on its way: the round is open.
+        await car0.WaitForLineAsync("agent car-0: round 1 update Accepted", Step);
+        await proxy1.Up.WaitUntilPausedAsync(Step);
+        Assert.False(aggregator.HasLine("round 1 applied"));
+        aggregator.KillHard();
+        proxy1.Up.Resume(); // the rest of car-1's update reaches the broker and waits in the dead aggregator's session
+
+        var restarted = rig.StartAggregator(rounds: 1); // same database
+        await restarted.WaitForLineAsync("aggregator: round 1 was open when the previous run stopped; recorded as aborted.", Step);
+        // The stale update is answered "rejected" (its round is closed) and leaves car-1's outbox.
+        await car1.WaitForLineAsync("agent car-1: round 1 update Rejected", Step);
+        await restarted.WaitForLineAsync("aggregator: round 2 applied 2/2 updates; model 1.", Step);
+        await car0.WaitForLineAsync("agent car-0: round 2 update Accepted", Step);
+        await car1.WaitForLineAsync("agent car-1: round 2 update Accepted", Step);
+
+        var metrics = await rig.MetricsAsync();
+        Assert.Equal(2, metrics["fleetlearn_aggregator_updates_accepted_total"]); // this run folded round 2's two updates, nothing else
+        Assert.True(metrics["fleetlearn_aggregator_messages_rejected_total"] >= 1);
+        await AssertEndStateAsync(rig, ("aborted", 0, 0, null), ("applied", 2, 0, 1));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Kill9Broker_MidRound_ClientsReconnectRoundCompletesAndNextRoundApplied(bool brokerStoresRetained)
+    {
+        await using var rig = new FaultRig(output);
+        // Either the broker's retained store or the aggregator republishing must bring back the plan and the model;
+        // each case switches the other one off, so that it proves its own mechanism.
+        string[] brokerArgs = brokerStoresRetained ? [] : ["--retained-store", ""];
+        var broker = await rig.StartBrokerAsync(brokerArgs);
+        string[] aggregatorArgs = brokerStoresRetained ? ["--Mqtt:RepublishRetainedOnReconnect=false"] : [];
+        var aggregator = rig.StartAggregator(rounds: 2, aggregatorArgs);
+        var proxy0 = rig.Proxy();
+        proxy0.Up.PauseAfterPublishes(rig.Topics.Up("car-0", "update"), 5); // car-0 is mid-upload when the broker dies
+        var proxy1 = rig.Proxy();
+        proxy1.Down.PauseBeforePublish(rig.Topics.RoundCurrent);            // car-1 never got the plan before the broker died
+        var car0 = rig.StartAgent(0, proxy0);
+        var car1 = rig.StartAgent(1, proxy1);
+
+        await proxy0.Up.WaitUntilPausedAsync(Step);
+        await proxy1.Down.WaitUntilPausedAsync(Step);
+        int mark = aggregator.LineCount;
+        broker.KillHard();
+        proxy0.Up.Resume();
+        proxy1.Down.Resume();
+
+        var restarted = await rig.StartBrokerAsync(brokerArgs); // same port, same folder
+        if (brokerStoresRetained) Assert.Matches(@"\(([1-9][0-9]*) restored", await restarted.WaitForLineAsync("broker: retained messages in", Step));
+        await aggregator.WaitForLineAsync("(session present: False)", mark, Step); // the broker lost every session
+        if (!brokerStoresRetained) await aggregator.WaitForLineAsync("MQTT aggregator: republished", mark, Step);
+        await car1.WaitForLineAsync("agent car-1: round 1 update Accepted", Step);
+        await car0.WaitForLineAsync("agent car-0: round 1 update Accepted", Step);
+        await aggregator.WaitForLineAsync("aggregator: round 1 applied 2/2 updates; model 1.", Step);
+        await aggregator.WaitForLineAsync("aggregator: round 2 applied 2/2 updates; model 2.", Step);
+        await car0.WaitForLineAsync("agent car-0: round 2 update Accepted", Step);
+        await car1.WaitForLineAsync("agent car-1: round 2 update Accepted", Step);
+        Assert.Equal(!brokerStoresRetained, aggregator.HasLine("republished"));
+
+        var metrics = await rig.MetricsAsync();
+        Assert.Equal(4, metrics["fleetlearn_aggregator_updates_accepted_total"]);
+        await AssertEndStateAsync(rig, ("applied", 2, 0, 1), ("applied", 2, 1, 2));
+    }
+
+    /// <summary>
+    /// The rounds as the HTTP API reports them and as the aggregator's LiteDB holds them after everything is killed, the
+    /// newest model, and every vehicle's outbox empty.
+    /// </summary>
+    private static async Task AssertEndStateAsync(FaultRig rig, params (string Status, int Participants, long In, long? Out)[] expected)
+    {
+        var numbered = expected.Select((e, i) => ((long)i + 1, e.Status, e.Participants, e.In, e.Out)).ToList();
+        Assert.Equal(numbered, await rig.ApiRoundsAsync());
+        rig.KillAll();
+        var (rounds, version) = rig.AggregatorStore();
+        Assert.Equal(numbered, rounds.Select(r => (r.Round, r.Status.ToString().ToLowerInvariant(), r.Participants, r.ModelVersionIn, r.ModelVersionOut)));
+        Assert.Equal(expected.Last(e => e.Out is not null).Out, version);
+        Assert.Empty(rig.Outbox(0));
+        Assert.Empty(rig.Outbox(1));
+    }
+}
