@@ -61,6 +61,7 @@ public sealed class AggregatorWorker(
     private LiteDbRoundStore _store = null!;
     private LiteDbPrivacyLedgerStore? _ledger;
     private long _lastClosedRound;
+    private readonly Dictionary<long, HashSet<Guid>> _recentlySeen = [];
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -104,6 +105,9 @@ public sealed class AggregatorWorker(
         await mqtt.SubscribeAsync(mqtt.Topics.AllUp, stoppingToken).ConfigureAwait(false);
         await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, stoppingToken).ConfigureAwait(false);
         mqtt.Start(stoppingToken);
+        // A plan left retained by a previous run announces a round this run has recorded as aborted (or closed): clear it,
+        // so that vehicles arriving before the next cohort forms do not train for nothing. Agents ignore the empty payload.
+        await mqtt.PublishReliablyAsync(mqtt.Topics.RoundCurrent, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
             spec, model.Version, strategy.Name, _options.Codec, _options.SecureAggregation, _options.Privacy, round);
 
@@ -149,6 +153,7 @@ public sealed class AggregatorWorker(
         public SecAggServer? Server { get; set; }
         public Dictionary<string, Guid> Contributors { get; } = new(StringComparer.Ordinal);
         public HashSet<Guid> Seen { get; } = [];
+        public HashSet<string> Answered { get; } = new(StringComparer.Ordinal);
         public double LossSum { get; set; }
         public int Wanted { get; init; }
     }
@@ -256,6 +261,13 @@ public sealed class AggregatorWorker(
     {
         long round = state.Round;
         _lastClosedRound = round;
+        _recentlySeen[round] = state.Seen;
+        foreach (var old in _recentlySeen.Keys.Where(r => r < round - 2).ToList()) _recentlySeen.Remove(old);
+        // A selected vehicle that never answered is taken off the available list until it checks in again:
+        // a vehicle gone for good must not be selected round after round.
+        var answered = server is null ? state.Contributors.Keys.ToHashSet(StringComparer.Ordinal) : state.Answered;
+        foreach (var v in state.Cohort) if (!answered.Contains(v)) _checkedIn.Remove(v);
+        status.CheckedIn = _checkedIn.Count;
         var closedAt = time.GetUtcNow();
         float[]? mean = null;
         List<string> contributors;
@@ -301,10 +313,10 @@ public sealed class AggregatorWorker(
             strategy.ApplyUpdate(next, mean!);
             if (!VectorMath.AllFinite(next)) throw new InvalidOperationException($"Round {round}: the global model diverged (NaN or ∞). Lower the learning rates.");
             var nextModel = new Checkpoint(model.Spec, model.Version + 1, next);
-            _store.SaveModel(nextModel);
-            ExportOnnx(nextModel);
             record = record with { ModelVersionOut = nextModel.Version, Status = RoundStatus.Applied, Participants = participants, TrainLoss = loss, ClosedAt = closedAt };
-            _store.SaveRound(record);
+            // One transaction: a crash never leaves model N+1 stored under a round recorded as open or aborted.
+            _store.SaveModelAndRound(nextModel, record);
+            ExportOnnx(nextModel);
             status.ModelVersion = nextModel.Version;
             status.Record(record, next);
             logger.LogInformation("aggregator: round {Round} applied {Participants}/{Cohort} updates; model {Version}.", round, participants, state.Cohort.Length, nextModel.Version);
@@ -430,7 +442,13 @@ public sealed class AggregatorWorker(
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
         UpdateAck verdict;
-        if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round))
+        if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round) && _recentlySeen.TryGetValue(update.Round, out var seen) && seen.Contains(update.UpdateId))
+        {
+            // Counted (or answered) before the round closed; its ack was lost. Not "rejected": the vehicle must not think it was left out.
+            verdict = new UpdateAck(AckStatus.Duplicate, $"already received in round {update.Round}");
+            status.Duplicate();
+        }
+        else if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round))
             verdict = Rejected(RejectReasons.Late, $"round {update.Round} has closed");
         else if (state is null || update.Round != state.Round)
             verdict = Rejected(RejectReasons.WrongRound, $"round {update.Round} is not open (current {state?.Round.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"})");
@@ -506,6 +524,7 @@ public sealed class AggregatorWorker(
             return Rejected(RejectReasons.NotInCohort, $"the message names cohort index {message.VehicleId}; this vehicle is {index}");
         var step = server.Receive(message);
         if (step.Rejection is { } why) return Rejected(RejectReasons.Protocol, why);
+        state.Answered.Add(state.Cohort[index]);
         if (message is MaskedInputMessage) status.Accepted();
         await SendAsync(state, step.Outbox, cancellationToken).ConfigureAwait(false);
         return new UpdateAck(AckStatus.Accepted);

@@ -165,7 +165,7 @@ public sealed class EdgeAgentWorker(
                 logger.LogWarning("agent {Vehicle}: declines round {Round}: {Reason}", _options.VehicleId, plan.Round, refusal);
                 return;
             }
-            _plan = plan;
+            await JoinRoundAsync(plan, cancellationToken).ConfigureAwait(false);
         }
         else if (topics.TryParseModelTopic(message.Topic, out long version))
         {
@@ -179,13 +179,12 @@ public sealed class EdgeAgentWorker(
             var envelope = Envelope.Decode(message.Payload, maxPayload: 4096);
             if (envelope.Kind != EnvelopeKind.Ack || envelope.Vehicle != _options.VehicleId) return;
             var ack = UpdateAck.Decode(envelope.Payload.Span);
-            if (_outbox!.Acknowledge(envelope.UpdateId))
+            string what = _outbox!.Pending().FirstOrDefault(i => i.UpdateId == envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true ? "update" : "secure-aggregation message";
+            if (_outbox.Acknowledge(envelope.UpdateId))
             {
                 Acknowledged++;
-                if (ack.Status == AckStatus.Rejected)
-                    logger.LogWarning("agent {Vehicle}: round {Round}: the aggregator rejected a message: {Reason}", _options.VehicleId, envelope.Round, ack.Reason);
-                else
-                    logger.LogDebug("agent {Vehicle}: round {Round} message {Status}", _options.VehicleId, envelope.Round, ack.Status);
+                var level = ack.Status == AckStatus.Rejected ? LogLevel.Warning : what == "update" ? LogLevel.Information : LogLevel.Debug;
+                logger.Log(level, "agent {Vehicle}: round {Round} {What} {Status}{Reason}", _options.VehicleId, envelope.Round, what, ack.Status, ack.Reason.Length > 0 ? $" ({ack.Reason})" : "");
             }
             return;
         }
@@ -232,6 +231,28 @@ public sealed class EdgeAgentWorker(
         return true;
     }
 
+    /// <summary>
+    /// Joins <paramref name="plan"/>'s round: recorded durably first (a restart from here on is a dropout, never a second
+    /// attempt with new keys); under secure aggregation the round keys are advertised at once — they do not depend on the
+    /// model, so the key phases run while the model downloads and the vehicle trains.
+    /// </summary>
+    private async Task JoinRoundAsync(RoundPlan plan, CancellationToken cancellationToken)
+    {
+        _outbox!.SetState(LastRoundKey, plan.Round);
+        _outbox.SetState(SamplesAtLastRoundKey, dataset.Rows.Length);
+        _secure?.Dispose();
+        _secure = null;
+        _plan = plan;
+        var protection = plan.Protection ?? new RoundProtection();
+        if (protection.SecureMode == SecureAggregationMode.Off) return;
+        var pipeline = protection.CreatePipeline(ModelSpec.Parse(plan.ModelSpec).ParameterCount, plan.Cohort.Count);
+        var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, plan.Cohort.Count);
+        var registry = new DeviceKeyRegistry();
+        for (int i = 0; i < plan.Cohort.Count; i++) registry.Add(i, Convert.FromBase64String(protection.DeviceKeys![i]));
+        _secure = new SecureRound(plan, new SecAggVehicle(parameters, plan.Cohort.ToList().IndexOf(_options.VehicleId), _deviceKey!, registry, time), registry);
+        await SendSecAggAsync(_secure.Vehicle.Start(), cancellationToken).ConfigureAwait(false);
+    }
+
     private async Task StartRoundAsync(RoundPlan plan, byte[] modelBytes, CancellationToken cancellationToken)
     {
         Checkpoint checkpoint;
@@ -245,27 +266,14 @@ public sealed class EdgeAgentWorker(
         }
         if (checkpoint.Spec.ToString() != _pinned!.ToString() || checkpoint.Version != plan.ModelVersion)
             throw new WireFormatException($"Model {checkpoint.Version} ({checkpoint.Spec}) is not the pinned {_pinned} at version {plan.ModelVersion}.");
+        foreach (var old in _models.Keys.Where(v => v < plan.ModelVersion).ToList()) _models.Remove(old);
         var deadline = DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs);
         if (time.GetUtcNow() >= deadline) return;
         var protection = plan.Protection ?? new RoundProtection();
         var pipeline = protection.CreatePipeline(checkpoint.Parameters.Length, plan.Cohort.Count);
         var codec = protection.ForRound(pipeline, plan.Round);
         int index = plan.Cohort.ToList().IndexOf(_options.VehicleId);
-        // Joining is recorded before anything leaves: a restart from here on is a dropout, never a second attempt with new keys.
-        _outbox!.SetState(LastRoundKey, plan.Round);
-        _outbox.SetState(SamplesAtLastRoundKey, dataset.Rows.Length);
-
-        _secure?.Dispose();
-        _secure = null;
-        if (pipeline.IsSecure)
-        {
-            var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, plan.Cohort.Count);
-            var registry = new DeviceKeyRegistry();
-            for (int i = 0; i < plan.Cohort.Count; i++) registry.Add(i, Convert.FromBase64String(protection.DeviceKeys![i]));
-            _secure = new SecureRound(plan, new SecAggVehicle(parameters, index, _deviceKey!, registry, time), registry);
-            await SendSecAggAsync(_secure.Vehicle.Start(), cancellationToken).ConfigureAwait(false);
-        }
-
+        if (pipeline.IsSecure && _secure?.Plan.Round != plan.Round) return; // the secure round was abandoned
         if (dataset.HoldoutRows is { Length: > 0 }) await EvaluateAsync(checkpoint, cancellationToken).ConfigureAwait(false);
         var (delta, loss) = await TrainAsync(plan, checkpoint.Parameters, cancellationToken).ConfigureAwait(false);
         RoundsTrained++;

@@ -19,7 +19,8 @@ namespace FleetLearn.Simulation;
 /// <summary>Where the simulated fleet's MQTT traffic goes.</summary>
 /// <param name="Broker"><c>embedded</c>, <c>mqtt://host:port</c> or <c>mqtts://host:port</c>.</param>
 /// <param name="CertificateFolder">For <c>mqtts://</c>: a folder from broker-config/make-dev-ca.sh with <c>ca.crt</c>, <c>aggregator.crt/.key</c> and <c>vehicle-{v}.crt/.key</c>.</param>
-public sealed record MqttSimulationBroker(string Broker = "embedded", string? CertificateFolder = null);
+/// <param name="PhaseTimeout">How long each secure-aggregation phase waits for the cohort (default 2 minutes; large fleets on one machine need more).</param>
+public sealed record MqttSimulationBroker(string Broker = "embedded", string? CertificateFolder = null, TimeSpan? PhaseTimeout = null);
 
 /// <summary>
 /// A virtual fleet over real MQTT: every vehicle is a real <see cref="EdgeAgentWorker"/> with its own connection, outbox,
@@ -81,6 +82,7 @@ public static class MqttFleetSimulation
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
         var status = new AggregatorStatus();
         var aggregatorOptions = AggregatorOptionsFor(options, partitions, workDirectory);
+        if (broker.PhaseTimeout is { } phase) aggregatorOptions.PhaseTimeout = phase;
         var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
         var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, TimeProvider.System,
             logger.CreateLogger<AggregatorWorker>(), null, randomness);

@@ -59,6 +59,7 @@ internal static class SimulateCommand
         var transport = new Option<string>("--transport") { Description = "inproc (default) | mqtt: every vehicle a real edge agent with its own MQTT connection, the real aggregator, a real broker.", DefaultValueFactory = _ => "inproc" };
         var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD) | mqtts://host:port (mutual TLS, --broker-certs).", DefaultValueFactory = _ => "embedded" };
         var brokerCerts = new Option<string?>("--broker-certs") { Description = "With --broker mqtts://…: folder from broker-config/make-dev-ca.sh (ca.crt, aggregator.crt/.key, vehicle-{v}.crt/.key)." };
+        var phaseTimeout = new Option<double>("--phase-timeout") { Description = "With --transport mqtt: seconds each secure-aggregation phase waits for the cohort.", DefaultValueFactory = _ => 120 };
         var agentRange = new Option<string?>(SimulateMqttCommand.AgentRangeOption) { Hidden = true, Description = "Internal: this process hosts vehicles FROM:TO:SCHEME://HOST:PORT of a --processes run." };
         var agentWork = new Option<string?>("--agent-work") { Hidden = true, Description = "Internal: the parent's work folder." };
         var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
@@ -68,7 +69,7 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, brokerCerts, processes, verboseWorkers, agentRange, agentWork,
+            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -128,7 +129,7 @@ internal static class SimulateCommand
                     return SimulateMqttCommand.RunAgents(options, train, range, parse.GetValue(agentWork) ?? throw new ArgumentException("--agent-work is required with --agent-range."),
                         parse.GetValue(brokerCerts), parse.GetValue(verboseWorkers));
                 case "mqtt":
-                    return SimulateMqttCommand.Run(parse, options, train, test, parse.GetValue(broker)!, parse.GetValue(brokerCerts), parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers));
+                    return SimulateMqttCommand.Run(parse, options, train, test, new MqttSimulationBroker(parse.GetValue(broker)!, parse.GetValue(brokerCerts), TimeSpan.FromSeconds(parse.GetValue(phaseTimeout))), parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers));
                 default:
                     throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
             }

@@ -14,8 +14,9 @@ internal static class SimulateMqttCommand
     /// <summary>Hidden option of a child process: host vehicles FROM:TO against SCHEME://HOST:PORT with the parent's work folder.</summary>
     public const string AgentRangeOption = "--agent-range";
 
-    public static int Run(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, string broker, string? certificates, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
+    public static int Run(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
     {
+        string broker = brokerSettings.Broker;
         string work = output is null ? Path.Combine(Path.GetTempPath(), $"fleetlearn-mqtt-{Environment.ProcessId}") : Path.Combine(output, "mqtt");
         if (Directory.Exists(Path.Combine(work, "agents")) || File.Exists(Path.Combine(work, "aggregator.db")))
             throw new ArgumentException($"'{work}' already holds an MQTT simulation's databases; pick another --out.");
@@ -27,7 +28,7 @@ internal static class SimulateMqttCommand
         // Worker logs (connects, rounds, acks) go to stderr with --verbose-workers.
         using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
             .SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning));
-        var result = MqttFleetSimulation.RunAsync(options, train, test, new MqttSimulationBroker(broker, certificates), work, report =>
+        var result = MqttFleetSimulation.RunAsync(options, train, test, brokerSettings, work, report =>
         {
             if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
             string privacy = double.IsFinite(report.Epsilon) ? string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (vehicle max {report.MaxVehicleEpsilon:F2})") : "";
