@@ -45,6 +45,9 @@ for rid in "${rids[@]}"; do
   # A single file means one file: anything else the SDK left beside it would not reach the vehicle.
   extra=$(find "$out" -mindepth 1 ! -name fleetlearn-agent -printf '%P\n')
   if [ -n "$extra" ]; then echo "publish.sh: $rid: unexpected files beside the binary: $extra" >&2; exit 1; fi
+  # The agent evaluates every global model through ONNX Runtime: its native library must be in the bundle (the bundle's
+  # file table is not compressed). A PrivateAssets="all" on the package once dropped it without an error.
+  grep -aq 'libonnxruntime\.so' "$out/fleetlearn-agent" || { echo "publish.sh: $rid: libonnxruntime.so is not in the bundle" >&2; exit 1; }
   cp "$here/install.sh" "$here/fleetlearn-agent.service" "$here/appsettings.json" "$here/appsettings.Development.json" "$here/README.md" "$out/"
   chmod 0755 "$out/fleetlearn-agent" "$out/install.sh"
 
