@@ -19,7 +19,7 @@ internal sealed class AggregatorKeyValidator : IValidateOptions<EdgeAgentOptions
             using var key = SigningKeys.LoadPublic(options.AggregatorPublicKey);
             return ValidateOptionsResult.Success;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or CryptographicException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or CryptographicException or PlatformNotSupportedException)
         {
             return ValidateOptionsResult.Fail($"Agent:AggregatorPublicKey '{Shorten(options.AggregatorPublicKey)}': {e.Message}");
         }
@@ -46,7 +46,7 @@ internal sealed class VehicleCertificateValidator : IValidateOptions<MqttTranspo
                 using var ca = X509CertificateLoader.LoadCertificateFromFile(options.CaFile);
             }
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException or PlatformNotSupportedException)
         {
             failures.Add($"Mqtt:CaFile '{options.CaFile}': {e.Message}");
         }
@@ -59,7 +59,7 @@ internal sealed class VehicleCertificateValidator : IValidateOptions<MqttTranspo
                 if (!string.IsNullOrEmpty(options.ClientId) && cn != options.ClientId)
                     failures.Add($"Mqtt:CertFile '{options.CertFile}' is issued to CN={cn}, not to this vehicle ({options.ClientId}): the broker would refuse its publishes.");
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException or PlatformNotSupportedException)
             {
                 failures.Add($"Mqtt:CertFile/KeyFile '{options.CertFile}', '{options.KeyFile}': {e.Message}");
             }
