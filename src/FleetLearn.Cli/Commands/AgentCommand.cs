@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using FleetLearn.Core.Federated;
-using FleetLearn.Core.Random;
 using FleetLearn.Core.Training;
 using FleetLearn.EdgeAgent;
 using FleetLearn.Perception.Datasets;
@@ -70,25 +69,12 @@ internal static class AgentCommand
         return command;
     }
 
-    /// <summary>
-    /// Vehicle <paramref name="index"/>'s rows of <see cref="Partitioner.Split"/> on the training labels, with a seeded random
-    /// <paramref name="holdoutFraction"/> of them kept back (random, not the last rows: a shards part is sorted by label).
-    /// </summary>
+    /// <summary>Vehicle <paramref name="index"/>'s rows with a seeded hold-out (<see cref="VehicleDataset.FromPartition"/>); errors name the command's options.</summary>
     internal static VehicleDataset SelectRows(LabeledData train, int vehicles, int index, PartitionScheme scheme, ulong seed, double holdoutFraction)
     {
         ArgumentNullException.ThrowIfNull(train);
         CheckArguments(vehicles, index, holdoutFraction);
-        var rows = Partitioner.Split(train.Labels, vehicles, scheme, seed)[index];
-        var shuffled = rows.ToArray();
-        DeterministicRandom.Derive(seed, purpose: 0x401D, index: (ulong)index).Shuffle(shuffled.AsSpan());
-        int held = (int)Math.Round(holdoutFraction * rows.Length, MidpointRounding.AwayFromZero);
-        if (rows.Length - held < 1)
-            throw new ArgumentException($"Vehicle {index} of {vehicles} ({scheme}) holds {rows.Length} rows: none left to train on after the hold-out.");
-        var trainRows = shuffled[held..];
-        var holdoutRows = shuffled[..held];
-        Array.Sort(trainRows);
-        Array.Sort(holdoutRows);
-        return new VehicleDataset(train, trainRows, held > 0 ? holdoutRows : null);
+        return VehicleDataset.FromPartition(train, vehicles, index, scheme, seed, holdoutFraction);
     }
 
     private static void CheckArguments(int vehicles, int index, double holdoutFraction)
