@@ -109,11 +109,11 @@ internal sealed class FaultRig : IAsyncDisposable
         return proxy;
     }
 
-    /// <summary>The aggregator's Prometheus counters and gauges (no labels: the series name is the key).</summary>
+    /// <summary>The aggregator's Prometheus series (name with its labels, e.g. <c>x_total{reason="late"}</c>, is the key).</summary>
     public async Task<Dictionary<string, double>> MetricsAsync()
     {
         var text = await HttpGetAsync("/metrics");
-        return text.Split('\n').Where(l => l.Length > 0 && l[0] != '#' && !l.Contains('{', StringComparison.Ordinal))
+        return text.Split('\n').Where(l => l.Length > 0 && l[0] != '#')
             .Select(l => l.Split(' ')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture), StringComparer.Ordinal);
     }
 
