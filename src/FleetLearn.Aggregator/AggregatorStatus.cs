@@ -47,6 +47,9 @@ public sealed class AggregatorStatus
     /// <summary>Largest ε spent by any vehicle (aggregator's ledger; NaN without DP).</summary>
     public double MaxVehicleEpsilon { get; internal set; } = double.NaN;
 
+    /// <summary>One line on what the worker is doing now (progress for people watching a long round).</summary>
+    public string Activity { get; internal set; } = "starting";
+
     /// <summary>The round in progress, 0 when none.</summary>
     public long CurrentRound { get; internal set; }
 

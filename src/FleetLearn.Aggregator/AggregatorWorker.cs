@@ -154,6 +154,7 @@ public sealed class AggregatorWorker(
         public Dictionary<string, Guid> Contributors { get; } = new(StringComparer.Ordinal);
         public HashSet<Guid> Seen { get; } = [];
         public HashSet<string> Answered { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, int> Received { get; } = new(StringComparer.Ordinal);
         public double LossSum { get; set; }
         public int Wanted { get; init; }
     }
@@ -173,6 +174,7 @@ public sealed class AggregatorWorker(
         while (true)
         {
             int eligible = _checkedIn.Keys.Count(Eligible);
+            status.Activity = $"round {round}: waiting for check-ins ({eligible}/{selectionSize} eligible vehicles)";
             if (eligible >= selectionSize || eligible >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
         }
@@ -227,6 +229,7 @@ public sealed class AggregatorWorker(
             var signed = RoundPlanCodec.Sign(plan, key);
             await _mqtt.PublishReliablyAsync(topics.RoundCurrent, signed, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
             status.Sent(signed.Length);
+            status.Activity = $"round {round}: plan published to a cohort of {cohort.Length}";
             logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
                 server is null ? "" : $", {(protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={pipeline.ModulusBits}");
 
@@ -504,6 +507,7 @@ public sealed class AggregatorWorker(
         state.Aggregator.Add(decoded.Delta, decoded.Header.Weight);
         state.LossSum += double.IsFinite(header.TrainLoss) ? header.TrainLoss : 0;
         state.Contributors[vehicle] = update.UpdateId;
+        status.Activity = $"round {state.Round}: {state.Contributors.Count}/{state.Wanted} updates folded";
         status.Accepted();
         return new UpdateAck(AckStatus.Accepted);
     }
@@ -526,6 +530,8 @@ public sealed class AggregatorWorker(
         if (step.Rejection is { } why) return Rejected(RejectReasons.Protocol, why);
         state.Answered.Add(state.Cohort[index]);
         if (message is MaskedInputMessage) status.Accepted();
+        state.Received[message.Type.ToString()] = state.Received.GetValueOrDefault(message.Type.ToString()) + 1;
+        status.Activity = $"round {state.Round}: secure aggregation phase {server.Phase}; received {string.Join(", ", state.Received.Select(p => $"{p.Key} {p.Value}"))} of {state.Cohort.Length} vehicles";
         await SendAsync(state, step.Outbox, cancellationToken).ConfigureAwait(false);
         return new UpdateAck(AckStatus.Accepted);
     }

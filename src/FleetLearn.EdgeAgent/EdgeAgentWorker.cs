@@ -322,6 +322,8 @@ public sealed class EdgeAgentWorker(
             case KeyDirectoryMessage directory:
                 await SendSecAggAsync(round.Vehicle.HandleKeyDirectory(directory), cancellationToken).ConfigureAwait(false);
                 break;
+            case ForwardedSharesMessage when round.Input is { Length: 0 }:
+                break; // already answered (a redelivered copy)
             case ForwardedSharesMessage shares when round.Input is null:
                 round.PendingShares = shares; // still training: answered when the input is ready
                 break;
@@ -348,6 +350,7 @@ public sealed class EdgeAgentWorker(
             return;
         }
         await SendSecAggAsync(round.Vehicle.HandleForwardedShares(shares, round.Input), cancellationToken).ConfigureAwait(false);
+        round.Input = []; // sent (and durable in the outbox): do not hold P values per vehicle until unmasking
         RoundsSent++;
     }
 

@@ -52,9 +52,10 @@ public static class MqttFleetSimulation
     /// <param name="logger">Worker logs (null = none).</param>
     /// <param name="processes">OS processes the agents are spread over; the others are started by <paramref name="startAgentProcess"/>.</param>
     /// <param name="startAgentProcess">Starts one child process hosting vehicles [from, to) against (host, port); required when <paramref name="processes"/> &gt; 1.</param>
+    /// <param name="onProgress">Called every 10 s while a round runs, with what the aggregator is waiting for.</param>
     /// <param name="cancellationToken">Stops the run.</param>
     public static async Task<MqttSimulationResult> RunAsync(SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker broker, string workDirectory,
-        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, Process>? startAgentProcess = null, CancellationToken cancellationToken = default)
+        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, Process>? startAgentProcess = null, Action<string>? onProgress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(broker);
@@ -109,6 +110,12 @@ public static class MqttFleetSimulation
                 using var watch = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 var closedTask = status.Closed.ReadAsync(watch.Token).AsTask();
                 var childExit = children.Count == 0 ? Task.Delay(Timeout.Infinite, watch.Token) : Task.WhenAny(children.Select(c => c.WaitForExitAsync(watch.Token)));
+                // Progress every 10 s while a round runs: what the aggregator is waiting for.
+                while (!closedTask.IsCompleted && !childExit.IsCompleted)
+                {
+                    if (await Task.WhenAny(closedTask, childExit, Task.Delay(TimeSpan.FromSeconds(10), watch.Token)).ConfigureAwait(false) is var done && (done == closedTask || done == childExit)) break;
+                    onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  … {status.Activity} ({clock.Elapsed.TotalSeconds:F0} s)"));
+                }
                 if (await Task.WhenAny(closedTask, childExit).ConfigureAwait(false) != closedTask)
                 {
                     var dead = children.First(c => c.HasExited);

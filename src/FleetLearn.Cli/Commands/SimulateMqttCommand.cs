@@ -53,7 +53,7 @@ internal static class SimulateMqttCommand
                     seconds = report.Seconds,
                 });
             }
-        }, logs, processes, range => StartAgentProcess(range, work, progress)).GetAwaiter().GetResult();
+        }, logs, processes, range => StartAgentProcess(range, work, progress), progress.WriteLine).GetAwaiter().GetResult();
         var reports = result.Rounds;
         var final = reports[^1];
         double seconds = clock.Elapsed.TotalSeconds;
