@@ -62,6 +62,7 @@ public sealed class AggregatorWorker(
     private LiteDbPrivacyLedgerStore? _ledger;
     private long _lastClosedRound;
     private readonly Dictionary<long, HashSet<Guid>> _recentlySeen = [];
+    private readonly Dictionary<long, Dictionary<string, int>> _completedSurvivors = [];
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -266,6 +267,10 @@ public sealed class AggregatorWorker(
         _lastClosedRound = round;
         _recentlySeen[round] = state.Seen;
         foreach (var old in _recentlySeen.Keys.Where(r => r < round - 2).ToList()) _recentlySeen.Remove(old);
+        // The server completes once t shares of each secret are in: the other survivors' unmask answers are still on their
+        // way, and they are honest answers that were not needed, not late input.
+        if (server?.Result is { } completed) _completedSurvivors[round] = completed.Survivors.ToDictionary(i => state.Cohort[i], i => i, StringComparer.Ordinal);
+        foreach (var old in _completedSurvivors.Keys.Where(r => r < round - 2).ToList()) _completedSurvivors.Remove(old);
         // A selected vehicle that never answered is taken off the available list until it checks in again:
         // a vehicle gone for good must not be selected round after round.
         var answered = server is null ? state.Contributors.Keys.ToHashSet(StringComparer.Ordinal) : state.Answered;
@@ -297,9 +302,10 @@ public sealed class AggregatorWorker(
         }
         int participants = contributors.Count;
         double loss = state.Contributors.Count == 0 ? double.NaN : state.LossSum / state.Contributors.Count;
-        if (failure is null && participants < _options.MinParticipants) failure = $"{participants} updates < minimum {_options.MinParticipants}";
+        // Checked first: MinNoiseShares never exceeds MinParticipants, so behind the minimum check this reason could never be given.
         if (failure is null && privacy == NoiseMode.Distributed && participants < state.Protection.MinNoiseShares)
             failure = $"{participants} noise shares < the {state.Protection.MinNoiseShares} the noise was sized for: the sum is not released";
+        if (failure is null && participants < _options.MinParticipants) failure = $"{participants} updates < minimum {_options.MinParticipants}";
         if (failure is null && mean is null) failure = "no update carried any weight";
         if (failure is null)
         {
@@ -451,6 +457,8 @@ public sealed class AggregatorWorker(
             verdict = new UpdateAck(AckStatus.Duplicate, $"already received in round {update.Round}");
             status.Duplicate();
         }
+        else if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round) && IsUnneededUnmaskAnswer(update, vehicle))
+            verdict = new UpdateAck(AckStatus.Duplicate, $"not needed: round {update.Round} completed with the shares it needed");
         else if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round))
             verdict = Rejected(RejectReasons.Late, $"round {update.Round} has closed");
         else if (state is null || update.Round != state.Round)
@@ -468,6 +476,21 @@ public sealed class AggregatorWorker(
             verdict = ReceivePlain(state, vehicle, index, update);
         if (verdict.Status == AckStatus.Rejected) logger.LogWarning("aggregator: rejected {Kind} from {Vehicle} for round {Round}: {Reason}", kind, vehicle, update.Round, verdict.Reason);
         await AckAsync(update, verdict, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>True when <paramref name="update"/> is the unmask answer of a survivor of a completed secure round.</summary>
+    private bool IsUnneededUnmaskAnswer(Envelope update, string vehicle)
+    {
+        if (update.Kind != EnvelopeKind.SecAgg || !_completedSurvivors.TryGetValue(update.Round, out var survivors) || !survivors.TryGetValue(vehicle, out int index))
+            return false;
+        try
+        {
+            return SecAggCodec.Decode(update.Payload.Span, (ulong)update.Round) is UnmaskResponseMessage answer && answer.VehicleId == index;
+        }
+        catch (SecAggFormatException)
+        {
+            return false;
+        }
     }
 
     private UpdateAck Rejected(string reason, string why)

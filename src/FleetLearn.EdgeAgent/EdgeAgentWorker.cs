@@ -156,7 +156,11 @@ public sealed class EdgeAgentWorker(
             var plan = RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet);
             if (plan.ModelSpec != _pinned!.ToString())
                 throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_pinned}.");
-            if (plan.Round <= (_outbox!.GetState(LastRoundKey) ?? 0)) return;
+            if (plan.Round <= (_outbox!.GetState(LastRoundKey) ?? 0))
+            {
+                logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
+                return;
+            }
             if (!plan.Cohort.Contains(_options.VehicleId)) return;
             if (PolicyRefusal(plan) is { } refusal)
             {
