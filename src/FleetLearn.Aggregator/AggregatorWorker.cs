@@ -273,7 +273,9 @@ public sealed class AggregatorWorker(
         foreach (var old in _completedSurvivors.Keys.Where(r => r < round - 2).ToList()) _completedSurvivors.Remove(old);
         // A selected vehicle that never answered is taken off the available list until it checks in again:
         // a vehicle gone for good must not be selected round after round.
-        var answered = server is null ? state.Contributors.Keys.ToHashSet(StringComparer.Ordinal) : state.Answered;
+        // (Under secure aggregation only the survivors count: a vehicle that shared keys and then vanished is gone too.)
+        var answered = server is null ? state.Contributors.Keys.ToHashSet(StringComparer.Ordinal)
+            : server.Result is { } result ? result.Survivors.Select(i => state.Cohort[i]).ToHashSet(StringComparer.Ordinal) : state.Answered;
         foreach (var v in state.Cohort) if (!answered.Contains(v)) _checkedIn.Remove(v);
         status.CheckedIn = _checkedIn.Count;
         var closedAt = time.GetUtcNow();

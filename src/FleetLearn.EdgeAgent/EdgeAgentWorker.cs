@@ -49,6 +49,11 @@ public sealed class EdgeAgentWorker(
     private LiteDbPrivacyLedgerStore? _ledger;
     private ChunkAssembler? _modelChunks;
     private ChunkAssembler? _inboxChunks;
+    private ChannelWriter<LoopItem>? _loop;
+    private Task _training = Task.CompletedTask;
+
+    /// <summary>What the message loop handles: a message from the broker, or a secure input that finished training.</summary>
+    private sealed record LoopItem(MqttIncoming? Message, SecureRound? Round = null, uint[]? Input = null);
     private RoundPlan? _plan;
     private ECDsa? _aggregatorKey;
     private ECDsa? _deviceKey;
@@ -97,10 +102,11 @@ public sealed class EdgeAgentWorker(
         if (trainers is null) _ownTrainers = TrainerPool.Single();
         _modelChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 4);
         _inboxChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16);
-        var inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
+        var inbox = Channel.CreateBounded<LoopItem>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _mqtt = connection;
-        connection.MessageReceived += m => inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
+        connection.MessageReceived += m => inbox.Writer.WriteAsync(new LoopItem(m), stoppingToken).AsTask();
+        _loop = inbox.Writer;
         var topics = connection.Topics;
         await connection.SubscribeAsync(topics.RoundCurrent, stoppingToken).ConfigureAwait(false);
         await connection.SubscribeAsync(topics.ModelAll, stoppingToken).ConfigureAwait(false);
@@ -109,8 +115,13 @@ public sealed class EdgeAgentWorker(
         var resender = Task.Run(() => ResendLoopAsync(stoppingToken), stoppingToken);
         try
         {
-            await foreach (var message in inbox.Reader.ReadAllAsync(stoppingToken).ConfigureAwait(false))
+            await foreach (var item in inbox.Reader.ReadAllAsync(stoppingToken).ConfigureAwait(false))
             {
+                if (item.Message is not { } message)
+                {
+                    await InputReadyAsync(item.Round!, item.Input!, stoppingToken).ConfigureAwait(false);
+                    continue;
+                }
                 try
                 {
                     await HandleAsync(message, stoppingToken).ConfigureAwait(false);
@@ -134,6 +145,7 @@ public sealed class EdgeAgentWorker(
             try
             {
                 await resender.ConfigureAwait(false);
+                await _training.ConfigureAwait(false); // never dispose the trainer under a running epoch
             }
             catch (OperationCanceledException)
             {
@@ -279,22 +291,51 @@ public sealed class EdgeAgentWorker(
         int index = plan.Cohort.ToList().IndexOf(_options.VehicleId);
         if (pipeline.IsSecure && _secure?.Plan.Round != plan.Round) return; // the secure round was abandoned
         if (dataset.HoldoutRows is { Length: > 0 }) await EvaluateAsync(checkpoint, cancellationToken).ConfigureAwait(false);
-        var (delta, loss) = await TrainAsync(plan, checkpoint.Parameters, cancellationToken).ConfigureAwait(false);
-        RoundsTrained++;
         double weight = protection.WeightFor(dataset.Rows.Length);
         if (_secure is { } round)
         {
-            round.Input = codec.EncodeSecure(delta, weight, _random.Noise(plan.Round), _random.Rounding(plan.Round), out _);
-            logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); secure aggregation in progress.", _options.VehicleId, plan.Round, dataset.Rows.Length, loss);
-            if (round.PendingShares is { } shares) await SendMaskedInputAsync(round, shares, cancellationToken).ConfigureAwait(false);
+            // Training runs beside the message loop: the key phases (key directory, share routing) must be answered
+            // within their deadlines while the vehicle trains. The loop hears about the finished input through its inbox.
+            var global = checkpoint.Parameters;
+            _training = Task.Run(async () =>
+            {
+                try
+                {
+                    var (d, l) = await TrainAsync(plan, global, cancellationToken).ConfigureAwait(false);
+                    var input = codec.EncodeSecure(d, weight, _random.Noise(plan.Round), _random.Rounding(plan.Round), out _);
+                    logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); secure aggregation in progress.", _options.VehicleId, plan.Round, dataset.Rows.Length, l);
+                    await _loop!.WriteAsync(new LoopItem(null, round, input), cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                }
+            }, cancellationToken);
             return;
         }
+        var (delta, loss) = await TrainAsync(plan, checkpoint.Parameters, cancellationToken).ConfigureAwait(false);
+        RoundsTrained++;
         if (!RecordPrivacySpend(plan)) return;
         var body = codec.EncodePlain(delta, weight, (ulong)index, Guid.NewGuid(), _random.Noise(plan.Round), _random.Rounding(plan.Round), null, out _);
         var payload = new PlainUpdate(loss, dataset.Rows.Length, body).Encode();
         await EnqueueAndSendAsync(EnvelopeKind.Update, "update", plan.Round, payload, deadline, cancellationToken).ConfigureAwait(false);
         RoundsSent++;
         logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); sending {Bytes} bytes.", _options.VehicleId, plan.Round, dataset.Rows.Length, loss, payload.Length);
+    }
+
+    /// <summary>A secure input finished training (on the loop's thread): answer the forwarded shares if they came first.</summary>
+    private async Task InputReadyAsync(SecureRound round, uint[] input, CancellationToken cancellationToken)
+    {
+        RoundsTrained++;
+        if (_secure != round) return; // the round was abandoned meanwhile
+        round.Input = input;
+        try
+        {
+            if (round.PendingShares is { } shares) await SendMaskedInputAsync(round, shares, cancellationToken).ConfigureAwait(false);
+        }
+        catch (SecAggProtocolException e)
+        {
+            AbandonSecureRound($"secure aggregation failed: {e.Message}");
+        }
     }
 
     /// <summary>Records this round's DP charge in the vehicle's own ledger before the update leaves; false (declined) when over budget.</summary>

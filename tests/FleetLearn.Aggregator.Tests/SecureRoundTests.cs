@@ -22,11 +22,10 @@ namespace FleetLearn.Aggregator.Tests;
 /// aborted (model unchanged, the reason naming the phase) when too few do, and the next round starts afresh.
 /// </summary>
 /// <remarks>
-/// Dropouts are placed deterministically: car-0's local training is held (its data-order draw waits on a gate) so that
-/// car-0 advertises its keys but cannot share them. The ShareKeys phase therefore stays open — every other vehicle has
-/// shared its keys and waits for the forwarded shares — until the test releases car-0, well inside the phase deadline.
-/// The test stops the vehicles that are to drop out in that window: they have shared their keys, and will never send a
-/// masked input. Every random draw of the vehicles (data order, rounding) is seeded, so the test recomputes each
+/// Dropouts are placed deterministically: the local training of car-0 and of the vehicles that are to drop out is held
+/// (their data-order draw waits on a gate). Training runs beside the agent's message loop, so every vehicle advertises
+/// and shares its keys; MaskedInputCollection then stays open for car-0. The test stops the dropping vehicles inside
+/// their held training (they have shared their keys and never send a masked input), then releases car-0. Every random draw of the vehicles (data order, rounding) is seeded, so the test recomputes each
 /// vehicle's input in the clear and checks the secure sum against it bit for bit.
 /// </remarks>
 public sealed class SecureRoundTests : IAsyncLifetime
@@ -151,14 +150,15 @@ public sealed class SecureRoundTests : IAsyncLifetime
             o.MinParticipants = 3;
             o.Rounds = 2;
             o.PhaseTimeout = phase;
+            o.CohortWait = phase; // round 2 starts with the four that are left, once it has waited this long for a fifth
         });
         var held = HoldTraining("car-0", round: 1);
+        var droppedHold = HoldTraining("car-4", round: 1);
         var agents = new List<EdgeAgentWorker>();
         for (int i = 0; i < Vehicles; i++) agents.Add(await StartAgentAsync(i));
         var dropped = agents[4];
         await WaitForSharedKeysAsync(held, dropped);
-        await dropped.StopAsync(CancellationToken.None);
-        var released = DateTimeOffset.UtcNow;
+        await StopWhileTrainingAsync([dropped], [droppedHold]);
         held.Release();
 
         using var cts = new CancellationTokenSource(Timeout);
@@ -167,11 +167,13 @@ public sealed class SecureRoundTests : IAsyncLifetime
         Assert.Equal([1L, 2L], rounds.Select(r => r.Round));
         Assert.Equal(RoundStatus.Applied, rounds[0].Status);
         Assert.Equal(4, rounds[0].Participants);
-        // The round waited for car-4's masked input until MaskedInputCollection's deadline (which opened after the release).
-        Assert.True(rounds[0].ClosedAt >= released + phase, $"round 1 closed {rounds[0].ClosedAt - released} after the release, before the {phase} phase deadline");
+        // The round waited for car-4's masked input until MaskedInputCollection's deadline.
+        Assert.True(rounds[0].ClosedAt >= rounds[0].StartedAt + phase, $"round 1 closed {rounds[0].ClosedAt - rounds[0].StartedAt} after it opened, before the {phase} phase deadline");
         Assert.Equal(RoundStatus.Applied, rounds[1].Status);
         Assert.Equal(1, rounds[1].ModelVersionIn);
         Assert.Equal(4, rounds[1].Participants);
+        // car-4 did not survive round 1, so round 2 did not select it again (it never checked in again).
+        Assert.Equal(4, rounds[1].CohortSize);
 
         Assert.True(status.Closed.TryRead(out var first));
         Assert.True(status.Closed.TryRead(out var second));
@@ -203,10 +205,11 @@ public sealed class SecureRoundTests : IAsyncLifetime
             o.PhaseTimeout = TimeSpan.FromSeconds(4);
         });
         var held = HoldTraining("car-0", round: 1);
+        var droppedHolds = new[] { HoldTraining("car-2", round: 1), HoldTraining("car-3", round: 1), HoldTraining("car-4", round: 1) };
         var agents = new List<EdgeAgentWorker>();
         for (int i = 0; i < Vehicles; i++) agents.Add(await StartAgentAsync(i));
         await WaitForSharedKeysAsync(held, agents[2], agents[3], agents[4]);
-        await Task.WhenAll(agents.Skip(2).Select(a => a.StopAsync(CancellationToken.None)));
+        await StopWhileTrainingAsync([.. agents.Skip(2)], droppedHolds);
         var restarted = new List<EdgeAgentWorker>();
         for (int i = 2; i < Vehicles; i++) restarted.Add(await StartAgentAsync(i));
         // Each new instance has seen round 1's retained plan and left it alone (it joined round 1 before its restart).
@@ -267,10 +270,11 @@ public sealed class SecureRoundTests : IAsyncLifetime
             o.PhaseTimeout = TimeSpan.FromSeconds(3);
         });
         var held = HoldTraining("car-0", round: 1);
+        var droppedHold = HoldTraining("car-4", round: 1);
         var agents = new List<EdgeAgentWorker>();
         for (int i = 0; i < Vehicles; i++) agents.Add(await StartAgentAsync(i));
         await WaitForSharedKeysAsync(held, agents[4]);
-        await agents[4].StopAsync(CancellationToken.None);
+        await StopWhileTrainingAsync([agents[4]], [droppedHold]);
         held.Release();
 
         using var cts = new CancellationTokenSource(Timeout);
@@ -371,12 +375,24 @@ public sealed class SecureRoundTests : IAsyncLifetime
 
     private Hold HoldTraining(string vehicle, long round) => _holds[vehicle] = new Hold(round);
 
+    /// <summary>
+    /// Stops vehicles that are inside their (held) local training: the stop is requested first, so that when their training
+    /// is released the finished input finds the message loop closed and never leaves the vehicle — a dropout after ShareKeys.
+    /// </summary>
+    private static async Task StopWhileTrainingAsync(EdgeAgentWorker[] vehicles, Hold[] holds)
+    {
+        var stopping = vehicles.Select(v => v.StopAsync(CancellationToken.None)).ToList();
+        foreach (var h in holds) h.Release();
+        await Task.WhenAll(stopping);
+        Assert.All(vehicles, v => Assert.Equal(0, v.RoundsSent));
+    }
+
     /// <summary>Waits until the held vehicle is inside its local training and each of <paramref name="vehicles"/> has had its ShareKeys acknowledged.</summary>
     private static async Task WaitForSharedKeysAsync(Hold held, params EdgeAgentWorker[] vehicles)
     {
         using var cts = new CancellationTokenSource(Timeout);
         await held.Entered.WaitAsync(cts.Token);
-        // Acknowledged: AdvertiseKeys and ShareKeys. Their masked input cannot leave yet: the held vehicle has not shared its keys.
+        // Acknowledged: AdvertiseKeys and ShareKeys. Their masked input cannot leave yet: their own training is held.
         foreach (var v in vehicles) await WaitForAsync(() => v.Acknowledged >= 2 && v.PendingInOutbox == 0, $"{v.VehicleId}'s ShareKeys to be acknowledged");
         Assert.All(vehicles, v => Assert.Equal(0, v.RoundsSent));
     }
