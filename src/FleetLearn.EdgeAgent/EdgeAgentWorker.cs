@@ -51,6 +51,7 @@ public sealed class EdgeAgentWorker(
     private ChunkAssembler? _inboxChunks;
     private ChannelWriter<LoopItem>? _loop;
     private Task _training = Task.CompletedTask;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, DateTimeOffset> _nextResend = new();
 
     /// <summary>What the message loop handles: a message from the broker, or a secure input that finished training.</summary>
     private sealed record LoopItem(MqttIncoming? Message, SecureRound? Round = null, uint[]? Input = null);
@@ -196,6 +197,7 @@ public sealed class EdgeAgentWorker(
             if (envelope.Kind != EnvelopeKind.Ack || envelope.Vehicle != _options.VehicleId) return;
             var ack = UpdateAck.Decode(envelope.Payload.Span);
             string what = _outbox!.Pending().FirstOrDefault(i => i.UpdateId == envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true ? "update" : "secure-aggregation message";
+            _nextResend.TryRemove(envelope.UpdateId, out _);
             if (_outbox.Acknowledge(envelope.UpdateId))
             {
                 Acknowledged++;
@@ -489,6 +491,9 @@ public sealed class EdgeAgentWorker(
         // The transfer id is the update id: a resend's chunks complete the same transfer at the aggregator.
         var chunks = ChunkCodec.Split(item.Payload, _mqtt!.Options.MaxPacketSize, item.UpdateId);
         _outbox!.RecordAttempt(item.UpdateId);
+        // Exponential backoff between resends (1, 2, 4, 8, 16 × ResendInterval): an aggregator that is slow to answer
+        // under load is not flooded with copies. After a restart the first pass resends everything at once.
+        _nextResend[item.UpdateId] = time.GetUtcNow() + _options.ResendInterval * Math.Pow(2, Math.Min(item.Attempts, 4));
         try
         {
             await Task.WhenAll(chunks.Select(c => _mqtt.PublishAsync(item.Topic, c, expiry: remaining, cancellationToken: cancellationToken))).ConfigureAwait(false);
@@ -513,7 +518,9 @@ public sealed class EdgeAgentWorker(
                 if (first || pending.Count == 0) await CheckInAsync(cancellationToken).ConfigureAwait(false);
                 if (!first)
                 {
-                    foreach (var item in pending) await SendAsync(item, cancellationToken).ConfigureAwait(false);
+                    var now = time.GetUtcNow();
+                    foreach (var item in pending.Where(i => !_nextResend.TryGetValue(i.UpdateId, out var due) || now >= due))
+                        await SendAsync(item, cancellationToken).ConfigureAwait(false);
                 }
                 first = false;
             }

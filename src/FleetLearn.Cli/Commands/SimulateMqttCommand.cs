@@ -70,7 +70,7 @@ internal static class SimulateMqttCommand
             ? string.Create(CultureInfo.InvariantCulture, $"ε spent {final.Epsilon:F2} at δ = {dp.Delta:G2} (fleet, sampled), {final.MaxVehicleEpsilon:F2} (largest per vehicle)")
             : "no differential privacy";
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"done: {applied}/{reports.Count} rounds applied over MQTT; final accuracy {final.TestAccuracy:F4}; {epsilonText}; {SimulateCommand.Bytes(up)} up, {SimulateCommand.Bytes(down)} down; {result.PendingInOutboxes} messages left in outboxes; {seconds:F1} s"));
+            $"done: {applied}/{reports.Count} rounds applied over MQTT; final accuracy {final.TestAccuracy:F4}; {epsilonText}; {SimulateCommand.Bytes(up)} received and {SimulateCommand.Bytes(down)} published by the aggregator (the broker copies each {SimulateCommand.Bytes(4L * options.Model.ParameterCount)} model to every vehicle); {result.PendingInOutboxes} messages left in outboxes; {seconds:F1} s"));
         if (reportPath is not null) progress.WriteLine($"report: {reportPath}");
         if (asJson)
             CliJson.Write(parse.InvocationConfiguration.Output, new
