@@ -453,15 +453,16 @@ public sealed class AggregatorWorker(
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
         UpdateAck verdict;
-        if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round) && _recentlySeen.TryGetValue(update.Round, out var seen) && seen.Contains(update.UpdateId))
+        bool closedRound = update.Round <= _lastClosedRound && (state is null || update.Round != state.Round);
+        if (closedRound && _recentlySeen.TryGetValue(update.Round, out var seen) && seen.Contains(update.UpdateId))
         {
             // Counted (or answered) before the round closed; its ack was lost. Not "rejected": the vehicle must not think it was left out.
             verdict = new UpdateAck(AckStatus.Duplicate, $"already received in round {update.Round}");
             status.Duplicate();
         }
-        else if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round) && IsUnneededUnmaskAnswer(update, vehicle))
+        else if (closedRound && IsUnneededUnmaskAnswer(update, vehicle))
             verdict = new UpdateAck(AckStatus.Duplicate, $"not needed: round {update.Round} completed with the shares it needed");
-        else if (update.Round <= _lastClosedRound && (state is null || update.Round != state.Round))
+        else if (closedRound)
             verdict = Rejected(RejectReasons.Late, $"round {update.Round} has closed");
         else if (state is null || update.Round != state.Round)
             verdict = Rejected(RejectReasons.WrongRound, $"round {update.Round} is not open (current {state?.Round.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"})");

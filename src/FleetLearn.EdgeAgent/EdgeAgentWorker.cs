@@ -496,7 +496,11 @@ public sealed class EdgeAgentWorker(
         _nextResend[item.UpdateId] = time.GetUtcNow() + _options.ResendInterval * Math.Pow(2, Math.Min(item.Attempts, 4));
         try
         {
-            await Task.WhenAll(chunks.Select(c => _mqtt.PublishAsync(item.Topic, c, expiry: remaining, cancellationToken: cancellationToken))).ConfigureAwait(false);
+            // The envelope's (vehicle, round, update id) also travel as MQTT 5 user properties, so that brokers, bridges and
+            // monitoring can route and trace updates without decoding them. Message expiry = the round's deadline.
+            IReadOnlyList<(string, string)> properties =
+                [("fl-vehicle", item.Vehicle), ("fl-round", item.Round.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("fl-update-id", item.UpdateId.ToString())];
+            await Task.WhenAll(chunks.Select(c => _mqtt.PublishAsync(item.Topic, c, expiry: remaining, properties: properties, cancellationToken: cancellationToken))).ConfigureAwait(false);
         }
         catch (Exception e) when (MqttConnection.IsTransient(e))
         {
