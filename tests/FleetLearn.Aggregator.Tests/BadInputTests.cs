@@ -73,7 +73,17 @@ public sealed class BadInputTests : IAsyncLifetime
         await car.SubscribeAsync(topics.InboxAll("car-x"), cts.Token);
         car.Start(cts.Token);
         using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        await CheckInAsync(car, "car-x", deviceKey, cts.Token);
+        // Like an agent, the vehicle checks in again until the round starts: a check-in is not retained, and the
+        // aggregator may not have subscribed yet when the first one is sent.
+        using var checkingIn = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
+        var checkins = Task.Run(async () =>
+        {
+            while (!checkingIn.IsCancellationRequested)
+            {
+                await CheckInAsync(car, "car-x", deviceKey, checkingIn.Token);
+                await Task.Delay(200, checkingIn.Token);
+            }
+        }, checkingIn.Token);
 
         // The plan and the model arrive (retained); the vehicle verifies the plan like an agent does.
         RoundPlan? plan = null;
@@ -84,6 +94,15 @@ public sealed class BadInputTests : IAsyncLifetime
             var m = await inbox.Reader.ReadAsync(cts.Token);
             if (m.Topic == topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(m.Payload, signing, Fleet);
             else if (topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
+        }
+        await checkingIn.CancelAsync();
+        try
+        {
+            await checkins;
+        }
+        catch (OperationCanceledException)
+        {
+            // stopped as intended
         }
         var checkpoint = Checkpoint.FromBytes(model);
         var protection = plan.Protection!;
