@@ -95,7 +95,8 @@ public sealed class AggregatorHttpService(
             "/healthz" => status.Running ? (200, "text/plain; charset=utf-8", "ok\n") : (503, "text/plain; charset=utf-8", "not running\n"),
             "/metrics" => (200, MetricsContentType, Metrics(status)),
             "/api/rounds" => (200, "application/json; charset=utf-8", JsonSerializer.Serialize(status.Rounds.Select(RoundJson.From), Json)),
-            _ => (404, "text/plain; charset=utf-8", "not found: try /healthz, /metrics or /api/rounds\n"),
+            "/" => (200, "text/html; charset=utf-8", Dashboard(status)),
+            _ => (404, "text/plain; charset=utf-8", "not found: try /, /healthz, /metrics or /api/rounds\n"),
         };
         await WriteAsync(response, code, type, request.HttpMethod == "HEAD" ? null : body, cancellationToken).ConfigureAwait(false);
     }
@@ -108,6 +109,51 @@ public sealed class AggregatorHttpService(
         var bytes = Encoding.UTF8.GetBytes(body ?? "");
         response.ContentLength64 = bytes.Length;
         if (bytes.Length > 0) await response.OutputStream.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The dashboard page: what the worker is doing, the counters, a chart of participants per round and the round table
+    /// (self-contained HTML with inline SVG; reload to refresh).
+    /// </summary>
+    internal static string Dashboard(AggregatorStatus status)
+    {
+        var rounds = status.Rounds;
+        var byReason = status.RejectedByReason;
+        var report = new Reporting.HtmlReport("FleetLearn aggregator")
+            .AddSummary("state", status.Running ? "running" : "stopped")
+            .AddSummary("now", status.Activity)
+            .AddSummary("current round", status.CurrentRound)
+            .AddSummary("model version", status.ModelVersion)
+            .AddSummary("vehicles checked in", status.CheckedIn)
+            .AddSummary("rounds applied / aborted", $"{rounds.Count(r => r.Status == RoundStatus.Applied)} / {rounds.Count(r => r.Status == RoundStatus.Aborted)}")
+            .AddSummary("updates accepted / duplicate", $"{status.AcceptedUpdates} / {status.DuplicateUpdates}")
+            .AddSummary("messages rejected", byReason.Count == 0 ? "0" : string.Join(", ", byReason.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key} {p.Value}")))
+            .AddSummary("bytes received / published", $"{status.BytesUp:N0} / {status.BytesDown:N0}")
+            .AddSummary("largest ε of a vehicle", double.IsFinite(status.MaxVehicleEpsilon) ? status.MaxVehicleEpsilon.ToString("F3", CultureInfo.InvariantCulture) : "no DP");
+        if (rounds.Count > 0)
+        {
+            var xs = rounds.Select(r => (double)r.Round).ToArray();
+            report.AddSection("Participants per round").AddChart(new Reporting.LineChart
+            {
+                Title = "Cohort and participants",
+                XLabel = "Round",
+                YLabel = "Vehicles",
+                Series =
+                [
+                    Reporting.ChartSeries.FromXY("selected", xs, rounds.Select(r => (double)r.CohortSize)),
+                    Reporting.ChartSeries.FromXY("participants", xs, rounds.Select(r => (double)r.Participants)),
+                ],
+                YMin = 0,
+            }, 800, 320);
+        }
+        report.AddSection("Rounds").AddTable(["round", "status", "model in", "model out", "cohort", "participants", "train loss", "started", "closed", "note"],
+            rounds.OrderByDescending(r => r.Round).Select(r => new object?[]
+            {
+                r.Round, r.Status.ToString(), r.ModelVersionIn, r.ModelVersionOut, r.CohortSize, r.Participants,
+                double.IsFinite(r.TrainLoss) ? Math.Round(r.TrainLoss, 4) : null, r.StartedAt.ToString("u", CultureInfo.InvariantCulture),
+                r.ClosedAt?.ToString("u", CultureInfo.InvariantCulture), r.Note,
+            }));
+        return report.ToHtml();
     }
 
     /// <summary>The Prometheus text exposition (format 0.0.4) of <paramref name="status"/>.</summary>

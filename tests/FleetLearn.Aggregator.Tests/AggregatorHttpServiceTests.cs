@@ -76,6 +76,20 @@ public sealed class AggregatorHttpServiceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Dashboard_TwoRounds_HtmlWithCountersChartAndRoundTable()
+    {
+        using var response = await _client.GetAsync(new Uri("/", UriKind.Relative));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/html", response.Content.Headers.ContentType?.MediaType);
+        string html = await response.Content.ReadAsStringAsync();
+        Assert.Contains("FleetLearn aggregator", html, StringComparison.Ordinal);
+        Assert.Contains("<svg", html, StringComparison.Ordinal); // participants per round
+        Assert.Contains("truncated 1", html, StringComparison.Ordinal); // rejected by reason
+        Assert.Contains("1 updates &lt; minimum 2", html, StringComparison.Ordinal); // the aborted round's note, escaped
+        Assert.Contains("Applied", html, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ApiRounds_TwoRounds_JsonArrayWithNullForNaNLoss()
     {
         using var response = await _client.GetAsync(new Uri("api/rounds", UriKind.Relative));
