@@ -1,6 +1,7 @@
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
 
 namespace FleetLearn.Aggregator;
 
@@ -19,6 +20,10 @@ public static class AggregatorServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<MqttTransportOptions>>(new DataAnnotationsValidator<MqttTransportOptions>(o => o.Validate()));
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<AggregatorStatus>();
+        // The status's instruments through OpenTelemetry; OTLP export follows the standard OTEL_EXPORTER_OTLP_* variables.
+        var metrics = services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(AggregatorStatus.MeterName));
+        if (!string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT")))
+            metrics.WithMetrics(m => m.AddOtlpExporter());
         services.AddHostedService<AggregatorWorker>();
         services.AddHostedService<AggregatorHttpService>();
         return services;

@@ -6,9 +6,47 @@ namespace FleetLearn.Aggregator;
 /// <summary>A closed round and the global model after it.</summary>
 public sealed record RoundClosed(RoundRecord Record, float[] Model);
 
-/// <summary>What the aggregator is doing, for the HTTP surface, the CLI and tests. Thread-safe.</summary>
-public sealed class AggregatorStatus
+/// <summary>
+/// What the aggregator is doing, for the HTTP surface, the CLI and tests. Thread-safe. The same numbers are OpenTelemetry
+/// instruments of the meter <see cref="MeterName"/> (observable counters and gauges), so that any OpenTelemetry exporter —
+/// OTLP to a collector when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set — ships them.
+/// </summary>
+public sealed class AggregatorStatus : IDisposable
 {
+    /// <summary>Name of the aggregator's <see cref="System.Diagnostics.Metrics.Meter"/>.</summary>
+    public const string MeterName = "FleetLearn.Aggregator";
+
+    private readonly System.Diagnostics.Metrics.Meter _meter = new(MeterName);
+
+    /// <summary>Creates the status and its instruments.</summary>
+    public AggregatorStatus()
+    {
+        _meter.CreateObservableCounter("fleetlearn.aggregator.rounds", () => RoundsBy(), "{round}", "Rounds closed, by outcome.");
+        _meter.CreateObservableCounter("fleetlearn.aggregator.updates.accepted", () => AcceptedUpdates, "{update}", "Updates folded into a round.");
+        _meter.CreateObservableCounter("fleetlearn.aggregator.updates.duplicate", () => DuplicateUpdates, "{update}", "Resends recognised and not folded again.");
+        _meter.CreateObservableCounter("fleetlearn.aggregator.messages.rejected",
+            () => RejectedByReason.Select(p => new System.Diagnostics.Metrics.Measurement<long>(p.Value, new KeyValuePair<string, object?>("reason", p.Key))),
+            "{message}", "Rejected messages, by reason.");
+        _meter.CreateObservableCounter("fleetlearn.aggregator.bytes.received", () => BytesUp, "By", "Bytes of vehicle messages received.");
+        _meter.CreateObservableCounter("fleetlearn.aggregator.bytes.published", () => BytesDown, "By", "Bytes published to vehicles.");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.model.version", () => ModelVersion, "{version}", "Version of the current global model.");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.round.current", () => CurrentRound, "{round}", "Round in progress (0 when none).");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.vehicles.checked_in", () => CheckedIn, "{vehicle}", "Vehicles checked in and available.");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.vehicle.epsilon.max",
+            () => double.IsFinite(MaxVehicleEpsilon) ? [new System.Diagnostics.Metrics.Measurement<double>(MaxVehicleEpsilon)] : Array.Empty<System.Diagnostics.Metrics.Measurement<double>>(),
+            null, "Largest ε any vehicle has spent (aggregator's ledger).");
+    }
+
+    private IEnumerable<System.Diagnostics.Metrics.Measurement<long>> RoundsBy()
+    {
+        var rounds = Rounds;
+        yield return new(rounds.Count(r => r.Status == RoundStatus.Applied), new KeyValuePair<string, object?>("status", "applied"));
+        yield return new(rounds.Count(r => r.Status == RoundStatus.Aborted), new KeyValuePair<string, object?>("status", "aborted"));
+    }
+
+    /// <summary>Disposes the meter.</summary>
+    public void Dispose() => _meter.Dispose();
+
     private readonly Channel<RoundClosed> _closed = Channel.CreateUnbounded<RoundClosed>();
     private readonly List<RoundRecord> _rounds = [];
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _rejectedBy = new(StringComparer.Ordinal);
