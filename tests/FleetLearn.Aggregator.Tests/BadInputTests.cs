@@ -127,7 +127,7 @@ public sealed class BadInputTests : IAsyncLifetime
         await SendAsync(car, up, Update(plan.Round, new byte[5000]).Encode(), cts.Token);
         var tampered = ChunkCodec.Split(Update(plan.Round, Body(1)).Encode(), 4096);
         tampered[0][^1] ^= 0xFF;
-        await car.PublishAsync(up, tampered[0], cancellationToken: cts.Token);
+        await car.PublishReliablyAsync(up, tampered[0], cancellationToken: cts.Token);
         using (var otherKey = ECDsa.Create(ECCurve.NamedCurves.nistP256))
             await CheckInAsync(car, "car-x", otherKey, cts.Token);
         await using (var stranger = new MqttConnection(Mqtt("car-y")))
@@ -161,12 +161,12 @@ public sealed class BadInputTests : IAsyncLifetime
     private static async Task CheckInAsync(MqttConnection car, string id, ECDsa deviceKey, CancellationToken cancellationToken)
     {
         var checkin = new Checkin(50, deviceKey.ExportSubjectPublicKeyInfo()).Encode();
-        await car.PublishAsync(car.Topics.Checkin(id), new Envelope(EnvelopeKind.Checkin, id, 0, Guid.NewGuid(), checkin).Encode(), cancellationToken: cancellationToken);
+        await car.PublishReliablyAsync(car.Topics.Checkin(id), new Envelope(EnvelopeKind.Checkin, id, 0, Guid.NewGuid(), checkin).Encode(), cancellationToken: cancellationToken);
     }
 
     private static async Task SendAsync(MqttConnection connection, string topic, byte[] envelope, CancellationToken cancellationToken)
     {
-        foreach (var chunk in ChunkCodec.Split(envelope, 4096)) await connection.PublishAsync(topic, chunk, cancellationToken: cancellationToken);
+        foreach (var chunk in ChunkCodec.Split(envelope, 4096)) await connection.PublishReliablyAsync(topic, chunk, cancellationToken: cancellationToken);
     }
 
     /// <summary>Keeps every formatted log line.</summary>
