@@ -1,8 +1,9 @@
 using System.Globalization;
 using System.Net;
-using System.Text;
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json;
+using System.Text;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -170,7 +171,7 @@ public sealed class AggregatorHttpService(
         Sample(text, "fleetlearn_aggregator_updates_duplicate_total", status.DuplicateUpdates);
         Family(text, "fleetlearn_aggregator_messages_rejected_total", "counter", "Malformed, late, forged or out-of-cohort messages, by reason.");
         var byReason = status.RejectedByReason;
-        foreach (var reason in Transport.Mqtt.RejectReasons.All.Union(byReason.Keys.Order(StringComparer.Ordinal)))
+        foreach (var reason in Core.Rounds.RejectReasons.All.Union(byReason.Keys.Order(StringComparer.Ordinal)))
             Sample(text, $"fleetlearn_aggregator_messages_rejected_total{{reason=\"{reason}\"}}", byReason.GetValueOrDefault(reason));
         Family(text, "fleetlearn_aggregator_bytes_received_total", "counter", "Bytes of vehicle messages received.");
         Sample(text, "fleetlearn_aggregator_bytes_received_total", status.BytesUp);

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
 
 namespace FleetLearn.Aggregator;
@@ -73,7 +74,7 @@ public sealed class AggregatorStatus : IDisposable
     /// <summary>Malformed, late, forged or out-of-cohort messages.</summary>
     public long RejectedMessages => Interlocked.Read(ref _rejected);
 
-    /// <summary>Rejected messages by reason label (<see cref="Transport.Mqtt.RejectReasons"/>).</summary>
+    /// <summary>Rejected messages by reason label (<see cref="Core.Rounds.RejectReasons"/>).</summary>
     public IReadOnlyDictionary<string, long> RejectedByReason => new Dictionary<string, long>(_rejectedBy, StringComparer.Ordinal);
 
     /// <summary>Bytes of vehicle messages received (updates, secure-aggregation messages, check-ins).</summary>

@@ -5,6 +5,7 @@ using FleetLearn.Core.Compression;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Numerics;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Core.Training;
 using FleetLearn.Perception.Onnx;

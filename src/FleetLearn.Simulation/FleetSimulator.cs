@@ -361,7 +361,7 @@ public sealed class FleetSimulator : IDisposable
     /// ShareKeys (the costliest case: their masks are rebuilt from shares); the server unmasks only the sum.
     /// Every message travels through <see cref="SecAggCodec"/>, and its bytes are what <c>bytes_up</c> counts.
     /// </summary>
-    private RoundOutcome SecureRound(int round, RoundPlan plan, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
+    private RoundOutcome SecureRound(int round, RoundForecast plan, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
     {
         var result = new RoundOutcome();
         var cohort = plan.Selected.Select(p => p.Vehicle).ToArray();

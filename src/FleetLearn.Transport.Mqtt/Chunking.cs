@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
+using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Transport.Mqtt;
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Transport.Mqtt;
 
@@ -34,19 +35,6 @@ public sealed record PlainUpdate(double TrainLoss, int Samples, ReadOnlyMemory<b
         if (samples < 0) throw new WireFormatException($"Update sample count {samples} is negative.");
         return new PlainUpdate(double.IsFinite(loss) ? loss : double.NaN, samples, bytes[HeaderBytes..]);
     }
-}
-
-/// <summary>The aggregator's verdict on an update.</summary>
-public enum AckStatus : byte
-{
-    /// <summary>Folded into the round.</summary>
-    Accepted = 0,
-
-    /// <summary>Already folded earlier (a resend): nothing changed.</summary>
-    Duplicate = 1,
-
-    /// <summary>Not usable (late, wrong round, not in the cohort, malformed): the vehicle drops it from its outbox.</summary>
-    Rejected = 2,
 }
 
 /// <summary>Application-level acknowledgement: the update id is the envelope's; layout: u8 status, u16 n, n bytes UTF-8 reason.</summary>

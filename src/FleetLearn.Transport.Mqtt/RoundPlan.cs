@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json;
 using FleetLearn.Core.Model;
+using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Transport.Mqtt;
 

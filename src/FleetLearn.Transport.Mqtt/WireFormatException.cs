@@ -1,3 +1,5 @@
+using FleetLearn.Core.Rounds;
+
 namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>
@@ -14,41 +16,4 @@ public sealed class WireFormatException(string message, string reason = RejectRe
 
     /// <summary>Fixed label of the failure (a Prometheus label value).</summary>
     public string Reason { get; } = reason;
-}
-
-/// <summary>The labels under which rejected messages are counted (<c>fleetlearn_aggregator_rejected_total{reason=…}</c>).</summary>
-public static class RejectReasons
-{
-    /// <summary>Shorter than its format says.</summary>
-    public const string Truncated = "truncated";
-
-    /// <summary>Another magic or format version.</summary>
-    public const string Version = "version";
-
-    /// <summary>For a round that is not open.</summary>
-    public const string WrongRound = "wrong_round";
-
-    /// <summary>For a round that has closed (a straggler's answer; harmless, acknowledged so the vehicle drops it).</summary>
-    public const string Late = "late";
-
-    /// <summary>NaN or ∞ in a value.</summary>
-    public const string NonFinite = "non_finite";
-
-    /// <summary>Over a size limit.</summary>
-    public const string Oversized = "oversized";
-
-    /// <summary>A signature or hash does not verify.</summary>
-    public const string Signature = "signature";
-
-    /// <summary>From a vehicle that is not in the round's cohort, or claims another vehicle.</summary>
-    public const string NotInCohort = "not_in_cohort";
-
-    /// <summary>Refused by the secure-aggregation state machine (late, repeated, bad signature on round keys, …).</summary>
-    public const string Protocol = "protocol";
-
-    /// <summary>Anything else that does not parse.</summary>
-    public const string Malformed = "malformed";
-
-    /// <summary>Every label, for exposing zero counters.</summary>
-    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed];
 }

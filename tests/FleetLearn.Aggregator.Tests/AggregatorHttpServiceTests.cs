@@ -1,6 +1,7 @@
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
 using System.Text.Json;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -24,7 +25,7 @@ public sealed class AggregatorHttpServiceTests : IAsyncLifetime
         _status.Accepted();
         _status.Accepted();
         _status.Accepted();
-        _status.Rejected(Transport.Mqtt.RejectReasons.Truncated);
+        _status.Rejected(Core.Rounds.RejectReasons.Truncated);
         _status.ModelVersion = 1;
         _status.Running = true;
         _service = new AggregatorHttpService(Options.Create(new AggregatorOptions { HttpPort = FreePort() }), _status, NullLogger<AggregatorHttpService>.Instance);

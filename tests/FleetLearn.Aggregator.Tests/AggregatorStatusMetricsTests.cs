@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.DependencyInjection;

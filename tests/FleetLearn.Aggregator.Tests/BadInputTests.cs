@@ -3,9 +3,10 @@ using System.Security.Cryptography;
 using System.Threading.Channels;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
-using FleetLearn.Transport.Mqtt;
 using FleetLearn.Transport.Mqtt.Broker;
+using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 

@@ -43,7 +43,7 @@ public enum VehicleOutcome
 public readonly record struct PlannedVehicle(int Vehicle, VehicleOutcome Outcome, double FinishSeconds);
 
 /// <summary>The selection and the predicted outcome of each selected vehicle for one round.</summary>
-public sealed record RoundPlan(int Round, int Available, IReadOnlyList<PlannedVehicle> Selected)
+public sealed record RoundForecast(int Round, int Available, IReadOnlyList<PlannedVehicle> Selected)
 {
     /// <summary>Vehicles whose updates count, in the order they finish.</summary>
     public IEnumerable<int> Accepted => Selected.Where(v => v.Outcome == VehicleOutcome.Accepted).OrderBy(v => v.FinishSeconds).ThenBy(v => v.Vehicle).Select(v => v.Vehicle);
@@ -66,7 +66,7 @@ public static class RoundPlanner
     /// model and allowed by <paramref name="isEligible"/>, e.g. privacy budget left), selects
     /// ⌈K·(1+o)⌉ uniformly without replacement, and predicts each one's outcome.
     /// </summary>
-    public static RoundPlan Plan(
+    public static RoundForecast Plan(
         int round,
         int vehicleCount,
         Func<int, long> workSamples,
@@ -114,6 +114,6 @@ public static class RoundPlanner
         }
         if (finishers.Count < settings.CohortSize && double.IsFinite(settings.DeadlineSeconds) && planned.Any(p => p.Outcome is VehicleOutcome.Straggler))
             end = settings.DeadlineSeconds;
-        return new RoundPlan(round, eligible.Count, planned) { SimulatedSeconds = end };
+        return new RoundForecast(round, eligible.Count, planned) { SimulatedSeconds = end };
     }
 }

@@ -1,0 +1,57 @@
+using System.Security.Cryptography;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Storage;
+using FleetLearn.Transport.Mqtt;
+
+namespace FleetLearn.Aggregator;
+
+/// <summary>The vehicles that have checked in and may be selected: device keys checked against the registry, budgets against the ledger.</summary>
+internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerStore? ledger, double? epsilonBudget)
+{
+    private readonly Dictionary<string, Checkin> _checkedIn = new(StringComparer.Ordinal);
+
+    /// <summary>Vehicles checked in now.</summary>
+    public int Count => _checkedIn.Count;
+
+    /// <summary>The check-in of <paramref name="vehicle"/>.</summary>
+    public Checkin this[string vehicle] => _checkedIn[vehicle];
+
+    /// <summary>
+    /// Records a check-in (0 samples: the vehicle withdraws). The device key must be a P-256 key, and the one registered at the
+    /// vehicle's first check-in; otherwise the check-in is refused with a <see cref="WireFormatException"/>.
+    /// </summary>
+    public void CheckIn(string vehicle, Checkin checkin)
+    {
+        if (checkin.Samples == 0)
+        {
+            _checkedIn.Remove(vehicle);
+            return;
+        }
+        try
+        {
+            using var parsed = ECDsa.Create();
+            parsed.ImportSubjectPublicKeyInfo(checkin.DeviceKey, out _);
+            if (parsed.ExportParameters(false).Curve.Oid?.Value != ECCurve.NamedCurves.nistP256.Oid.Value)
+                throw new WireFormatException($"Check-in of {vehicle} carries a device key that is not on P-256.");
+        }
+        catch (CryptographicException)
+        {
+            throw new WireFormatException($"Check-in of {vehicle} carries no valid P-256 device key.");
+        }
+        var ofRecord = store.RegisterDeviceKey(vehicle, checkin.DeviceKey);
+        if (!ofRecord.AsSpan().SequenceEqual(checkin.DeviceKey))
+            throw new WireFormatException($"Check-in of {vehicle} carries a device key that differs from the registered one.", RejectReasons.Signature);
+        _checkedIn[vehicle] = checkin;
+    }
+
+    /// <summary>Takes vehicles off the available list until they check in again (a vehicle gone for good is not selected round after round).</summary>
+    public void Forget(IEnumerable<string> vehicles)
+    {
+        foreach (var v in vehicles) _checkedIn.Remove(v);
+    }
+
+    /// <summary>Checked-in vehicles that may take part under <paramref name="charge"/>, in ordinal order (the canonical candidate order).</summary>
+    public string[] Eligible(PrivacyCharge charge) =>
+        [.. _checkedIn.Keys.Where(v => ledger is null || epsilonBudget is null || ledger.CanParticipate(v, charge)).Order(StringComparer.Ordinal)];
+}

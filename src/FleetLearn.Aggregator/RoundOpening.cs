@@ -1,0 +1,86 @@
+using System.Security.Cryptography;
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Random;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Core.SecureAggregation;
+using FleetLearn.Transport.Mqtt;
+
+namespace FleetLearn.Aggregator;
+
+/// <summary>One opened round: the coordinator that runs it, the signed plan that announces it, and the model bytes it starts from.</summary>
+internal sealed record OpenedRound(RoundCoordinator Coordinator, byte[] SignedPlan, RoundProtection Protection, int ModulusBits);
+
+/// <summary>Turns the aggregator's settings, the selected cohort and the current model into a round: the plan vehicles receive and the coordinator's setup.</summary>
+internal static class RoundOpening
+{
+    /// <summary>The fleet's rules for <paramref name="protection"/> (the same object the simulator builds from its options).</summary>
+    public static RoundRules Rules(AggregatorOptions options, RoundProtection protection) => new()
+    {
+        CohortSize = options.CohortSize,
+        MinParticipants = options.MinParticipants,
+        Privacy = AggregatorProtection.ParsePrivacy(options.Privacy),
+        NoiseMultiplier = options.NoiseMultiplier,
+        MinNoiseShares = protection.MinNoiseShares,
+        UniformWeights = protection.UniformWeights,
+        MaxWeight = protection.MaxWeight,
+    };
+
+    /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (ordinal order) and signs its plan.</summary>
+    public static OpenedRound Open(
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, string[] cohort,
+        Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa signingKey, TimeProvider time)
+    {
+        var secureMode = AggregatorProtection.ParseSecure(options.SecureAggregation);
+        double maxWeight = options.MaxWeight ?? Math.Min(options.WeightCap ?? double.MaxValue, cohort.Max(v => (double)roster[v].Samples));
+        var protection = AggregatorProtection.Describe(options, cohort.Length, maxWeight) with
+        {
+            CodecSeed = DeterministicRandom.Derive(options.Seed, 0xC0DE, (ulong)round).NextUInt64(),
+            SecAggRoundSeed = secureMode == SecureAggregationMode.Off ? null : Convert.ToBase64String(random.SecAggSeed(round)),
+            DeviceKeys = secureMode == SecureAggregationMode.Off ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceKey)).ToArray(),
+        };
+        var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Length);
+        var started = time.GetUtcNow();
+        var deadline = started + options.RoundTimeout;
+        SecureRoundSetup? secure = null;
+        if (secureMode != SecureAggregationMode.Off)
+        {
+            var registry = new DeviceKeyRegistry();
+            for (int i = 0; i < cohort.Length; i++) registry.Add(i, roster[cohort[i]].DeviceKey);
+            secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, round, cohort.Length), registry, Math.Max(1, Environment.ProcessorCount));
+        }
+        var rules = Rules(options, protection);
+        var coordinator = new RoundCoordinator(new RoundSetup
+        {
+            Round = round,
+            Cohort = cohort,
+            Global = model.Parameters,
+            Strategy = strategy,
+            Codec = protection.ForRound(pipeline, round),
+            Rules = rules,
+            Deadline = deadline,
+            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
+            Secure = secure,
+        }, time);
+        var plan = new RoundPlan
+        {
+            Fleet = fleet,
+            Round = round,
+            ModelVersion = model.Version,
+            ModelSpec = model.Spec.ToString(),
+            ModelSha256 = RoundPlanCodec.HashModel(modelBytes),
+            ModelBytes = modelBytes.Length,
+            Cohort = cohort,
+            LocalEpochs = options.LocalEpochs,
+            Batch = options.Batch,
+            LearningRate = options.LearningRate,
+            ProximalMu = strategy.ProximalMu,
+            Protection = protection,
+            DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
+            IssuedUnixMs = started.ToUnixTimeMilliseconds(),
+        };
+        return new OpenedRound(coordinator, RoundPlanCodec.Sign(plan, signingKey), protection, pipeline.ModulusBits);
+    }
+}

@@ -1,0 +1,253 @@
+using System.Globalization;
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Numerics;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.SecureAggregation;
+
+namespace FleetLearn.Core.Rounds;
+
+/// <summary>
+/// The aggregator's side of one round, as a pure state machine: <see cref="Receive"/> admits each vehicle message (one table:
+/// accepted, duplicate, rejected with a reason) and <see cref="Tick"/> closes phases and the round at their deadlines; both
+/// return effects (route, charge, close) for the runner to carry out. No I/O, time injected. The aggregator worker and the
+/// in-process simulator both drive this type, so "a vehicle drops mid-round", "too few survive" or "ε is charged" each
+/// happen here and nowhere else (docs/architecture.md).
+/// </summary>
+public sealed class RoundCoordinator : IDisposable
+{
+    private readonly RoundSetup _setup;
+    private readonly TimeProvider _time;
+    private readonly Dictionary<string, int> _index;
+    private readonly IUpdateAggregator? _aggregator;
+    private readonly SecAggServer? _server;
+    private readonly Dictionary<string, Guid> _contributors = new(StringComparer.Ordinal);
+    private readonly HashSet<Guid> _seen = [];
+    private readonly HashSet<string> _answered = new(StringComparer.Ordinal);
+    private readonly Dictionary<SecAggMessageType, int> _received = [];
+    private readonly int _wanted;
+    private double _lossSum;
+    private int _lossCount;
+    private int _unclipped;
+
+    /// <summary>Opens round <see cref="RoundSetup.Round"/>; a secure round starts its <see cref="SecAggServer"/> now.</summary>
+    public RoundCoordinator(RoundSetup setup, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(setup);
+        ArgumentNullException.ThrowIfNull(time);
+        if (setup.Rules.Privacy == NoiseMode.Central && setup.CentralNoise is null)
+            throw new ArgumentException("Central DP needs a noise source for the round.", nameof(setup));
+        _setup = setup;
+        _time = time;
+        _index = new Dictionary<string, int>(setup.Cohort.Count, StringComparer.Ordinal);
+        for (int i = 0; i < setup.Cohort.Count; i++) _index.Add(setup.Cohort[i], i);
+        if (setup.Secure is { } secure)
+        {
+            _server = new SecAggServer(secure.Parameters, secure.Registry, time, new SecAggServerOptions { MaxDegreeOfParallelism = secure.MaxDegreeOfParallelism });
+            _wanted = setup.Cohort.Count;
+            Phase = new CollectingSecure(_server.Phase);
+        }
+        else
+        {
+            _aggregator = setup.Strategy.CreateAggregator(setup.Global.Length);
+            _wanted = Math.Min(setup.Rules.CohortSize, setup.Cohort.Count);
+            Phase = new CollectingPlain(0, _wanted);
+        }
+    }
+
+    /// <summary>The round number.</summary>
+    public long Round => _setup.Round;
+
+    /// <summary>The cohort, in cohort-index order.</summary>
+    public IReadOnlyList<string> Cohort => _setup.Cohort;
+
+    /// <summary>Where the round is.</summary>
+    public RoundPhase Phase { get; private set; }
+
+    /// <summary>The outcome once closed.</summary>
+    public RoundOutcome? Outcome => (Phase as Closed)?.Outcome;
+
+    /// <summary>Update ids seen in this round (a resend after the round closed is a duplicate, not late).</summary>
+    public IReadOnlySet<Guid> SeenUpdateIds => _seen;
+
+    /// <summary>Survivors of a completed secure round by cohort index (their unneeded unmask answers are harmless).</summary>
+    public IReadOnlyDictionary<string, int> CompletedSurvivors =>
+        _server?.Result is { } r ? r.Survivors.ToDictionary(i => _setup.Cohort[i], i => i, StringComparer.Ordinal) : new Dictionary<string, int>();
+
+    /// <summary>When <see cref="Tick"/> must next be called: the end of the current secure phase, or the round's deadline.</summary>
+    public DateTimeOffset NextDeadline => _server is { } s && s.PhaseDeadline < _setup.Deadline && Phase is not Closed ? s.PhaseDeadline : _setup.Deadline;
+
+    /// <summary>A one-line account of the round's progress (for status pages and logs).</summary>
+    public string Progress => Phase switch
+    {
+        CollectingPlain p => string.Create(CultureInfo.InvariantCulture, $"round {Round}: {p.Folded}/{p.Wanted} updates folded"),
+        CollectingSecure s => string.Create(CultureInfo.InvariantCulture,
+            $"round {Round}: secure aggregation phase {s.Phase}; received {string.Join(", ", _received.Select(p => $"{p.Key} {p.Value}"))} of {Cohort.Count} vehicles"),
+        Closed { Outcome: RoundApplied a } => string.Create(CultureInfo.InvariantCulture, $"round {Round}: applied with {a.Contributors.Count} contributors"),
+        Closed { Outcome: RoundAborted a } => string.Create(CultureInfo.InvariantCulture, $"round {Round}: aborted ({a.Reason})"),
+        _ => "",
+    };
+
+    /// <summary>Admits one message of <paramref name="vehicle"/> (identified by its transport) for this round.</summary>
+    public RoundStep Receive(string vehicle, Guid updateId, VehicleMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(vehicle);
+        ArgumentNullException.ThrowIfNull(message);
+        if (Phase is Closed)
+            return Verdict(Admission.Rejected(RejectReasons.Late, $"round {Round} has closed"));
+        if (!_index.TryGetValue(vehicle, out int index))
+            return Verdict(Admission.Rejected(RejectReasons.NotInCohort, $"not in the cohort of round {Round}"));
+        if (!_seen.Add(updateId))
+            return Verdict(Admission.Duplicate());
+        return message switch
+        {
+            PlainUpdateMessage plain => ReceivePlain(vehicle, index, updateId, plain),
+            SecureUpdateMessage secure => ReceiveSecure(vehicle, index, secure.Message),
+            _ => Verdict(Admission.Rejected(RejectReasons.Malformed, $"unknown message {message.GetType().Name}")),
+        };
+    }
+
+    /// <summary>Closes a secure phase whose deadline has passed, and the round once complete or past its deadline.</summary>
+    public RoundStep Tick()
+    {
+        if (Phase is Closed) return RoundStep.Empty;
+        var effects = new List<RoundEffect>();
+        if (_server is { } server && _time.GetUtcNow() >= server.PhaseDeadline && server.Phase is not (SecAggServerPhase.Completed or SecAggServerPhase.Aborted))
+        {
+            Route(server.Tick().Outbox, effects);
+            Phase = new CollectingSecure(server.Phase);
+        }
+        if (_server is { Phase: SecAggServerPhase.Completed or SecAggServerPhase.Aborted } || _time.GetUtcNow() >= _setup.Deadline)
+            Close(effects);
+        return new RoundStep(Admission.Accepted, effects);
+    }
+
+    private static RoundStep Verdict(Admission admission) => new(admission, []);
+
+    private RoundStep ReceivePlain(string vehicle, int index, Guid updateId, PlainUpdateMessage message)
+    {
+        if (_aggregator is null) return Verdict(Admission.Rejected(RejectReasons.Protocol, "this round uses secure aggregation: plaintext updates are refused"));
+        if (_contributors.ContainsKey(vehicle)) return Verdict(Admission.Duplicate("one update per vehicle per round"));
+        DecodedUpdate decoded;
+        try
+        {
+            decoded = _setup.Codec.Decode(message.Envelope.Span, (ulong)index);
+        }
+        catch (UpdateFormatException e)
+        {
+            return Verdict(Admission.Rejected(e.Message.Contains("NaN", StringComparison.Ordinal) ? RejectReasons.NonFinite : RejectReasons.Malformed, e.Message));
+        }
+        var rules = _setup.Rules;
+        double weight = decoded.Header.Weight;
+        if (!(weight > 0) || !double.IsFinite(weight) || weight > rules.MaxWeight * (1 + 1e-9) && !rules.UniformWeights)
+            return Verdict(Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight} is outside (0, {rules.MaxWeight}]")));
+        if (rules.UniformWeights && weight != 1)
+            return Verdict(Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight}: every update weighs 1 under DP")));
+        _aggregator.Add(decoded.Delta, weight);
+        _contributors[vehicle] = updateId;
+        _answered.Add(vehicle);
+        if (decoded.Header.Unclipped) _unclipped++;
+        if (double.IsFinite(message.TrainLoss))
+        {
+            _lossSum += message.TrainLoss;
+            _lossCount++;
+        }
+        Phase = new CollectingPlain(_contributors.Count, _wanted);
+        var effects = new List<RoundEffect>();
+        if (_contributors.Count >= _wanted) Close(effects);
+        return new RoundStep(Admission.Accepted, effects);
+    }
+
+    private RoundStep ReceiveSecure(string vehicle, int index, SecAggMessage message)
+    {
+        if (_server is not { } server) return Verdict(Admission.Rejected(RejectReasons.Protocol, "this round does not use secure aggregation"));
+        if (message.VehicleId != index)
+            return Verdict(Admission.Rejected(RejectReasons.NotInCohort, string.Create(CultureInfo.InvariantCulture, $"the message names cohort index {message.VehicleId}; this vehicle is {index}")));
+        var step = server.Receive(message);
+        if (step.Rejection is { } why) return Verdict(Admission.Rejected(RejectReasons.Protocol, why));
+        _answered.Add(vehicle);
+        _received[message.Type] = _received.GetValueOrDefault(message.Type) + 1;
+        var effects = new List<RoundEffect>();
+        Route(step.Outbox, effects);
+        Phase = new CollectingSecure(server.Phase);
+        if (server.Phase is SecAggServerPhase.Completed or SecAggServerPhase.Aborted) Close(effects);
+        return new RoundStep(Admission.Accepted, effects);
+    }
+
+    private void Route(IReadOnlyList<SecAggMessage> outbox, List<RoundEffect> effects)
+    {
+        foreach (var m in outbox) effects.Add(new RouteEffect(_setup.Cohort[m.VehicleId], m));
+    }
+
+    /// <summary>
+    /// The close policy, the one place it lives: decode the combined update, check secure completion, noise shares and the
+    /// minimum, charge the contributors (before the sum is used: a crash can only over-count ε), add central noise, apply
+    /// the strategy. A round that diverges is aborted; the worker keeps running.
+    /// </summary>
+    private void Close(List<RoundEffect> effects)
+    {
+        var rules = _setup.Rules;
+        var now = _time.GetUtcNow();
+        float[]? mean = null;
+        string? failure = null;
+        IReadOnlyList<string> contributors;
+        int unclipped = _unclipped;
+        if (_server is null)
+        {
+            contributors = [.. _contributors.Keys];
+            if (_aggregator!.Count > 0)
+            {
+                mean = new float[_setup.Global.Length];
+                _aggregator.Complete(mean);
+            }
+        }
+        else
+        {
+            contributors = _server.Result is { } r ? [.. r.Survivors.Select(i => _setup.Cohort[i])] : [];
+            if (_server.Phase != SecAggServerPhase.Completed)
+                failure = $"secure aggregation stopped in phase {_server.Phase}: {_server.AbortReason ?? "deadline passed"}";
+            else
+            {
+                var sum = _setup.Codec.DecodeSum(_server.Result!.Sum.Span, contributors.Count);
+                unclipped = sum.UnclippedCount;
+                if (sum.WeightSum > 0) mean = sum.Mean;
+            }
+        }
+        int n = contributors.Count;
+        // Checked before the minimum: MinNoiseShares never exceeds MinParticipants, so behind it this reason could never show.
+        if (failure is null && rules.Privacy == NoiseMode.Distributed && n < rules.MinNoiseShares)
+            failure = string.Create(CultureInfo.InvariantCulture, $"{n} noise shares < the {rules.MinNoiseShares} the noise was sized for: the sum is not released");
+        if (failure is null && n < rules.MinParticipants)
+            failure = string.Create(CultureInfo.InvariantCulture, $"{n} updates < minimum {rules.MinParticipants}");
+        if (failure is null && mean is null) failure = "no update carried any weight";
+        float[]? next = null;
+        if (failure is null)
+        {
+            if (rules.Privacy is not null) effects.Add(new ChargeEffect(Round, contributors, rules.Charge));
+            if (rules.Privacy == NoiseMode.Central)
+                // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n unit-weight updates.
+                GaussianNoise.Add(mean!, (_setup.CentralNoiseMultiplier ?? rules.NoiseMultiplier) * _setup.Codec.ClipNorm!.Value / n, _setup.CentralNoise);
+            next = _setup.Global.ToArray();
+            _setup.Strategy.ApplyUpdate(next, mean!);
+            if (!VectorMath.AllFinite(next))
+            {
+                failure = "the global model diverged (NaN or ∞): lower the learning rates";
+                next = null;
+            }
+        }
+        var silent = _setup.Cohort.Where(v => !(_server is null ? _contributors.ContainsKey(v) : _server.Result is null ? _answered.Contains(v) : contributors.Contains(v))).ToArray();
+        double loss = _lossCount == 0 ? double.NaN : _lossSum / _lossCount;
+        RoundOutcome outcome = next is not null
+            ? new RoundApplied { Round = Round, Contributors = contributors, Silent = silent, TrainLoss = loss, UnclippedCount = unclipped, ClosedAt = now, Parameters = next }
+            : new RoundAborted { Round = Round, Contributors = contributors, Silent = silent, TrainLoss = loss, UnclippedCount = unclipped, ClosedAt = now, Reason = failure! };
+        Phase = new Closed(outcome);
+        effects.Add(new CloseEffect(outcome));
+    }
+
+    /// <summary>Releases the secure-aggregation state and the key registry.</summary>
+    public void Dispose()
+    {
+        _server?.Dispose();
+        (_setup.Secure?.Registry as IDisposable)?.Dispose();
+    }
+}
