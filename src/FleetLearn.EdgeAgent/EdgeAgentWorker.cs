@@ -469,20 +469,10 @@ public sealed class EdgeAgentWorker(
     private Task<(float[] Delta, double Loss)> TrainAsync(RoundPlan plan, float[] global, CancellationToken cancellationToken) =>
         (trainers ?? _ownTrainers!).RunAsync(_pinned!, trainer =>
         {
-            trainer.LoadParameters(global);
-            trainer.SetProximalTerm(plan.ProximalMu > 0 ? global : [], plan.ProximalMu);
-            var rows = dataset.Rows.ToArray();
-            var rng = _random.DataOrder(plan.Round);
-            var sgd = new SgdOptions(plan.LearningRate, plan.Momentum);
-            var schedule = new LearningRateSchedule.Constant(plan.LearningRate);
-            long step = 0;
-            TrainingLoop.EpochResult last = default;
-            for (int e = 0; e < plan.LocalEpochs; e++)
-                last = TrainingLoop.RunEpoch(trainer, dataset.Data, rows, plan.Batch, sgd, schedule, ref step, 0, rng);
             var delta = new float[global.Length];
-            trainer.ReadParameters(delta);
-            VectorMath.Subtract(delta, global, delta);
-            return (delta, last.MeanLoss);
+            double loss = LocalTraining.Run(trainer, global, dataset.Data, dataset.Rows.ToArray(),
+                new LocalTrainingSettings(plan.LocalEpochs, plan.Batch, plan.LearningRate, plan.Momentum, plan.ProximalMu), _random.DataOrder(plan.Round), delta, cancellationToken);
+            return (delta, loss);
         }, cancellationToken);
 
     private async Task SendAsync(OutboxItem item, CancellationToken cancellationToken)

@@ -6,6 +6,7 @@ using FleetLearn.Core.Model;
 using FleetLearn.Core.Numerics;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Random;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Core.Training;
 
@@ -106,9 +107,6 @@ public sealed class FleetSimulator : IDisposable
         : _adaptive is null ? dp.NoiseMultiplier
         : AdaptiveClipping.UpdateNoiseMultiplier(dp.NoiseMultiplier, _adaptive.CountNoiseStdDev);
 
-    /// <summary>m_min of distributed noise: the fewest survivors whose shares still add up to σ²C².</summary>
-    private int MinSurvivors => _options.MinParticipants ?? _options.CohortSize;
-
     /// <summary>The aggregator's per-vehicle ledger (null when DP is off).</summary>
     public PrivacyLedger? Ledger => _ledger;
 
@@ -164,25 +162,30 @@ public sealed class FleetSimulator : IDisposable
         }
     }
 
-    /// <summary>Runs one round: plan, train the accepted vehicles, encode and aggregate their updates, apply, evaluate.</summary>
+    /// <summary>
+    /// Runs one round: the forecast picks the cohort and each member's fate (<see cref="RoundPlanner"/>, over
+    /// <see cref="CohortSelection"/>), the accepted vehicles train and protect their updates, and the round itself — admission,
+    /// secure aggregation, close policy, ledger charge, central noise, strategy — is <see cref="RoundCoordinator"/>'s, the
+    /// same machine the aggregator worker runs. Dropped, straggling and surplus vehicles simply never send.
+    /// </summary>
     public RoundReport RunRound(int round, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
-        var settings = new RoundSettings(_options.CohortSize, _options.OverSelection, _options.MinParticipants ?? 1, _options.DeadlineSeconds);
+        var settings = new RoundSettings(_options.CohortSize, _options.OverSelection, _options.EffectiveMinParticipants, _options.DeadlineSeconds);
         long Work(int v) => (long)Partitions[v].Length * _options.LocalEpochs;
         // A vehicle with no data has nothing to contribute: it never checks in. One whose next
         // participation would exceed its privacy budget declines.
         int declined = 0;
-        var charge = _options.Privacy is { } privacy ? PrivacyCharge.Participation(privacy.NoiseMultiplier) : default;
+        var rules = Rules();
         bool Eligible(int v)
         {
             if (Partitions[v].Length == 0) return false;
-            if (_ledger is null || _options.Privacy?.EpsilonBudget is null || _ledger.CanParticipate(VehicleId(v), charge)) return true;
+            if (_ledger is null || _options.Privacy?.EpsilonBudget is null || _ledger.CanParticipate(VehicleId(v), rules.Charge)) return true;
             declined++;
             return false;
         }
-        var plan = RoundPlanner.Plan(round, _options.Vehicles, Work, settings, _options.Behavior, _options.Seed, Eligible);
-        var accepted = plan.Accepted.ToArray();
+        var forecast = RoundPlanner.Plan(round, _options.Vehicles, Work, settings, _options.Behavior, _options.Seed, Eligible);
+        var accepted = forecast.Accepted.ToArray();
         if (_vehicleLedgers is not null)
         {
             // Each vehicle checks and records its own spend before its update leaves it; one whose
@@ -190,38 +193,53 @@ public sealed class FleetSimulator : IDisposable
             var sending = new List<int>(accepted.Length);
             foreach (int vehicle in accepted)
             {
-                if (_vehicleLedgers.TryRecord(VehicleId(vehicle), round, charge, out _)) sending.Add(vehicle);
+                if (_vehicleLedgers.TryRecord(VehicleId(vehicle), round, rules.Charge, out _)) sending.Add(vehicle);
                 else declined++;
             }
             accepted = sending.ToArray();
         }
         double clipUsed = _clipNorm;
-        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(MinSurvivors) : 0;
+        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
         ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
-        var codecRound = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
-
-        var outcome = _pipeline.IsSecure
-            ? SecureRound(round, plan, accepted, codecRound, cancellationToken)
-            : PlainRound(round, accepted, codecRound, cancellationToken);
-        foreach (int vehicle in outcome.Contributors)
+        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
+        var cohort = forecast.Selected.Select(p => p.Vehicle).ToArray();
+        var tally = new Tally();
+        RoundOutcome outcome;
+        if (_pipeline.IsSecure && cohort.Length < 3)
+            outcome = new RoundAborted { Round = round, Contributors = [], Silent = [], TrainLoss = double.NaN, ClosedAt = default, Reason = $"only {cohort.Length} vehicles selected; secure aggregation needs at least 3" };
+        else
         {
-            // The spend is recorded before the update is used (a crash can only over-count ε).
-            _ledger?.Record(VehicleId(vehicle), round, charge);
-            if (_telemetry is not null) ReportTelemetry(round, vehicle);
-        }
-        int count = outcome.Contributors.Count;
-        bool applied = outcome.Mean is not null && count >= settings.MinParticipants && count > 0;
-        if (_options.Privacy is { Mode: NoiseMode.Distributed } && count < MinSurvivors)
-            applied = false; // fewer shares of noise than accounted: the sum must not be released
-        if (applied)
-        {
-            var combined = outcome.Mean!;
-            if (_options.Privacy is { Mode: NoiseMode.Central })
+            var time = new ManualTimeProvider();
+            var secure = _pipeline.IsSecure ? SecureSetup(round, cohort) : null;
+            using var coordinator = new RoundCoordinator(new RoundSetup
             {
-                // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n updates.
-                var source = SimulationRandomness.CentralNoise(_options.Seed, round);
-                GaussianNoise.Add(combined, UpdateNoiseMultiplier * _clipNorm / count, source);
+                Round = round,
+                Cohort = cohort.Select(VehicleId).ToArray(),
+                Global = _global,
+                Strategy = _strategy,
+                Codec = codec,
+                Rules = rules,
+                Deadline = time.GetUtcNow() + TimeSpan.FromDays(1),
+                CentralNoiseMultiplier = UpdateNoiseMultiplier,
+                CentralNoise = rules.Privacy == NoiseMode.Central ? SimulationRandomness.CentralNoise(_options.Seed, round) : null,
+                Secure = secure,
+            }, time);
+            if (secure is not null) SecureRound(coordinator, time, secure.Parameters, round, cohort, accepted, codec, tally, cancellationToken);
+            else PlainRound(coordinator, round, cohort, accepted, codec, tally, cancellationToken);
+            if (coordinator.Phase is not Closed)
+            {
+                // Whoever has not sent by now never will: the round closes at its deadline.
+                time.Advance(TimeSpan.FromDays(1));
+                coordinator.Tick();
             }
+            outcome = coordinator.Outcome!;
+            foreach (var charge in tally.Charges) foreach (var v in charge.Vehicles) _ledger?.Record(v, charge.Round, charge.Charge);
+        }
+        foreach (var vehicle in outcome.Contributors)
+            if (_telemetry is not null) ReportTelemetry(round, int.Parse(vehicle, System.Globalization.CultureInfo.InvariantCulture));
+        if (outcome is RoundApplied applied)
+        {
+            applied.Parameters.CopyTo(_global.AsSpan());
             if (_options.Privacy is not null) _privateReleases++;
             if (_adaptive is not null)
             {
@@ -229,9 +247,6 @@ public sealed class FleetSimulator : IDisposable
                 _adaptive.Update(outcome.UnclippedCount, _options.CohortSize, source);
                 _clipNorm = _adaptive.ClipNorm;
             }
-            _strategy.ApplyUpdate(_global, combined);
-            if (!VectorMath.AllFinite(_global))
-                throw new InvalidOperationException($"Round {round}: the global model diverged (NaN or ∞). Lower the learning rates.");
         }
 
         double accuracy = double.NaN, loss = double.NaN;
@@ -246,20 +261,20 @@ public sealed class FleetSimulator : IDisposable
             Round = round,
             TestAccuracy = accuracy,
             TestLoss = loss,
-            TrainLoss = accepted.Length == 0 ? double.NaN : outcome.LossSum / accepted.Length,
-            Available = plan.Available,
-            Selected = plan.Selected.Count,
-            Participants = count,
-            Dropped = plan.CountOf(VehicleOutcome.Dropped),
-            Stragglers = plan.CountOf(VehicleOutcome.Straggler),
-            Applied = applied,
-            BytesDown = plan.Selected.Count * ModelBytes + outcome.ExtraBytesDown,
-            BytesUp = outcome.BytesUp,
-            BytesUpPerVehicle = outcome.AcceptedBytesUp.Count == 0 ? 0 : outcome.AcceptedBytesUp.Sum() / outcome.AcceptedBytesUp.Count,
-            Clamped = outcome.Clamped,
-            SecAggAbortReason = outcome.AbortReason,
+            TrainLoss = accepted.Length == 0 ? double.NaN : tally.LossSum / accepted.Length,
+            Available = forecast.Available,
+            Selected = forecast.Selected.Count,
+            Participants = outcome.Contributors.Count,
+            Dropped = forecast.CountOf(VehicleOutcome.Dropped),
+            Stragglers = forecast.CountOf(VehicleOutcome.Straggler),
+            Applied = outcome is RoundApplied,
+            BytesDown = forecast.Selected.Count * ModelBytes + tally.ExtraBytesDown,
+            BytesUp = tally.BytesUp,
+            BytesUpPerVehicle = outcome.Contributors.Count == 0 ? 0 : outcome.Contributors.Sum(v => tally.SentBy.GetValueOrDefault(v)) / outcome.Contributors.Count,
+            Clamped = tally.Clamped,
+            AbortReason = (outcome as RoundAborted)?.Reason,
             Seconds = clock.Elapsed.TotalSeconds,
-            SimulatedSeconds = plan.SimulatedSeconds,
+            SimulatedSeconds = forecast.SimulatedSeconds,
             Epsilon = FleetEpsilon,
             MaxVehicleEpsilon = _ledger is null ? double.NaN : _ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             ClipNorm = _options.Privacy is null ? double.NaN : clipUsed,
@@ -267,18 +282,40 @@ public sealed class FleetSimulator : IDisposable
         };
     }
 
-    /// <summary>What the upload half of a round produced.</summary>
-    private sealed class RoundOutcome
+    /// <summary>The fleet's rules as the coordinator reads them (the aggregator worker builds the same from its settings).</summary>
+    private RoundRules Rules() => new()
     {
-        public List<int> Contributors { get; } = [];
-        public float[]? Mean { get; set; }
-        public int UnclippedCount { get; set; }
+        CohortSize = _options.CohortSize,
+        MinParticipants = _options.EffectiveMinParticipants,
+        Privacy = _options.Privacy?.Mode,
+        NoiseMultiplier = _options.Privacy?.NoiseMultiplier ?? 0,
+        MinNoiseShares = _options.Privacy is { Mode: NoiseMode.Distributed } ? _options.EffectiveMinParticipants : 1,
+        UniformWeights = _options.Privacy is not null,
+        MaxWeight = _options.MaxWeight(Partitions.Max(p => p.Length)),
+    };
+
+    /// <summary>What the vehicles' side of a round measured (bytes, losses) and the ledger charges the coordinator asked for.</summary>
+    private sealed class Tally
+    {
         public double LossSum { get; set; }
         public long BytesUp { get; set; }
-        public List<long> AcceptedBytesUp { get; } = [];
+        public Dictionary<string, long> SentBy { get; } = new(StringComparer.Ordinal);
         public long ExtraBytesDown { get; set; }
         public long Clamped { get; set; }
-        public string? AbortReason { get; set; }
+        public List<ChargeEffect> Charges { get; } = [];
+
+        public void Sent(string vehicle, long bytes)
+        {
+            BytesUp += bytes;
+            SentBy[vehicle] = SentBy.GetValueOrDefault(vehicle) + bytes;
+        }
+
+        /// <summary>Keeps the step's charges; returns its routed messages.</summary>
+        public IEnumerable<SecAggMessage> Take(RoundStep step)
+        {
+            Charges.AddRange(step.Effects.OfType<ChargeEffect>());
+            return step.Effects.OfType<RouteEffect>().Select(r => r.Message);
+        }
     }
 
     private double Weight(int vehicle)
@@ -295,11 +332,10 @@ public sealed class FleetSimulator : IDisposable
 
     private SeededNoiseSource RoundingFor(int round, int vehicle) => SimulationRandomness.Rounding(_options.Seed, round, vehicle);
 
-    /// <summary>Plaintext: each vehicle encodes an envelope; the aggregator decodes it and folds it in the plan's order.</summary>
-    private RoundOutcome PlainRound(int round, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
+    /// <summary>Plaintext: the accepted vehicles train and encode (in parallel), and their envelopes reach the coordinator in finishing order.</summary>
+    private void PlainRound(RoundCoordinator coordinator, int round, int[] cohort, int[] accepted, UpdatePipelineRound codec, Tally tally, CancellationToken cancellationToken)
     {
-        var result = new RoundOutcome();
-        var aggregator = _strategy.CreateAggregator(_global.Length);
+        var index = CohortIndex(cohort);
         var envelopes = new byte[_trainers.Length][];
         var clamped = new int[_trainers.Length];
         for (int start = 0; start < accepted.Length; start += _trainers.Length)
@@ -309,9 +345,9 @@ public sealed class FleetSimulator : IDisposable
             void Work(int w)
             {
                 int vehicle = accepted[start + w];
-                TrainVehicle(w, round, vehicle);
+                TrainVehicle(w, round, vehicle, cancellationToken);
                 var residual = _residuals?.GetOrCreate(vehicle);
-                envelopes[w] = codec.EncodePlain(_deltas[w], Weight(vehicle), (ulong)vehicle, UpdateId(round, vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), residual, out var info);
+                envelopes[w] = codec.EncodePlain(_deltas[w], Weight(vehicle), (ulong)index[vehicle], UpdateId(round, vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), residual, out var info);
                 clamped[w] = info.Clamped;
             }
             if (n == 1) Work(0);
@@ -319,27 +355,27 @@ public sealed class FleetSimulator : IDisposable
             for (int w = 0; w < n; w++)
             {
                 int vehicle = accepted[start + w];
-                var decoded = codec.Decode(envelopes[w], (ulong)vehicle);
-                aggregator.Add(decoded.Delta, decoded.Header.Weight);
-                result.Contributors.Add(vehicle);
-                result.LossSum += _losses[w];
-                result.BytesUp += envelopes[w].Length;
-                result.AcceptedBytesUp.Add(envelopes[w].Length);
-                result.Clamped += clamped[w];
-                if (decoded.Header.Unclipped) result.UnclippedCount++;
+                tally.Take(coordinator.Receive(VehicleId(vehicle), UpdateId(round, vehicle), new PlainUpdateMessage(envelopes[w], _losses[w])));
+                tally.LossSum += _losses[w];
+                tally.Sent(VehicleId(vehicle), envelopes[w].Length);
+                tally.Clamped += clamped[w];
             }
         }
-        if (aggregator.Count > 0)
-        {
-            result.Mean = new float[_global.Length];
-            aggregator.Complete(result.Mean);
-        }
-        return result;
     }
 
-    private Guid UpdateId(int round, int vehicle)
+    private static Dictionary<int, int> CohortIndex(int[] cohort)
     {
-        var rng = DeterministicRandom.Derive(_options.Seed, 0x1D1D, PerVehicle(round, vehicle));
+        var index = new Dictionary<int, int>(cohort.Length);
+        for (int i = 0; i < cohort.Length; i++) index[cohort[i]] = i;
+        return index;
+    }
+
+    private Guid UpdateId(int round, int vehicle) => MessageId(round, vehicle, 0);
+
+    /// <summary>A deterministic message id (the coordinator dedupes by id, as the aggregator does for resends).</summary>
+    private Guid MessageId(int round, int vehicle, int message)
+    {
+        var rng = DeterministicRandom.Derive(_options.Seed, 0x1D1D + (ulong)message, PerVehicle(round, vehicle));
         Span<byte> bytes = stackalloc byte[16];
         BitConverter.TryWriteBytes(bytes, rng.NextUInt64());
         BitConverter.TryWriteBytes(bytes[8..], rng.NextUInt64());
@@ -355,71 +391,65 @@ public sealed class FleetSimulator : IDisposable
         }
     }
 
-    /// <summary>
-    /// Secure aggregation with the real state machines: every selected vehicle advertises keys and shares them; the accepted
-    /// ones train, encode to fixed point and send masked inputs; dropped, straggling and surplus vehicles vanish after
-    /// ShareKeys (the costliest case: their masks are rebuilt from shares); the server unmasks only the sum.
-    /// Every message travels through <see cref="SecAggCodec"/>, and its bytes are what <c>bytes_up</c> counts.
-    /// </summary>
-    private RoundOutcome SecureRound(int round, RoundForecast plan, int[] accepted, UpdatePipelineRound codec, CancellationToken cancellationToken)
+    /// <summary>The round's SecAgg parameters and the cohort's device keys (the coordinator owns and disposes the registry).</summary>
+    private SecureRoundSetup SecureSetup(int round, int[] cohort)
     {
-        var result = new RoundOutcome();
-        var cohort = plan.Selected.Select(p => p.Vehicle).ToArray();
+        var parameters = _pipeline.CreateSecAggParameters((ulong)round, cohort.Length, SimulationRandomness.SecAggSeed(_options.Seed, round), TimeSpan.FromMinutes(1));
+        var registry = new ArrayRegistry(cohort.Length);
+        for (int i = 0; i < cohort.Length; i++) registry.Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
+        return new SecureRoundSetup(parameters, registry, _trainers.Length);
+    }
+
+    /// <summary>
+    /// Secure aggregation: every selected vehicle runs <see cref="SecAggVehicle"/> — advertises keys and shares them; the
+    /// accepted ones train, encode to fixed point and send masked inputs; dropped, straggling and surplus vehicles vanish after
+    /// ShareKeys (the costliest case: their masks are rebuilt from shares). Messages travel through <see cref="SecAggCodec"/>
+    /// to the coordinator, whose routed answers are the next phase's requests; their bytes are what <c>bytes_up</c> counts.
+    /// </summary>
+    private void SecureRound(RoundCoordinator coordinator, ManualTimeProvider time, SecAggParameters parameters, int round, int[] cohort, int[] accepted, UpdatePipelineRound codec, Tally tally, CancellationToken cancellationToken)
+    {
         int n = cohort.Length;
-        if (n < 3)
-        {
-            result.AbortReason = $"only {n} vehicles selected; secure aggregation needs at least 3";
-            return result;
-        }
-        var index = new Dictionary<int, int>(n);
-        for (int i = 0; i < n; i++) index[cohort[i]] = i;
-        var roundSeed = SimulationRandomness.SecAggSeed(_options.Seed, round);
-        var parameters = _pipeline.CreateSecAggParameters((ulong)round, n, roundSeed, TimeSpan.FromMinutes(1));
-        var time = new ManualTimeProvider();
         int workers = _trainers.Length;
         // One key registry per worker: ECDsa verification from several threads on one instance is not documented as safe.
-        var registries = new ArrayRegistry[workers + 1];
-        for (int r = 0; r <= workers; r++) registries[r] = new ArrayRegistry(n);
-        for (int i = 0; i < n; i++)
+        var registries = new ArrayRegistry[workers];
+        for (int r = 0; r < workers; r++)
         {
-            var spki = DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo();
-            foreach (var registry in registries) registry.Add(i, spki);
+            registries[r] = new ArrayRegistry(n);
+            for (int i = 0; i < n; i++) registries[r].Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
         }
         int WorkerOf(int i) => (int)((long)i * workers / n);
         var vehicles = new SecAggVehicle[n];
         for (int i = 0; i < n; i++) vehicles[i] = new SecAggVehicle(parameters, i, DeviceKey(cohort[i]), registries[WorkerOf(i)], time);
-        using var server = new SecAggServer(parameters, registries[workers], time, new SecAggServerOptions { MaxDegreeOfParallelism = workers });
-        var sent = new long[n];
+        var acceptedSet = accepted.ToHashSet();
+        var order = accepted.Select((v, k) => (v, k)).ToDictionary(p => p.v, p => p.k);
         var outbox = new List<SecAggMessage>();
+        int sequence = 0;
+        bool InPhase(SecAggServerPhase phase) => coordinator.Phase is CollectingSecure s && s.Phase == phase;
+        void Deliver(int i, byte[] data)
+        {
+            string id = VehicleId(cohort[i]);
+            tally.Sent(id, data.Length);
+            outbox.AddRange(tally.Take(coordinator.Receive(id, MessageId(round, cohort[i], ++sequence), new SecureUpdateMessage(SecAggCodec.Decode(data, parameters.Round)))));
+        }
         try
         {
-            void Deliver(byte[] data)
-            {
-                var step = server.Receive(SecAggCodec.Decode(data, parameters.Round));
-                outbox.AddRange(step.Outbox);
-            }
             // Runs the vehicles' side of one phase in parallel (each vehicle on its worker) and delivers the answers in cohort order.
-            void Phase(IReadOnlyList<SecAggMessage> requests, Func<int, SecAggMessage?, byte[]?> act)
+            void Phase(IReadOnlyList<SecAggMessage> requests, Func<int, SecAggMessage, byte[]?> act)
             {
                 var downlink = requests.Select(m => SecAggCodec.Encode(m)).ToArray();
-                result.ExtraBytesDown += downlink.Sum(d => (long)d.Length);
+                tally.ExtraBytesDown += downlink.Sum(d => (long)d.Length);
                 var answers = new byte[]?[requests.Count];
                 Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = cancellationToken }, w =>
                 {
                     for (int j = 0; j < requests.Count; j++)
                     {
                         int i = requests[j].VehicleId;
-                        if (WorkerOf(i) != w) continue;
-                        answers[j] = act(i, SecAggCodec.Decode(downlink[j], parameters.Round));
+                        if (WorkerOf(i) == w) answers[j] = act(i, SecAggCodec.Decode(downlink[j], parameters.Round));
                     }
                 });
                 outbox.Clear();
                 for (int j = 0; j < answers.Length; j++)
-                {
-                    if (answers[j] is not { } a) continue;
-                    sent[requests[j].VehicleId] += a.Length;
-                    Deliver(a);
-                }
+                    if (answers[j] is { } a) Deliver(requests[j].VehicleId, a);
             }
 
             // Phase 0: AdvertiseKeys (every selected vehicle).
@@ -428,16 +458,15 @@ public sealed class FleetSimulator : IDisposable
             {
                 for (int i = 0; i < n; i++) if (WorkerOf(i) == w) starts[i] = SecAggCodec.Encode(vehicles[i].Start());
             });
-            for (int i = 0; i < n; i++) { sent[i] += starts[i].Length; Deliver(starts[i]); }
+            for (int i = 0; i < n; i++) Deliver(i, starts[i]);
             // Phase 1: ShareKeys.
-            if (server.Phase == SecAggServerPhase.ShareKeys)
-                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleKeyDirectory((KeyDirectoryMessage)m!)));
-            // Phase 2: the accepted vehicles train and send masked inputs; the others drop out here.
-            if (server.Phase == SecAggServerPhase.MaskedInputCollection)
+            if (InPhase(SecAggServerPhase.ShareKeys))
+                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleKeyDirectory((KeyDirectoryMessage)m)));
+            // Phase 2: the accepted vehicles train and send masked inputs, in finishing order; the others drop out here.
+            if (InPhase(SecAggServerPhase.MaskedInputCollection))
             {
-                var forwarded = outbox.Where(m => plan.Selected[m.VehicleId].Outcome == VehicleOutcome.Accepted)
-                    .OrderBy(m => Array.IndexOf(accepted, cohort[m.VehicleId])).ToArray();
-                result.ExtraBytesDown += outbox.Sum(m => SecAggCodec.EncodedLength(m));
+                var forwarded = outbox.Where(m => acceptedSet.Contains(cohort[m.VehicleId])).OrderBy(m => order[cohort[m.VehicleId]]).ToArray();
+                tally.ExtraBytesDown += outbox.Sum(m => SecAggCodec.EncodedLength(m));
                 outbox.Clear();
                 for (int start = 0; start < forwarded.Length; start += workers)
                 {
@@ -445,12 +474,11 @@ public sealed class FleetSimulator : IDisposable
                     int count = Math.Min(workers, forwarded.Length - start);
                     var answers = new byte[count][];
                     var clamped = new int[count];
-                    var unclipped = new bool[count];
                     void Work(int w)
                     {
                         var message = forwarded[start + w];
                         int i = message.VehicleId, vehicle = cohort[i];
-                        TrainVehicle(w, round, vehicle);
+                        TrainVehicle(w, round, vehicle, cancellationToken);
                         var input = codec.EncodeSecure(_deltas[w], Weight(vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), out var info);
                         clamped[w] = info.Clamped;
                         var shares = SecAggCodec.Decode<ForwardedSharesMessage>(SecAggCodec.Encode(message), parameters.Round);
@@ -460,44 +488,27 @@ public sealed class FleetSimulator : IDisposable
                     else Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = count, CancellationToken = cancellationToken }, Work);
                     for (int w = 0; w < count; w++)
                     {
-                        sent[forwarded[start + w].VehicleId] += answers[w].Length;
-                        Deliver(answers[w]);
-                        result.LossSum += _losses[w];
-                        result.Clamped += clamped[w];
+                        Deliver(forwarded[start + w].VehicleId, answers[w]);
+                        tally.LossSum += _losses[w];
+                        tally.Clamped += clamped[w];
                     }
                 }
-                if (server.Phase == SecAggServerPhase.MaskedInputCollection)
+                if (InPhase(SecAggServerPhase.MaskedInputCollection))
                 {
                     // The rest of the cohort never answers: the phase closes at its deadline and they count as dropped.
                     time.Advance(parameters.PhaseTimeout);
-                    outbox.AddRange(server.Tick().Outbox);
+                    outbox.AddRange(tally.Take(coordinator.Tick()));
                 }
             }
             // Phase 3: Unmasking.
-            if (server.Phase == SecAggServerPhase.Unmasking)
-                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleUnmaskRequest((UnmaskRequestMessage)m!)));
+            if (InPhase(SecAggServerPhase.Unmasking))
+                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleUnmaskRequest((UnmaskRequestMessage)m)));
         }
         finally
         {
             foreach (var v in vehicles) v?.Dispose();
             foreach (var r in registries) r.Dispose();
         }
-        result.BytesUp = sent.Sum();
-        if (server.Phase != SecAggServerPhase.Completed)
-        {
-            result.AbortReason = server.AbortReason ?? $"secure aggregation stopped in phase {server.Phase}";
-            return result;
-        }
-        var sum = server.Result!;
-        foreach (int i in sum.Survivors)
-        {
-            result.Contributors.Add(cohort[i]);
-            result.AcceptedBytesUp.Add(sent[i]);
-        }
-        var decoded = codec.DecodeSum(sum.Sum.Span, sum.Survivors.Length);
-        result.UnclippedCount = decoded.UnclippedCount;
-        result.Mean = decoded.WeightSum > 0 ? decoded.Mean : null;
-        return result;
     }
 
     /// <summary>Device public keys of one round's cohort, by cohort index.</summary>
@@ -527,24 +538,12 @@ public sealed class FleetSimulator : IDisposable
         return _trainers[0].Evaluate(_test);
     }
 
-    /// <summary>Local training on the vehicle: leaves Δ = w_local − w in the worker's buffer (the pipeline protects it next).</summary>
-    private void TrainVehicle(int worker, int round, int vehicle)
+    /// <summary>Local training on the vehicle (the one function the agent runs too): leaves Δ in the worker's buffer.</summary>
+    private void TrainVehicle(int worker, int round, int vehicle, CancellationToken cancellationToken)
     {
-        var trainer = _trainers[worker];
-        trainer.LoadParameters(_global);
-        trainer.SetProximalTerm(_strategy.ProximalMu > 0 ? _global : [], _strategy.ProximalMu);
-        var rows = Partitions[vehicle].ToArray();
-        var rng = SimulationRandomness.DataOrder(_options.Seed, round, vehicle);
-        var sgd = new SgdOptions(_options.ClientLearningRate, _options.ClientMomentum);
-        var schedule = new LearningRateSchedule.Constant(_options.ClientLearningRate);
-        long step = 0;
-        TrainingLoop.EpochResult last = default;
-        for (int e = 0; e < _options.LocalEpochs; e++)
-            last = TrainingLoop.RunEpoch(trainer, _train, rows, _options.Batch, sgd, schedule, ref step, 0, rng);
-        var delta = _deltas[worker];
-        trainer.ReadParameters(delta);
-        VectorMath.Subtract(delta, _global, delta);
-        _losses[worker] = last.MeanLoss;
+        var settings = new LocalTrainingSettings(_options.LocalEpochs, _options.Batch, _options.ClientLearningRate, _options.ClientMomentum, _strategy.ProximalMu);
+        _losses[worker] = LocalTraining.Run(_trainers[worker], _global, _train, Partitions[vehicle].ToArray(), settings,
+            SimulationRandomness.DataOrder(_options.Seed, round, vehicle), _deltas[worker], cancellationToken);
     }
 
     private void ReportTelemetry(int round, int vehicle)

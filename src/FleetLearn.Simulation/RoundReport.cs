@@ -38,8 +38,8 @@ public sealed record RoundReport
     /// <summary>Exact mean bytes one accepted vehicle uploaded: its update envelope, or under secure aggregation every protocol message it sent (keys, shares, masked input, unmask answer). 0 when none was accepted.</summary>
     public long BytesUpPerVehicle { get; init; }
 
-    /// <summary>Why secure aggregation aborted the round (null when it completed or was off).</summary>
-    public string? SecAggAbortReason { get; init; }
+    /// <summary>Why the round was not applied (null when it was).</summary>
+    public string? AbortReason { get; init; }
 
     /// <summary>Coordinates clamped to the quantization range this round, over all accepted vehicles.</summary>
     public long Clamped { get; init; }

@@ -1,6 +1,7 @@
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
+using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Simulation;
 
@@ -100,6 +101,9 @@ public sealed record SimulationOptions
     /// <summary>The cohort size K this configuration asks for.</summary>
     public int CohortSize => Cohort ?? Math.Max(1, (int)Math.Round(Fraction * Vehicles));
 
+    /// <summary>The minimum participants of a round: <see cref="MinParticipants"/>, else the default every runner shares (<see cref="RoundRules.DefaultMinParticipants"/>).</summary>
+    public int EffectiveMinParticipants => MinParticipants ?? RoundRules.DefaultMinParticipants(CohortSize, Privacy?.Mode);
+
     /// <summary>Throws with a clear message when a setting is out of range.</summary>
     public void Validate()
     {
@@ -116,7 +120,7 @@ public sealed record SimulationOptions
         Behavior.Validate();
         Privacy?.Validate();
         if (TelemetryEpsilon is { } te && !(te > 0 && te <= 20)) throw new ArgumentException("--telemetry-epsilon must be within (0, 20].");
-        var settings = new RoundSettings(CohortSize, OverSelection, MinParticipants ?? 1, DeadlineSeconds);
+        var settings = new RoundSettings(CohortSize, OverSelection, EffectiveMinParticipants, DeadlineSeconds);
         settings.Validate();
         if (NormBound is { } bound && (!(bound > 0) || double.IsInfinity(bound))) throw new ArgumentException("--clip (norm bound) must be a positive number.");
         if (ErrorFeedbackMemoryBytes < 4L * Model.ParameterCount) throw new ArgumentException($"The error-feedback memory budget ({ErrorFeedbackMemoryBytes} bytes) holds no residual of {4L * Model.ParameterCount} bytes.");

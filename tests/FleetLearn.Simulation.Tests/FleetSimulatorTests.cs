@@ -212,7 +212,7 @@ public sealed class FleetSimulatorTests
         {
             using var sim = Create(o);
             var reports = sim.Run().ToList();
-            Assert.All(reports, r => Assert.True(r.Applied, r.SecAggAbortReason));
+            Assert.All(reports, r => Assert.True(r.Applied, r.AbortReason));
             Assert.All(reports, r => Assert.Equal(10, r.Participants));
             return sim.GlobalModel.ToArray();
         }
@@ -236,7 +236,7 @@ public sealed class FleetSimulatorTests
         };
         using var sim = Create(options);
         var report = sim.RunRound(1);
-        Assert.Null(report.SecAggAbortReason);
+        Assert.Null(report.AbortReason);
         Assert.True(report.Applied);
         Assert.True(report.Dropped > 0, "the seed should drop someone mid-round");
         Assert.InRange(report.Participants, 1, 10);
@@ -255,7 +255,7 @@ public sealed class FleetSimulatorTests
         };
         using var sim = Create(options);
         var reports = sim.Run().ToList();
-        Assert.All(reports, r => Assert.True(r.Applied, r.SecAggAbortReason));
+        Assert.All(reports, r => Assert.True(r.Applied, r.AbortReason));
         Assert.NotEqual(reports[0].ClipNorm, reports[1].ClipNorm); // the unclipped count came through the secure sum
         Assert.Equal(20, sim.Ledger!.Vehicles.Sum(v => v.Participations));
     }

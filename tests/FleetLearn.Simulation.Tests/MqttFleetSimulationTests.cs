@@ -91,7 +91,7 @@ public sealed class MqttFleetSimulationTests : IDisposable
     {
         using var simulator = new FleetSimulator(Options, train, test, (spec, maxBatch) => TrainerFactory.Create(BackendChoice.Cpu, spec, maxBatch));
         var rounds = simulator.Run().ToList();
-        Assert.All(rounds, r => Assert.True(r.Applied, $"in-process round {r.Round}: {r.SecAggAbortReason}"));
+        Assert.All(rounds, r => Assert.True(r.Applied, $"in-process round {r.Round}: {r.AbortReason}"));
         return (simulator.GlobalModel.ToArray(), rounds);
     }
 
@@ -100,7 +100,7 @@ public sealed class MqttFleetSimulationTests : IDisposable
         Assert.Equal(3, result.Rounds.Count);
         Assert.All(result.Rounds, r =>
         {
-            Assert.True(r.Applied, $"round {r.Round}: {r.SecAggAbortReason}");
+            Assert.True(r.Applied, $"round {r.Round}: {r.AbortReason}");
             Assert.Equal(20, r.Participants);
         });
         Assert.Equal(expected.Model.Length, result.FinalModel.Length);

@@ -153,7 +153,7 @@ internal static class SimulateCommand
                 if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
                 string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2}  C {report.ClipNorm:G3}");
                 progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"round {report.Round,4}/{options.Rounds}  accuracy {Metric(report.TestAccuracy)}  loss {Metric(report.TestLoss)}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9} ({Bytes(report.BytesUpPerVehicle)}/vehicle){privacyText}{(report.SecAggAbortReason is { } why ? $"  secagg aborted: {why}" : "")}  {report.Seconds:F2} s"));
+                    $"round {report.Round,4}/{options.Rounds}  accuracy {Metric(report.TestAccuracy)}  loss {Metric(report.TestLoss)}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9} ({Bytes(report.BytesUpPerVehicle)}/vehicle){privacyText}{(report.AbortReason is { } why ? $"  aborted: {why}" : "")}  {report.Seconds:F2} s"));
                 if (asJson)
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -171,7 +171,7 @@ internal static class SimulateCommand
                         bytes_up = report.BytesUp,
                         bytes_up_per_vehicle = report.BytesUpPerVehicle,
                         clamped = report.Clamped,
-                        secagg_abort = report.SecAggAbortReason,
+                        secagg_abort = report.AbortReason,
                         bytes_down = report.BytesDown,
                         seconds = report.Seconds,
                         simulated_seconds = report.SimulatedSeconds,

@@ -33,7 +33,7 @@ internal static class SimulateMqttCommand
             if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
             string privacy = double.IsFinite(report.Epsilon) ? string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (vehicle max {report.MaxVehicleEpsilon:F2})") : "";
             progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  {(report.Applied ? "applied" : $"aborted ({report.SecAggAbortReason})")}  up {SimulateCommand.Bytes(report.BytesUp),9}  down {SimulateCommand.Bytes(report.BytesDown),9}{privacy}  {report.Seconds:F2} s"));
+                $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  {(report.Applied ? "applied" : $"aborted ({report.AbortReason})")}  up {SimulateCommand.Bytes(report.BytesUp),9}  down {SimulateCommand.Bytes(report.BytesDown),9}{privacy}  {report.Seconds:F2} s"));
             if (asJson)
             {
                 CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -45,7 +45,7 @@ internal static class SimulateMqttCommand
                     selected = report.Selected,
                     participants = report.Participants,
                     applied = report.Applied,
-                    abort_reason = report.SecAggAbortReason,
+                    abort_reason = report.AbortReason,
                     bytes_up = report.BytesUp,
                     bytes_down = report.BytesDown,
                     epsilon = SimulateCommand.Finite(report.Epsilon),

@@ -1,5 +1,3 @@
-using FleetLearn.Core.Random;
-
 namespace FleetLearn.Core.Federated;
 
 /// <summary>Per-round settings of the server (Bonawitz et al. 2019: cohorts, over-selection, deadlines).</summary>
@@ -20,7 +18,7 @@ public sealed record RoundSettings(int CohortSize, double OverSelection = 0, int
     }
 
     /// <summary>How many vehicles are asked: ⌈K·(1+o)⌉.</summary>
-    public int SelectionSize => (int)Math.Ceiling(CohortSize * (1 + OverSelection) - 1e-9);
+    public int SelectionSize => Rounds.CohortSelection.SelectionSize(CohortSize, OverSelection);
 }
 
 /// <summary>What happens to one selected vehicle in a round.</summary>
@@ -58,7 +56,7 @@ public sealed record RoundForecast(int Round, int Available, IReadOnlyList<Plann
     public double SimulatedSeconds { get; init; }
 }
 
-/// <summary>Pure cohort selection: uniform among the eligible vehicles, seeded per round.</summary>
+/// <summary>The simulator's forecast of a round: which eligible vehicles are selected and what each one's behaviour makes of it.</summary>
 public static class RoundPlanner
 {
     /// <summary>
@@ -83,17 +81,10 @@ public static class RoundPlanner
         {
             if (behavior.IsAvailable(seed, round, v) && (isEligible is null || isEligible(v))) eligible.Add(v);
         }
-        int want = Math.Min(settings.SelectionSize, eligible.Count);
-        var rng = DeterministicRandom.Derive(seed, 0x5E1E, (ulong)round);
-        // Partial Fisher–Yates: the first `want` items are a uniform sample without replacement.
-        var pool = eligible.ToArray();
-        for (int i = 0; i < want; i++)
-        {
-            int j = i + rng.NextInt(pool.Length - i);
-            (pool[i], pool[j]) = (pool[j], pool[i]);
-        }
-        var planned = new List<PlannedVehicle>(want);
-        foreach (int v in pool.AsSpan(0, want))
+        // The one cohort selection (the aggregator worker calls the same function over its checked-in vehicles).
+        var chosen = Rounds.CohortSelection.Select(eligible, settings.SelectionSize, seed, round);
+        var planned = new List<PlannedVehicle>(chosen.Length);
+        foreach (int v in chosen)
         {
             double finish = behavior.TrainingSeconds(seed, v, workSamples(v));
             var outcome = behavior.DropsOut(seed, round, v) ? VehicleOutcome.Dropped
