@@ -206,6 +206,7 @@ internal static class SimulateCommand
                 {
                     summary = true,
                     final_accuracy = final.TestAccuracy,
+                    model_sha256 = Core.Model.Checkpoint.ParameterHash(simulator.GlobalModel),
                     final_loss = final.TestLoss,
                     rounds = reports.Count,
                     seconds,

@@ -78,6 +78,7 @@ internal static class SimulateMqttCommand
                 summary = true,
                 transport = "mqtt",
                 final_accuracy = final.TestAccuracy,
+                model_sha256 = Core.Model.Checkpoint.ParameterHash(result.FinalModel),
                 rounds = reports.Count,
                 rounds_applied = applied,
                 seconds,

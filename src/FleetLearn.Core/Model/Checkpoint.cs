@@ -40,6 +40,18 @@ public sealed record Checkpoint(ModelSpec Spec, long Version, float[] Parameters
     private const int MaxSpecBytes = 1024;
     private const int MaxMetadataBytes = 64 * 1024;
 
+    /// <summary>
+    /// Hex SHA-256 of <paramref name="parameters"/> as little-endian float32s: the model's identity in ONNX metadata, round
+    /// records and <c>simulate --json</c>'s <c>model_sha256</c>.
+    /// </summary>
+    public static string ParameterHash(ReadOnlySpan<float> parameters)
+    {
+        if (BitConverter.IsLittleEndian) return Convert.ToHexStringLower(SHA256.HashData(MemoryMarshal.AsBytes(parameters)));
+        var bytes = new byte[parameters.Length * 4];
+        for (int i = 0; i < parameters.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(4 * i), parameters[i]);
+        return Convert.ToHexStringLower(SHA256.HashData(bytes));
+    }
+
     /// <summary>Serializes to a byte array.</summary>
     public byte[] ToBytes()
     {

@@ -66,13 +66,7 @@ public static class OnnxExporter
     }
 
     /// <summary>Hex SHA-256 of parameters as little-endian float32: the identity of a model's weights.</summary>
-    public static string ParameterHash(ReadOnlySpan<float> parameters)
-    {
-        if (BitConverter.IsLittleEndian) return Convert.ToHexStringLower(SHA256.HashData(MemoryMarshal.AsBytes(parameters)));
-        var bytes = new byte[parameters.Length * 4];
-        for (int i = 0; i < parameters.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(4 * i), parameters[i]);
-        return Convert.ToHexStringLower(SHA256.HashData(bytes));
-    }
+    public static string ParameterHash(ReadOnlySpan<float> parameters) => Checkpoint.ParameterHash(parameters);
 
     /// <summary>Writes the head alone: input <c>features [batch, In]</c>, outputs <c>logits</c> and <c>probabilities</c>.</summary>
     public static OnnxExportResult ExportHead(Checkpoint checkpoint, Stream destination)
