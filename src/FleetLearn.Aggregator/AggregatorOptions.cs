@@ -1,5 +1,7 @@
 using System.ComponentModel.DataAnnotations;
 
+using FleetLearn.Core.Rounds;
+
 namespace FleetLearn.Aggregator;
 
 /// <summary>Settings of the aggregator (configuration section <c>Aggregator</c>); MQTT settings live in <c>Mqtt</c>.</summary>
@@ -137,7 +139,7 @@ public sealed class AggregatorOptions : IValidatableObject
             if (protection.SecureMode != Core.Compression.SecureAggregationMode.Off && !(Core.Federated.StrategyCatalog.Parse(Strategy, ServerLearningRate).CreateAggregator(1) is Core.Federated.WeightedMeanAggregator))
                 errors.Add(new ValidationResult($"Aggregator:Strategy '{Strategy}' needs each vehicle's update, but secure aggregation reveals only the sum: use fedavg, fedavgm, fedprox or an adaptive server optimizer."));
         }
-        catch (Exception e) when (e is FormatException or ArgumentException or Transport.Mqtt.WireFormatException)
+        catch (Exception e) when (e is FormatException or ArgumentException or Core.Rounds.WireFormatException)
         {
             errors.Add(new ValidationResult($"Aggregator: {e.Message}"));
         }

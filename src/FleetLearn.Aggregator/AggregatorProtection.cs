@@ -1,5 +1,6 @@
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Transport.Mqtt;
 

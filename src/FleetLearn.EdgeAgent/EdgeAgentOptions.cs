@@ -1,5 +1,7 @@
 using System.ComponentModel.DataAnnotations;
 
+using FleetLearn.Core.Rounds;
+
 namespace FleetLearn.EdgeAgent;
 
 /// <summary>Settings of the edge agent (configuration section <c>Agent</c>); MQTT settings live in <c>Mqtt</c>.</summary>
@@ -78,7 +80,7 @@ public sealed class EdgeAgentOptions : IValidatableObject
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        if (!Transport.Mqtt.VehicleId.IsValid(VehicleId)) yield return new ValidationResult($"Agent:VehicleId '{VehicleId}' is not a valid vehicle id.");
+        if (!Core.Rounds.VehicleId.IsValid(VehicleId)) yield return new ValidationResult($"Agent:VehicleId '{VehicleId}' is not a valid vehicle id.");
         if (ResendInterval <= TimeSpan.Zero) yield return new ValidationResult("Agent:ResendInterval must be positive.");
         if (EpsilonBudget is { } b && !(b > 0)) yield return new ValidationResult("Agent:EpsilonBudget must be positive.");
         if (!(PrivacyDelta > 0 && PrivacyDelta < 1)) yield return new ValidationResult("Agent:PrivacyDelta must be within (0, 1).");

@@ -5,6 +5,7 @@ using FleetLearn.Compute;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Core.Training;
 using FleetLearn.EdgeAgent;
 using FleetLearn.Storage;

@@ -1,3 +1,5 @@
+using FleetLearn.Core.Rounds;
+
 namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>

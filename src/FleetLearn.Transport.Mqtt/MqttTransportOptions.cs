@@ -1,5 +1,7 @@
 using System.ComponentModel.DataAnnotations;
 
+using FleetLearn.Core.Rounds;
+
 namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>

@@ -4,6 +4,7 @@ using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Random;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Core.Training;
 using FleetLearn.EdgeAgent;
 using FleetLearn.Storage;
@@ -12,7 +13,7 @@ using FleetLearn.Transport.Mqtt.Broker;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using RoundPlan = FleetLearn.Transport.Mqtt.RoundPlan;
+using RoundPlan = FleetLearn.Core.Rounds.RoundPlan;
 
 namespace FleetLearn.Aggregator.Tests;
 

@@ -1,4 +1,5 @@
 using CsCheck;
+using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Transport.Mqtt.Tests;
 

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using FleetLearn.Core.Rounds;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using MQTTnet.Protocol;

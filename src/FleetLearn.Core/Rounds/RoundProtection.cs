@@ -1,9 +1,8 @@
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Privacy;
-using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
 
-namespace FleetLearn.Transport.Mqtt;
+namespace FleetLearn.Core.Rounds;
 
 /// <summary>
 /// How a round's updates are protected on their way out of the vehicle (DESIGN.md, "the update pipeline"): codec,

@@ -1,6 +1,5 @@
-using FleetLearn.Core.Rounds;
 
-namespace FleetLearn.Transport.Mqtt;
+namespace FleetLearn.Core.Rounds;
 
 /// <summary>
 /// Thrown by every decoder of this project's wire formats (envelope, chunk, round plan, update) when input is

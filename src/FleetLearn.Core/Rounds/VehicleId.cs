@@ -1,4 +1,4 @@
-namespace FleetLearn.Transport.Mqtt;
+namespace FleetLearn.Core.Rounds;
 
 /// <summary>
 /// Vehicle identifiers double as MQTT client ids, usernames, certificate common names and topic levels, so they are
