@@ -117,6 +117,9 @@ public sealed record RoundProtection
                 ClipNorm = ClipNorm,
                 Noise = NoiseMode,
                 MaxWeight = MaxWeight,
+                // WeightFor never gives less than 1 sample, so 1 is the public floor DecodeSum checks sample weights against.
+                UniformWeights = UniformWeights,
+                MinWeight = UniformWeights ? 0 : Math.Min(1, MaxWeight),
             });
         }
         catch (Exception e) when (e is CodecConfigurationException or FormatException or ArgumentException)

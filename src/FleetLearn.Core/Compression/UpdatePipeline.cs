@@ -47,6 +47,12 @@ public sealed record UpdatePipelineOptions
     /// <summary>W: public bound on an update's aggregation weight (weights are sent as w/W under secure aggregation).</summary>
     public double MaxWeight { get; init; } = 1;
 
+    /// <summary>Every update weighs 1, so a secure sum's mean divides by the public survivor count; null = uniform exactly when DP noise is on.</summary>
+    public bool? UniformWeights { get; init; }
+
+    /// <summary>Public floor of a sample-count weight (honest weights are clamped to [MinWeight, W]); it bounds how far one vehicle can shrink the denominator.</summary>
+    public double MinWeight { get; init; }
+
     /// <summary>Send the adaptive-clipping bit 1[‖Δ‖ ≤ C] (under secure aggregation as one more summed coordinate).</summary>
     public bool SendUnclippedBit { get; init; }
 
@@ -75,7 +81,7 @@ public readonly record struct EncodeInfo(double PreClipNorm, bool Unclipped, int
 public sealed record DecodedUpdate(UpdateEnvelopeHeader Header, float[] Delta);
 
 /// <summary>A decoded secure sum.</summary>
-/// <param name="Mean">Σ(w/W)Δ̂ / Σ(w/W) (zeros when the weight sum is 0).</param>
+/// <param name="Mean">Σ(w/W)Δ̂ / Σ(w/W) (Σ Δ̂ / |U3| under uniform weights; zeros when the weight sum is 0).</param>
 /// <param name="WeightSum">Σ w/W.</param>
 /// <param name="UnclippedCount">Σ 1[‖Δ‖ ≤ C] (0 unless sent).</param>
 public sealed record DecodedSum(float[] Mean, double WeightSum, int UnclippedCount);
@@ -103,6 +109,9 @@ public sealed class UpdatePipeline
             throw new CodecConfigurationException($"Clip norm {clip} must be a positive finite number.");
         if (!(options.MaxWeight > 0) || double.IsInfinity(options.MaxWeight))
             throw new CodecConfigurationException($"Maximum weight W = {options.MaxWeight} must be a positive finite number.");
+        if (!(options.MinWeight >= 0) || options.MinWeight > options.MaxWeight)
+            throw new CodecConfigurationException($"Minimum weight {options.MinWeight} must be within [0, W = {options.MaxWeight}].");
+        UniformWeights = options.UniformWeights ?? options.Noise is not null;
         if (!(options.RangeFailureProbability > 0 && options.RangeFailureProbability < 1))
             throw new CodecConfigurationException($"β = {options.RangeFailureProbability} must be within (0, 1).");
         if (c.TopKFraction is not null && options.Noise == NoiseMode.Distributed)
@@ -159,6 +168,9 @@ public sealed class UpdatePipeline
 
     /// <summary>True under SecAgg or SecAgg+.</summary>
     public bool IsSecure { get; }
+
+    /// <summary>True when every update weighs 1 (the default under DP: the sum's sensitivity is then C).</summary>
+    public bool UniformWeights { get; }
 
     /// <summary>Quantization bits actually used (null: float32 values).</summary>
     public int? QuantizationBits { get; }
@@ -399,7 +411,8 @@ public sealed class UpdatePipelineRound
         ArgumentNullException.ThrowIfNull(rounding);
         if (!(weight >= 0) || !double.IsFinite(weight)) throw new ArgumentOutOfRangeException(nameof(weight), weight, "The weight must be finite and ≥ 0.");
         var values = Transform(delta, noise, null, out _, out double norm, out bool unclipped);
-        double w = Math.Min(weight, _p.Options.MaxWeight) / _p.Options.MaxWeight;
+        // Uniform weights send exactly L, which DecodeSum checks; sample weights are clamped to the public [MinWeight, W].
+        double w = _p.UniformWeights ? 1 : Math.Clamp(weight, _p.Options.MinWeight, _p.Options.MaxWeight) / _p.Options.MaxWeight;
         if (w != 1) Privacy.L2Clipping.Scale(values, (float)w);
         int b = _p.QuantizationBits!.Value;
         var input = new uint[_p.SecAggDimension];
@@ -470,8 +483,18 @@ public sealed class UpdatePipelineRound
 
     /// <summary>
     /// Decodes the unmasked secure sum of <paramref name="contributors"/> inputs (values mod 2^m, already unwrapped because
-    /// the modulus holds the sum): Σ(w/W)Δ̂ and Σ w/W, then the weighted mean; subsample and rotation are undone once on the sum.
+    /// the modulus holds the sum): Σ(w/W)Δ̂ and Σ w/W, then the mean; subsample and rotation are undone once on the sum.
+    /// Throws <see cref="SecureSumRejectedException"/> when the sum cannot be the sum of |U3| = <paramref name="contributors"/>
+    /// honest inputs: then the round must be aborted and nothing released.
     /// </summary>
+    /// <remarks>
+    /// A vehicle can put any value mod 2^m into any coordinate, including the weight. If the mean divided by the masked
+    /// weight sum, a weight of 1 − (n−1)L mod 2^m would make that sum 1/L and scale the released mean by n·L, cancelling
+    /// central DP noise sized for the mean of n (issue 13 item 1). Under uniform weights every honest weight coordinate is
+    /// exactly L, so the sum must be |U3|·L and the mean divides by the public |U3|. Under sample weights each honest weight
+    /// lies in [⌊L·MinWeight/W⌋, L], so the sum must lie in |U3| times that range; one vehicle can then shrink the
+    /// denominator at most to |U3|·⌊L·MinWeight/W⌋. Every coordinate of an honest sum is at most |U3|·L (no input exceeds L).
+    /// </remarks>
     public DecodedSum DecodeSum(ReadOnlySpan<uint> sum, int contributors)
     {
         if (!_p.IsSecure) throw new InvalidOperationException("Secure aggregation is off.");
@@ -479,10 +502,36 @@ public sealed class UpdatePipelineRound
         if (contributors < 1 || contributors > _p.Options.CohortSize) throw new ArgumentOutOfRangeException(nameof(contributors), contributors, $"Contributors must be within 1..{_p.Options.CohortSize}.");
         int b = _p.QuantizationBits!.Value;
         int k = _p.KeptCount;
+        ulong level = StochasticQuantizer.MaxLevel(b);
+        ulong honestMax = (ulong)contributors * level;
+        for (int i = 0; i < k; i++)
+            if (sum[i] > honestMax)
+                throw new SecureSumRejectedException($"Coordinate {i} of the secure sum is {sum[i]}, above |U3|·L = {contributors}·{level} = {honestMax} that {contributors} honest inputs can reach: a vehicle sent an out-of-range value; the sum is not released.");
+        ulong weightLevels = sum[k];
+        double weightSum;
+        if (_p.UniformWeights)
+        {
+            if (weightLevels != honestMax)
+                throw new SecureSumRejectedException($"The weight coordinate of the secure sum is {weightLevels}, not |U3|·L = {contributors}·{level} = {honestMax} as uniform weights require: a vehicle forged its weight; the sum is not released.");
+            weightSum = contributors;
+        }
+        else
+        {
+            ulong floor = (ulong)Math.Floor(_p.Options.MinWeight / _p.Options.MaxWeight * level);
+            ulong lo = (ulong)contributors * floor;
+            if (weightLevels < lo || weightLevels > honestMax)
+                throw new SecureSumRejectedException($"The weight coordinate of the secure sum is {weightLevels}, outside [{lo}, {honestMax}] that {contributors} weights in [{floor}, {level}] can sum to: a vehicle forged its weight; the sum is not released.");
+            weightSum = weightLevels / (double)level;
+        }
+        int unclipped = 0;
+        if (_p.Options.SendUnclippedBit)
+        {
+            if (sum[k + 1] > (uint)contributors)
+                throw new SecureSumRejectedException($"The unclipped-bit coordinate of the secure sum is {sum[k + 1]}, more than the {contributors} contributors: a vehicle forged its bit; the sum is not released.");
+            unclipped = (int)sum[k + 1];
+        }
         var sums = new double[k];
         StochasticQuantizer.DequantizeSum(sum[..k], contributors, SharedRangeValue, b, sums);
-        double weightSum = sum[k] / (double)StochasticQuantizer.MaxLevel(b);
-        int unclipped = _p.Options.SendUnclippedBit ? (int)sum[k + 1] : 0;
         var mean = new float[_p.Options.Dimension];
         if (weightSum > 0)
         {

@@ -39,7 +39,63 @@ public sealed class WeightCoordinateAttackTests
     {
         var round = CentralDpPipeline().ForRound(3, 17);
         var sum = ForgedSum(round);
-        var e = Assert.ThrowsAny<Exception>(() => round.DecodeSum(sum, N));
+        var e = Assert.Throws<SecureSumRejectedException>(() => round.DecodeSum(sum, N));
         Assert.Contains("weight coordinate", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void DecodeSum_HonestUniformCohort_DividesByPublicSurvivorCount()
+    {
+        var round = CentralDpPipeline().ForRound(3, 17);
+        Assert.True(round.Pipeline.UniformWeights);
+        var p = round.Pipeline;
+        var sum = new uint[p.SecAggDimension];
+        for (int v = 0; v < N; v++)
+        {
+            // A uniform-weight vehicle sends L whatever weight its caller passes.
+            var input = round.EncodeSecure(new float[Dim], v + 0.5, new SeededNoiseSource(1), new SeededNoiseSource((ulong)v), out _);
+            Assert.Equal(p.MaxInputValue, input[p.KeptCount]);
+            for (int i = 0; i < sum.Length; i++) sum[i] += input[i];
+        }
+        Assert.Equal(N, round.DecodeSum(sum, N).WeightSum);
+    }
+
+    [Fact]
+    public void DecodeSum_SampleWeightsBelowPublicFloor_SumRejected()
+    {
+        const int n = 4;
+        var pipeline = new UpdatePipeline(new UpdatePipelineOptions
+        {
+            Codec = CodecSpec.Parse("q8"), Dimension = 8, ClipNorm = 1.0, SecureAggregation = SecureAggregationMode.Full,
+            CohortSize = n, MaxWeight = 100, MinWeight = 10, UniformWeights = false,
+        });
+        var round = pipeline.ForRound(1, 1);
+        var sum = new uint[pipeline.SecAggDimension];
+        var inputs = new List<uint[]>();
+        for (int v = 0; v < n; v++)
+        {
+            // Weight 1 is clamped up to the public floor 10, i.e. ⌊25.5⌋ or ⌈25.5⌉ levels.
+            var input = round.EncodeSecure(new float[8], 1, new SeededNoiseSource(1), new SeededNoiseSource((ulong)v), out _);
+            Assert.InRange(input[pipeline.KeptCount], 25u, 26u);
+            for (int i = 0; i < sum.Length; i++) sum[i] += input[i];
+        }
+        Assert.InRange(round.DecodeSum(sum, n).WeightSum, 0.39, 0.41);
+        // One vehicle sends weight 1 − (honest rest) mod 2^m: the sum drops below n·⌊L·MinWeight/W⌋.
+        uint mask = (1u << pipeline.ModulusBits) - 1;
+        sum[pipeline.KeptCount] = 1;
+        var e = Assert.Throws<SecureSumRejectedException>(() => round.DecodeSum(sum, n));
+        Assert.Contains("outside [100, 1020]", e.Message, StringComparison.Ordinal);
+        sum[pipeline.KeptCount] = mask;
+        Assert.Throws<SecureSumRejectedException>(() => round.DecodeSum(sum, n));
+    }
+
+    [Fact]
+    public void DecodeSum_DataCoordinateAboveHonestRange_SumRejected()
+    {
+        var round = CentralDpPipeline().ForRound(3, 17);
+        var sum = new uint[round.Pipeline.SecAggDimension];
+        sum[round.Pipeline.KeptCount] = (uint)(N * round.Pipeline.MaxInputValue);
+        sum[0] = (uint)(N * round.Pipeline.MaxInputValue) + 1;
+        Assert.Contains("Coordinate 0", Assert.Throws<SecureSumRejectedException>(() => round.DecodeSum(sum, N)).Message, StringComparison.Ordinal);
     }
 }
