@@ -142,7 +142,8 @@ public sealed record RoundProtection
         var seed = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
         try
         {
-            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs));
+            int minShares = NoiseMode == Core.Privacy.NoiseMode.Distributed ? MinNoiseShares : 1;
+            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
         }
         catch (CodecConfigurationException e)
         {

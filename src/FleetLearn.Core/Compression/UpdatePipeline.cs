@@ -203,8 +203,8 @@ public sealed class UpdatePipeline
     /// <summary>The largest value of a secure-aggregation input coordinate, 2^b − 1.</summary>
     public ulong MaxInputValue => IsSecure ? StochasticQuantizer.MaxLevel(QuantizationBits!.Value) : 0;
 
-    /// <summary>The public parameters of a secure-aggregation round for this pipeline.</summary>
-    public SecAggParameters CreateSecAggParameters(ulong round, int cohortSize, byte[] roundSeed, TimeSpan phaseTimeout)
+    /// <summary>The public parameters of a secure-aggregation round for this pipeline (<paramref name="minNoiseShares"/>: see <see cref="SecAggParameters.MinNoiseShares"/>).</summary>
+    public SecAggParameters CreateSecAggParameters(ulong round, int cohortSize, byte[] roundSeed, TimeSpan phaseTimeout, int minNoiseShares = 1)
     {
         if (!IsSecure) throw new InvalidOperationException("Secure aggregation is off.");
         if (cohortSize > Options.CohortSize)
@@ -219,6 +219,7 @@ public sealed class UpdatePipeline
             Neighbors = Options.SecureAggregation == SecureAggregationMode.Plus ? Options.Neighbors : null,
             RoundSeed = roundSeed,
             PhaseTimeout = phaseTimeout,
+            MinNoiseShares = minNoiseShares,
         };
         try { p.Validate(); }
         catch (SecAggConfigurationException e) { throw new CodecConfigurationException(e.Message); }

@@ -46,6 +46,12 @@ public sealed class SecAggParameters
     /// <summary>t; null picks the smallest strict majority of the share holders.</summary>
     public int? Threshold { get; init; }
 
+    /// <summary>
+    /// Fewest survivors whose inputs may be unmasked (distributed DP: the noise shares the sum's noise was sized for).
+    /// The server aborts before unmasking with fewer, and every vehicle refuses an unmask request that lists fewer.
+    /// </summary>
+    public int MinNoiseShares { get; init; } = 1;
+
     /// <summary>32 public random bytes of the round plan; they fix the SecAgg+ graph.</summary>
     public required byte[] RoundSeed { get; init; }
 
@@ -87,6 +93,8 @@ public sealed class SecAggParameters
         if (PhaseTimeout <= TimeSpan.Zero || EffectiveVehicleTimeout <= TimeSpan.Zero)
             throw new SecAggConfigurationException($"Timeouts must be positive (phase {PhaseTimeout}, vehicle {EffectiveVehicleTimeout}).");
         EnsureModulusHoldsSum(CohortSize, MaxInputValue, BitWidth);
+        if (MinNoiseShares < 1 || MinNoiseShares > CohortSize)
+            throw new SecAggConfigurationException($"Minimum noise shares {MinNoiseShares} is outside [1, {CohortSize}] (the cohort).");
         if (Neighbors is { } k && k < CohortSize - 1)
         {
             if (k < 2 || k % 2 != 0)

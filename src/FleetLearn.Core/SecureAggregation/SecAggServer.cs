@@ -457,6 +457,13 @@ public sealed class SecAggServer : IDisposable
             Abort($"Round {_p.Round} aborted in {phase}: only {count} of {_n} vehicles {did}, fewer than the threshold t = {_t}.");
             return false;
         }
+        // Checked before any unmask request leaves: the survivors' noise shares must add up to the promised noise
+        // (issue 13 item 2); a later check would run when the server already holds the unmasked sum.
+        if (count < _p.MinNoiseShares)
+        {
+            Abort($"Round {_p.Round} aborted in {phase}: only {count} of {_n} vehicles {did}, fewer than the {_p.MinNoiseShares} noise shares the distributed DP noise was sized for; the sum is never unmasked.");
+            return false;
+        }
         if (_graph.IsComplete) return true;
         foreach (int u in secretOwners)
         {
