@@ -282,7 +282,8 @@ public sealed class SecAggServer : IDisposable
             var holders = _graph.HoldersOf(v);
             var request = new UnmaskRequestMessage(_p.Round, v,
                 [.. holders.Where(u => alive[u])],
-                [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])]);
+                [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])],
+                _u3.Length);
             _requests[v] = request;
             outbox.Add(request);
         }
