@@ -159,6 +159,7 @@ public sealed record SimulationOptions
             ClipNorm = Privacy?.ClipNorm ?? NormBound,
             Noise = Privacy?.Mode,
             MaxWeight = MaxWeight(largestPartition),
+            UniformWeights = Privacy is not null,
             SendUnclippedBit = Privacy?.AdaptiveClip == true,
         });
     }

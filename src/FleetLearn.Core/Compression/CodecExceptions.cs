@@ -8,3 +8,9 @@ public sealed class CodecConfigurationException(string message) : ArgumentExcept
 
 /// <summary>An encoded update could not be decoded: malformed, wrong version, wrong round, NaN, or over a size limit.</summary>
 public sealed class UpdateFormatException(string message) : FormatException(message);
+
+/// <summary>
+/// A secure sum that honest inputs cannot produce (a forged weight or out-of-range coordinate): the round must abort and
+/// release nothing. The message says which coordinate and why.
+/// </summary>
+public sealed class SecureSumRejectedException(string message) : Exception(message);

@@ -47,6 +47,22 @@ public sealed record UpdatePipelineOptions
     /// <summary>W: public bound on an update's aggregation weight (weights are sent as w/W under secure aggregation).</summary>
     public double MaxWeight { get; init; } = 1;
 
+    /// <summary>Every update weighs 1, so a secure sum's mean divides by the public survivor count; null = uniform exactly when DP noise is on.</summary>
+    public bool? UniformWeights { get; init; }
+
+    /// <summary>
+    /// Distributed DP as the distributed discrete Gaussian (Kairouz, Liu &amp; Steinke 2021): conditional randomized rounding
+    /// to integers, then N_Z noise on those integers, signed mod 2^m. null = on exactly under secure aggregation with
+    /// distributed noise; false keeps the continuous Gaussian before quantization (for comparison only: its rounding is not accounted).
+    /// </summary>
+    public bool? DiscreteGaussian { get; init; }
+
+    /// <summary>β of conditional randomized rounding (KLS 2021 use e^{-1/2}): each attempt fails with probability ≤ β; Δ₂ grows with log(1/β).</summary>
+    public double RoundingBeta { get; init; } = 0.6065306597126334;
+
+    /// <summary>Public floor of a sample-count weight (honest weights are clamped to [MinWeight, W]); it bounds how far one vehicle can shrink the denominator.</summary>
+    public double MinWeight { get; init; }
+
     /// <summary>Send the adaptive-clipping bit 1[‖Δ‖ ≤ C] (under secure aggregation as one more summed coordinate).</summary>
     public bool SendUnclippedBit { get; init; }
 
@@ -75,7 +91,7 @@ public readonly record struct EncodeInfo(double PreClipNorm, bool Unclipped, int
 public sealed record DecodedUpdate(UpdateEnvelopeHeader Header, float[] Delta);
 
 /// <summary>A decoded secure sum.</summary>
-/// <param name="Mean">Σ(w/W)Δ̂ / Σ(w/W) (zeros when the weight sum is 0).</param>
+/// <param name="Mean">Σ(w/W)Δ̂ / Σ(w/W) (Σ Δ̂ / |U3| under uniform weights; zeros when the weight sum is 0).</param>
 /// <param name="WeightSum">Σ w/W.</param>
 /// <param name="UnclippedCount">Σ 1[‖Δ‖ ≤ C] (0 unless sent).</param>
 public sealed record DecodedSum(float[] Mean, double WeightSum, int UnclippedCount);
@@ -103,6 +119,15 @@ public sealed class UpdatePipeline
             throw new CodecConfigurationException($"Clip norm {clip} must be a positive finite number.");
         if (!(options.MaxWeight > 0) || double.IsInfinity(options.MaxWeight))
             throw new CodecConfigurationException($"Maximum weight W = {options.MaxWeight} must be a positive finite number.");
+        if (!(options.MinWeight >= 0) || options.MinWeight > options.MaxWeight)
+            throw new CodecConfigurationException($"Minimum weight {options.MinWeight} must be within [0, W = {options.MaxWeight}].");
+        UniformWeights = options.UniformWeights ?? options.Noise is not null;
+        if (!(options.RoundingBeta > 0 && options.RoundingBeta < 1))
+            throw new CodecConfigurationException($"Rounding β = {options.RoundingBeta} must be within (0, 1).");
+        bool ddgPossible = options.SecureAggregation != SecureAggregationMode.Off && options.Noise == NoiseMode.Distributed;
+        if (options.DiscreteGaussian == true && !ddgPossible)
+            throw new CodecConfigurationException("The distributed discrete Gaussian needs secure aggregation and distributed DP noise: its integers are only private once summed.");
+        IsDiscreteGaussian = options.DiscreteGaussian ?? ddgPossible;
         if (!(options.RangeFailureProbability > 0 && options.RangeFailureProbability < 1))
             throw new CodecConfigurationException($"β = {options.RangeFailureProbability} must be within (0, 1).");
         if (c.TopKFraction is not null && options.Noise == NoiseMode.Distributed)
@@ -160,6 +185,12 @@ public sealed class UpdatePipeline
     /// <summary>True under SecAgg or SecAgg+.</summary>
     public bool IsSecure { get; }
 
+    /// <summary>True when vehicles send conditionally rounded integers plus discrete Gaussian noise, signed mod 2^m (KLS 2021).</summary>
+    public bool IsDiscreteGaussian { get; }
+
+    /// <summary>True when every update weighs 1 (the default under DP: the sum's sensitivity is then C).</summary>
+    public bool UniformWeights { get; }
+
     /// <summary>Quantization bits actually used (null: float32 values).</summary>
     public int? QuantizationBits { get; }
 
@@ -191,8 +222,8 @@ public sealed class UpdatePipeline
     /// <summary>The largest value of a secure-aggregation input coordinate, 2^b − 1.</summary>
     public ulong MaxInputValue => IsSecure ? StochasticQuantizer.MaxLevel(QuantizationBits!.Value) : 0;
 
-    /// <summary>The public parameters of a secure-aggregation round for this pipeline.</summary>
-    public SecAggParameters CreateSecAggParameters(ulong round, int cohortSize, byte[] roundSeed, TimeSpan phaseTimeout)
+    /// <summary>The public parameters of a secure-aggregation round for this pipeline (<paramref name="minNoiseShares"/>: see <see cref="SecAggParameters.MinNoiseShares"/>).</summary>
+    public SecAggParameters CreateSecAggParameters(ulong round, int cohortSize, byte[] roundSeed, TimeSpan phaseTimeout, int minNoiseShares = 1)
     {
         if (!IsSecure) throw new InvalidOperationException("Secure aggregation is off.");
         if (cohortSize > Options.CohortSize)
@@ -203,10 +234,13 @@ public sealed class UpdatePipeline
             CohortSize = cohortSize,
             Dimension = SecAggDimension,
             BitWidth = ModulusBits,
-            MaxInputValue = MaxInputValue,
+            // Discrete Gaussian inputs are signed integers mod 2^m (any residue); the centred sum is what the modulus holds.
+            MaxInputValue = IsDiscreteGaussian ? (ModulusBits == 32 ? uint.MaxValue : (1u << ModulusBits) - 1) : MaxInputValue,
+            SignedInputs = IsDiscreteGaussian,
             Neighbors = Options.SecureAggregation == SecureAggregationMode.Plus ? Options.Neighbors : null,
             RoundSeed = roundSeed,
             PhaseTimeout = phaseTimeout,
+            MinNoiseShares = minNoiseShares,
         };
         try { p.Validate(); }
         catch (SecAggConfigurationException e) { throw new CodecConfigurationException(e.Message); }
@@ -273,6 +307,17 @@ public sealed class UpdatePipelineRound
     /// </summary>
     public double StepFor(double range) => _p.QuantizationBits is { } b ? StochasticQuantizer.Step(range, b) : 0;
 
+    /// <summary>γ: the real value of one integer unit of a secure input (the grid step on the public range; NaN without a shared range).</summary>
+    public double Granularity => _p.SharedRange && _p.QuantizationBits is not null ? StepFor(SharedRangeValue) : double.NaN;
+
+    /// <summary>
+    /// What an accountant needs about this round's distributed discrete Gaussian: per-vehicle σ, C, γ, β and the dimension
+    /// d of what is summed (null unless <see cref="UpdatePipeline.IsDiscreteGaussian"/>).
+    /// </summary>
+    public DiscreteGaussianAccounting? DiscreteGaussianAccounting => _p.IsDiscreteGaussian && ClipNorm is { } c && NoiseStdDev > 0
+        ? new DiscreteGaussianAccounting(NoiseStdDev, c, Granularity, _p.Options.RoundingBeta, _p.KeptCount)
+        : null;
+
     // ---- Vehicle side ---------------------------------------------------------------------------
 
     /// <summary>
@@ -315,7 +360,8 @@ public sealed class UpdatePipelineRound
             preClipNorm = L2Clipping.Clip(work, c);
             unclipped = AdaptiveClipping.IsUnclipped(preClipNorm, c);
         }
-        if (NoiseStdDev > 0) GaussianNoise.Add(work, NoiseStdDev, noise);
+        // The discrete Gaussian is added later, on the rounded integers (KLS 2021); the continuous one here.
+        if (NoiseStdDev > 0 && !_p.IsDiscreteGaussian) GaussianNoise.Add(work, NoiseStdDev, noise);
         if (carried is not null) return carried;
 
         float[] full;
@@ -399,15 +445,45 @@ public sealed class UpdatePipelineRound
         ArgumentNullException.ThrowIfNull(rounding);
         if (!(weight >= 0) || !double.IsFinite(weight)) throw new ArgumentOutOfRangeException(nameof(weight), weight, "The weight must be finite and ≥ 0.");
         var values = Transform(delta, noise, null, out _, out double norm, out bool unclipped);
-        double w = Math.Min(weight, _p.Options.MaxWeight) / _p.Options.MaxWeight;
+        // Uniform weights send exactly L, which DecodeSum checks; sample weights are clamped to the public [MinWeight, W].
+        double w = _p.UniformWeights ? 1 : Math.Clamp(weight, _p.Options.MinWeight, _p.Options.MaxWeight) / _p.Options.MaxWeight;
         if (w != 1) Privacy.L2Clipping.Scale(values, (float)w);
         int b = _p.QuantizationBits!.Value;
         var input = new uint[_p.SecAggDimension];
-        int clamped = StochasticQuantizer.Quantize(values, SharedRangeValue, b, rounding, input.AsSpan(0, values.Length));
+        int clamped = _p.IsDiscreteGaussian
+            ? EncodeDiscreteGaussian(values, noise, rounding, input.AsSpan(0, values.Length))
+            : StochasticQuantizer.Quantize(values, SharedRangeValue, b, rounding, input.AsSpan(0, values.Length));
         input[values.Length] = StochasticQuantizer.QuantizeUnit(w, b, rounding);
         if (_p.Options.SendUnclippedBit) input[values.Length + 1] = unclipped ? 1u : 0u;
         info = new EncodeInfo(norm, unclipped, clamped);
         return input;
+    }
+
+    /// <summary>
+    /// KLS 2021 on the carried coordinates: conditional randomized rounding of x/γ (norm ≤ Δ₂/γ), + N_Z(0, (σ/γ)²) from
+    /// <paramref name="noise"/>, each integer written as its residue mod 2^m. Returns how many |x| exceeded the public range.
+    /// </summary>
+    private int EncodeDiscreteGaussian(ReadOnlySpan<float> values, INoiseSource noise, INoiseSource rounding, Span<uint> destination)
+    {
+        double gamma = Granularity;
+        double c = ClipNorm!.Value;
+        var z = new long[values.Length];
+        ConditionalRounding.Round(values, gamma, ConditionalRounding.SensitivitySquared(c, gamma, values.Length, _p.Options.RoundingBeta), rounding, z);
+        if (NoiseStdDev > 0)
+        {
+            var n = new long[values.Length];
+            Privacy.DiscreteGaussian.Fill(n, NoiseStdDev * NoiseStdDev / (gamma * gamma), noise);
+            for (int i = 0; i < z.Length; i++) z[i] += n[i];
+        }
+        ulong mask = _p.ModulusBits == 32 ? uint.MaxValue : (1UL << _p.ModulusBits) - 1;
+        int outside = 0;
+        float r = SharedRangeValue;
+        for (int i = 0; i < z.Length; i++)
+        {
+            destination[i] = (uint)((ulong)z[i] & mask);
+            if (Math.Abs(values[i]) > r) outside++;
+        }
+        return outside;
     }
 
     private static float MaxAbs(ReadOnlySpan<float> values)
@@ -470,19 +546,92 @@ public sealed class UpdatePipelineRound
 
     /// <summary>
     /// Decodes the unmasked secure sum of <paramref name="contributors"/> inputs (values mod 2^m, already unwrapped because
-    /// the modulus holds the sum): Σ(w/W)Δ̂ and Σ w/W, then the weighted mean; subsample and rotation are undone once on the sum.
+    /// the modulus holds the sum): Σ(w/W)Δ̂ and Σ w/W, then the mean; subsample and rotation are undone once on the sum.
+    /// Throws <see cref="SecureSumRejectedException"/> when the sum cannot be the sum of |U3| = <paramref name="contributors"/>
+    /// honest inputs: then the round must be aborted and nothing released.
     /// </summary>
-    public DecodedSum DecodeSum(ReadOnlySpan<uint> sum, int contributors)
+    /// <remarks>
+    /// A vehicle can put any value mod 2^m into any coordinate, including the weight. If the mean divided by the masked
+    /// weight sum, a weight of 1 − (n−1)L mod 2^m would make that sum 1/L and scale the released mean by n·L, cancelling
+    /// central DP noise sized for the mean of n (issue 13 item 1). Under uniform weights every honest weight coordinate is
+    /// exactly L, so the sum must be |U3|·L and the mean divides by the public |U3|. Under sample weights each honest weight
+    /// lies in [⌊L·MinWeight/W⌋, L], so the sum must lie in |U3| times that range; one vehicle can then shrink the
+    /// denominator at most to |U3|·⌊L·MinWeight/W⌋. Every coordinate of an honest sum is at most |U3|·L (no input exceeds L).
+    /// </remarks>
+    public DecodedSum DecodeSum(ReadOnlySpan<uint> sum, int contributors) => DecodeSum(sum, contributors, 0, null);
+
+    /// <summary>
+    /// Central DP on the integers the server holds: <see cref="DecodeSum(ReadOnlySpan{uint}, int)"/> after adding exact
+    /// N_Z(0, (σ_sum/γ)²) (Canonne, Kamath &amp; Steinke 2020) to every data coordinate of the integer sum, σ_sum =
+    /// <paramref name="sumNoiseStdDev"/> in real units of the sum (σ·C for DP-FedAvg). The forged-sum checks run first.
+    /// </summary>
+    public DecodedSum DecodeSumWithCentralNoise(ReadOnlySpan<uint> sum, int contributors, double sumNoiseStdDev, INoiseSource noise)
+    {
+        ArgumentNullException.ThrowIfNull(noise);
+        if (!(sumNoiseStdDev >= 0) || !double.IsFinite(sumNoiseStdDev)) throw new ArgumentOutOfRangeException(nameof(sumNoiseStdDev), sumNoiseStdDev, "The noise standard deviation must be finite and ≥ 0.");
+        return DecodeSum(sum, contributors, sumNoiseStdDev, noise);
+    }
+
+    private DecodedSum DecodeSum(ReadOnlySpan<uint> sum, int contributors, double centralStdDev, INoiseSource? centralNoise)
     {
         if (!_p.IsSecure) throw new InvalidOperationException("Secure aggregation is off.");
         if (sum.Length != _p.SecAggDimension) throw new ArgumentException($"The sum has {sum.Length} coordinates; expected {_p.SecAggDimension}.", nameof(sum));
         if (contributors < 1 || contributors > _p.Options.CohortSize) throw new ArgumentOutOfRangeException(nameof(contributors), contributors, $"Contributors must be within 1..{_p.Options.CohortSize}.");
         int b = _p.QuantizationBits!.Value;
         int k = _p.KeptCount;
+        ulong level = StochasticQuantizer.MaxLevel(b);
+        ulong honestMax = (ulong)contributors * level;
+        // Discrete Gaussian inputs are any residue mod 2^m (noise is unbounded): no range to check on data coordinates.
+        for (int i = 0; i < k && !_p.IsDiscreteGaussian; i++)
+            if (sum[i] > honestMax)
+                throw new SecureSumRejectedException($"Coordinate {i} of the secure sum is {sum[i]}, above |U3|·L = {contributors}·{level} = {honestMax} that {contributors} honest inputs can reach: a vehicle sent an out-of-range value; the sum is not released.");
+        ulong weightLevels = sum[k];
+        double weightSum;
+        if (_p.UniformWeights)
+        {
+            if (weightLevels != honestMax)
+                throw new SecureSumRejectedException($"The weight coordinate of the secure sum is {weightLevels}, not |U3|·L = {contributors}·{level} = {honestMax} as uniform weights require: a vehicle forged its weight; the sum is not released.");
+            weightSum = contributors;
+        }
+        else
+        {
+            ulong floor = (ulong)Math.Floor(_p.Options.MinWeight / _p.Options.MaxWeight * level);
+            ulong lo = (ulong)contributors * floor;
+            if (weightLevels < lo || weightLevels > honestMax)
+                throw new SecureSumRejectedException($"The weight coordinate of the secure sum is {weightLevels}, outside [{lo}, {honestMax}] that {contributors} weights in [{floor}, {level}] can sum to: a vehicle forged its weight; the sum is not released.");
+            weightSum = weightLevels / (double)level;
+        }
+        int unclipped = 0;
+        if (_p.Options.SendUnclippedBit)
+        {
+            if (sum[k + 1] > (uint)contributors)
+                throw new SecureSumRejectedException($"The unclipped-bit coordinate of the secure sum is {sum[k + 1]}, more than the {contributors} contributors: a vehicle forged its bit; the sum is not released.");
+            unclipped = (int)sum[k + 1];
+        }
         var sums = new double[k];
-        StochasticQuantizer.DequantizeSum(sum[..k], contributors, SharedRangeValue, b, sums);
-        double weightSum = sum[k] / (double)StochasticQuantizer.MaxLevel(b);
-        int unclipped = _p.Options.SendUnclippedBit ? (int)sum[k + 1] : 0;
+        long[]? extra = null;
+        if (centralNoise is not null && centralStdDev > 0)
+        {
+            double g = Granularity;
+            extra = new long[k];
+            Privacy.DiscreteGaussian.Fill(extra, centralStdDev * centralStdDev / (g * g), centralNoise);
+        }
+        if (_p.IsDiscreteGaussian)
+        {
+            // The centred lift of each residue: the sum of signed inputs, which the modulus holds (w.h.p. for the noise).
+            long modulus = 1L << _p.ModulusBits, half = modulus / 2;
+            double gamma = Granularity;
+            for (int i = 0; i < k; i++) sums[i] = ((sum[i] >= half ? sum[i] - modulus : sum[i]) + (extra?[i] ?? 0)) * gamma;
+        }
+        else
+        {
+            StochasticQuantizer.DequantizeSum(sum[..k], contributors, SharedRangeValue, b, sums);
+            if (extra is not null)
+            {
+                double step = Granularity;
+                for (int i = 0; i < k; i++) sums[i] += extra[i] * step;
+            }
+        }
         var mean = new float[_p.Options.Dimension];
         if (weightSum > 0)
         {
@@ -510,5 +659,30 @@ public sealed class UpdatePipelineRound
         }
         _rotation?.Inverse(full);
         full.AsSpan(0, destination.Length).CopyTo(destination);
+    }
+}
+
+/// <summary>
+/// One round's distributed discrete Gaussian as the accountant sees it: per-vehicle σ (real units), clip C, granularity γ,
+/// rounding β and the summed dimension d (KLS 2021 Theorem 1).
+/// </summary>
+public sealed record DiscreteGaussianAccounting(double LocalStdDev, double ClipNorm, double Granularity, double RoundingBeta, int Dimension)
+{
+    /// <summary>Δ₂: the L2 sensitivity after conditional rounding (≥ C).</summary>
+    public double Sensitivity => Math.Sqrt(ConditionalRounding.SensitivitySquared(ClipNorm, Granularity, Dimension, RoundingBeta));
+
+    /// <summary>(ε, δ) after <paramref name="steps"/> rounds with at least <paramref name="noiseShares"/> shares in every released sum, sampling rate q.</summary>
+    public PrivacySpent GetEpsilon(double q, int noiseShares, long steps, double delta) =>
+        DistributedDiscreteGaussianAccountant.GetEpsilon(q, LocalStdDev, ClipNorm, Granularity, RoundingBeta, noiseShares, Dimension, steps, delta);
+
+    /// <summary>
+    /// A Gaussian noise multiplier z whose RDP α/(2z²) bounds this mechanism's at every order (Eq. 17's second term:
+    /// 1/z = Δ₂/(√n σ) + √d·τ), for ledgers that charge (q = 1, z): sound at q = 1, the per-participation default.
+    /// </summary>
+    public double EquivalentNoiseMultiplier(int noiseShares)
+    {
+        double scale = Sensitivity / (Math.Sqrt(noiseShares) * LocalStdDev);
+        double tau = DistributedDiscreteGaussianAccountant.Tau(noiseShares, LocalStdDev, Granularity);
+        return 1 / (scale + Math.Sqrt(Dimension) * tau);
     }
 }

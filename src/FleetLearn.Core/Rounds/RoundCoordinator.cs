@@ -208,9 +208,17 @@ public sealed class RoundCoordinator : IDisposable
                 failure = $"secure aggregation stopped in phase {_server.Phase}: {_server.AbortReason ?? "deadline passed"}";
             else
             {
-                var sum = _setup.Codec.DecodeSum(_server.Result!.Sum.Span, contributors.Count);
-                unclipped = sum.UnclippedCount;
-                if (sum.WeightSum > 0) mean = sum.Mean;
+                try
+                {
+                    var sum = _setup.Codec.DecodeSum(_server.Result!.Sum.Span, contributors.Count);
+                    unclipped = sum.UnclippedCount;
+                    if (sum.WeightSum > 0) mean = sum.Mean;
+                }
+                catch (SecureSumRejectedException e)
+                {
+                    // A forged weight coordinate (or values no honest input can produce): the sum is not released.
+                    failure = $"secure sum rejected: {e.Message}";
+                }
             }
         }
         int n = contributors.Count;

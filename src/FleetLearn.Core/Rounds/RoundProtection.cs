@@ -117,6 +117,9 @@ public sealed record RoundProtection
                 ClipNorm = ClipNorm,
                 Noise = NoiseMode,
                 MaxWeight = MaxWeight,
+                // WeightFor never gives less than 1 sample, so 1 is the public floor DecodeSum checks sample weights against.
+                UniformWeights = UniformWeights,
+                MinWeight = UniformWeights ? 0 : Math.Min(1, MaxWeight),
             });
         }
         catch (Exception e) when (e is CodecConfigurationException or FormatException or ArgumentException)
@@ -139,7 +142,8 @@ public sealed record RoundProtection
         var seed = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
         try
         {
-            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs));
+            int minShares = NoiseMode == Core.Privacy.NoiseMode.Distributed ? MinNoiseShares : 1;
+            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
         }
         catch (CodecConfigurationException e)
         {

@@ -28,7 +28,7 @@ public sealed record SecAggCodecLimits
 /// ShareKeys <c>commitment[32] count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// ForwardedShares <c>count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// MaskedInput <c>m:u8 dim:u32 packed[⌈dim·m/8⌉]</c> (LSB-first, zero padding);
-/// UnmaskRequest <c>count:u32 survivor:i32* count:u32 dropped:i32*</c>;
+/// UnmaskRequest <c>count:u32 survivor:i32* count:u32 dropped:i32* total:u32</c> (total = |U3|, version 2);
 /// UnmaskResponse <c>count:u32 (peer:i32 kind:u8 share[32])*</c>.
 /// Decoding rejects anything malformed, trailing, oversized, of another version or of another
 /// round with <see cref="SecAggFormatException"/> and nothing else.
@@ -36,7 +36,7 @@ public sealed record SecAggCodecLimits
 public static class SecAggCodec
 {
     /// <summary>Current wire version.</summary>
-    public const byte Version = 1;
+    public const byte Version = 2;
 
     /// <summary>Header length.</summary>
     public const int HeaderBytes = 1 + 1 + 8 + 4;
@@ -51,7 +51,7 @@ public static class SecAggCodec
         ShareKeysMessage s => 32 + SharesLength(s.Shares),
         ForwardedSharesMessage f => SharesLength(f.Shares),
         MaskedInputMessage m => 1 + 4 + BitPacking.PackedLength(m.Values.Length, m.BitWidth),
-        UnmaskRequestMessage r => 8 + 4L * (r.Survivors.Length + r.Dropped.Length),
+        UnmaskRequestMessage r => 12 + 4L * (r.Survivors.Length + r.Dropped.Length),
         UnmaskResponseMessage r => 4 + (long)r.Shares.Length * (4 + 1 + Shamir.ElementBytes),
         _ => throw new ArgumentException($"Unknown message type {message.GetType().Name}.", nameof(message)),
     };
@@ -106,6 +106,7 @@ public static class SecAggCodec
                 foreach (int v in r.Survivors) w.I32(v);
                 w.U32((uint)r.Dropped.Length);
                 foreach (int v in r.Dropped) w.I32(v);
+                w.U32((uint)r.SurvivorCount);
                 break;
             case UnmaskResponseMessage r:
                 w.U32((uint)r.Shares.Length);
@@ -169,7 +170,7 @@ public static class SecAggCodec
             SecAggMessageType.ShareKeys => new ShareKeysMessage(round, vehicle, r.Bytes(32), ReadShares(ref r)),
             SecAggMessageType.ForwardedShares => new ForwardedSharesMessage(round, vehicle, ReadShares(ref r)),
             SecAggMessageType.MaskedInput => ReadMaskedInput(ref r, round, vehicle),
-            SecAggMessageType.UnmaskRequest => new UnmaskRequestMessage(round, vehicle, ReadIds(ref r, "survivor"), ReadIds(ref r, "dropped")),
+            SecAggMessageType.UnmaskRequest => ReadUnmaskRequest(ref r, round, vehicle),
             SecAggMessageType.UnmaskResponse => ReadResponse(ref r, round, vehicle),
             _ => throw new SecAggFormatException($"Unknown message type {tag}."),
             };
@@ -227,6 +228,15 @@ public static class SecAggCodec
         if (!BitPacking.TryUnpack(r.Span((int)packed), bits, values))
             throw new SecAggFormatException("Masked input has non-zero padding bits.");
         return new MaskedInputMessage(round, sender, bits, ImmutableCollectionsMarshal.AsImmutableArray(values));
+    }
+
+    private static UnmaskRequestMessage ReadUnmaskRequest(ref Reader r, ulong round, int vehicle)
+    {
+        var survivors = ReadIds(ref r, "survivor");
+        var dropped = ReadIds(ref r, "dropped");
+        uint total = r.U32();
+        if (total > r.Limits.MaxVehicles || total < survivors.Length) throw new SecAggFormatException($"Survivor count {total} is outside [{survivors.Length}, {r.Limits.MaxVehicles}].");
+        return new UnmaskRequestMessage(round, vehicle, survivors, dropped, (int)total);
     }
 
     private static ImmutableArray<int> ReadIds(ref Reader r, string what)

@@ -129,7 +129,7 @@ public sealed class MaskedInputMessage : SecAggMessage
 }
 
 /// <summary>End of phase 2: which of the recipient's holders-of-shares survived (reveal b-share) and which dropped (reveal s-share).</summary>
-public sealed class UnmaskRequestMessage(ulong round, int recipient, ImmutableArray<int> survivors, ImmutableArray<int> dropped) : SecAggMessage(round, recipient)
+public sealed class UnmaskRequestMessage(ulong round, int recipient, ImmutableArray<int> survivors, ImmutableArray<int> dropped, int? survivorCount = null) : SecAggMessage(round, recipient)
 {
     /// <inheritdoc/>
     public override SecAggMessageType Type => SecAggMessageType.UnmaskRequest;
@@ -137,6 +137,8 @@ public sealed class UnmaskRequestMessage(ulong round, int recipient, ImmutableAr
     public ImmutableArray<int> Survivors { get; } = survivors.IsDefault ? throw new ArgumentNullException(nameof(survivors)) : survivors;
     /// <summary>Vehicles declared dropped (their masking-key shares are requested).</summary>
     public ImmutableArray<int> Dropped { get; } = dropped.IsDefault ? throw new ArgumentNullException(nameof(dropped)) : dropped;
+    /// <summary>|U3|: all survivors of the round (under SecAgg+ <see cref="Survivors"/> lists only the recipient's holders); defaults to that list's length.</summary>
+    public int SurvivorCount { get; } = survivorCount ?? (survivors.IsDefault ? 0 : survivors.Length);
 }
 
 /// <summary>One revealed share.</summary>

@@ -40,11 +40,23 @@ public sealed class SecAggParameters
     /// <summary>Largest value any coordinate of one vehicle's input may take.</summary>
     public required ulong MaxInputValue { get; init; }
 
+    /// <summary>
+    /// Inputs are signed integers mod 2^m (the distributed discrete Gaussian: unbounded noise, read back centred), so
+    /// any residue is a valid input and the no-wrap check on n·<see cref="MaxInputValue"/> does not apply.
+    /// </summary>
+    public bool SignedInputs { get; init; }
+
     /// <summary>k for SecAgg+ (even); null for the complete graph.</summary>
     public int? Neighbors { get; init; }
 
     /// <summary>t; null picks the smallest strict majority of the share holders.</summary>
     public int? Threshold { get; init; }
+
+    /// <summary>
+    /// Fewest survivors whose inputs may be unmasked (distributed DP: the noise shares the sum's noise was sized for).
+    /// The server aborts before unmasking with fewer, and every vehicle refuses an unmask request that lists fewer.
+    /// </summary>
+    public int MinNoiseShares { get; init; } = 1;
 
     /// <summary>32 public random bytes of the round plan; they fix the SecAgg+ graph.</summary>
     public required byte[] RoundSeed { get; init; }
@@ -86,7 +98,10 @@ public sealed class SecAggParameters
             throw new SecAggConfigurationException($"Round seed must be 32 bytes, got {RoundSeed?.Length ?? 0}.");
         if (PhaseTimeout <= TimeSpan.Zero || EffectiveVehicleTimeout <= TimeSpan.Zero)
             throw new SecAggConfigurationException($"Timeouts must be positive (phase {PhaseTimeout}, vehicle {EffectiveVehicleTimeout}).");
-        EnsureModulusHoldsSum(CohortSize, MaxInputValue, BitWidth);
+        if (!SignedInputs) EnsureModulusHoldsSum(CohortSize, MaxInputValue, BitWidth);
+        else if (MaxInputValue > ValueMask) throw new SecAggConfigurationException($"Max input value {MaxInputValue} exceeds 2^{BitWidth} − 1.");
+        if (MinNoiseShares < 1 || MinNoiseShares > CohortSize)
+            throw new SecAggConfigurationException($"Minimum noise shares {MinNoiseShares} is outside [1, {CohortSize}] (the cohort).");
         if (Neighbors is { } k && k < CohortSize - 1)
         {
             if (k < 2 || k % 2 != 0)

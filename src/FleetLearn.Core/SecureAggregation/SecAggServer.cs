@@ -282,7 +282,8 @@ public sealed class SecAggServer : IDisposable
             var holders = _graph.HoldersOf(v);
             var request = new UnmaskRequestMessage(_p.Round, v,
                 [.. holders.Where(u => alive[u])],
-                [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])]);
+                [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])],
+                _u3.Length);
             _requests[v] = request;
             outbox.Add(request);
         }
@@ -455,6 +456,13 @@ public sealed class SecAggServer : IDisposable
         if (count < _t)
         {
             Abort($"Round {_p.Round} aborted in {phase}: only {count} of {_n} vehicles {did}, fewer than the threshold t = {_t}.");
+            return false;
+        }
+        // Checked before any unmask request leaves: the survivors' noise shares must add up to the promised noise
+        // (issue 13 item 2); a later check would run when the server already holds the unmasked sum.
+        if (count < _p.MinNoiseShares)
+        {
+            Abort($"Round {_p.Round} aborted in {phase}: only {count} of {_n} vehicles {did}, fewer than the {_p.MinNoiseShares} noise shares the distributed DP noise was sized for; the sum is never unmasked.");
             return false;
         }
         if (_graph.IsComplete) return true;

@@ -256,6 +256,13 @@ public sealed class SecAggVehicle : IDisposable
         foreach (int v in survivors.Concat(dropped))
             if (!_held.ContainsKey(v)) Refuse($"it names vehicle {v}, whose shares this vehicle does not hold");
         if (survivors.Count < _t) Refuse($"only {survivors.Count} survivors are listed, fewer than the threshold t = {_t}");
+        // The vehicle's own guard on distributed DP: fewer survivors carry fewer noise shares than the round promised.
+        // Under SecAgg+ the request lists only this vehicle's holders, so the server states |U3|; it cannot state less
+        // than it lists, nor other than it lists on the complete graph.
+        int total = message.SurvivorCount;
+        if (total < survivors.Count || _p.IsCompleteGraph && total != survivors.Count)
+            Fail($"the unmask request states {total} survivors but lists {survivors.Count}");
+        if (total < _p.MinNoiseShares) Refuse($"only {total} survivors are listed, fewer than the {_p.MinNoiseShares} noise shares the distributed DP noise was sized for");
 
         var revealed = ImmutableArray.CreateBuilder<RevealedShare>(survivors.Count + dropped.Count);
         foreach (int v in message.Survivors) revealed.Add(new RevealedShare(v, ShareKind.SelfMaskSeed, [.. _held[v].B]));

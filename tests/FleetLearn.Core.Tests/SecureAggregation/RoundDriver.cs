@@ -9,7 +9,7 @@ internal sealed class RoundDriver : IDisposable
 {
     public const ulong Round = 7;
 
-    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1)
+    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1)
     {
         var rng = new DeterministicRandom(seed);
         var roundSeed = new byte[32];
@@ -18,7 +18,7 @@ internal sealed class RoundDriver : IDisposable
         Parameters = new SecAggParameters
         {
             Round = Round, CohortSize = n, Dimension = dim, BitWidth = bitWidth, MaxInputValue = max,
-            Neighbors = neighbors, Threshold = threshold, RoundSeed = roundSeed, PhaseTimeout = TimeSpan.FromSeconds(10),
+            Neighbors = neighbors, Threshold = threshold, RoundSeed = roundSeed, PhaseTimeout = TimeSpan.FromSeconds(10), MinNoiseShares = minNoiseShares,
         };
         DeviceKeys = new ECDsa[n];
         for (int u = 0; u < n; u++)

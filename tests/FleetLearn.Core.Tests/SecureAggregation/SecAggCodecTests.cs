@@ -120,9 +120,9 @@ public sealed class SecAggCodecTests
     public void Decode_WrongVersion_Throws()
     {
         var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(5, 1, [1], []));
-        bytes[0] = 2;
+        bytes[0] = 1; // version 1 had no survivor count in UnmaskRequest
 
-        Assert.Equal("Unsupported wire version 2 (expected 1).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
+        Assert.Equal("Unsupported wire version 1 (expected 2).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
     }
 
     [Fact]
@@ -143,7 +143,7 @@ public sealed class SecAggCodecTests
 
         var e = Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes));
 
-        Assert.Equal("1000000 survivor entries cannot fit in the 4 bytes left.", e.Message);
+        Assert.Equal("1000000 survivor entries cannot fit in the 8 bytes left.", e.Message);
     }
 
     [Fact]
