@@ -85,4 +85,50 @@ public sealed class ChunkingTests
         Assert.Equal(2, assembler.PendingTransfers);
         Assert.Equal(3, assembler.Evicted);
     }
+
+    [Fact]
+    public void Add_DeclaredCountNotCeilingOfTotalOverChunkSize_IsRejectedWithoutHoldingIt()
+    {
+        // The review's chunk bomb: 77 bytes declaring 2^20 chunks of a 64 MiB payload used to pin ~17 MiB of slots.
+        var assembler = new ChunkAssembler(64 << 20);
+        var bomb = Forge(Guid.NewGuid(), index: 0, count: ChunkCodec.MaxChunks, total: 64 << 20, data: [7]);
+        Assert.Equal(77, bomb.Length);
+        Assert.Throws<WireFormatException>(() => assembler.Add("v", bomb));
+        Assert.Equal(0, assembler.PendingTransfers);
+        // Also wrong: two chunks for a payload that one chunk of this size would have covered, and a last chunk whose
+        // size does not match the others'.
+        Assert.Throws<WireFormatException>(() => assembler.Add("v", Forge(Guid.NewGuid(), 0, 3, 2000, new byte[1000])));
+        Assert.Throws<WireFormatException>(() => assembler.Add("v", Forge(Guid.NewGuid(), 2, 3, 2500, new byte[900])));
+        Assert.Equal(0, assembler.PendingTransfers);
+    }
+
+    [Fact]
+    public void Add_OneSourceStartingManyTransfers_DoesNotEvictAnotherSourcesTransfer()
+    {
+        var assembler = new ChunkAssembler(1 << 20, maxPendingTransfers: 8);
+        var payload = new byte[10_000];
+        new Random(3).NextBytes(payload);
+        var victim = ChunkCodec.Split(payload, Packet);
+        Assert.Null(assembler.Add("victim", victim[0]));
+        for (int i = 0; i < 100; i++) assembler.Add("attacker", ChunkCodec.Split(new byte[10_000], Packet)[0]);
+        byte[]? whole = null;
+        foreach (var c in victim.Skip(1)) whole ??= assembler.Add("victim", c);
+        Assert.Equal(payload, whole);
+    }
+
+    /// <summary>A chunk with any header values (the data length field matches <paramref name="data"/>).</summary>
+    internal static byte[] Forge(Guid id, int index, int count, long total, byte[] data, byte[]? hash = null)
+    {
+        var bytes = new byte[ChunkCodec.HeaderSize + data.Length];
+        "FLCH"u8.CopyTo(bytes);
+        bytes[4] = ChunkCodec.FormatVersion;
+        id.TryWriteBytes(bytes.AsSpan(8, 16), bigEndian: true, out _);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(24), index);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(28), count);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(32), total);
+        (hash ?? new byte[32]).CopyTo(bytes, 40);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(72), data.Length);
+        data.CopyTo(bytes, ChunkCodec.HeaderSize);
+        return bytes;
+    }
 }
