@@ -116,6 +116,93 @@ public sealed class ChunkingTests
         Assert.Equal(payload, whole);
     }
 
+    [Fact]
+    public void Add_NotAdmitted_IsRefusedBeforeAnythingIsHeld()
+    {
+        var asked = new List<(string Owner, int Count)>();
+        var assembler = new ChunkAssembler(1 << 20)
+        {
+            Admit = (owner, header) =>
+            {
+                asked.Add((owner, header.Count));
+                return owner == "car-0";
+            },
+        };
+        var chunks = ChunkCodec.Split(new byte[10_000], Packet);
+        var e = Assert.Throws<WireFormatException>(() => assembler.Add("car-9", "topic-9", chunks[0]));
+        Assert.Equal(RejectReasons.NotInCohort, e.Reason);
+        Assert.Equal(0, assembler.HeldBytes);
+        Assert.Equal(0, assembler.PendingTransfers);
+        Assert.Null(assembler.Add("car-0", "topic-0", chunks[0]));
+        Assert.Null(assembler.Add("car-0", "topic-0", chunks[1])); // same transfer: asked once
+        Assert.Equal([("car-9", chunks.Count), ("car-0", chunks.Count)], asked);
+    }
+
+    [Fact]
+    public void Add_OwnerOverItsByteCap_DropsItsOwnTransfersOnly()
+    {
+        var assembler = new ChunkAssembler(1 << 20, maxTransfersPerOwner: 4, maxBytesPerOwner: 20_000);
+        var honest = ChunkCodec.Split(new byte[10_000], Packet);
+        Assert.Null(assembler.Add("honest", "h", honest[0]));
+        var big = ChunkCodec.Split(new byte[100_000], Packet);
+        var e = Assert.Throws<WireFormatException>(() =>
+        {
+            foreach (var c in big) assembler.Add("attacker", "a", c);
+        });
+        Assert.Equal(RejectReasons.Oversized, e.Reason);
+        Assert.True(assembler.HeldBytesOf("attacker") <= 20_000);
+        byte[]? whole = null;
+        foreach (var c in honest.Skip(1)) whole ??= assembler.Add("honest", "h", c);
+        Assert.NotNull(whole);
+    }
+
+    [Fact]
+    public void Add_GlobalCap_LargestHolderGivesWay()
+    {
+        // Two victims hold one chunk each (~3 KB); a flooder starting 20 transfers would hold ~61 KB: over the 40 KB
+        // cap, the owner holding the most (the flooder) gives way, never the victims.
+        var assembler = new ChunkAssembler(1 << 20, maxTransfersPerOwner: 32, maxBytesPerOwner: 1 << 20, maxHeldBytes: 40_000);
+        var victims = Enumerable.Range(0, 2).Select(i => ChunkCodec.Split(new byte[12_000], Packet)).ToList();
+        for (int i = 0; i < victims.Count; i++) assembler.Add($"v{i}", "t", victims[i][0]);
+        for (int i = 0; i < 20; i++) assembler.Add("flood", "t", ChunkCodec.Split(new byte[12_000], Packet)[0]);
+        Assert.True(assembler.HeldBytes <= 40_000);
+        Assert.True(assembler.Evicted > 0);
+        for (int i = 0; i < victims.Count; i++)
+        {
+            byte[]? whole = null;
+            foreach (var c in victims[i].Skip(1)) whole ??= assembler.Add($"v{i}", "t", c);
+            Assert.NotNull(whole);
+        }
+    }
+
+    [Fact]
+    public void Add_AnyInterleavingOfOwners_StaysWithinEveryCap()
+    {
+        var gen = Gen.Select(Gen.Int[0, 5], Gen.Int[0, 40_000], Gen.Int[0, 3]).Array[1, 60];
+        gen.Sample(steps =>
+        {
+            var assembler = new ChunkAssembler(1 << 20, maxPendingTransfers: 6, maxTransfersPerOwner: 2, maxBytesPerOwner: 30_000, maxHeldBytes: 70_000);
+            foreach (var (owner, size, take) in steps)
+            {
+                var chunks = ChunkCodec.Split(new byte[size], Packet);
+                foreach (var c in chunks.Take(take + 1))
+                {
+                    try
+                    {
+                        assembler.Add($"o{owner}", "t", c);
+                    }
+                    catch (WireFormatException e) when (e.Reason == RejectReasons.Oversized)
+                    {
+                        break;
+                    }
+                    Assert.True(assembler.HeldBytes <= 70_000);
+                    Assert.True(assembler.PendingTransfers <= 6);
+                    for (int o = 0; o < 6; o++) Assert.True(assembler.HeldBytesOf($"o{o}") <= 30_000);
+                }
+            }
+        }, iter: 300);
+    }
+
     /// <summary>A chunk with any header values (the data length field matches <paramref name="data"/>).</summary>
     internal static byte[] Forge(Guid id, int index, int count, long total, byte[] data, byte[]? hash = null)
     {
