@@ -35,6 +35,12 @@ public sealed class MqttTransportOptions
     /// <summary>Keep-alive period.</summary>
     [Range(1, 3600)] public int KeepAliveSeconds { get; set; } = 30;
 
+    /// <summary>
+    /// The largest MQTT packet FleetLearn's brokers accept (1 MiB: the embedded broker's default and
+    /// broker-config/mosquitto.conf's <c>max_packet_size</c>); every chunk fits under it.
+    /// </summary>
+    public const int BrokerMaxPacketSize = 1 << 20;
+
     /// <summary>Largest MQTT packet the broker accepts; payloads are chunked under it. Default 256 KiB.</summary>
     [Range(4096, 268_435_455)] public int MaxPacketSize { get; set; } = 256 * 1024;
 

@@ -120,7 +120,34 @@ public sealed class MosquittoAclTests : IAsyncLifetime
         Assert.DoesNotContain("already connected", _broker.Log, StringComparison.Ordinal);
     }
 
-    private async Task<MqttConnection> ConnectAsync(string identity, string? clientId = null)
+    [SkippableFact]
+    public async Task Publish_OverTheShippedPacketLimit_IsNotDelivered()
+    {
+        Skip.If(_skip is not null, _skip);
+        var topics = new FleetTopics(BrokerTestKit.Fleet);
+        // The aggregator accepts any size, so only the broker's own limit can stop the oversized packet.
+        var aggregator = await ConnectAsync("aggregator", maxPacketSize: 268_435_455);
+        var received = BrokerTestKit.Collect(aggregator);
+        using (var cts = new CancellationTokenSource(Timeout))
+            await aggregator.SubscribeAsync($"fleetlearn/v1/{BrokerTestKit.Fleet}/vehicles/+/up/#", cts.Token);
+        var car0 = await ConnectAsync("car-0");
+        using (var cts = new CancellationTokenSource(Timeout))
+        {
+            try
+            {
+                await car0.PublishAsync(topics.Up("car-0", "update"), new byte[MqttTransportOptions.BrokerMaxPacketSize + 1], cancellationToken: cts.Token);
+            }
+            catch (Exception e) when (MqttConnection.IsTransient(e) || e is MqttRefusedException)
+            {
+                // Mosquitto closes the connection of a client that exceeds max_packet_size.
+            }
+            await car0.PublishReliablyAsync(topics.Up("car-0", "update"), "small"u8.ToArray(), cancellationToken: cts.Token);
+        }
+        var first = await BrokerTestKit.NextAsync(received);
+        Assert.Equal("small"u8.ToArray(), first.Payload);
+    }
+
+    private async Task<MqttConnection> ConnectAsync(string identity, string? clientId = null, int maxPacketSize = 256 * 1024)
     {
         var options = new MqttTransportOptions
         {
@@ -128,6 +155,7 @@ public sealed class MosquittoAclTests : IAsyncLifetime
             Port = _broker.Port,
             Fleet = BrokerTestKit.Fleet,
             ClientId = clientId ?? identity,
+            MaxPacketSize = maxPacketSize,
             UseTls = true,
             CaFile = Path.Combine(Certs, "ca.crt"),
             CertFile = Path.Combine(Certs, $"{identity}.crt"),
