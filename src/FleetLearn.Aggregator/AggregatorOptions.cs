@@ -95,11 +95,18 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>LiteDB file of the per-vehicle privacy ledger (DP runs).</summary>
     [Required] public string PrivacyLedgerPath { get; set; } = "aggregator-privacy.db";
 
-    /// <summary>Public bound W on a sample-count weight (sent as w/W under secure aggregation); null = the largest sample count the cohort checked in with.</summary>
+    /// <summary>Public bound W on a sample-count weight (sent as w/W under secure aggregation), at most <see cref="WeightCap"/>; null = the largest sample count the cohort checked in with, capped.</summary>
     public double? MaxWeight { get; set; }
 
-    /// <summary>Cap on a vehicle's sample-count weight; null = none.</summary>
-    public double? WeightCap { get; set; }
+    /// <summary>Default <see cref="WeightCap"/>: 10,000 samples (a Fashion-MNIST vehicle holds ~600–6,000).</summary>
+    public const double DefaultWeightCap = 10_000;
+
+    /// <summary>
+    /// Required cap on a vehicle's sample-count weight. The count is what the vehicle reports at check-in, so without a
+    /// cap one vehicle claiming 10^9 samples outweighs the rest of the cohort. Under DP every update weighs 1 and the cap
+    /// is not used. Default <see cref="DefaultWeightCap"/>.
+    /// </summary>
+    public double? WeightCap { get; set; } = DefaultWeightCap;
 
     /// <summary>After the last round, keep answering late messages this long so that vehicles' outboxes empty.</summary>
     public TimeSpan DrainTime { get; set; } = TimeSpan.FromSeconds(2);
@@ -130,6 +137,10 @@ public sealed class AggregatorOptions : IValidatableObject
         if (RoundTimeout <= TimeSpan.Zero || CohortWait < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:RoundTimeout must be positive and CohortWait not negative."));
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) errors.Add(new ValidationResult("Aggregator:LearningRate must be positive."));
         if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
+        if (WeightCap is not { } cap || !(cap >= 1) || double.IsInfinity(cap))
+            errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));
+        else if (MaxWeight is { } w && (!(w > 0) || w > cap))
+            errors.Add(new ValidationResult($"Aggregator:MaxWeight {w.ToString(System.Globalization.CultureInfo.InvariantCulture)} must be positive and at most Aggregator:WeightCap {cap.ToString(System.Globalization.CultureInfo.InvariantCulture)}."));
         try
         {
             var protection = AggregatorProtection.Describe(this, (int)Math.Ceiling(CohortSize * (1 + OverSelection)), MaxWeight ?? WeightCap ?? 1);
