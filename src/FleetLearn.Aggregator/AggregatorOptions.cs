@@ -108,6 +108,14 @@ public sealed class AggregatorOptions : IValidatableObject
     /// </summary>
     public double? WeightCap { get; set; } = DefaultWeightCap;
 
+    /// <summary>
+    /// C of the plaintext-update check (<see cref="Core.Federated.PlaintextUpdateCheck"/>): a decoded plaintext update with
+    /// ‖Δ‖₂ over it, or any NaN/∞, is rejected before it is folded. Default 1000 (honest 2NN updates measure ~0.1–10);
+    /// at most 10^9, and with <see cref="CohortSize"/> and <see cref="WeightCap"/> small enough that the weighted sum
+    /// cannot overflow. Independent of <see cref="ClipNorm"/>, which the vehicle applies before encoding (codecs may change the norm).
+    /// </summary>
+    public double MaxUpdateNorm { get; set; } = 1000;
+
     /// <summary>After the last round, keep answering late messages this long so that vehicles' outboxes empty.</summary>
     public TimeSpan DrainTime { get; set; } = TimeSpan.FromSeconds(2);
 
@@ -141,6 +149,10 @@ public sealed class AggregatorOptions : IValidatableObject
             errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));
         else if (MaxWeight is { } w && (!(w > 0) || w > cap))
             errors.Add(new ValidationResult($"Aggregator:MaxWeight {w.ToString(System.Globalization.CultureInfo.InvariantCulture)} must be positive and at most Aggregator:WeightCap {cap.ToString(System.Globalization.CultureInfo.InvariantCulture)}."));
+        if (!(MaxUpdateNorm > 0) || MaxUpdateNorm > Core.Federated.PlaintextUpdateCheck.MaxBound)
+            errors.Add(new ValidationResult($"Aggregator:MaxUpdateNorm {MaxUpdateNorm.ToString(System.Globalization.CultureInfo.InvariantCulture)} must be within (0, {Core.Federated.PlaintextUpdateCheck.MaxBound:G}]."));
+        else if (WeightCap is { } wc && wc >= 1 && !Core.Federated.PlaintextUpdateCheck.SumIsSafe((long)Math.Ceiling(CohortSize * (1 + OverSelection)), wc, MaxUpdateNorm))
+            errors.Add(new ValidationResult("Aggregator:CohortSize × Aggregator:WeightCap × Aggregator:MaxUpdateNorm is so large that the weighted sum of updates could overflow float: lower one of them."));
         try
         {
             var protection = AggregatorProtection.Describe(this, (int)Math.Ceiling(CohortSize * (1 + OverSelection)), MaxWeight ?? WeightCap ?? 1);

@@ -50,4 +50,15 @@ public sealed class AggregatorOptionsTests
         var errors = Errors(new AggregatorOptions { Privacy = "central", ClipNorm = 1, WeightCap = null });
         Assert.Contains(errors, e => e.Contains("Aggregator:WeightCap", StringComparison.Ordinal));
     }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(double.NaN)]
+    [InlineData(1e10)]
+    public void MaxUpdateNorm_OutOfRange_IsRefusedNamingIt(double bound) =>
+        Assert.Contains(Errors(new AggregatorOptions { MaxUpdateNorm = bound }), e => e.Contains("Aggregator:MaxUpdateNorm", StringComparison.Ordinal));
+
+    [Fact]
+    public void CohortTimesCapTimesBound_ThatCouldOverflowTheSum_IsRefused() =>
+        Assert.Contains(Errors(new AggregatorOptions { CohortSize = 1_000_000, WeightCap = 1e30, MaxUpdateNorm = 1e9 }), e => e.Contains("overflow", StringComparison.Ordinal));
 }
