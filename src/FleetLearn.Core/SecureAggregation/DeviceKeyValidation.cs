@@ -26,9 +26,11 @@ public static class DeviceKeyValidation
                 return $"the device key is on curve {curve.Oid?.FriendlyName ?? curve.Oid?.Value ?? "with explicit parameters"}, not P-256";
             return null;
         }
-        catch (CryptographicException e)
+        catch (Exception e) when (e is CryptographicException or PlatformNotSupportedException or NotSupportedException or ArgumentException)
         {
-            return $"the device key is not an EC public key ({e.Message})";
+            // An SPKI naming an unknown curve OID makes OpenSSL's import throw PlatformNotSupportedException, not
+            // CryptographicException (found by DecoderFuzzTests): a check that caught only the latter let it escape.
+            return $"the device key is not a usable EC public key ({e.GetType().Name}: {e.Message})";
         }
     }
 

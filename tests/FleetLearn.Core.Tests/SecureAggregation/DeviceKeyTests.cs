@@ -27,4 +27,19 @@ public sealed class DeviceKeyTests
         registry.Add(3, key.ExportSubjectPublicKeyInfo());
         Assert.NotNull(registry.FindDeviceKey(3));
     }
+
+    [Fact]
+    public void Check_UnknownCurveOid_SaysWhyInsteadOfThrowing()
+    {
+        // Found by DecoderFuzzTests: OpenSSL's import of an unknown named curve throws PlatformNotSupportedException.
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var spki = key.ExportSubjectPublicKeyInfo();
+        byte[] p256 = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+        int at = spki.AsSpan().IndexOf(p256);
+        Assert.True(at > 0);
+        spki[at + 8] = 0x41; // 1.2.840.10045.3.65.7
+        Assert.NotNull(DeviceKeyValidation.Check(spki));
+        using var registry = new DeviceKeyRegistry();
+        Assert.Throws<ArgumentException>(() => registry.Add(0, spki));
+    }
 }
