@@ -97,11 +97,26 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>LiteDB file of the per-vehicle privacy ledger (DP runs).</summary>
     [Required] public string PrivacyLedgerPath { get; set; } = "aggregator-privacy.db";
 
-    /// <summary>Public bound W on a sample-count weight (sent as w/W under secure aggregation); null = the largest sample count the cohort checked in with.</summary>
+    /// <summary>Public bound W on a sample-count weight (sent as w/W under secure aggregation), at most <see cref="WeightCap"/>; null = the largest sample count the cohort checked in with, capped.</summary>
     public double? MaxWeight { get; set; }
 
-    /// <summary>Cap on a vehicle's sample-count weight; null = none.</summary>
-    public double? WeightCap { get; set; }
+    /// <summary>Default <see cref="WeightCap"/>: 10,000 samples (a Fashion-MNIST vehicle holds ~600–6,000).</summary>
+    public const double DefaultWeightCap = 10_000;
+
+    /// <summary>
+    /// Required cap on a vehicle's sample-count weight. The count is what the vehicle reports at check-in, so without a
+    /// cap one vehicle claiming 10^9 samples outweighs the rest of the cohort. Under DP every update weighs 1 and the cap
+    /// is not used. Default <see cref="DefaultWeightCap"/>.
+    /// </summary>
+    public double? WeightCap { get; set; } = DefaultWeightCap;
+
+    /// <summary>
+    /// C of the plaintext-update check (<see cref="Core.Federated.PlaintextUpdateCheck"/>): a decoded plaintext update with
+    /// ‖Δ‖₂ over it, or any NaN/∞, is rejected before it is folded. Default 1000 (honest 2NN updates measure ~0.1–10);
+    /// at most 10^9, and with <see cref="CohortSize"/> and <see cref="WeightCap"/> small enough that the weighted sum
+    /// cannot overflow. Independent of <see cref="ClipNorm"/>, which the vehicle applies before encoding (codecs may change the norm).
+    /// </summary>
+    public double MaxUpdateNorm { get; set; } = 1000;
 
     /// <summary>After the last round, keep answering late messages this long so that vehicles' outboxes empty.</summary>
     public TimeSpan DrainTime { get; set; } = TimeSpan.FromSeconds(2);
@@ -132,6 +147,14 @@ public sealed class AggregatorOptions : IValidatableObject
         if (RoundTimeout <= TimeSpan.Zero || CohortWait < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:RoundTimeout must be positive and CohortWait not negative."));
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) errors.Add(new ValidationResult("Aggregator:LearningRate must be positive."));
         if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
+        if (WeightCap is not { } cap || !(cap >= 1) || double.IsInfinity(cap))
+            errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));
+        else if (MaxWeight is { } w && (!(w > 0) || w > cap))
+            errors.Add(new ValidationResult($"Aggregator:MaxWeight {w.ToString(System.Globalization.CultureInfo.InvariantCulture)} must be positive and at most Aggregator:WeightCap {cap.ToString(System.Globalization.CultureInfo.InvariantCulture)}."));
+        if (!(MaxUpdateNorm > 0) || MaxUpdateNorm > Core.Federated.PlaintextUpdateCheck.MaxBound)
+            errors.Add(new ValidationResult($"Aggregator:MaxUpdateNorm {MaxUpdateNorm.ToString(System.Globalization.CultureInfo.InvariantCulture)} must be within (0, {Core.Federated.PlaintextUpdateCheck.MaxBound:G}]."));
+        else if (WeightCap is { } wc && wc >= 1 && !Core.Federated.PlaintextUpdateCheck.SumIsSafe((long)Math.Ceiling(CohortSize * (1 + OverSelection)), wc, MaxUpdateNorm))
+            errors.Add(new ValidationResult("Aggregator:CohortSize × Aggregator:WeightCap × Aggregator:MaxUpdateNorm is so large that the weighted sum of updates could overflow float: lower one of them."));
         try
         {
             var protection = AggregatorProtection.Describe(this, (int)Math.Ceiling(CohortSize * (1 + OverSelection)), MaxWeight ?? WeightCap ?? 1);

@@ -76,6 +76,17 @@ public static class ChunkCodec
     /// <summary>Parses one chunk; <see cref="WireFormatException"/> when malformed or over <paramref name="maxTotalLength"/>.</summary>
     public static Chunk Decode(ReadOnlySpan<byte> bytes, long maxTotalLength)
     {
+        var header = DecodeHeader(bytes, maxTotalLength);
+        return new Chunk(header.TransferId, header.Index, header.Count, header.TotalLength, header.Sha256, bytes[HeaderSize..].ToArray());
+    }
+
+    /// <summary>
+    /// Parses and checks a chunk's header without copying its data: <see cref="WireFormatException"/> when malformed, over
+    /// <paramref name="maxTotalLength"/>, or when the declared count is not ⌈total / chunk size⌉ for the chunk size this
+    /// chunk implies (every chunk but the last holds exactly the chunk size; the last holds the rest, 1..chunk size bytes).
+    /// </summary>
+    public static ChunkHeader DecodeHeader(ReadOnlySpan<byte> bytes, long maxTotalLength)
+    {
         if (bytes.Length < HeaderSize) throw new WireFormatException($"Chunk truncated: {bytes.Length} bytes is less than the {HeaderSize}-byte header.", RejectReasons.Truncated);
         if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn chunk (magic is not 'FLCH').", RejectReasons.Version);
         if (bytes[4] != FormatVersion) throw new WireFormatException($"Chunk format version {bytes[4]} is not supported (this build reads version {FormatVersion}).", RejectReasons.Version);
@@ -90,106 +101,258 @@ public static class ChunkCodec
         if (total < 0 || total > maxTotalLength) throw new WireFormatException($"Chunked payload of {total} bytes exceeds the limit of {maxTotalLength}.", RejectReasons.Oversized);
         if (n < 0 || n > total) throw new WireFormatException($"Chunk data length {n} is invalid for a {total}-byte payload.");
         if (bytes.Length != HeaderSize + n) throw new WireFormatException($"Chunk holds {bytes.Length - HeaderSize} data bytes but declares {n}.");
-        return new Chunk(id, index, count, total, bytes.Slice(40, 32).ToArray(), bytes[HeaderSize..].ToArray());
+        long size;
+        if (count == 1)
+        {
+            if (n != total) throw new WireFormatException($"Chunk holds {n} bytes of a {total}-byte payload but claims to be the only one.");
+            size = n;
+        }
+        else if (index < count - 1)
+        {
+            // A full chunk: the chunk size is its length, and the count must be exactly what that size needs.
+            size = n;
+            if (n == 0 || (count - 1) * (long)n >= total || total > count * (long)n)
+                throw new WireFormatException($"Chunk count {count} is not ⌈{total} / {n}⌉ for {n}-byte chunks.");
+        }
+        else
+        {
+            // The last chunk: the others hold (total − n) / (count − 1) bytes each, and it holds 1..that many.
+            long rest = total - n;
+            size = rest / (count - 1);
+            if (n == 0 || rest <= 0 || rest % (count - 1) != 0 || n > size)
+                throw new WireFormatException($"Last chunk of {n} bytes does not fit a {total}-byte payload in {count} equal chunks.");
+        }
+        return new ChunkHeader(id, index, count, total, bytes.Slice(40, 32).ToArray(), n, size);
     }
 }
 
+/// <summary>A chunk's header, checked; <see cref="ChunkSize"/> is the data length of every chunk of the transfer but the last.</summary>
+public readonly record struct ChunkHeader(Guid TransferId, int Index, int Count, long TotalLength, byte[] Sha256, int DataLength, long ChunkSize);
+
 /// <summary>
-/// Reassembles chunked transfers from many senders with bounded memory: at most <see cref="MaxPendingTransfers"/>
-/// incomplete transfers (the oldest is dropped), each at most the decoder's size limit. Duplicate chunks (QoS 1 resends)
-/// are ignored. Not thread-safe: feed it from one consumer.
+/// Reassembles chunked transfers from many senders with bounded memory. A chunk is held only once it arrived (slots are
+/// not allocated from the declared count), and every holder is capped: each owner (a vehicle) at most
+/// <see cref="MaxTransfersPerOwner"/> incomplete transfers and <see cref="MaxBytesPerOwner"/> bytes (its own oldest
+/// transfer makes room), all owners together at most <see cref="MaxPendingTransfers"/> transfers and
+/// <see cref="MaxHeldBytes"/> bytes (the owner holding the most gives way, so one sender cannot evict everyone else).
+/// <see cref="Admit"/> lets the caller refuse a new transfer (e.g. a vehicle outside the cohort) before anything is held.
+/// Duplicate chunks (QoS 1 resends) are ignored. Not thread-safe: feed it from one consumer.
 /// </summary>
-public sealed class ChunkAssembler(long maxTotalLength, int maxPendingTransfers = 64)
+public sealed class ChunkAssembler
 {
-    private readonly Dictionary<(string Source, Guid Id), Pending> _pending = [];
-    private readonly LinkedList<(string Source, Guid Id)> _order = new();
+    /// <summary>Bytes of bookkeeping counted against the caps for every held chunk, besides its data.</summary>
+    public const int PerChunkOverhead = 64;
+
+    private readonly Dictionary<TransferKey, Pending> _pending = [];
+    private readonly LinkedList<TransferKey> _order = new();
+    private readonly Dictionary<string, OwnerUsage> _owners = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Creates an assembler. <paramref name="maxBytesPerOwner"/> defaults to <paramref name="maxTotalLength"/> plus room
+    /// for its chunks' bookkeeping; <paramref name="maxHeldBytes"/> to <paramref name="maxPendingTransfers"/> such owners,
+    /// at most 1 GiB (never less than one owner's cap).
+    /// </summary>
+    public ChunkAssembler(long maxTotalLength, int maxPendingTransfers = 64, int maxTransfersPerOwner = 2, long? maxBytesPerOwner = null, long? maxHeldBytes = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxTotalLength);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPendingTransfers, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxTransfersPerOwner, 1);
+        MaxTotalLength = maxTotalLength;
+        MaxPendingTransfers = maxPendingTransfers;
+        MaxTransfersPerOwner = maxTransfersPerOwner;
+        MaxBytesPerOwner = maxBytesPerOwner ?? maxTotalLength + maxTotalLength / 16 + 16L * PerChunkOverhead;
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxBytesPerOwner, 1L);
+        MaxHeldBytes = maxHeldBytes ?? Math.Max(MaxBytesPerOwner, Math.Min(1L << 30, maxPendingTransfers * MaxBytesPerOwner));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxHeldBytes, 1L);
+    }
 
     /// <summary>Largest reassembled payload.</summary>
-    public long MaxTotalLength { get; } = maxTotalLength;
+    public long MaxTotalLength { get; }
 
-    /// <summary>Most incomplete transfers held at once.</summary>
-    public int MaxPendingTransfers { get; } = maxPendingTransfers;
+    /// <summary>Most incomplete transfers held at once, all owners together.</summary>
+    public int MaxPendingTransfers { get; }
+
+    /// <summary>Most incomplete transfers held at once for one owner.</summary>
+    public int MaxTransfersPerOwner { get; }
+
+    /// <summary>Most bytes (data plus <see cref="PerChunkOverhead"/> per chunk) held at once for one owner.</summary>
+    public long MaxBytesPerOwner { get; }
+
+    /// <summary>Most bytes (data plus <see cref="PerChunkOverhead"/> per chunk) held at once, all owners together.</summary>
+    public long MaxHeldBytes { get; }
+
+    /// <summary>
+    /// Called with (owner, header) when a chunk would start a new transfer, before any of it is held; false refuses it with
+    /// a <see cref="WireFormatException"/> labelled <see cref="RejectReasons.NotInCohort"/>. Null admits everyone.
+    /// </summary>
+    public Func<string, ChunkHeader, bool>? Admit { get; init; }
 
     /// <summary>Incomplete transfers held now.</summary>
     public int PendingTransfers => _pending.Count;
 
-    /// <summary>Transfers dropped to keep within <see cref="MaxPendingTransfers"/>.</summary>
+    /// <summary>Bytes held now (data plus <see cref="PerChunkOverhead"/> per chunk).</summary>
+    public long HeldBytes { get; private set; }
+
+    /// <summary>Transfers dropped to keep within the caps.</summary>
     public long Evicted { get; private set; }
 
-    /// <summary>
-    /// Adds one encoded chunk from <paramref name="source"/> (e.g. the topic). Returns the whole payload when this chunk
-    /// completed a transfer whose SHA-256 matches, null while incomplete; throws <see cref="WireFormatException"/> for a
-    /// malformed chunk, one inconsistent with its transfer, or a completed transfer whose hash does not match (the transfer
-    /// is discarded so a clean resend can complete it).
-    /// </summary>
-    public byte[]? Add(string source, ReadOnlySpan<byte> encoded)
+    /// <summary>Bytes held now for <paramref name="owner"/>.</summary>
+    public long HeldBytesOf(string owner) => _owners.TryGetValue(owner, out var u) ? u.Bytes : 0;
+
+    /// <summary>Drops every incomplete transfer of <paramref name="owner"/> (e.g. a vehicle that left the round).</summary>
+    public void Forget(string owner)
     {
-        var chunk = ChunkCodec.Decode(encoded, MaxTotalLength);
-        var key = (source, chunk.TransferId);
-        if (!_pending.TryGetValue(key, out var p))
-        {
-            if (chunk.Count == 1)
-                return Complete(chunk.Sha256, chunk.Data.ToArray(), chunk.TotalLength);
-            while (_pending.Count >= MaxPendingTransfers)
-            {
-                _pending.Remove(_order.First!.Value);
-                _order.RemoveFirst();
-                Evicted++;
-            }
-            p = new Pending(chunk.Count, chunk.TotalLength, chunk.Sha256, _order.AddLast(key));
-            _pending[key] = p;
-        }
-        if (p.Count != chunk.Count || p.Total != chunk.TotalLength || !p.Hash.AsSpan().SequenceEqual(chunk.Sha256))
-        {
-            Drop(key, p);
-            throw new WireFormatException($"Chunk {chunk.Index} of transfer {chunk.TransferId} disagrees with the transfer's count, length or hash.");
-        }
-        if (p.Received[chunk.Index]) return null; // a resend
-        if (p.ReceivedBytes + chunk.Data.Length > p.Total)
-        {
-            Drop(key, p);
-            throw new WireFormatException($"Chunks of transfer {chunk.TransferId} hold more than the declared {p.Total} bytes.");
-        }
-        p.Received[chunk.Index] = true;
-        p.ReceivedCount++;
-        p.ReceivedBytes += chunk.Data.Length;
-        p.Parts[chunk.Index] = chunk.Data;
-        if (p.ReceivedCount < p.Count) return null;
-        Drop(key, p);
-        var whole = new byte[p.Total];
-        long at = 0;
-        foreach (var part in p.Parts)
-        {
-            part.Span.CopyTo(whole.AsSpan((int)at));
-            at += part.Length;
-        }
-        if (at != p.Total) throw new WireFormatException($"Transfer {chunk.TransferId} reassembled to {at} bytes, not the declared {p.Total}.");
-        return Complete(p.Hash, whole, p.Total);
+        foreach (var key in _order.Where(k => k.Owner == owner).ToList()) Drop(key);
     }
 
-    private static byte[] Complete(byte[] hash, byte[] whole, long total)
+    /// <summary>Drops every incomplete transfer (e.g. when a round closes).</summary>
+    public void Clear()
     {
-        if (whole.Length != total) throw new WireFormatException($"Chunk holds {whole.Length} bytes of a {total}-byte payload but claims to be the only one.");
+        _pending.Clear();
+        _order.Clear();
+        _owners.Clear();
+        HeldBytes = 0;
+    }
+
+    /// <summary>Adds one encoded chunk whose owner is its <paramref name="source"/> (e.g. the topic); see <see cref="Add(string, string, ReadOnlySpan{byte})"/>.</summary>
+    public byte[]? Add(string source, ReadOnlySpan<byte> encoded) => Add(source, source, encoded);
+
+    /// <summary>
+    /// Adds one encoded chunk from <paramref name="owner"/> (the vehicle whose caps it counts against) on
+    /// <paramref name="source"/> (e.g. the topic). Returns the whole payload when this chunk completed a transfer whose
+    /// SHA-256 matches, null while incomplete; throws <see cref="WireFormatException"/> for a malformed chunk, one
+    /// inconsistent with its transfer, one refused by <see cref="Admit"/>, one that alone exceeds its owner's caps, or a
+    /// completed transfer whose hash does not match (the transfer is discarded so a clean resend can complete it).
+    /// </summary>
+    public byte[]? Add(string owner, string source, ReadOnlySpan<byte> encoded)
+    {
+        var header = ChunkCodec.DecodeHeader(encoded, MaxTotalLength);
+        var key = new TransferKey(owner, source, header.TransferId);
+        if (!_pending.TryGetValue(key, out var p))
+        {
+            if (Admit is { } admit && !admit(owner, header))
+                throw new WireFormatException($"Transfer {header.TransferId} from {owner} is not admitted (not in the current cohort).", RejectReasons.NotInCohort);
+            if (header.Count == 1)
+                return Complete(header.Sha256, encoded[ChunkCodec.HeaderSize..].ToArray());
+            long cost = header.DataLength + (long)PerChunkOverhead;
+            if (cost > MaxBytesPerOwner || cost > MaxHeldBytes)
+                throw new WireFormatException($"A {header.DataLength}-byte chunk exceeds the assembler's per-sender limit of {MaxBytesPerOwner} bytes.", RejectReasons.Oversized);
+            var usage = Usage(owner);
+            while (usage.Transfers >= MaxTransfersPerOwner) EvictOldestOf(owner);
+            while (_pending.Count >= MaxPendingTransfers) EvictOldestOf(LargestOwner());
+            p = new Pending(header, _order.AddLast(key));
+            _pending[key] = p;
+            Usage(owner).Transfers++;
+        }
+        if (p.Count != header.Count || p.Total != header.TotalLength || p.ChunkSize != header.ChunkSize || !p.Hash.AsSpan().SequenceEqual(header.Sha256))
+        {
+            Drop(key);
+            throw new WireFormatException($"Chunk {header.Index} of transfer {header.TransferId} disagrees with the transfer's count, length, chunk size or hash.");
+        }
+        if (p.Parts.ContainsKey(header.Index)) return null; // a resend
+        long bytes = header.DataLength + (long)PerChunkOverhead;
+        if (!MakeRoom(key, owner, bytes))
+            throw new WireFormatException($"Transfer {header.TransferId} from {owner} exceeds the assembler's limits ({MaxBytesPerOwner} bytes per sender, {MaxHeldBytes} in all); dropped.", RejectReasons.Oversized);
+        p.Parts[header.Index] = encoded[ChunkCodec.HeaderSize..].ToArray();
+        p.HeldBytes += bytes;
+        Usage(owner).Bytes += bytes;
+        HeldBytes += bytes;
+        if (p.Parts.Count < p.Count) return null;
+        Drop(key);
+        var whole = new byte[p.Total];
+        foreach (var (index, part) in p.Parts) part.CopyTo(whole.AsSpan(checked((int)(index * p.ChunkSize))));
+        return Complete(p.Hash, whole);
+    }
+
+    /// <summary>Evicts until <paramref name="bytes"/> more fit for <paramref name="owner"/>; false (and the transfer dropped) when they cannot.</summary>
+    private bool MakeRoom(TransferKey key, string owner, long bytes)
+    {
+        while (Usage(owner).Bytes + bytes > MaxBytesPerOwner)
+        {
+            var victim = _order.FirstOrDefault(k => k.Owner == owner && k != key);
+            if (victim == default)
+            {
+                Drop(key);
+                Evicted++;
+                return false;
+            }
+            Drop(victim);
+            Evicted++;
+        }
+        while (HeldBytes + bytes > MaxHeldBytes)
+        {
+            string largest = LargestOwner();
+            var victim = _order.First(k => k.Owner == largest);
+            Drop(victim);
+            Evicted++;
+            if (victim == key) return false;
+        }
+        return true;
+    }
+
+    private OwnerUsage Usage(string owner)
+    {
+        if (!_owners.TryGetValue(owner, out var u)) _owners[owner] = u = new OwnerUsage();
+        return u;
+    }
+
+    /// <summary>The owner holding the most bytes (then the most transfers); ties go to the one with the oldest transfer.</summary>
+    private string LargestOwner()
+    {
+        string? best = null;
+        OwnerUsage? bestUsage = null;
+        foreach (var key in _order)
+        {
+            var u = _owners[key.Owner];
+            if (bestUsage is null || u.Bytes > bestUsage.Bytes || u.Bytes == bestUsage.Bytes && u.Transfers > bestUsage.Transfers)
+            {
+                best = key.Owner;
+                bestUsage = u;
+            }
+        }
+        return best ?? throw new InvalidOperationException("No transfer is held.");
+    }
+
+    private void EvictOldestOf(string owner)
+    {
+        Drop(_order.First(k => k.Owner == owner));
+        Evicted++;
+    }
+
+    private static byte[] Complete(byte[] hash, byte[] whole)
+    {
         if (!SHA256.HashData(whole).AsSpan().SequenceEqual(hash))
             throw new WireFormatException("Reassembled payload fails its SHA-256 check: corrupted or tampered chunk.", RejectReasons.Signature);
         return whole;
     }
 
-    private void Drop((string, Guid) key, Pending p)
+    private void Drop(TransferKey key)
     {
-        _pending.Remove(key);
+        if (!_pending.Remove(key, out var p)) return;
         _order.Remove(p.Node);
+        var usage = _owners[key.Owner];
+        usage.Transfers--;
+        usage.Bytes -= p.HeldBytes;
+        HeldBytes -= p.HeldBytes;
+        if (usage.Transfers == 0) _owners.Remove(key.Owner);
     }
 
-    private sealed class Pending(int count, long total, byte[] hash, LinkedListNode<(string, Guid)> node)
+    private readonly record struct TransferKey(string Owner, string Source, Guid Id);
+
+    private sealed class OwnerUsage
     {
-        public int Count { get; } = count;
-        public long Total { get; } = total;
-        public byte[] Hash { get; } = hash;
-        public LinkedListNode<(string, Guid)> Node { get; } = node;
-        public bool[] Received { get; } = new bool[count];
-        public ReadOnlyMemory<byte>[] Parts { get; } = new ReadOnlyMemory<byte>[count];
-        public int ReceivedCount { get; set; }
-        public long ReceivedBytes { get; set; }
+        public int Transfers { get; set; }
+        public long Bytes { get; set; }
+    }
+
+    private sealed class Pending(ChunkHeader header, LinkedListNode<TransferKey> node)
+    {
+        public int Count { get; } = header.Count;
+        public long Total { get; } = header.TotalLength;
+        public long ChunkSize { get; } = header.ChunkSize;
+        public byte[] Hash { get; } = header.Sha256;
+        public LinkedListNode<TransferKey> Node { get; } = node;
+        public Dictionary<int, byte[]> Parts { get; } = [];
+        public long HeldBytes { get; set; }
     }
 }

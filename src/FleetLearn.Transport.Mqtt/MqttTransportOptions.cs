@@ -37,8 +37,14 @@ public sealed class MqttTransportOptions
     /// <summary>Keep-alive period.</summary>
     [Range(1, 3600)] public int KeepAliveSeconds { get; set; } = 30;
 
-    /// <summary>Largest MQTT packet the broker accepts; payloads are chunked under it. Default 256 KiB.</summary>
-    [Range(4096, 268_435_455)] public int MaxPacketSize { get; set; } = 256 * 1024;
+    /// <summary>
+    /// The largest MQTT packet FleetLearn's brokers accept (1 MiB: the embedded broker's default and
+    /// broker-config/mosquitto.conf's <c>max_packet_size</c>); every chunk fits under it.
+    /// </summary>
+    public const int BrokerMaxPacketSize = 1 << 20;
+
+    /// <summary>Largest MQTT packet the broker accepts; payloads are chunked under it. Default 256 KiB, at most <see cref="BrokerMaxPacketSize"/>.</summary>
+    [Range(4096, BrokerMaxPacketSize)] public int MaxPacketSize { get; set; } = 256 * 1024;
 
     /// <summary>QoS 1 publishes awaiting PUBACK at once (keep under the broker's Receive Maximum).</summary>
     [Range(1, 65535)] public int MaxInFlight { get; set; } = 16;
@@ -94,7 +100,8 @@ public sealed class MqttTransportOptions
         VehicleId.Validate(ClientId, "Mqtt:ClientId");
         if (string.IsNullOrWhiteSpace(Host)) throw new ArgumentException("Mqtt:Host is required.");
         if (Port is < 1 or > 65535) throw new ArgumentException("Mqtt:Port must be within 1..65535.");
-        if (MaxPacketSize < 4096) throw new ArgumentException("Mqtt:MaxPacketSize must be at least 4096.");
+        if (MaxPacketSize is < 4096 or > BrokerMaxPacketSize)
+            throw new ArgumentException($"Mqtt:MaxPacketSize {MaxPacketSize} is outside 4096..{BrokerMaxPacketSize} (the brokers' packet limit; payloads are chunked under it).");
         if (MaxInFlight < 1) throw new ArgumentException("Mqtt:MaxInFlight must be at least 1.");
         if (ReconnectDelay <= TimeSpan.Zero || MaxReconnectDelay < ReconnectDelay) throw new ArgumentException("Mqtt:ReconnectDelay must be positive and not above Mqtt:MaxReconnectDelay.");
         if (CertFile is null != (KeyFile is null)) throw new ArgumentException("Mqtt:CertFile and Mqtt:KeyFile go together.");

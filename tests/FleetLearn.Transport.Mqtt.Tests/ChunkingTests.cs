@@ -86,4 +86,137 @@ public sealed class ChunkingTests
         Assert.Equal(2, assembler.PendingTransfers);
         Assert.Equal(3, assembler.Evicted);
     }
+
+    [Fact]
+    public void Add_DeclaredCountNotCeilingOfTotalOverChunkSize_IsRejectedWithoutHoldingIt()
+    {
+        // The review's chunk bomb: 77 bytes declaring 2^20 chunks of a 64 MiB payload used to pin ~17 MiB of slots.
+        var assembler = new ChunkAssembler(64 << 20);
+        var bomb = Forge(Guid.NewGuid(), index: 0, count: ChunkCodec.MaxChunks, total: 64 << 20, data: [7]);
+        Assert.Equal(77, bomb.Length);
+        Assert.Throws<WireFormatException>(() => assembler.Add("v", bomb));
+        Assert.Equal(0, assembler.PendingTransfers);
+        // Also wrong: two chunks for a payload that one chunk of this size would have covered, and a last chunk whose
+        // size does not match the others'.
+        Assert.Throws<WireFormatException>(() => assembler.Add("v", Forge(Guid.NewGuid(), 0, 3, 2000, new byte[1000])));
+        Assert.Throws<WireFormatException>(() => assembler.Add("v", Forge(Guid.NewGuid(), 2, 3, 2500, new byte[900])));
+        Assert.Equal(0, assembler.PendingTransfers);
+    }
+
+    [Fact]
+    public void Add_OneSourceStartingManyTransfers_DoesNotEvictAnotherSourcesTransfer()
+    {
+        var assembler = new ChunkAssembler(1 << 20, maxPendingTransfers: 8);
+        var payload = new byte[10_000];
+        new Random(3).NextBytes(payload);
+        var victim = ChunkCodec.Split(payload, Packet);
+        Assert.Null(assembler.Add("victim", victim[0]));
+        for (int i = 0; i < 100; i++) assembler.Add("attacker", ChunkCodec.Split(new byte[10_000], Packet)[0]);
+        byte[]? whole = null;
+        foreach (var c in victim.Skip(1)) whole ??= assembler.Add("victim", c);
+        Assert.Equal(payload, whole);
+    }
+
+    [Fact]
+    public void Add_NotAdmitted_IsRefusedBeforeAnythingIsHeld()
+    {
+        var asked = new List<(string Owner, int Count)>();
+        var assembler = new ChunkAssembler(1 << 20)
+        {
+            Admit = (owner, header) =>
+            {
+                asked.Add((owner, header.Count));
+                return owner == "car-0";
+            },
+        };
+        var chunks = ChunkCodec.Split(new byte[10_000], Packet);
+        var e = Assert.Throws<WireFormatException>(() => assembler.Add("car-9", "topic-9", chunks[0]));
+        Assert.Equal(RejectReasons.NotInCohort, e.Reason);
+        Assert.Equal(0, assembler.HeldBytes);
+        Assert.Equal(0, assembler.PendingTransfers);
+        Assert.Null(assembler.Add("car-0", "topic-0", chunks[0]));
+        Assert.Null(assembler.Add("car-0", "topic-0", chunks[1])); // same transfer: asked once
+        Assert.Equal([("car-9", chunks.Count), ("car-0", chunks.Count)], asked);
+    }
+
+    [Fact]
+    public void Add_OwnerOverItsByteCap_DropsItsOwnTransfersOnly()
+    {
+        var assembler = new ChunkAssembler(1 << 20, maxTransfersPerOwner: 4, maxBytesPerOwner: 20_000);
+        var honest = ChunkCodec.Split(new byte[10_000], Packet);
+        Assert.Null(assembler.Add("honest", "h", honest[0]));
+        var big = ChunkCodec.Split(new byte[100_000], Packet);
+        var e = Assert.Throws<WireFormatException>(() =>
+        {
+            foreach (var c in big) assembler.Add("attacker", "a", c);
+        });
+        Assert.Equal(RejectReasons.Oversized, e.Reason);
+        Assert.True(assembler.HeldBytesOf("attacker") <= 20_000);
+        byte[]? whole = null;
+        foreach (var c in honest.Skip(1)) whole ??= assembler.Add("honest", "h", c);
+        Assert.NotNull(whole);
+    }
+
+    [Fact]
+    public void Add_GlobalCap_LargestHolderGivesWay()
+    {
+        // Two victims hold one chunk each (~3 KB); a flooder starting 20 transfers would hold ~61 KB: over the 40 KB
+        // cap, the owner holding the most (the flooder) gives way, never the victims.
+        var assembler = new ChunkAssembler(1 << 20, maxTransfersPerOwner: 32, maxBytesPerOwner: 1 << 20, maxHeldBytes: 40_000);
+        var victims = Enumerable.Range(0, 2).Select(i => ChunkCodec.Split(new byte[12_000], Packet)).ToList();
+        for (int i = 0; i < victims.Count; i++) assembler.Add($"v{i}", "t", victims[i][0]);
+        for (int i = 0; i < 20; i++) assembler.Add("flood", "t", ChunkCodec.Split(new byte[12_000], Packet)[0]);
+        Assert.True(assembler.HeldBytes <= 40_000);
+        Assert.True(assembler.Evicted > 0);
+        for (int i = 0; i < victims.Count; i++)
+        {
+            byte[]? whole = null;
+            foreach (var c in victims[i].Skip(1)) whole ??= assembler.Add($"v{i}", "t", c);
+            Assert.NotNull(whole);
+        }
+    }
+
+    [Fact]
+    public void Add_AnyInterleavingOfOwners_StaysWithinEveryCap()
+    {
+        var gen = Gen.Select(Gen.Int[0, 5], Gen.Int[0, 40_000], Gen.Int[0, 3]).Array[1, 60];
+        gen.Sample(steps =>
+        {
+            var assembler = new ChunkAssembler(1 << 20, maxPendingTransfers: 6, maxTransfersPerOwner: 2, maxBytesPerOwner: 30_000, maxHeldBytes: 70_000);
+            foreach (var (owner, size, take) in steps)
+            {
+                var chunks = ChunkCodec.Split(new byte[size], Packet);
+                foreach (var c in chunks.Take(take + 1))
+                {
+                    try
+                    {
+                        assembler.Add($"o{owner}", "t", c);
+                    }
+                    catch (WireFormatException e) when (e.Reason == RejectReasons.Oversized)
+                    {
+                        break;
+                    }
+                    Assert.True(assembler.HeldBytes <= 70_000);
+                    Assert.True(assembler.PendingTransfers <= 6);
+                    for (int o = 0; o < 6; o++) Assert.True(assembler.HeldBytesOf($"o{o}") <= 30_000);
+                }
+            }
+        }, iter: 300);
+    }
+
+    /// <summary>A chunk with any header values (the data length field matches <paramref name="data"/>).</summary>
+    internal static byte[] Forge(Guid id, int index, int count, long total, byte[] data, byte[]? hash = null)
+    {
+        var bytes = new byte[ChunkCodec.HeaderSize + data.Length];
+        "FLCH"u8.CopyTo(bytes);
+        bytes[4] = ChunkCodec.FormatVersion;
+        id.TryWriteBytes(bytes.AsSpan(8, 16), bigEndian: true, out _);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(24), index);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(28), count);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(32), total);
+        (hash ?? new byte[32]).CopyTo(bytes, 40);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(72), data.Length);
+        data.CopyTo(bytes, ChunkCodec.HeaderSize);
+        return bytes;
+    }
 }

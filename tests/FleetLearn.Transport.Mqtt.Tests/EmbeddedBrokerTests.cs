@@ -1,3 +1,4 @@
+using FleetLearn.Transport.Mqtt.Broker;
 using System.Text;
 using MQTTnet;
 
@@ -47,6 +48,57 @@ public sealed class EmbeddedBrokerTests
         Assert.Contains("NotAuthorized", e.Message, StringComparison.Ordinal);
         await Assert.ThrowsAsync<MqttRefusedException>(() => v1.SubscribeAsync(kit.Topics.Prefix + "vehicles/+/inbox/#", Timeout));
         Assert.Equal(2, kit.Broker.RefusedSubscriptions);
+    }
+
+    [Fact]
+    public void Create_ListeningBeyondLoopbackWithoutMutualTls_IsRefused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, LoopbackOnly = false, AggregatorPassword = "x" }));
+        Assert.Contains("mutual TLS", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Publish_VehicleRetainedOnItsOwnUpdateTopic_IsRefused()
+    {
+        await using var kit = await BrokerTestKit.StartAsync();
+        var v1 = await kit.ConnectAsync("v1", republishRetained: false);
+        var e = await Assert.ThrowsAsync<MqttRefusedException>(() => v1.PublishAsync(kit.Topics.Up("v1", "update"), "sticky"u8.ToArray(), retain: true, cancellationToken: Timeout));
+        Assert.Contains("NotAuthorized", e.Message, StringComparison.Ordinal);
+        await v1.PublishAsync(kit.Topics.Up("v1", "update"), "plain"u8.ToArray(), cancellationToken: Timeout);
+    }
+
+    [Theory]
+    [InlineData("up/anything")]
+    [InlineData("up/update/extra")]
+    [InlineData("up")]
+    public async Task Publish_VehicleOffTheAllowList_IsRefused(string channel)
+    {
+        await using var kit = await BrokerTestKit.StartAsync();
+        var v1 = await kit.ConnectAsync("v1");
+        await Assert.ThrowsAsync<MqttRefusedException>(() => v1.PublishAsync($"{kit.Topics.Prefix}vehicles/v1/{channel}", "x"u8.ToArray(), cancellationToken: Timeout));
+    }
+
+    [Fact]
+    public async Task Publish_PacketOverTheBrokersLimit_IsRefused()
+    {
+        await using var kit = await BrokerTestKit.StartAsync();
+        using var client = new MqttClientFactory().CreateMqttClient();
+        var options = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", kit.Broker.Port).WithClientId("v1")
+            .WithCredentials("v1", (string?)null).WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500).Build();
+        Assert.Equal(MqttClientConnectResultCode.Success, (await client.ConnectAsync(options, Timeout)).ResultCode);
+        var big = new MqttApplicationMessageBuilder().WithTopic(kit.Topics.Up("v1", "update")).WithPayload(new byte[MqttTransportOptions.BrokerMaxPacketSize + 1])
+            .WithQualityOfServiceLevel(MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build();
+        bool refused;
+        try
+        {
+            refused = !(await client.PublishAsync(big, Timeout)).IsSuccess;
+        }
+        catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or MQTTnet.Exceptions.MqttClientNotConnectedException or OperationCanceledException)
+        {
+            refused = true; // the broker closed the connection
+        }
+        Assert.True(refused);
+        Assert.Equal(1, kit.Broker.RefusedPublishes);
     }
 
     [Theory]

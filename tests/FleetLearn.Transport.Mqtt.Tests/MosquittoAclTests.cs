@@ -88,14 +88,75 @@ public sealed class MosquittoAclTests : IAsyncLifetime
         Assert.Equal(topics.Inbox("car-0", "ack"), first.Topic);
     }
 
-    private async Task<MqttConnection> ConnectAsync(string identity)
+    [SkippableFact]
+    public async Task Connect_WithAnotherIdentitysClientId_DoesNotTakeOverItsSession()
+    {
+        Skip.If(_skip is not null, _skip);
+        var topics = new FleetTopics(BrokerTestKit.Fleet);
+        var aggregator = await ConnectAsync("aggregator");
+        var received = BrokerTestKit.Collect(aggregator);
+        using (var cts = new CancellationTokenSource(Timeout))
+            await aggregator.SubscribeAsync($"fleetlearn/v1/{BrokerTestKit.Fleet}/vehicles/+/up/#", cts.Token);
+        var car0 = await ConnectAsync("car-0");
+
+        // car-1's certificate, presenting the client ids of the aggregator and of car-0 (the review's attack): without
+        // use_username_as_clientid Mosquitto matches the session by client id and closes the victim's connection.
+        foreach (var victim in new[] { "aggregator", "car-0" })
+        {
+            var impostor = await ConnectAsync("car-1", clientId: victim);
+            using (var cts = new CancellationTokenSource(Timeout))
+                await impostor.PublishAsync(topics.Up("car-1", "update"), System.Text.Encoding.UTF8.GetBytes($"as {victim}"), cancellationToken: cts.Token);
+            Assert.Equal($"as {victim}", System.Text.Encoding.UTF8.GetString((await BrokerTestKit.NextAsync(received)).Payload));
+            _connections.Remove(impostor);
+            await impostor.DisposeAsync();
+        }
+        using (var cts = new CancellationTokenSource(Timeout))
+            await car0.PublishAsync(topics.Up("car-0", "update"), "own"u8.ToArray(), cancellationToken: cts.Token);
+        // The victims connected before the impostors; a message that reaches the aggregator after those connects travelled
+        // over its first connection only if that was never closed (Connects stays 1).
+        Assert.Equal("own", System.Text.Encoding.UTF8.GetString((await BrokerTestKit.NextAsync(received)).Payload));
+        Assert.Equal(1, aggregator.Connects);
+        Assert.Equal(1, car0.Connects);
+        Assert.DoesNotContain("already connected", _broker.Log, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public async Task Publish_OverTheShippedPacketLimit_IsNotDelivered()
+    {
+        Skip.If(_skip is not null, _skip);
+        var topics = new FleetTopics(BrokerTestKit.Fleet);
+        var aggregator = await ConnectAsync("aggregator");
+        var received = BrokerTestKit.Collect(aggregator);
+        using (var cts = new CancellationTokenSource(Timeout))
+            await aggregator.SubscribeAsync($"fleetlearn/v1/{BrokerTestKit.Fleet}/vehicles/+/up/#", cts.Token);
+        var car0 = await ConnectAsync("car-0");
+        using (var cts = new CancellationTokenSource(Timeout))
+        {
+            try
+            {
+                await car0.PublishAsync(topics.Up("car-0", "update"), new byte[MqttTransportOptions.BrokerMaxPacketSize + 1], cancellationToken: cts.Token);
+            }
+            catch (Exception e) when (MqttConnection.IsTransient(e) || e is MqttRefusedException)
+            {
+                // Mosquitto closes the connection of a client that exceeds max_packet_size.
+            }
+            await car0.PublishReliablyAsync(topics.Up("car-0", "update"), "small"u8.ToArray(), cancellationToken: cts.Token);
+        }
+        var first = await BrokerTestKit.NextAsync(received);
+        Assert.Equal("small"u8.ToArray(), first.Payload);
+        // The aggregator accepts at most 1 MiB itself, so its not receiving the packet proves nothing: the broker's own
+        // limit shows in its closing the sender's connection (a second connect) and in its log.
+        Assert.Equal(2, car0.Connects);
+    }
+
+    private async Task<MqttConnection> ConnectAsync(string identity, string? clientId = null)
     {
         var options = new MqttTransportOptions
         {
             Host = "127.0.0.1",
             Port = _broker.Port,
             Fleet = BrokerTestKit.Fleet,
-            ClientId = identity,
+            ClientId = clientId ?? identity,
             UseTls = true,
             CaFile = Path.Combine(Certs, "ca.crt"),
             CertFile = Path.Combine(Certs, $"{identity}.crt"),

@@ -54,29 +54,11 @@ public sealed class MosquittoBroker : IAsyncDisposable
         string repo = RepositoryRoot();
         await RunAsync("/bin/bash", [Path.Combine(repo, "broker-config", "make-dev-ca.sh"), broker.Certificates, .. clients]);
         broker.Port = FreePort();
-        // The listener and file paths are the test's own; the TLS and ACL rules are broker-config/'s.
+        // broker-config/mosquitto.conf as shipped, with the test's own listener, paths and persistence: every security
+        // setting (TLS, identity, client-id rule, packet limit, ACL) is the shipped file's, so loosening it fails the tests.
         // Mosquitto started as root drops to its own user, which could not read the 0600 keys in a temp folder.
         var conf = Path.Combine(broker._dir.FullName, "mosquitto.conf");
-        File.WriteAllText(conf, $"""
-            per_listener_settings false
-            persistence false
-            user root
-            log_dest stderr
-            max_queued_messages 10000
-            max_inflight_messages 20
-            listener {broker.Port} 127.0.0.1
-            protocol mqtt
-            cafile {broker.Certificates}/ca.crt
-            certfile {broker.Certificates}/broker.crt
-            keyfile {broker.Certificates}/broker.key
-            crlfile {broker.Certificates}/ca.crl
-            require_certificate true
-            use_identity_as_username true
-            tls_version tlsv1.2
-            allow_anonymous false
-            acl_file {Path.Combine(repo, "broker-config", "acl")}
-
-            """);
+        File.WriteAllText(conf, ShippedConfiguration(repo, broker.Port, broker.Certificates));
         broker._process = Process.Start(new ProcessStartInfo(Executable, ["-c", conf]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
         broker._process.ErrorDataReceived += (_, e) =>
         {
@@ -98,6 +80,32 @@ public sealed class MosquittoBroker : IAsyncDisposable
         }
         _process?.Dispose();
         _dir.Delete(recursive: true);
+    }
+
+    /// <summary>
+    /// broker-config/mosquitto.conf rewritten for a test: listener on loopback <paramref name="port"/>, certificates from
+    /// <paramref name="certificates"/>, the shipped acl file by full path, no persistence, log to stderr, run as root.
+    /// </summary>
+    public static string ShippedConfiguration(string repo, int port, string certificates)
+    {
+        var lines = new List<string> { "user root", "log_dest stderr" };
+        foreach (var raw in File.ReadAllLines(Path.Combine(repo, "broker-config", "mosquitto.conf")))
+        {
+            string line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith('#')) continue;
+            var parts = line.Split(' ', 2, StringSplitOptions.TrimEntries);
+            string key = parts[0], value = parts.Length > 1 ? parts[1] : "";
+            lines.Add(key switch
+            {
+                "persistence" => "persistence false",
+                "persistence_location" or "autosave_interval" => "",
+                "listener" => $"listener {port} 127.0.0.1",
+                "cafile" or "certfile" or "keyfile" or "crlfile" => $"{key} {Path.Combine(certificates, Path.GetFileName(value))}",
+                "acl_file" => $"acl_file {Path.Combine(repo, "broker-config", value)}",
+                _ => line,
+            });
+        }
+        return string.Join('\n', lines) + "\n";
     }
 
     /// <summary>The repository root (where FleetLearn.sln is).</summary>

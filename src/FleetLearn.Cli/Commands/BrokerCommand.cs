@@ -16,7 +16,11 @@ internal static class BrokerCommand
     public static Command Create()
     {
         var port = new Option<int>("--port") { Description = "TCP port.", DefaultValueFactory = _ => 1883 };
-        var bindAll = new Option<bool>("--bind-all") { Description = "Listen on every interface (default: loopback only)." };
+        var bindAll = new Option<bool>("--bind-all") { Description = "Listen on every interface (default: loopback only); requires --tls-cert, --tls-key and --client-ca." };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate of the broker (broker.crt of broker-config/make-dev-ca.sh): TLS only, with client certificates." };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert." };
+        var clientCa = new Option<string?>("--client-ca") { Description = "The device CA (ca.crt): clients must present a certificate it issued; its CN is the identity and must equal the client id." };
+        var crl = new Option<string?>("--crl") { Description = "The device CA's CRL (ca.crl): revoked certificates are refused; renew it with broker-config/renew-crl.sh." };
         var aggregator = new Option<string>("--aggregator-id") { Description = "Identity allowed everything.", DefaultValueFactory = _ => "aggregator" };
         var retained = new Option<string>("--retained-store")
         {
@@ -25,22 +29,29 @@ internal static class BrokerCommand
         };
         var command = new Command("broker", $"Run the embedded MQTT broker: client id = username = vehicle id; vehicles publish only under their own vehicles/{{id}}/ and read round/, model/ and their inbox. The aggregator's password comes from ${PasswordVariable}.")
         {
-            port, bindAll, aggregator, retained,
+            port, bindAll, aggregator, retained, tlsCert, tlsKey, clientCa, crl,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            string password = Environment.GetEnvironmentVariable(PasswordVariable)
-                ?? throw new ArgumentException($"Set ${PasswordVariable}: without it no aggregator could log in.");
             string store = parse.GetValue(retained) ?? "";
-            using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true));
-            await using var broker = new EmbeddedBroker(new EmbeddedBrokerOptions
+            var options = new EmbeddedBrokerOptions
             {
                 Port = parse.GetValue(port),
                 LoopbackOnly = !parse.GetValue(bindAll),
                 AggregatorIdentities = [parse.GetValue(aggregator)!],
-                AggregatorPassword = password,
+                AggregatorPassword = Environment.GetEnvironmentVariable(PasswordVariable),
                 RetainedStorePath = string.IsNullOrWhiteSpace(store) ? null : Path.GetFullPath(store),
-            }, logs.CreateLogger("broker"));
+                TlsCertificateFile = parse.GetValue(tlsCert),
+                TlsKeyFile = parse.GetValue(tlsKey),
+                ClientCaFile = parse.GetValue(clientCa),
+                CrlFile = parse.GetValue(crl),
+            };
+            options.Validate();
+            // Under mutual TLS the aggregator's certificate is its credential; without it, its password.
+            if (!options.MutualTls && string.IsNullOrEmpty(options.AggregatorPassword))
+                throw new ArgumentException($"Set ${PasswordVariable}: without it (or mutual TLS: --tls-cert, --tls-key, --client-ca) no aggregator could log in.");
+            using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true));
+            await using var broker = new EmbeddedBroker(options, logs.CreateLogger("broker"));
             try
             {
                 await broker.StartAsync();
@@ -53,6 +64,10 @@ internal static class BrokerCommand
             output.WriteLine(broker.RetainedStorePath is { } folder
                 ? $"broker: retained messages in {folder} ({broker.RestoredRetainedMessages} restored, {broker.SkippedRetainedFiles.Count} unreadable files skipped)."
                 : "broker: retained messages in memory only (--retained-store \"\"): a restart loses them until their publishers reconnect.");
+            output.WriteLine(broker.MutualTls
+                ? $"broker: mutual TLS with the device CA {options.ClientCaFile}{(broker.Crl is { } list ? $", CRL valid until {list.NextUpdate:u}" : ", no CRL")}."
+                : "broker: no TLS: clients are identified by their username, not authenticated (loopback development only).");
+            if (broker.CrlNeedsRenewal) output.WriteLine("broker: warning: the CRL expires within 7 days; renew it (broker-config/renew-crl.sh).");
             output.WriteLine($"broker: listening on port {broker.Port}; Ctrl-C stops it.");
             try
             {

@@ -25,7 +25,7 @@ internal static class SimulateCommand
         var lr = new Option<float>("--lr") { Description = "Client learning rate.", DefaultValueFactory = _ => 0.05f };
         var momentum = new Option<float>("--client-momentum") { Description = "Client SGD momentum.", DefaultValueFactory = _ => 0f };
         var serverLr = new Option<float?>("--server-lr") { Description = "Server learning rate (default: the strategy's)." };
-        var strategy = new Option<string>("--strategy") { Description = "fedavg | fedavgm[:β] | fedprox:μ | fedadam | fedyogi | fedadagrad | median | trimmed:β | normbound:M.", DefaultValueFactory = _ => "fedavg" };
+        var strategy = new Option<string>("--strategy") { Description = "fedavg | fedavgm[:β] | fedprox:μ | fedadam | fedyogi | fedadagrad | median | trimmed:β | normbound:M | multikrum:β.", DefaultValueFactory = _ => "fedavg" };
         var weightCap = new Option<double?>("--weight-cap") { Description = "Cap on a vehicle's aggregation weight (its sample count)." };
         var partition = new Option<string>("--partition") { Description = "iid | shards | dirichlet:α.", DefaultValueFactory = _ => "iid" };
         var availability = new Option<double>("--availability") { Description = "Probability a vehicle is eligible in a round.", DefaultValueFactory = _ => 1.0 };

@@ -14,16 +14,14 @@ public sealed class DeviceKeyRegistry : IDeviceKeyRegistry, IDisposable
 {
     private readonly Dictionary<int, ECDsa> _keys = [];
 
-    /// <summary>Registers a device key given as DER SubjectPublicKeyInfo; only P-256 keys are accepted.</summary>
+    /// <summary>Registers a device key given as DER SubjectPublicKeyInfo; only P-256 keys are accepted (<see cref="DeviceKeyValidation"/>).</summary>
     public void Add(int vehicleId, ReadOnlySpan<byte> subjectPublicKeyInfo)
     {
+        if (DeviceKeyValidation.Check(subjectPublicKeyInfo) is { } why)
+            throw new ArgumentException($"Device key of vehicle {vehicleId}: {why}; P-256 is required.", nameof(subjectPublicKeyInfo));
         var key = ECDsa.Create();
         key.ImportSubjectPublicKeyInfo(subjectPublicKeyInfo, out _);
-        if (key.KeySize != 256)
-        {
-            key.Dispose();
-            throw new ArgumentException($"Device key of vehicle {vehicleId} is a {key.KeySize}-bit key; P-256 is required.", nameof(subjectPublicKeyInfo));
-        }
+        if (_keys.Remove(vehicleId, out var old)) old.Dispose();
         _keys[vehicleId] = key;
     }
 

@@ -11,14 +11,63 @@ public sealed class EmbeddedBrokerOptions
     /// <summary>TCP port; 0 picks a free one (tests).</summary>
     [Range(0, 65535)] public int Port { get; set; } = 1883;
 
-    /// <summary>Bind to loopback only (default) or every interface.</summary>
+    /// <summary>Bind to loopback only (default) or every interface; every interface requires <see cref="MutualTls"/>.</summary>
     public bool LoopbackOnly { get; set; } = true;
+
+    /// <summary>PEM certificate the broker presents (broker.crt of broker-config/make-dev-ca.sh); part of <see cref="MutualTls"/>.</summary>
+    public string? TlsCertificateFile { get; set; }
+
+    /// <summary>PEM private key of <see cref="TlsCertificateFile"/>.</summary>
+    public string? TlsKeyFile { get; set; }
+
+    /// <summary>
+    /// The device CA (ca.crt, the same as Mosquitto's <c>cafile</c>): every client must present a certificate it issued for
+    /// client authentication, and its CN is the client's identity, which the client id must equal.
+    /// </summary>
+    public string? ClientCaFile { get; set; }
+
+    /// <summary>
+    /// The device CA's CRL (ca.crl): revoked certificates are refused. Read again whenever the file changes; once it is
+    /// stale every client is refused, as Mosquitto does, so renew it in time (broker-config/renew-crl.sh).
+    /// </summary>
+    public string? CrlFile { get; set; }
+
+    /// <summary>A CRL expiring within this margin is reported (log, <see cref="EmbeddedBroker.CrlNeedsRenewal"/>). Default 7 days.</summary>
+    public TimeSpan CrlRenewalMargin { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>
+    /// Largest publish (payload plus topic) accepted; larger ones are refused and their sender disconnected. Default and
+    /// most: <see cref="MqttTransportOptions.BrokerMaxPacketSize"/>, which every chunk fits under.
+    /// </summary>
+    [Range(4096, MqttTransportOptions.BrokerMaxPacketSize)] public int MaxPacketSize { get; set; } = MqttTransportOptions.BrokerMaxPacketSize;
+
+    /// <summary>True when the broker certificate, its key and the device CA are all set: TLS only, client certificates required.</summary>
+    public bool MutualTls => !string.IsNullOrWhiteSpace(TlsCertificateFile) && !string.IsNullOrWhiteSpace(TlsKeyFile) && !string.IsNullOrWhiteSpace(ClientCaFile);
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
+    public void Validate()
+    {
+        if (Port is < 0 or > 65535) throw new ArgumentException($"Broker:Port {Port} is outside 0..65535.");
+        if (MaxPacketSize is < 4096 or > MqttTransportOptions.BrokerMaxPacketSize)
+            throw new ArgumentException($"Broker:MaxPacketSize {MaxPacketSize} is outside 4096..{MqttTransportOptions.BrokerMaxPacketSize}.");
+        bool anyTls = new[] { TlsCertificateFile, TlsKeyFile, ClientCaFile }.Any(f => !string.IsNullOrWhiteSpace(f));
+        if (anyTls && !MutualTls)
+            throw new ArgumentException("Broker:TlsCertificateFile, Broker:TlsKeyFile and Broker:ClientCaFile go together (mutual TLS with the device CA).");
+        if (!string.IsNullOrWhiteSpace(CrlFile) && !MutualTls) throw new ArgumentException("Broker:CrlFile needs mutual TLS (Broker:ClientCaFile).");
+        if (!LoopbackOnly && !MutualTls)
+            throw new ArgumentException("Listening beyond the loopback (Broker:LoopbackOnly=false, --bind-all) requires mutual TLS: set Broker:TlsCertificateFile, Broker:TlsKeyFile and Broker:ClientCaFile (--tls-cert, --tls-key, --client-ca; the device CA of broker-config/make-dev-ca.sh). Without it any host could claim any vehicle id.");
+        foreach (var (name, file) in new[] { ("TlsCertificateFile", TlsCertificateFile), ("TlsKeyFile", TlsKeyFile), ("ClientCaFile", ClientCaFile), ("CrlFile", CrlFile) })
+        {
+            if (!string.IsNullOrWhiteSpace(file) && !File.Exists(file)) throw new ArgumentException($"Broker:{name} '{file}' does not exist.");
+        }
+    }
 
     /// <summary>Identities allowed everything (client id = username), each with its password below.</summary>
     public List<string> AggregatorIdentities { get; set; } = ["aggregator"];
 
     /// <summary>
-    /// Password the aggregator identities must present. Null or empty = refuse every aggregator login, so that a
+    /// Password the aggregator identities must present (not under mutual TLS, where the certificate is the credential).
+    /// Null or empty = refuse every aggregator login, so that a
     /// vehicle cannot claim the aggregator's name on a broker that was started without a secret.
     /// </summary>
     public string? AggregatorPassword { get; set; }

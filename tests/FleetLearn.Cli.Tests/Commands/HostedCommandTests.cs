@@ -33,6 +33,16 @@ public sealed class HostedCommandTests
     }
 
     [Fact]
+    public void Broker_BindAllWithoutMutualTls_RefusedBeforeListening()
+    {
+        var root = new RootCommand { BrokerCommand.Create() };
+        var config = new InvocationConfiguration { Output = TextWriter.Null, Error = TextWriter.Null, EnableDefaultExceptionHandler = false };
+        var e = Assert.Throws<ArgumentException>(() => root.Parse(["broker", "--bind-all", "--port", "0", "--retained-store", ""]).Invoke(config));
+        Assert.Contains("mutual TLS", e.Message, StringComparison.Ordinal);
+        Assert.Contains("--bind-all", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Agent_IndexOutOfRange_ArgumentException()
     {
         var e = Assert.Throws<ArgumentException>(() => Run("agent", "--vehicles", "4", "--index", "4"));

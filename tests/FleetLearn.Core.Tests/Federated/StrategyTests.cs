@@ -87,6 +87,31 @@ public sealed class StrategyTests
     }
 
     [Fact]
+    public void MultiKrum_LeavesOutTheUpdatesFarFromTheCluster()
+    {
+        // Ten honest updates around (1, 1) and two attackers far away; f = 0.2·12 = 2, so the ten closest are averaged.
+        var rng = new System.Random(4);
+        (float[] Delta, double Weight)[] updates = [.. Enumerable.Range(0, 10).Select(_ => (new[] { 1f + (float)(rng.NextDouble() - 0.5) * 0.1f, 1f + (float)(rng.NextDouble() - 0.5) * 0.1f }, 1.0))
+            .Append((new[] { -100f, 100f }, 1.0)).Append((new[] { 50f, 50f }, 1.0))];
+        var combined = Aggregate(StrategyCatalog.Parse("multikrum:0.2"), updates);
+        Assert.InRange(combined[0], 0.95f, 1.05f);
+        Assert.InRange(combined[1], 0.95f, 1.05f);
+        var krum = new MultiKrumAggregator(2, 0.2);
+        foreach (var (d, w) in updates) krum.Add(d, w);
+        krum.Complete(new float[2]);
+        Assert.Equal(Enumerable.Range(0, 10), krum.Selected);
+        Assert.False(krum.IsStreaming);
+        Assert.Equal("multikrum:0.2", StrategyCatalog.Parse("multikrum").Name);
+    }
+
+    [Fact]
+    public void MultiKrum_NoByzantine_IsTheMean()
+    {
+        var combined = Aggregate(StrategyCatalog.Parse("multikrum:0"), ([1f], 1), ([2f], 1), ([6f], 1));
+        Assert.Equal(3f, combined[0], 5);
+    }
+
+    [Fact]
     public void Median_And_TrimmedMean_IgnoreAnOutlier()
     {
         (float[], double)[] updates = [([1f], 1), ([2f], 1), ([3f], 1), ([4f], 1), ([1000f], 1)];
@@ -120,7 +145,7 @@ public sealed class StrategyTests
     [Fact]
     public void Catalog_ListsEveryStrategy()
     {
-        Assert.Equal(["fedadagrad[:τ]", "fedadam[:τ]", "fedavg", "fedavgm:β", "fedprox:μ", "fedyogi[:τ]", "median", "normbound:M", "trimmed:β"], StrategyCatalog.Usages);
+        Assert.Equal(["fedadagrad[:τ]", "fedadam[:τ]", "fedavg", "fedavgm:β", "fedprox:μ", "fedyogi[:τ]", "median", "multikrum:β", "normbound:M", "trimmed:β"], StrategyCatalog.Usages);
         Assert.IsType<FedAdam>(StrategyCatalog.Parse("FedAdam"));
     }
 

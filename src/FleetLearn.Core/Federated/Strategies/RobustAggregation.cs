@@ -61,3 +61,24 @@ public sealed class NormBounding(StrategyArgs args) : IFederatedStrategy
     public void ApplyUpdate(Span<float> global, ReadOnlySpan<float> combined) =>
         Numerics.VectorMath.Axpy(ServerLearningRate, combined, global);
 }
+
+/// <summary>
+/// Multi-Krum (Blanchard et al. 2017): averages the n − f updates closest to their neighbours, leaving out up to f
+/// outliers. Buffers the whole cohort. <c>multikrum:β</c> with β = f/n, default 0.2.
+/// </summary>
+[StrategyName("multikrum", "multikrum:β")]
+public sealed class MultiKrum(StrategyArgs args) : IFederatedStrategy
+{
+    public double ByzantineFraction { get; } = args.Number("multikrum", 0.2, 0, 0.49);
+
+    public string Name => FormattableString.Invariant($"multikrum:{ByzantineFraction}");
+
+    public float ProximalMu => 0;
+
+    public float ServerLearningRate { get; } = args.ServerLearningRate ?? 1f;
+
+    public IUpdateAggregator CreateAggregator(int dimension) => new MultiKrumAggregator(dimension, ByzantineFraction);
+
+    public void ApplyUpdate(Span<float> global, ReadOnlySpan<float> combined) =>
+        Numerics.VectorMath.Axpy(ServerLearningRate, combined, global);
+}

@@ -1,0 +1,64 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace FleetLearn.Aggregator.Tests;
+
+/// <summary>Validation of <see cref="AggregatorOptions"/> that guards against what vehicles claim about themselves.</summary>
+public sealed class AggregatorOptionsTests
+{
+    private static List<string> Errors(AggregatorOptions options)
+    {
+        var results = new List<ValidationResult>();
+        Validator.TryValidateObject(options, new ValidationContext(options), results, validateAllProperties: true);
+        return results.Select(r => r.ErrorMessage ?? "").ToList();
+    }
+
+    [Fact]
+    public void Defaults_CapTheWeightAVehicleMayClaim()
+    {
+        var options = new AggregatorOptions();
+        Assert.NotNull(options.WeightCap);
+        Assert.True(double.IsFinite(options.WeightCap!.Value));
+        Assert.Empty(Errors(options));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(0.0)]
+    [InlineData(-1.0)]
+    [InlineData(double.PositiveInfinity)]
+    [InlineData(double.NaN)]
+    public void WeightCap_MissingOrNotAPositiveFiniteNumber_IsRefusedNamingIt(double? cap)
+    {
+        // The weight is a sample count the vehicle reports itself: without a cap one vehicle claiming 10^9 samples
+        // outweighs the whole cohort (and sets the round's public bound W).
+        var errors = Errors(new AggregatorOptions { WeightCap = cap });
+        Assert.Contains(errors, e => e.Contains("Aggregator:WeightCap", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void MaxWeight_AboveTheCap_IsRefused()
+    {
+        var errors = Errors(new AggregatorOptions { WeightCap = 1000, MaxWeight = 5000 });
+        Assert.Contains(errors, e => e.Contains("Aggregator:MaxWeight", StringComparison.Ordinal));
+        Assert.Empty(Errors(new AggregatorOptions { WeightCap = 1000, MaxWeight = 1000 }));
+    }
+
+    [Fact]
+    public void WeightCap_UnderDp_IsStillRequiredButUnused()
+    {
+        // Under DP every update weighs 1; the cap is harmless there and keeps one rule for every configuration.
+        var errors = Errors(new AggregatorOptions { Privacy = "central", ClipNorm = 1, WeightCap = null });
+        Assert.Contains(errors, e => e.Contains("Aggregator:WeightCap", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(double.NaN)]
+    [InlineData(1e10)]
+    public void MaxUpdateNorm_OutOfRange_IsRefusedNamingIt(double bound) =>
+        Assert.Contains(Errors(new AggregatorOptions { MaxUpdateNorm = bound }), e => e.Contains("Aggregator:MaxUpdateNorm", StringComparison.Ordinal));
+
+    [Fact]
+    public void CohortTimesCapTimesBound_ThatCouldOverflowTheSum_IsRefused() =>
+        Assert.Contains(Errors(new AggregatorOptions { CohortSize = 1_000_000, WeightCap = 1e30, MaxUpdateNorm = 1e9 }), e => e.Contains("overflow", StringComparison.Ordinal));
+}
