@@ -116,7 +116,7 @@ public sealed class AggregatorOptions : IValidatableObject
     /// at most 10^9, and with <see cref="CohortSize"/> and <see cref="WeightCap"/> small enough that the weighted sum
     /// cannot overflow. Independent of <see cref="ClipNorm"/>, which the vehicle applies before encoding (codecs may change the norm).
     /// </summary>
-    public double MaxUpdateNorm { get; set; } = 1000;
+    public double MaxUpdateNorm { get; set; } = Core.Rounds.RoundRules.DefaultMaxUpdateNorm;
 
     /// <summary>After the last round, keep answering late messages this long so that vehicles' outboxes empty.</summary>
     public TimeSpan DrainTime { get; set; } = TimeSpan.FromSeconds(2);

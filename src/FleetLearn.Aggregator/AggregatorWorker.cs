@@ -233,6 +233,12 @@ public sealed class AggregatorWorker(
             status.Rejected(e.Reason);
             logger.LogWarning("aggregator: rejected a message on {Topic} ({Reason}): {Why}", message.Topic, e.Reason, e.Message);
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Nothing a vehicle sends stops the worker: a message that breaks a handler is dropped, counted and logged.
+            status.Rejected(RejectReasons.Malformed);
+            logger.LogError(e, "aggregator: a message on {Topic} could not be handled; dropped.", message.Topic);
+        }
     }
 
     private async Task HandleAsync(RoundCoordinator? coordinator, MqttIncoming message, CancellationToken cancellationToken)

@@ -1,6 +1,6 @@
-using System.Security.Cryptography;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Rounds;
+using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
 
@@ -28,17 +28,8 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
             _checkedIn.Remove(vehicle);
             return;
         }
-        try
-        {
-            using var parsed = ECDsa.Create();
-            parsed.ImportSubjectPublicKeyInfo(checkin.DeviceKey, out _);
-            if (parsed.ExportParameters(false).Curve.Oid?.Value != ECCurve.NamedCurves.nistP256.Oid.Value)
-                throw new WireFormatException($"Check-in of {vehicle} carries a device key that is not on P-256.");
-        }
-        catch (CryptographicException)
-        {
-            throw new WireFormatException($"Check-in of {vehicle} carries no valid P-256 device key.");
-        }
+        if (DeviceKeyValidation.Check(checkin.DeviceKey) is { } why)
+            throw new WireFormatException($"Check-in of {vehicle} carries no valid device key: {why}");
         var ofRecord = store.RegisterDeviceKey(vehicle, checkin.DeviceKey);
         if (!ofRecord.AsSpan().SequenceEqual(checkin.DeviceKey))
             throw new WireFormatException($"Check-in of {vehicle} carries a device key that differs from the registered one.", RejectReasons.Signature);

@@ -26,6 +26,7 @@ internal static class RoundOpening
         MinNoiseShares = protection.MinNoiseShares,
         UniformWeights = protection.UniformWeights,
         MaxWeight = protection.MaxWeight,
+        MaxUpdateNorm = options.MaxUpdateNorm,
     };
 
     /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (ordinal order) and signs its plan.</summary>

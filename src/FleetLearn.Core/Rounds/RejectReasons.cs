@@ -33,6 +33,9 @@ public static class RejectReasons
     /// <summary>Anything else that does not parse.</summary>
     public const string Malformed = "malformed";
 
+    /// <summary>A plaintext update whose L2 norm exceeds the round's bound (a boosted or corrupt update).</summary>
+    public const string NormExceeded = "norm_exceeded";
+
     /// <summary>Every label, for exposing zero counters.</summary>
-    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed];
+    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded];
 }

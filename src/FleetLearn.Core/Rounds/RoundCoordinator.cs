@@ -143,6 +143,8 @@ public sealed class RoundCoordinator : IDisposable
             return Verdict(Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight} is outside (0, {rules.MaxWeight}]")));
         if (rules.UniformWeights && weight != 1)
             return Verdict(Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight}: every update weighs 1 under DP")));
+        if (rules.MaxUpdateNorm is { } bound && PlaintextUpdateCheck.Check(decoded.Delta, bound) is { IsAccepted: false } check)
+            return Verdict(Admission.Rejected(check.Verdict == UpdateVerdict.NonFinite ? RejectReasons.NonFinite : RejectReasons.NormExceeded, check.Reason!));
         _aggregator.Add(decoded.Delta, weight);
         _contributors[vehicle] = updateId;
         _answered.Add(vehicle);

@@ -29,6 +29,15 @@ public sealed record RoundRules
     /// <summary>W: the largest weight a plaintext update may claim.</summary>
     public double MaxWeight { get; init; } = double.MaxValue;
 
+    /// <summary>
+    /// Bound on a decoded plaintext update's L2 norm, checked (in double, finite values only) before it is folded, so that a
+    /// hostile update is a rejected message and never an overflowed sum (null: no check).
+    /// </summary>
+    public double? MaxUpdateNorm { get; init; } = DefaultMaxUpdateNorm;
+
+    /// <summary>The default plaintext norm bound (honest 2NN updates measure ~0.1–10).</summary>
+    public const double DefaultMaxUpdateNorm = 1000;
+
     /// <summary>What one participation costs a contributor's privacy budget (the full Gaussian mechanism, q = 1).</summary>
     public PrivacyCharge Charge => PrivacyCharge.Participation(NoiseMultiplier);
 

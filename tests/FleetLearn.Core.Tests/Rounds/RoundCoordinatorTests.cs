@@ -15,7 +15,7 @@ public sealed class RoundCoordinatorTests
     private static readonly float[] SecureGlobal = [1, 2, 3, 4, 5, 6, 7, 8];
 
     private static (RoundCoordinator Coordinator, ManualTimeProvider Clock, UpdatePipelineRound Codec) Plain(
-        int cohort = 3, int cohortSize = 3, int min = 1, NoiseMode? privacy = null, double maxWeight = 100, float[]? global = null)
+        int cohort = 3, int cohortSize = 3, int min = 1, NoiseMode? privacy = null, double maxWeight = 100, float[]? global = null, double? maxNorm = RoundRules.DefaultMaxUpdateNorm)
     {
         var clock = new ManualTimeProvider();
         var pipeline = new UpdatePipeline(new UpdatePipelineOptions { Codec = CodecSpec.None, Dimension = Global.Length, ClipNorm = privacy is null ? null : 100, Noise = privacy });
@@ -27,7 +27,7 @@ public sealed class RoundCoordinatorTests
             Global = global ?? Global,
             Strategy = StrategyCatalog.Parse("fedavg", null),
             Codec = codec,
-            Rules = new RoundRules { CohortSize = cohortSize, MinParticipants = min, Privacy = privacy, NoiseMultiplier = privacy is null ? 0 : 1e-9, UniformWeights = privacy is not null, MaxWeight = maxWeight },
+            Rules = new RoundRules { CohortSize = cohortSize, MinParticipants = min, Privacy = privacy, NoiseMultiplier = privacy is null ? 0 : 1e-9, UniformWeights = privacy is not null, MaxWeight = maxWeight, MaxUpdateNorm = maxNorm },
             Deadline = clock.GetUtcNow() + TimeSpan.FromMinutes(10),
             CentralNoise = privacy == NoiseMode.Central ? new SeededNoiseSource(1) : null,
         }, clock);
@@ -75,6 +75,7 @@ public sealed class RoundCoordinatorTests
         { "a secure-aggregation message in a plaintext round", "car-1", AckStatus.Rejected, RejectReasons.Protocol },
         { "a weight above the public bound", "car-1", AckStatus.Rejected, RejectReasons.Malformed },
         { "a truncated codec envelope", "car-1", AckStatus.Rejected, RejectReasons.Malformed },
+        { "a boosted update over the norm bound", "car-1", AckStatus.Rejected, RejectReasons.NormExceeded },
     };
 
     [Theory]
@@ -90,6 +91,7 @@ public sealed class RoundCoordinatorTests
             "a secure-aggregation message in a plaintext round" => new SecureUpdateMessage(new UnmaskResponseMessage(1, 1, [])),
             "a weight above the public bound" => Update(codec, 1, [1, 1, 1, 1], weight: 1000),
             "a truncated codec envelope" => new PlainUpdateMessage(new byte[3]),
+            "a boosted update over the norm bound" => Update(codec, 1, [600, 600, 600, 600]),
             _ => Update(codec, 0, [2, 2, 2, 2]),
         };
         var step = coordinator.Receive(vehicle, @case == "same update id again" ? first : Guid.NewGuid(), message);
@@ -148,7 +150,7 @@ public sealed class RoundCoordinatorTests
     [Fact]
     public void Plain_Divergence_AbortsTheRoundInsteadOfThrowing()
     {
-        var (coordinator, _, codec) = Plain(cohort: 1, cohortSize: 1, global: [float.MaxValue, 1, 1, 1]);
+        var (coordinator, _, codec) = Plain(cohort: 1, cohortSize: 1, global: [float.MaxValue, 1, 1, 1], maxNorm: null);
         using var _ = coordinator;
         var step = coordinator.Receive("car-0", Guid.NewGuid(), Update(codec, 0, [float.MaxValue, 1, 1, 1]));
         Assert.Equal(AckStatus.Accepted, step.Admission.Status);
