@@ -40,6 +40,7 @@ public sealed class AggregatorWorker(
     private LiteDbPrivacyLedgerStore? _ledger;
     private FleetRoster _roster = null!;
     private ModelPublisher _publisher = null!;
+    private VehicleLink _link = null!;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -51,33 +52,14 @@ public sealed class AggregatorWorker(
         using var ledger = _ledger = privacy is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
         if (ledger is not null) status.MaxVehicleEpsilon = ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget);
-        var model = store.LatestModel() ?? new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, _options.Seed, ModelInitializer.ParseScheme(_options.Init)));
-        if (model.Spec.ToString() != spec.ToString())
-            throw new InvalidOperationException($"The stored model is {model.Spec}, the configuration asks for {spec}: use another database or fix Aggregator:Model.");
-        if (model.Version == 0 && store.LatestModel() is null)
-        {
-            store.SaveModel(model);
-            ModelPublisher.ExportOnnx(model, _options.OnnxFolder, logger);
-        }
-        long round = 1;
-        foreach (var record in store.Rounds())
-        {
-            var closed = record;
-            if (record.Status == RoundStatus.Open)
-            {
-                closed = record with { Status = RoundStatus.Aborted, ClosedAt = time.GetUtcNow(), Note = "aggregator restarted mid-round" };
-                store.SaveRound(closed);
-                logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; recorded as aborted.", record.Round);
-            }
-            status.Record(closed, null);
-            _closed.Add(record.Round, new HashSet<Guid>(), new Dictionary<string, int>());
-            round = Math.Max(round, record.Round + 1);
-        }
+        var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
+        long round = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger) + 1;
 
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, maxPendingTransfers: Math.Max(64, 4 * _options.CohortSize));
         _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
+        _link = new VehicleLink(mqtt, status, _options);
         mqtt.MessageReceived += m => _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
         await mqtt.SubscribeAsync(mqtt.Topics.AllUp, stoppingToken).ConfigureAwait(false);
         await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, stoppingToken).ConfigureAwait(false);
@@ -155,25 +137,7 @@ public sealed class AggregatorWorker(
         var outcome = coordinator.Outcome!;
         _roster.Forget(outcome.Silent);
         status.CheckedIn = _roster.Count;
-        record = record with { Participants = outcome.Contributors.Count, TrainLoss = outcome.TrainLoss, ClosedAt = outcome.ClosedAt };
-        if (outcome is RoundApplied applied)
-        {
-            var next = new Checkpoint(model.Spec, model.Version + 1, applied.Parameters);
-            record = record with { ModelVersionOut = next.Version, Status = RoundStatus.Applied };
-            // One transaction: a crash never leaves model N+1 stored under a round recorded as open or aborted.
-            _store.SaveModelAndRound(next, record);
-            _publisher.ExportOnnx(next);
-            status.ModelVersion = next.Version;
-            status.Record(record, applied.Parameters);
-            logger.LogInformation("aggregator: round {Round} applied {Participants}/{Cohort} updates; model {Version}.", round, outcome.Contributors.Count, cohort.Length, next.Version);
-            return next;
-        }
-        var reason = ((RoundAborted)outcome).Reason;
-        record = record with { Status = RoundStatus.Aborted, Note = reason };
-        _store.SaveRound(record);
-        status.Record(record, model.Parameters);
-        logger.LogWarning("aggregator: round {Round} aborted: {Reason}.", round, reason);
-        return model;
+        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, outcome);
     }
 
     /// <summary>Carries out a coordinator step's effects in order: route SecAgg messages, record ledger charges.</summary>
@@ -195,17 +159,7 @@ public sealed class AggregatorWorker(
             }
         }
         status.Activity = coordinator.Progress;
-        if (routes.Count == 0) return;
-        var expiry = TimeSpan.FromMilliseconds(2 * _options.PhaseTimeout.TotalMilliseconds);
-        await Task.WhenAll(routes.Select(async r =>
-        {
-            var envelope = new Envelope(EnvelopeKind.SecAgg, r.Vehicle, coordinator.Round, Guid.NewGuid(), SecAggCodec.Encode(r.Message)).Encode(_options.MaxUpdateBytes);
-            foreach (var chunk in ChunkCodec.Split(envelope, _mqtt.Options.MaxPacketSize))
-            {
-                await _mqtt.PublishReliablyAsync(_mqtt.Topics.Inbox(r.Vehicle, "secagg"), chunk, expiry: expiry, cancellationToken: cancellationToken).ConfigureAwait(false);
-                status.Sent(chunk.Length);
-            }
-        })).ConfigureAwait(false);
+        if (routes.Count > 0) await _link.RouteAsync(coordinator.Round, routes, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task ProcessNextAsync(RoundCoordinator? coordinator, DateTimeOffset until, CancellationToken cancellationToken)
@@ -270,43 +224,25 @@ public sealed class AggregatorWorker(
                 logger.LogWarning("aggregator: rejected {Kind} from {Vehicle} for round {Round}: {Reason}", kind, vehicle, update.Round, admission.Why);
                 break;
         }
-        var ack = new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()).Encode();
-        await _mqtt.PublishReliablyAsync(_mqtt.Topics.Inbox(update.Vehicle, "ack"), ack, expiry: TimeSpan.FromDays(1), cancellationToken: cancellationToken).ConfigureAwait(false);
-        status.Sent(ack.Length);
+        await _link.AckAsync(update, admission, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The verdict on an update envelope: closed rounds answer from memory, the open round from its coordinator.</summary>
     private (Admission Admission, RoundStep? Step) Admit(RoundCoordinator? coordinator, string vehicle, Envelope update)
     {
-        SecAggMessage? secure = null;
-        if (update.Kind == EnvelopeKind.SecAgg)
+        VehicleMessage message;
+        try
         {
-            try
-            {
-                secure = SecAggCodec.Decode(update.Payload.Span, (ulong)update.Round);
-            }
-            catch (SecAggFormatException e)
-            {
-                return (Admission.Rejected(RejectReasons.Malformed, e.Message), null);
-            }
+            message = UplinkDecoder.Decode(update);
         }
-        if (_closed.IsClosed(update.Round) && coordinator?.Round != update.Round) return (_closed.Admit(vehicle, update.Round, update.UpdateId, secure), null);
+        catch (WireFormatException e)
+        {
+            return (Admission.Rejected(e.Reason, e.Message), null);
+        }
+        if (_closed.IsClosed(update.Round) && coordinator?.Round != update.Round)
+            return (_closed.Admit(vehicle, update.Round, update.UpdateId, (message as SecureUpdateMessage)?.Message), null);
         if (coordinator is null || update.Round != coordinator.Round)
             return (Admission.Rejected(RejectReasons.WrongRound, $"round {update.Round} is not open (current {coordinator?.Round.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"})"), null);
-        VehicleMessage message;
-        if (secure is not null) message = new SecureUpdateMessage(secure);
-        else
-        {
-            try
-            {
-                var plain = PlainUpdate.Decode(update.Payload);
-                message = new PlainUpdateMessage(plain.Body, plain.TrainLoss);
-            }
-            catch (WireFormatException e)
-            {
-                return (Admission.Rejected(e.Reason, e.Message), null);
-            }
-        }
         var step = coordinator.Receive(vehicle, update.UpdateId, message);
         if (step.Admission.Status == AckStatus.Accepted && message is PlainUpdateMessage or SecureUpdateMessage { Message: MaskedInputMessage }) status.Accepted();
         return (step.Admission, step);

@@ -1,0 +1,75 @@
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace FleetLearn.Aggregator;
+
+/// <summary>The aggregator's records: the newest model and the rounds an earlier run closed or left open, read at start; each round's outcome, stored at its close.</summary>
+internal static class AggregatorRecords
+{
+    /// <summary>The newest stored model, or model 0 initialised from the seed (stored and exported at once).</summary>
+    public static Checkpoint LoadModel(LiteDbRoundStore store, ModelSpec spec, AggregatorOptions options, ILogger logger)
+    {
+        var model = store.LatestModel();
+        if (model is null)
+        {
+            model = new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, options.Seed, ModelInitializer.ParseScheme(options.Init)));
+            store.SaveModel(model);
+            ModelPublisher.ExportOnnx(model, options.OnnxFolder, logger);
+        }
+        if (model.Spec.ToString() != spec.ToString())
+            throw new InvalidOperationException($"The stored model is {model.Spec}, the configuration asks for {spec}: use another database or fix Aggregator:Model.");
+        return model;
+    }
+
+    /// <summary>
+    /// Replays the stored round records into the status and <paramref name="closed"/>; a round left open by a crash is
+    /// recorded as aborted (its partial sum lived in memory only). Returns the newest round number (0 for none).
+    /// </summary>
+    public static long RestoreRounds(LiteDbRoundStore store, AggregatorStatus status, ClosedRounds closed, TimeProvider time, ILogger logger)
+    {
+        long last = 0;
+        foreach (var record in store.Rounds())
+        {
+            var final = record;
+            if (record.Status == RoundStatus.Open)
+            {
+                final = record with { Status = RoundStatus.Aborted, ClosedAt = time.GetUtcNow(), Note = "aggregator restarted mid-round" };
+                store.SaveRound(final);
+                logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; recorded as aborted.", record.Round);
+            }
+            status.Record(final, null);
+            closed.Add(record.Round, new HashSet<Guid>(), new Dictionary<string, int>());
+            last = Math.Max(last, record.Round);
+        }
+        return last;
+    }
+
+    /// <summary>
+    /// Stores a closed round: an applied one as model N+1 and its record in one transaction (a crash never leaves model N+1
+    /// under a round recorded as open or aborted), then exported as ONNX; an aborted one as its record. Returns the model
+    /// the next round starts from.
+    /// </summary>
+    public static Checkpoint Close(LiteDbRoundStore store, ModelPublisher publisher, AggregatorStatus status, ILogger logger, RoundRecord record, Checkpoint model, RoundOutcome outcome)
+    {
+        record = record with { Participants = outcome.Contributors.Count, TrainLoss = outcome.TrainLoss, ClosedAt = outcome.ClosedAt };
+        if (outcome is RoundApplied applied)
+        {
+            var next = new Checkpoint(model.Spec, model.Version + 1, applied.Parameters);
+            record = record with { ModelVersionOut = next.Version, Status = RoundStatus.Applied };
+            store.SaveModelAndRound(next, record);
+            publisher.ExportOnnx(next);
+            status.ModelVersion = next.Version;
+            status.Record(record, applied.Parameters);
+            logger.LogInformation("aggregator: round {Round} applied {Participants}/{Cohort} updates; model {Version}.", record.Round, record.Participants, record.CohortSize, next.Version);
+            return next;
+        }
+        var reason = ((RoundAborted)outcome).Reason;
+        record = record with { Status = RoundStatus.Aborted, Note = reason };
+        store.SaveRound(record);
+        status.Record(record, model.Parameters);
+        logger.LogWarning("aggregator: round {Round} aborted: {Reason}.", record.Round, reason);
+        return model;
+    }
+}

@@ -1,0 +1,32 @@
+using FleetLearn.Core.Rounds;
+using FleetLearn.Core.SecureAggregation;
+using FleetLearn.Transport.Mqtt;
+
+namespace FleetLearn.Aggregator;
+
+/// <summary>The aggregator's downlink to vehicles: routed secure-aggregation messages and application-level acks.</summary>
+internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, AggregatorOptions options)
+{
+    /// <summary>Sends each routed message to its vehicle's inbox (chunked under the broker's packet limit, expiring after two phases).</summary>
+    public Task RouteAsync(long round, IReadOnlyList<RouteEffect> routes, CancellationToken cancellationToken)
+    {
+        var expiry = TimeSpan.FromMilliseconds(2 * options.PhaseTimeout.TotalMilliseconds);
+        return Task.WhenAll(routes.Select(async r =>
+        {
+            var envelope = new Envelope(EnvelopeKind.SecAgg, r.Vehicle, round, Guid.NewGuid(), SecAggCodec.Encode(r.Message)).Encode(options.MaxUpdateBytes);
+            foreach (var chunk in ChunkCodec.Split(envelope, mqtt.Options.MaxPacketSize))
+            {
+                await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(r.Vehicle, "secagg"), chunk, expiry: expiry, cancellationToken: cancellationToken).ConfigureAwait(false);
+                status.Sent(chunk.Length);
+            }
+        }));
+    }
+
+    /// <summary>Acknowledges <paramref name="update"/> with the coordinator's verdict, so the vehicle can empty its outbox.</summary>
+    public async Task AckAsync(Envelope update, Admission admission, CancellationToken cancellationToken)
+    {
+        var ack = new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()).Encode();
+        await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(update.Vehicle, "ack"), ack, expiry: TimeSpan.FromDays(1), cancellationToken: cancellationToken).ConfigureAwait(false);
+        status.Sent(ack.Length);
+    }
+}
