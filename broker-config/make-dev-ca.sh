@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates a development device CA, a broker certificate, an aggregator certificate, per-vehicle certificates and an
 # (empty) CRL under ./certs. Usage: make-dev-ca.sh [OUT_DIR] [vehicle-id ...]   (default: certs car-0 car-1)
-# Production: keep the CA key offline, revoke with `openssl ca -revoke` and regenerate the CRL.
+# Production: keep the CA key offline, revoke with `openssl ca -revoke` and regenerate the CRL (renew-crl.sh). The CRL
+# expires after default_crl_days (30): renew it daily, or Mosquitto refuses every client once it is stale (check-crl.sh).
 set -euo pipefail
 out=${1:-certs}; shift || true
 vehicles=("$@"); [ ${#vehicles[@]} -gt 0 ] || vehicles=(car-0 car-1)

@@ -148,21 +148,23 @@ public sealed class ChunkAssembler
     private readonly Dictionary<string, OwnerUsage> _owners = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// Creates an assembler. <paramref name="maxBytesPerOwner"/> defaults to <paramref name="maxTotalLength"/> plus room
-    /// for its chunks' bookkeeping; <paramref name="maxHeldBytes"/> to <paramref name="maxPendingTransfers"/> such owners,
-    /// at most 1 GiB (never less than one owner's cap).
+    /// Creates an assembler. Defaults: <paramref name="maxTransfersPerOwner"/> = <paramref name="maxPendingTransfers"/>
+    /// (one-sender consumers such as the edge agent's inbox); <paramref name="maxBytesPerOwner"/> =
+    /// <paramref name="maxTotalLength"/> plus room for its chunks' bookkeeping; <paramref name="maxHeldBytes"/> =
+    /// <paramref name="maxPendingTransfers"/> such owners, at most 4 GiB (what 64 pending 64 MiB transfers could hold before
+    /// these caps), never less than one owner's cap. A consumer of many vehicles passes tighter ones (e.g. 2 transfers per vehicle).
     /// </summary>
-    public ChunkAssembler(long maxTotalLength, int maxPendingTransfers = 64, int maxTransfersPerOwner = 2, long? maxBytesPerOwner = null, long? maxHeldBytes = null)
+    public ChunkAssembler(long maxTotalLength, int maxPendingTransfers = 64, int? maxTransfersPerOwner = null, long? maxBytesPerOwner = null, long? maxHeldBytes = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxTotalLength);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxPendingTransfers, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(maxTransfersPerOwner, 1);
         MaxTotalLength = maxTotalLength;
         MaxPendingTransfers = maxPendingTransfers;
-        MaxTransfersPerOwner = maxTransfersPerOwner;
+        MaxTransfersPerOwner = maxTransfersPerOwner ?? maxPendingTransfers;
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxTransfersPerOwner, 1);
         MaxBytesPerOwner = maxBytesPerOwner ?? maxTotalLength + maxTotalLength / 16 + 16L * PerChunkOverhead;
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxBytesPerOwner, 1L);
-        MaxHeldBytes = maxHeldBytes ?? Math.Max(MaxBytesPerOwner, Math.Min(1L << 30, maxPendingTransfers * MaxBytesPerOwner));
+        MaxHeldBytes = maxHeldBytes ?? Math.Max(MaxBytesPerOwner, Math.Min(4L << 30, maxPendingTransfers * MaxBytesPerOwner));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxHeldBytes, 1L);
     }
 

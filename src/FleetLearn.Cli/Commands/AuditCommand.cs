@@ -109,8 +109,123 @@ internal static class AuditCommand
             }
             return 0;
         });
-        return new Command("audit", "Privacy audits.") { leakage };
+        return new Command("audit", "Privacy and robustness audits.") { leakage, Poisoning() };
     }
+
+    /// <summary><c>fleetlearn audit poisoning</c>: attacks × malicious fractions × defences on plaintext rounds (docs/robustness.md).</summary>
+    private static Command Poisoning()
+    {
+        var defaults = new Simulation.PoisoningAuditOptions();
+        var model = new Option<string>("--model") { Description = "Layer widths.", DefaultValueFactory = _ => defaults.Model.ToString() };
+        var vehicles = new Option<int>("--vehicles") { Description = "Vehicles in the fleet.", DefaultValueFactory = _ => defaults.Vehicles };
+        var rows = new Option<int>("--rows-per-vehicle") { Description = "Training rows per vehicle (IID).", DefaultValueFactory = _ => defaults.RowsPerVehicle };
+        var cohort = new Option<int>("--cohort") { Description = "Vehicles per round.", DefaultValueFactory = _ => defaults.Cohort };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds per run.", DefaultValueFactory = _ => defaults.Rounds };
+        var epochs = new Option<int>("--epochs") { Description = "Local epochs.", DefaultValueFactory = _ => defaults.LocalEpochs };
+        var batch = new Option<int>("--batch") { Description = "Local batch size.", DefaultValueFactory = _ => defaults.Batch };
+        var lr = new Option<float>("--lr") { Description = "Client learning rate.", DefaultValueFactory = _ => defaults.LearningRate };
+        var testRows = new Option<int>("--test-rows") { Description = "Test rows scored.", DefaultValueFactory = _ => defaults.TestRows };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of everything.", DefaultValueFactory = _ => defaults.Seed };
+        var attacks = new Option<string>("--attacks")
+        {
+            Description = "Comma-separated attacks: " + string.Join(", ", defaults.Attacks.Select(Simulation.PoisoningAudit.Name)) + ".",
+            DefaultValueFactory = _ => string.Join(',', defaults.Attacks.Select(Simulation.PoisoningAudit.Name)),
+        };
+        var fractions = new Option<string>("--fractions") { Description = "Comma-separated shares of malicious vehicles.", DefaultValueFactory = _ => "0.01,0.05,0.2" };
+        var defences = new Option<string>("--defences")
+        {
+            Description = "Comma-separated defences: " + string.Join(", ", defaults.Defences.Select(Simulation.PoisoningAudit.Name)) + ".",
+            DefaultValueFactory = _ => string.Join(',', defaults.Defences.Select(Simulation.PoisoningAudit.Name)),
+        };
+        var bound = new Option<double?>("--norm-bound") { Description = "M of norm bounding and the DP clip (default: the median honest ‖Δ‖ of a clean first round)." };
+        var noise = new Option<double>("--noise-multiplier") { Description = "z: noise N(0, (zM/K)²) on the mean under normbound+dp.", DefaultValueFactory = _ => defaults.NoiseMultiplier };
+        var robust = new Option<double>("--robust-fraction") { Description = "β of the trimmed mean and multi-Krum.", DefaultValueFactory = _ => defaults.RobustFraction };
+        var threads = new Option<int>("--threads") { Description = "Runs in parallel; 0 = every core.", DefaultValueFactory = _ => defaults.Threads };
+        var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
+        var output = new Option<string?>("--out") { Description = "Folder for poisoning.md (the table) and the charts poisoning-backdoor.svg, poisoning-clean.svg." };
+        var json = new Option<bool>("--json") { Description = "End with one JSON line on stdout." };
+        var command = new Command("poisoning", "Poisoning audit: clean accuracy and backdoor success of each attack × share of malicious vehicles × defence, on plaintext rounds.")
+        {
+            model, vehicles, rows, cohort, rounds, epochs, batch, lr, testRows, seed, attacks, fractions, defences, bound, noise, robust, threads, data, output, json,
+        };
+        command.SetAction((parse, cancellationToken) =>
+        {
+            static string[] List(string? text, string option) =>
+                (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) is { Length: > 0 } items ? items : throw new ArgumentException($"{option} needs at least one value.");
+            var options = new Simulation.PoisoningAuditOptions
+            {
+                Model = ModelSpec.Parse(parse.GetValue(model)!),
+                Vehicles = parse.GetValue(vehicles),
+                RowsPerVehicle = parse.GetValue(rows),
+                Cohort = parse.GetValue(cohort),
+                Rounds = parse.GetValue(rounds),
+                LocalEpochs = parse.GetValue(epochs),
+                Batch = parse.GetValue(batch),
+                LearningRate = parse.GetValue(lr),
+                TestRows = parse.GetValue(testRows),
+                Seed = parse.GetValue(seed),
+                Attacks = [.. List(parse.GetValue(attacks), "--attacks").Select(Simulation.PoisoningAudit.ParseAttack)],
+                Fractions = [.. List(parse.GetValue(fractions), "--fractions").Select(f => double.TryParse(f, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : throw new ArgumentException($"--fractions: '{f}' is not a number."))],
+                Defences = [.. List(parse.GetValue(defences), "--defences").Select(Simulation.PoisoningAudit.ParseDefence)],
+                NormBound = parse.GetValue(bound),
+                NoiseMultiplier = parse.GetValue(noise),
+                RobustFraction = parse.GetValue(robust),
+                Threads = parse.GetValue(threads),
+            };
+            options.Validate();
+            var train = FashionMnist.LoadTrain(parse.GetValue(data));
+            var test = FashionMnist.LoadTest(parse.GetValue(data));
+            var o = parse.InvocationConfiguration.Output;
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            var report = new Simulation.PoisoningAudit(options, train, test).Run(line =>
+            {
+                lock (o) o.WriteLine(line);
+            }, cancellationToken);
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"poisoning audit: {options.Model}, {options.Vehicles} vehicles × {options.RowsPerVehicle} rows, cohort {options.Cohort}, {options.Rounds} rounds, norm bound M = {report.NormBound:G4}; {report.Baselines.Count + report.Results.Count} runs in {started.Elapsed.TotalSeconds:F0} s. Cells: clean accuracy / backdoor success (%)."));
+            o.Write(Simulation.PoisoningReportWriter.Markdown(report));
+            if (parse.GetValue(output) is { } folder)
+            {
+                Directory.CreateDirectory(folder);
+                File.WriteAllText(Path.Combine(folder, "poisoning.md"), Simulation.PoisoningReportWriter.Markdown(report));
+                var backdoorAttack = options.Attacks.Contains(Simulation.PoisoningAttack.Boost10) ? "boost×10" : Simulation.PoisoningAudit.Name(options.Attacks[0]);
+                var cleanAttack = options.Attacks.Contains(Simulation.PoisoningAttack.Boost100) ? "boost×100" : Simulation.PoisoningAudit.Name(options.Attacks[0]);
+                File.WriteAllText(Path.Combine(folder, "poisoning-backdoor.svg"), Simulation.PoisoningReportWriter.Chart(report, backdoorAttack, backdoor: true));
+                File.WriteAllText(Path.Combine(folder, "poisoning-clean.svg"), Simulation.PoisoningReportWriter.Chart(report, cleanAttack, backdoor: false));
+                o.WriteLine($"wrote poisoning.md, poisoning-backdoor.svg ({backdoorAttack}), poisoning-clean.svg ({cleanAttack}) to {folder}");
+            }
+            if (parse.GetValue(json))
+            {
+                CliJson.Write(o, new
+                {
+                    model = options.Model.ToString(),
+                    vehicles = options.Vehicles,
+                    rows_per_vehicle = options.RowsPerVehicle,
+                    cohort = options.Cohort,
+                    rounds = options.Rounds,
+                    seed = options.Seed,
+                    norm_bound = report.NormBound,
+                    noise_multiplier = options.NoiseMultiplier,
+                    robust_fraction = options.RobustFraction,
+                    baselines = report.Baselines.Select(Row),
+                    results = report.Results.Select(Row),
+                });
+            }
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static object Row(Simulation.PoisoningResult r) => new
+    {
+        attack = r.Attack,
+        fraction = r.Fraction,
+        malicious = r.MaliciousVehicles,
+        defence = r.Defence,
+        clean_accuracy = r.CleanAccuracy,
+        backdoor_success = r.BackdoorSuccess,
+        no_attack_clean_accuracy = r.NoAttackCleanAccuracy,
+        accuracy_drop_points = r.AccuracyDropPoints,
+    };
 
     private static string Psnr(double db) => double.IsPositiveInfinity(db) ? "∞ (exact: MSE 0)" : string.Create(CultureInfo.InvariantCulture, $"{db:F1} dB");
 

@@ -31,6 +31,38 @@ public sealed class AuditAndTrainCommandTests
     }
 
     [Fact]
+    public void AuditPoisoning_SmallRunWithJsonAndOut_TableChartsAndOneJsonLine()
+    {
+        var dir = Directory.CreateTempSubdirectory("fleetlearn-poisoning-");
+        try
+        {
+            var (exit, stdout, _) = Run("audit", "poisoning", "--model", "784-16-10", "--vehicles", "20", "--rows-per-vehicle", "50", "--cohort", "10",
+                "--rounds", "3", "--test-rows", "300", "--attacks", "boost×100,sign-flip", "--fractions", "0.2", "--defences", "fedavg,multikrum",
+                "--out", dir.FullName, "--json");
+            Assert.Equal(0, exit);
+            var json = LastLineJson(stdout);
+            Assert.Equal(2, json.GetProperty("baselines").GetArrayLength());
+            var results = json.GetProperty("results").EnumerateArray().ToArray();
+            Assert.Equal(4, results.Length);
+            Assert.All(results, r => Assert.InRange(r.GetProperty("clean_accuracy").GetDouble(), 0, 1));
+            Assert.Contains(results, r => r.GetProperty("attack").GetString() == "boost×100" && r.GetProperty("defence").GetString() == "multikrum");
+            Assert.Contains("| sign-flip | 20% (4) |", File.ReadAllText(Path.Combine(dir.FullName, "poisoning.md")), StringComparison.Ordinal);
+            Assert.True(File.Exists(Path.Combine(dir.FullName, "poisoning-clean.svg")));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AuditPoisoning_UnknownDefence_ArgumentExceptionNamingTheChoices()
+    {
+        var e = Assert.ThrowsAny<ArgumentException>(() => Run("audit", "poisoning", "--defences", "prayer"));
+        Assert.Contains("multikrum", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Train_SmallRun_SameSeedTwice_IdenticalJsonAccuracyAndCheckpoint()
     {
         var dir = Directory.CreateTempSubdirectory("fleetlearn-train-");
