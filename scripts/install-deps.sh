@@ -4,7 +4,8 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-  packages=(dataset-fashion-mnist mosquitto mosquitto-clients openssl python3-onnx ffmpeg)
+  # chromium: the dashboard browser test; prometheus: its promtool checks /metrics.
+  packages=(dataset-fashion-mnist mosquitto mosquitto-clients openssl python3-onnx ffmpeg chromium prometheus)
 fi
 missing=()
 for p in "${packages[@]}"; do
