@@ -75,6 +75,18 @@ internal static class ChartRenderer
         plot.Axes.AutoScale();
         var limits = plot.Axes.GetLimits();
         double yMin = chart.YMin is { } lo ? Y(lo) : limits.Bottom, yMax = chart.YMax is { } hi ? Y(hi) : limits.Top;
+        var finite = chart.Series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.X) && double.IsFinite(Y(p.Y))).ToArray();
+        if (chart.YMin is not null && chart.YMax is null && finite.Length > 0)
+        {
+            // A fixed floor: leave headroom above the highest point, as autoscaling does.
+            double top = finite.Max(p => Y(p.Y));
+            yMax = top + 0.06 * Math.Max(top - yMin, Math.Abs(top) * 1e-9);
+        }
+        if (finite.Length > 0 && finite.All(p => p.X == Math.Round(p.X)))
+        {
+            // Rounds and model versions: whole-number ticks only.
+            plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        }
         if (chart.Reference is { } r && double.IsFinite(Y(r.Y)))
         {
             // The reference line is always inside the y range, with a margin so that its label shows.
