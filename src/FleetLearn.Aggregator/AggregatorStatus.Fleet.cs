@@ -43,10 +43,10 @@ public sealed record FleetAccuracy(long ModelVersion, int Reports, int NoisedRep
 public sealed record VehicleView(string Vehicle, int Participations, long? LastRound, DateTimeOffset? LastSeen, double? Epsilon,
     IReadOnlyDictionary<string, long> Rejections, VehicleEvaluation? LastEvaluation);
 
-/// <summary>Traffic of one round: what the aggregator received and published while it was open.</summary>
+/// <summary>Traffic of one round: what the aggregator received and published from its start until the next round's (its new model's publication included).</summary>
 /// <param name="Round">The round.</param>
-/// <param name="BytesReceived">Bytes of vehicle messages received between the round's start and close.</param>
-/// <param name="BytesSent">Bytes published between the round's start and close.</param>
+/// <param name="BytesReceived">Bytes of vehicle messages received from the round's start until the next round's (until its close while it is the last).</param>
+/// <param name="BytesSent">Bytes published over the same span.</param>
 public sealed record RoundTraffic(long Round, long BytesReceived, long BytesSent);
 
 public sealed partial class AggregatorStatus
@@ -65,7 +65,7 @@ public sealed partial class AggregatorStatus
     /// <summary>Every vehicle the aggregator has heard of, by id.</summary>
     public IReadOnlyList<VehicleView> Vehicles => _fleet.Vehicles();
 
-    /// <summary>Bytes received and published per round (rounds opened by this run).</summary>
+    /// <summary>Bytes received and published per round, from its start until the next round's (rounds opened by this run).</summary>
     public IReadOnlyList<RoundTraffic> Traffic => _fleet.Traffic();
 
     /// <summary>True while the broker connection is up, as last reported by the worker; null when it has not reported.</summary>
@@ -171,6 +171,7 @@ public sealed partial class AggregatorStatus
         private readonly SortedDictionary<long, RoundTraffic> _traffic = [];
         private PhaseProgress? _phase;
         private bool _phaseReported;
+        private (long Round, long Up, long Down)? _closedRound;
 
         public PhaseProgress? Phase
         {
@@ -186,12 +187,21 @@ public sealed partial class AggregatorStatus
             {
                 if (record.Status == RoundStatus.Open)
                 {
+                    // The previous round's traffic runs until this one starts: its new model's publication belongs to it.
+                    if (_closedRound is { } last)
+                    {
+                        _traffic[last.Round] = new RoundTraffic(last.Round, up - last.Up, down - last.Down);
+                        _closedRound = null;
+                    }
                     _roundStart.TryAdd(record.Round, (up, down));
                     if (!_phaseReported) _phase = new PhaseProgress(record.Round, "updates", 0, record.CohortSize, record.StartedAt);
                     return;
                 }
                 if (_roundStart.Remove(record.Round, out var start))
+                {
                     _traffic[record.Round] = new RoundTraffic(record.Round, up - start.Up, down - start.Down);
+                    _closedRound = (record.Round, start.Up, start.Down);
+                }
                 if (_phase?.Round == record.Round) _phase = null;
             }
         }

@@ -96,7 +96,7 @@ public sealed class AggregatorStatusFleetTests
     }
 
     [Fact]
-    public void Traffic_CountsBytesBetweenOpenAndClose()
+    public void Traffic_CountsBytesFromARoundsStartToTheNextRoundsStart()
     {
         using var status = new AggregatorStatus();
         status.Received(10);
@@ -104,8 +104,11 @@ public sealed class AggregatorStatusFleetTests
         status.Received(300);
         status.Sent(4000);
         status.Record(new RoundRecord(1, 0, 1, RoundStatus.Applied, 2, 2, 0.1, Start, Start.AddSeconds(1)), null);
-        status.Received(7);
         Assert.Equal([new RoundTraffic(1, 300, 4000)], status.Traffic);
+        status.Sent(100_000); // the new model, published after the close, before round 2 starts
+        status.Record(new RoundRecord(2, 1, null, RoundStatus.Open, 2, 0, double.NaN, Start, null), null);
+        status.Received(7);
+        Assert.Equal([new RoundTraffic(1, 300, 104_000)], status.Traffic);
     }
 
     [Fact]

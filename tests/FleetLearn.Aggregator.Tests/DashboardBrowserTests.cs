@@ -113,7 +113,8 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         // The vehicles' evaluation reports of at least two model versions are drawn as points.
         await page.WaitForFunctionAsync("() => document.querySelectorAll('#accuracy-chart circle.point').length >= 2", wait);
         Assert.Equal("running", await page.EvaluateExpressionAsync<string>("document.getElementById('state').textContent"));
-        Assert.Contains("hold-out frames from 3 vehicles", await page.EvaluateExpressionAsync<string>("document.getElementById('accuracy-note').textContent"), StringComparison.Ordinal);
+        // The newest model may not have all three reports yet (rounds follow one another quickly).
+        Assert.Matches(@"^Model \d+: [01]\.\d{3} over \d+ hold-out frames from [123] vehicles", await page.EvaluateExpressionAsync<string>("document.getElementById('accuracy-note').textContent"));
         Assert.True(await page.EvaluateExpressionAsync<int>("document.querySelectorAll('#rounds-chart rect.point').length") >= 2, "participants per round are drawn");
         Assert.True(await page.EvaluateExpressionAsync<bool>("document.getElementById('error').hidden"), "the page shows an error");
 
