@@ -52,6 +52,10 @@ public sealed class AggregatorHttpService(
         // One line per request at Information would drown the worker's own log under a polling dashboard.
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        // An unhealthy check is the answer to a probe, not an error of this process: the probe's response says why.
+        builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);
+        // The host this service runs in owns Ctrl-C and SIGTERM; the web application stops when this service does.
+        builder.Services.AddSingleton<IHostLifetime, PassiveLifetime>();
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(time ?? TimeProvider.System);
         builder.Services.AddFleetLearnAggregatorHttp(status);
@@ -88,6 +92,14 @@ public sealed class AggregatorHttpService(
     {
         if (_app is { } app) await app.DisposeAsync().ConfigureAwait(false);
         _app = null;
+    }
+
+    /// <summary>A host lifetime that listens for no signal (the enclosing host's own lifetime does).</summary>
+    private sealed class PassiveLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     /// <summary>Hands the web application's log to the host's logger factory without owning (disposing) it.</summary>
