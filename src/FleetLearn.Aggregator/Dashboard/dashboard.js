@@ -55,7 +55,8 @@ function chart(container, spec) {
   let x0 = spec.xMin ?? Math.min(...xs), x1 = spec.xMax ?? Math.max(...xs);
   const bars = spec.series.some(s => s.kind === "bar");
   if (bars) { x0 -= 0.5; x1 += 0.5; } else if (x0 === x1) { x0 -= 1; x1 += 1; }
-  let y0 = spec.yMin ?? Math.min(0, ...ys), y1 = spec.yMax ?? Math.max(...ys, ...(spec.hline !== undefined ? [spec.hline] : []));
+  let y0 = spec.yMin ?? Math.min(0, ...ys), y1 = spec.yMax ?? Math.max(...ys);
+  if (spec.yMax === undefined) y1 += 0.08 * (y1 - y0); // headroom under the legend
   if (!(y1 > y0)) y1 = y0 + 1;
   if (spec.vline !== undefined) x1 = Math.max(x1, spec.vline);
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R), sy = y => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
