@@ -4,7 +4,8 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-  packages=(dataset-fashion-mnist mosquitto mosquitto-clients openssl python3-onnx ffmpeg)
+  # chromium: the dashboard browser test; prometheus: promtool checks /metrics; fonts-dejavu-core: the charts' font.
+  packages=(dataset-fashion-mnist mosquitto mosquitto-clients openssl python3-onnx ffmpeg chromium prometheus fonts-dejavu-core)
 fi
 missing=()
 for p in "${packages[@]}"; do

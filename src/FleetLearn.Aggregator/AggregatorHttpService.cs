@@ -1,10 +1,9 @@
-using System.Globalization;
-using System.Net;
-using System.Text.Json.Serialization;
-using System.Text.Json;
-using System.Text;
-using FleetLearn.Core.Rounds;
-using FleetLearn.Storage;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -12,198 +11,104 @@ using Microsoft.Extensions.Options;
 namespace FleetLearn.Aggregator;
 
 /// <summary>
-/// The aggregator's small HTTP surface on <see cref="AggregatorOptions.HttpPort"/> (off when 0): <c>/healthz</c>,
-/// <c>/metrics</c> (Prometheus text exposition format 0.0.4) and <c>/api/rounds</c> (JSON). BCL
-/// <see cref="HttpListener"/>, so no web stack is pulled in; requests are served one at a time (they are tiny).
+/// Runs the aggregator's HTTP surface (<see cref="AggregatorHttp.MapFleetLearnAggregator"/>) on its own Kestrel server
+/// inside any generic host, on <see cref="AggregatorOptions.HttpUrls"/> (off when there are none).
 /// </summary>
+/// <remarks>
+/// Its own <see cref="WebApplication"/> keeps the surface optional and lets the worker live in a plain generic host
+/// (the CLI, the simulator, someone else's service); an ASP.NET Core application can instead call
+/// <see cref="AggregatorHttp.AddFleetLearnAggregatorHttp"/> and <see cref="AggregatorHttp.MapFleetLearnAggregator"/> itself.
+/// </remarks>
 public sealed class AggregatorHttpService(
     IOptions<AggregatorOptions> options,
     AggregatorStatus status,
-    ILogger<AggregatorHttpService> logger) : BackgroundService
+    ILoggerFactory loggerFactory,
+    TimeProvider? time = null,
+    IConfiguration? configuration = null) : IHostedService, IAsyncDisposable
 {
-    /// <summary>Content type of the Prometheus text exposition format.</summary>
-    public const string MetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
+    private readonly TaskCompletionSource<IReadOnlyList<Uri>> _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private WebApplication? _app;
 
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web) { Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) } };
-    private readonly TaskCompletionSource<string?> _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    /// <summary>Completes with the addresses Kestrel listens on once it accepts requests, or with an empty list when the surface is off.</summary>
+    public Task<IReadOnlyList<Uri>> Listening => _listening.Task;
 
-    /// <summary>Completes with the listener's prefix once it accepts requests, or with null when the surface is off.</summary>
-    public Task<string?> Listening => _listening.Task;
-
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    /// <summary>Starts Kestrel on the configured addresses (does nothing when there are none).</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
         var settings = options.Value;
-        if (settings.HttpPort == 0)
+        var urls = settings.HttpUrls();
+        if (urls.Count == 0)
         {
-            _listening.TrySetResult(null);
+            _listening.TrySetResult([]);
             return;
         }
-        string prefix = string.Create(CultureInfo.InvariantCulture, $"http://{settings.HttpHost}:{settings.HttpPort}/");
-        using var listener = new HttpListener();
-        listener.Prefixes.Add(prefix);
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ApplicationName = typeof(AggregatorHttpService).Assembly.GetName().Name });
+        // The host's configuration (a Kestrel section with certificates for https:// addresses, for example) applies here too.
+        if (configuration is not null) builder.Configuration.AddConfiguration(configuration);
+        builder.WebHost.UseKestrelHttpsConfiguration();
+        builder.WebHost.UseUrls([.. urls]);
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(new ForwardingLoggerProvider(loggerFactory));
+        // One line per request at Information would drown the worker's own log under a polling dashboard.
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+        // An unhealthy check is the answer to a probe, not an error of this process: the probe's response says why.
+        builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);
+        // The host this service runs in owns Ctrl-C and SIGTERM; the web application stops when this service does.
+        builder.Services.AddSingleton<IHostLifetime, PassiveLifetime>();
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(time ?? TimeProvider.System);
+        builder.Services.AddFleetLearnAggregatorHttp(status);
+        var app = builder.Build();
+        app.MapFleetLearnAggregator();
         try
         {
-            listener.Start();
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (HttpListenerException e)
+        catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException)
         {
-            _listening.TrySetException(e);
-            throw new InvalidOperationException($"aggregator: cannot listen on {prefix}: {e.Message} (Aggregator:HttpPort / Aggregator:HttpHost).", e);
+            await app.DisposeAsync().ConfigureAwait(false);
+            var error = new InvalidOperationException($"aggregator: cannot listen on {string.Join(", ", urls)}: {e.Message} (Aggregator:Urls / Aggregator:HttpPort).", e);
+            _listening.TrySetException(error);
+            throw error;
         }
-        // Stop() makes a pending GetContextAsync fail, which ends the loop below.
-        await using var stop = stoppingToken.Register(listener.Stop).ConfigureAwait(false);
-        logger.LogInformation("aggregator: HTTP surface on {Prefix} (/healthz, /metrics, /api/rounds).", prefix);
-        _listening.TrySetResult(prefix);
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            HttpListenerContext context;
-            try
-            {
-                context = await listener.GetContextAsync().ConfigureAwait(false);
-            }
-            catch (Exception e) when ((e is HttpListenerException or ObjectDisposedException or InvalidOperationException) && stoppingToken.IsCancellationRequested)
-            {
-                break;
-            }
-            try
-            {
-                await RespondAsync(context, stoppingToken).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is HttpListenerException or IOException or ObjectDisposedException)
-            {
-                // The client went away mid-response: nothing to do.
-                logger.LogDebug(e, "aggregator: HTTP response to {Url} failed.", context.Request.Url);
-            }
-            finally
-            {
-                context.Response.Close();
-            }
-        }
+        _app = app;
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+        var bound = addresses.Select(a => new Uri(a.Replace("://[::]", "://localhost", StringComparison.Ordinal).Replace("://0.0.0.0", "://localhost", StringComparison.Ordinal))).ToArray();
+        loggerFactory.CreateLogger<AggregatorHttpService>().LogInformation(
+            "aggregator: HTTP surface on {Addresses} (/, /healthz, /metrics, /api/rounds, /api/vehicles, /openapi/v1.json){Token}.",
+            string.Join(", ", addresses), string.IsNullOrEmpty(settings.HttpToken) ? "" : "; a bearer token is required beyond /healthz");
+        _listening.TrySetResult(bound);
     }
 
-    private async Task RespondAsync(HttpListenerContext context, CancellationToken cancellationToken)
+    /// <summary>Stops Kestrel.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
     {
-        var request = context.Request;
-        var response = context.Response;
-        if (request.HttpMethod is not ("GET" or "HEAD"))
+        if (_app is { } app) await app.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Disposes the web application.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_app is { } app) await app.DisposeAsync().ConfigureAwait(false);
+        _app = null;
+    }
+
+    /// <summary>A host lifetime that listens for no signal (the enclosing host's own lifetime does).</summary>
+    private sealed class PassiveLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    /// <summary>Hands the web application's log to the host's logger factory without owning (disposing) it.</summary>
+    private sealed class ForwardingLoggerProvider(ILoggerFactory target) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => target.CreateLogger(categoryName);
+
+        public void Dispose()
         {
-            response.AddHeader("Allow", "GET, HEAD");
-            await WriteAsync(response, 405, "text/plain; charset=utf-8", "method not allowed\n", cancellationToken).ConfigureAwait(false);
-            return;
         }
-        var (code, type, body) = request.Url?.AbsolutePath switch
-        {
-            "/healthz" => status.Running ? (200, "text/plain; charset=utf-8", "ok\n") : (503, "text/plain; charset=utf-8", "not running\n"),
-            "/metrics" => (200, MetricsContentType, Metrics(status)),
-            "/api/rounds" => (200, "application/json; charset=utf-8", JsonSerializer.Serialize(status.Rounds.Select(RoundJson.From), Json)),
-            "/" => (200, "text/html; charset=utf-8", Dashboard(status)),
-            _ => (404, "text/plain; charset=utf-8", "not found: try /, /healthz, /metrics or /api/rounds\n"),
-        };
-        await WriteAsync(response, code, type, request.HttpMethod == "HEAD" ? null : body, cancellationToken).ConfigureAwait(false);
-    }
-
-    private static async Task WriteAsync(HttpListenerResponse response, int code, string type, string? body, CancellationToken cancellationToken)
-    {
-        response.StatusCode = code;
-        response.ContentType = type;
-        response.Headers["Cache-Control"] = "no-store";
-        var bytes = Encoding.UTF8.GetBytes(body ?? "");
-        response.ContentLength64 = bytes.Length;
-        if (bytes.Length > 0) await response.OutputStream.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// The dashboard page: what the worker is doing, the counters, a chart of participants per round and the round table
-    /// (self-contained HTML with inline SVG; reload to refresh).
-    /// </summary>
-    internal static string Dashboard(AggregatorStatus status)
-    {
-        var rounds = status.Rounds;
-        var byReason = status.RejectedByReason;
-        var report = new Reporting.HtmlReport("FleetLearn aggregator")
-            .AddSummary("state", status.Running ? "running" : "stopped")
-            .AddSummary("now", status.Activity)
-            .AddSummary("current round", status.CurrentRound)
-            .AddSummary("model version", status.ModelVersion)
-            .AddSummary("vehicles checked in", status.CheckedIn)
-            .AddSummary("rounds applied / aborted", $"{rounds.Count(r => r.Status == RoundStatus.Applied)} / {rounds.Count(r => r.Status == RoundStatus.Aborted)}")
-            .AddSummary("updates accepted / duplicate", $"{status.AcceptedUpdates} / {status.DuplicateUpdates}")
-            .AddSummary("messages rejected", byReason.Count == 0 ? "0" : string.Join(", ", byReason.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key} {p.Value}")))
-            .AddSummary("bytes received / published", $"{status.BytesUp:N0} / {status.BytesDown:N0}")
-            .AddSummary("largest ε of a vehicle", double.IsFinite(status.MaxVehicleEpsilon) ? status.MaxVehicleEpsilon.ToString("F3", CultureInfo.InvariantCulture) : "no DP");
-        if (rounds.Count > 0)
-        {
-            var xs = rounds.Select(r => (double)r.Round).ToArray();
-            report.AddSection("Participants per round").AddChart(new Reporting.LineChart
-            {
-                Title = "Cohort and participants",
-                XLabel = "Round",
-                YLabel = "Vehicles",
-                Series =
-                [
-                    Reporting.ChartSeries.FromXY("selected", xs, rounds.Select(r => (double)r.CohortSize)),
-                    Reporting.ChartSeries.FromXY("participants", xs, rounds.Select(r => (double)r.Participants)),
-                ],
-                YMin = 0,
-            }, 800, 320);
-        }
-        report.AddSection("Rounds").AddTable(["round", "status", "model in", "model out", "cohort", "participants", "train loss", "started", "closed", "note"],
-            rounds.OrderByDescending(r => r.Round).Select(r => new object?[]
-            {
-                r.Round, r.Status.ToString(), r.ModelVersionIn, r.ModelVersionOut, r.CohortSize, r.Participants,
-                double.IsFinite(r.TrainLoss) ? Math.Round(r.TrainLoss, 4) : null, r.StartedAt.ToString("u", CultureInfo.InvariantCulture),
-                r.ClosedAt?.ToString("u", CultureInfo.InvariantCulture), r.Note,
-            }));
-        return report.ToHtml();
-    }
-
-    /// <summary>The Prometheus text exposition (format 0.0.4) of <paramref name="status"/>.</summary>
-    internal static string Metrics(AggregatorStatus status)
-    {
-        var rounds = status.Rounds;
-        var text = new StringBuilder();
-        Family(text, "fleetlearn_aggregator_rounds_total", "counter", "Rounds closed, by outcome (including earlier runs from the store).");
-        Sample(text, "fleetlearn_aggregator_rounds_total{status=\"applied\"}", rounds.Count(r => r.Status == RoundStatus.Applied));
-        Sample(text, "fleetlearn_aggregator_rounds_total{status=\"aborted\"}", rounds.Count(r => r.Status == RoundStatus.Aborted));
-        Family(text, "fleetlearn_aggregator_updates_accepted_total", "counter", "Updates folded into a round since start.");
-        Sample(text, "fleetlearn_aggregator_updates_accepted_total", status.AcceptedUpdates);
-        Family(text, "fleetlearn_aggregator_updates_duplicate_total", "counter", "Resent or second updates recognised and not folded again.");
-        Sample(text, "fleetlearn_aggregator_updates_duplicate_total", status.DuplicateUpdates);
-        Family(text, "fleetlearn_aggregator_messages_rejected_total", "counter", "Malformed, late, forged or out-of-cohort messages, by reason.");
-        var byReason = status.RejectedByReason;
-        foreach (var reason in Core.Rounds.RejectReasons.All.Union(byReason.Keys.Order(StringComparer.Ordinal)))
-            Sample(text, $"fleetlearn_aggregator_messages_rejected_total{{reason=\"{reason}\"}}", byReason.GetValueOrDefault(reason));
-        Family(text, "fleetlearn_aggregator_bytes_received_total", "counter", "Bytes of vehicle messages received.");
-        Sample(text, "fleetlearn_aggregator_bytes_received_total", status.BytesUp);
-        Family(text, "fleetlearn_aggregator_bytes_sent_total", "counter", "Bytes published to vehicles (models, plans, secure-aggregation messages, acks).");
-        Sample(text, "fleetlearn_aggregator_bytes_sent_total", status.BytesDown);
-        if (double.IsFinite(status.MaxVehicleEpsilon))
-        {
-            Family(text, "fleetlearn_aggregator_vehicle_epsilon_max", "gauge", "Largest (ε, δ)-DP ε any vehicle has spent (aggregator's ledger).");
-            text.Append("fleetlearn_aggregator_vehicle_epsilon_max ").Append(status.MaxVehicleEpsilon.ToString("R", CultureInfo.InvariantCulture)).Append('\n');
-        }
-        Family(text, "fleetlearn_aggregator_model_version", "gauge", "Version of the current global model.");
-        Sample(text, "fleetlearn_aggregator_model_version", status.ModelVersion);
-        Family(text, "fleetlearn_aggregator_current_round", "gauge", "Round in progress (0 when none).");
-        Sample(text, "fleetlearn_aggregator_current_round", status.CurrentRound);
-        Family(text, "fleetlearn_aggregator_checked_in_vehicles", "gauge", "Vehicles checked in and available.");
-        Sample(text, "fleetlearn_aggregator_checked_in_vehicles", status.CheckedIn);
-        Family(text, "fleetlearn_aggregator_up", "gauge", "1 while the aggregator worker runs.");
-        Sample(text, "fleetlearn_aggregator_up", status.Running ? 1 : 0);
-        return text.ToString();
-
-        static void Family(StringBuilder text, string name, string type, string help) =>
-            text.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n').Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-
-        static void Sample(StringBuilder text, string series, long value) =>
-            text.Append(series).Append(' ').Append(value.ToString(CultureInfo.InvariantCulture)).Append('\n');
-    }
-
-    /// <summary>A round record as JSON (NaN loss as null: JSON has no NaN).</summary>
-    private sealed record RoundJson(long Round, long ModelVersionIn, long? ModelVersionOut, RoundStatus Status, int CohortSize, int Participants,
-        double? TrainLoss, DateTimeOffset StartedAt, DateTimeOffset? ClosedAt, string Note)
-    {
-        public static RoundJson From(RoundRecord r) => new(r.Round, r.ModelVersionIn, r.ModelVersionOut, r.Status, r.CohortSize, r.Participants,
-            double.IsFinite(r.TrainLoss) ? r.TrainLoss : null, r.StartedAt, r.ClosedAt, r.Note);
     }
 }

@@ -124,11 +124,29 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Stop the host after the last round (command-line runs).</summary>
     public bool StopWhenDone { get; set; }
 
-    /// <summary>Port of the HTTP surface (<c>/healthz</c>, <c>/metrics</c>, <c>/api/rounds</c>); 0 (the default) = off.</summary>
+    /// <summary>
+    /// Addresses of the HTTP surface (ASP.NET Core Kestrel), separated by ';', e.g. <c>http://localhost:8080</c> (loopback,
+    /// IPv4 and IPv6) or <c>http://*:8080</c> (every interface); empty = <see cref="HttpPort"/> decides.
+    /// </summary>
+    public string? Urls { get; set; }
+
+    /// <summary>Shorthand for <see cref="Urls"/> = <c>http://{HttpHost}:{HttpPort}</c>; 0 (the default) with no <see cref="Urls"/> = no HTTP surface.</summary>
     [Range(0, 65535)] public int HttpPort { get; set; }
 
-    /// <summary>Host the HTTP surface listens on: <c>127.0.0.1</c> (default, loopback only), a host name, or <c>+</c> for every interface.</summary>
-    [Required] public string HttpHost { get; set; } = "127.0.0.1";
+    /// <summary>Host of the <see cref="HttpPort"/> shorthand: <c>localhost</c> (default: loopback, reachable as localhost, 127.0.0.1 and ::1), an address, or <c>*</c> for every interface.</summary>
+    [Required] public string HttpHost { get; set; } = "localhost";
+
+    /// <summary>
+    /// Bearer token that every HTTP request except <c>/healthz</c> and the dashboard's static files must carry
+    /// (<c>Authorization: Bearer …</c>; the dashboard takes it as <c>/#token=…</c>); empty = no token (bind to loopback then).
+    /// </summary>
+    public string? HttpToken { get; set; }
+
+    /// <summary>The HTTP surface's addresses: <see cref="Urls"/>, else the <see cref="HttpPort"/> shorthand, else none (off).</summary>
+    public IReadOnlyList<string> HttpUrls() =>
+        !string.IsNullOrWhiteSpace(Urls) ? [.. Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]
+        : HttpPort > 0 ? [string.Create(System.Globalization.CultureInfo.InvariantCulture, $"http://{HttpHost}:{HttpPort}")]
+        : [];
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
@@ -146,6 +164,14 @@ public sealed class AggregatorOptions : IValidatableObject
         if (MinParticipants > CohortSize) errors.Add(new ValidationResult("Aggregator:MinParticipants cannot exceed Aggregator:CohortSize."));
         if (RoundTimeout <= TimeSpan.Zero || CohortWait < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:RoundTimeout must be positive and CohortWait not negative."));
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) errors.Add(new ValidationResult("Aggregator:LearningRate must be positive."));
+        foreach (var url in HttpUrls())
+        {
+            // Kestrel's wildcard hosts (*, +) are not URIs; check the rest of the address with a stand-in host.
+            string probe = url.Replace("://*", "://any", StringComparison.Ordinal).Replace("://+", "://any", StringComparison.Ordinal);
+            if (!Uri.TryCreate(probe, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+                errors.Add(new ValidationResult($"Aggregator:Urls: '{url}' is not an http:// or https:// address (e.g. http://localhost:8080)."));
+        }
+        if (HttpToken is { Length: > 0 and < 16 }) errors.Add(new ValidationResult("Aggregator:HttpToken must be at least 16 characters (or empty for none)."));
         if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
         if (WeightCap is not { } cap || !(cap >= 1) || double.IsInfinity(cap))
             errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));

@@ -10,7 +10,7 @@ public static class AggregatorServiceCollectionExtensions
 {
     /// <summary>
     /// Binds <c>Aggregator</c> and <c>Mqtt</c>, validates them on start, adds <see cref="AggregatorStatus"/>, the worker and
-    /// the HTTP surface (<see cref="AggregatorHttpService"/>, which does nothing unless <c>Aggregator:HttpPort</c> is set).
+    /// the HTTP surface (<see cref="AggregatorHttpService"/>, which does nothing unless <c>Aggregator:Urls</c> or <c>Aggregator:HttpPort</c> is set).
     /// </summary>
     public static IServiceCollection AddFleetLearnAggregator(this IServiceCollection services)
     {

@@ -12,16 +12,19 @@ public sealed record RoundClosed(RoundRecord Record, float[] Model);
 /// instruments of the meter <see cref="MeterName"/> (observable counters and gauges), so that any OpenTelemetry exporter —
 /// OTLP to a collector when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set — ships them.
 /// </summary>
-public sealed class AggregatorStatus : IDisposable
+public sealed partial class AggregatorStatus : IDisposable
 {
     /// <summary>Name of the aggregator's <see cref="System.Diagnostics.Metrics.Meter"/>.</summary>
     public const string MeterName = "FleetLearn.Aggregator";
 
     private readonly System.Diagnostics.Metrics.Meter _meter = new(MeterName);
 
-    /// <summary>Creates the status and its instruments.</summary>
-    public AggregatorStatus()
+    private readonly TimeProvider _time;
+
+    /// <summary>Creates the status and its instruments; <paramref name="time"/> stamps last-seen times and progress (system clock when null).</summary>
+    public AggregatorStatus(TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         _meter.CreateObservableCounter("fleetlearn.aggregator.rounds", () => RoundsBy(), "{round}", "Rounds closed, by outcome.");
         _meter.CreateObservableCounter("fleetlearn.aggregator.updates.accepted", () => AcceptedUpdates, "{update}", "Updates folded into a round.");
         _meter.CreateObservableCounter("fleetlearn.aggregator.updates.duplicate", () => DuplicateUpdates, "{update}", "Resends recognised and not folded again.");
@@ -112,10 +115,15 @@ public sealed class AggregatorStatus : IDisposable
             if (i >= 0) _rounds[i] = record;
             else _rounds.Add(record);
         }
+        _fleet.RoundRecorded(record, BytesUp, BytesDown);
         if (model is not null) _closed.Writer.TryWrite(new RoundClosed(record, model));
     }
 
-    internal void Accepted() => Interlocked.Increment(ref _accepted);
+    internal void Accepted()
+    {
+        Interlocked.Increment(ref _accepted);
+        _fleet.UpdateAccepted();
+    }
 
     internal void Duplicate() => Interlocked.Increment(ref _duplicates);
 

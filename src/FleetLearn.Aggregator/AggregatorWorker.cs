@@ -15,11 +15,8 @@ using Microsoft.Extensions.Options;
 namespace FleetLearn.Aggregator;
 
 /// <summary>
-/// The cloud worker: a message pump around <see cref="RoundCoordinator"/>, which decides everything about a round. Per round
-/// it waits for check-ins, selects the cohort (<see cref="CohortSelection"/>), publishes the model and the signed plan,
-/// feeds every vehicle message to the coordinator and carries out its effects (route SecAgg messages, charge the ledger,
-/// store model N+1 and the round record in one LiteDB transaction, publish), and acknowledges each message at the
-/// application level so vehicles can empty their outboxes. A round left open by a crash is recorded as aborted.
+/// The cloud worker: a message pump around <see cref="RoundCoordinator"/>, which decides everything about a round; the
+/// worker selects the cohort, publishes model and plan, carries out the coordinator's effects and acks every message.
 /// </summary>
 public sealed class AggregatorWorker(
     IOptions<AggregatorOptions> aggregatorOptions,
@@ -54,19 +51,14 @@ public sealed class AggregatorWorker(
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
         long round = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger) + 1;
-
-        _uplink = new ChunkAssembler(_options.MaxUpdateBytes, maxPendingTransfers: Math.Max(64, 4 * _options.CohortSize));
+        // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).
+        _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
         _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
         _link = new VehicleLink(mqtt, status, _options);
         mqtt.MessageReceived += m => _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
-        await mqtt.SubscribeAsync(mqtt.Topics.AllUp, stoppingToken).ConfigureAwait(false);
-        await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, stoppingToken).ConfigureAwait(false);
-        mqtt.Start(stoppingToken);
-        // A plan left retained by a previous run announces a round this run has recorded as aborted (or closed): clear it,
-        // so that vehicles arriving before the next cohort forms do not train for nothing. Agents ignore the empty payload.
-        await mqtt.PublishReliablyAsync(mqtt.Topics.RoundCurrent, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: stoppingToken).ConfigureAwait(false);
+        await _link.StartAsync(stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
             spec, model.Version, strategy.Name, _options.Codec, _options.SecureAggregation, _options.Privacy, round);
         status.ModelVersion = model.Version;
@@ -80,7 +72,7 @@ public sealed class AggregatorWorker(
             var drainUntil = time.GetUtcNow() + _options.DrainTime;
             while (time.GetUtcNow() < drainUntil && !stoppingToken.IsCancellationRequested)
                 await ProcessNextAsync(null, drainUntil, stoppingToken).ConfigureAwait(false);
-            logger.LogInformation("aggregator: finished its {Rounds} rounds; model {Version}.", _options.Rounds, model.Version);
+            logger.LogInformation("aggregator: finished the {Rounds} rounds of this start (Aggregator:Rounds); {Next}.", _options.Rounds, _options.StopWhenDone ? "stopping (Aggregator:StopWhenDone)" : "no more rounds; running until stopped (Aggregator:StopWhenDone=true ends the process)");
             status.Done.TrySetResult();
             if (_options.StopWhenDone) lifetime?.StopApplication();
         }
@@ -96,7 +88,6 @@ public sealed class AggregatorWorker(
     private async Task<Checkpoint> RunRoundAsync(long round, Checkpoint model, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
     {
         bool secure = AggregatorProtection.ParseSecure(_options.SecureAggregation) != SecureAggregationMode.Off;
-        var charge = PrivacyCharge.Participation(_options.NoiseMultiplier);
         int selectionSize = CohortSelection.SelectionSize(_options.CohortSize, _options.OverSelection);
         // 1. Cohort: wait for enough eligible check-ins (or for CohortWait with at least MinParticipants).
         var waitUntil = time.GetUtcNow() + _options.CohortWait;
@@ -104,7 +95,7 @@ public sealed class AggregatorWorker(
         string[] candidates;
         while (true)
         {
-            candidates = _roster.Eligible(charge);
+            candidates = _roster.Eligible(PrivacyCharge.Participation(_options.NoiseMultiplier));
             status.Activity = $"round {round}: waiting for check-ins ({candidates.Length}/{selectionSize} eligible vehicles)";
             if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
@@ -153,12 +144,13 @@ public sealed class AggregatorWorker(
                     break;
                 case ChargeEffect charge when _ledger is not null:
                     // The spend is recorded before the sum is used: a crash can only over-count ε, never under-count it.
-                    foreach (var v in charge.Vehicles) _ledger.Record(v, charge.Round, charge.Charge);
-                    status.MaxVehicleEpsilon = _ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();
+                    foreach (var v in charge.Vehicles) status.VehicleEpsilon(v, _ledger.Record(v, charge.Round, charge.Charge).Epsilon);
                     break;
             }
         }
         status.Activity = coordinator.Progress;
+        var (phase, answered, expected) = coordinator.PhaseProgress;
+        status.ReportPhase(coordinator.Round, phase, answered, expected);
         if (routes.Count > 0) await _link.RouteAsync(coordinator.Round, routes, cancellationToken).ConfigureAwait(false);
     }
 
@@ -178,6 +170,7 @@ public sealed class AggregatorWorker(
             return;
         }
         status.Received(message.Payload.Length);
+        status.ReportBroker(_mqtt.IsConnected);
         try
         {
             await HandleAsync(coordinator, message, cancellationToken).ConfigureAwait(false);
@@ -199,6 +192,7 @@ public sealed class AggregatorWorker(
     {
         var topics = _mqtt.Topics;
         if (!topics.TryParseVehicleTopic(message.Topic, out var vehicle, out var channel, out var kind)) return;
+        status.VehicleSeen(vehicle);
         if (channel == "checkin")
         {
             var envelope = Envelope.Decode(message.Payload, maxPayload: 6 + Checkin.MaxKeyBytes);
@@ -208,8 +202,9 @@ public sealed class AggregatorWorker(
             status.CheckedIn = _roster.Count;
             return;
         }
+        if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
         if (channel != "up" || kind is not ("update" or "secagg")) return;
-        if (_uplink.Add(message.Topic, message.Payload) is not { } whole) return;
+        if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
         var update = Envelope.Decode(whole, _options.MaxUpdateBytes);
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
@@ -221,6 +216,7 @@ public sealed class AggregatorWorker(
             case AckStatus.Duplicate: status.Duplicate(); break;
             case AckStatus.Rejected:
                 status.Rejected(admission.Reason ?? RejectReasons.Malformed);
+                status.VehicleRejected(vehicle, admission.Reason ?? RejectReasons.Malformed);
                 logger.LogWarning("aggregator: rejected {Kind} from {Vehicle} for round {Round}: {Reason}", kind, vehicle, update.Round, admission.Why);
                 break;
         }
@@ -244,7 +240,11 @@ public sealed class AggregatorWorker(
         if (coordinator is null || update.Round != coordinator.Round)
             return (Admission.Rejected(RejectReasons.WrongRound, $"round {update.Round} is not open (current {coordinator?.Round.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"})"), null);
         var step = coordinator.Receive(vehicle, update.UpdateId, message);
-        if (step.Admission.Status == AckStatus.Accepted && message is PlainUpdateMessage or SecureUpdateMessage { Message: MaskedInputMessage }) status.Accepted();
+        if (step.Admission.Status == AckStatus.Accepted && message is PlainUpdateMessage or SecureUpdateMessage { Message: MaskedInputMessage })
+        {
+            status.Accepted();
+            status.VehicleParticipated(vehicle, coordinator.Round);
+        }
         return (step.Admission, step);
     }
 }

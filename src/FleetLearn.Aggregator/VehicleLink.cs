@@ -7,6 +7,18 @@ namespace FleetLearn.Aggregator;
 /// <summary>The aggregator's downlink to vehicles: routed secure-aggregation messages and application-level acks.</summary>
 internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, AggregatorOptions options)
 {
+    /// <summary>
+    /// Subscribes to the vehicles' uplink and check-ins, starts the connection, and clears a plan a previous run left retained
+    /// (it announces a round this run has recorded as aborted or closed; agents ignore the empty payload).
+    /// </summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await mqtt.SubscribeAsync(mqtt.Topics.AllUp, cancellationToken).ConfigureAwait(false);
+        await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, cancellationToken).ConfigureAwait(false);
+        mqtt.Start(cancellationToken);
+        await mqtt.PublishReliablyAsync(mqtt.Topics.RoundCurrent, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Sends each routed message to its vehicle's inbox (chunked under the broker's packet limit, expiring after two phases).</summary>
     public Task RouteAsync(long round, IReadOnlyList<RouteEffect> routes, CancellationToken cancellationToken)
     {

@@ -1,4 +1,4 @@
-using FleetLearn.Reporting.Rendering;
+using SkiaSharp;
 
 namespace FleetLearn.Reporting;
 
@@ -36,17 +36,20 @@ public static class GrayImage
             }
         }
         int w = width * scale, h = height * scale;
-        var rgb = new byte[w * h * 3];
+        using var bitmap = new SKBitmap(new SKImageInfo(w, h, SKColorType.Gray8, SKAlphaType.Opaque));
+        var grey = new byte[w * h];
         for (int y = 0; y < h; y++)
         {
             for (int x = 0; x < w; x++)
             {
                 float v = pixels[(y / scale) * width + x / scale];
-                byte g = float.IsFinite(v) ? (byte)Math.Round(255 * Math.Clamp((v - min) / (max - min), 0, 1)) : (byte)128;
-                int at = (y * w + x) * 3;
-                rgb[at] = rgb[at + 1] = rgb[at + 2] = g;
+                grey[y * w + x] = float.IsFinite(v) ? (byte)Math.Round(255 * Math.Clamp((v - min) / (max - min), 0, 1)) : (byte)128;
             }
         }
-        return PngEncoder.Encode(w, h, rgb);
+        var rows = bitmap.GetPixels();
+        for (int y = 0; y < h; y++) System.Runtime.InteropServices.Marshal.Copy(grey, y * w, rows + y * bitmap.RowBytes, w);
+        using var image = SKImage.FromBitmap(bitmap);
+        using var png = image.Encode(SKEncodedImageFormat.Png, 100);
+        return png.ToArray();
     }
 }

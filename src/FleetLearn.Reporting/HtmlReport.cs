@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using FleetLearn.Reporting.Rendering;
 
 namespace FleetLearn.Reporting;
 
@@ -99,7 +98,7 @@ public sealed class HtmlReport
     {
         ArgumentNullException.ThrowIfNull(png);
         ArgumentNullException.ThrowIfNull(altText);
-        if (png.Length < 8 || !png.AsSpan(0, 8).SequenceEqual(PngEncoder.Signature))
+        if (png.Length < 8 || !png.AsSpan(0, 8).SequenceEqual(PngSignature))
             throw new ArgumentException("The bytes are not a PNG (bad signature).", nameof(png));
         _body.Append("<figure class=\"image\"><img alt=\"").Append(Xml.Escape(altText))
             .Append("\" src=\"data:image/png;base64,").Append(Convert.ToBase64String(png)).Append("\"></figure>\n");
@@ -129,6 +128,8 @@ public sealed class HtmlReport
         html.Append("</main>\n</body>\n</html>\n");
         return html.ToString();
     }
+
+    private static ReadOnlySpan<byte> PngSignature => [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];
 
     private void CloseSection()
     {

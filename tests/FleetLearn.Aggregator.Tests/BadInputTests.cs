@@ -156,8 +156,6 @@ public sealed class BadInputTests : IAsyncLifetime
         foreach (var reason in new[] { RejectReasons.Truncated, RejectReasons.Version, RejectReasons.WrongRound, RejectReasons.NonFinite, RejectReasons.Oversized, RejectReasons.NotInCohort })
             Assert.True(byReason.GetValueOrDefault(reason) >= 1, $"no rejection counted as {reason}: {string.Join(", ", byReason.Select(p => $"{p.Key}={p.Value}"))}");
         Assert.True(byReason.GetValueOrDefault(RejectReasons.Signature) >= 2, "the tampered chunk and the foreign device key are both signature failures");
-        var metrics = AggregatorHttpService.Metrics(status).Split('\n');
-        Assert.Contains(metrics, l => l.StartsWith("fleetlearn_aggregator_messages_rejected_total{reason=\"non_finite\"} ", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal));
         // Each rejection was logged with its reason.
         Assert.Contains(_log.Lines, l => l.Contains("NaN", StringComparison.Ordinal));
         Assert.Contains(_log.Lines, l => l.Contains("version 9", StringComparison.Ordinal));

@@ -96,13 +96,13 @@ public sealed partial class HtmlReportTests
     }
 
     [Fact]
-    public void AddChart_TwoCharts_GetDistinctClipIds()
+    public void AddChart_TwoCharts_GetDistinctIds()
     {
         var html = new HtmlReport("r").AddChart(Chart()).AddChart(Chart()).ToHtml();
 
-        var ids = Regex.Matches(html, "<clipPath id=\"([^\"]+)\"").Select(m => m.Groups[1].Value).ToList();
-        Assert.Equal(2, ids.Count);
-        Assert.Equal(2, ids.Distinct().Count());
+        var ids = Regex.Matches(html, " id=\"([^\"]+)\"").Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(ids.Count, ids.Distinct().Count());
+        Assert.Equal(2, Regex.Matches(html, "<svg").Count);
     }
 
     [GeneratedRegex("""(?:src|href)\s*=\s*["']?\s*(?:https?:|//)""", RegexOptions.IgnoreCase)]

@@ -1,13 +1,14 @@
-using FleetLearn.Reporting.Rendering;
+using SkiaSharp;
 
 namespace FleetLearn.Reporting.Tests;
 
+/// <summary>PNG charts through ScottPlot, read back with SkiaSharp and checked at the data's pixel positions.</summary>
 public sealed class PngChartRendererTests
 {
     private static readonly ChartColor s_blue = ChartColor.FromHex("#0072b2");
     private static readonly ChartColor s_red = ChartColor.FromHex("#d55e00");
 
-    private static LineChart AccuracyChart() => new()
+    internal static LineChart AccuracyChart() => new()
     {
         Title = "Accuracy per round",
         XLabel = "Round",
@@ -21,86 +22,53 @@ public sealed class PngChartRendererTests
     };
 
     [Fact]
-    public void Render_AccuracyChart_IsWellFormedPngOfRequestedSize()
+    public void Render_AccuracyChart_IsPngOfRequestedSize()
     {
         var png = PngChartRenderer.Render(AccuracyChart(), 640, 360);
 
-        var reader = PngReader.Read(png); // checks signature and every chunk's CRC
-        Assert.Equal(640, reader.Width);
-        Assert.Equal(360, reader.Height);
-        Assert.Equal(8, reader.BitDepth);
-        Assert.Equal(2, reader.ColorType);
-        Assert.Equal(360 * (1 + 640 * 3), reader.InflatedLength);
-        Assert.Contains("IDAT", reader.ChunkTypes);
-        Assert.Equal("Accuracy per round", reader.Text["Title"]);
-    }
-
-    [Fact]
-    public void Crc32_CheckValue_MatchesIso3309()
-    {
-        // The standard CRC-32 check value: CRC of ASCII "123456789".
-        Assert.Equal(0xCBF43926u, PngEncoder.Crc32("123456789"u8));
-    }
-
-    [Fact]
-    public void Encode_RandomPixels_DecodeToSamePixels()
-    {
-        var rng = new Random(7);
-        var rgb = new byte[37 * 23 * 3];
-        rng.NextBytes(rgb);
-
-        var reader = PngReader.Read(PngEncoder.Encode(37, 23, rgb));
-
-        Assert.Equal(rgb, reader.Rgb);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png[..4]);
+        using var bitmap = SKBitmap.Decode(png);
+        Assert.Equal((640, 360), (bitmap.Width, bitmap.Height));
     }
 
     [Fact]
     public void Render_TwoSeries_PixelsAtDataPointsHaveSeriesColours()
     {
         var chart = AccuracyChart();
-        var png = PngReader.Read(PngChartRenderer.Render(chart, 900, 500));
-        var layout = ChartPainter.ComputeLayout(chart, 900, 500);
+        using var plot = ChartRenderer.Build(chart, 640, 360);
+        using var bitmap = SKBitmap.Decode(plot.GetImageBytes(640, 360, ScottPlot.ImageFormat.Png));
 
-        // Round 4 is clear of the legend, the reference line and the other series.
-        var blue = layout.Map(4, 0.65);
-        var red = layout.Map(4, 0.4);
-
-        Assert.True(NearestDistance(png, blue, s_blue) <= 3, $"no FedAvg-coloured pixel near {blue}");
-        Assert.True(NearestDistance(png, red, s_red) <= 3, $"no FedProx-coloured pixel near {red}");
-        Assert.True(NearestDistance(png, blue, s_red) > 30, "FedProx colour where only FedAvg is drawn");
+        foreach (var (series, colour) in new[] { (chart.Series[0], s_blue), (chart.Series[1], s_red) })
+        {
+            foreach (var p in series.Points)
+            {
+                var at = plot.GetPixel(new ScottPlot.Coordinates(p.X, p.Y));
+                Assert.True(NearestDistance(bitmap, at.X, at.Y, colour) <= 2, $"{series.Name} at ({p.X}, {p.Y}) is not drawn in {colour.ToHex()}");
+            }
+        }
     }
 
     [Fact]
     public void Render_FarFromAnyLine_PixelIsBackground()
     {
-        var chart = AccuracyChart();
-        var png = PngReader.Read(PngChartRenderer.Render(chart, 900, 500));
-        var layout = ChartPainter.ComputeLayout(chart, 900, 500);
-
-        // Lower right of the plot: both series are far above it.
-        var p = layout.Map(9.5, layout.Y.Min + 0.03);
-
-        var (r, g, b) = png.Pixel((int)p.X, (int)p.Y);
-        Assert.True(r > 230 && g > 230 && b > 230, $"expected background, got ({r},{g},{b})");
+        using var plot = ChartRenderer.Build(AccuracyChart(), 640, 360);
+        using var bitmap = SKBitmap.Decode(plot.GetImageBytes(640, 360, ScottPlot.ImageFormat.Png));
+        var at = plot.GetPixel(new ScottPlot.Coordinates(8.75, 0.33)); // well below both lines, between grid lines
+        var c = bitmap.GetPixel((int)at.X, (int)at.Y);
+        Assert.True(c.Red > 230 && c.Green > 230 && c.Blue > 230, $"pixel is {c}");
     }
 
     [Fact]
     public void Render_NaNInSeries_LeavesGapInLine()
     {
-        var chart = new LineChart
-        {
-            Series = [ChartSeries.FromXY("s", [1, 2, 3, 4, 5], [0.5, 0.5, double.NaN, 0.5, 0.5], s_blue)],
-            YMin = 0,
-            YMax = 1,
-        };
-        var png = PngReader.Read(PngChartRenderer.Render(chart, 600, 400));
-        var layout = ChartPainter.ComputeLayout(chart, 600, 400);
+        var chart = new LineChart { Series = [ChartSeries.FromXY("s", [1, 2, 3, 4, 5], [0.2, 0.4, double.NaN, 0.6, 0.8], s_blue)], YMin = 0, YMax = 1 };
+        using var plot = ChartRenderer.Build(chart, 640, 360);
+        using var bitmap = SKBitmap.Decode(plot.GetImageBytes(640, 360, ScottPlot.ImageFormat.Png));
 
-        var beforeGap = layout.Map(1.5, 0.5);
-        var inGap = layout.Map(3, 0.5);
-
-        Assert.True(NearestDistance(png, beforeGap, s_blue) <= 2);
-        Assert.True(NearestDistance(png, inGap, s_blue) > 5, "the line was drawn across the NaN");
+        var beforeGap = plot.GetPixel(new ScottPlot.Coordinates(1.5, 0.3));
+        var inGap = plot.GetPixel(new ScottPlot.Coordinates(3, 0.5));
+        Assert.True(NearestDistance(bitmap, beforeGap.X, beforeGap.Y, s_blue) <= 2);
+        Assert.True(NearestDistance(bitmap, inGap.X, inGap.Y, s_blue) > 5, "the line was drawn across the NaN");
     }
 
     [Fact]
@@ -122,30 +90,29 @@ public sealed class PngChartRendererTests
 
         foreach (var chart in charts)
         {
-            var reader = PngReader.Read(PngChartRenderer.Render(chart, 320, 200));
-            Assert.Equal(320, reader.Width);
-            Assert.Equal(200 * (1 + 320 * 3), reader.InflatedLength);
+            using var bitmap = SKBitmap.Decode(PngChartRenderer.Render(chart, 320, 200));
+            Assert.Equal((320, 200), (bitmap.Width, bitmap.Height));
         }
     }
 
     [Fact]
     public void Render_WithTitle_DrawsDarkTextPixelsAboveThePlot()
     {
-        var withTitle = PngReader.Read(PngChartRenderer.Render(AccuracyChart(), 600, 400));
-        var withoutTitle = PngReader.Read(PngChartRenderer.Render(new LineChart { Series = AccuracyChart().Series }, 600, 400));
+        using var withTitle = SKBitmap.Decode(PngChartRenderer.Render(AccuracyChart(), 600, 400));
+        using var withoutTitle = SKBitmap.Decode(PngChartRenderer.Render(new LineChart { Series = AccuracyChart().Series }, 600, 400));
 
-        Assert.True(DarkPixels(withTitle, 0, 0, 600, 28) > 60, "the title did not render");
-        Assert.Equal(0, DarkPixels(withoutTitle, 0, 0, 600, 12));
+        Assert.True(DarkPixels(withTitle, 0, 0, 600, 30) > 60, "the title did not render");
+        Assert.Equal(0, DarkPixels(withoutTitle, 0, 0, 600, 8));
     }
 
     [Fact]
     public void Render_YAxisLabel_DrawsVerticalTextAtLeftEdge()
     {
-        var png = PngReader.Read(PngChartRenderer.Render(AccuracyChart(), 600, 400));
-        var noLabel = PngReader.Read(PngChartRenderer.Render(new LineChart { Series = AccuracyChart().Series }, 600, 400));
+        using var png = SKBitmap.Decode(PngChartRenderer.Render(AccuracyChart(), 600, 400));
+        using var noLabel = SKBitmap.Decode(PngChartRenderer.Render(new LineChart { Series = AccuracyChart().Series }, 600, 400));
 
-        Assert.True(DarkPixels(png, 0, 100, 30, 300) > 40, "the y label did not render");
-        Assert.Equal(0, DarkPixels(noLabel, 0, 100, 12, 300));
+        Assert.True(DarkPixels(png, 0, 100, 24, 300) > 40, "the y label did not render");
+        Assert.Equal(0, DarkPixels(noLabel, 0, 100, 8, 300));
     }
 
     [Fact]
@@ -160,34 +127,45 @@ public sealed class PngChartRendererTests
         Assert.Throws<ArgumentOutOfRangeException>(() => PngChartRenderer.Render(AccuracyChart(), 50, 50));
     }
 
-    /// <summary>Distance in pixels from p to the nearest pixel within colour tolerance of c (999 if none within 10 px).</summary>
-    private static double NearestDistance(PngReader png, PointD p, ChartColor c, int tolerance = 12)
+    [Fact]
+    public void GrayImage_Pixels_ScaledBlocksOfGrey()
+    {
+        using var bitmap = SKBitmap.Decode(GrayImage.ToPng([0f, 1f, 0.5f, float.NaN], 2, scale: 3));
+        Assert.Equal((6, 6), (bitmap.Width, bitmap.Height));
+        Assert.Equal(0, bitmap.GetPixel(1, 1).Red);
+        Assert.Equal(255, bitmap.GetPixel(4, 1).Red);
+        Assert.Equal(128, bitmap.GetPixel(1, 4).Red);
+        Assert.Equal(128, bitmap.GetPixel(4, 4).Red); // NaN
+    }
+
+    /// <summary>Distance in pixels from (px, py) to the nearest pixel within colour tolerance of c (999 if none within 10 px).</summary>
+    private static double NearestDistance(SKBitmap png, float px, float py, ChartColor c, int tolerance = 12)
     {
         var best = 999.0;
         for (var dy = -10; dy <= 10; dy++)
         {
             for (var dx = -10; dx <= 10; dx++)
             {
-                int x = (int)p.X + dx, y = (int)p.Y + dy;
+                int x = (int)px + dx, y = (int)py + dy;
                 if (x < 0 || y < 0 || x >= png.Width || y >= png.Height)
                     continue;
-                var (r, g, b) = png.Pixel(x, y);
-                if (Math.Abs(r - c.R) <= tolerance && Math.Abs(g - c.G) <= tolerance && Math.Abs(b - c.B) <= tolerance)
+                var p = png.GetPixel(x, y);
+                if (Math.Abs(p.Red - c.R) <= tolerance && Math.Abs(p.Green - c.G) <= tolerance && Math.Abs(p.Blue - c.B) <= tolerance)
                     best = Math.Min(best, Math.Sqrt(dx * dx + dy * dy));
             }
         }
         return best;
     }
 
-    private static int DarkPixels(PngReader png, int x0, int y0, int x1, int y1)
+    private static int DarkPixels(SKBitmap png, int x0, int y0, int x1, int y1)
     {
         var n = 0;
         for (var y = y0; y < y1; y++)
         {
             for (var x = x0; x < x1; x++)
             {
-                var (r, g, b) = png.Pixel(x, y);
-                if (r + g + b < 3 * 120)
+                var p = png.GetPixel(x, y);
+                if (p.Red + p.Green + p.Blue < 3 * 120)
                     n++;
             }
         }

@@ -14,7 +14,8 @@ internal static class AggregatorCommand
         var command = new Command("aggregator",
             "Run the aggregator as a service. Settings come from appsettings.json, the environment (Aggregator__Rounds=5) and "
             + "--Section:Key=value arguments, in sections Aggregator and Mqtt, e.g. --Aggregator:CohortSize=2 --Aggregator:MinParticipants=2 "
-            + "--Aggregator:HttpPort=8080 (/healthz, /metrics, /api/rounds) --Mqtt:Host=127.0.0.1. "
+            + "--Aggregator:HttpPort=8080 or --Aggregator:Urls=http://localhost:8080 (/ dashboard, /healthz, /metrics, /api/rounds, /api/vehicles, /openapi/v1.json; "
+            + "--Aggregator:HttpToken=... requires a bearer token beyond /healthz) --Mqtt:Host=127.0.0.1. "
             + $"Mqtt:ClientId defaults to 'aggregator' and Mqtt:Password to ${BrokerCommand.PasswordVariable}.")
         {
             TreatUnmatchedTokensAsErrors = false,

@@ -88,6 +88,21 @@ public sealed class RoundCoordinator : IDisposable
         _ => "",
     };
 
+    /// <summary>The current phase's name, the vehicles that have answered in it, and how many are expected (for progress bars).</summary>
+    public (string Phase, int Answered, int Expected) PhaseProgress => Phase switch
+    {
+        CollectingPlain p => ("Collecting", p.Folded, p.Wanted),
+        CollectingSecure s => (s.Phase.ToString(), _received.GetValueOrDefault(s.Phase switch
+        {
+            SecAggServerPhase.AdvertiseKeys => SecAggMessageType.AdvertiseKeys,
+            SecAggServerPhase.ShareKeys => SecAggMessageType.ShareKeys,
+            SecAggServerPhase.MaskedInputCollection => SecAggMessageType.MaskedInput,
+            _ => SecAggMessageType.UnmaskResponse,
+        }), Cohort.Count),
+        Closed c => (c.Outcome is RoundApplied ? "Applied" : "Aborted", c.Outcome.Contributors.Count, Cohort.Count),
+        _ => ("", 0, 0),
+    };
+
     /// <summary>Admits one message of <paramref name="vehicle"/> (identified by its transport) for this round.</summary>
     public RoundStep Receive(string vehicle, Guid updateId, VehicleMessage message)
     {

@@ -114,7 +114,7 @@ internal sealed class FaultRig : IAsyncDisposable
     {
         var text = await HttpGetAsync("/metrics");
         return text.Split('\n').Where(l => l.Length > 0 && l[0] != '#')
-            .Select(l => l.Split(' ')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture), StringComparer.Ordinal);
+            .Select(l => l.Split(' ')).ToDictionary(p => p[0].EndsWith("{}", StringComparison.Ordinal) ? p[0][..^2] : p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture), StringComparer.Ordinal);
     }
 
     /// <summary>/api/rounds as (round, status, participants, model in, model out).</summary>
