@@ -22,4 +22,20 @@ public sealed class NoiseShareCheckAttackTests
     [Fact]
     public void VehiclesCannotCheckTheirNoise_PlanWithHonestNoiseShare_Accepted()
         => Plan(vehicleNoise: 10 * 1.0 / Math.Sqrt(4)).Validate(5);
+
+    [Fact]
+    public void PrivacyRefusal_VehicleFloorAboveThePlansThreshold_Refused()
+    {
+        var plan = Plan(vehicleNoise: 5);
+        Assert.Null(plan.PrivacyRefusal(new FleetLearn.Core.Privacy.VehiclePrivacyFloors(), 5));
+        Assert.Contains("t = 3 is below", plan.PrivacyRefusal(new FleetLearn.Core.Privacy.VehiclePrivacyFloors { MinSecAggThreshold = 4 }, 5), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ForRound_UsesTheRecomputedShareNotThePlansField()
+    {
+        var plan = Plan(vehicleNoise: 5);
+        var round = plan.ForRound(plan.CreatePipeline(8, 5), 1);
+        Assert.Equal(5, round.NoiseStdDev);
+    }
 }
