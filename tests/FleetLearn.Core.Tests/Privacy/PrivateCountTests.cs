@@ -37,3 +37,30 @@ public sealed class PrivateCountTests
     public void AddDiscreteLaplace_BadEpsilon_Rejected(double eps)
         => Assert.Throws<ArgumentOutOfRangeException>(() => PrivateCount.AddDiscreteLaplace(1, eps, new SeededNoiseSource(1)));
 }
+
+public sealed class MemoizedRandomizedResponseTests
+{
+    [Fact]
+    public void Report_SameValueEveryRound_SameReportAndChargedOnce()
+    {
+        var rr = new MemoizedRandomizedResponse(new RandomizedResponse(10, 0.5));
+        var source = new SeededNoiseSource(2);
+        var ledger = new PrivacyLedger(new PrivacyLedgerOptions(100, 1e-5));
+        var reports = new List<int>();
+        for (int round = 0; round < 50; round++)
+        {
+            reports.Add(rr.Report(3, source, out bool isNew));
+            if (isNew) ledger.Record("car", rr.ReleaseId(3), rr.ChargeFor());
+        }
+        Assert.Single(reports.Distinct());
+        Assert.Single(ledger.Get("car").Rounds);
+        // A restarted vehicle that restores its memo reports the same and is not charged again.
+        var restored = new MemoizedRandomizedResponse(new RandomizedResponse(10, 0.5), rr.Memo);
+        Assert.Equal(reports[0], restored.Report(3, new SeededNoiseSource(99), out bool again));
+        Assert.False(again);
+    }
+
+    [Fact]
+    public void Constructor_MemoOutsideCategories_Rejected()
+        => Assert.Throws<ArgumentException>(() => new MemoizedRandomizedResponse(new RandomizedResponse(3, 1), new Dictionary<int, int> { [1] = 5 }));
+}
