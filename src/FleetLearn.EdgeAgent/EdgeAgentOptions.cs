@@ -48,6 +48,25 @@ public sealed class EdgeAgentOptions : IValidatableObject
     /// <summary>Refuse plans without secure aggregation.</summary>
     public bool RequireSecureAggregation { get; set; }
 
+    /// <summary>Refuse plans whose cohort, or (distributed DP) whose noise-share minimum, is below this many vehicles (1 = any).</summary>
+    [Range(1, int.MaxValue)] public int MinCohort { get; set; } = 1;
+
+    /// <summary>Refuse secure-aggregation plans whose threshold t is below this (1 = any).</summary>
+    [Range(1, int.MaxValue)] public int MinSecAggThreshold { get; set; } = 1;
+
+    /// <summary>Refuse central DP: only noise the vehicle adds itself can be checked by the vehicle.</summary>
+    public bool RequireDistributedNoise { get; set; }
+
+    /// <summary>This vehicle's own privacy floors, for <c>RoundProtection.PrivacyRefusal</c> (they never come from the plan).</summary>
+    public Core.Privacy.VehiclePrivacyFloors PrivacyFloors => new()
+    {
+        MinNoiseMultiplier = MinNoiseMultiplier,
+        MinCohort = MinCohort,
+        MinSecAggThreshold = MinSecAggThreshold,
+        RequireSecureAggregation = RequireSecureAggregation,
+        RequireDistributedNoise = RequireDistributedNoise,
+    };
+
     /// <summary>Train only while parked (vehicle state provider).</summary>
     public bool RequireParked { get; set; }
 

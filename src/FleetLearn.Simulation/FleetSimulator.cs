@@ -394,7 +394,8 @@ public sealed class FleetSimulator : IDisposable
     /// <summary>The round's SecAgg parameters and the cohort's device keys (the coordinator owns and disposes the registry).</summary>
     private SecureRoundSetup SecureSetup(int round, int[] cohort)
     {
-        var parameters = _pipeline.CreateSecAggParameters((ulong)round, cohort.Length, SimulationRandomness.SecAggSeed(_options.Seed, round), TimeSpan.FromMinutes(1));
+        int minNoiseShares = _options.Privacy is { Mode: NoiseMode.Distributed } ? Math.Min(cohort.Length, _options.EffectiveMinParticipants) : 1;
+        var parameters = _pipeline.CreateSecAggParameters((ulong)round, cohort.Length, SimulationRandomness.SecAggSeed(_options.Seed, round), TimeSpan.FromMinutes(1), minNoiseShares);
         var registry = new ArrayRegistry(cohort.Length);
         for (int i = 0; i < cohort.Length; i++) registry.Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
         return new SecureRoundSetup(parameters, registry, _trainers.Length);

@@ -10,9 +10,10 @@ using FleetLearn.Reporting;
 namespace FleetLearn.Cli.Commands;
 
 /// <summary>
-/// <c>fleetlearn audit leakage</c>: shows that a raw update from one camera crop gives the crop
+/// <c>fleetlearn audit leakage|attacks</c>: <c>leakage</c> shows that a raw update from one camera crop gives the crop
 /// away (analytic inversion of the first dense layer, Phong et al. 2017), and that clipping +
-/// Gaussian noise, or secure aggregation's cohort sum, defeat the same attack.
+/// Gaussian noise, or secure aggregation's cohort sum, defeat the same attack; <c>attacks</c> runs issue 13's attacks
+/// (<see cref="PrivacyAttackAudit"/>).
 /// </summary>
 internal static class AuditCommand
 {
@@ -109,8 +110,24 @@ internal static class AuditCommand
             }
             return 0;
         });
-        return new Command("audit", "Privacy and robustness audits.") { leakage, Poisoning() };
+        var attacksJson = new Option<bool>("--json") { Description = "Print one JSON object per attack ({\"attack\",\"outcome\",\"detail\"}), one per line." };
+        var attacks = new Command("attacks", "Run each attack of docs/threat-model.md against the real state machines; exit code 1 if any succeeds.") { attacksJson };
+        attacks.SetAction(parse =>
+        {
+            var o = parse.InvocationConfiguration.Output;
+            var results = PrivacyAttackAudit.RunAll();
+            foreach (var r in results)
+            {
+                if (parse.GetValue(attacksJson))
+                    o.WriteLine(System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["attack"] = r.Attack, ["outcome"] = r.Outcome, ["detail"] = r.Detail }, RelaxedJson));
+                else o.WriteLine($"{r.Attack}: {r.Outcome} — {r.Detail}");
+            }
+            return results.All(r => r.Outcome == "refused") ? 0 : 1;
+        });
+        return new Command("audit", "Privacy and robustness audits.") { leakage, attacks, Poisoning() };
     }
+
+    private static readonly System.Text.Json.JsonSerializerOptions RelaxedJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary><c>fleetlearn audit poisoning</c>: attacks × malicious fractions × defences on plaintext rounds (docs/robustness.md).</summary>
     private static Command Poisoning()

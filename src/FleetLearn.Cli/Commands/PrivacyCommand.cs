@@ -2,13 +2,16 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Core.SecureAggregation;
 
 namespace FleetLearn.Cli.Commands;
 
 /// <summary>
-/// <c>fleetlearn privacy epsilon|noise</c>: the Rényi-DP accountant of the Poisson-sampled Gaussian mechanism
-/// (Mironov, Talwar, Zhang 2019) with the improved RDP → (ε, δ) conversion (Balle et al. 2020).
+/// <c>fleetlearn privacy epsilon|noise|secagg-params</c>: the Rényi-DP accountant of the Poisson-sampled Gaussian mechanism
+/// (Mironov, Talwar, Zhang 2019) with the improved RDP → (ε, δ) conversion (Balle et al. 2020), and SecAgg+'s k and t
+/// (Bell et al. 2020) for a colluder and dropout fraction.
 /// </summary>
 /// <remarks>With <c>--json</c> the last line of stdout is one JSON object, for scripts.</remarks>
 internal static class PrivacyCommand
@@ -18,6 +21,7 @@ internal static class PrivacyCommand
         var privacy = new Command("privacy", "Differential-privacy accounting for DP-FedAvg: ε from a noise multiplier, or the noise multiplier for a target ε.");
         privacy.Subcommands.Add(CreateEpsilon());
         privacy.Subcommands.Add(CreateNoise());
+        privacy.Subcommands.Add(CreateSecAggParams());
         return privacy;
     }
 
@@ -88,6 +92,53 @@ internal static class PrivacyCommand
         });
         return cmd;
     }
+
+    private static Command CreateSecAggParams()
+    {
+        var vehicles = new Option<int>("--vehicles") { Description = "n: vehicles in one secure sum (3..1048576).", Required = true };
+        vehicles.Validators.Add(r =>
+        {
+            int v = r.GetValueOrDefault<int>();
+            if (v < 3 || v > SecAggParameters.MaxCohortSize) r.AddError(Invariant($"--vehicles must be within 3..{SecAggParameters.MaxCohortSize}; got {v}."));
+        });
+        var colluders = new Option<double>("--colluders") { Description = "γ: fraction of vehicles that may collude with the aggregator, in [0, 1).", Required = true };
+        colluders.Validators.Add(r => Check(r, colluders.Name, v => v >= 0 && v < 1, "must lie in [0, 1)"));
+        var dropout = new Option<double>("--dropout") { Description = "δ: fraction of vehicles that may drop out mid-round, in [0, 1).", Required = true };
+        dropout.Validators.Add(r => Check(r, dropout.Name, v => v >= 0 && v < 1, "must lie in [0, 1)"));
+        var target = new Option<double>("--failure-log2") { Description = "log2 of the largest acceptable failure probability (Bell et al. 2020 target 2^-40).", DefaultValueFactory = _ => SecAggPlusParameters.DefaultTargetLog2 };
+        target.Validators.Add(r => Check(r, target.Name, v => v < 0 && double.IsFinite(v), "must be a negative number"));
+        var json = JsonOption();
+        var cmd = new Command("secagg-params", "SecAgg+ neighbours k and threshold t whose failure probability (colluders reconstructing a secret, a partial sum revealed, or too few live share holders) is at most 2^target.")
+        {
+            vehicles, colluders, dropout, target, json,
+        };
+        cmd.SetAction(parseResult =>
+        {
+            var output = parseResult.InvocationConfiguration.Output;
+            int n = parseResult.GetValue(vehicles);
+            double g = parseResult.GetValue(colluders), d = parseResult.GetValue(dropout);
+            if (g + d >= 1)
+            {
+                parseResult.InvocationConfiguration.Error.WriteLine(Invariant($"error: --colluders {g} + --dropout {d} must be below 1: no honest survivor would be left."));
+                return 1;
+            }
+            var c = SecAggPlusParameters.Derive(n, g, d, parseResult.GetValue(target));
+            string graph = c.Neighbors >= n - 1 ? "complete graph (SecAgg)" : Invariant($"k = {c.Neighbors} neighbours");
+            output.WriteLine(Invariant($"SecAgg+ for n = {n}, colluders γ = {g}, dropout δ = {d}: {graph}, threshold t = {c.Threshold}"));
+            output.WriteLine(double.IsNegativeInfinity(c.FailureLog2)
+                ? "failure impossible: too few colluders or dropouts to reach any failure event (JSON failure_log2 = -1074, the smallest double exponent)"
+                : Invariant($"failure ≤ 2^{c.FailureLog2:0.##} (colluding holders 2^{c.ColludingHoldersLog2:0.##}, partition 2^{c.PartitionLog2:0.##}, too few live holders 2^{c.DropoutLog2:0.##})"));
+            if (parseResult.GetValue(json))
+                output.WriteLine(JsonSerializer.Serialize(new SecAggParamsResult(c.Neighbors, c.Threshold, double.IsNegativeInfinity(c.FailureLog2) ? -1074 : c.FailureLog2)));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private sealed record SecAggParamsResult(
+        [property: JsonPropertyName("neighbors")] int Neighbors,
+        [property: JsonPropertyName("threshold")] int Threshold,
+        [property: JsonPropertyName("failure_log2")] double FailureLog2);
 
     private static readonly JsonSerializerOptions JsonOptions = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
 

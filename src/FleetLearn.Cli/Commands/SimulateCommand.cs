@@ -151,7 +151,9 @@ internal static class SimulateCommand
             {
                 reports.Add(report);
                 if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
-                string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2}  C {report.ClipNorm:G3}");
+                // Two different ε (issue 13 item 7): the fleet figure assumes Poisson sampling at q = cohort/vehicles, which the
+                // simulator's fixed-size cohorts from a public seed do not give; the per-vehicle ledger charges q = 1.
+                string privacyText = options.Privacy is null ? "" : string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (fleet, sampled: assumes secret Poisson sampling)  ε {report.MaxVehicleEpsilon:F2} (per vehicle, q = 1)  C {report.ClipNorm:G3}");
                 progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"round {report.Round,4}/{options.Rounds}  accuracy {Metric(report.TestAccuracy)}  loss {Metric(report.TestLoss)}  participants {report.Participants,4}/{report.Selected}  dropped {report.Dropped,3}  up {Bytes(report.BytesUp),9} ({Bytes(report.BytesUpPerVehicle)}/vehicle){privacyText}{(report.AbortReason is { } why ? $"  aborted: {why}" : "")}  {report.Seconds:F2} s"));
                 if (asJson)

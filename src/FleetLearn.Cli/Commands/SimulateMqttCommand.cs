@@ -31,7 +31,7 @@ internal static class SimulateMqttCommand
         var result = MqttFleetSimulation.RunAsync(options, train, test, brokerSettings, work, report =>
         {
             if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
-            string privacy = double.IsFinite(report.Epsilon) ? string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (vehicle max {report.MaxVehicleEpsilon:F2})") : "";
+            string privacy = double.IsFinite(report.Epsilon) ? string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (fleet, sampled: assumes secret Poisson sampling)  ε {report.MaxVehicleEpsilon:F2} (per vehicle, q = 1)") : "";
             progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"round {report.Round,4}/{options.Rounds}  accuracy {report.TestAccuracy:F4}  loss {report.TestLoss:F4}  participants {report.Participants,4}/{report.Selected}  {(report.Applied ? "applied" : $"aborted ({report.AbortReason})")}  up {SimulateCommand.Bytes(report.BytesUp),9}  down {SimulateCommand.Bytes(report.BytesDown),9}{privacy}  {report.Seconds:F2} s"));
             if (asJson)

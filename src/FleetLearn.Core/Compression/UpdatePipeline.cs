@@ -93,7 +93,7 @@ public sealed record DecodedUpdate(UpdateEnvelopeHeader Header, float[] Delta);
 /// <summary>A decoded secure sum.</summary>
 /// <param name="Mean">Σ(w/W)Δ̂ / Σ(w/W) (Σ Δ̂ / |U3| under uniform weights; zeros when the weight sum is 0).</param>
 /// <param name="WeightSum">Σ w/W.</param>
-/// <param name="UnclippedCount">Σ 1[‖Δ‖ ≤ C] (0 unless sent).</param>
+/// <param name="UnclippedCount">Σ 1[‖Δ‖ ≤ C] (0 unless sent; plus the vehicles' noise shares when they add them).</param>
 public sealed record DecodedSum(float[] Mean, double WeightSum, int UnclippedCount);
 
 /// <summary>
@@ -252,8 +252,12 @@ public sealed class UpdatePipeline
     /// <param name="seed">Public per-round seed shared by all vehicles and the server.</param>
     /// <param name="clipNorm">C of this round (adaptive clipping changes it); null = <see cref="UpdatePipelineOptions.ClipNorm"/>.</param>
     /// <param name="vehicleNoiseStdDev">Standard deviation each vehicle adds (distributed DP), 0 otherwise.</param>
-    public UpdatePipelineRound ForRound(ulong round, ulong seed, double? clipNorm = null, double vehicleNoiseStdDev = 0) =>
-        new(this, round, seed, clipNorm ?? Options.ClipNorm, vehicleNoiseStdDev);
+    /// <param name="unclippedBitNoiseStdDev">
+    /// Each vehicle's discrete Gaussian share on the adaptive-clipping bit (σ_b/√m_min, Andrew et al. 2021) under the
+    /// distributed discrete Gaussian, so the count is never summed bare; 0 = the bit is sent as is.
+    /// </param>
+    public UpdatePipelineRound ForRound(ulong round, ulong seed, double? clipNorm = null, double vehicleNoiseStdDev = 0, double unclippedBitNoiseStdDev = 0) =>
+        new(this, round, seed, clipNorm ?? Options.ClipNorm, vehicleNoiseStdDev, unclippedBitNoiseStdDev);
 }
 
 /// <summary>One round of an <see cref="UpdatePipeline"/>: encoders for vehicles, decoders for the aggregator. Thread-safe.</summary>
@@ -263,8 +267,12 @@ public sealed class UpdatePipelineRound
     private readonly RandomizedHadamard? _rotation;
     private readonly SharedSubsample? _subsample;
 
-    internal UpdatePipelineRound(UpdatePipeline pipeline, ulong round, ulong seed, double? clipNorm, double noiseStdDev)
+    internal UpdatePipelineRound(UpdatePipeline pipeline, ulong round, ulong seed, double? clipNorm, double noiseStdDev, double bitNoiseStdDev = 0)
     {
+        if (!(bitNoiseStdDev >= 0) || double.IsInfinity(bitNoiseStdDev)) throw new CodecConfigurationException($"Unclipped-bit noise standard deviation {bitNoiseStdDev} must be finite and ≥ 0.");
+        if (bitNoiseStdDev > 0 && !(pipeline.IsDiscreteGaussian && pipeline.Options.SendUnclippedBit))
+            throw new CodecConfigurationException("Noise shares on the unclipped bit need the distributed discrete Gaussian and the unclipped bit.");
+        UnclippedBitNoiseStdDev = bitNoiseStdDev;
         _p = pipeline;
         Round = round;
         if (clipNorm is { } c && (!(c > 0) || double.IsInfinity(c))) throw new CodecConfigurationException($"Clip norm {c} must be a positive finite number.");
@@ -290,6 +298,9 @@ public sealed class UpdatePipelineRound
 
     /// <summary>C of this round.</summary>
     public double? ClipNorm { get; }
+
+    /// <summary>Each vehicle's discrete Gaussian share on the unclipped bit (0 = sent bare).</summary>
+    public double UnclippedBitNoiseStdDev { get; }
 
     /// <summary>Each vehicle's noise standard deviation.</summary>
     public double NoiseStdDev { get; }
@@ -454,7 +465,13 @@ public sealed class UpdatePipelineRound
             ? EncodeDiscreteGaussian(values, noise, rounding, input.AsSpan(0, values.Length))
             : StochasticQuantizer.Quantize(values, SharedRangeValue, b, rounding, input.AsSpan(0, values.Length));
         input[values.Length] = StochasticQuantizer.QuantizeUnit(w, b, rounding);
-        if (_p.Options.SendUnclippedBit) input[values.Length + 1] = unclipped ? 1u : 0u;
+        if (_p.Options.SendUnclippedBit)
+        {
+            long bit = unclipped ? 1 : 0;
+            // Issue 13 item 9: the count feeds the clip norm of later rounds, so it carries its noise share too.
+            if (UnclippedBitNoiseStdDev > 0) bit += Privacy.DiscreteGaussian.Sample(UnclippedBitNoiseStdDev * UnclippedBitNoiseStdDev, noise);
+            input[values.Length + 1] = (uint)((ulong)bit & (_p.ModulusBits == 32 ? uint.MaxValue : (1UL << _p.ModulusBits) - 1));
+        }
         info = new EncodeInfo(norm, unclipped, clamped);
         return input;
     }
@@ -604,9 +621,15 @@ public sealed class UpdatePipelineRound
         int unclipped = 0;
         if (_p.Options.SendUnclippedBit)
         {
-            if (sum[k + 1] > (uint)contributors)
+            if (UnclippedBitNoiseStdDev > 0)
+            {
+                // A noised count: the centred residue, any value is possible.
+                long modulus = 1L << _p.ModulusBits;
+                unclipped = (int)(sum[k + 1] >= modulus / 2 ? sum[k + 1] - modulus : sum[k + 1]);
+            }
+            else if (sum[k + 1] > (uint)contributors)
                 throw new SecureSumRejectedException($"The unclipped-bit coordinate of the secure sum is {sum[k + 1]}, more than the {contributors} contributors: a vehicle forged its bit; the sum is not released.");
-            unclipped = (int)sum[k + 1];
+            else unclipped = (int)sum[k + 1];
         }
         var sums = new double[k];
         long[]? extra = null;

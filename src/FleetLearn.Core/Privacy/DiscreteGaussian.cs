@@ -164,12 +164,35 @@ public static class DiscreteGaussian
 
     private static bool BernoulliExpAtMostOne(UInt128 num, UInt128 den, ref RandomBits bits)
     {
+        // The common case (σ up to a few thousand) fits 64 bits: same algorithm without 128-bit arithmetic.
+        if (den <= SmallLimit) return BernoulliExpAtMostOneSmall((ulong)num, (ulong)den, ref bits);
         // exp(−γ) = P(the first k with Bernoulli(γ/k) = 0 is odd).
         ulong k = 1;
         while (true)
         {
             UInt128 kden = den * k;
             if (bits.Below(kden) >= num) return k % 2 == 1;
+            k++;
+        }
+    }
+
+    private const ulong SmallLimit = 1UL << 55;
+
+    private static bool BernoulliExpAtMostOneSmall(ulong num, ulong den, ref RandomBits bits)
+    {
+        for (ulong k = 1; ; k++)
+        {
+            // k·den stays below 2^63 for k < 256; beyond (probability < 1/255!) the 128-bit path continues exactly.
+            if (k >= 256) return BernoulliExpTail(num, den, k, ref bits);
+            if (bits.BelowSmall(den * k) >= num) return k % 2 == 1;
+        }
+    }
+
+    private static bool BernoulliExpTail(UInt128 num, UInt128 den, ulong k, ref RandomBits bits)
+    {
+        while (true)
+        {
+            if (bits.Below(den * k) >= num) return k % 2 == 1;
             k++;
         }
     }
@@ -206,6 +229,34 @@ public static class DiscreteGaussian
             _buffer >>= 1;
             _available--;
             return bit;
+        }
+
+        /// <summary>Uniform in [0, n) for n ≤ 2^63, taking only ⌈log₂ n⌉ bits per try from a reservoir (no modulo bias).</summary>
+        public ulong BelowSmall(ulong n)
+        {
+            if (n <= 1) return 0;
+            int width = 64 - BitOperations.LeadingZeroCount(n - 1);
+            ulong mask = (1UL << width) - 1;
+            while (true)
+            {
+                ulong x;
+                if (_available >= width)
+                {
+                    x = _buffer & mask;
+                    _buffer >>= width;
+                    _available -= width;
+                }
+                else
+                {
+                    // Combine the reservoir's remaining bits with a fresh word's low bits; the fresh word's rest refills it.
+                    ulong fresh = NextWord();
+                    int need = width - _available;
+                    x = (_buffer | (fresh & ((1UL << need) - 1)) << _available) & mask;
+                    _buffer = need == 64 ? 0 : fresh >> need;
+                    _available = 64 - need;
+                }
+                if (x < n) return x;
+            }
         }
 
         /// <summary>Uniform in [0, n) by rejection on the smallest power of two ≥ n (no modulo bias).</summary>

@@ -11,8 +11,9 @@ public enum SamplingAssumption
     PerParticipation,
 
     /// <summary>
-    /// The aggregator includes each vehicle of a fixed population independently with probability q per round
-    /// (Poisson sampling), so the sampled Gaussian mechanism's amplification applies. Then every round costs
+    /// Each vehicle of a fixed population is included independently with probability q per round by a coin the
+    /// server can neither choose nor see in advance (<see cref="PoissonSelfSelection"/>: the vehicle flips it), so the
+    /// sampled Gaussian mechanism's amplification applies. Fixed-size cohorts drawn from a public seed do not qualify. Then every round costs
     /// every member vehicle rdp(q, σ) whether or not it was drawn: record each round for each member, not only
     /// the rounds it took part in.
     /// </summary>

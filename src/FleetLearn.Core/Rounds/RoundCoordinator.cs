@@ -227,7 +227,11 @@ public sealed class RoundCoordinator : IDisposable
             {
                 try
                 {
-                    var sum = _setup.Codec.DecodeSum(_server.Result!.Sum.Span, contributors.Count);
+                    // Central DP on a secure sum: exact discrete Gaussian noise on the integers the server holds (Canonne,
+                    // Kamath & Steinke 2020), before anything is decoded to floats.
+                    var sum = rules.Privacy == NoiseMode.Central
+                        ? _setup.Codec.DecodeSumWithCentralNoise(_server.Result!.Sum.Span, contributors.Count, CentralSumNoise, _setup.CentralNoise!)
+                        : _setup.Codec.DecodeSum(_server.Result!.Sum.Span, contributors.Count);
                     unclipped = sum.UnclippedCount;
                     if (sum.WeightSum > 0) mean = sum.Mean;
                 }
@@ -249,9 +253,13 @@ public sealed class RoundCoordinator : IDisposable
         if (failure is null)
         {
             if (rules.Privacy is not null) effects.Add(new ChargeEffect(Round, contributors, rules.Charge));
-            if (rules.Privacy == NoiseMode.Central)
-                // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n unit-weight updates.
-                GaussianNoise.Add(mean!, (_setup.CentralNoiseMultiplier ?? rules.NoiseMultiplier) * _setup.Codec.ClipNorm!.Value / n, _setup.CentralNoise);
+            if (rules.Privacy == NoiseMode.Central && _server is null)
+            {
+                // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n unit-weight updates; discrete Gaussian on a grid
+                // 64 times finer than σ, so that no floating-point sampler's artefacts leak (Mironov 2012).
+                double std = CentralSumNoise / n;
+                DiscreteGaussian.AddOnGrid(mean!, std, std / 64, _setup.CentralNoise!);
+            }
             next = _setup.Global.ToArray();
             _setup.Strategy.ApplyUpdate(next, mean!);
             if (!VectorMath.AllFinite(next))
@@ -268,6 +276,9 @@ public sealed class RoundCoordinator : IDisposable
         Phase = new Closed(outcome);
         effects.Add(new CloseEffect(outcome));
     }
+
+    /// <summary>σ_Δ·C: the standard deviation of central noise on the sum.</summary>
+    private double CentralSumNoise => (_setup.CentralNoiseMultiplier ?? _setup.Rules.NoiseMultiplier) * _setup.Codec.ClipNorm!.Value;
 
     /// <summary>Releases the secure-aggregation state and the key registry.</summary>
     public void Dispose()

@@ -132,7 +132,8 @@ public sealed record RoundProtection
     public UpdatePipelineRound ForRound(UpdatePipeline pipeline, long round)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
-        return pipeline.ForRound((ulong)round, CodecSeed, ClipNorm, NoiseMode == Core.Privacy.NoiseMode.Distributed ? VehicleNoiseStdDev : 0);
+        // The noise is recomputed from (σ, C, m_min), never taken from the plan's own field (Validate checks they agree).
+        return pipeline.ForRound((ulong)round, CodecSeed, ClipNorm, VehiclePlanPolicy.ExpectedVehicleNoiseStdDev(NoiseMode, NoiseMultiplier, ClipNorm, MinNoiseShares));
     }
 
     /// <summary>The secure-aggregation parameters of the round (cohort indices are positions in the plan's cohort).</summary>
@@ -158,6 +159,24 @@ public sealed record RoundProtection
         return Convert.TryFromBase64String(SecAggRoundSeed, bytes, out int n) && n == 32 ? bytes : throw new WireFormatException("Round plan SecAgg seed is not 32 base64 bytes.", RejectReasons.Malformed);
     }
 
+    /// <summary>The plan's privacy terms as the vehicle checks them (<see cref="VehiclePlanPolicy"/>).</summary>
+    public PlanPrivacyTerms Terms(int cohortSize)
+    {
+        var mode = SecureMode;
+        int threshold = 0;
+        if (mode != SecureAggregationMode.Off)
+        {
+            // The default threshold of SecAggParameters: a strict majority of each vehicle's share holders.
+            bool complete = mode == SecureAggregationMode.Full || Neighbors is null || Neighbors.Value >= cohortSize - 1;
+            int holders = complete ? cohortSize : Neighbors!.Value + 1;
+            threshold = holders / 2 + 1;
+        }
+        return new PlanPrivacyTerms(NoiseMode, NoiseMultiplier, ClipNorm, VehicleNoiseStdDev, MinNoiseShares, cohortSize, mode != SecureAggregationMode.Off, threshold);
+    }
+
+    /// <summary>Why a vehicle with <paramref name="floors"/> refuses this plan for a cohort of <paramref name="cohortSize"/>, or null.</summary>
+    public string? PrivacyRefusal(VehiclePrivacyFloors floors, int cohortSize) => VehiclePlanPolicy.Refusal(Terms(cohortSize), floors);
+
     /// <summary>Throws <see cref="WireFormatException"/> when a field is out of range for a cohort of <paramref name="cohortSize"/>.</summary>
     public void Validate(int cohortSize)
     {
@@ -170,6 +189,9 @@ public sealed record RoundProtection
         if (!(Delta > 0 && Delta < 1)) throw new WireFormatException($"Round plan δ = {Delta} is outside (0, 1).", RejectReasons.Malformed);
         if (!(MaxWeight > 0) || double.IsInfinity(MaxWeight) || WeightCap is { } cap && !(cap > 0)) throw new WireFormatException("Round plan weight bound is out of range.", RejectReasons.Malformed);
         if (MinNoiseShares < 1 || MinNoiseShares > cohortSize) throw new WireFormatException($"Round plan minimum noise shares {MinNoiseShares} is outside 1..{cohortSize}.", RejectReasons.Malformed);
+        // A plan cannot account σ while telling vehicles to add less (issue 13 item 3): the share follows from (σ, C, m_min).
+        if (VehiclePlanPolicy.Refusal(Terms(cohortSize), new VehiclePrivacyFloors()) is { } inconsistent)
+            throw new WireFormatException($"Round plan is inconsistent: {inconsistent}.", RejectReasons.Malformed);
         if (PhaseTimeoutMs is < 100 or > 86_400_000) throw new WireFormatException($"Round plan phase timeout {PhaseTimeoutMs} ms is out of range.", RejectReasons.Malformed);
         if (mode != SecureAggregationMode.Off)
         {

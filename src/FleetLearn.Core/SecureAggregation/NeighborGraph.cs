@@ -31,13 +31,15 @@ public sealed class NeighborGraph
     public bool IsComplete => _order is null;
 
     /// <summary>
-    /// The default k of SecAgg+ for a cohort of <paramref name="n"/>: the smallest even k ≥ 2⌈log₂ n⌉ (Bell et al. 2020:
-    /// k = O(log n) keeps the protocol secure and correct w.h.p.); null (the complete graph) when that k reaches n − 1.
+    /// The default k of SecAgg+ for a cohort of <paramref name="n"/>: derived, not guessed — the smallest even k whose failure
+    /// bound is ≤ 2^-40 against 5% colluding and 10% dropping vehicles (<see cref="SecAggPlusParameters.Derive"/>, Bell et al.
+    /// 2020); null (the complete graph) when no k below n − 1 meets it. Its threshold is the default strict majority.
     /// </summary>
     public static int? DefaultNeighbors(int n)
     {
-        int k = 2 * (int)Math.Ceiling(Math.Log2(Math.Max(2, n)));
-        return k >= n - 1 ? null : k;
+        if (n < 3) return null;
+        var c = SecAggPlusParameters.Derive(n, SecAggPlusParameters.DefaultColluders, SecAggPlusParameters.DefaultDropout);
+        return c.Neighbors >= n - 1 ? null : c.Neighbors;
     }
 
     /// <summary>Builds the graph; <paramref name="k"/> null or ≥ n − 1 means complete.</summary>

@@ -6,10 +6,10 @@ namespace FleetLearn.Perception.Onnx;
 /// <summary>Noise mechanism for a privately reported accuracy.</summary>
 public enum AccuracyNoise
 {
-    /// <summary>Laplace noise of scale Δ/ε: pure ε-DP.</summary>
+    /// <summary>Discrete Laplace (two-sided geometric) noise on the correct count, scale 1/ε: pure ε-DP.</summary>
     Laplace,
 
-    /// <summary>Gaussian noise of σ = Δ·√(2 ln(1.25/δ))/ε: (ε, δ)-DP for ε ≤ 1 (Dwork and Roth 2014, Theorem A.1).</summary>
+    /// <summary>Discrete Gaussian noise on the correct count, σ = √(2 ln(1.25/δ))/ε: (ε, δ)-DP for ε ≤ 1 (Dwork and Roth 2014, Theorem A.1; CKS 2020).</summary>
     Gaussian,
 }
 
@@ -42,7 +42,13 @@ public sealed record AccuracyPrivacy
     /// <summary>δ (0 for Laplace).</summary>
     public double Delta { get; }
 
-    /// <summary>Laplace scale b or Gaussian σ for an accuracy over <paramref name="count"/> examples.</summary>
+    /// <summary>The ledger charge of one report (<see cref="PrivateCount"/>; release id <see cref="PrivateCount.ReleaseId"/>).</summary>
+    public PrivacyCharge Charge => Mechanism == AccuracyNoise.Laplace ? PrivateCount.LaplaceCharge(Epsilon) : PrivateCount.GaussianCharge(CountStdDev);
+
+    /// <summary>σ of the discrete Gaussian on the count (sensitivity 1).</summary>
+    private double CountStdDev => Math.Sqrt(2 * Math.Log(1.25 / Delta)) / Epsilon;
+
+    /// <summary>Laplace scale b or Gaussian σ for an accuracy over <paramref name="count"/> examples (the count's noise divided by n).</summary>
     public double NoiseScale(int count)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
@@ -112,8 +118,11 @@ public static class OnnxEvaluator
         if (privacy is null) return new OnnxEvaluation(count, correct, accuracy, accuracy, null, 0);
         noise ??= new SecureNoiseSource();
         double scale = privacy.NoiseScale(count);
-        double draw = privacy.Mechanism == AccuracyNoise.Laplace ? Laplace(noise) * scale : noise.NextStandardNormal() * scale;
-        return new OnnxEvaluation(count, correct, accuracy, Math.Clamp(accuracy + draw, 0, 1), privacy, scale);
+        // Integer noise on the integer count, then clamping (post-processing): no floating-point draw is released.
+        long noisy = privacy.Mechanism == AccuracyNoise.Laplace
+            ? PrivateCount.AddDiscreteLaplace(correct, privacy.Epsilon, noise)
+            : PrivateCount.AddDiscreteGaussian(correct, scale * count, noise);
+        return new OnnxEvaluation(count, correct, accuracy, Math.Clamp(noisy, 0, count) / (double)count, privacy, scale);
     }
 
     /// <summary>A standard Laplace draw (scale 1) by inversion of a uniform.</summary>

@@ -91,4 +91,30 @@ public sealed class PrivacyCommandTests
         Assert.NotEqual(0, exit);
         Assert.Contains("--sigma", stderr);
     }
+
+    [Fact]
+    public void SecAggParams_Issue13Acceptance_JsonHasKTAndFailureBelowTwoToMinus40()
+    {
+        var (exit, stdout, stderr) = Run("privacy", "secagg-params", "--vehicles", "1000", "--colluders", "0.05", "--dropout", "0.1", "--json");
+        Assert.Equal(0, exit);
+        Assert.Equal("", stderr);
+        var json = LastLineJson(stdout);
+        var expected = FleetLearn.Core.SecureAggregation.SecAggPlusParameters.Derive(1000, 0.05, 0.1);
+        Assert.Equal(expected.Neighbors, json.GetProperty("neighbors").GetInt32());
+        Assert.Equal(expected.Threshold, json.GetProperty("threshold").GetInt32());
+        Assert.True(json.GetProperty("failure_log2").GetDouble() <= -40);
+        Assert.True(expected.Neighbors < 100);
+        Assert.Equal(["neighbors", "threshold", "failure_log2"], json.EnumerateObject().Select(p => p.Name));
+    }
+
+    [Theory]
+    [InlineData("--vehicles", "2", "--colluders", "0.05", "--dropout", "0.1", "--vehicles must be within 3..")]
+    [InlineData("--vehicles", "100", "--colluders", "1.5", "--dropout", "0.1", "--colluders must lie in [0, 1)")]
+    [InlineData("--vehicles", "100", "--colluders", "0.6", "--dropout", "0.5", "must be below 1")]
+    public void SecAggParams_BadInput_ClearErrorNamingTheOption(string a, string av, string b, string bv, string c, string cv, string message)
+    {
+        var (exit, _, stderr) = Run("privacy", "secagg-params", a, av, b, bv, c, cv);
+        Assert.NotEqual(0, exit);
+        Assert.Contains(message, stderr, StringComparison.Ordinal);
+    }
 }

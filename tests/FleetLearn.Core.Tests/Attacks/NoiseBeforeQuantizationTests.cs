@@ -83,4 +83,32 @@ public sealed class NoiseBeforeQuantizationTests
         sum[pipeline.KeptCount] = 1;
         Assert.Throws<SecureSumRejectedException>(() => round.DecodeSum(sum, 4));
     }
+
+    [Fact]
+    public void UnclippedBitSummedWithoutNoise_DistributedShares_CountCarriesNoise()
+    {
+        const int n = 200, dim = 8;
+        var pipeline = new UpdatePipeline(new UpdatePipelineOptions
+        {
+            Codec = CodecSpec.Parse("q8"), Dimension = dim, ClipNorm = 1.0, SecureAggregation = SecureAggregationMode.Full,
+            CohortSize = n, Noise = NoiseMode.Distributed, SendUnclippedBit = true,
+        });
+        // σ_b = 10 on the count, m_min = 100: each vehicle adds N_Z(0, 1).
+        var round = pipeline.ForRound(1, 1, vehicleNoiseStdDev: 0.01, unclippedBitNoiseStdDev: 1.0);
+        var deviations = new List<double>();
+        for (int trial = 0; trial < 40; trial++)
+        {
+            var sum = new uint[pipeline.SecAggDimension];
+            uint mask = (1u << pipeline.ModulusBits) - 1;
+            for (int v = 0; v < n; v++)
+            {
+                var input = round.EncodeSecure(new float[dim], 1, new SeededNoiseSource((ulong)(trial * n + v)), new SeededNoiseSource(1), out _);
+                for (int i = 0; i < sum.Length; i++) sum[i] = (sum[i] + input[i]) & mask;
+            }
+            deviations.Add(round.DecodeSum(sum, n).UnclippedCount - n); // every zero update is unclipped
+        }
+        double sd = Math.Sqrt(deviations.Select(d => d * d).Average());
+        Assert.InRange(sd, 0.6 * Math.Sqrt(n), 1.5 * Math.Sqrt(n));
+        Assert.Throws<CodecConfigurationException>(() => pipeline.ForRound(1, 1, unclippedBitNoiseStdDev: -1));
+    }
 }
