@@ -29,6 +29,7 @@ public static class AgentHost
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(settings); // qualified: this namespace ends in Host
         builder.Services.AddSystemd();
         builder.Services.AddFleetLearnEdgeAgent();
+        builder.Services.AddVehicleEligibility();
         builder.Services.AddSingleton<IValidateOptions<EdgeAgentOptions>, AggregatorKeyValidator>();
         builder.Services.AddSingleton<IValidateOptions<MqttTransportOptions>, VehicleCertificateValidator>();
         // The vehicle id is its MQTT client id (the broker enforces client id = username = certificate CN).
@@ -114,6 +115,7 @@ public static class AgentHost
         var failures = new List<string>();
         Check<EdgeAgentOptions>(services, failures);
         Check<MqttTransportOptions>(services, failures);
+        if (services.GetService<IOptions<EligibilityOptions>>() is not null) Check<EligibilityOptions>(services, failures);
         if (services.GetService<IOptions<VehicleIngestOptions>>() is not null) Check<VehicleIngestOptions>(services, failures);
         else Check<VehicleDataOptions>(services, failures);
         return failures;
@@ -154,6 +156,8 @@ public static class AgentHost
           Mqtt         Host, Port, Fleet, ClientId (default Agent:VehicleId), UseTls, CaFile, CertFile, KeyFile,
                        TlsServerName, SessionExpirySeconds, KeepAliveSeconds, MaxPacketSize, MaxInFlight,
                        ReconnectDelay, MaxReconnectDelay, BreakAfterFailures, BreakDuration, ConnectTimeout, WillDelaySeconds
+          Eligibility  StateFile | StateSocket (the gateway's vehicle state), PollInterval, RequireParked, RequireChargingOrCharge,
+                       ChargeFloor, RequireUnmetered, MaxSocTemperatureC, TrainingThreads
           Ingest       DataFolder (the recorder's clips; when set, the agent trains on its own feature store), StoreFolder,
                        Backbone (resnet18 | generated | ONNX file), Provider, Threads, Batch, QuotaMiB, MaxAge, SampleEvery,
                        SampleRate, StableAfter, ScanInterval, ClassCount, Teacher, TeacherThreshold, HoldoutFraction, Ffmpeg

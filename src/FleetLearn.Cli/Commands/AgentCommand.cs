@@ -72,6 +72,7 @@ internal static class AgentCommand
             if (dataset is not null) builder.Services.AddSingleton(dataset);
             else builder.Services.AddVehicleFeatureStore();
             builder.Services.AddFleetLearnEdgeAgent();
+            builder.Services.AddVehicleEligibility();
             builder.Services.AddOptions<EdgeAgentOptions>().PostConfigure<IConfiguration>((o, configuration) =>
             {
                 if (configuration[$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.DatabasePath)}"] is null) o.DatabasePath = $"{o.VehicleId}.db";
