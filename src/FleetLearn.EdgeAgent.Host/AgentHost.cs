@@ -115,8 +115,8 @@ public static class AgentHost
         var failures = new List<string>();
         Check<EdgeAgentOptions>(services, failures);
         Check<MqttTransportOptions>(services, failures);
-        if (services.GetService<IOptions<EligibilityOptions>>() is not null) Check<EligibilityOptions>(services, failures);
-        if (services.GetService<IOptions<VehicleIngestOptions>>() is not null) Check<VehicleIngestOptions>(services, failures);
+        Check<EligibilityOptions>(services, failures);
+        if (UsesFeatureStore(services.GetRequiredService<IConfiguration>())) Check<VehicleIngestOptions>(services, failures);
         else Check<VehicleDataOptions>(services, failures);
         return failures;
     }
