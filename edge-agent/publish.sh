@@ -35,8 +35,10 @@ for rid in "${rids[@]}"; do
   mkdir -p "$out"
   echo "== $rid: fleetlearn-agent $version (onnxruntime $ort) -> $out" >&2
   # DebugType=embedded: stack traces keep file and line without .pdb files beside the binary.
+  # IncludeAllContentForSelfExtract: the pretrained ResNet18 (DnnImageModels/, from the NuGet package) travels inside the
+  # binary and is unpacked with the native libraries into DOTNET_BUNDLE_EXTRACT_BASE_DIR, where the agent finds it.
   dotnet publish "$project" -c Release -r "$rid" --self-contained \
-    -p:PublishSingleFile=true -p:IncludeNativeLibrariesForSelfExtract=true \
+    -p:PublishSingleFile=true -p:IncludeNativeLibrariesForSelfExtract=true -p:IncludeAllContentForSelfExtract=true \
     -p:EnableCompressionInSingleFile="$compress" \
     -p:DebugType=embedded -p:PublishDocumentationFiles=false -p:PublishReferencesDocumentationFiles=false \
     -p:ContinuousIntegrationBuild=true -p:VehicleOnnxRuntime="$ort" \

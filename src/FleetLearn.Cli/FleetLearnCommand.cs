@@ -25,6 +25,7 @@ internal static class FleetLearnCommand
             BrokerCommand.Create(),
             AggregatorCommand.Create(),
             AgentCommand.Create(),
+            IngestCommand.Create(),
             bench,
         };
         return root;

@@ -1,5 +1,6 @@
 using System.Reflection;
 using FleetLearn.Core.Federated;
+using FleetLearn.EdgeAgent.Ingest;
 using FleetLearn.Perception.Datasets;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Configuration;
@@ -28,6 +29,7 @@ public static class AgentHost
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(settings); // qualified: this namespace ends in Host
         builder.Services.AddSystemd();
         builder.Services.AddFleetLearnEdgeAgent();
+        builder.Services.AddVehicleEligibility();
         builder.Services.AddSingleton<IValidateOptions<EdgeAgentOptions>, AggregatorKeyValidator>();
         builder.Services.AddSingleton<IValidateOptions<MqttTransportOptions>, VehicleCertificateValidator>();
         // The vehicle id is its MQTT client id (the broker enforces client id = username = certificate CN).
@@ -36,11 +38,21 @@ public static class AgentHost
         {
             if (string.IsNullOrEmpty(m.ClientId)) m.ClientId = configuration[$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.VehicleId)}"] ?? "";
         });
+        if (UsesFeatureStore(builder.Configuration))
+        {
+            // The vehicle's own data: clips from the recorder's folder → backbone → feature store → training.
+            builder.Services.AddVehicleFeatureStore();
+            return builder;
+        }
         builder.Services.AddOptions<VehicleDataOptions>().BindConfiguration(VehicleDataOptions.Section).ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<VehicleDataOptions>>(new DataAnnotationsValidator<VehicleDataOptions>());
         builder.Services.AddSingleton(sp => LoadDataset(sp.GetRequiredService<IOptions<VehicleDataOptions>>().Value));
         return builder;
     }
+
+    /// <summary>True when <c>Ingest:DataFolder</c> is set: the agent trains on its feature store, not on the stand-in partition.</summary>
+    internal static bool UsesFeatureStore(IConfiguration configuration) =>
+        !string.IsNullOrWhiteSpace(configuration[$"{VehicleIngestOptions.Section}:{nameof(VehicleIngestOptions.DataFolder)}"]);
 
     /// <summary>Vehicle data per <see cref="VehicleDataOptions"/>: its part of the Fashion-MNIST training set.</summary>
     internal static VehicleDataset LoadDataset(VehicleDataOptions options)
@@ -83,7 +95,7 @@ public static class AgentHost
             _ = host.Services.GetRequiredService<VehicleDataset>();
             workers = [.. host.Services.GetServices<IHostedService>().OfType<BackgroundService>()];
         }
-        catch (Exception e) when (e is DatasetNotFoundException or IdxFormatException)
+        catch (Exception e) when (e is DatasetNotFoundException or IdxFormatException or FileNotFoundException or Perception.Onnx.OnnxModelException or IOException)
         {
             await error.WriteLineAsync($"fleetlearn-agent: vehicle data: {e.Message}").ConfigureAwait(false);
             return ConfigurationError;
@@ -103,7 +115,9 @@ public static class AgentHost
         var failures = new List<string>();
         Check<EdgeAgentOptions>(services, failures);
         Check<MqttTransportOptions>(services, failures);
-        Check<VehicleDataOptions>(services, failures);
+        Check<EligibilityOptions>(services, failures);
+        if (UsesFeatureStore(services.GetRequiredService<IConfiguration>())) Check<VehicleIngestOptions>(services, failures);
+        else Check<VehicleDataOptions>(services, failures);
         return failures;
     }
 
@@ -142,8 +156,13 @@ public static class AgentHost
           Mqtt         Host, Port, Fleet, ClientId (default Agent:VehicleId), UseTls, CaFile, CertFile, KeyFile,
                        TlsServerName, SessionExpirySeconds, KeepAliveSeconds, MaxPacketSize, MaxInFlight,
                        ReconnectDelay, MaxReconnectDelay, BreakAfterFailures, BreakDuration, ConnectTimeout, WillDelaySeconds
-          VehicleData  Index (required), Vehicles, Partition, Seed, HoldoutFraction, Folder
-                       (stand-in: part Index of the Fashion-MNIST training set until the feature-store reader lands)
+          Eligibility  StateFile | StateSocket (the gateway's vehicle state), PollInterval, RequireParked, RequireChargingOrCharge,
+                       ChargeFloor, RequireUnmetered, MaxSocTemperatureC, TrainingThreads
+          Ingest       DataFolder (the recorder's clips; when set, the agent trains on its own feature store), StoreFolder,
+                       Backbone (resnet18 | generated | ONNX file), Provider, Threads, Batch, QuotaMiB, MaxAge, SampleEvery,
+                       SampleRate, StableAfter, ScanInterval, ClassCount, Teacher, TeacherThreshold, HoldoutFraction, Ffmpeg
+          VehicleData  Index (required without Ingest:DataFolder), Vehicles, Partition, Seed, HoldoutFraction, Folder
+                       (stand-in: part Index of the Fashion-MNIST training set)
 
         Exit codes: 0 stopped, 1 the worker failed, 78 invalid configuration.
         """;

@@ -10,6 +10,24 @@ public sealed record VehicleState(bool Parked, bool Charging, bool Unmetered)
 {
     /// <summary>Everything allowed (simulation, bench).</summary>
     public static VehicleState Idle { get; } = new(true, true, true);
+
+    /// <summary>Ignition on (null: not reported).</summary>
+    public bool? Ignition { get; init; }
+
+    /// <summary>Speed in km/h (null: not reported).</summary>
+    public double? SpeedKmh { get; init; }
+
+    /// <summary>State of charge of the traction battery, 0..1 (null: not reported).</summary>
+    public double? StateOfCharge { get; init; }
+
+    /// <summary>Network kind: <c>wifi</c>, <c>ethernet</c>, <c>cellular</c>, <c>none</c> (null: not reported).</summary>
+    public string? Network { get; init; }
+
+    /// <summary>Temperature of the vehicle computer's SoC in °C (null: not reported).</summary>
+    public double? SocTemperatureC { get; init; }
+
+    /// <summary>Why the state could not be read (then every flag is false), or null.</summary>
+    public string? Problem { get; init; }
 }
 
 /// <summary>Where the agent learns the vehicle's state.</summary>

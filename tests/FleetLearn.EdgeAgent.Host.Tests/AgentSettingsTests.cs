@@ -157,6 +157,19 @@ public sealed class AgentSettingsTests : IDisposable
         Assert.Contains(expected, error, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("--Ingest:HoldoutFraction=2", "Ingest:HoldoutFraction 2")]
+    [InlineData("--Ingest:Backbone=/no/such.onnx", "Ingest:Backbone '/no/such.onnx'")]
+    [InlineData("--Eligibility:PollInterval=00:00:05", "Eligibility:PollInterval")]
+    public async Task RunAsync_BadIngestOrEligibility_ExitsWithConfigurationErrorNamingTheSetting(string argument, string expected)
+    {
+        var (code, _, error) = await RunAgentAsync($"--Ingest:DataFolder={_dir.FullName}", argument);
+
+        Assert.Equal(AgentHost.ConfigurationError, code);
+        Assert.Contains(expected, error, StringComparison.Ordinal);
+        Assert.DoesNotContain("VehicleData", error, StringComparison.Ordinal); // with a data folder the stand-in settings are not read
+    }
+
     [Fact]
     public async Task RunAsync_NoAggregatorKey_ExitsWithConfigurationErrorBeforeStarting()
     {

@@ -3,6 +3,7 @@ using System.Globalization;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Training;
 using FleetLearn.EdgeAgent;
+using FleetLearn.EdgeAgent.Ingest;
 using FleetLearn.Perception.Datasets;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Configuration;
@@ -19,15 +20,18 @@ internal static class AgentCommand
     public static Command Create()
     {
         var vehicles = new Option<int>("--vehicles") { Description = "Vehicles the training set is partitioned across.", DefaultValueFactory = _ => 10 };
-        var index = new Option<int>("--index") { Description = "This vehicle's part, 0..vehicles-1.", Required = true };
+        var index = new Option<int?>("--index") { Description = "This vehicle's part, 0..vehicles-1 (the stand-in data; not with --Ingest:DataFolder)." };
         var partition = new Option<string>("--partition") { Description = "iid | shards | dirichlet:α (same split for every --index with the same --seed).", DefaultValueFactory = _ => "iid" };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the partition and of the hold-out choice.", DefaultValueFactory = _ => 1UL };
         var holdout = new Option<double>("--holdout") { Description = "Fraction of the vehicle's rows kept back to evaluate each global model on the vehicle.", DefaultValueFactory = _ => 0.1 };
         var data = new Option<string?>("--data") { Description = $"Fashion-MNIST folder (default ${FashionMnist.DataVariable}, then {FashionMnist.DebianFolder})." };
         var command = new Command("agent",
-            "Run one edge agent as a service. Its local data is vehicle --index's part of the Fashion-MNIST training set (a stand-in: "
-            + "a real deployment reads the vehicle's own feature store instead). Settings come from appsettings.json, the environment and "
-            + "--Section:Key=value arguments, in sections Agent and Mqtt. Defaults for a quick local run: Agent:VehicleId car-{index}, "
+            "Run one edge agent as a service. With --Ingest:DataFolder=DIR it trains on its own feature store: it ingests the clips a recorder "
+            + "writes to DIR (videos through ffmpeg, image folders, sidecar labels {clip}.labels.csv) through the backbone Ingest:Backbone "
+            + "(default resnet18) and trains on their labelled frames (head pinned to F-200-200-10 unless Agent:PinnedModelSpec says otherwise). "
+            + "Without it, its local data is vehicle --index's part of the Fashion-MNIST training set (a stand-in). "
+            + "Settings come from appsettings.json, the environment and "
+            + "--Section:Key=value arguments, in sections Agent, Mqtt and Ingest. Defaults for a quick local run: Agent:VehicleId car-{index} (car-0 with ingest), "
             + "Agent:DatabasePath {VehicleId}.db, Agent:AggregatorPublicKey aggregator-signing.pub.pem (the aggregator's default key), "
             + "Mqtt:ClientId = Agent:VehicleId.")
         {
@@ -36,24 +40,39 @@ internal static class AgentCommand
         command.TreatUnmatchedTokensAsErrors = false;
         command.SetAction(async (parse, cancellationToken) =>
         {
-            int i = parse.GetValue(index);
-            CheckArguments(parse.GetValue(vehicles), i, parse.GetValue(holdout)); // before the data set is read
-            var scheme = PartitionScheme.Parse(parse.GetValue(partition)!);
-            var train = FashionMnist.LoadTrain(parse.GetValue(data));
-            var dataset = SelectRows(train, parse.GetValue(vehicles), i, scheme, parse.GetValue(seed), parse.GetValue(holdout));
-
             var builder = Host.CreateApplicationBuilder([.. parse.UnmatchedTokens]);
-            // Lowest-precedence defaults: appsettings.json, the environment and the command line all override them.
-            builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource
+            string? clips = builder.Configuration[$"{VehicleIngestOptions.Section}:{nameof(VehicleIngestOptions.DataFolder)}"];
+            VehicleDataset? dataset = null;
+            int i = parse.GetValue(index) ?? 0;
+            if (clips is null)
             {
-                InitialData = new Dictionary<string, string?>
-                {
-                    [$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.VehicleId)}"] = $"car-{i}",
-                    [$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.AggregatorPublicKey)}"] = "aggregator-signing.pub.pem",
-                },
-            });
-            builder.Services.AddSingleton(dataset);
+                if (parse.GetValue(index) is null) throw new ArgumentException("agent: give --index N (the stand-in data) or --Ingest:DataFolder=DIR (the vehicle's own clips).");
+                CheckArguments(parse.GetValue(vehicles), i, parse.GetValue(holdout)); // before the data set is read
+                var scheme = PartitionScheme.Parse(parse.GetValue(partition)!);
+                var train = FashionMnist.LoadTrain(parse.GetValue(data));
+                dataset = SelectRows(train, parse.GetValue(vehicles), i, scheme, parse.GetValue(seed), parse.GetValue(holdout));
+            }
+            else if (parse.GetValue(index) is not null)
+            {
+                throw new ArgumentException("agent: --index selects the stand-in data; with --Ingest:DataFolder the vehicle trains on its own clips. Give one of them.");
+            }
+            string backboneName = builder.Configuration[$"{VehicleIngestOptions.Section}:{nameof(VehicleIngestOptions.Backbone)}"] ?? "resnet18";
+            // Lowest-precedence defaults: appsettings.json, the environment and the command line all override them.
+            var defaults = new Dictionary<string, string?>
+            {
+                [$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.VehicleId)}"] = $"car-{i}",
+                [$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.AggregatorPublicKey)}"] = "aggregator-signing.pub.pem",
+            };
+            if (clips is not null)
+            {
+                int? width = backboneName.Trim().ToLowerInvariant() switch { "resnet18" => Perception.Onnx.ResNet18Backbone.FeatureSize, "generated" => Perception.Onnx.GeneratedBackbone.FeatureSize, _ => null };
+                if (width is { } w) defaults[$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.PinnedModelSpec)}"] = $"{w}-200-200-10";
+            }
+            builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource { InitialData = defaults });
+            if (dataset is not null) builder.Services.AddSingleton(dataset);
+            else builder.Services.AddVehicleFeatureStore();
             builder.Services.AddFleetLearnEdgeAgent();
+            builder.Services.AddVehicleEligibility();
             builder.Services.AddOptions<EdgeAgentOptions>().PostConfigure<IConfiguration>((o, configuration) =>
             {
                 if (configuration[$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.DatabasePath)}"] is null) o.DatabasePath = $"{o.VehicleId}.db";
@@ -62,8 +81,9 @@ internal static class AgentCommand
             {
                 if (string.IsNullOrEmpty(m.ClientId)) m.ClientId = a.Value.VehicleId;
             });
-            parse.InvocationConfiguration.Output.WriteLine(
-                $"agent: vehicle {i} of {parse.GetValue(vehicles)} ({scheme}, seed {parse.GetValue(seed)}): {dataset.Rows.Length:N0} training rows, {dataset.HoldoutRows?.Length ?? 0:N0} hold-out rows; Ctrl-C stops it.");
+            parse.InvocationConfiguration.Output.WriteLine(dataset is not null
+                ? $"agent: vehicle {i} of {parse.GetValue(vehicles)} ({parse.GetValue(partition)}, seed {parse.GetValue(seed)}): {dataset.Rows.Length:N0} training rows, {dataset.HoldoutRows?.Length ?? 0:N0} hold-out rows; Ctrl-C stops it."
+                : $"agent: ingesting clips from {clips} through backbone {backboneName}; Ctrl-C stops it.");
             return await HostRunner.RunAsync(builder, cancellationToken);
         });
         return command;

@@ -15,7 +15,7 @@ internal sealed class BackboneCli
 
     public BackboneCli(string name, string description, string? defaultValue = null)
     {
-        Backbone = new Option<string?>(name) { Description = description };
+        Backbone = new Option<string?>(name) { Description = description + " 'resnet18': the ImageNet-pretrained ResNet18 of NuGet package Microsoft.ML.DnnImageFeaturizer.ResNet18 (restored by the build)." };
         if (defaultValue is not null) Backbone.DefaultValueFactory = _ => defaultValue;
     }
 
@@ -24,10 +24,11 @@ internal sealed class BackboneCli
     /// <summary>True when the backbone option was given.</summary>
     public bool IsSet(ParseResult parse) => !string.IsNullOrWhiteSpace(parse.GetValue(Backbone));
 
-    /// <summary>The backbone's bytes: FleetLearn's generated one for <c>generated</c>, else the file.</summary>
+    /// <summary>The backbone's bytes: FleetLearn's generated one for <c>generated</c>, the package's pretrained ResNet18 for <c>resnet18</c>, else the file.</summary>
     public static byte[] ReadModel(string source)
     {
         if (source.Trim().Equals("generated", StringComparison.OrdinalIgnoreCase)) return GeneratedBackbone.Create();
+        if (ResNet18Backbone.Matches(source)) return ResNet18Backbone.Create();
         if (!File.Exists(source)) throw new FileNotFoundException($"Backbone '{source}' does not exist (give an ONNX file, or 'generated').", source);
         var length = new FileInfo(source).Length;
         if (length > OnnxModel.MaxModelBytes) throw new OnnxModelException($"Backbone '{source}' is {length} bytes, over the 2 GiB limit of one protobuf.");
@@ -41,7 +42,11 @@ internal sealed class BackboneCli
     }
 
     /// <summary>Opens the backbone session; <paramref name="log"/> gets the execution-provider line.</summary>
-    public OnnxModel Open(ParseResult parse, Action<string> log, int maxBatch = 256)
+    /// <param name="parse">The parsed command line.</param>
+    /// <param name="log">Receives the execution-provider line.</param>
+    /// <param name="maxBatch">Frames per ONNX Runtime call; default 256, or 16 for resnet18 (a frame is 150,528 floats).</param>
+    /// <param name="threads">CPU threads, overriding --onnx-threads.</param>
+    public OnnxModel Open(ParseResult parse, Action<string> log, int? maxBatch = null, int? threads = null)
     {
         var source = parse.GetValue(Backbone)!;
         var options = new OnnxModelOptions
@@ -49,12 +54,12 @@ internal sealed class BackboneCli
             OutputName = parse.GetValue(Output),
             RowShape = Shape(parse),
             ExecutionProvider = ParseProvider(parse.GetValue(Provider)!),
-            IntraOpThreads = parse.GetValue(Threads),
-            MaxBatchSize = maxBatch,
+            IntraOpThreads = threads ?? parse.GetValue(Threads),
+            MaxBatchSize = maxBatch ?? (ResNet18Backbone.Matches(source) ? 16 : 256),
             Log = log,
         };
-        bool generated = source.Trim().Equals("generated", StringComparison.OrdinalIgnoreCase);
-        return OnnxModel.Load(ReadModel(source), options, generated ? "generated" : source);
+        bool named = source.Trim().Equals("generated", StringComparison.OrdinalIgnoreCase) || ResNet18Backbone.Matches(source);
+        return OnnxModel.Load(ReadModel(source), options, named ? source.Trim().ToLowerInvariant() : source);
     }
 
     private int[]? Shape(ParseResult parse) => parse.GetValue(InputShape) is { } text ? FrameFormat.ParseShape(text) : null;

@@ -55,6 +55,7 @@ internal static class SimulateCommand
         var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
         var backbone = new BackboneCli("--backbone", "Train on features of the Fashion-MNIST frames from this backbone: 'generated' or an ONNX file (default: raw pixels).");
+        var subset = new Option<string?>("--subset") { Description = "TRAIN[:TEST]: use the first TRAIN training and TEST test frames (default TEST = TRAIN/6), e.g. 6000:1000 where a large backbone on few cores would take too long for all 70,000." };
         var featureCache = new Option<string?>("--feature-cache") { Description = "Folder of the feature store (each frame extracted once across runs)." };
         var transport = new Option<string>("--transport") { Description = "inproc (default) | mqtt: every vehicle a real edge agent with its own MQTT connection, the real aggregator, a real broker.", DefaultValueFactory = _ => "inproc" };
         var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD) | mqtts://host:port (mutual TLS, --broker-certs).", DefaultValueFactory = _ => "embedded" };
@@ -69,7 +70,7 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
+            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -119,6 +120,7 @@ internal static class SimulateCommand
 
             var train = FashionMnist.LoadTrain(parse.GetValue(data));
             var test = FashionMnist.LoadTest(parse.GetValue(data));
+            if (parse.GetValue(subset) is { } subsetText) (train, test) = Subset(subsetText, train, test, progress);
             if (backboneModel is not null)
                 (train, test) = ExtractFeatures(backboneModel, train, test, parse.GetValue(featureCache), progress);
             switch (parse.GetValue(transport)!.Trim().ToLowerInvariant())
@@ -257,12 +259,30 @@ internal static class SimulateCommand
             : Perception.Features.FeatureCache.Open(cacheFolder, Perception.Features.FeatureExtractor.Identity(backbone), backbone.OutputSize, progress.WriteLine);
         using var extractor = new Perception.Features.FeatureExtractor(backbone, cache);
         var clock = Stopwatch.StartNew();
-        var trainFeatures = extractor.ExtractDataset(train);
-        var testFeatures = extractor.ExtractDataset(test);
+        IReadOnlyList<int> frameShape = [1, 28, 28]; // Fashion-MNIST; converted when the backbone takes other frames (ResNet18: 3x224x224)
+        var trainFeatures = extractor.ExtractDataset(train, frameShape);
+        var testFeatures = extractor.ExtractDataset(test, frameShape);
         var stats = extractor.Stats;
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"features: {backbone.Name} [{string.Join("x", backbone.RowShape)}] → {backbone.OutputSize} on {backbone.ExecutionProvider}: {stats.Frames:N0} frames, {stats.Extracted:N0} extracted{(stats.Extracted > 0 ? $" ({stats.FramesPerSecond:N0} frames/s)" : "")}, {stats.CacheHits:N0} from the feature store; {clock.Elapsed.TotalSeconds:F1} s"));
         return (trainFeatures, testFeatures);
+    }
+
+    /// <summary>The first rows of each set (Fashion-MNIST's files are not sorted by class), for --subset TRAIN[:TEST].</summary>
+    internal static (Core.Training.LabeledData Train, Core.Training.LabeledData Test) Subset(string text, Core.Training.LabeledData train, Core.Training.LabeledData test, TextWriter progress)
+    {
+        var parts = text.Split(':', StringSplitOptions.TrimEntries);
+        if (parts.Length > 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n < 1
+            || (parts.Length == 2 && (!int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out _) || int.Parse(parts[1], CultureInfo.InvariantCulture) < 1)))
+            throw new ArgumentException($"--subset '{text}': expected TRAIN or TRAIN:TEST, positive frame counts (e.g. 6000:1000).");
+        int m = parts.Length == 2 ? int.Parse(parts[1], CultureInfo.InvariantCulture) : Math.Max(1, n / 6);
+        n = Math.Min(n, train.Count);
+        m = Math.Min(m, test.Count);
+        progress.WriteLine($"subset: the first {n:N0} of {train.Count:N0} training frames and {m:N0} of {test.Count:N0} test frames");
+        return (Take(train, n), Take(test, m));
+
+        static Core.Training.LabeledData Take(Core.Training.LabeledData data, int count) =>
+            new(data.Features.AsSpan(0, count * data.FeatureSize).ToArray(), data.Labels.AsSpan(0, count).ToArray(), data.FeatureSize, data.ClassCount, $"{data.Name}[..{count}]");
     }
 
     private static (SecureAggregationMode Mode, int? Neighbors) ParseSecAgg(string text)

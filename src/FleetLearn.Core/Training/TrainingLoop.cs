@@ -11,7 +11,8 @@ public static class TrainingLoop
     /// <summary>
     /// One epoch: shuffles <paramref name="indices"/> in place with <paramref name="rng"/>, then one
     /// SGD step per batch of <paramref name="batchSize"/> rows (the last batch may be smaller).
-    /// <paramref name="step"/> counts steps across epochs for the schedule; cancellation is honoured between batches.
+    /// <paramref name="step"/> counts steps across epochs for the schedule. <paramref name="cancellationToken"/> is checked
+    /// before every batch (<see cref="OperationCanceledException"/>).
     /// </summary>
     public static EpochResult RunEpoch(
         ITrainer trainer,
@@ -33,7 +34,7 @@ public static class TrainingLoop
         int steps = 0;
         for (int start = 0; start < indices.Length; start += batchSize)
         {
-            // Checked between batches: a vehicle that starts driving stops training within one batch.
+            // Between batches: a vehicle whose state forbids training (ignition on, …) stops within one batch.
             cancellationToken.ThrowIfCancellationRequested();
             int n = Math.Min(batchSize, indices.Length - start);
             var stepOptions = options with { LearningRate = schedule.At(step, totalSteps) };

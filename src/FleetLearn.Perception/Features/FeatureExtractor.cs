@@ -82,9 +82,24 @@ public sealed class FeatureExtractor : IDisposable
     /// Features of a labelled frame dataset (e.g. Fashion-MNIST, whose 784 pixels are a <c>[1, 28, 28]</c> frame), as a
     /// dataset of the same labels.
     /// </summary>
-    public LabeledData ExtractDataset(LabeledData frames)
+    /// <param name="frames">The frames, one per row.</param>
+    /// <param name="frameShape">Shape <c>[C, H, W]</c> of the dataset's frames when it differs from the backbone's input; they are
+    /// then converted (<see cref="FrameResampler"/>: grey → RGB, bilinear resize), e.g. Fashion-MNIST's [1, 28, 28] for ResNet18's [3, 224, 224].</param>
+    public LabeledData ExtractDataset(LabeledData frames, IReadOnlyList<int>? frameShape = null)
     {
         ArgumentNullException.ThrowIfNull(frames);
+        if (frameShape is not null && !frameShape.SequenceEqual(Backbone.RowShape))
+        {
+            var resampler = new FrameResampler(frameShape, Backbone.RowShape);
+            if (frames.FeatureSize != resampler.SourceSize)
+                throw new ArgumentException($"{frames.Name} has rows of {frames.FeatureSize} values, not frames of shape [{string.Join("x", frameShape)}].");
+            var converted = new float[checked(frames.Count * FeatureSize)];
+            var data = frames.Features;
+            int source = resampler.SourceSize;
+            Run(frames.Count, i => FrameKey.Of(data.AsSpan(i * source, source)), (i, destination) => resampler.Convert(data.AsSpan(i * source, source), destination),
+                frames.Labels, converted);
+            return new LabeledData(converted, frames.Labels, FeatureSize, frames.ClassCount, $"{frames.Name}>features");
+        }
         if (frames.FeatureSize != Backbone.RowSize)
             throw new ArgumentException($"{frames.Name} has rows of {frames.FeatureSize} values; the backbone '{Backbone.Name}' takes frames of shape [{string.Join("x", Backbone.RowShape)}] = {Backbone.RowSize} values.");
         var features = ExtractFrames(frames.Features, frames.Count, frames.Labels);

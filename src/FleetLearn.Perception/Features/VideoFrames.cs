@@ -10,6 +10,9 @@ public sealed record VideoOptions
     /// <summary>Frames per second to sample (null: every frame).</summary>
     public double? FramesPerSecond { get; init; }
 
+    /// <summary>Keep every this many-th decoded frame (frames 0, K, 2K, …; 1: all). Exclusive with <see cref="FramesPerSecond"/>.</summary>
+    public int SampleEvery { get; init; } = 1;
+
     /// <summary>Stop after this many frames.</summary>
     public int MaxFrames { get; init; } = 100_000;
 
@@ -58,6 +61,9 @@ public static class VideoFrames
         if (options.FramesPerSecond is { } fps && !(fps > 0 && double.IsFinite(fps)))
             throw new ArgumentException($"Frames per second must be positive; got {fps}.", nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxFrames, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.SampleEvery, 1);
+        if (options.SampleEvery > 1 && options.FramesPerSecond is not null)
+            throw new ArgumentException("Sample either every K-th frame or at a frame rate, not both.", nameof(options));
         return ReadIterator(path, format, options, cancellationToken);
     }
 
@@ -72,9 +78,11 @@ public static class VideoFrames
         };
         string filter = string.Create(CultureInfo.InvariantCulture, $"scale={format.Width}:{format.Height}");
         if (options.FramesPerSecond is { } fps) filter = string.Create(CultureInfo.InvariantCulture, $"fps={fps},{filter}");
+        bool select = options.SampleEvery > 1;
+        if (select) filter = string.Create(CultureInfo.InvariantCulture, $"select=not(mod(n\\,{options.SampleEvery})),{filter}");
         foreach (var arg in new[]
         {
-            "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-vf", filter, "-frames:v",
+            "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-vf", filter, "-fps_mode", "passthrough", "-frames:v",
             options.MaxFrames.ToString(CultureInfo.InvariantCulture), "-f", "rawvideo", "-pix_fmt", format.Channels == 1 ? "gray" : "rgb24", "pipe:1",
         })
         {

@@ -97,6 +97,33 @@ public sealed class PerceptionCommandTests : IDisposable
         Assert.Contains("Not a FleetLearn checkpoint", stderr, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void BenchExtract_ResNet18_Batch1AndBestBatchNextToTorchvisionSameThreads()
+    {
+        Skip.IfNot(HasTorchvision(), "python3-torchvision is not installed");
+        var (exit, stdout, stderr) = Run("bench", "extract", "--backbone", "resnet18", "--onnx-provider", "cpu", "--onnx-threads", "1", "--batch", "1,2", "--frames", "4", "--repeat", "1", "--json");
+        Assert.True(exit == 0, stderr);
+        var json = LastLineJson(stdout);
+        Assert.Equal(512, json.GetProperty("feature_size").GetInt32());
+        Assert.Equal(1, json.GetProperty("threads").GetInt32());
+        Assert.True(json.GetProperty("frames_per_second_batch1").GetDouble() > 0);
+        Assert.Contains(json.GetProperty("best_batch").GetInt32(), new[] { 1, 2 });
+        var peer = json.GetProperty("peer");
+        Assert.True(peer.ValueKind == System.Text.Json.JsonValueKind.Object, stderr);
+        Assert.True(peer.GetProperty("frames_per_second_batch1").GetDouble() > 0);
+        Assert.True(json.GetProperty("vs_peer").GetDouble() > 0);
+    }
+
+    private static bool HasTorchvision()
+    {
+        if (!File.Exists("/usr/bin/python3")) return false;
+        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/python3") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { "-c", "import torchvision" }) start.ArgumentList.Add(a);
+        using var python = System.Diagnostics.Process.Start(start)!;
+        python.StandardError.ReadToEnd();
+        return python.WaitForExit(60_000) && python.ExitCode == 0;
+    }
+
     [Fact]
     public void BenchExtract_SmallRun_ReportsFramesPerSecondOnCpu()
     {
