@@ -15,13 +15,17 @@ internal static class AggregatorCommand
             "Run the aggregator as a service. Settings come from appsettings.json, the environment (Aggregator__Rounds=5) and "
             + "--Section:Key=value arguments, in sections Aggregator and Mqtt, e.g. --Aggregator:CohortSize=2 --Aggregator:MinParticipants=2 "
             + "--Aggregator:HttpPort=8080 (/healthz, /metrics, /api/rounds) --Mqtt:Host=127.0.0.1. "
-            + $"Mqtt:ClientId defaults to 'aggregator' and Mqtt:Password to ${BrokerCommand.PasswordVariable}.")
+            + $"Mqtt:ClientId defaults to 'aggregator' and Mqtt:Password to ${BrokerCommand.PasswordVariable}. "
+            + "Aggregator:Rounds counts the rounds of this start (a restart on the same database runs that many more, numbered on from the last). "
+            + "After them the process stays up, serving the last model and its HTTP surface, with no more rounds; Aggregator:StopWhenDone=true ends it instead.\n\n"
+            + SettingsHelp.Describe((AggregatorOptions.Section, typeof(AggregatorOptions)), (MqttTransportOptions.Section, typeof(MqttTransportOptions))))
         {
             TreatUnmatchedTokensAsErrors = false,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var builder = Host.CreateApplicationBuilder([.. parse.UnmatchedTokens]);
+            builder.Logging.ToStandardError();
             builder.Services.AddFleetLearnAggregator();
             builder.Services.PostConfigure<MqttTransportOptions>(o =>
             {

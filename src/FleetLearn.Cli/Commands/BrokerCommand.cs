@@ -29,13 +29,15 @@ internal static class BrokerCommand
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            int portNumber = parse.GetValue(port);
+            if (portNumber is < 1 or > 65535) throw new ArgumentException($"--port {portNumber}: expected a TCP port, 1..65535.");
             string password = Environment.GetEnvironmentVariable(PasswordVariable)
-                ?? throw new ArgumentException($"Set ${PasswordVariable}: without it no aggregator could log in.");
+                ?? throw new CliConfigurationException($"Set ${PasswordVariable}: without it no aggregator could log in.");
             string store = parse.GetValue(retained) ?? "";
-            using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true));
+            using var logs = CliLogging.Create(LogLevel.Information);
             await using var broker = new EmbeddedBroker(new EmbeddedBrokerOptions
             {
-                Port = parse.GetValue(port),
+                Port = portNumber,
                 LoopbackOnly = !parse.GetValue(bindAll),
                 AggregatorIdentities = [parse.GetValue(aggregator)!],
                 AggregatorPassword = password,
@@ -47,7 +49,7 @@ internal static class BrokerCommand
             }
             catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
             {
-                throw new InvalidOperationException($"port {broker.Port} is already in use: another broker runs there, or pick another --port.", e);
+                throw new CliFailureException($"port {broker.Port} is already in use: another broker (or program) listens there; stop it or pick another --port.", e);
             }
             var output = parse.InvocationConfiguration.Output;
             output.WriteLine(broker.RetainedStorePath is { } folder

@@ -28,8 +28,9 @@ internal static class ExportOnnxCommand
         command.SetAction(parse =>
         {
             var stdout = parse.InvocationConfiguration.Output;
-            var model = Checkpoint.Load(parse.GetValue(checkpoint)!);
             string path = parse.GetValue(output)!;
+            CliOutput.CheckFile(path);
+            var model = Checkpoint.Load(parse.GetValue(checkpoint)!);
             bool fused = backbone.IsSet(parse);
             var result = OnnxExporter.ExportToFile(model, path, fused ? backbone.Source(parse) : null);
             long bytes = new FileInfo(path).Length;

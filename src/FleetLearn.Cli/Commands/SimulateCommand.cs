@@ -38,7 +38,7 @@ internal static class SimulateCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of everything random.", DefaultValueFactory = _ => 1UL };
         var target = new Option<double>("--target") { Description = "Accuracy target for rounds_to_target.", DefaultValueFactory = _ => 0.85 };
         var workers = new Option<int>("--workers") { Description = "Vehicles trained in parallel (results do not depend on it).", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var backend = new Option<string>("--backend") { Description = "auto | cpu | ilgpu.", DefaultValueFactory = _ => "auto" };
+        var backend = new Option<string>("--backend") { Description = "auto (a GPU when there is one, else cpu) | cpu | ilgpu (alias gpu: CUDA or OpenCL through ILGPU) | ilgpu-cpu.", DefaultValueFactory = _ => "auto" };
         var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate on the test set every N rounds.", DefaultValueFactory = _ => 1 };
         var histograms = new Option<bool>("--histograms") { Description = "Print each vehicle's label histogram (first 20 vehicles)." };
         var dp = new Option<string>("--dp") { Description = "Differential privacy: off | central (aggregator adds noise) | distributed (vehicles add shares).", DefaultValueFactory = _ => "off" };
@@ -52,7 +52,8 @@ internal static class SimulateCommand
         var secaggBits = new Option<int?>("--secagg-bits") { Description = "Modulus bits m of the secure sum (default: the smallest that holds the cohort's sum)." };
         var efMemory = new Option<int>("--ef-memory-mb") { Description = "Memory budget for top-k error-feedback residuals (4 bytes × parameters per vehicle holding one; least recently used dropped beyond it).", DefaultValueFactory = _ => 2048 };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
-        var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
+        var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model (checked before the run starts)." };
+        var replaceOut = new Option<bool>("--replace-out") { Description = "Replace a previous run's results in --out (removed only once the options and data are accepted)." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
         var backbone = new BackboneCli("--backbone", "Train on features of the Fashion-MNIST frames from this backbone: 'generated' or an ONNX file (default: raw pixels).");
         var featureCache = new Option<string?>("--feature-cache") { Description = "Folder of the feature store (each frame extracted once across runs)." };
@@ -69,7 +70,7 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
+            codec, secagg, secaggBits, efMemory, data, output, replaceOut, json, featureCache, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -116,12 +117,18 @@ internal static class SimulateCommand
             };
             options.Validate();
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
+            string transportName = parse.GetValue(transport)!.Trim().ToLowerInvariant();
+            if (transportName is not ("inproc" or "mqtt")) throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
+            if (transportName == "mqtt") MqttFleetSimulation.CheckSupported(options);
+            bool childProcess = parse.GetValue(agentRange) is not null;
+            if (!childProcess) CliOutput.CheckFolder(parse.GetValue(output));
 
-            var train = FashionMnist.LoadTrain(parse.GetValue(data));
-            var test = FashionMnist.LoadTest(parse.GetValue(data));
+            var (train, test) = CliData.LoadBoth(parse.GetValue(data), parse.InvocationConfiguration.Error);
             if (backboneModel is not null)
                 (train, test) = ExtractFeatures(backboneModel, train, test, parse.GetValue(featureCache), progress);
-            switch (parse.GetValue(transport)!.Trim().ToLowerInvariant())
+            // Everything the run needs has been accepted: only now may a previous run's results make way.
+            if (!childProcess && parse.GetValue(replaceOut) && parse.GetValue(output) is { } previous) CliOutput.ReplaceRun(previous);
+            switch (transportName)
             {
                 case "inproc":
                     break;

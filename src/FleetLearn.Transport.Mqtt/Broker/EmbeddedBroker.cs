@@ -38,7 +38,9 @@ public sealed class EmbeddedBroker : IAsyncDisposable
         var builder = new MqttServerFactory().CreateServerOptionsBuilder()
             .WithDefaultEndpoint()
             .WithDefaultEndpointPort(Port)
-            .WithDefaultEndpointReuseAddress()
+            // No WithDefaultEndpointReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second broker then
+            // shares the port with the first (clients split between them). .NET already sets SO_REUSEADDR on TCP binds, so
+            // a restart is not blocked by connections in TIME_WAIT.
             .WithPersistentSessions()
             .WithMaxPendingMessagesPerClient(options.MaxPendingMessagesPerClient);
         if (options.LoopbackOnly) builder.WithDefaultEndpointBoundIPAddress(IPAddress.Loopback).WithDefaultEndpointBoundIPV6Address(IPAddress.None);
