@@ -119,7 +119,11 @@ internal static class SimulateCommand
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
             string transportName = parse.GetValue(transport)!.Trim().ToLowerInvariant();
             if (transportName is not ("inproc" or "mqtt")) throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
-            if (transportName == "mqtt") MqttFleetSimulation.CheckSupported(options);
+            if (transportName == "mqtt")
+            {
+                MqttFleetSimulation.CheckSupported(options);
+                CheckCertificates(parse.GetValue(broker)!, parse.GetValue(brokerCerts), options.Vehicles);
+            }
             bool childProcess = parse.GetValue(agentRange) is not null;
             if (!childProcess) CliOutput.CheckFolder(parse.GetValue(output));
 
@@ -267,6 +271,49 @@ internal static class SimulateCommand
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"features: {backbone.Name} [{string.Join("x", backbone.RowShape)}] → {backbone.OutputSize} on {backbone.ExecutionProvider}: {stats.Frames:N0} frames, {stats.Extracted:N0} extracted{(stats.Extracted > 0 ? $" ({stats.FramesPerSecond:N0} frames/s)" : "")}, {stats.CacheHits:N0} from the feature store; {clock.Elapsed.TotalSeconds:F1} s"));
         return (trainFeatures, testFeatures);
+    }
+
+    /// <summary>
+    /// With <c>--broker mqtts://…</c>: every certificate the run will present must be in --broker-certs (ca.crt, the
+    /// aggregator's and one per vehicle); otherwise a vehicle would never connect and the run would wait for its check-in.
+    /// </summary>
+    internal static void CheckCertificates(string broker, string? folder, int vehicles)
+    {
+        if (!broker.Trim().StartsWith("mqtts://", StringComparison.OrdinalIgnoreCase)) return;
+        if (string.IsNullOrWhiteSpace(folder))
+            throw new ArgumentException("--broker mqtts://… needs --broker-certs DIR (made by: bash broker-config/make-dev-ca.sh DIR aggregator vehicle-0 vehicle-1 …).");
+        if (!Directory.Exists(folder)) throw new CliConfigurationException($"--broker-certs '{folder}': no such folder.");
+        var missing = new List<string>();
+        if (!File.Exists(Path.Combine(folder, "ca.crt"))) missing.Add("ca.crt");
+        var ids = new[] { "aggregator" }.Concat(Enumerable.Range(0, vehicles).Select(MqttFleetSimulation.VehicleName));
+        var missingIds = new List<string>();
+        foreach (var id in ids)
+        {
+            foreach (var file in new[] { $"{id}.crt", $"{id}.key" })
+            {
+                string path = Path.Combine(folder, file);
+                if (!File.Exists(path))
+                {
+                    missing.Add(file);
+                    if (!missingIds.Contains(id)) missingIds.Add(id);
+                }
+                else
+                {
+                    try
+                    {
+                        using var _ = File.OpenRead(path);
+                    }
+                    catch (UnauthorizedAccessException)
+                    {
+                        throw new CliConfigurationException($"--broker-certs '{folder}': {file} is not readable by this user.");
+                    }
+                }
+            }
+        }
+        if (missing.Count == 0) return;
+        string shown = string.Join(", ", missing.Take(6)) + (missing.Count > 6 ? $" and {missing.Count - 6} more" : "");
+        throw new CliConfigurationException($"--broker-certs '{folder}' lacks {shown} (--vehicles {vehicles} needs vehicle-0 … vehicle-{vehicles - 1}); "
+            + $"add them with: bash broker-config/make-dev-ca.sh {folder} {string.Join(' ', missingIds.Take(20))}{(missingIds.Count > 20 ? " …" : "")}");
     }
 
     private static (SecureAggregationMode Mode, int? Neighbors) ParseSecAgg(string text)
