@@ -14,13 +14,30 @@ bash scripts/install-deps.sh dataset-fashion-mnist
 defaults=(--transport mqtt --broker embedded --vehicles 100 --cohort 50 --rounds 10 --local-epochs 1 --lr 0.1
   --dp distributed --clip 1 --noise-multiplier 1 --secagg plus --codec rot+q8 --out runs/demo)
 
-# Names of the options the user gave (--name or --name=value).
-declare -A given=()
-for arg in "$@"; do
+# The user's options, each once: "--name value" (the value is the next word unless that starts with --), "--name=value"
+# or a flag "--name"; a later occurrence replaces an earlier one. Entries are kept as "name<US>word[<US>word]".
+us=$'\x1f'
+entries=()
+add() { # name words...
+  local name=$1 kept=() e; shift
+  for e in ${entries[@]+"${entries[@]}"}; do [ "${e%%"$us"*}" = "$name" ] || kept+=("$e"); done
+  local IFS="$us"; entries=(${kept[@]+"${kept[@]}"} "$name$us$*")
+}
+user=("$@")
+for ((i = 0; i < ${#user[@]}; i++)); do
+  arg=${user[i]}
   case "$arg" in
-    --) break ;;
-    --*) given["${arg%%=*}"]=1 ;;
+    --*=*) add "${arg%%=*}" "$arg" ;;
+    --*) if ((i + 1 < ${#user[@]})) && [[ "${user[i + 1]}" != --* ]]; then add "$arg" "$arg" "${user[i + 1]}"; i=$((i + 1)); else add "$arg" "$arg"; fi ;;
+    *) echo "run-demo.sh: '$arg' is not an option (options start with --; see: bash scripts/fleetlearn simulate --help)" >&2; exit 2 ;;
   esac
+done
+declare -A given=()
+final=()
+for e in ${entries[@]+"${entries[@]}"}; do
+  given["${e%%"$us"*}"]=1
+  IFS="$us" read -r -a words <<<"$e"
+  final+=("${words[@]:1}")
 done
 # The defaults the user did not override (every default is one --name value pair).
 args=()
@@ -28,4 +45,6 @@ for ((i = 0; i < ${#defaults[@]}; i += 2)); do
   [ -n "${given[${defaults[i]}]:-}" ] || args+=("${defaults[i]}" "${defaults[i + 1]}")
 done
 
-exec bash scripts/fleetlearn simulate "${args[@]}" "$@" --replace-out
+# RUN_DEMO_PRINT=1 prints the merged options instead of running (scripts/doc-commands.sh tests the merge with it).
+[ -z "${RUN_DEMO_PRINT:-}" ] || { printf "%s\n" "${args[@]}" ${final[@]+"${final[@]}"}; exit 0; }
+exec bash scripts/fleetlearn simulate "${args[@]}" ${final[@]+"${final[@]}"} --replace-out

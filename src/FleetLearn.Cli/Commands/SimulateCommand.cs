@@ -126,6 +126,9 @@ internal static class SimulateCommand
             }
             bool childProcess = parse.GetValue(agentRange) is not null;
             if (!childProcess) CliOutput.CheckFolder(parse.GetValue(output));
+            if (!childProcess && options.Privacy is { } dpSettings
+                && DpSignalCheck.Warning(options.CohortSize, dpSettings.NoiseMultiplier, dpSettings.ClipNorm, options.Model.ParameterCount) is { } weak)
+                parse.InvocationConfiguration.Error.WriteLine($"simulate: {weak}");
 
             var (train, test) = CliData.LoadBoth(parse.GetValue(data), parse.InvocationConfiguration.Error);
             if (backboneModel is not null)
