@@ -66,7 +66,7 @@ internal static class SimulateCommand
         var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
         var processes = new Option<int>("--processes") { Description = "With --transport mqtt: OS processes the agents are spread over (this one included).", DefaultValueFactory = _ => 1 };
 
-        var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
+        var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: 100 vehicles, 10 per round, 20 rounds in process (about 10 s on 2 cores).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
@@ -267,6 +267,7 @@ internal static class SimulateCommand
         using var cache = cacheFolder is null ? null
             : Perception.Features.FeatureCache.Open(cacheFolder, Perception.Features.FeatureExtractor.Identity(backbone), backbone.OutputSize, progress.WriteLine);
         using var extractor = new Perception.Features.FeatureExtractor(backbone, cache);
+        progress.WriteLine($"features: running {backbone.Name} over {train.Count + test.Count:N0} frames{(cache is null ? "" : " (the feature store answers those it holds)")} …");
         var clock = Stopwatch.StartNew();
         var trainFeatures = extractor.ExtractDataset(train);
         var testFeatures = extractor.ExtractDataset(test);
