@@ -25,6 +25,10 @@ internal static class SimulateMqttCommand
         // the run ends, fails or the process is stopped.
         void Remove(object? sender, EventArgs e) => TryDelete(work);
         AppDomain.CurrentDomain.ProcessExit += Remove;
+        // SIGINT/SIGTERM end the process without ProcessExit in a synchronous command: remove the folder right away (open
+        // files go with it on Linux) and let the signal's default action proceed.
+        using var onInterrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, _ => TryDelete(work));
+        using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, _ => TryDelete(work));
         try
         {
             return RunIn(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose);
