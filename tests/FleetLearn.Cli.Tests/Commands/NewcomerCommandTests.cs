@@ -140,4 +140,52 @@ public sealed class NewcomerCommandTests : IDisposable
         Assert.Contains("DP noise will likely swamp the signal", stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("warning", stdout, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void SimulateMqtt_Json_StdoutHoldsOnlyJsonAndANormalRunLogsNoWarning()
+    {
+        var stdout = new StringWriter(CultureInfo.InvariantCulture);
+        var stderr = new StringWriter(CultureInfo.InvariantCulture);
+        var (savedOut, savedError) = (Console.Out, Console.Error);
+        Console.SetOut(stdout); // loggers write to the process's console: catch anything that lands on stdout
+        Console.SetError(stderr);
+        int exit;
+        try
+        {
+            exit = FleetLearnCommand.Run(["simulate", "--transport", "mqtt", "--vehicles", "4", "--cohort", "4", "--rounds", "1", "--local-epochs", "1",
+                "--model", "784-16-10", "--json", "--verbose-workers"], stdout, stderr);
+        }
+        finally
+        {
+            Console.SetOut(savedOut);
+            Console.SetError(savedError);
+        }
+        Assert.True(exit == 0, stderr.ToString());
+        var lines = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length); // one round object, one summary
+        Assert.All(lines, l => Assert.StartsWith("{", l, StringComparison.Ordinal));
+        Assert.Contains("info: ", stderr.ToString(), StringComparison.Ordinal); // the workers' logs went to stderr
+        Assert.DoesNotContain("warn: ", stderr.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Broker_PortInUse_Failure1WithOneLineNamingThePort()
+    {
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        holder.Start();
+        int port = ((System.Net.IPEndPoint)holder.LocalEndpoint).Port;
+        string? saved = Environment.GetEnvironmentVariable("FLEETLEARN_AGGREGATOR_PASSWORD");
+        Environment.SetEnvironmentVariable("FLEETLEARN_AGGREGATOR_PASSWORD", "secret");
+        try
+        {
+            var (exit, _, stderr) = Run("broker", "--port", port.ToString(CultureInfo.InvariantCulture), "--retained-store", "");
+            Assert.Equal(FleetLearnCommand.ExitCodes.Failure, exit);
+            Assert.Contains($"port {port} is already in use", stderr, StringComparison.Ordinal);
+            Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("fleetlearn:", StringComparison.Ordinal));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("FLEETLEARN_AGGREGATOR_PASSWORD", saved);
+        }
+    }
 }
