@@ -24,13 +24,13 @@ internal static class DpSignalCheck
         (int)Math.Ceiling(ratio * noiseMultiplier * Math.Sqrt(dimension));
 
     /// <summary>A warning line when the ratio is below <see cref="Minimum"/>; null when the run can learn.</summary>
-    public static string? Warning(int cohort, double noiseMultiplier, double clip, int dimension)
+    public static string? Warning(int cohort, double noiseMultiplier, double clip, int dimension, string noiseSetting = "--noise-multiplier")
     {
         double ratio = Ratio(cohort, noiseMultiplier, dimension);
         if (ratio >= Minimum) return null;
         return FormattableString.Invariant($"warning: DP noise will likely swamp the signal: the average of a cohort of {cohort} carries noise σC/n = {noiseMultiplier * clip / cohort:G3} per coordinate ")
             + FormattableString.Invariant($"against at most C/√d = {clip / Math.Sqrt(dimension):G3} of signal (d = {dimension:N0}); signal-to-noise n/(σ√d) = {ratio:F3}, below {Minimum}. ")
             + FormattableString.Invariant($"Runs like this end near chance. Use a cohort of at least {CohortFor(Minimum, noiseMultiplier, dimension)} ({CohortFor(0.1, noiseMultiplier, dimension)} for 0.1), ")
-            + "a smaller --noise-multiplier (less privacy) or a smaller model.";
+            + $"a smaller {noiseSetting} (less privacy) or a smaller model.";
     }
 }

@@ -32,8 +32,26 @@ internal static class AggregatorCommand
                 if (string.IsNullOrEmpty(o.ClientId)) o.ClientId = "aggregator";
                 o.Password ??= Environment.GetEnvironmentVariable(BrokerCommand.PasswordVariable);
             });
+            if (DpWarning(builder.Configuration) is { } weak) parse.InvocationConfiguration.Error.WriteLine($"aggregator: {weak}");
             return await HostRunner.RunAsync(builder, cancellationToken);
         });
         return command;
+    }
+
+    /// <summary>The <see cref="DpSignalCheck"/> warning for the configured DP, cohort and model; null when fine or not decidable here (validation reports bad settings).</summary>
+    internal static string? DpWarning(Microsoft.Extensions.Configuration.IConfiguration configuration)
+    {
+        var options = new AggregatorOptions();
+        try
+        {
+            Microsoft.Extensions.Configuration.ConfigurationBinder.Bind(configuration.GetSection(AggregatorOptions.Section), options);
+            if (options.Privacy.Trim().Equals("off", StringComparison.OrdinalIgnoreCase)) return null;
+            int dimension = Core.Model.ModelSpec.Parse(options.Model).ParameterCount;
+            return DpSignalCheck.Warning(options.CohortSize, options.NoiseMultiplier, options.ClipNorm ?? 1.0, dimension, "Aggregator:NoiseMultiplier");
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
+        {
+            return null;
+        }
     }
 }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Microsoft.Extensions.Configuration;
 
 namespace FleetLearn.Cli.Tests.Commands;
 
@@ -130,6 +131,21 @@ public sealed class NewcomerCommandTests : IDisposable
         var warning = DpSignalCheck.Warning(cohort, sigma, 1.0, dimension);
         Assert.Equal(warns, warning is not null);
         if (warning is not null) Assert.Contains($"at least {DpSignalCheck.CohortFor(DpSignalCheck.Minimum, sigma, dimension)}", warning, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Aggregator_DpOnFourVehicles_WarnsNamingItsSetting()
+    {
+        var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Aggregator:CohortSize"] = "4", ["Aggregator:Privacy"] = "distributed", ["Aggregator:Model"] = "784-32-10", ["Aggregator:ClipNorm"] = "1",
+        }).Build();
+        Assert.Contains("Aggregator:NoiseMultiplier", FleetLearn.Cli.Commands.AggregatorCommand.DpWarning(configuration), StringComparison.Ordinal);
+        configuration["Aggregator:NoiseMultiplier"] = "0.2";
+        Assert.Null(FleetLearn.Cli.Commands.AggregatorCommand.DpWarning(configuration));
+        configuration["Aggregator:Privacy"] = "off";
+        configuration["Aggregator:NoiseMultiplier"] = "1";
+        Assert.Null(FleetLearn.Cli.Commands.AggregatorCommand.DpWarning(configuration));
     }
 
     [Fact]
