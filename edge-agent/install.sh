@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --rollback) rollback=true; shift ;;
     --destdir) destdir=${2:?--destdir needs a folder}; shift 2 ;;
     --dry-run) dry=true; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (--help lists the options)" ;;
   esac
 done
@@ -117,6 +117,12 @@ release=${release//[^A-Za-z0-9._+-]/_}
 
 for f in appsettings.json fleetlearn-agent.service; do [ -f "$here/$f" ] || die "missing $here/$f"; done
 [ -z "$aggregator_key" ] || [ -f "$aggregator_key" ] || die "no aggregator key at $aggregator_key"
+# The agent refuses to start without a P-256 public key in PEM; refuse it here, before anything is installed.
+if [ -n "$aggregator_key" ]; then
+  grep -q -- "-----BEGIN PUBLIC KEY-----" "$aggregator_key" \
+    && openssl pkey -pubin -in "$aggregator_key" -noout -text 2>/dev/null | grep -q "NIST CURVE: P-256" \
+    || die "--aggregator-key $aggregator_key is not a P-256 public key in PEM (expected aggregator-signing.pub.pem as the aggregator writes it)"
+fi
 if [ -n "$data_index" ]; then [[ "$data_index" =~ ^[0-9]+$ ]] || die "--data-index must be a number"; fi
 if [ -n "$vehicle" ]; then [[ "$vehicle" =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "--vehicle-id '$vehicle' is not a valid vehicle id"; fi
 for s in "${sets[@]}"; do [[ "$s" =~ ^[A-Za-z0-9_]+__[A-Za-z0-9_]+=.*$ ]] || die "--set '$s' is not Section__Key=VALUE"; done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs FleetLearn's whole test suite: installs what the tests need, builds (Release), runs every
-# test project, and ends with one summary line "N passed, N failed, N skipped".
+# test project, then every documented command (scripts/doc-commands.sh), and ends with one summary line
+# "N passed, N failed, N skipped" (the unit tests; a failed documented command fails the run too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -11,6 +12,7 @@ mkdir -p "$results"
 
 echo "== build (Release)" >&2
 dotnet build FleetLearn.sln -c Release -nologo -clp:ErrorsOnly -v:quiet
+touch src/FleetLearn.Cli/bin/Release/net10.0/.fleetlearn-build-stamp   # scripts/fleetlearn: this build is current
 
 echo "== test" >&2
 status=0
@@ -34,5 +36,14 @@ if [ "$projects" -lt "$expected" ]; then
   [ "$status" -ne 0 ] || status=1
 fi
 if [ "$failed" -gt 0 ] && [ "$status" -eq 0 ]; then status=1; fi
+
+# Every command the README and docs show, as written (long ones shortened as the docs mark them).
+echo "== documented commands" >&2
+doc_status=0
+bash scripts/doc-commands.sh >&2 || doc_status=$?
+if [ "$doc_status" -ne 0 ]; then
+  echo "documented commands: failures above (bash scripts/doc-commands.sh)" >&2
+  [ "$status" -ne 0 ] || status=1
+fi
 echo "$passed passed, $failed failed, $skipped skipped"
 exit "$status"

@@ -31,7 +31,7 @@ public static class TrainerFactory
         "cpu" => BackendChoice.Cpu,
         "ilgpu" or "gpu" => BackendChoice.Ilgpu,
         "ilgpu-cpu" => BackendChoice.IlgpuCpu,
-        _ => throw new FormatException($"Unknown backend '{text}'; expected auto, cpu, ilgpu or ilgpu-cpu."),
+        _ => throw new FormatException($"--backend '{text}': expected auto, cpu, ilgpu (alias gpu) or ilgpu-cpu."),
     };
 
     /// <summary>
@@ -56,7 +56,7 @@ public static class TrainerFactory
                     log?.Invoke($"backend: {gpu.Description}");
                     return gpu;
                 }
-                throw new InvalidOperationException($"--backend ilgpu needs a GPU: {reason}. Use --backend cpu or auto.");
+                throw new InvalidOperationException($"--backend ilgpu (or its alias gpu) needs a CUDA or OpenCL GPU, and none was found: {reason}. Use --backend cpu or auto.");
             }
             case BackendChoice.IlgpuCpu:
             {

@@ -51,7 +51,7 @@ public sealed class LiteDbOutbox : IDisposable
         {
             _ = outbox.Pending(); // verify every document reads back
         }
-        catch (Exception e) when (e is LiteException or InvalidCastException or KeyNotFoundException)
+        catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {
             db.Dispose();
             throw new InvalidDataException($"The outbox at '{path}' holds an unreadable document ({e.Message}).", e);

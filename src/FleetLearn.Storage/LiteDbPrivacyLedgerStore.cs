@@ -73,7 +73,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         {
             db = new LiteDatabase(new ConnectionString { Filename = fullPath, Connection = ConnectionType.Direct });
         }
-        catch (Exception e) when (e is LiteException or IOException or InvalidCastException)
+        catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {
             throw new InvalidDataException($"The privacy ledger at '{fullPath}' cannot be opened ({e.Message}). Refusing to start from an empty ledger, which would under-count ε; restore the file from a backup.", e);
         }

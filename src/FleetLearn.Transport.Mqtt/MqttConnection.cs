@@ -47,6 +47,7 @@ public sealed class MqttConnection : IAsyncDisposable
     private TaskCompletionSource _connected = NewSignal();
     private TaskCompletionSource _disconnected = NewSignal();
     private CancellationTokenSource? _stop;
+    private volatile bool _stopping;
     private Task? _loop;
     private long _connects;
     private long _retainedRepublished;
@@ -72,7 +73,9 @@ public sealed class MqttConnection : IAsyncDisposable
                 _disconnected.TrySetResult();
                 if (_connected.Task.IsCompleted) _connected = NewSignal();
             }
-            if (e.ClientWasConnected) _log.LogWarning("MQTT {Client}: disconnected ({Reason}).", options.ClientId, e.Reason);
+            // Our own StopAsync, or a peer that ends the session normally, is how a run ends: information, not a warning.
+            if (e.ClientWasConnected)
+                _log.Log(IsExpectedDisconnect(e.Reason) ? LogLevel.Information : LogLevel.Warning, "MQTT {Client}: disconnected ({Reason}).", options.ClientId, e.Reason);
             return Task.CompletedTask;
         };
         _client.ApplicationMessageReceivedAsync += async e =>
@@ -227,10 +230,14 @@ public sealed class MqttConnection : IAsyncDisposable
     /// <summary>True for failures a reconnect may cure (connection lost, timeout), false for refusals and cancellation.</summary>
     public static bool IsTransient(Exception e) => e is MqttCommunicationException or MqttClientNotConnectedException or ObjectDisposedException or IOException or TimeoutException;
 
+    /// <summary>A disconnect that ends a session as intended: this side stopping, or a normal disconnection.</summary>
+    private bool IsExpectedDisconnect(MqttClientDisconnectReason reason) => _stopping || reason == MqttClientDisconnectReason.NormalDisconnection;
+
     /// <summary>Stops the loop, publishes nothing more, and disconnects cleanly (the delayed will is then not sent).</summary>
     public async Task StopAsync()
     {
         Task? loop;
+        _stopping = true;
         lock (_gate)
         {
             loop = _loop;

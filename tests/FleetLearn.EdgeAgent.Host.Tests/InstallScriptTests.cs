@@ -172,6 +172,31 @@ public sealed class InstallScriptTests : IAsyncLifetime
     }
 
     [SkippableFact]
+    public async Task Install_AggregatorKeyNotAPublicKey_IsRefusedBeforeAnythingIsInstalled()
+    {
+        Skip.If(_skip is not null, _skip);
+        string junk = Path.Combine(_dir.FullName, "junk.pem");
+        await File.WriteAllTextAsync(junk, "not a key\n");
+
+        var result = await InstallAsync("--binary", FakeBinary("agent-v1"), "--vehicle-id", "car-7", "--broker", "b", "--data-index", "7",
+            "--certs", Certs, "--aggregator-key", junk);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"--aggregator-key {junk} is not a P-256 public key", result.Stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(At("/opt/fleetlearn-agent")));
+    }
+
+    [SkippableFact]
+    public async Task Help_ListsTheOptionsAndNothingOfTheScript()
+    {
+        Skip.If(_skip is not null, _skip);
+        var result = await DeploymentFiles.RunAsync("/bin/bash", Script, "--help");
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("--dry-run", result.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("set -euo pipefail", result.Stdout, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
     public async Task Install_FirstWithoutVehicleSettings_IsRefusedNamingThem()
     {
         Skip.If(_skip is not null, _skip);

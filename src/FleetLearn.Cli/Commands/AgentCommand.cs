@@ -33,7 +33,8 @@ internal static class AgentCommand
             + "Settings come from appsettings.json, the environment and "
             + "--Section:Key=value arguments, in sections Agent, Mqtt and Ingest. Defaults for a quick local run: Agent:VehicleId car-{index} (car-0 with ingest), "
             + "Agent:DatabasePath {VehicleId}.db, Agent:AggregatorPublicKey aggregator-signing.pub.pem (the aggregator's default key), "
-            + "Mqtt:ClientId = Agent:VehicleId.")
+            + "Mqtt:ClientId = Agent:VehicleId.\n\n"
+            + SettingsHelp.Describe((EdgeAgentOptions.Section, typeof(EdgeAgentOptions)), (MqttTransportOptions.Section, typeof(MqttTransportOptions))))
         {
             vehicles, index, partition, seed, holdout, data,
         };
@@ -41,6 +42,7 @@ internal static class AgentCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var builder = Host.CreateApplicationBuilder([.. parse.UnmatchedTokens]);
+            builder.Logging.ToStandardError();
             string? clips = builder.Configuration[$"{VehicleIngestOptions.Section}:{nameof(VehicleIngestOptions.DataFolder)}"];
             VehicleDataset? dataset = null;
             int i = parse.GetValue(index) ?? 0;
@@ -49,7 +51,7 @@ internal static class AgentCommand
                 if (parse.GetValue(index) is null) throw new ArgumentException("agent: give --index N (the stand-in data) or --Ingest:DataFolder=DIR (the vehicle's own clips).");
                 CheckArguments(parse.GetValue(vehicles), i, parse.GetValue(holdout)); // before the data set is read
                 var scheme = PartitionScheme.Parse(parse.GetValue(partition)!);
-                var train = FashionMnist.LoadTrain(parse.GetValue(data));
+                var train = CliData.LoadTrain(parse.GetValue(data), parse.InvocationConfiguration.Error);
                 dataset = SelectRows(train, parse.GetValue(vehicles), i, scheme, parse.GetValue(seed), parse.GetValue(holdout));
             }
             else if (parse.GetValue(index) is not null)
@@ -73,6 +75,7 @@ internal static class AgentCommand
             else builder.Services.AddVehicleFeatureStore();
             builder.Services.AddFleetLearnEdgeAgent();
             builder.Services.AddVehicleEligibility();
+            builder.Services.AddSingleton<IValidateOptions<EdgeAgentOptions>, AggregatorKeyFileValidator>();
             builder.Services.AddOptions<EdgeAgentOptions>().PostConfigure<IConfiguration>((o, configuration) =>
             {
                 if (configuration[$"{EdgeAgentOptions.Section}:{nameof(EdgeAgentOptions.DatabasePath)}"] is null) o.DatabasePath = $"{o.VehicleId}.db";
@@ -102,5 +105,32 @@ internal static class AgentCommand
         if (vehicles < 1) throw new ArgumentException($"--vehicles {vehicles}: at least 1.");
         if (index < 0 || index >= vehicles) throw new ArgumentException($"--index {index}: expected 0..{vehicles - 1} (--vehicles {vehicles}).");
         if (!(holdoutFraction >= 0 && holdoutFraction < 1)) throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"--holdout {holdoutFraction}: expected a fraction in [0, 1)."));
+    }
+}
+
+/// <summary>
+/// Checks at start that the pinned aggregator key can be read and parsed, naming the setting and the file; without it the
+/// worker would fail on its first line with a stack trace (typically: the aggregator has not written its key yet).
+/// </summary>
+internal sealed class AggregatorKeyFileValidator : IValidateOptions<EdgeAgentOptions>
+{
+    public ValidateOptionsResult Validate(string? name, EdgeAgentOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        string value = options.AggregatorPublicKey;
+        if (string.IsNullOrWhiteSpace(value)) return ValidateOptionsResult.Skip; // [Required] reports it
+        bool isPem = value.Contains("-----BEGIN", StringComparison.Ordinal);
+        if (!isPem && !File.Exists(value))
+            return ValidateOptionsResult.Fail($"Agent:AggregatorPublicKey '{value}' does not exist ({Path.GetFullPath(value)}). Start the aggregator first (it writes "
+                + "aggregator-signing.pub.pem in its working folder), or point --Agent:AggregatorPublicKey=FILE at the aggregator's public key.");
+        try
+        {
+            using var key = SigningKeys.LoadPublic(value);
+            return ValidateOptionsResult.Success;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException)
+        {
+            return ValidateOptionsResult.Fail($"Agent:AggregatorPublicKey '{(isPem ? "(PEM text)" : value)}': not a P-256 public key in PEM ({e.Message}).");
+        }
     }
 }

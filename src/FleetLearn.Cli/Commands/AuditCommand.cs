@@ -42,7 +42,7 @@ internal static class AuditCommand
             if (!(clipNorm > 0)) throw new ArgumentException("--dp-clip must be positive.");
             if (!(noiseMultiplier >= 0)) throw new ArgumentException("--noise-multiplier must be ≥ 0.");
             if (cohortSize < 2) throw new ArgumentException("--secagg-cohort must be at least 2.");
-            var train = FashionMnist.LoadTrain(parse.GetValue(data));
+            var train = CliData.LoadTrain(parse.GetValue(data), parse.InvocationConfiguration.Error);
             if (index < 0 || index + cohortSize > train.Count) throw new ArgumentException($"--image must be within 0..{train.Count - cohortSize}.");
             if (spec.InputSize != train.FeatureSize) throw new ArgumentException($"Model {spec} needs {train.FeatureSize} inputs.");
 

@@ -34,7 +34,7 @@ internal static class BenchTrainCommand
         {
             var spec = ModelSpec.Parse(parse.GetValue(model)!);
             int batchSize = parse.GetValue(batch), threadCount = parse.GetValue(threads);
-            var train = FashionMnist.LoadTrain(parse.GetValue(data));
+            var train = CliData.LoadTrain(parse.GetValue(data), parse.InvocationConfiguration.Error);
             int n = Math.Clamp(parse.GetValue(samples), 1, train.Count);
             using var trainer = TrainerFactory.Create(TrainerFactory.Parse(parse.GetValue(backend)!), spec, batchSize, threadCount, parse.InvocationConfiguration.Error.WriteLine);
             trainer.LoadParameters(ModelInitializer.Initialize(spec, 0));

@@ -33,10 +33,12 @@ internal static class BrokerCommand
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            int portNumber = parse.GetValue(port);
+            if (portNumber is < 1 or > 65535) throw new ArgumentException($"--port {portNumber}: expected a TCP port, 1..65535.");
             string store = parse.GetValue(retained) ?? "";
             var options = new EmbeddedBrokerOptions
             {
-                Port = parse.GetValue(port),
+                Port = portNumber,
                 LoopbackOnly = !parse.GetValue(bindAll),
                 AggregatorIdentities = [parse.GetValue(aggregator)!],
                 AggregatorPassword = Environment.GetEnvironmentVariable(PasswordVariable),
@@ -49,8 +51,8 @@ internal static class BrokerCommand
             options.Validate();
             // Under mutual TLS the aggregator's certificate is its credential; without it, its password.
             if (!options.MutualTls && string.IsNullOrEmpty(options.AggregatorPassword))
-                throw new ArgumentException($"Set ${PasswordVariable}: without it (or mutual TLS: --tls-cert, --tls-key, --client-ca) no aggregator could log in.");
-            using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true));
+                throw new CliConfigurationException($"Set ${PasswordVariable}: without it (or mutual TLS: --tls-cert, --tls-key, --client-ca) no aggregator could log in.");
+            using var logs = CliLogging.Create(LogLevel.Information);
             await using var broker = new EmbeddedBroker(options, logs.CreateLogger("broker"));
             try
             {
@@ -58,7 +60,7 @@ internal static class BrokerCommand
             }
             catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
             {
-                throw new InvalidOperationException($"port {broker.Port} is already in use: another broker runs there, or pick another --port.", e);
+                throw new CliFailureException($"port {broker.Port} is already in use: another broker (or program) listens there; stop it or pick another --port.", e);
             }
             var output = parse.InvocationConfiguration.Output;
             output.WriteLine(broker.RetainedStorePath is { } folder

@@ -28,10 +28,20 @@ internal static class ExportOnnxCommand
         command.SetAction(parse =>
         {
             var stdout = parse.InvocationConfiguration.Output;
-            var model = Checkpoint.Load(parse.GetValue(checkpoint)!);
             string path = parse.GetValue(output)!;
+            CliOutput.CheckFile(path);
+            var model = Checkpoint.Load(parse.GetValue(checkpoint)!);
             bool fused = backbone.IsSet(parse);
-            var result = OnnxExporter.ExportToFile(model, path, fused ? backbone.Source(parse) : null);
+            OnnxExportResult result;
+            try
+            {
+                result = OnnxExporter.ExportToFile(model, path, fused ? backbone.Source(parse) : null);
+            }
+            catch (OnnxModelException e) when (fused)
+            {
+                // The exporter knows the backbone only as bytes: name the file the user gave.
+                throw new OnnxModelException($"--with-backbone '{parse.GetValue(backbone.Backbone)}': {e.Message.Replace("'backbone' ", "", StringComparison.Ordinal)}", e);
+            }
             long bytes = new FileInfo(path).Length;
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"wrote {path} ({bytes:N0} bytes): input '{result.InputName}' → {string.Join(", ", result.OutputNames.Select(n => $"'{n}'"))}; model {model.Spec} version {model.Version} round {result.Metadata[OnnxExporter.Keys.Round]}{(fused ? $", behind backbone output '{result.Metadata[OnnxExporter.Keys.BackboneOutput]}'" : "")}"));

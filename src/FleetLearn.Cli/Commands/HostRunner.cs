@@ -4,7 +4,7 @@ using Microsoft.Extensions.Options;
 
 namespace FleetLearn.Cli.Commands;
 
-/// <summary>Runs a host for a command; invalid settings become one clear user error.</summary>
+/// <summary>Runs a host for a command; invalid settings become one clear configuration error (exit 78).</summary>
 internal static class HostRunner
 {
     /// <summary>Builds and runs the host until Ctrl-C (or the worker stops it); returns the process exit code.</summary>
@@ -20,11 +20,11 @@ internal static class HostRunner
         }
         catch (OptionsValidationException e)
         {
-            throw new ArgumentException(string.Join(" ", e.Failures), e);
+            throw new CliConfigurationException(string.Join(" ", e.Failures), e);
         }
         catch (AggregateException e) when (e.InnerExceptions.All(i => i is OptionsValidationException))
         {
-            throw new ArgumentException(string.Join(" ", e.InnerExceptions.SelectMany(i => ((OptionsValidationException)i).Failures)), e);
+            throw new CliConfigurationException(string.Join(" ", e.InnerExceptions.SelectMany(i => ((OptionsValidationException)i).Failures)), e);
         }
         // A failed worker stops the host (BackgroundServiceExceptionBehavior.StopHost), which logs the exception, but
         // RunAsync still completes normally in .NET 10 (dotnet/runtime#67146): report the failure in the exit code.

@@ -38,7 +38,7 @@ internal static class SimulateCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of everything random.", DefaultValueFactory = _ => 1UL };
         var target = new Option<double>("--target") { Description = "Accuracy target for rounds_to_target.", DefaultValueFactory = _ => 0.85 };
         var workers = new Option<int>("--workers") { Description = "Vehicles trained in parallel (results do not depend on it).", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var backend = new Option<string>("--backend") { Description = "auto | cpu | ilgpu.", DefaultValueFactory = _ => "auto" };
+        var backend = new Option<string>("--backend") { Description = "auto (a GPU when there is one, else cpu) | cpu | ilgpu (alias gpu: CUDA or OpenCL through ILGPU) | ilgpu-cpu.", DefaultValueFactory = _ => "auto" };
         var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate on the test set every N rounds.", DefaultValueFactory = _ => 1 };
         var histograms = new Option<bool>("--histograms") { Description = "Print each vehicle's label histogram (first 20 vehicles)." };
         var dp = new Option<string>("--dp") { Description = "Differential privacy: off | central (aggregator adds noise) | distributed (vehicles add shares).", DefaultValueFactory = _ => "off" };
@@ -52,7 +52,8 @@ internal static class SimulateCommand
         var secaggBits = new Option<int?>("--secagg-bits") { Description = "Modulus bits m of the secure sum (default: the smallest that holds the cohort's sum)." };
         var efMemory = new Option<int>("--ef-memory-mb") { Description = "Memory budget for top-k error-feedback residuals (4 bytes × parameters per vehicle holding one; least recently used dropped beyond it).", DefaultValueFactory = _ => 2048 };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
-        var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model." };
+        var output = new Option<string?>("--out") { Description = "Folder for rounds.csv, charts, report.html and the final model (checked before the run starts)." };
+        var replaceOut = new Option<bool>("--replace-out") { Description = "Replace a previous run's results in --out (removed only once the options and data are accepted)." };
         var json = new Option<bool>("--json") { Description = "One JSON object per round on stdout, then a summary object." };
         var backbone = new BackboneCli("--backbone", "Train on features of the Fashion-MNIST frames from this backbone: 'generated' or an ONNX file (default: raw pixels).");
         var subset = new Option<string?>("--subset") { Description = "TRAIN[:TEST]: use the first TRAIN training and TEST test frames (default TEST = TRAIN/6), e.g. 6000:1000 where a large backbone on few cores would take too long for all 70,000." };
@@ -66,11 +67,11 @@ internal static class SimulateCommand
         var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
         var processes = new Option<int>("--processes") { Description = "With --transport mqtt: OS processes the agents are spread over (this one included).", DefaultValueFactory = _ => 1 };
 
-        var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: a small demo (about a minute).")
+        var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: 100 vehicles, 10 per round, 20 rounds in process (about 10 s on 2 cores).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, efMemory, data, output, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
+            codec, secagg, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -117,13 +118,26 @@ internal static class SimulateCommand
             };
             options.Validate();
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
+            string transportName = parse.GetValue(transport)!.Trim().ToLowerInvariant();
+            if (transportName is not ("inproc" or "mqtt")) throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
+            if (transportName == "mqtt")
+            {
+                MqttFleetSimulation.CheckSupported(options);
+                CheckCertificates(parse.GetValue(broker)!, parse.GetValue(brokerCerts), options.Vehicles);
+            }
+            bool childProcess = parse.GetValue(agentRange) is not null;
+            if (!childProcess) CliOutput.CheckFolder(parse.GetValue(output));
+            if (!childProcess && options.Privacy is { } dpSettings
+                && DpSignalCheck.Warning(options.CohortSize, dpSettings.NoiseMultiplier, dpSettings.ClipNorm, options.Model.ParameterCount) is { } weak)
+                parse.InvocationConfiguration.Error.WriteLine($"simulate: {weak}");
 
-            var train = FashionMnist.LoadTrain(parse.GetValue(data));
-            var test = FashionMnist.LoadTest(parse.GetValue(data));
+            var (train, test) = CliData.LoadBoth(parse.GetValue(data), parse.InvocationConfiguration.Error);
             if (parse.GetValue(subset) is { } subsetText) (train, test) = Subset(subsetText, train, test, progress);
             if (backboneModel is not null)
                 (train, test) = ExtractFeatures(backboneModel, train, test, parse.GetValue(featureCache), progress);
-            switch (parse.GetValue(transport)!.Trim().ToLowerInvariant())
+            // Everything the run needs has been accepted: only now may a previous run's results make way.
+            if (!childProcess && parse.GetValue(replaceOut) && parse.GetValue(output) is { } previous) CliOutput.ReplaceRun(previous);
+            switch (transportName)
             {
                 case "inproc":
                     break;
@@ -258,6 +272,7 @@ internal static class SimulateCommand
         using var cache = cacheFolder is null ? null
             : Perception.Features.FeatureCache.Open(cacheFolder, Perception.Features.FeatureExtractor.Identity(backbone), backbone.OutputSize, progress.WriteLine);
         using var extractor = new Perception.Features.FeatureExtractor(backbone, cache);
+        progress.WriteLine($"features: running {backbone.Name} over {train.Count + test.Count:N0} frames{(cache is null ? "" : " (the feature store answers those it holds)")} …");
         var clock = Stopwatch.StartNew();
         IReadOnlyList<int> frameShape = [1, 28, 28]; // Fashion-MNIST; converted when the backbone takes other frames (ResNet18: 3x224x224)
         var trainFeatures = extractor.ExtractDataset(train, frameShape);
@@ -283,6 +298,49 @@ internal static class SimulateCommand
 
         static Core.Training.LabeledData Take(Core.Training.LabeledData data, int count) =>
             new(data.Features.AsSpan(0, count * data.FeatureSize).ToArray(), data.Labels.AsSpan(0, count).ToArray(), data.FeatureSize, data.ClassCount, $"{data.Name}[..{count}]");
+    }
+
+    /// <summary>
+    /// With <c>--broker mqtts://…</c>: every certificate the run will present must be in --broker-certs (ca.crt, the
+    /// aggregator's and one per vehicle); otherwise a vehicle would never connect and the run would wait for its check-in.
+    /// </summary>
+    internal static void CheckCertificates(string broker, string? folder, int vehicles)
+    {
+        if (!broker.Trim().StartsWith("mqtts://", StringComparison.OrdinalIgnoreCase)) return;
+        if (string.IsNullOrWhiteSpace(folder))
+            throw new ArgumentException("--broker mqtts://… needs --broker-certs DIR (made by: bash broker-config/make-dev-ca.sh DIR aggregator vehicle-0 vehicle-1 …).");
+        if (!Directory.Exists(folder)) throw new CliConfigurationException($"--broker-certs '{folder}': no such folder.");
+        var missing = new List<string>();
+        if (!File.Exists(Path.Combine(folder, "ca.crt"))) missing.Add("ca.crt");
+        var ids = new[] { "aggregator" }.Concat(Enumerable.Range(0, vehicles).Select(MqttFleetSimulation.VehicleName));
+        var missingIds = new List<string>();
+        foreach (var id in ids)
+        {
+            foreach (var file in new[] { $"{id}.crt", $"{id}.key" })
+            {
+                string path = Path.Combine(folder, file);
+                if (!File.Exists(path))
+                {
+                    missing.Add(file);
+                    if (!missingIds.Contains(id)) missingIds.Add(id);
+                }
+                else
+                {
+                    try
+                    {
+                        using var _ = File.OpenRead(path);
+                    }
+                    catch (UnauthorizedAccessException)
+                    {
+                        throw new CliConfigurationException($"--broker-certs '{folder}': {file} is not readable by this user.");
+                    }
+                }
+            }
+        }
+        if (missing.Count == 0) return;
+        string shown = string.Join(", ", missing.Take(6)) + (missing.Count > 6 ? $" and {missing.Count - 6} more" : "");
+        throw new CliConfigurationException($"--broker-certs '{folder}' lacks {shown} (--vehicles {vehicles} needs vehicle-0 … vehicle-{vehicles - 1}); "
+            + $"add them with: bash broker-config/make-dev-ca.sh {folder} {string.Join(' ', missingIds.Take(20))}{(missingIds.Count > 20 ? " …" : "")}");
     }
 
     private static (SecureAggregationMode Mode, int? Neighbors) ParseSecAgg(string text)

@@ -16,18 +16,52 @@ internal static class SimulateMqttCommand
 
     public static int Run(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
     {
+        bool temporary = output is null;
+        string work = temporary ? Path.Combine(Path.GetTempPath(), $"fleetlearn-mqtt-{Environment.ProcessId}") : Path.Combine(output!, "mqtt");
+        if (!temporary && (Directory.Exists(Path.Combine(work, "agents")) || File.Exists(Path.Combine(work, "aggregator.db"))))
+            throw new ArgumentException($"'{work}' already holds an MQTT simulation's databases; pick another --out (or add --replace-out).");
+        if (!temporary) return RunIn(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose);
+        // Without --out the databases and the aggregator's private signing key live in a temporary folder, removed when
+        // the run ends, fails or the process is stopped.
+        void Remove(object? sender, EventArgs e) => TryDelete(work);
+        AppDomain.CurrentDomain.ProcessExit += Remove;
+        // SIGINT/SIGTERM end the process without ProcessExit in a synchronous command: remove the folder right away (open
+        // files go with it on Linux) and let the signal's default action proceed.
+        using var onInterrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, _ => TryDelete(work));
+        using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, _ => TryDelete(work));
+        try
+        {
+            return RunIn(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose);
+        }
+        finally
+        {
+            AppDomain.CurrentDomain.ProcessExit -= Remove;
+            TryDelete(work);
+        }
+    }
+
+    private static void TryDelete(string folder)
+    {
+        try
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"simulate: could not remove the temporary folder {folder} ({e.Message}); it holds the run's private signing key, delete it.");
+        }
+    }
+
+    private static int RunIn(string work, ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
+    {
         string broker = brokerSettings.Broker;
-        string work = output is null ? Path.Combine(Path.GetTempPath(), $"fleetlearn-mqtt-{Environment.ProcessId}") : Path.Combine(output, "mqtt");
-        if (Directory.Exists(Path.Combine(work, "agents")) || File.Exists(Path.Combine(work, "aggregator.db")))
-            throw new ArgumentException($"'{work}' already holds an MQTT simulation's databases; pick another --out.");
         MqttFleetSimulation.CheckSupported(options);
         progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}) over MQTT (broker {broker}{(processes > 1 ? $", agents in {processes} processes" : "")}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {options.Strategy}, seed {options.Seed}");
         progress.WriteLine($"model {options.Model} ({options.Model.ParameterCount:N0} parameters); codec {options.Codec}, secure aggregation {options.SecureAggregation.ToString().ToLowerInvariant()}, DP {(options.Privacy is { } p ? string.Create(CultureInfo.InvariantCulture, $"{p.Mode.ToString().ToLowerInvariant()} σ={p.NoiseMultiplier} C={p.ClipNorm}") : "off")}; databases under {work}");
         var clock = Stopwatch.StartNew();
         int? roundsToTarget = null;
         // Worker logs (connects, rounds, acks) go to stderr with --verbose-workers.
-        using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
-            .SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning));
+        using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning, timestamps: true);
         var result = MqttFleetSimulation.RunAsync(options, train, test, brokerSettings, work, report =>
         {
             if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
@@ -132,7 +166,7 @@ internal static class SimulateMqttCommand
             || !Uri.TryCreate(parts[2], UriKind.Absolute, out var uri))
             throw new ArgumentException($"{AgentRangeOption} '{range}': expected FROM:TO:SCHEME://HOST:PORT.");
         var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"));
-        using var logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning));
+        using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning);
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
         var host = AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).GetAwaiter().GetResult();
         try

@@ -57,10 +57,11 @@ internal static class TrainCommand
             var lrSchedule = LearningRateSchedule.Parse(parse.GetValue(schedule)!, sgd.LearningRate);
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
             ulong seedValue = parse.GetValue(seed);
+            if (parse.GetValue(limit) < 0) throw new ArgumentException($"--limit {parse.GetValue(limit)}: expected 0 (all images) or a positive count.");
+            CliOutput.CheckFolder(parse.GetValue(output));
             var stdout = parse.InvocationConfiguration.Output;
 
-            var train = FashionMnist.LoadTrain(parse.GetValue(data));
-            var test = FashionMnist.LoadTest(parse.GetValue(data));
+            var (train, test) = CliData.LoadBoth(parse.GetValue(data), parse.InvocationConfiguration.Error);
             int n = parse.GetValue(limit) is > 0 and var l ? Math.Min(l, train.Count) : train.Count;
             if (spec.InputSize != train.FeatureSize || spec.OutputSize != train.ClassCount)
                 throw new ArgumentException($"Model {spec} does not fit Fashion-MNIST: it needs {train.FeatureSize} inputs and {train.ClassCount} outputs.");

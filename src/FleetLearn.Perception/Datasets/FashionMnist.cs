@@ -25,27 +25,35 @@ public static class FashionMnist
     public const int Side = 28;
 
     /// <summary>
-    /// Finds the folder: <c>$FLEETLEARN_DATA</c> when set, else the Debian folder. Throws
-    /// <see cref="DatasetNotFoundException"/> naming both places and the package when neither holds the files.
+    /// Finds the folder: <paramref name="folder"/> (--data) when given, else <c>$FLEETLEARN_DATA</c> when set, else the
+    /// Debian folder. An explicit folder is used or refused, never passed over for another: a
+    /// <see cref="DatasetNotFoundException"/> names it (and the package) when it does not hold the files.
     /// </summary>
     public static string ResolveFolder(string? folder = null) =>
         ResolveFolder(folder, Environment.GetEnvironmentVariable(DataVariable), DebianFolder);
 
     internal static string ResolveFolder(string? folder, string? environmentFolder, string debianFolder)
     {
-        var candidates = new List<string>();
-        if (!string.IsNullOrWhiteSpace(folder)) candidates.Add(folder);
-        if (!string.IsNullOrWhiteSpace(environmentFolder)) candidates.Add(environmentFolder);
-        candidates.Add(debianFolder);
-        foreach (var candidate in candidates)
+        const string Files = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz";
+        if (!string.IsNullOrWhiteSpace(folder))
         {
-            if (FindFile(candidate, "train-images-idx3-ubyte") is not null) return candidate;
+            if (FindFile(folder, "train-images-idx3-ubyte") is not null) return folder;
+            throw new DatasetNotFoundException(
+                $"--data '{folder}': {(Directory.Exists(folder) ? "the folder does not hold" : "no such folder; expected a folder holding")} Fashion-MNIST ({Files}). " +
+                $"Omit --data to use ${DataVariable} or {debianFolder} (apt-get install -y dataset-fashion-mnist).");
         }
+        if (!string.IsNullOrWhiteSpace(environmentFolder))
+        {
+            if (FindFile(environmentFolder, "train-images-idx3-ubyte") is not null) return environmentFolder;
+            throw new DatasetNotFoundException(
+                $"${DataVariable} is '{environmentFolder}', which {(Directory.Exists(environmentFolder) ? "does not hold" : "does not exist; expected a folder holding")} Fashion-MNIST ({Files}). " +
+                $"Unset it to use {debianFolder} (apt-get install -y dataset-fashion-mnist).");
+        }
+        if (FindFile(debianFolder, "train-images-idx3-ubyte") is not null) return debianFolder;
         throw new DatasetNotFoundException(
-            $"Fashion-MNIST not found. Looked in {string.Join(" and ", candidates.Select(c => $"'{c}'"))}. " +
+            $"Fashion-MNIST not found in '{debianFolder}'. " +
             $"Install it with 'apt-get install -y dataset-fashion-mnist' (files go to {DebianFolder}), " +
-            $"or set ${DataVariable} to a folder holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, " +
-            "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.");
+            $"or set ${DataVariable} (or pass --data) to a folder holding {Files}.");
     }
 
     /// <summary>Loads the 60,000-image training split.</summary>

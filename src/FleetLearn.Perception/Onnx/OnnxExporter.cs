@@ -178,12 +178,20 @@ public static class OnnxExporter
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
         var temp = full + ".tmp";
         OnnxExportResult result;
-        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        try
         {
-            result = backbone is null ? ExportHead(checkpoint, stream) : ExportWithBackbone(checkpoint, backbone, stream);
-            stream.Flush(flushToDisk: true);
+            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                result = backbone is null ? ExportHead(checkpoint, stream) : ExportWithBackbone(checkpoint, backbone, stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
         }
-        File.Move(temp, full, overwrite: true);
+        catch
+        {
+            File.Delete(temp); // a failed export leaves nothing behind (File.Delete ignores a missing file)
+            throw;
+        }
         return result;
     }
 

@@ -61,7 +61,6 @@ public sealed class EmbeddedBroker : IAsyncDisposable
             builder.WithoutDefaultEndpoint()
                 .WithEncryptedEndpoint()
                 .WithEncryptedEndpointPort(Port)
-                .WithTlsEndpointReuseAddress()
                 .WithEncryptionCertificate(serverCertificate)
                 .WithEncryptionSslProtocol(SslProtocols.Tls12 | SslProtocols.Tls13)
                 .WithClientCertificate(ValidateClientCertificate);
@@ -69,7 +68,9 @@ public sealed class EmbeddedBroker : IAsyncDisposable
         }
         else
         {
-            builder.WithDefaultEndpoint().WithDefaultEndpointPort(Port).WithDefaultEndpointReuseAddress();
+            // No ...ReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second broker then shares the port with
+            // the first (clients split between them). .NET already sets SO_REUSEADDR, so TIME_WAIT does not block a restart.
+            builder.WithDefaultEndpoint().WithDefaultEndpointPort(Port);
             if (options.LoopbackOnly) builder.WithDefaultEndpointBoundIPAddress(IPAddress.Loopback).WithDefaultEndpointBoundIPV6Address(IPAddress.None);
         }
         _server = new MqttServerFactory().CreateMqttServer(builder.Build());

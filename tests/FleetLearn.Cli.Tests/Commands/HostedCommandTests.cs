@@ -26,9 +26,9 @@ public sealed class HostedCommandTests
     }
 
     [Fact]
-    public void Aggregator_InvalidSettingOnCommandLine_ArgumentExceptionNamingIt()
+    public void Aggregator_InvalidSettingOnCommandLine_ConfigurationErrorNamingIt()
     {
-        var e = Assert.Throws<ArgumentException>(() => Run("aggregator", "--Aggregator:CohortSize=2", "--Aggregator:MinParticipants=3"));
+        var e = Assert.Throws<CliConfigurationException>(() => Run("aggregator", "--Aggregator:CohortSize=2", "--Aggregator:MinParticipants=3"));
         Assert.Contains("MinParticipants", e.Message, StringComparison.Ordinal);
     }
 

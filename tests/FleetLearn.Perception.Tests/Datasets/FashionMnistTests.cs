@@ -34,6 +34,19 @@ public sealed class FashionMnistTests
     }
 
     [Fact]
+    public void ResolveFolder_ExplicitFolderWithoutData_RefusedNotReplacedByTheDefault()
+    {
+        var missing = Path.Combine(Path.GetTempPath(), "fleetlearn-no-data-" + Guid.NewGuid().ToString("N"));
+        // The Debian folder holds the data here; an explicit folder that does not must still be an error.
+        var error = Assert.Throws<DatasetNotFoundException>(() => FashionMnist.ResolveFolder(missing, null, FashionMnist.DebianFolder));
+        Assert.Contains($"--data '{missing}'", error.Message, StringComparison.Ordinal);
+        var fromEnvironment = Assert.Throws<DatasetNotFoundException>(() => FashionMnist.ResolveFolder(null, missing, FashionMnist.DebianFolder));
+        Assert.Contains($"$FLEETLEARN_DATA is '{missing}'", fromEnvironment.Message, StringComparison.Ordinal);
+        Assert.Equal(FashionMnist.DebianFolder, FashionMnist.ResolveFolder(null, null, FashionMnist.DebianFolder));
+        Assert.Equal(FashionMnist.DebianFolder, FashionMnist.ResolveFolder(FashionMnist.DebianFolder, missing, missing));
+    }
+
+    [Fact]
     public void Load_LabelsAndImagesDisagree_ClearError()
     {
         var dir = Directory.CreateTempSubdirectory("fleetlearn-idx-");
