@@ -34,7 +34,7 @@ internal static class BrokerCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             int portNumber = parse.GetValue(port);
-            if (portNumber is < 1 or > 65535) throw new ArgumentException($"--port {portNumber}: expected a TCP port, 1..65535.");
+            if (portNumber is < 0 or > 65535) throw new ArgumentException($"--port {portNumber}: expected a TCP port, 1..65535 (0: any free port).");
             string store = parse.GetValue(retained) ?? "";
             var options = new EmbeddedBrokerOptions
             {
