@@ -36,8 +36,13 @@ public sealed class EdgeAgentWorker(
     ILogger<EdgeAgentWorker> logger,
     IVehicleStateProvider? vehicleState = null,
     AgentRandomness? randomness = null,
-    TrainerPool? trainers = null) : BackgroundService
+    TrainerPool? trainers = null,
+    Ingest.IVehicleDataSource? dataSource = null,
+    VehicleStateMonitor? monitor = null) : BackgroundService
 {
+    /// <summary>The vehicle's data as of its last check-in (refreshed from the data source, which ingest keeps filling).</summary>
+    private VehicleDataset _data = dataset;
+
     private const string LastRoundKey = "last-round";
     private const string SamplesAtLastRoundKey = "samples-at-last-round";
     private readonly EdgeAgentOptions _options = agentOptions.Value;
@@ -258,7 +263,7 @@ public sealed class EdgeAgentWorker(
     private async Task JoinRoundAsync(RoundPlan plan, CancellationToken cancellationToken)
     {
         _outbox!.SetState(LastRoundKey, plan.Round);
-        _outbox.SetState(SamplesAtLastRoundKey, dataset.Rows.Length);
+        _outbox.SetState(SamplesAtLastRoundKey, _data.Rows.Length);
         _secure?.Dispose();
         _secure = null;
         _plan = plan;
@@ -293,8 +298,8 @@ public sealed class EdgeAgentWorker(
         var codec = protection.ForRound(pipeline, plan.Round);
         int index = plan.Cohort.ToList().IndexOf(_options.VehicleId);
         if (pipeline.IsSecure && _secure?.Plan.Round != plan.Round) return; // the secure round was abandoned
-        if (dataset.HoldoutRows is { Length: > 0 }) await EvaluateAsync(checkpoint, cancellationToken).ConfigureAwait(false);
-        double weight = protection.WeightFor(dataset.Rows.Length);
+        if (_data.HoldoutRows is { Length: > 0 }) await EvaluateAsync(checkpoint, cancellationToken).ConfigureAwait(false);
+        double weight = protection.WeightFor(_data.Rows.Length);
         if (_secure is { } round)
         {
             // Training runs beside the message loop: the key phases (key directory, share routing) must be answered
@@ -304,9 +309,10 @@ public sealed class EdgeAgentWorker(
             {
                 try
                 {
-                    var (d, l) = await TrainAsync(plan, global, cancellationToken).ConfigureAwait(false);
+                    if (await TrainAsync(plan, global, cancellationToken).ConfigureAwait(false) is not { } trained) return; // a dropout for SecAgg
+                    var (d, l) = trained;
                     var input = codec.EncodeSecure(d, weight, _random.Noise(plan.Round), _random.Rounding(plan.Round), out _);
-                    logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); secure aggregation in progress.", _options.VehicleId, plan.Round, dataset.Rows.Length, l);
+                    logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); secure aggregation in progress.", _options.VehicleId, plan.Round, _data.Rows.Length, l);
                     await _loop!.WriteAsync(new LoopItem(null, round, input), cancellationToken).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -315,14 +321,15 @@ public sealed class EdgeAgentWorker(
             }, cancellationToken);
             return;
         }
-        var (delta, loss) = await TrainAsync(plan, checkpoint.Parameters, cancellationToken).ConfigureAwait(false);
+        if (await TrainAsync(plan, checkpoint.Parameters, cancellationToken).ConfigureAwait(false) is not { } trained) return;
+        var (delta, loss) = trained;
         RoundsTrained++;
         if (!RecordPrivacySpend(plan)) return;
         var body = codec.EncodePlain(delta, weight, (ulong)index, Guid.NewGuid(), _random.Noise(plan.Round), _random.Rounding(plan.Round), null, out _);
-        var payload = new PlainUpdate(loss, dataset.Rows.Length, body).Encode();
+        var payload = new PlainUpdate(loss, _data.Rows.Length, body).Encode();
         await EnqueueAndSendAsync(EnvelopeKind.Update, "update", plan.Round, payload, deadline, cancellationToken).ConfigureAwait(false);
         RoundsSent++;
-        logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); sending {Bytes} bytes.", _options.VehicleId, plan.Round, dataset.Rows.Length, loss, payload.Length);
+        logger.LogInformation("agent {Vehicle}: trained round {Round} on {Rows} samples (loss {Loss:F4}); sending {Bytes} bytes.", _options.VehicleId, plan.Round, _data.Rows.Length, loss, payload.Length);
     }
 
     /// <summary>A secure input finished training (on the loop's thread): answer the forwarded shares if they came first.</summary>
@@ -441,14 +448,14 @@ public sealed class EdgeAgentWorker(
                 using var onnx = new MemoryStream();
                 OnnxExporter.ExportHead(checkpoint, onnx);
                 using var model = OnnxModel.Load(onnx.ToArray(), new OnnxModelOptions { OutputName = "logits" }, $"global-v{checkpoint.Version}");
-                var rows = dataset.HoldoutRows!;
-                int width = dataset.Data.FeatureSize;
+                var rows = _data.HoldoutRows!;
+                int width = _data.Data.FeatureSize;
                 var features = new float[rows.Length * width];
                 var labels = new byte[rows.Length];
                 for (int i = 0; i < rows.Length; i++)
                 {
-                    dataset.Data.Row(rows[i]).CopyTo(features.AsSpan(i * width, width));
-                    labels[i] = dataset.Data.Labels[rows[i]];
+                    _data.Data.Row(rows[i]).CopyTo(features.AsSpan(i * width, width));
+                    labels[i] = _data.Data.Labels[rows[i]];
                 }
                 var privacy = _options.EvaluationEpsilon is { } eps ? new AccuracyPrivacy(AccuracyNoise.Laplace, eps) : null;
                 return OnnxEvaluator.Evaluate(model, features, labels, privacy);
@@ -465,15 +472,29 @@ public sealed class EdgeAgentWorker(
         }
     }
 
-    /// <summary>Local training: returns Δ = w_local − w_N and the last epoch's mean loss.</summary>
-    private Task<(float[] Delta, double Loss)> TrainAsync(RoundPlan plan, float[] global, CancellationToken cancellationToken) =>
-        (trainers ?? _ownTrainers!).RunAsync(_pinned!, trainer =>
+    /// <summary>
+    /// Local training: Δ = w_local − w_N and the last epoch's mean loss; null when the vehicle stopped being eligible mid-training
+    /// (ignition on, …: the monitor's token stops it between batches, within 1 s) — the round is then abandoned.
+    /// </summary>
+    private async Task<(float[] Delta, double Loss)?> TrainAsync(RoundPlan plan, float[] global, CancellationToken cancellationToken)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, monitor?.TrainingToken ?? CancellationToken.None);
+        try
         {
-            var delta = new float[global.Length];
-            double loss = LocalTraining.Run(trainer, global, dataset.Data, dataset.Rows.ToArray(),
-                new LocalTrainingSettings(plan.LocalEpochs, plan.Batch, plan.LearningRate, plan.Momentum, plan.ProximalMu), _random.DataOrder(plan.Round), delta, cancellationToken);
-            return (delta, loss);
-        }, cancellationToken);
+            return await (trainers ?? _ownTrainers!).RunAsync(_pinned!, trainer =>
+            {
+                var delta = new float[global.Length];
+                double loss = LocalTraining.Run(trainer, global, _data.Data, _data.Rows.ToArray(),
+                    new LocalTrainingSettings(plan.LocalEpochs, plan.Batch, plan.LearningRate, plan.Momentum, plan.ProximalMu), _random.DataOrder(plan.Round), delta, stop.Token);
+                return (delta, loss);
+            }, stop.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            logger.LogInformation("agent {Vehicle}: training of round {Round} stopped: {Reason}; the round is abandoned.", _options.VehicleId, plan.Round, monitor?.Ineligibility() ?? "no longer eligible");
+            return null;
+        }
+    }
 
     private async Task SendAsync(OutboxItem item, CancellationToken cancellationToken)
     {
@@ -530,13 +551,14 @@ public sealed class EdgeAgentWorker(
     /// <summary>Why the vehicle may not train now (eligibility policy), or null.</summary>
     internal string? Ineligibility()
     {
+        if (monitor?.Ineligibility() is { } why) return why; // temperature, state unknown, … (the gateway's policy)
         var state = _state.Current();
         if (_options.RequireParked && !state.Parked) return "not parked";
         if (_options.RequireCharging && !state.Charging) return "not charging";
         if (_options.RequireUnmetered && !state.Unmetered) return "on a metered link";
-        long newSamples = dataset.Rows.Length - (_outbox!.GetState(SamplesAtLastRoundKey) ?? 0);
+        long newSamples = _data.Rows.Length - (_outbox!.GetState(SamplesAtLastRoundKey) ?? 0);
         if (_options.MinNewSamples > 0 && newSamples < _options.MinNewSamples) return $"{newSamples} new samples < {_options.MinNewSamples}";
-        if (dataset.Rows.Length == 0) return "no local samples";
+        if (_data.Rows.Length == 0) return "no local samples";
         if (_options.EpsilonBudget is { } budget && _ledger!.EpsilonOf(_options.VehicleId) >= budget) return "privacy budget spent";
         return null;
     }
@@ -544,9 +566,10 @@ public sealed class EdgeAgentWorker(
     private Task CheckInAsync(CancellationToken cancellationToken)
     {
         long round = _outbox!.GetState(LastRoundKey) ?? 0;
+        if (dataSource is not null) _data = dataSource.Current();
         var why = Ineligibility();
         if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", _options.VehicleId, why);
-        var checkin = new Checkin(why is null ? dataset.Rows.Length : 0, _devicePublicKey);
+        var checkin = new Checkin(why is null ? _data.Rows.Length : 0, _devicePublicKey);
         var envelope = new Envelope(EnvelopeKind.Checkin, _options.VehicleId, round, Guid.NewGuid(), checkin.Encode());
         return _mqtt!.PublishAsync(_mqtt.Topics.Checkin(_options.VehicleId), envelope.Encode(), expiry: _options.ResendInterval * 2, cancellationToken: cancellationToken);
     }
