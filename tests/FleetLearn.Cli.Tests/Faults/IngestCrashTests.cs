@@ -6,6 +6,9 @@ using FleetLearn.Perception.Onnx;
 namespace FleetLearn.Cli.Tests.Faults;
 
 /// <summary>kill -9 of <c>fleetlearn ingest</c> mid-ingest: the store loses at most the clip in progress, is never corrupt, and the next run completes it.</summary>
+// Serialized with the other process-spawning tests: under a loaded machine, parallel builds and extractions starved
+// these timing-sensitive rounds (a fault step waited past its 60 s window).
+[Collection("Console")]
 public sealed class IngestCrashTests
 {
     [SkippableFact]

@@ -10,6 +10,9 @@ namespace FleetLearn.Cli.Tests.Faults;
 /// luck), and then checks: the round completes or is recorded as aborted, the next round is applied, no update is counted
 /// twice (accepted updates = participants, per round and in total), and every outbox is empty at the end.
 /// </summary>
+// Serialized with the other process-spawning tests: under a loaded machine, parallel builds and extractions starved
+// these timing-sensitive rounds (a fault step waited past its 60 s window).
+[Collection("Console")]
 public sealed class ProcessFaultTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Step = FaultRig.Step;

@@ -8,6 +8,9 @@ namespace FleetLearn.Cli.Tests.Faults;
 /// (the CLI starting itself with the hidden agent-range options), the secure rounds complete with every vehicle, and the
 /// child is gone when the parent ends.
 /// </summary>
+// Serialized with the other process-spawning tests: under a loaded machine, parallel builds and extractions starved
+// these timing-sensitive rounds (a fault step waited past its 60 s window).
+[Collection("Console")]
 public sealed partial class ProcessesOptionTests : IDisposable
 {
     private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("fl-procs-");
