@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "build-images.sh: run as root (rootful Podman; the base root filesystem keeps its owners)" >&2; exit 2; }
-fleetlearn_podman_deps mmdebstrap >&2
+fleetlearn_podman_deps mmdebstrap rsync >&2
 now() { date +%s.%N; }
 took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 size() { pm image inspect --format '{{.Size}}' "$1" | awk '{ printf "%.1f MiB", $1 / 1048576 }'; }

@@ -16,10 +16,11 @@
 #   --keys DIR    signing.key, signing.crt, keyring.pem (default $FLEETLEARN_FIRMWARE_KEYS or
 #                 ~/.config/fleetlearn/firmware-keys, created there as development keys when missing)
 #   --agent DIR   an edge-agent/publish.sh output folder (default edge-agent/out/linux-x64|linux-arm64, published if missing)
+#   --zstd-level N  the image's zstd level (default 3: fast builds; 19 for a release: a smaller download, slower build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-out="" arch="" version="" keys="${FLEETLEARN_FIRMWARE_KEYS:-$HOME/.config/fleetlearn/firmware-keys}" agent=""
+out="" arch="" version="" zstd_level=3 keys="${FLEETLEARN_FIRMWARE_KEYS:-$HOME/.config/fleetlearn/firmware-keys}" agent=""
 die() { echo "build.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,11 +29,13 @@ while [ $# -gt 0 ]; do
     --version) version=${2:?--version needs a version}; shift 2 ;;
     --keys) keys=${2:?--keys needs a folder}; shift 2 ;;
     --agent) agent=${2:?--agent needs a folder}; shift 2 ;;
+    --zstd-level) zstd_level=${2:?--zstd-level needs 1..22}; shift 2 ;;
     -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (--help lists the options)" ;;
   esac
 done
 [ -n "$out" ] || die "--out DIR is required"
+[[ "$zstd_level" =~ ^[0-9]+$ ]] && [ "$zstd_level" -ge 1 ] && [ "$zstd_level" -le 22 ] || die "--zstd-level '$zstd_level' is not 1..22"
 [ -n "$arch" ] || arch=$(dpkg --print-architecture)
 case "$arch" in amd64) rid=linux-x64 ;; arm64) rid=linux-arm64 ;; *) die "--arch '$arch' is not amd64 or arm64" ;; esac
 [ "$(id -u)" -eq 0 ] || die "run as root: the root filesystem keeps its owners (mmdebstrap --mode=root, tar -p)"
@@ -130,7 +133,7 @@ mkdir -p "$work/bundle"
 # mksquashfs takes SOURCE_DATE_EPOCH (exported above) as the creation time and every file's time; sorted entries and
 # -reproducible's fixed block order make the image a function of the tree alone. No xattrs (none are set in this tree,
 # and the build host's must not leak in).
-mksquashfs "$root" "$image" -comp zstd -Xcompression-level 15 -b 256K -noappend -no-xattrs -reproducible \
+mksquashfs "$root" "$image" -comp zstd -Xcompression-level "$zstd_level" -b 256K -noappend -no-xattrs -reproducible \
   -quiet -no-progress >&2
 image_sha=$(sha256sum "$image" | cut -d' ' -f1)
 lap "squashfs image"
@@ -168,14 +171,14 @@ sed "s/@ARCH@/$arch/" "$here/system.conf" > "$out/system.conf"
 bundle_sha=$(sha256sum "$out/$stem.raucb" | cut -d' ' -f1)
 signer=$(openssl x509 -in "$keys/signing.crt" -noout -subject -nameopt RFC2253 | sed 's/^subject=//')
 jq -n --arg name fleetlearn-vehicle --arg version "$version" --arg commit "$commit" --arg arch "$arch" \
-  --arg compatible "fleetlearn-vehicle-$arch" --argjson epoch "$SOURCE_DATE_EPOCH" \
+  --arg compatible "fleetlearn-vehicle-$arch" --arg zstd "$zstd_level" --argjson epoch "$SOURCE_DATE_EPOCH" \
   --arg image "$stem.rootfs.img" --arg image_sha "$image_sha" --argjson image_bytes "$(stat -c %s "$image")" \
   --arg bundle "$stem.raucb" --arg bundle_sha "$bundle_sha" --argjson bundle_bytes "$(stat -c %s "$out/$stem.raucb")" \
   --arg base "$(basename "$base")" --arg base_sha "$(sha256sum "$base" | cut -d' ' -f1)" \
   --arg agent_version "$agent_version" --arg agent_sha "$agent_sha" --arg release "$release" --arg signer "$signer" \
   --arg keyring_sha "$(sha256sum "$keys/keyring.pem" | cut -d' ' -f1)" --arg packages "$packages" \
   '{name: $name, version: $version, commit: $commit, arch: $arch, compatible: $compatible, source_date_epoch: $epoch,
-    image: {file: $image, sha256: $image_sha, bytes: $image_bytes, format: "squashfs (zstd)"},
+    image: {file: $image, sha256: $image_sha, bytes: $image_bytes, format: ("squashfs (zstd " + $zstd + ")")},
     bundle: {file: $bundle, sha256: $bundle_sha, bytes: $bundle_bytes, format: "RAUC verity", signer: $signer,
              keyring: "keyring.pem", keyring_sha256: $keyring_sha},
     base_rootfs: {file: $base, sha256: $base_sha},

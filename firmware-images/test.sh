@@ -42,7 +42,9 @@ check "image digest = sha256 of the image file" test "$ia" = "$(sha256sum "$t/a/
 # Verification as a vehicle does it.
 check "rauc extract --keyring accepts the bundle" rauc extract --keyring="$t/a/keyring.pem" "$bundle" "$t/x"
 check "the extracted image is the built one" cmp "$t/x/rootfs.img" "$t/a/$stem.rootfs.img"
-check "rauc info --keyring shows the version" sh -c "rauc info --keyring='$t/a/keyring.pem' '$bundle' | grep -q \"Version: *'1.2.0'\""
+check "rauc info --keyring shows the version" sh -c "rauc info --keyring='$t/a/keyring.pem' '$bundle' | grep -Eq \"^Version:[[:space:]]*'1.2.0'\""
+
+check "system.conf (the image's A/B slots) loads in RAUC with the bundle" rauc --conf="$t/a/system.conf" --keyring="$t/a/keyring.pem" info "$bundle"
 
 size=$(stat -c %s "$bundle")
 flip() { # copy with one byte inverted at offset $2

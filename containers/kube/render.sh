@@ -2,6 +2,7 @@
 # Renders the Kubernetes manifests of a FleetLearn fleet into DIR, with fresh development certificates and keys:
 #   DIR/secrets/*.yaml  one Secret each: the broker's TLS files, the aggregator's (client certificate and plan-signing
 #                       key), one per vehicle (its certificate, CN = vehicle id, and the aggregator's public key)
+#   DIR/broker, DIR/aggregator, DIR/agents/car-N   the same files as folders, for compose.yaml's bind mounts
 #   DIR/fleet.yaml      Services broker and aggregator; Deployments broker (Mosquitto, broker-config/) and aggregator
 #                       (with its PersistentVolumeClaim); one single-replica Deployment + PersistentVolumeClaim per agent
 # Apply on a cluster: kubectl apply -f DIR/secrets/ -f DIR/fleet.yaml (the images must be in a registry the cluster
@@ -50,6 +51,19 @@ secret fleetlearn-aggregator ca.crt="$certs/ca.crt" aggregator.crt="$certs/aggre
 for v in "${vehicles[@]}"; do
   secret "fleetlearn-$v" ca.crt="$certs/ca.crt" vehicle.crt="$certs/$v.crt" vehicle.key="$certs/$v.key" \
     aggregator-signing.pub.pem="$out/aggregator-signing.pub.pem"
+done
+
+# The same files as folders, owned by the users the images run as (aggregator 991, agents 990): what compose.yaml
+# bind-mounts (a bind mount keeps the host's owner and mode, and the keys are 0600).
+mkdir -p "$out/broker" "$out/aggregator"
+cp "$certs/"{ca.crt,ca.crl,broker.crt,broker.key} "$out/broker/"
+cp "$certs/"{ca.crt,aggregator.crt,aggregator.key} "$out/aggregator-signing.pem" "$out/aggregator/"
+chown -R 991:991 "$out/aggregator" 2>/dev/null || true
+for v in "${vehicles[@]}"; do
+  mkdir -p "$out/agents/$v"
+  cp "$certs/ca.crt" "$out/aggregator-signing.pub.pem" "$out/agents/$v/"
+  cp "$certs/$v.crt" "$out/agents/$v/vehicle.crt"; cp "$certs/$v.key" "$out/agents/$v/vehicle.key"
+  chown -R 990:990 "$out/agents/$v" 2>/dev/null || true
 done
 
 min=$(( (3 * agents + 3) / 4 ))
