@@ -95,7 +95,7 @@ teardown() {
   else
     local ids; ids=$(pm ps -aq --filter "label=$label" 2>/dev/null || true)
     # shellcheck disable=SC2086
-    [ -z "$ids" ] || pm rm -f -t 5 $ids >/dev/null 2>&1 || true
+    [ -z "$ids" ] || pm rm -f -v -t 5 $ids >/dev/null 2>&1 || true
     pm volume ls -q --filter "label=$label" 2>/dev/null | xargs -r podman volume rm -f >/dev/null 2>&1 || true
     pm network rm -f "$net" >/dev/null 2>&1 || true
     rm -rf "$run_dir"
@@ -132,7 +132,7 @@ pm run -d --name "$run_id-aggregator" --label "$label" --network "$net" --networ
   "${mqtt_tls[@]}" -e Mqtt__ClientId=aggregator \
   -e Mqtt__CaFile=/run/fleetlearn/ca.crt -e Mqtt__CertFile=/run/fleetlearn/aggregator.crt -e Mqtt__KeyFile=/run/fleetlearn/aggregator.key \
   -e Aggregator__SigningKeyPath=/run/fleetlearn/aggregator-signing.pem -e Aggregator__Model="$model" \
-  -e Aggregator__Rounds="$rounds" -e Aggregator__CohortSize="$cohort" -e Aggregator__MinParticipants="$min_participants" \
+  -e Aggregator__Rounds="$((rounds + 1))" -e Aggregator__CohortSize="$cohort" -e Aggregator__MinParticipants="$min_participants" \
   -e Aggregator__LocalEpochs="$epochs" -e Aggregator__Batch="$batch" -e Aggregator__LearningRate="$lr" \
   -e Aggregator__Seed="$seed" -e Aggregator__Codec="$codec" -e Aggregator__SecureAggregation="$secagg" \
   -e Aggregator__Privacy="$dp" -e Aggregator__NoiseMultiplier="$noise" -e Aggregator__ClipNorm="$clip" \
@@ -162,6 +162,10 @@ for ((i = 0; i < agents; i++)); do start_agent "$i"; done
 # Up = the aggregator answers /healthz and every agent container is running.
 deadline=$(( $(date +%s) + 180 ))
 until curl -fsS "http://$http/healthz" >/dev/null 2>&1; do
+  if ! pm ps -q --filter "name=^$run_id-aggregator\$" --filter status=running | grep -q .; then
+    pm logs --tail 20 "$run_id-aggregator" >&2 || true
+    die "the aggregator container stopped (its last lines are above)"
+  fi
   [ "$(date +%s)" -lt "$deadline" ] || { pm logs --tail 20 "$run_id-aggregator" >&2 || true; die "the aggregator did not answer on $http within 180 s"; }
   sleep 0.5
 done
@@ -200,7 +204,9 @@ bytes() { awk -v b="$1" 'BEGIN { if (b < 1024) printf "%d B", b; else if (b < 10
   else if (b < 1073741824) printf "%.1f MiB", b / 1048576; else printf "%.2f GiB", b / 1073741824 }'; }
 metric() { awk -v m="$1" '$1 == m { printf "%.0f", $2; found = 1 } END { if (!found) printf "0" }' "$run_dir/metrics"; }
 metric_f() { awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print "NaN" }' "$run_dir/metrics"; }
-# Mean accuracy that the agents' own evaluations give model V (each scores every global model on its hold-out frames).
+# Mean accuracy that the agents' own evaluations give model V: each vehicle scores every global model on its hold-out
+# frames when the model reaches it with the next round's plan. That is why the aggregator runs one round more than
+# asked (Aggregator:Rounds = R + 1): its plan carries model R to the vehicles; the script stops the fleet there.
 accuracy_of() { # version wait-seconds
   local v=$1 until=$(( $(date +%s) + $2 )) ids
   while true; do
@@ -213,7 +219,7 @@ accuracy_of() { # version wait-seconds
     if [ "$have" -ge "$up" ] || [ "$(date +%s)" -ge "$until" ]; then break; fi
     sleep 1
   done
-  awk '{ s += $1; n++ } END { if (n) printf "%.4f %d", s / n, n; else print "NaN 0" }' "$run_dir/scores"
+  awk '{ s += $1; n++ } END { if (n) printf "%.4f %d\n", s / n, n; else print "NaN 0" }' "$run_dir/scores"
 }
 printed=0 applied=0 last_up=0 last_down=0 final_acc=NaN max_eps=NaN
 deadline=$(( $(date +%s) + rounds * (4 * phase_timeout + 600) ))
@@ -230,7 +236,7 @@ while [ "$printed" -lt "$rounds" ]; do
   curl -fsS "http://$http/metrics" -o "$run_dir/metrics" 2>/dev/null || true
   round=$(jq -r .round <<< "$r") status=$(jq -r .status <<< "$r") parts=$(jq -r .participants <<< "$r") size=$(jq -r .cohortSize <<< "$r")
   loss=$(jq -r '.trainLoss // "NaN"' <<< "$r") note=$(jq -r .note <<< "$r") version=$(jq -r '.modelVersionOut // empty' <<< "$r")
-  seconds=$(jq -r '((.closedAt | sub("\\.[0-9]+"; "") | sub("[+-]00:00$"; "Z") | fromdateiso8601) - (.startedAt | sub("\\.[0-9]+"; "") | sub("[+-]00:00$"; "Z") | fromdateiso8601))' <<< "$r" 2>/dev/null || echo NaN)
+  seconds=$(awk -v a="$(date -d "$(jq -r .startedAt <<< "$r")" +%s.%N)" -v b="$(date -d "$(jq -r .closedAt <<< "$r")" +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
   up_total=$(metric fleetlearn_aggregator_bytes_received_total) down_total=$(metric fleetlearn_aggregator_bytes_sent_total)
   max_eps=$(metric_f fleetlearn_aggregator_vehicle_epsilon_max)
   up=$((up_total - last_up)) down=$((down_total - last_down)); last_up=$up_total last_down=$down_total
