@@ -32,8 +32,10 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%
 tarball=$(bash "$repo/firmware-images/rootfs.sh" --packages "$repo/firmware-images/packages.txt" --packages "$here/packages.txt")
 key=$(basename "$tarball" .tar)
 base="localhost/fleetlearn-base:$key"
+
 if $rebuild_base || ! pm image exists "$base"; then
-  pm import --change 'CMD ["/bin/bash"]' "$tarball" "$base" >/dev/null
+  pm import --change 'CMD ["/bin/bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    "$tarball" "$base" >/dev/null
 fi
 pm tag "$base" localhost/fleetlearn-base:latest
 echo "image localhost/fleetlearn-base:$key  $(size "$base")  $(took "$t") s"

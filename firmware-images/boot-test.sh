@@ -62,7 +62,7 @@ printf '%s\n' Agent__VehicleId=car-0 Mqtt__Host=broker Mqtt__Port=8883 Mqtt__Tls
 chmod 0600 "$d/agent.env"
 mkdir -p "$t/broker"; cp "$t/certs/"{ca.crt,ca.crl,broker.crt,broker.key} "$t/broker/"
 
-pm network create "$net" >/dev/null
+pm network create "$net" >/dev/null 2>"$t/network.err" || { cat "$t/network.err" >&2; exit 1; } # (netavark prints a syslog warning here)
 pm run -d --name "$id-broker" --network "$net" --network-alias broker -v "$t/broker:/run/fleetlearn/certs:ro" \
   localhost/fleetlearn-broker:dev >/dev/null
 # systemd as PID 1 needs what a machine gives it (mounts, cgroups, namespaces for the unit's sandboxing): --privileged.

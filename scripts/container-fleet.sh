@@ -105,7 +105,7 @@ teardown() {
 trap teardown EXIT
 trap 'say "container-fleet: interrupted; tearing down"; exit 130' INT TERM
 
-pm network create --label "$label" "$net" >/dev/null
+pm network create --label "$label" "$net" >/dev/null 2>"$run_dir/network.err" || { cat "$run_dir/network.err" >&2; die "podman network create $net failed"; }
 
 # Certificates: the device CA, the broker, the aggregator, one per vehicle (CN = vehicle id = MQTT username).
 vehicles=()
@@ -242,7 +242,7 @@ while [ "$printed" -lt "$rounds" ]; do
   up=$((up_total - last_up)) down=$((down_total - last_down)); last_up=$up_total last_down=$down_total
   acc=NaN scored=0
   if [ "$status" = applied ] && [ -n "$version" ]; then
-    read -r acc scored < <(accuracy_of "$version" 30)
+    read -r acc scored < <(accuracy_of "$version" 90)
     applied=$((applied + 1)); final_acc=$acc
   fi
   verdict=applied; [ "$status" = applied ] || verdict="aborted ($note)"

@@ -5,6 +5,7 @@
 #   DIR/broker, DIR/aggregator, DIR/agents/car-N   the same files as folders, for compose.yaml's bind mounts
 #   DIR/fleet.yaml      Services broker and aggregator; Deployments broker (Mosquitto, broker-config/) and aggregator
 #                       (with its PersistentVolumeClaim); one single-replica Deployment + PersistentVolumeClaim per agent
+# Every secret volume says optional: false (Podman 4.3's kube play dereferences a missing `optional`).
 # Apply on a cluster: kubectl apply -f DIR/secrets/ -f DIR/fleet.yaml (the images must be in a registry the cluster
 # pulls from; here they are built by containers/build-images.sh). Locally: containers/kube/test.sh plays them with
 # `podman kube play`.
@@ -39,10 +40,12 @@ bash "$repo/broker-config/make-dev-ca.sh" "$certs" "${vehicles[@]}" >/dev/null 2
 openssl ec -in "$out/aggregator-signing.pem" -pubout -out "$out/aggregator-signing.pub.pem" 2>/dev/null
 
 secret() { # name key=file ...
+  # stringData (PEM text as it is): Podman 4.3's kube play writes a Secret's `data` values into the volume still
+  # base64-encoded, and Kubernetes takes either.
   local name=$1; shift
   {
-    printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  labels:\n    app.kubernetes.io/part-of: fleetlearn\ntype: Opaque\ndata:\n' "$name"
-    for kv in "$@"; do printf '  %s: %s\n' "${kv%%=*}" "$(base64 -w0 < "${kv#*=}")"; done
+    printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  labels:\n    app.kubernetes.io/part-of: fleetlearn\ntype: Opaque\nstringData:\n' "$name"
+    for kv in "$@"; do printf '  %s: |\n' "${kv%%=*}"; sed 's/^/    /' "${kv#*=}"; done
   } > "$out/secrets/$name.yaml"
 }
 secret fleetlearn-broker-tls ca.crt="$certs/ca.crt" ca.crl="$certs/ca.crl" broker.crt="$certs/broker.crt" broker.key="$certs/broker.key"
@@ -109,7 +112,7 @@ spec:
             - {name: tls, mountPath: /run/fleetlearn/certs, readOnly: true}
       volumes:
         - name: tls
-          secret: {secretName: fleetlearn-broker-tls}
+          secret: {secretName: fleetlearn-broker-tls, optional: false}
 ---
 apiVersion: v1
 kind: PersistentVolumeClaim
@@ -169,7 +172,7 @@ spec:
         - name: state
           persistentVolumeClaim: {claimName: fleetlearn-aggregator-state}
         - name: keys
-          secret: {secretName: fleetlearn-aggregator, defaultMode: 0440}
+          secret: {secretName: fleetlearn-aggregator, defaultMode: 0440, optional: false}
 YAML
 for ((i = 0; i < agents; i++)); do
   v=car-$i
@@ -220,7 +223,7 @@ spec:
         - name: state
           persistentVolumeClaim: {claimName: fleetlearn-$v-state}
         - name: tls
-          secret: {secretName: fleetlearn-$v, defaultMode: 0440}
+          secret: {secretName: fleetlearn-$v, defaultMode: 0440, optional: false}
 YAML
 done
 } > "$out/fleet.yaml"

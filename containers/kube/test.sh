@@ -41,7 +41,7 @@ teardown() {
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
-pm network create "$net" >/dev/null
+pm network create "$net" >/dev/null 2>"$dir/network.err" || { cat "$dir/network.err" >&2; exit 1; } # (netavark prints a syslog warning here)
 for f in "$dir"/secrets/*.yaml; do
   name=$(basename "$f" .yaml)
   pm secret rm "$name" >/dev/null 2>&1 || true
