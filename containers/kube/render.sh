@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Renders the Kubernetes manifests of a FleetLearn fleet into DIR, with fresh development certificates and keys:
+#   DIR/podman-secrets/*.yaml  the same Secrets in the form Podman 4.3's kube play needs (see secret() below)
 #   DIR/secrets/*.yaml  one Secret each: the broker's TLS files, the aggregator's (client certificate and plan-signing
 #                       key), one per vehicle (its certificate, CN = vehicle id, and the aggregator's public key)
 #   DIR/broker, DIR/aggregator, DIR/agents/car-N   the same files as folders, for compose.yaml's bind mounts
@@ -10,16 +11,18 @@
 # pulls from; here they are built by containers/build-images.sh). Locally: containers/kube/test.sh plays them with
 # `podman kube play`.
 #
-# usage: containers/kube/render.sh --out DIR [--agents N] [--host-port P (aggregator HTTP on 127.0.0.1, default 18080)] [--rounds R] [--model SPEC] [--secagg off|full|plus] [--dp off|central|distributed]
+# usage: containers/kube/render.sh --out DIR [--agents N] [--host-port P (aggregator HTTP on 127.0.0.1, default 18080)]
+#   [--broker-host NAME (default broker, the Service; Podman names the broker's pod broker-pod-0)] [--rounds R] [--model SPEC] [--secagg off|full|plus] [--dp off|central|distributed]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-out="" host_port=18080 agents=4 rounds=1 model=784-32-10 secagg=plus dp=distributed
+out="" broker_host=broker host_port=18080 agents=4 rounds=1 model=784-32-10 secagg=plus dp=distributed
 die() { echo "render.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=${2:?--out needs a folder}; shift 2 ;;
     --agents) agents=${2:?--agents needs a number}; shift 2 ;;
+    --broker-host) broker_host=${2:?--broker-host needs a name}; shift 2 ;;
     --host-port) host_port=${2:?--host-port needs a port}; shift 2 ;;
     --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
     --model) model=${2:?--model needs layer widths}; shift 2 ;;
@@ -32,7 +35,7 @@ done
 [ -n "$out" ] || die "--out DIR is required"
 [[ "$agents" =~ ^[0-9]+$ ]] && [ "$agents" -ge 1 ] || die "--agents '$agents' is not a positive number"
 [[ "$rounds" =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] || die "--rounds '$rounds' is not a positive number"
-mkdir -p "$out/secrets"
+mkdir -p "$out/secrets" "$out/podman-secrets"
 certs="$out/certs"
 vehicles=(); for ((i = 0; i < agents; i++)); do vehicles+=("car-$i"); done
 bash "$repo/broker-config/make-dev-ca.sh" "$certs" "${vehicles[@]}" >/dev/null 2>&1 || die "broker-config/make-dev-ca.sh failed"
@@ -40,13 +43,21 @@ bash "$repo/broker-config/make-dev-ca.sh" "$certs" "${vehicles[@]}" >/dev/null 2
 openssl ec -in "$out/aggregator-signing.pem" -pubout -out "$out/aggregator-signing.pub.pem" 2>/dev/null
 
 secret() { # name key=file ...
-  # stringData (PEM text as it is): Podman 4.3's kube play writes a Secret's `data` values into the volume still
-  # base64-encoded, and Kubernetes takes either.
+  # secrets/NAME.yaml is the Kubernetes Secret (data: base64). Podman 4.3's kube play writes a secret volume's `data`
+  # values into the files without decoding them (and ignores stringData), so podman-secrets/NAME.yaml carries the same
+  # Secret with the values as text, for `podman secret create` (containers/kube/test.sh).
   local name=$1; shift
+  local head
+  head=$(printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  labels:\n    app.kubernetes.io/part-of: fleetlearn\ntype: Opaque\ndata:' "$name")
   {
-    printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  labels:\n    app.kubernetes.io/part-of: fleetlearn\ntype: Opaque\nstringData:\n' "$name"
-    for kv in "$@"; do printf '  %s: |\n' "${kv%%=*}"; sed 's/^/    /' "${kv#*=}"; done
+    echo "$head"
+    for kv in "$@"; do printf '  %s: %s\n' "${kv%%=*}" "$(base64 -w0 < "${kv#*=}")"; done
   } > "$out/secrets/$name.yaml"
+  {
+    echo "# For Podman 4.3 only (values not base64-encoded); Kubernetes takes ../secrets/$name.yaml"
+    echo "$head"
+    for kv in "$@"; do printf '  %s: |\n' "${kv%%=*}"; sed 's/^/    /' "${kv#*=}"; done
+  } > "$out/podman-secrets/$name.yaml"
 }
 secret fleetlearn-broker-tls ca.crt="$certs/ca.crt" ca.crl="$certs/ca.crl" broker.crt="$certs/broker.crt" broker.key="$certs/broker.key"
 secret fleetlearn-aggregator ca.crt="$certs/ca.crt" aggregator.crt="$certs/aggregator.crt" aggregator.key="$certs/aggregator.key" \
@@ -107,7 +118,6 @@ spec:
       containers:
         - name: mosquitto
           image: localhost/fleetlearn-broker:dev
-          ports: [{containerPort: 8883, name: mqtts}]
           volumeMounts:
             - {name: tls, mountPath: /run/fleetlearn/certs, readOnly: true}
       volumes:
@@ -143,7 +153,7 @@ spec:
           image: localhost/fleetlearn-aggregator:dev
           ports: [{containerPort: 8080, name: http, hostPort: $host_port, hostIP: 127.0.0.1}]
           env:
-            - {name: Mqtt__Host, value: broker}
+            - {name: Mqtt__Host, value: $broker_host}
             - {name: Mqtt__Port, value: "8883"}
             - {name: Mqtt__UseTls, value: "true"}
             - {name: Mqtt__TlsServerName, value: localhost}
@@ -211,7 +221,7 @@ spec:
             - {name: Agent__Seed, value: "$((1000 + i))"}
             - {name: VehicleData__Vehicles, value: "$agents"}
             - {name: VehicleData__Index, value: "$i"}
-            - {name: Mqtt__Host, value: broker}
+            - {name: Mqtt__Host, value: $broker_host}
             - {name: Mqtt__Port, value: "8883"}
             - {name: Mqtt__TlsServerName, value: localhost}
           resources:

@@ -26,7 +26,8 @@ for role in broker aggregator agent; do
 done
 dir=$(mktemp -d "${TMPDIR:-/tmp}/fleetlearn-kube.XXXXXX")
 net="fleetlearn-kube-$$"
-bash "$here/render.sh" --out "$dir" --agents "$agents" --rounds 1 --host-port "$port"
+# Podman plays no Services: the broker is reached by its pod's name, which Podman's DNS serves on the network.
+bash "$here/render.sh" --out "$dir" --agents "$agents" --rounds 1 --host-port "$port" --broker-host broker-pod-0
 secrets=()
 teardown() {
   local status=$?
@@ -42,7 +43,7 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT TERM
 pm network create "$net" >/dev/null 2>"$dir/network.err" || { cat "$dir/network.err" >&2; exit 1; } # (netavark prints a syslog warning here)
-for f in "$dir"/secrets/*.yaml; do
+for f in "$dir"/podman-secrets/*.yaml; do
   name=$(basename "$f" .yaml)
   pm secret rm "$name" >/dev/null 2>&1 || true
   pm secret create "$name" "$f" >/dev/null
@@ -53,6 +54,7 @@ pm kube play --network "$net" "$dir/fleet.yaml" >/dev/null
 played=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 echo "kube play: $(pm pod ps -q --filter "network=$net" | wc -l) pods on $net in $played s"
 deadline=$(( $(date +%s) + timeout ))
+# /healthz answers 503 until the aggregator is connected to the broker, then 200.
 until curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "FAIL: the aggregator did not answer on 127.0.0.1:$port"; exit 1; }
   sleep 1
