@@ -84,6 +84,8 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
     connected=$(since "$start"); echo "broker: car-0 connected over mutual TLS after $connected s"
   fi
   if [ -n "$active" ] && [ -n "$connected" ]; then break; fi
+  restarts=$(pm exec "$id-vehicle" systemctl show -p NRestarts --value fleetlearn-agent 2>/dev/null || echo 0)
+  if [ "${restarts:-0}" -ge 2 ]; then echo "fleetlearn-agent.service failed and was restarted $restarts times"; break; fi
   sleep 1
 done
 if [ -n "$active" ] && [ -n "$connected" ]; then

@@ -92,12 +92,13 @@ ln -s "releases/$release" "$opt/current"
 install -m 0644 "$agent/fleetlearn-agent.service" "$root/etc/systemd/system/fleetlearn-agent.service"
 ln -s ../fleetlearn-agent.service "$root/etc/systemd/system/multi-user.target.wants/fleetlearn-agent.service"
 install -m 0644 "$agent/appsettings.json" "$root/etc/fleetlearn/appsettings.json"
-# The root filesystem is read-only and the same on every vehicle: what is this vehicle's (its settings, certificate,
-# the fleet's overlay and the aggregator's key) lives on the data partition, provisioned once (see README.md).
+# The root filesystem is read-only and the same on every vehicle: what is this vehicle's (its settings, certificate and
+# the aggregator's key) lives on the data partition, provisioned once (see README.md). No link for
+# appsettings.Production.json: the host's JSON provider fails on a link whose target is missing (a vehicle without a
+# fleet overlay); a fleet's settings go into agent.env, or into the image.
 ln -s /data/fleetlearn/agent.env "$root/etc/fleetlearn/agent.env"
 ln -s /data/fleetlearn/certs "$root/etc/fleetlearn/certs"
 ln -s /data/fleetlearn/aggregator-signing.pub.pem "$root/etc/fleetlearn/aggregator-signing.pub.pem"
-ln -s /data/fleetlearn/appsettings.Production.json "$root/etc/fleetlearn/appsettings.Production.json"
 cat > "$root/etc/systemd/system/fleetlearn-agent.service.d/10-vehicle-image.conf" <<'CONF'
 # The vehicle image: this vehicle's settings and certificates are on the data partition (/data/fleetlearn).
 # An unprovisioned vehicle (no agent.env yet) does not start the agent; provisioning and a reboot (or a start) do.
