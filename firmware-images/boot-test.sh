@@ -29,7 +29,7 @@ teardown() {
   local status=$?
   trap - EXIT INT TERM
   if $keep; then echo "kept: containers $id-vehicle, $id-broker on $net; folder $t"; exit "$status"; fi
-  pm rm -f -t 5 "$id-vehicle" "$id-broker" >/dev/null 2>&1 || true
+  pm rm -f -v -t 5 "$id-vehicle" "$id-broker" >/dev/null 2>&1 || true
   pm network rm -f "$net" >/dev/null 2>&1 || true
   rm -rf "$t"
   exit "$status"

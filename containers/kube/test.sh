@@ -33,9 +33,14 @@ teardown() {
   local status=$?
   trap - EXIT INT TERM
   if $keep; then echo "kept: $dir/fleet.yaml played on network $net (podman kube down $dir/fleet.yaml)"; exit "$status"; fi
+  # The containers with their anonymous volumes (the images' VOLUMEs), then the pods; the claims' volumes and the
+  # volumes Podman 4.3 makes for each secret volume (named after the secret) are left by `kube down`.
+  local ids; ids=$(pm ps -aq --filter "network=$net" 2>/dev/null || true)
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || pm rm -f -v -t 5 $ids >/dev/null 2>&1 || true
   pm kube down "$dir/fleet.yaml" >/dev/null 2>&1 || true
   for claim in $(sed -n 's/^  name: \(fleetlearn-.*-state\)$/\1/p' "$dir/fleet.yaml"); do pm volume rm -f "$claim" >/dev/null 2>&1 || true; done
-  for s in "${secrets[@]}"; do pm secret rm "$s" >/dev/null 2>&1 || true; done
+  for s in "${secrets[@]}"; do pm secret rm "$s" >/dev/null 2>&1 || true; pm volume rm -f "$s" >/dev/null 2>&1 || true; done
   pm network rm -f "$net" >/dev/null 2>&1 || true
   rm -rf "$dir"
   exit "$status"
