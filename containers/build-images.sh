@@ -16,7 +16,7 @@ rebuild_base=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --rebuild-base) rebuild_base=true; shift ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "build-images.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
 done

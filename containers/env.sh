@@ -6,4 +6,7 @@ fleetlearn_podman_deps() {
   bash "$fleetlearn_containers_dir/../scripts/install-deps.sh" podman runc uidmap slirp4netns fuse-overlayfs jq "$@"
 }
 # podman with the flags the configuration file also sets (older Podman versions read some of them only from flags).
-pm() { podman --runtime runc --cgroup-manager=cgroupfs "$@"; }
+# netavark prints "failed to connect to syslog: Initialization" on a host without syslog: dropped, everything else kept.
+pm() {
+  podman --runtime runc --cgroup-manager=cgroupfs "$@" 2> >(grep -v '^failed to connect to syslog: Initialization$' >&2)
+}

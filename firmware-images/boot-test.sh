@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
     --image) image=${2:?--image needs a squashfs image}; shift 2 ;;
     --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
     --keep) keep=true; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "boot-test.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
 done

@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --keys) keys=${2:?--keys needs a folder}; shift 2 ;;
     --agent) agent=${2:?--agent needs a folder}; shift 2 ;;
     --zstd-level) zstd_level=${2:?--zstd-level needs 1..22}; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (--help lists the options)" ;;
   esac
 done

@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
     --suite) suite=${2:?--suite needs a name}; shift 2 ;;
     --mirror) mirror=${2:?--mirror needs a URL}; shift 2 ;;
     --cache) cache=${2:?--cache needs a folder}; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (--help lists the options)" ;;
   esac
 done

@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --json) json=true; shift ;;
     --keep) keep=true; shift ;;
     --rebuild) rebuild=true; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (--help lists the options)" ;;
   esac
 done

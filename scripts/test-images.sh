@@ -10,7 +10,7 @@
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 all=false
-case "${1:-}" in --all) all=true ;; "") ;; -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+case "${1:-}" in --all) all=true ;; "") ;; -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "test-images.sh: unknown argument '$1' (--all or nothing)" >&2; exit 2 ;; esac
 passed=0 failed=0
 step() { # name command...

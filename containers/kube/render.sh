@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --model) model=${2:?--model needs layer widths}; shift 2 ;;
     --secagg) secagg=${2:?--secagg needs off, full or plus}; shift 2 ;;
     --dp) dp=${2:?--dp needs off, central or distributed}; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (--help lists the options)" ;;
   esac
 done

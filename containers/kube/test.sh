@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
     --agents) agents=${2:?--agents needs a number}; shift 2 ;;
     --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
     --keep) keep=true; shift ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "kube/test.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
