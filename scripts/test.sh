@@ -45,5 +45,16 @@ if [ "$doc_status" -ne 0 ]; then
   echo "documented commands: failures above (bash scripts/doc-commands.sh)" >&2
   [ "$status" -ne 0 ] || status=1
 fi
+# The vehicle image: two reproducible builds, RAUC signature and payload checks, the rollback hook (root and the Debian
+# mirror; the base root filesystem is cached by its package list). The container checks (`--all`) stay a manual script.
+echo "== vehicle image" >&2
+if [ "$(id -u)" -eq 0 ]; then
+  if ! bash scripts/test-images.sh >&2; then
+    echo "vehicle image: failures above (bash scripts/test-images.sh)" >&2
+    [ "$status" -ne 0 ] || status=1
+  fi
+else
+  echo "vehicle image: not tested (needs root)" >&2
+fi
 echo "$passed passed, $failed failed, $skipped skipped"
 exit "$status"
