@@ -51,12 +51,16 @@ public sealed partial class AggregatorStatus : IDisposable
     /// <summary>Disposes the meter.</summary>
     public void Dispose() => _meter.Dispose();
 
-    private readonly Channel<RoundClosed> _closed = Channel.CreateUnbounded<RoundClosed>();
+    /// <summary>How many closed rounds (each with a copy of its model) wait for a reader before the oldest is dropped.</summary>
+    public const int ClosedRoundsKept = 16;
+
+    // Bounded: an aggregator that runs for months with nobody reading would otherwise keep every model it ever published.
+    private readonly Channel<RoundClosed> _closed = Channel.CreateBounded<RoundClosed>(new BoundedChannelOptions(ClosedRoundsKept) { FullMode = BoundedChannelFullMode.DropOldest });
     private readonly List<RoundRecord> _rounds = [];
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _rejectedBy = new(StringComparer.Ordinal);
     private long _accepted, _duplicates, _rejected, _bytesUp, _bytesDown;
 
-    /// <summary>Rounds closed, in order (with their model).</summary>
+    /// <summary>Rounds closed, in order (with their model); the newest <see cref="ClosedRoundsKept"/> when nobody reads them.</summary>
     public ChannelReader<RoundClosed> Closed => _closed.Reader;
 
     /// <summary>Every round record so far (including earlier runs from the store).</summary>

@@ -28,6 +28,8 @@ public static class AgentHost
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(settings); // qualified: this namespace ends in Host
         builder.Services.AddSystemd();
+        // Logs on stderr (journald takes both streams under systemd; a terminal keeps stdout for what the agent prints).
+        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = Microsoft.Extensions.Logging.LogLevel.Trace);
         builder.Services.AddFleetLearnEdgeAgent();
         builder.Services.AddVehicleEligibility();
         builder.Services.AddSingleton<IValidateOptions<EdgeAgentOptions>, AggregatorKeyValidator>();
