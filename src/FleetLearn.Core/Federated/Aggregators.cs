@@ -71,43 +71,26 @@ public sealed class WeightedMeanAggregator(int dimension, double normBound = dou
 /// at each coordinate, so this aggregator buffers the cohort: memory O(cohort × model). Use it
 /// for robustness experiments, not for large cohorts. Weights are ignored, as in the paper.
 /// </summary>
-public sealed class CoordinateWiseAggregator : IUpdateAggregator
+public sealed class CoordinateWiseAggregator : BufferingAggregator
 {
-    private readonly int _dimension;
     private readonly double _trim;
-    private readonly List<float[]> _updates = [];
 
     /// <summary><paramref name="trim"/> = β ∈ [0, 0.5): fraction cut from each end; <c>null</c> = median.</summary>
-    public CoordinateWiseAggregator(int dimension, double? trim)
+    public CoordinateWiseAggregator(int dimension, double? trim) : base(dimension)
     {
-        _dimension = dimension;
         _trim = trim ?? -1;
     }
 
-    public bool IsStreaming => false;
-
-    public int Count => _updates.Count;
-
-    public double TotalWeight { get; private set; }
-
-    public void Add(ReadOnlySpan<float> delta, double weight)
+    public override void Complete(Span<float> combined)
     {
-        if (delta.Length != _dimension)
-            throw new ArgumentException($"Update has {delta.Length} values; the model has {_dimension}.", nameof(delta));
-        _updates.Add(delta.ToArray());
-        TotalWeight += weight;
-    }
-
-    public void Complete(Span<float> combined)
-    {
-        int n = _updates.Count;
+        int n = Updates.Count;
         if (n == 0) throw new InvalidOperationException("No update was aggregated this round.");
         var column = new float[n];
         int cut = _trim < 0 ? 0 : (int)Math.Floor(_trim * n);
         if (_trim >= 0 && n - 2 * cut < 1) cut = (n - 1) / 2;
-        for (int j = 0; j < _dimension; j++)
+        for (int j = 0; j < Dimension; j++)
         {
-            for (int k = 0; k < n; k++) column[k] = _updates[k][j];
+            for (int k = 0; k < n; k++) column[k] = Updates[k][j];
             Array.Sort(column);
             if (_trim < 0)
             {
@@ -121,4 +104,38 @@ public sealed class CoordinateWiseAggregator : IUpdateAggregator
             }
         }
     }
+}
+
+/// <summary>
+/// An aggregator that must see every update before it can combine them (robust rules): buffers the cohort, memory
+/// O(cohort × model).
+/// </summary>
+public abstract class BufferingAggregator(int dimension) : IUpdateAggregator
+{
+    /// <summary>Length of every update.</summary>
+    protected int Dimension { get; } = dimension;
+
+    /// <summary>The updates so far, in the order they were added.</summary>
+    protected List<float[]> Updates { get; } = [];
+
+    /// <inheritdoc/>
+    public bool IsStreaming => false;
+
+    /// <inheritdoc/>
+    public int Count => Updates.Count;
+
+    /// <inheritdoc/>
+    public double TotalWeight { get; private set; }
+
+    /// <inheritdoc/>
+    public void Add(ReadOnlySpan<float> delta, double weight)
+    {
+        if (delta.Length != Dimension)
+            throw new ArgumentException($"Update has {delta.Length} values; the model has {Dimension}.", nameof(delta));
+        Updates.Add(delta.ToArray());
+        TotalWeight += weight;
+    }
+
+    /// <inheritdoc/>
+    public abstract void Complete(Span<float> combined);
 }

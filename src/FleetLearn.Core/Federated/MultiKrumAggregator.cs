@@ -7,44 +7,27 @@ namespace FleetLearn.Core.Federated;
 /// ignored, as in the paper). An attacker's update far from the honest cluster scores high and is left out. Buffers
 /// the cohort and compares every pair: memory O(n·d), time O(n²·d) — for robustness experiments and small cohorts.
 /// </summary>
-public sealed class MultiKrumAggregator : IUpdateAggregator
+public sealed class MultiKrumAggregator : BufferingAggregator
 {
-    private readonly int _dimension;
-    private readonly List<float[]> _updates = [];
 
     /// <summary><paramref name="byzantineFraction"/> = f / n ∈ [0, 0.5): the share of updates assumed hostile.</summary>
-    public MultiKrumAggregator(int dimension, double byzantineFraction)
+    public MultiKrumAggregator(int dimension, double byzantineFraction) : base(dimension)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(dimension);
         if (!(byzantineFraction >= 0 && byzantineFraction < 0.5))
             throw new ArgumentOutOfRangeException(nameof(byzantineFraction), byzantineFraction, "The Byzantine fraction must be within [0, 0.5).");
-        _dimension = dimension;
         ByzantineFraction = byzantineFraction;
     }
 
     /// <summary>f / n.</summary>
     public double ByzantineFraction { get; }
 
-    public bool IsStreaming => false;
-
-    public int Count => _updates.Count;
-
-    public double TotalWeight { get; private set; }
-
-    /// <summary>Indices (in order of <see cref="Add"/>) of the updates the last <see cref="Complete"/> averaged.</summary>
+    /// <summary>Indices (in order of <see cref="BufferingAggregator.Add"/>) of the updates the last <see cref="Complete"/> averaged.</summary>
     public IReadOnlyList<int> Selected { get; private set; } = [];
 
-    public void Add(ReadOnlySpan<float> delta, double weight)
+    public override void Complete(Span<float> combined)
     {
-        if (delta.Length != _dimension)
-            throw new ArgumentException($"Update has {delta.Length} values; the model has {_dimension}.", nameof(delta));
-        _updates.Add(delta.ToArray());
-        TotalWeight += weight;
-    }
-
-    public void Complete(Span<float> combined)
-    {
-        int n = _updates.Count;
+        int n = Updates.Count;
         if (n == 0) throw new InvalidOperationException("No update was aggregated this round.");
         int f = (int)Math.Floor(ByzantineFraction * n);
         // Krum needs n > 2f + 2 for its guarantee; with fewer updates it still ranks by the nearest n − f − 2 (at least 1).
@@ -55,7 +38,7 @@ public sealed class MultiKrumAggregator : IUpdateAggregator
         {
             for (int j = i + 1; j < n; j++)
             {
-                double d = SquaredDistance(_updates[i], _updates[j]);
+                double d = SquaredDistance(Updates[i], Updates[j]);
                 distances[i, j] = d;
                 distances[j, i] = d;
             }
@@ -76,13 +59,13 @@ public sealed class MultiKrumAggregator : IUpdateAggregator
         }
         var order = Enumerable.Range(0, n).OrderBy(i => scores[i]).ThenBy(i => i).Take(keep).Order().ToArray();
         Selected = order;
-        var sum = new double[_dimension];
+        var sum = new double[Dimension];
         foreach (int i in order)
         {
-            var u = _updates[i];
-            for (int c = 0; c < _dimension; c++) sum[c] += u[c];
+            var u = Updates[i];
+            for (int c = 0; c < Dimension; c++) sum[c] += u[c];
         }
-        for (int c = 0; c < _dimension; c++) combined[c] = (float)(sum[c] / order.Length);
+        for (int c = 0; c < Dimension; c++) combined[c] = (float)(sum[c] / order.Length);
     }
 
     private static double SquaredDistance(float[] a, float[] b)
