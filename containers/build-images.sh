@@ -61,13 +61,16 @@ fi
 # operating systems' native libraries, XML documentation.
 rsync -a --delete --exclude '*.xml' --exclude 'runtimes/win*' --exclude 'runtimes/osx*' --exclude 'runtimes/linux-arm*' \
   --exclude 'libonnxruntime_providers_cuda.so' --exclude 'libonnxruntime_providers_tensorrt.so' "$cli/" "$stage/fleetlearn/"
-# The .NET runtime the CLI was built for (Microsoft.NETCore.App from this machine's SDK install): no registry image.
+# The .NET runtimes the CLI was built for (Microsoft.NETCore.App, and Microsoft.AspNetCore.App for the aggregator's HTTP
+# surface, from this machine's SDK install): no registry image.
 dotnet_root=$(dirname "$(readlink -f "$(command -v dotnet)")")
-runtime=$(dotnet --list-runtimes | awk '$1 == "Microsoft.NETCore.App" && $2 ~ /^10\./ { v = $2 } END { print v }')
-[ -n "$runtime" ] || { echo "build-images.sh: no Microsoft.NETCore.App 10.x runtime in $dotnet_root" >&2; exit 1; }
-mkdir -p "$stage/dotnet/shared/Microsoft.NETCore.App"
 rsync -a --delete "$dotnet_root/host/" "$stage/dotnet/host/"
-rsync -a --delete "$dotnet_root/shared/Microsoft.NETCore.App/$runtime/" "$stage/dotnet/shared/Microsoft.NETCore.App/$runtime/"
+for framework in Microsoft.NETCore.App Microsoft.AspNetCore.App; do
+  runtime=$(dotnet --list-runtimes | awk -v f="$framework" '$1 == f && $2 ~ /^10\./ { v = $2 } END { print v }')
+  [ -n "$runtime" ] || { echo "build-images.sh: no $framework 10.x runtime in $dotnet_root" >&2; exit 1; }
+  mkdir -p "$stage/dotnet/shared/$framework"
+  rsync -a --delete "$dotnet_root/shared/$framework/$runtime/" "$stage/dotnet/shared/$framework/$runtime/"
+done
 cp "$dotnet_root/dotnet" "$dotnet_root/LICENSE.txt" "$stage/dotnet/"
 
 # ---- role images -------------------------------------------------------------------------------------------------

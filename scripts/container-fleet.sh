@@ -205,8 +205,12 @@ if $chaos; then chaos_loop & chaos_pid=$!; fi
 # ---- rounds ------------------------------------------------------------------------------------------------------
 bytes() { awk -v b="$1" 'BEGIN { if (b < 1024) printf "%d B", b; else if (b < 1048576) printf "%.1f KiB", b / 1024;
   else if (b < 1073741824) printf "%.1f MiB", b / 1048576; else printf "%.2f GiB", b / 1073741824 }'; }
-metric() { awk -v m="$1" '$1 == m { printf "%.0f", $2; found = 1 } END { if (!found) printf "0" }' "$run_dir/metrics"; }
-metric_f() { awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print "NaN" }' "$run_dir/metrics"; }
+# A series by name, with or without labels ("name{}" or "name{otel_scope_name=…}" from OpenTelemetry's exporter); the first
+# of the names given that is present.
+metric() { awk -v names="$*" 'BEGIN { n = split(names, want, " ") } /^[^#]/ { line = $0; sub(/\{[^}]*\}/, "", line); split(line, f, " "); for (i = 1; i <= n; i++) if (f[1] == want[i] && !(i in got)) got[i] = f[2] }
+  END { for (i = 1; i <= n; i++) if (i in got) { printf "%.0f", got[i]; exit } printf "0" }' "$run_dir/metrics"; }
+metric_f() { awk -v names="$*" 'BEGIN { n = split(names, want, " ") } /^[^#]/ { line = $0; sub(/\{[^}]*\}/, "", line); split(line, f, " "); for (i = 1; i <= n; i++) if (f[1] == want[i] && !(i in got)) got[i] = f[2] }
+  END { for (i = 1; i <= n; i++) if (i in got) { print got[i]; exit } print "NaN" }' "$run_dir/metrics"; }
 # Mean accuracy that the agents' own evaluations give model V: each vehicle scores every global model on its hold-out
 # frames when the model reaches it with the next round's plan. That is why the aggregator runs one round more than
 # asked (Aggregator:Rounds = R + 1): its plan carries model R to the vehicles; the script stops the fleet there.
@@ -240,7 +244,8 @@ while [ "$printed" -lt "$rounds" ]; do
   round=$(jq -r .round <<< "$r") status=$(jq -r .status <<< "$r") parts=$(jq -r .participants <<< "$r") size=$(jq -r .cohortSize <<< "$r")
   loss=$(jq -r '.trainLoss // "NaN"' <<< "$r") note=$(jq -r .note <<< "$r") version=$(jq -r '.modelVersionOut // empty' <<< "$r")
   seconds=$(awk -v a="$(date -d "$(jq -r .startedAt <<< "$r")" +%s.%N)" -v b="$(date -d "$(jq -r .closedAt <<< "$r")" +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
-  up_total=$(metric fleetlearn_aggregator_bytes_received_total) down_total=$(metric fleetlearn_aggregator_bytes_sent_total)
+  up_total=$(metric fleetlearn_aggregator_bytes_received_bytes_total fleetlearn_aggregator_bytes_received_total)
+  down_total=$(metric fleetlearn_aggregator_bytes_published_bytes_total fleetlearn_aggregator_bytes_published_total fleetlearn_aggregator_bytes_sent_total)
   max_eps=$(metric_f fleetlearn_aggregator_vehicle_epsilon_max)
   up=$((up_total - last_up)) down=$((down_total - last_down)); last_up=$up_total last_down=$down_total
   acc=NaN scored=0
