@@ -38,6 +38,9 @@ if [ "$projects" -lt "$expected" ]; then
   [ "$status" -ne 0 ] || status=1
 fi
 if [ "$failed" -gt 0 ] && [ "$status" -eq 0 ]; then status=1; fi
+# The failed tests by name (their output is above, in the console logger's report), so that the end of the log says which.
+failed_names=$(grep -ho '<UnitTestResult [^>]*outcome="\(Failed\|Error\|Timeout\|Aborted\)"[^>]*>' "$results"/*.trx 2>/dev/null \
+  | sed -n 's/.*testName="\([^"]*\)".*/\1/p' || true)
 
 # Every command the README and docs show, as written (long ones shortened as the docs mark them).
 echo "== documented commands" >&2
@@ -57,6 +60,10 @@ if [ "$(id -u)" -eq 0 ]; then
   fi
 else
   echo "vehicle image: not tested (needs root)" >&2
+fi
+if [ -n "$failed_names" ]; then
+  echo "failed tests:" >&2
+  echo "$failed_names" | sed 's/^/  /' >&2
 fi
 echo "$passed passed, $failed failed, $skipped skipped"
 exit "$status"
