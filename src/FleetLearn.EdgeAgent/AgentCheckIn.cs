@@ -1,0 +1,58 @@
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Storage;
+using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.Logging;
+
+namespace FleetLearn.EdgeAgent;
+
+/// <summary>
+/// The vehicle's check-in: whether it may train now (the gateway's eligibility policy, parked/charging/unmetered, enough new
+/// samples, budget left) and the check-in message (samples offered — 0 withdraws — and the device public key).
+/// </summary>
+internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvider state, VehicleStateMonitor? monitor, LiteDbOutbox outbox,
+    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, ILogger logger)
+{
+    /// <summary>The outbox state key of the last round the vehicle decided (joined or declined).</summary>
+    public const string LastRoundKey = "last-round";
+
+    /// <summary>The outbox state key of the sample count when the vehicle last joined a round.</summary>
+    public const string SamplesAtLastRoundKey = "samples-at-last-round";
+
+    /// <summary>Why the vehicle may not train now with <paramref name="data"/>, or null.</summary>
+    public string? Ineligibility(VehicleDataset data)
+    {
+        if (monitor?.Ineligibility() is { } why) return why; // temperature, state unknown, … (the gateway's policy)
+        var current = state.Current();
+        if (options.RequireParked && !current.Parked) return "not parked";
+        if (options.RequireCharging && !current.Charging) return "not charging";
+        if (options.RequireUnmetered && !current.Unmetered) return "on a metered link";
+        long newSamples = data.Rows.Length - (outbox.GetState(SamplesAtLastRoundKey) ?? 0);
+        if (options.MinNewSamples > 0 && newSamples < options.MinNewSamples) return $"{newSamples} new samples < {options.MinNewSamples}";
+        if (data.Rows.Length == 0) return "no local samples";
+        if (options.EpsilonBudget is { } budget && ledger.EpsilonOf(options.VehicleId) >= budget) return "privacy budget spent";
+        return null;
+    }
+
+    /// <summary>Publishes the check-in for <paramref name="data"/> (expires after two resend intervals: a silent vehicle leaves the roster).</summary>
+    public Task PublishAsync(VehicleDataset data, CancellationToken cancellationToken)
+    {
+        long round = outbox.GetState(LastRoundKey) ?? 0;
+        var why = Ineligibility(data);
+        if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", options.VehicleId, why);
+        var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey).Encode());
+        return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>The vehicle's LiteDB ledger as its rounds see it.</summary>
+    public IVehicleLedger Ledger { get; } = new AgentLedger(ledger, options.VehicleId);
+
+    private sealed class AgentLedger(LiteDbPrivacyLedgerStore store, string vehicle) : IVehicleLedger
+    {
+        public double Epsilon => store.EpsilonOf(vehicle);
+
+        public bool CanParticipate(PrivacyCharge charge) => store.CanParticipate(vehicle, charge);
+
+        public bool TryRecord(long round, PrivacyCharge charge) => store.TryRecord(vehicle, round, charge, out _);
+    }
+}

@@ -1,0 +1,41 @@
+using System.Globalization;
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Transport.Mqtt;
+
+namespace FleetLearn.EdgeAgent;
+
+/// <summary>
+/// Global models as they arrive in chunks on <c>model/{version}</c>: reassembled (at most a few transfers at a time), the two
+/// newest kept, and handed to a round only after their length and SHA-256 match its signed plan.
+/// </summary>
+internal sealed class AgentModels(int maxModelBytes)
+{
+    private readonly ChunkAssembler _chunks = new(maxModelBytes, maxPendingTransfers: 4);
+    private readonly Dictionary<long, byte[]> _models = [];
+
+    /// <summary>One chunk of model <paramref name="version"/>.</summary>
+    public void Add(long version, ReadOnlyMemory<byte> chunk)
+    {
+        if (_chunks.Add(version.ToString(CultureInfo.InvariantCulture), chunk.Span) is not { } whole) return;
+        _models[version] = whole;
+        foreach (var old in _models.Keys.Where(v => v < version - 1).ToList()) _models.Remove(old);
+    }
+
+    /// <summary>The verified model <paramref name="plan"/> trains from, or null while it has not arrived; a copy that fails verification is dropped and reported.</summary>
+    public Checkpoint? TryTake(RoundPlan plan)
+    {
+        if (!_models.TryGetValue(plan.ModelVersion, out var bytes)) return null;
+        try
+        {
+            var model = VehicleRound.VerifyModel(plan, bytes);
+            foreach (var old in _models.Keys.Where(v => v < plan.ModelVersion).ToList()) _models.Remove(old);
+            return model;
+        }
+        catch (WireFormatException)
+        {
+            _models.Remove(plan.ModelVersion); // a forged or torn model: wait for a good copy
+            throw;
+        }
+    }
+}

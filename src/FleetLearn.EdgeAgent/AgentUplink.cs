@@ -1,0 +1,119 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Core.SecureAggregation;
+using FleetLearn.Storage;
+using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.Logging;
+
+namespace FleetLearn.EdgeAgent;
+
+/// <summary>
+/// Everything the vehicle sends and how it survives: each message is written to the durable LiteDB outbox before its first
+/// chunk leaves, resent with exponential backoff until the aggregator acknowledges it or the round's deadline passes, and
+/// the check-in is published on every pass with nothing pending. The agent's message loop owns it; the resend loop runs beside.
+/// </summary>
+internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbOutbox outbox, TimeSpan resendInterval, TimeProvider time, ILogger logger)
+{
+    private readonly ConcurrentDictionary<Guid, DateTimeOffset> _nextResend = new();
+
+    /// <summary>Messages the aggregator acknowledged (updates and secure-aggregation messages).</summary>
+    public int Acknowledged { get; private set; }
+
+    /// <summary>Messages still waiting for an acknowledgement.</summary>
+    public int Pending => outbox.Count;
+
+    /// <summary>Writes one message to the outbox (durable before the first send: a crash after this resends it) and sends it.</summary>
+    public async Task EnqueueAsync(EnvelopeKind kind, string channel, long round, Guid updateId, byte[] payload, DateTimeOffset expires, CancellationToken cancellationToken)
+    {
+        var envelope = new Envelope(kind, vehicleId, round, updateId, payload);
+        var item = new OutboxItem(envelope.UpdateId, vehicleId, round, mqtt.Topics.Up(vehicleId, channel), envelope.Encode(), expires);
+        outbox.Enqueue(item);
+        await SendAsync(item, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>An acknowledgement from the aggregator: the message leaves the outbox; logged once.</summary>
+    public void Acknowledge(Envelope envelope)
+    {
+        var ack = UpdateAck.Decode(envelope.Payload.Span);
+        bool update = outbox.Pending().FirstOrDefault(i => i.UpdateId == envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true;
+        _nextResend.TryRemove(envelope.UpdateId, out _);
+        if (!outbox.Acknowledge(envelope.UpdateId)) return;
+        Acknowledged++;
+        var level = ack.Status == AckStatus.Rejected ? LogLevel.Warning : update ? LogLevel.Information : LogLevel.Debug;
+        logger.Log(level, "agent {Vehicle}: round {Round} {What} {Status}{Reason}", vehicleId, envelope.Round, update ? "update" : "secure-aggregation message",
+            ack.Status, ack.Reason.Length > 0 ? $" ({ack.Reason})" : "");
+    }
+
+    /// <summary>Resends what is pending (after its backoff) and checks in when nothing is, every resend interval, until cancelled.</summary>
+    public async Task RunAsync(Func<CancellationToken, Task> checkIn, CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(resendInterval, time);
+        bool first = true;
+        do
+        {
+            try
+            {
+                await mqtt.WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
+                outbox.DropExpired(time.GetUtcNow());
+                var pending = outbox.Pending();
+                if (first || pending.Count == 0) await checkIn(cancellationToken).ConfigureAwait(false);
+                if (!first)
+                {
+                    var now = time.GetUtcNow();
+                    foreach (var item in pending.Where(i => !_nextResend.TryGetValue(i.UpdateId, out var due) || now >= due))
+                        await SendAsync(item, cancellationToken).ConfigureAwait(false);
+                }
+                first = false;
+            }
+            catch (Exception e) when (MqttConnection.IsTransient(e))
+            {
+                logger.LogDebug("agent {Vehicle}: resend pass failed ({Error}).", vehicleId, e.Message);
+            }
+        }
+        while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>
+    /// A whole SecAgg message from the vehicle's inbox for the joined <paramref name="round"/>; null when it belongs to another
+    /// round (stale: nothing to answer). Throws <see cref="WireFormatException"/> on a malformed message or one for another vehicle.
+    /// </summary>
+    public static SecAggMessage? ReadSecAgg(byte[] whole, string vehicleId, int maxBytes, long? round)
+    {
+        var envelope = Envelope.Decode(whole, maxBytes);
+        if (envelope.Kind != EnvelopeKind.SecAgg || envelope.Vehicle != vehicleId) throw new WireFormatException("A secure-aggregation message in this inbox names another vehicle or kind.");
+        if (round != envelope.Round) return null;
+        try
+        {
+            return SecAggCodec.Decode(envelope.Payload.Span, (ulong)envelope.Round);
+        }
+        catch (SecAggFormatException e)
+        {
+            throw new WireFormatException($"Secure-aggregation message: {e.Message}", e);
+        }
+    }
+
+    private async Task SendAsync(OutboxItem item, CancellationToken cancellationToken)
+    {
+        var remaining = item.ExpiresAt - time.GetUtcNow();
+        if (remaining <= TimeSpan.Zero) return;
+        // The transfer id is the update id: a resend's chunks complete the same transfer at the aggregator.
+        var chunks = ChunkCodec.Split(item.Payload, mqtt.Options.MaxPacketSize, item.UpdateId);
+        outbox.RecordAttempt(item.UpdateId);
+        // Exponential backoff between resends (1, 2, 4, 8, 16 × the interval): an aggregator that is slow to answer under
+        // load is not flooded with copies. After a restart the first pass resends everything at once.
+        _nextResend[item.UpdateId] = time.GetUtcNow() + resendInterval * Math.Pow(2, Math.Min(item.Attempts, 4));
+        try
+        {
+            // The envelope's (vehicle, round, update id) also travel as MQTT 5 user properties, so that brokers, bridges and
+            // monitoring can route and trace updates without decoding them. Message expiry = the round's deadline.
+            IReadOnlyList<(string, string)> properties =
+                [("fl-vehicle", item.Vehicle), ("fl-round", item.Round.ToString(CultureInfo.InvariantCulture)), ("fl-update-id", item.UpdateId.ToString())];
+            await Task.WhenAll(chunks.Select(c => mqtt.PublishAsync(item.Topic, c, expiry: remaining, properties: properties, cancellationToken: cancellationToken))).ConfigureAwait(false);
+        }
+        catch (Exception e) when (MqttConnection.IsTransient(e))
+        {
+            logger.LogInformation("agent {Vehicle}: send of round {Round} interrupted ({Error}); the outbox resends it.", vehicleId, item.Round, e.Message);
+        }
+    }
+}
