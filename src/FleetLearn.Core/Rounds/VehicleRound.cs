@@ -127,7 +127,7 @@ public abstract record VehicleRoundState
 public sealed record AwaitingModel(ForwardedSharesMessage? EarlyShares = null) : VehicleRoundState;
 
 /// <summary>The model arrived and verified; the runner trains. Forwarded shares that come meanwhile wait here.</summary>
-public sealed record Training(Checkpoint Model, ForwardedSharesMessage? EarlyShares) : VehicleRoundState;
+public sealed record TrainingLocally(Checkpoint Model, ForwardedSharesMessage? EarlyShares) : VehicleRoundState;
 
 /// <summary>Secure: the input is encoded; the forwarded shares have not come yet.</summary>
 public sealed record AwaitingShares(uint[] Input) : VehicleRoundState;
@@ -296,7 +296,7 @@ public sealed class VehicleRound : IDisposable
         if (model.Spec.ToString() != _setup.Spec.ToString() || model.Version != _setup.ModelVersion)
             throw new WireFormatException($"Model {model.Version} ({model.Spec}) is not the pinned {_setup.Spec} at version {_setup.ModelVersion}.");
         if (_time.GetUtcNow() >= _setup.Deadline) return Abandon("the deadline passed before the model arrived");
-        State = new Training(model, awaiting.EarlyShares);
+        State = new TrainingLocally(model, awaiting.EarlyShares);
         return [new TrainEffect(model)];
     }
 
@@ -307,7 +307,7 @@ public sealed class VehicleRound : IDisposable
     /// </summary>
     public IReadOnlyList<VehicleEffect> OnTrained(Span<float> delta, double loss, int samples, double weight)
     {
-        if (State is not Training training) return [];
+        if (State is not TrainingLocally training) return [];
         var random = _setup.Randomness;
         if (_secAgg is null)
         {
@@ -326,7 +326,7 @@ public sealed class VehicleRound : IDisposable
     }
 
     /// <summary>Training stopped (the vehicle became ineligible, or training failed): the round is abandoned.</summary>
-    public IReadOnlyList<VehicleEffect> OnTrainingStopped(string reason) => State is Training ? Abandon(reason) : [];
+    public IReadOnlyList<VehicleEffect> OnTrainingStopped(string reason) => State is TrainingLocally ? Abandon(reason) : [];
 
     /// <summary>A SecAgg message from the aggregator for this round. A protocol failure abandons the round (a dropout).</summary>
     public IReadOnlyList<VehicleEffect> OnSecAgg(SecAggMessage message)
@@ -345,7 +345,7 @@ public sealed class VehicleRound : IDisposable
                         case AwaitingModel awaiting:
                             State = awaiting with { EarlyShares = shares };
                             return [];
-                        case Training training:
+                        case TrainingLocally training:
                             State = training with { EarlyShares = shares };
                             return [];
                         case AwaitingShares awaiting:
