@@ -186,24 +186,12 @@ public sealed class FleetSimulator : IDisposable
         }
         var forecast = RoundPlanner.Plan(round, _options.Vehicles, Work, settings, _options.Behavior, _options.Seed, Eligible);
         var accepted = forecast.Accepted.ToArray();
-        if (_vehicleLedgers is not null)
-        {
-            // Each vehicle checks and records its own spend before its update leaves it; one whose
-            // own record says the round would exceed its budget declines.
-            var sending = new List<int>(accepted.Length);
-            foreach (int vehicle in accepted)
-            {
-                if (_vehicleLedgers.TryRecord(VehicleId(vehicle), round, rules.Charge, out _)) sending.Add(vehicle);
-                else declined++;
-            }
-            accepted = sending.ToArray();
-        }
         double clipUsed = _clipNorm;
         double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
         ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
         var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
         var cohort = forecast.Selected.Select(p => p.Vehicle).ToArray();
-        var tally = new Tally();
+        var tally = new Tally { Charge = rules.Privacy is null ? null : rules.Charge, Model = new Checkpoint(_options.Model, round - 1, _global) };
         RoundOutcome outcome;
         if (_pipeline.IsSecure && cohort.Length < 3)
             outcome = new RoundAborted { Round = round, Contributors = [], Silent = [], TrainLoss = double.NaN, ClosedAt = default, Reason = $"only {cohort.Length} vehicles selected; secure aggregation needs at least 3" };
@@ -225,7 +213,7 @@ public sealed class FleetSimulator : IDisposable
                 Secure = secure,
             }, time);
             if (secure is not null) SecureRound(coordinator, time, secure.Parameters, round, cohort, accepted, codec, tally, cancellationToken);
-            else PlainRound(coordinator, round, cohort, accepted, codec, tally, cancellationToken);
+            else PlainRound(coordinator, time, round, cohort, accepted, codec, tally, cancellationToken);
             if (coordinator.Phase is not Closed)
             {
                 // Whoever has not sent by now never will: the round closes at its deadline.
@@ -261,7 +249,7 @@ public sealed class FleetSimulator : IDisposable
             Round = round,
             TestAccuracy = accuracy,
             TestLoss = loss,
-            TrainLoss = accepted.Length == 0 ? double.NaN : tally.LossSum / accepted.Length,
+            TrainLoss = tally.Trained == 0 ? double.NaN : tally.LossSum / tally.Trained,
             Available = forecast.Available,
             Selected = forecast.Selected.Count,
             Participants = outcome.Contributors.Count,
@@ -278,7 +266,7 @@ public sealed class FleetSimulator : IDisposable
             Epsilon = FleetEpsilon,
             MaxVehicleEpsilon = _ledger is null ? double.NaN : _ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             ClipNorm = _options.Privacy is null ? double.NaN : clipUsed,
-            Declined = declined,
+            Declined = declined + tally.Declined,
         };
     }
 
@@ -303,6 +291,17 @@ public sealed class FleetSimulator : IDisposable
         public long ExtraBytesDown { get; set; }
         public long Clamped { get; set; }
         public List<ChargeEffect> Charges { get; } = [];
+
+        /// <summary>The charge of one participation (null without DP): what each vehicle's own ledger records.</summary>
+        public PrivacyCharge? Charge { get; init; }
+
+        /// <summary>The global model the round starts from, as every vehicle receives it.</summary>
+        public required Checkpoint Model { get; init; }
+
+        /// <summary>Vehicles that finished training / that left the round on their own (budget spent when their data would leave).</summary>
+        public int Trained { get; set; }
+
+        public int Declined { get; set; }
 
         public void Sent(string vehicle, long bytes)
         {
@@ -332,11 +331,37 @@ public sealed class FleetSimulator : IDisposable
 
     private SeededNoiseSource RoundingFor(int round, int vehicle) => SimulationRandomness.Rounding(_options.Seed, round, vehicle);
 
-    /// <summary>Plaintext: the accepted vehicles train and encode (in parallel), and their envelopes reach the coordinator in finishing order.</summary>
-    private void PlainRound(RoundCoordinator coordinator, int round, int[] cohort, int[] accepted, UpdatePipelineRound codec, Tally tally, CancellationToken cancellationToken)
+    /// <summary>
+    /// One vehicle's part of the round: the same <see cref="VehicleRound"/> the agent runs (its own ledger charged when its
+    /// data leaves, its codec, its noise share and rounding from the simulation seed), over the in-memory link.
+    /// </summary>
+    private VehicleRound Vehicle(TimeProvider time, int round, int vehicle, int index, UpdatePipelineRound codec, Tally tally,
+        SecAggParameters? secure = null, IDeviceKeyRegistry? registry = null) => new(new VehicleRoundSetup
+    {
+        Round = round,
+        VehicleId = VehicleId(vehicle),
+        CohortIndex = index,
+        ModelVersion = tally.Model.Version,
+        Spec = _options.Model,
+        Deadline = DateTimeOffset.MaxValue,
+        Codec = codec,
+        Charge = tally.Charge,
+        Ledger = _vehicleLedgers is null ? null : new PrivacyLedgerAccount(_vehicleLedgers, VehicleId(vehicle)),
+        Secure = secure,
+        DeviceKey = secure is null ? null : DeviceKey(vehicle),
+        Registry = registry,
+        Randomness = new VehicleRoundRandomness(NoiseFor(round, vehicle), RoundingFor(round, vehicle), UpdateId(round, vehicle)),
+        Residual = secure is null ? _residuals?.GetOrCreate(vehicle) : null,
+    }, time);
+
+    /// <summary>
+    /// Plaintext: the accepted vehicles receive the model, train and send (in parallel, one <see cref="VehicleRound"/> each), and
+    /// their updates reach the coordinator in finishing order.
+    /// </summary>
+    private void PlainRound(RoundCoordinator coordinator, TimeProvider time, int round, int[] cohort, int[] accepted, UpdatePipelineRound codec, Tally tally, CancellationToken cancellationToken)
     {
         var index = CohortIndex(cohort);
-        var envelopes = new byte[_trainers.Length][];
+        var sent = new SendUpdateEffect?[_trainers.Length];
         var clamped = new int[_trainers.Length];
         for (int start = 0; start < accepted.Length; start += _trainers.Length)
         {
@@ -345,20 +370,27 @@ public sealed class FleetSimulator : IDisposable
             void Work(int w)
             {
                 int vehicle = accepted[start + w];
+                using var v = Vehicle(time, round, vehicle, index[vehicle], codec, tally);
+                if (v.OnModel(tally.Model) is not [TrainEffect]) throw new InvalidOperationException($"vehicle {vehicle} did not train round {round}");
                 TrainVehicle(w, round, vehicle, cancellationToken);
-                var residual = _residuals?.GetOrCreate(vehicle);
-                envelopes[w] = codec.EncodePlain(_deltas[w], Weight(vehicle), (ulong)index[vehicle], UpdateId(round, vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), residual, out var info);
-                clamped[w] = info.Clamped;
+                sent[w] = v.OnTrained(_deltas[w], _losses[w], Partitions[vehicle].Length, Weight(vehicle)).OfType<SendUpdateEffect>().SingleOrDefault();
+                clamped[w] = v.Clamped;
             }
             if (n == 1) Work(0);
             else Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n, CancellationToken = cancellationToken }, Work);
             for (int w = 0; w < n; w++)
             {
-                int vehicle = accepted[start + w];
-                tally.Take(coordinator.Receive(VehicleId(vehicle), UpdateId(round, vehicle), new PlainUpdateMessage(envelopes[w], _losses[w])));
+                string id = VehicleId(accepted[start + w]);
+                tally.Trained++;
                 tally.LossSum += _losses[w];
-                tally.Sent(VehicleId(vehicle), envelopes[w].Length);
                 tally.Clamped += clamped[w];
+                if (sent[w] is not { } update)
+                {
+                    tally.Declined++; // its own ledger refused: the update stays on the vehicle
+                    continue;
+                }
+                tally.Take(coordinator.Receive(id, update.UpdateId, new PlainUpdateMessage(update.Body, update.TrainLoss)));
+                tally.Sent(id, update.Body.Length);
             }
         }
     }
@@ -419,8 +451,9 @@ public sealed class FleetSimulator : IDisposable
             for (int i = 0; i < n; i++) registries[r].Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
         }
         int WorkerOf(int i) => (int)((long)i * workers / n);
-        var vehicles = new SecAggVehicle[n];
-        for (int i = 0; i < n; i++) vehicles[i] = new SecAggVehicle(parameters, i, DeviceKey(cohort[i]), registries[WorkerOf(i)], time);
+        var vehicles = new VehicleRound[n];
+        for (int i = 0; i < n; i++) vehicles[i] = Vehicle(time, round, cohort[i], i, codec, tally, parameters, registries[WorkerOf(i)]);
+        static byte[]? Answer(IReadOnlyList<VehicleEffect> effects) => effects.OfType<SendSecAggEffect>().Select(e => SecAggCodec.Encode(e.Message)).SingleOrDefault();
         var acceptedSet = accepted.ToHashSet();
         var order = accepted.Select((v, k) => (v, k)).ToDictionary(p => p.v, p => p.k);
         var outbox = new List<SecAggMessage>();
@@ -457,12 +490,12 @@ public sealed class FleetSimulator : IDisposable
             var starts = new byte[n][];
             Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
             {
-                for (int i = 0; i < n; i++) if (WorkerOf(i) == w) starts[i] = SecAggCodec.Encode(vehicles[i].Start());
+                for (int i = 0; i < n; i++) if (WorkerOf(i) == w) starts[i] = Answer(vehicles[i].Start())!;
             });
             for (int i = 0; i < n; i++) Deliver(i, starts[i]);
             // Phase 1: ShareKeys.
             if (InPhase(SecAggServerPhase.ShareKeys))
-                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleKeyDirectory((KeyDirectoryMessage)m)));
+                Phase([.. outbox], (i, m) => Answer(vehicles[i].OnSecAgg(m)));
             // Phase 2: the accepted vehicles train and send masked inputs, in finishing order; the others drop out here.
             if (InPhase(SecAggServerPhase.MaskedInputCollection))
             {
@@ -473,25 +506,27 @@ public sealed class FleetSimulator : IDisposable
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     int count = Math.Min(workers, forwarded.Length - start);
-                    var answers = new byte[count][];
+                    var answers = new byte[]?[count];
                     var clamped = new int[count];
                     void Work(int w)
                     {
                         var message = forwarded[start + w];
                         int i = message.VehicleId, vehicle = cohort[i];
+                        if (vehicles[i].OnModel(tally.Model) is not [TrainEffect]) throw new InvalidOperationException($"vehicle {vehicle} did not train round {round}");
+                        vehicles[i].OnSecAgg(SecAggCodec.Decode<ForwardedSharesMessage>(SecAggCodec.Encode(message), parameters.Round)); // held until the input is ready
                         TrainVehicle(w, round, vehicle, cancellationToken);
-                        var input = codec.EncodeSecure(_deltas[w], Weight(vehicle), NoiseFor(round, vehicle), RoundingFor(round, vehicle), out var info);
-                        clamped[w] = info.Clamped;
-                        var shares = SecAggCodec.Decode<ForwardedSharesMessage>(SecAggCodec.Encode(message), parameters.Round);
-                        answers[w] = SecAggCodec.Encode(vehicles[i].HandleForwardedShares(shares, input));
+                        answers[w] = Answer(vehicles[i].OnTrained(_deltas[w], _losses[w], Partitions[vehicle].Length, Weight(vehicle)));
+                        clamped[w] = vehicles[i].Clamped;
                     }
                     if (count == 1) Work(0);
                     else Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = count, CancellationToken = cancellationToken }, Work);
                     for (int w = 0; w < count; w++)
                     {
-                        Deliver(forwarded[start + w].VehicleId, answers[w]);
+                        tally.Trained++;
                         tally.LossSum += _losses[w];
                         tally.Clamped += clamped[w];
+                        if (answers[w] is { } masked) Deliver(forwarded[start + w].VehicleId, masked);
+                        else tally.Declined++; // its own ledger refused: it drops out here
                     }
                 }
                 if (InPhase(SecAggServerPhase.MaskedInputCollection))
@@ -503,7 +538,7 @@ public sealed class FleetSimulator : IDisposable
             }
             // Phase 3: Unmasking.
             if (InPhase(SecAggServerPhase.Unmasking))
-                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleUnmaskRequest((UnmaskRequestMessage)m)));
+                Phase([.. outbox], (i, m) => Answer(vehicles[i].OnSecAgg(m)));
         }
         finally
         {
