@@ -80,6 +80,9 @@ public sealed class EdgeAgentWorker(
     /// <summary>Accuracy of the last global model on the vehicle's own hold-out frames, through ONNX Runtime.</summary>
     public OnnxEvaluation? LastEvaluation { get; private set; }
 
+    /// <summary>Raised on the agent's loop after each message or training result it handled (its counters may have changed).</summary>
+    public event Action? Progressed;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var mqtt = mqttOptions.Value;
@@ -118,6 +121,7 @@ public sealed class EdgeAgentWorker(
                     Rejected++;
                     logger.LogWarning("agent {Vehicle}: rejected a message{On}: {Reason}", _options.VehicleId, item is MqttIncoming m ? $" on {m.Topic}" : "", e.Message);
                 }
+                Progressed?.Invoke();
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)

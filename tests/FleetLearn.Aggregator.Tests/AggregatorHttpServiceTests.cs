@@ -13,6 +13,9 @@ using Microsoft.Extensions.Options;
 namespace FleetLearn.Aggregator.Tests;
 
 /// <summary>The ASP.NET Core surface on a free loopback port, over an <see cref="AggregatorStatus"/> filled by hand.</summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class AggregatorHttpServiceTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);

@@ -3,6 +3,9 @@ using FleetLearn.Storage;
 namespace FleetLearn.Aggregator.Tests;
 
 /// <summary>The closed-rounds channel keeps only the newest rounds when nobody reads it (it carries a model copy each).</summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class AggregatorStatusClosedTests
 {
     [Fact]

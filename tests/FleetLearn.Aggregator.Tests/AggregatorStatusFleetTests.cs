@@ -10,6 +10,9 @@ using Microsoft.Extensions.Time.Testing;
 namespace FleetLearn.Aggregator.Tests;
 
 /// <summary>The status's fleet view: evaluation reports, phase progress, per-round traffic, vehicles, and the round-progress health check.</summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class AggregatorStatusFleetTests
 {
     private static readonly DateTimeOffset Start = DateTimeOffset.UnixEpoch.AddDays(20_000);

@@ -9,6 +9,9 @@ using OpenTelemetry.Metrics;
 namespace FleetLearn.Aggregator.Tests;
 
 /// <summary>The aggregator's counters are OpenTelemetry instruments with the values /metrics shows.</summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class AggregatorStatusMetricsTests
 {
     [Fact]

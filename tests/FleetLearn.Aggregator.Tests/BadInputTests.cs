@@ -17,6 +17,9 @@ namespace FleetLearn.Aggregator.Tests;
 /// oversized, bad signature/hash, another vehicle's key, not in the cohort) over a real broker: each is rejected with
 /// a logged reason and counted by reason in /metrics, and the worker goes on to apply the round with the good update.
 /// </summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class BadInputTests : IAsyncLifetime
 {
     private const string Secret = "agg-secret";

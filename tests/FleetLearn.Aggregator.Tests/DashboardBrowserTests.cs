@@ -14,6 +14,9 @@ namespace FleetLearn.Aggregator.Tests;
 /// nothing downloaded) watches an aggregator train with three agents over a real broker. Skipped where chromium is
 /// missing, except in CI (CI=true), where scripts/install-deps.sh installs it and a missing one is a failure.
 /// </summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class DashboardBrowserTests : IAsyncLifetime
 {
     private const string Chromium = "/usr/bin/chromium";

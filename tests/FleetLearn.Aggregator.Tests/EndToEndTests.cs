@@ -6,11 +6,15 @@ using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
 using FleetLearn.Transport.Mqtt.Broker;
 using Microsoft.Extensions.Logging;
+using FleetLearn.Testing;
 using Microsoft.Extensions.Options;
 
 namespace FleetLearn.Aggregator.Tests;
 
 /// <summary>Agents and the aggregator over a real in-process broker on a loopback port, with real training.</summary>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class EndToEndTests : IAsyncLifetime
 {
     private const string Secret = "agg-secret";
@@ -19,6 +23,7 @@ public sealed class EndToEndTests : IAsyncLifetime
     private readonly string _dir = Directory.CreateTempSubdirectory("fl-e2e-").FullName;
     private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
     private readonly List<Microsoft.Extensions.Hosting.BackgroundService> _started = [];
+    private readonly ChangeSignal _progress = new(); // pulsed by every agent after each message it handled
     private EmbeddedBroker _broker = null!;
 
     public async Task InitializeAsync()
@@ -62,7 +67,7 @@ public sealed class EndToEndTests : IAsyncLifetime
         await aggregator.StopAsync(CancellationToken.None);
         foreach (var a in agents)
         {
-            await WaitForAsync(() => a.Acknowledged == 2);
+            await _progress.UntilAsync(() => a.Acknowledged == 2, $"{a.VehicleId}'s two updates to be acknowledged", Timeout);
             Assert.Equal(2, a.RoundsTrained);
             // The vehicle evaluated the global model through ONNX Runtime on its own 20 hold-out rows.
             Assert.NotNull(a.LastEvaluation);
@@ -109,17 +114,7 @@ public sealed class EndToEndTests : IAsyncLifetime
         }
     }
 
-    private MqttTransportOptions Mqtt(string clientId, string? password = null) => new()
-    {
-        Host = "127.0.0.1",
-        Port = _broker.Port,
-        Fleet = Fleet,
-        ClientId = clientId,
-        Password = password,
-        ReconnectDelay = TimeSpan.FromMilliseconds(50),
-        MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
-        MaxPacketSize = 8192, // forces the model and updates through the chunking path
-    };
+    private MqttTransportOptions Mqtt(string clientId, string? password = null) => TestMqtt.Options(_broker.Port, Fleet, clientId, password);
 
     private string KeyPath => Path.Combine(_dir, "signing.pem");
 
@@ -170,6 +165,7 @@ public sealed class EndToEndTests : IAsyncLifetime
                 ResendInterval = TimeSpan.FromSeconds(2),
             };
             var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(data, parts[i][..^20], parts[i][^20..]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>());
+            agent.Progressed += _progress.Pulse;
             await agent.StartAsync(CancellationToken.None);
             _started.Add(agent);
             agents.Add(agent);
@@ -190,11 +186,5 @@ public sealed class EndToEndTests : IAsyncLifetime
             for (int j = 0; j < 8; j++) features[r * 8 + j] = (float)(rng.NextDouble() - 0.5) + (j % 3 == c ? 1.5f : 0f);
         }
         return new LabeledData(features, labels, 8, 3, "synthetic");
-    }
-
-    private static async Task WaitForAsync(Func<bool> condition)
-    {
-        using var cts = new CancellationTokenSource(Timeout);
-        while (!condition()) await Task.Delay(20, cts.Token);
     }
 }

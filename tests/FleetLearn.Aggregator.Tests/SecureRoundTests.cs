@@ -12,6 +12,7 @@ using FleetLearn.Transport.Mqtt;
 using FleetLearn.Transport.Mqtt.Broker;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using FleetLearn.Testing;
 using Microsoft.Extensions.Options;
 using RoundPlan = FleetLearn.Core.Rounds.RoundPlan;
 
@@ -29,6 +30,9 @@ namespace FleetLearn.Aggregator.Tests;
 /// their held training (they have shared their keys and never send a masked input), then releases car-0. Every random draw of the vehicles (data order, rounding) is seeded, so the test recomputes each
 /// vehicle's input in the clear and checks the secure sum against it bit for bit.
 /// </remarks>
+// Every AggregatorStatus creates the meter "FleetLearn.Aggregator", and an OpenTelemetry MeterProvider subscribes by name:
+// status objects of tests running in parallel would be read by each other's /metrics (one aggregator per process is the product's shape).
+[Collection("Aggregator meter")]
 public sealed class SecureRoundTests : IAsyncLifetime
 {
     private const string Secret = "agg-secret";
@@ -48,6 +52,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
     private readonly ConcurrentDictionary<string, Hold> _holds = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<long, RoundPlan> _plans = new();
     private readonly ConcurrentQueue<string> _agentLog = new();
+    private readonly ChangeSignal _progress = new(); // pulsed by every agent after each message it handled
     private EmbeddedBroker _broker = null!;
     private MqttConnection _spy = null!;
     private System.Security.Cryptography.ECDsa _planKey = null!;
@@ -128,7 +133,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
         // And that is FedAvg of the five clipped updates, within one q8 step 2C/(2^8 − 1) per coordinate.
         AssertClose(clipped, closed.Model, 2.0 / 255 + 1e-6);
 
-        foreach (var a in agents) await WaitForAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty");
+        foreach (var a in agents) await _progress.UntilAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty", Timeout);
         Assert.All(agents, a => Assert.Equal(1, a.RoundsSent));
         Assert.Equal(Vehicles, status.AcceptedUpdates);
         Assert.Equal(0, status.RejectedMessages);
@@ -184,7 +189,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
         AssertClose(clipped, first.Model, 2.0 / 255 + 1e-6);
         Assert.NotEqual(first.Model, second.Model);
 
-        foreach (var a in agents.Take(4)) await WaitForAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty");
+        foreach (var a in agents.Take(4)) await _progress.UntilAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty", Timeout);
         Assert.All(agents.Take(4), a => Assert.Equal(2, a.RoundsSent));
         Assert.Equal(0, dropped.RoundsSent);
         Assert.Equal(0, status.RejectedMessages);
@@ -216,7 +221,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
         for (int i = 2; i < Vehicles; i++) restarted.Add(await StartAgentAsync(i));
         // Each new instance has seen round 1's retained plan and left it alone (it joined round 1 before its restart).
         foreach (var a in restarted)
-            await WaitForAsync(() => _agentLog.Contains($"agent {a.VehicleId}: round 1 was joined or declined before; not joined again (round keys are never reused)."), $"{a.VehicleId} to skip round 1");
+            await _progress.UntilAsync(() => _agentLog.Contains($"agent {a.VehicleId}: round 1 was joined or declined before; not joined again (round keys are never reused)."), $"{a.VehicleId} to skip round 1", Timeout);
         held.Release();
 
         using var cts = new CancellationTokenSource(Timeout);
@@ -244,7 +249,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
         }
 
         var survivors = agents.Take(2).Concat(restarted).ToList();
-        foreach (var a in survivors) await WaitForAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty");
+        foreach (var a in survivors) await _progress.UntilAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty", Timeout);
         Assert.All(agents.Take(2), a => Assert.Equal(2, a.RoundsSent));
         // The new instances trained and sent only round 2: a second set of round-1 keys would have been refused.
         Assert.All(restarted, a => Assert.Equal(1, a.RoundsTrained));
@@ -290,7 +295,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
         Assert.Equal(0, status.ModelVersion);
         Assert.Equal(0, status.MaxVehicleEpsilon);
 
-        foreach (var a in agents.Take(4)) await WaitForAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty");
+        foreach (var a in agents.Take(4)) await _progress.UntilAsync(() => a.PendingInOutbox == 0, $"{a.VehicleId}'s outbox to empty", Timeout);
         // The four sent their masked inputs (and recorded the spend on their own ledgers first); only the release was refused.
         Assert.All(agents.Take(4), a => Assert.Equal(1, a.RoundsSent));
         Assert.Equal(4, status.AcceptedUpdates);
@@ -301,17 +306,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
 
     private string KeyPath => Path.Combine(_dir, "signing.pem");
 
-    private MqttTransportOptions Mqtt(string clientId, string? password = null) => new()
-    {
-        Host = "127.0.0.1",
-        Port = _broker.Port,
-        Fleet = Fleet,
-        ClientId = clientId,
-        Password = password,
-        ReconnectDelay = TimeSpan.FromMilliseconds(50),
-        MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
-        MaxPacketSize = 8192,
-    };
+    private MqttTransportOptions Mqtt(string clientId, string? password = null) => TestMqtt.Options(_broker.Port, Fleet, clientId, password);
 
     private (AggregatorStatus Status, AggregatorWorker Worker) StartAggregator(Action<AggregatorOptions> configure)
     {
@@ -358,6 +353,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
         };
         var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(_data, _rows[index]), TimeProvider.System,
             new CapturingLogger(_agentLog, Logs.CreateLogger<EdgeAgentWorker>()), VehicleStateProviders.Idle, Randomness(index, _holds.GetValueOrDefault(id)));
+        agent.Progressed += _progress.Pulse;
         await agent.StartAsync(CancellationToken.None);
         _started.Add(agent);
         return agent;
@@ -390,12 +386,12 @@ public sealed class SecureRoundTests : IAsyncLifetime
     }
 
     /// <summary>Waits until the held vehicle is inside its local training and each of <paramref name="vehicles"/> has had its ShareKeys acknowledged.</summary>
-    private static async Task WaitForSharedKeysAsync(Hold held, params EdgeAgentWorker[] vehicles)
+    private async Task WaitForSharedKeysAsync(Hold held, params EdgeAgentWorker[] vehicles)
     {
         using var cts = new CancellationTokenSource(Timeout);
         await held.Entered.WaitAsync(cts.Token);
         // Acknowledged: AdvertiseKeys and ShareKeys. Their masked input cannot leave yet: their own training is held.
-        foreach (var v in vehicles) await WaitForAsync(() => v.Acknowledged >= 2 && v.PendingInOutbox == 0, $"{v.VehicleId}'s ShareKeys to be acknowledged");
+        foreach (var v in vehicles) await _progress.UntilAsync(() => v.Acknowledged >= 2 && v.PendingInOutbox == 0, $"{v.VehicleId}'s ShareKeys to be acknowledged", Timeout);
         Assert.All(vehicles, v => Assert.Equal(0, v.RoundsSent));
     }
 
@@ -458,19 +454,6 @@ public sealed class SecureRoundTests : IAsyncLifetime
     }
 
     private static byte[] SHA256Of(string text) => System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text));
-
-    private static async Task WaitForAsync(Func<bool> condition, string what)
-    {
-        using var cts = new CancellationTokenSource(Timeout);
-        try
-        {
-            while (!condition()) await Task.Delay(20, cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            throw new TimeoutException($"Timed out after {Timeout} waiting for {what}.");
-        }
-    }
 
     /// <summary>Holds a vehicle's local training of one round until released.</summary>
     private sealed class Hold(long round)

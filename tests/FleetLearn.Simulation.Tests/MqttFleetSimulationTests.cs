@@ -4,7 +4,7 @@ using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Training;
 using FleetLearn.Perception.Datasets;
-using FleetLearn.Tests.Shared;
+using FleetLearn.Testing;
 using Microsoft.Extensions.Logging;
 
 namespace FleetLearn.Simulation.Tests;

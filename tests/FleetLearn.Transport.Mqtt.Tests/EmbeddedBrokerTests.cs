@@ -1,3 +1,4 @@
+using FleetLearn.Testing;
 using FleetLearn.Transport.Mqtt.Broker;
 using System.Text;
 using MQTTnet;
@@ -135,7 +136,7 @@ public sealed class EmbeddedBrokerTests
         Assert.Equal(1, v1.Connects);
 
         await kit.RestartAsync(); // a fresh broker: no sessions survive, so only resubscribing brings messages back
-        await WaitForAsync(() => v1.Connects >= 2 && v1.IsConnected);
+        await Poll.UntilAsync(() => v1.Connects >= 2 && v1.IsConnected, "v1 to reconnect", BrokerTestKit.Timeout);
         var aggregator = await kit.ConnectAggregatorAsync();
         await aggregator.PublishAsync(kit.Topics.Inbox("v1", "ack"), "hello"u8.ToArray(), cancellationToken: Timeout);
         var message = await BrokerTestKit.NextAsync(received);
@@ -185,15 +186,5 @@ public sealed class EmbeddedBrokerTests
         byte[]? whole = null;
         while (whole is null) whole = assembler.Add("v1", (await BrokerTestKit.NextAsync(received)).Payload);
         Assert.Equal(payload, whole);
-    }
-
-    private static async Task WaitForAsync(Func<bool> condition)
-    {
-        // Polls a cheap in-memory condition; bounded by the test timeout, not a fixed sleep.
-        using var cts = new CancellationTokenSource(BrokerTestKit.Timeout);
-        while (!condition())
-        {
-            await Task.Delay(20, cts.Token);
-        }
     }
 }

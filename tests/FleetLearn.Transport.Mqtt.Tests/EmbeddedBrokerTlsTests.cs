@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
-using FleetLearn.Tests.Shared;
+using FleetLearn.Testing;
 using FleetLearn.Transport.Mqtt.Broker;
 using Microsoft.Extensions.Time.Testing;
 using MQTTnet;

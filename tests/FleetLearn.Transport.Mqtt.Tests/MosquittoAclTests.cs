@@ -1,4 +1,4 @@
-using FleetLearn.Tests.Shared;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Transport.Mqtt.Tests;
 

@@ -1,3 +1,4 @@
+using FleetLearn.Testing;
 using System.Buffers;
 using System.Text;
 using System.Threading.Channels;
@@ -121,7 +122,7 @@ public sealed class RetainedMessageStoreTests : IDisposable
 
         await kit.RestartAsync();
         // Connects is counted after the republish, so once it reads 2 the broker holds the messages again.
-        await WaitForAsync(() => aggregator.Connects >= 2 && aggregator.IsConnected);
+        await Poll.UntilAsync(() => aggregator.Connects >= 2 && aggregator.IsConnected, "aggregator to reconnect", BrokerTestKit.Timeout);
 
         Assert.Equal(2, aggregator.RetainedRepublished);
         var retained = await RetainedSeenByNewVehicleAsync(kit, aggregator);
@@ -154,14 +155,4 @@ public sealed class RetainedMessageStoreTests : IDisposable
 
     private static MqttApplicationMessage Message(string topic, string payload) =>
         new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(Encoding.UTF8.GetBytes(payload)).WithRetainFlag().Build();
-
-    private static async Task WaitForAsync(Func<bool> condition)
-    {
-        // Polls a cheap in-memory condition; bounded by the test timeout, not a fixed sleep.
-        using var cts = new CancellationTokenSource(BrokerTestKit.Timeout);
-        while (!condition())
-        {
-            await Task.Delay(20, cts.Token);
-        }
-    }
 }

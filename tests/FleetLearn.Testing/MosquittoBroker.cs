@@ -2,12 +2,12 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 
-namespace FleetLearn.Tests.Shared;
+namespace FleetLearn.Testing;
 
 /// <summary>
 /// Debian's Mosquitto on a loopback port with broker-config/'s production rules — mutual TLS with certificates from
 /// broker-config/make-dev-ca.sh (certificate CN = username = vehicle id) and broker-config/acl. Shared by the test
-/// projects that run against it (linked source). <see cref="SkipReason"/> is set where mosquitto or openssl is missing,
+/// projects that run against it (FleetLearn.Testing). <see cref="SkipReason"/> is set where mosquitto or openssl is missing,
 /// except in CI (CI=true), where scripts/install-deps.sh installs both and a missing one is a failure.
 /// </summary>
 public sealed class MosquittoBroker : IAsyncDisposable
