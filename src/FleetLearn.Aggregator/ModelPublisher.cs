@@ -1,5 +1,5 @@
 using FleetLearn.Core.Model;
-using FleetLearn.Perception.Onnx;
+using FleetLearn.Onnx;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Logging;
 

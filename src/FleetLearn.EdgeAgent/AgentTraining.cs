@@ -2,6 +2,7 @@ using FleetLearn.Core.Model;
 using FleetLearn.Core.Random;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Core.Training;
+using FleetLearn.Onnx;
 using FleetLearn.Perception.Onnx;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Logging;

@@ -83,7 +83,7 @@ public sealed class EndToEndTests : IAsyncLifetime
         foreach (var version in new[] { 0, 1, 2 })
             Assert.True(File.Exists(Path.Combine(_dir, "onnx", $"model-v{version}.onnx")), $"model-v{version}.onnx missing");
         var onnxBytes = File.ReadAllBytes(Path.Combine(_dir, "onnx", "model-v2.onnx"));
-        var hash = FleetLearn.Perception.Onnx.OnnxExporter.ParameterHash(second.Model);
+        var hash = FleetLearn.Onnx.OnnxExporter.ParameterHash(second.Model);
         Assert.True(System.Text.Encoding.ASCII.GetString(onnxBytes).Contains(hash, StringComparison.Ordinal), "the ONNX metadata must carry the parameter hash");
         foreach (var a in agents) a.Dispose();
         aggregator.Dispose();

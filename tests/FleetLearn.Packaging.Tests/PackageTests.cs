@@ -24,7 +24,7 @@ public sealed class PackageTests : IDisposable
         var pack = await RunAsync("dotnet", ["pack", Path.Combine(repo, "FleetLearn.Packages.slnf"), "-c", "Release", "-o", packages, "-nologo", "-clp:ErrorsOnly"], repo);
         Assert.True(pack.Code == 0, $"dotnet pack exited {pack.Code}: {pack.Output}");
 
-        foreach (var id in new[] { "FleetLearn.Core", "FleetLearn.Compute", "FleetLearn.Transport.Mqtt", "FleetLearn.EdgeAgent", "FleetLearn.Aggregator", "FleetLearn.Storage", "FleetLearn.Perception", "FleetLearn.Reporting" })
+        foreach (var id in new[] { "FleetLearn.Core", "FleetLearn.Compute", "FleetLearn.Transport.Mqtt", "FleetLearn.EdgeAgent", "FleetLearn.Aggregator", "FleetLearn.Storage", "FleetLearn.Onnx", "FleetLearn.Perception", "FleetLearn.Reporting" })
         {
             string nupkg = Path.Combine(packages, $"{id}.0.1.0.nupkg");
             Assert.True(File.Exists(nupkg), $"{id} was not packed: {string.Join(", ", Directory.GetFiles(packages).Select(Path.GetFileName))}");
@@ -39,6 +39,13 @@ public sealed class PackageTests : IDisposable
             Assert.Equal("README.md", metadata.Elements().Single(e => e.Name.LocalName == "readme").Value);
             // SourceLink's source-control information: the commit the package was built from.
             Assert.Matches("^[0-9a-f]{40}$", metadata.Elements().Single(e => e.Name.LocalName == "repository").Attribute("commit")!.Value);
+            if (id == "FleetLearn.Aggregator")
+            {
+                // The head export comes from FleetLearn.Onnx; Perception would pull ONNX Runtime GPU into every aggregator.
+                var dependencies = metadata.Descendants().Where(e => e.Name.LocalName == "dependency").Select(e => e.Attribute("id")!.Value).ToList();
+                Assert.Contains("FleetLearn.Onnx", dependencies);
+                Assert.DoesNotContain("FleetLearn.Perception", dependencies);
+            }
         }
         Assert.False(File.Exists(Path.Combine(packages, "FleetLearn.Simulation.0.1.0.nupkg")), "the simulator ships inside the tool only");
 
@@ -65,6 +72,24 @@ public sealed class PackageTests : IDisposable
         // The charts come from ScottPlot through SkiaSharp's native library, which the tool carries.
         Assert.True(new FileInfo(Path.Combine(output, "accuracy.png")).Length > 5_000);
         Assert.Contains("<svg", File.ReadAllText(Path.Combine(output, "report.html")), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Publish_Aggregator_CarriesNoOnnxRuntime()
+    {
+        // The aggregator exports ONNX with FleetLearn.Onnx's own writer; ONNX Runtime (libonnxruntime_providers_cuda.so
+        // alone is 284 MB) and the ResNet18 files come only with FleetLearn.Perception, which it must not reference.
+        string repo = RepositoryRoot();
+        string output = Path.Combine(_dir, "aggregator");
+        var publish = await RunAsync("dotnet", ["publish", Path.Combine(repo, "src", "FleetLearn.Aggregator"), "-c", "Release", "-r", "linux-x64", "--self-contained", "false",
+            "-o", output, "-nologo", "-clp:ErrorsOnly"], repo);
+        Assert.True(publish.Code == 0, $"dotnet publish exited {publish.Code}: {publish.Output}");
+
+        var files = Directory.GetFiles(output, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(output, f)).ToList();
+        Assert.Contains("FleetLearn.Aggregator.dll", files);
+        Assert.Contains("FleetLearn.Onnx.dll", files);
+        Assert.DoesNotContain(files, f => f.Contains("onnxruntime", StringComparison.OrdinalIgnoreCase) || f.Contains("DnnImageModels", StringComparison.Ordinal)
+            || f.StartsWith("FleetLearn.Perception", StringComparison.Ordinal));
     }
 
     private static string RepositoryRoot()

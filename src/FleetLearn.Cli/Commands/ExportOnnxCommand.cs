@@ -1,3 +1,4 @@
+using FleetLearn.Onnx;
 using System.CommandLine;
 using System.Globalization;
 using FleetLearn.Compute.Cpu;
@@ -35,7 +36,7 @@ internal static class ExportOnnxCommand
             OnnxExportResult result;
             try
             {
-                result = OnnxExporter.ExportToFile(model, path, fused ? backbone.Source(parse) : null);
+                result = fused ? BackboneFusion.ExportToFile(model, path, backbone.Source(parse)) : OnnxExporter.ExportToFile(model, path);
             }
             catch (OnnxModelException e) when (fused)
             {

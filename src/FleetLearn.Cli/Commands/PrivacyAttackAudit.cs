@@ -1,3 +1,4 @@
+using FleetLearn.Onnx;
 using System.Collections.Immutable;
 using System.Security.Cryptography;
 using FleetLearn.Core.Compression;

@@ -14,6 +14,9 @@ namespace FleetLearn.Compute.Gpu;
 /// Create through <see cref="IlgpuRuntime.TryCreateGpu"/> or <see cref="IlgpuRuntime.CreateOnCpuAccelerator"/>.
 /// Datasets are uploaded once per trainer, cached by reference (<see cref="LabeledData"/> is immutable),
 /// least recently used first out beyond <see cref="MaxCachedDatasets"/>.
+/// One file over 450 lines because every member works on the same device buffers (parameters, gradient, momentum,
+/// per-layer activations, the dataset cache), and the forward and backward passes that launch the kernels over them
+/// index those buffers the same way; the kernels themselves live in IlgpuKernels.cs.
 /// </remarks>
 public sealed class IlgpuTrainer : ITrainer
 {

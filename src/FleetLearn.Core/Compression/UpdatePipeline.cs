@@ -103,6 +103,11 @@ public sealed record DecodedSum(float[] Mean, double WeightSum, int UnclippedCou
 /// The constructor rejects configurations that cannot work, naming the conflict (<see cref="CodecConfigurationException"/>);
 /// <see cref="ForRound"/> fixes the per-round public randomness (rotation signs, subsample) and range.
 /// </summary>
+/// <remarks>
+/// One file over 450 lines because the vehicle's encoders and the aggregator's decoders (in <see cref="UpdatePipelineRound"/>)
+/// must stay exact inverses (Transform/Untransform, EncodePlain/Decode, EncodeSecure/DecodeSum) and are checked by reading them side by side; the
+/// stages themselves live in their own files (TopK, RandomizedHadamard, SharedSubsample, StochasticQuantizer).
+/// </remarks>
 public sealed class UpdatePipeline
 {
     /// <summary>Reads and checks a configuration.</summary>

@@ -61,6 +61,9 @@ public sealed record SecAggServerOptions
 /// reconstructed: b_u of each survivor, and s_u of each dropped vehicle that has a surviving
 /// neighbour, each from the first t shares to arrive (Lagrange coefficients cached per share set).
 /// Not thread-safe: a transport serializes calls (one round, one consumer).
+/// One file over 450 lines because the four phases of Bonawitz et al. Fig. 4 (advertise keys, share keys, masked input,
+/// unmask) read top to bottom in protocol order, each handler beside the close that ends its phase, over the same
+/// per-vehicle arrays that every phase narrows to its survivors.
 /// </remarks>
 public sealed class SecAggServer : IDisposable
 {

@@ -1,4 +1,5 @@
 using System.Globalization;
+using FleetLearn.Onnx;
 
 namespace FleetLearn.Perception.Onnx;
 

@@ -73,6 +73,8 @@ public sealed record OnnxModelOptions
 /// (<see cref="OnnxRuntimeException"/> naming the missing library); the session then uses the CPU provider and
 /// says so through <see cref="OnnxModelOptions.Log"/>. <see cref="Run(ReadOnlySpan{float}, int, Span{float})"/> is
 /// serialized by a lock (one reusable input buffer); open one model per thread for parallel inference.
+/// One file over 450 lines because it is the whole ONNX Runtime boundary: the process-wide environment and its log hook,
+/// CUDA-then-CPU session creation, and the input/output resolution whose failures become <see cref="OnnxModelException"/>s.
 /// </remarks>
 public sealed class OnnxModel : IDisposable
 {

@@ -1,3 +1,5 @@
+using FleetLearn.Onnx;
+
 namespace FleetLearn.Perception.Onnx;
 
 /// <summary>
@@ -123,6 +125,18 @@ public static class ResNet18Backbone
 
     /// <summary>A graph's nodes and initializers (encoded), and its real inputs (those that are not initializers) and outputs.</summary>
     private static GraphParts Parts(byte[] model, string name)
+    {
+        try
+        {
+            return ReadParts(model, name);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new OnnxModelException($"{name}: {e.Message}", e);
+        }
+    }
+
+    private static GraphParts ReadParts(byte[] model, string name)
     {
         byte[]? graph = null;
         var reader = new ProtoReader(model);

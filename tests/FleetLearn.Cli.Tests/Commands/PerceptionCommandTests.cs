@@ -1,3 +1,4 @@
+using FleetLearn.Onnx;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;

@@ -1,5 +1,6 @@
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Onnx;
 using FleetLearn.Perception.Onnx;
 using FleetLearn.Perception.Tests.Onnx;
 

@@ -1,3 +1,4 @@
+using FleetLearn.Onnx;
 using System.Diagnostics;
 using FleetLearn.Core.Model;
 using FleetLearn.Perception.Onnx;
@@ -30,7 +31,7 @@ public sealed class OnnxCheckerTests
             var head = ModelSpec.Parse("784-200-200-10");
             OnnxExporter.ExportToFile(new Checkpoint(head, 3, ModelInitializer.Initialize(head, 1), """{"round":3}"""), Path.Combine(dir.FullName, "head.onnx"));
             var onFeatures = new ModelSpec([GeneratedBackbone.FeatureSize, 64, 10]);
-            OnnxExporter.ExportToFile(new Checkpoint(onFeatures, 3, ModelInitializer.Initialize(onFeatures, 1)), Path.Combine(dir.FullName, "fused.onnx"),
+            BackboneFusion.ExportToFile(new Checkpoint(onFeatures, 3, ModelInitializer.Initialize(onFeatures, 1)), Path.Combine(dir.FullName, "fused.onnx"),
                 new BackboneSource(GeneratedBackbone.Create()));
             File.WriteAllBytes(Path.Combine(dir.FullName, "backbone.onnx"), GeneratedBackbone.Create());
 

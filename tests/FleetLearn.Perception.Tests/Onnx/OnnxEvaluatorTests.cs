@@ -1,6 +1,7 @@
 using FleetLearn.Compute.Cpu;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Onnx;
 using FleetLearn.Perception.Onnx;
 
 namespace FleetLearn.Perception.Tests.Onnx;

@@ -1,4 +1,5 @@
 using FleetLearn.Core.Model;
+using FleetLearn.Onnx;
 using FleetLearn.Perception.Features;
 using FleetLearn.Perception.Onnx;
 
@@ -68,7 +69,7 @@ public sealed class OnnxExporterTests(Xunit.Abstractions.ITestOutputHelper outpu
     }
 
     [Fact]
-    public void ExportWithBackbone_GeneratedBackbone_EqualsBackboneThenHead()
+    public void BackboneFusionExport_GeneratedBackbone_EqualsBackboneThenHead()
     {
         var test = TestModels.Test.Take(2000);
         var spec = new ModelSpec([GeneratedBackbone.FeatureSize, 64, 10]);
@@ -78,7 +79,7 @@ public sealed class OnnxExporterTests(Xunit.Abstractions.ITestOutputHelper outpu
         var expected = TestModels.Logits(checkpoint, features, test.Count);
 
         using var stream = new MemoryStream();
-        var result = OnnxExporter.ExportWithBackbone(checkpoint, new BackboneSource(GeneratedBackbone.Create()), stream);
+        var result = BackboneFusion.Export(checkpoint, new BackboneSource(GeneratedBackbone.Create()), stream);
         Assert.Equal(GeneratedBackbone.InputName, result.InputName);
         using var fused = OnnxModel.Load(stream.ToArray(), Cpu with { OutputName = OnnxExporter.LogitsOutput });
         Assert.Equal(GeneratedBackbone.FrameShape, fused.RowShape);
@@ -91,21 +92,21 @@ public sealed class OnnxExporterTests(Xunit.Abstractions.ITestOutputHelper outpu
     }
 
     [Fact]
-    public void ExportWithBackbone_FeatureWidthDiffers_ClearError()
+    public void BackboneFusionExport_FeatureWidthDiffers_ClearError()
     {
         var spec = ModelSpec.Parse("100-10");
         var checkpoint = new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, 1));
-        var e = Assert.Throws<ArgumentException>(() => OnnxExporter.ExportWithBackbone(checkpoint, new BackboneSource(GeneratedBackbone.Create()), Stream.Null));
+        var e = Assert.Throws<ArgumentException>(() => BackboneFusion.Export(checkpoint, new BackboneSource(GeneratedBackbone.Create()), Stream.Null));
         Assert.Contains($"gives {GeneratedBackbone.FeatureSize} features per frame", e.Message, StringComparison.Ordinal);
         Assert.Contains("takes 100 inputs", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
-    public void ExportWithBackbone_MissingOutputName_ListsTheOutputs()
+    public void BackboneFusionExport_MissingOutputName_ListsTheOutputs()
     {
         var spec = new ModelSpec([GeneratedBackbone.FeatureSize, 10]);
         var checkpoint = new Checkpoint(spec, 0, ModelInitializer.Initialize(spec, 1));
-        var e = Assert.Throws<OnnxModelException>(() => OnnxExporter.ExportWithBackbone(checkpoint, new BackboneSource(GeneratedBackbone.Create(), OutputName: "embedding"), Stream.Null));
+        var e = Assert.Throws<OnnxModelException>(() => BackboneFusion.Export(checkpoint, new BackboneSource(GeneratedBackbone.Create(), OutputName: "embedding"), Stream.Null));
         Assert.Contains("has no output 'embedding'", e.Message, StringComparison.Ordinal);
         Assert.Contains("'features' float[batch,833]", e.Message, StringComparison.Ordinal);
     }

@@ -21,6 +21,15 @@ public sealed class ResNet18BackboneTests
     }
 
     [Fact]
+    public void Compose_TruncatedFile_OnnxModelExceptionNamingTheFile()
+    {
+        // FleetLearn.Onnx's reader reports malformed protobuf as InvalidDataException; Perception's callers catch OnnxModelException.
+        var e = Assert.Throws<OnnxModelException>(() => ResNet18Backbone.Compose([0x3a, 0x05, 0x0a], [0x3a, 0x00]));
+        Assert.Equal("ResNetPreprocess.onnx: Not a valid ONNX model (protobuf is malformed: field 7 claims 5 bytes but 1 remain).", e.Message);
+        Assert.IsType<InvalidDataException>(e.InnerException);
+    }
+
+    [Fact]
     public void Run_BatchOfThree_EqualsThePackageFilesRunFrameByFrame()
     {
         string root = ResNet18Backbone.ResolveFolder();

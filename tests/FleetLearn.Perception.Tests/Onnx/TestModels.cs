@@ -41,7 +41,7 @@ internal static class TestModels
     public static byte[] Export(Checkpoint checkpoint)
     {
         using var stream = new MemoryStream();
-        FleetLearn.Perception.Onnx.OnnxExporter.ExportHead(checkpoint, stream);
+        FleetLearn.Onnx.OnnxExporter.ExportHead(checkpoint, stream);
         return stream.ToArray();
     }
 }

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace FleetLearn.Perception.Onnx;
+namespace FleetLearn.Onnx;
 
 /// <summary>Protocol Buffers wire types (protobuf encoding spec, "Message Structure").</summary>
 internal enum WireType
@@ -176,7 +176,8 @@ internal readonly ref struct ProtoField
 
 /// <summary>
 /// A minimal protobuf decoder over a byte span: walks the fields of one message. Every malformed
-/// input (truncated field, over-long varint, groups, bad field number) gives an <see cref="OnnxModelException"/>.
+/// input (truncated field, over-long varint, groups, bad field number) gives an <see cref="InvalidDataException"/>
+/// (FleetLearn.Perception turns it into its <c>OnnxModelException</c> where a model file was read).
 /// </summary>
 internal ref struct ProtoReader
 {
@@ -248,5 +249,5 @@ internal ref struct ProtoReader
         throw Malformed($"varint longer than 10 bytes at byte {_position}");
     }
 
-    private static OnnxModelException Malformed(string what) => new($"Not a valid ONNX model (protobuf is malformed: {what}).");
+    private static InvalidDataException Malformed(string what) => new($"Not a valid ONNX model (protobuf is malformed: {what}).");
 }

@@ -1,6 +1,4 @@
-using FleetLearn.Perception.Onnx;
-
-namespace FleetLearn.Perception.Tests.Onnx;
+namespace FleetLearn.Onnx.Tests;
 
 public sealed class ProtobufTests
 {
@@ -41,7 +39,7 @@ public sealed class ProtobufTests
     [InlineData(new byte[] { 0x08 }, "truncated varint")]
     public void Reader_Malformed_ClearError(byte[] bytes, string expected)
     {
-        var e = Assert.Throws<OnnxModelException>(() =>
+        var e = Assert.Throws<InvalidDataException>(() =>
         {
             var reader = new ProtoReader(bytes);
             while (reader.TryRead(out _)) { }

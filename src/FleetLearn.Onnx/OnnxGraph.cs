@@ -1,4 +1,4 @@
-namespace FleetLearn.Perception.Onnx;
+namespace FleetLearn.Onnx;
 
 /// <summary>Field numbers and enum values of <c>onnx.proto</c> (ONNX IR, github.com/onnx/onnx/blob/main/onnx/onnx.proto) that FleetLearn writes.</summary>
 internal static class OnnxProto
