@@ -76,6 +76,13 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Modulus bits m of the secure sum; null = the smallest that holds the cohort's sum.</summary>
     public int? SecAggModulusBits { get; set; }
 
+    /// <summary>
+    /// PEM of the fleet's device CA (broker-config/make-dev-ca.sh's ca.crt). Set: a check-in must carry the vehicle's device
+    /// certificate (CN = vehicle id, its key = the device key), and plans list the cohort's certificates so that vehicles can
+    /// check every key against the CA (issue 13 item 5). Null: device keys are trusted as first registered.
+    /// </summary>
+    public string? DeviceCaFile { get; set; }
+
     /// <summary>How long each secure-aggregation phase collects messages before it closes without the missing vehicles.</summary>
     public TimeSpan PhaseTimeout { get; set; } = TimeSpan.FromMinutes(1);
 

@@ -41,6 +41,7 @@ internal static class RoundOpening
             CodecSeed = DeterministicRandom.Derive(options.Seed, 0xC0DE, (ulong)round).NextUInt64(),
             SecAggRoundSeed = secureMode == SecureAggregationMode.Off ? null : Convert.ToBase64String(random.SecAggSeed(round)),
             DeviceKeys = secureMode == SecureAggregationMode.Off ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceKey)).ToArray(),
+            DeviceCertificates = secureMode == SecureAggregationMode.Off || roster.DeviceCa is null ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceCertificate!)).ToArray(),
         };
         var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Length);
         var started = time.GetUtcNow();
@@ -48,8 +49,8 @@ internal static class RoundOpening
         SecureRoundSetup? secure = null;
         if (secureMode != SecureAggregationMode.Off)
         {
-            var registry = new DeviceKeyRegistry();
-            for (int i = 0; i < cohort.Length; i++) registry.Add(i, roster[cohort[i]].DeviceKey);
+            // The aggregator checks round keys the way the vehicles will: against the device CA when the fleet has one.
+            var registry = protection.CreateDeviceKeyRegistry(cohort, roster.DeviceCa);
             secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, round, cohort.Length), registry, Math.Max(1, Environment.ProcessorCount));
         }
         var rules = Rules(options, protection);

@@ -64,6 +64,45 @@ public sealed record RoundProtection
     /// <summary>Device public keys (base64 SubjectPublicKeyInfo, ECDSA P-256) of the cohort, in cohort order; they check round-key signatures.</summary>
     public IReadOnlyList<string>? DeviceKeys { get; init; }
 
+    /// <summary>
+    /// Device certificates (base64 DER X.509, issued by the fleet's device CA, CN = vehicle id) of the cohort, in cohort
+    /// order. A vehicle configured with the device CA checks every key against them and accepts no other (issue 13 item 5).
+    /// </summary>
+    public IReadOnlyList<string>? DeviceCertificates { get; init; }
+
+    /// <summary>
+    /// The cohort's device keys as this party will check round-key signatures: with <paramref name="deviceCa"/>, only keys
+    /// of certificates it issued to the vehicle of each slot (the plan must carry them); without, the plan's keys as listed
+    /// (honest-but-curious aggregator). Throws <see cref="WireFormatException"/> when the CA is required and the plan has no certificates.
+    /// </summary>
+    public IDeviceKeyRegistry CreateDeviceKeyRegistry(IReadOnlyList<string> cohort, DeviceCertificateAuthority? deviceCa)
+    {
+        ArgumentNullException.ThrowIfNull(cohort);
+        if (deviceCa is not null)
+        {
+            if (DeviceCertificates is null || DeviceCertificates.Count != cohort.Count)
+                throw new WireFormatException($"Round plan carries {DeviceCertificates?.Count ?? 0} device certificates for a cohort of {cohort.Count}; this party accepts only keys certified by the fleet's device CA.", RejectReasons.Signature);
+            return new CertifiedDeviceKeyRegistry(deviceCa, cohort, [.. DeviceCertificates.Select(Decode)]);
+        }
+        if (DeviceKeys is null || DeviceKeys.Count != cohort.Count)
+            throw new WireFormatException($"Round plan carries {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohort.Count}.", RejectReasons.Malformed);
+        var registry = new DeviceKeyRegistry();
+        for (int i = 0; i < cohort.Count; i++) registry.Add(i, Decode(DeviceKeys[i]));
+        return registry;
+
+        static byte[] Decode(string base64)
+        {
+            try
+            {
+                return Convert.FromBase64String(base64);
+            }
+            catch (FormatException)
+            {
+                throw new WireFormatException("Round plan device key or certificate is not base64.", RejectReasons.Malformed);
+            }
+        }
+    }
+
     /// <summary>The secure-aggregation mode.</summary>
     public SecureAggregationMode SecureMode => SecureAggregation switch
     {
@@ -197,6 +236,8 @@ public sealed record RoundProtection
         {
             if (DeviceKeys is null || DeviceKeys.Count != cohortSize)
                 throw new WireFormatException($"Round plan has secure aggregation but {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohortSize}.", RejectReasons.Malformed);
+            if (DeviceCertificates is not null && DeviceCertificates.Count != cohortSize)
+                throw new WireFormatException($"Round plan has {DeviceCertificates.Count} device certificates for a cohort of {cohortSize}.", RejectReasons.Malformed);
             _ = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
         }
     }

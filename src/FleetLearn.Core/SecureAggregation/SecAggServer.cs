@@ -173,7 +173,7 @@ public sealed class SecAggServer : IDisposable
         int u = a.VehicleId;
         if (_adverts[u] is not null) return $"Vehicle {u} already advertised keys for round {_p.Round}.";
         var deviceKey = _registry.FindDeviceKey(u);
-        if (deviceKey is null) return $"Vehicle {u} is not in the device key registry.";
+        if (deviceKey is null) return _registry.WhyUnknown(u) is { } why ? $"{char.ToUpperInvariant(why[0])}{why[1..]}." : $"Vehicle {u} is not in the device key registry.";
         if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, u, a.EncryptionKey.AsSpan(), a.MaskingKey.AsSpan()), a.Signature.AsSpan(), HashAlgorithmName.SHA256))
             return $"The round keys of vehicle {u} carry an invalid device signature.";
         try

@@ -119,7 +119,7 @@ public sealed class SecAggVehicle : IDisposable
             if (v <= previous) Fail($"key directory is not sorted by vehicle or lists vehicle {v} twice");
             previous = v;
             if (v >= _p.CohortSize || !graph.IsHolder(VehicleId, v)) Fail($"key directory lists vehicle {v}, which is not a neighbour of vehicle {VehicleId}");
-            var deviceKey = _registry.FindDeviceKey(v) ?? Fail<ECDsa>($"vehicle {v} is not in the device key registry");
+            var deviceKey = _registry.FindDeviceKey(v) ?? Fail<ECDsa>(_registry.WhyUnknown(v) ?? $"vehicle {v} is not in the device key registry");
             if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, v, e.EncryptionKey.AsSpan(), e.MaskingKey.AsSpan()), e.Signature.AsSpan(), HashAlgorithmName.SHA256))
                 Fail($"the round keys of vehicle {v} carry an invalid device signature");
             holders.Add(v);
