@@ -97,6 +97,7 @@ public sealed class RoundCoordinator : IDisposable
             SecAggServerPhase.AdvertiseKeys => SecAggMessageType.AdvertiseKeys,
             SecAggServerPhase.ShareKeys => SecAggMessageType.ShareKeys,
             SecAggServerPhase.MaskedInputCollection => SecAggMessageType.MaskedInput,
+            SecAggServerPhase.ConsistencyCheck => SecAggMessageType.ConsistencySignature,
             _ => SecAggMessageType.UnmaskResponse,
         }), Cohort.Count),
         Closed c => (c.Outcome is RoundApplied ? "Applied" : "Aborted", c.Outcome.Contributors.Count, Cohort.Count),

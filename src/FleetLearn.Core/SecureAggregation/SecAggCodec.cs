@@ -28,7 +28,9 @@ public sealed record SecAggCodecLimits
 /// ShareKeys <c>commitment[32] count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// ForwardedShares <c>count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// MaskedInput <c>m:u8 dim:u32 packed[⌈dim·m/8⌉]</c> (LSB-first, zero padding);
-/// UnmaskRequest <c>count:u32 survivor:i32* count:u32 dropped:i32* total:u32</c> (total = |U3|, version 2);
+/// UnmaskRequest <c>count:u32 survivor:i32* count:u32 dropped:i32* total:u32 [count:u32 (signer:i32 sig[64])*]</c> (total = |U3|,
+/// version 2; the signatures on U3 only under a malicious server, absent when there are none);
+/// ConsistencyCheck <c>count:u32 survivor:i32*</c>; ConsistencySignature <c>sig[64]</c>;
 /// UnmaskResponse <c>count:u32 (peer:i32 kind:u8 share[32])*</c>.
 /// Decoding rejects anything malformed, trailing, oversized, of another version or of another
 /// round with <see cref="SecAggFormatException"/> and nothing else.
@@ -51,7 +53,9 @@ public static class SecAggCodec
         ShareKeysMessage s => 32 + SharesLength(s.Shares),
         ForwardedSharesMessage f => SharesLength(f.Shares),
         MaskedInputMessage m => 1 + 4 + BitPacking.PackedLength(m.Values.Length, m.BitWidth),
-        UnmaskRequestMessage r => 12 + 4L * (r.Survivors.Length + r.Dropped.Length),
+        UnmaskRequestMessage r => 12 + 4L * (r.Survivors.Length + r.Dropped.Length) + (r.Signatures.IsEmpty ? 0 : 4 + (long)r.Signatures.Length * (4 + SecAggCrypto.SignatureBytes)),
+        ConsistencyCheckRequestMessage c => 4 + 4L * c.Survivors.Length,
+        ConsistencySignatureMessage => SecAggCrypto.SignatureBytes,
         UnmaskResponseMessage r => 4 + (long)r.Shares.Length * (4 + 1 + Shamir.ElementBytes),
         _ => throw new ArgumentException($"Unknown message type {message.GetType().Name}.", nameof(message)),
     };
@@ -107,6 +111,22 @@ public static class SecAggCodec
                 w.U32((uint)r.Dropped.Length);
                 foreach (int v in r.Dropped) w.I32(v);
                 w.U32((uint)r.SurvivorCount);
+                if (!r.Signatures.IsEmpty)
+                {
+                    w.U32((uint)r.Signatures.Length);
+                    foreach (var sig in r.Signatures)
+                    {
+                        w.I32(sig.Signer);
+                        w.Bytes(sig.Signature.AsSpan());
+                    }
+                }
+                break;
+            case ConsistencyCheckRequestMessage c:
+                w.U32((uint)c.Survivors.Length);
+                foreach (int v in c.Survivors) w.I32(v);
+                break;
+            case ConsistencySignatureMessage c:
+                w.Bytes(c.Signature.AsSpan());
                 break;
             case UnmaskResponseMessage r:
                 w.U32((uint)r.Shares.Length);
@@ -172,6 +192,8 @@ public static class SecAggCodec
             SecAggMessageType.MaskedInput => ReadMaskedInput(ref r, round, vehicle),
             SecAggMessageType.UnmaskRequest => ReadUnmaskRequest(ref r, round, vehicle),
             SecAggMessageType.UnmaskResponse => ReadResponse(ref r, round, vehicle),
+            SecAggMessageType.ConsistencyCheck => new ConsistencyCheckRequestMessage(round, vehicle, ReadIds(ref r, "survivor")),
+            SecAggMessageType.ConsistencySignature => new ConsistencySignatureMessage(round, vehicle, r.Bytes(SecAggCrypto.SignatureBytes)),
             _ => throw new SecAggFormatException($"Unknown message type {tag}."),
             };
         }
@@ -236,7 +258,16 @@ public static class SecAggCodec
         var dropped = ReadIds(ref r, "dropped");
         uint total = r.U32();
         if (total > r.Limits.MaxVehicles || total < survivors.Length) throw new SecAggFormatException($"Survivor count {total} is outside [{survivors.Length}, {r.Limits.MaxVehicles}].");
-        return new UnmaskRequestMessage(round, vehicle, survivors, dropped, (int)total);
+        if (r.Remaining == 0) return new UnmaskRequestMessage(round, vehicle, survivors, dropped, (int)total);
+        int count = r.Count(4 + SecAggCrypto.SignatureBytes, "survivor-set signature");
+        if (count == 0) throw new SecAggFormatException("An empty signature list is encoded by its absence.");
+        var signatures = ImmutableArray.CreateBuilder<SurvivorSetSignature>(count);
+        for (int i = 0; i < count; i++)
+        {
+            int signer = r.VehicleId("survivor-set signature");
+            signatures.Add(new SurvivorSetSignature(signer, r.Bytes(SecAggCrypto.SignatureBytes)));
+        }
+        return new UnmaskRequestMessage(round, vehicle, survivors, dropped, (int)total, signatures.MoveToImmutable());
     }
 
     private static ImmutableArray<int> ReadIds(ref Reader r, string what)

@@ -14,6 +14,8 @@ public enum SecAggServerPhase
     ShareKeys,
     /// <summary>Phase 2: collecting masked inputs (folded into a running sum).</summary>
     MaskedInputCollection,
+    /// <summary>Under a malicious server: collecting the survivors' signatures on U3 (Bonawitz et al. 2017, ConsistencyCheck).</summary>
+    ConsistencyCheck,
     /// <summary>Phase 3: collecting revealed shares.</summary>
     Unmasking,
     /// <summary>The sum is available in <see cref="SecAggServer.Result"/>.</summary>
@@ -84,8 +86,10 @@ public sealed class SecAggServer : IDisposable
     private readonly List<(int X, BigInteger Y)>?[] _bShares, _sShares;
     private readonly Dictionary<string, BigInteger[]> _lagrange = [];
     private readonly HashSet<string> _seenPoints = [];
-    private int[] _u1 = [], _u2 = [], _u3 = [], _droppedNeeded = [];
+    private readonly byte[]?[] _consistency;
+    private int[] _u1 = [], _u2 = [], _u3 = [], _u4 = [], _droppedNeeded = [];
     private int _pending;
+    private int[] _responders = [];
 
     /// <summary>Starts the round: phase AdvertiseKeys opens now.</summary>
     public SecAggServer(SecAggParameters parameters, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, SecAggServerOptions? options = null)
@@ -107,6 +111,7 @@ public sealed class SecAggServer : IDisposable
         _sum = new uint[parameters.Dimension];
         _requests = new UnmaskRequestMessage?[_n];
         _responded = new bool[_n];
+        _consistency = new byte[]?[_n];
         _bShares = new List<(int, BigInteger)>?[_n];
         _sShares = new List<(int, BigInteger)>?[_n];
         Enter(SecAggServerPhase.AdvertiseKeys);
@@ -146,6 +151,7 @@ public sealed class SecAggServer : IDisposable
             AdvertiseKeysMessage a => OnAdvertise(a, outbox),
             ShareKeysMessage s => OnShareKeys(s, outbox),
             MaskedInputMessage m => OnMaskedInput(m, outbox),
+            ConsistencySignatureMessage c => OnConsistencySignature(c, outbox),
             UnmaskResponseMessage r => OnUnmaskResponse(r, outbox),
             _ => $"{message.Type} is a server-to-vehicle message.",
         };
@@ -276,17 +282,59 @@ public sealed class SecAggServer : IDisposable
         // s_u is needed only for a dropped vehicle with a surviving neighbour (who masked with it).
         _droppedNeeded = [.. _u2.Where(u => !alive[u] && _graph.NeighborsOf(u).Any(v => alive[v]))];
         if (!CheckThreshold("MaskedInputCollection", "sent masked inputs", alive, _u3.Concat(_droppedNeeded))) return;
+        if (_p.MaliciousServer)
+        {
+            // Every survivor is shown the same U3 and signs it; none unmasks without t signatures on it (ConsistencyCheck).
+            foreach (int v in _u3) outbox.Add(new ConsistencyCheckRequestMessage(_p.Round, v, ImmutableCollectionsMarshal.AsImmutableArray(_u3)));
+            Enter(SecAggServerPhase.ConsistencyCheck);
+            return;
+        }
+        RequestUnmasking(_u3, outbox);
+    }
+
+    // ---- ConsistencyCheck (malicious server only) ----------------------------------------------
+
+    private string? OnConsistencySignature(ConsistencySignatureMessage c, List<SecAggMessage> outbox)
+    {
+        if (Late(c, SecAggServerPhase.ConsistencyCheck) is { } late) return late;
+        int u = c.VehicleId;
+        if (!_maskedReceived[u]) return $"Vehicle {u} signed the survivor set but is not a survivor.";
+        if (_consistency[u] is not null) return $"Vehicle {u} already signed the survivor set of round {_p.Round}.";
+        var key = _registry.FindDeviceKey(u);
+        if (key is null || !key.VerifyData(SecAggCrypto.SurvivorSetToBeSigned(_p.Round, _p.SessionId, _u3), c.Signature.AsSpan(), HashAlgorithmName.SHA256))
+            return $"Vehicle {u}'s signature on the survivor set of round {_p.Round} does not verify.";
+        _consistency[u] = c.Signature.ToArray();
+        if (_u3.All(v => _consistency[v] is not null)) CloseConsistency(outbox);
+        return null;
+    }
+
+    private void CloseConsistency(List<SecAggMessage> outbox)
+    {
+        _u4 = [.. _u3.Where(u => _consistency[u] is not null)];
+        // Each secret needs t answers from signers among its holders; each signer needs t signatures of its own holders.
+        if (!CheckThreshold("ConsistencyCheck", "signed the survivor set", Mask(_u4), _u3.Concat(_droppedNeeded).Concat(_u4))) return;
+        RequestUnmasking(_u4, outbox);
+    }
+
+    private void RequestUnmasking(int[] responders, List<SecAggMessage> outbox)
+    {
+        var alive = Mask(_u3);
+        var inU2 = Mask(_u2);
         var needS = Mask(_droppedNeeded);
-        foreach (int v in _u3)
+        var signed = Mask(_u4);
+        ImmutableArray<SurvivorSetSignature> all = _p.MaliciousServer && _graph.IsComplete ? [.. _u4.Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!]))] : [];
+        foreach (int v in responders)
         {
             var holders = _graph.HoldersOf(v);
+            var signatures = !_p.MaliciousServer ? [] : _graph.IsComplete ? all : ImmutableArray.CreateRange(holders.Where(u => signed[u]).Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!])));
             var request = new UnmaskRequestMessage(_p.Round, v,
                 [.. holders.Where(u => alive[u])],
                 [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])],
-                _u3.Length);
+                _u3.Length, signatures);
             _requests[v] = request;
             outbox.Add(request);
         }
+        _responders = responders;
         foreach (int u in _u3) _bShares[u] = new(_t);
         foreach (int u in _droppedNeeded) _sShares[u] = new(_t);
         _pending = _u3.Length + _droppedNeeded.Length;
@@ -324,23 +372,23 @@ public sealed class SecAggServer : IDisposable
             if (list.Count == _t) _pending--;
         }
         if (_pending == 0) Finish();
-        else if (_u3.All(u => _responded[u])) AbortMissingShares();
+        else if (_responders.All(u => _responded[u])) AbortMissingShares();
         return null;
     }
 
     private void AbortMissingShares()
     {
-        int answered = _u3.Count(u => _responded[u]);
+        int answered = _responders.Count(u => _responded[u]);
         foreach (int u in _u3)
             if (_bShares[u]!.Count < _t)
             {
-                Abort($"Round {_p.Round} aborted in Unmasking: only {_bShares[u]!.Count} shares of the self-mask seed of vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_u3.Length} survivors answered).");
+                Abort($"Round {_p.Round} aborted in Unmasking: only {_bShares[u]!.Count} shares of the self-mask seed of vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_responders.Length} survivors answered).");
                 return;
             }
         foreach (int u in _droppedNeeded)
             if (_sShares[u]!.Count < _t)
             {
-                Abort($"Round {_p.Round} aborted in Unmasking: only {_sShares[u]!.Count} shares of the masking key of dropped vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_u3.Length} survivors answered).");
+                Abort($"Round {_p.Round} aborted in Unmasking: only {_sShares[u]!.Count} shares of the masking key of dropped vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_responders.Length} survivors answered).");
                 return;
             }
     }
@@ -445,6 +493,7 @@ public sealed class SecAggServer : IDisposable
             case SecAggServerPhase.AdvertiseKeys: CloseAdvertise(outbox); break;
             case SecAggServerPhase.ShareKeys: CloseShareKeys(outbox); break;
             case SecAggServerPhase.MaskedInputCollection: CloseMaskedInputs(outbox); break;
+            case SecAggServerPhase.ConsistencyCheck: CloseConsistency(outbox); break;
             case SecAggServerPhase.Unmasking: AbortMissingShares(); break;
         }
     }

@@ -9,7 +9,7 @@ internal sealed class RoundDriver : IDisposable
 {
     public const ulong Round = 7;
 
-    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1)
+    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1, bool maliciousServer = false)
     {
         var rng = new DeterministicRandom(seed);
         var roundSeed = new byte[32];
@@ -19,6 +19,7 @@ internal sealed class RoundDriver : IDisposable
         {
             Round = Round, CohortSize = n, Dimension = dim, BitWidth = bitWidth, MaxInputValue = max,
             Neighbors = neighbors, Threshold = threshold, RoundSeed = roundSeed, PhaseTimeout = TimeSpan.FromSeconds(10), MinNoiseShares = minNoiseShares,
+            MaliciousServer = maliciousServer,
         };
         DeviceKeys = new ECDsa[n];
         for (int u = 0; u < n; u++)
@@ -115,6 +116,13 @@ internal sealed class RoundDriver : IDisposable
             Send(Vehicles[u].HandleForwardedShares(Wire(f), Inputs[u]));
         }
         CloseIfOpen(SecAggServerPhase.MaskedInputCollection);
+        if (Parameters.MaliciousServer && Server.Phase == SecAggServerPhase.ConsistencyCheck)
+        {
+            // The consistency round: vehicles that drop in phase 3 already stay silent here.
+            foreach (var c in Take<ConsistencyCheckRequestMessage>())
+                if (!(dropsAt.Length > 3 && dropsAt[3].Contains(c.VehicleId))) Send(Vehicles[c.VehicleId].HandleConsistencyCheck(Wire(c)));
+            CloseIfOpen(SecAggServerPhase.ConsistencyCheck);
+        }
         return Server.Phase == SecAggServerPhase.Aborted ? [] : Take<UnmaskRequestMessage>();
     }
 
