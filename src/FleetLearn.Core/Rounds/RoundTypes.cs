@@ -52,7 +52,8 @@ public sealed record RoundRules
 /// <param name="Parameters">The round's SecAgg parameters (cohort size, threshold, neighbours, modulus, phase timeout).</param>
 /// <param name="Registry">Device public keys by cohort index; the coordinator disposes it when the round closes.</param>
 /// <param name="MaxDegreeOfParallelism">Threads the server may use to rebuild masks.</param>
-public sealed record SecureRoundSetup(SecAggParameters Parameters, IDeviceKeyRegistry Registry, int MaxDegreeOfParallelism = 1);
+/// <param name="SigningKey">The aggregator's plan-signing key; it signs every server → vehicle SecAgg message (required against a malicious server).</param>
+public sealed record SecureRoundSetup(SecAggParameters Parameters, IDeviceKeyRegistry Registry, int MaxDegreeOfParallelism = 1, System.Security.Cryptography.ECDsa? SigningKey = null);
 
 /// <summary>Everything one round of <see cref="RoundCoordinator"/> needs, fixed when the round opens.</summary>
 public sealed record RoundSetup

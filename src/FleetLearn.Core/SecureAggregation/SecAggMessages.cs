@@ -49,6 +49,9 @@ public abstract class SecAggMessage(ulong round, int vehicleId)
     /// <summary>The wire tag.</summary>
     public abstract SecAggMessageType Type { get; }
 
+    /// <summary>Server → vehicle messages: the aggregator's ECDSA signature over the session and the encoding (<see cref="SecAggDownlink"/>); empty when unsigned.</summary>
+    public ImmutableArray<byte> ServerSignature { get; internal set; } = [];
+
     private protected static ImmutableArray<byte> Exact(ImmutableArray<byte> bytes, int length, string name)
         => !bytes.IsDefault && bytes.Length == length ? bytes : throw new ArgumentException($"{name} must be {length} bytes.", name);
 }

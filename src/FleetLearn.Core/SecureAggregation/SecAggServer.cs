@@ -47,6 +47,9 @@ public sealed record SecAggServerOptions
 {
     /// <summary>Threads used to expand masks during reconstruction (1 = single-threaded, deterministic scheduling).</summary>
     public int MaxDegreeOfParallelism { get; init; } = 1;
+
+    /// <summary>The aggregator's ECDSA P-256 key: every server → vehicle message is signed over the session (required when the server may be malicious).</summary>
+    public System.Security.Cryptography.ECDsa? SigningKey { get; init; }
 }
 
 /// <summary>
@@ -100,6 +103,8 @@ public sealed class SecAggServer : IDisposable
         _registry = registry ?? throw new ArgumentNullException(nameof(registry));
         _time = timeProvider ?? TimeProvider.System;
         _options = options ?? new SecAggServerOptions();
+        if (parameters.MaliciousServer && _options.SigningKey is null)
+            throw new ArgumentException("A round against a malicious server signs every server-to-vehicle message: SecAggServerOptions.SigningKey is required.", nameof(options));
         _graph = parameters.Graph;
         _n = parameters.CohortSize;
         _t = parameters.EffectiveThreshold;
@@ -137,7 +142,7 @@ public sealed class SecAggServer : IDisposable
     {
         var outbox = new List<SecAggMessage>();
         CloseIfExpired(outbox);
-        return new SecAggServerStep(outbox, null);
+        return new SecAggServerStep(SignAll(outbox), null);
     }
 
     /// <summary>Handles one vehicle message (already decoded and authenticated as coming from its <see cref="SecAggMessage.VehicleId"/>).</summary>
@@ -156,7 +161,14 @@ public sealed class SecAggServer : IDisposable
             _ => $"{message.Type} is a server-to-vehicle message.",
         };
         if (rejection is not null) RejectedCount++;
-        return new SecAggServerStep(outbox, rejection);
+        return new SecAggServerStep(SignAll(outbox), rejection);
+    }
+
+    private List<SecAggMessage> SignAll(List<SecAggMessage> outbox)
+    {
+        if (_options.SigningKey is { } key)
+            foreach (var m in outbox) SecAggDownlink.Sign(m, key, _p.SessionId);
+        return outbox;
     }
 
     private string? Check(SecAggMessage m)

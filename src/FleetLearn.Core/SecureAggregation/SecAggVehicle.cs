@@ -46,6 +46,7 @@ public sealed class SecAggVehicle : IDisposable
     private readonly IDeviceKeyRegistry _registry;
     private readonly TimeProvider _time;
     private readonly int _t;
+    private readonly ECDsa? _serverKey;
 
     private ECDiffieHellman? _c, _s;
     private AdvertiseKeysMessage? _advert;
@@ -62,7 +63,11 @@ public sealed class SecAggVehicle : IDisposable
     /// <param name="deviceKey">Long-term ECDSA P-256 device key (private), used to sign the round keys.</param>
     /// <param name="registry">Device public keys of the cohort, to check peers' signatures.</param>
     /// <param name="timeProvider">Clock for deadlines (defaults to the system clock).</param>
-    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null)
+    /// <param name="serverKey">
+    /// The aggregator's public key (the one that signs plans): with it, every server message must carry its signature over
+    /// the round's session; required when <see cref="SecAggParameters.MaliciousServer"/>.
+    /// </param>
+    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, ECDsa? serverKey = null)
     {
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.Validate();
@@ -74,6 +79,9 @@ public sealed class SecAggVehicle : IDisposable
         _registry = registry ?? throw new ArgumentNullException(nameof(registry));
         _time = timeProvider ?? TimeProvider.System;
         _t = parameters.EffectiveThreshold;
+        _serverKey = serverKey;
+        if (parameters.MaliciousServer && serverKey is null)
+            throw new ArgumentException("Against a malicious server every server message is checked against the aggregator's public key; pass it as serverKey.", nameof(serverKey));
     }
 
     /// <summary>This vehicle's cohort index.</summary>
@@ -355,6 +363,9 @@ public sealed class SecAggVehicle : IDisposable
             throw new SecAggProtocolException($"Vehicle {VehicleId} got a {message.Type} message addressed to vehicle {message.VehicleId}.", false);
         if (Phase != phase)
             throw new SecAggProtocolException($"Vehicle {VehicleId} got an unexpected {message.Type} message in phase {Phase}.", false);
+        // Not an abort: a message anyone could have injected must not be able to end the vehicle's round.
+        if (_serverKey is not null && !SecAggDownlink.Verify(message, _serverKey, _p.SessionId))
+            throw new SecAggProtocolException($"Vehicle {VehicleId} refuses a {message.Type} message of round {_p.Round}: it does not carry the aggregator's signature for this session (fleet and plan).", false);
         if (CheckDeadline())
             throw new SecAggProtocolException(AbortReason!, true);
     }

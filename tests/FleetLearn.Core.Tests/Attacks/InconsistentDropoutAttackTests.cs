@@ -33,8 +33,9 @@ public sealed class InconsistentDropoutAttackTests
         using var registry = new DeviceKeyRegistry();
         var keys = Enumerable.Range(0, N).Select(_ => ECDsa.Create(ECCurve.NamedCurves.nistP256)).ToArray();
         for (int u = 0; u < N; u++) registry.Add(u, keys[u].ExportSubjectPublicKeyInfo());
-        var vehicles = Enumerable.Range(0, N).Select(u => new SecAggVehicle(parameters, u, keys[u], registry, clock)).ToArray();
-        using var server = new SecAggServer(parameters, registry, clock);
+        using var aggregator = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var vehicles = Enumerable.Range(0, N).Select(u => new SecAggVehicle(parameters, u, keys[u], registry, clock, aggregator)).ToArray();
+        using var server = new SecAggServer(parameters, registry, clock, new SecAggServerOptions { SigningKey = aggregator });
 
         // Phases 0–2 run honestly: everyone's masked input reaches the aggregator.
         var outbox = new List<SecAggMessage>();
@@ -47,7 +48,7 @@ public sealed class InconsistentDropoutAttackTests
         var signatures = new Dictionary<string, List<SurvivorSetSignature>>();
         for (int v = 0; v < N; v++)
         {
-            var signed = vehicles[v].HandleConsistencyCheck(new ConsistencyCheckRequestMessage(Round, v, [.. Views[v]]));
+            var signed = vehicles[v].HandleConsistencyCheck(SecAggDownlink.Sign(new ConsistencyCheckRequestMessage(Round, v, [.. Views[v]]), aggregator, parameters.SessionId));
             var key = string.Join(',', Views[v]);
             (signatures.TryGetValue(key, out var list) ? list : signatures[key] = []).Add(new SurvivorSetSignature(v, signed.Signature));
         }
@@ -58,7 +59,7 @@ public sealed class InconsistentDropoutAttackTests
         {
             var survivors = Views[v];
             int[] dropped = [.. Enumerable.Range(0, N).Except(survivors)];
-            var request = new UnmaskRequestMessage(Round, v, [.. survivors], [.. dropped], survivors.Length, [.. signatures[string.Join(',', survivors)]]);
+            var request = SecAggDownlink.Sign(new UnmaskRequestMessage(Round, v, [.. survivors], [.. dropped], survivors.Length, [.. signatures[string.Join(',', survivors)]]), aggregator, parameters.SessionId);
             try
             {
                 revealed += vehicles[v].HandleUnmaskRequest(request).Shares.Length;
@@ -83,8 +84,9 @@ public sealed class InconsistentDropoutAttackTests
         using var registry = new DeviceKeyRegistry();
         var keys = Enumerable.Range(0, N).Select(_ => ECDsa.Create(ECCurve.NamedCurves.nistP256)).ToArray();
         for (int u = 0; u < N; u++) registry.Add(u, keys[u].ExportSubjectPublicKeyInfo());
-        var vehicles = Enumerable.Range(0, N).Select(u => new SecAggVehicle(parameters, u, keys[u], registry, clock)).ToArray();
-        using var server = new SecAggServer(parameters, registry, clock);
+        using var aggregator = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var vehicles = Enumerable.Range(0, N).Select(u => new SecAggVehicle(parameters, u, keys[u], registry, clock, aggregator)).ToArray();
+        using var server = new SecAggServer(parameters, registry, clock, new SecAggServerOptions { SigningKey = aggregator });
         var outbox = new List<SecAggMessage>();
         foreach (var v in vehicles) outbox.AddRange(server.Receive(v.Start()).Outbox);
         var next = new List<SecAggMessage>();
@@ -92,7 +94,7 @@ public sealed class InconsistentDropoutAttackTests
         foreach (var f in next.OfType<ForwardedSharesMessage>()) server.Receive(vehicles[f.VehicleId].HandleForwardedShares(f, [1, 2, 3]));
 
         // Skipping the consistency round: an unmask request straight after the masked input.
-        var e = Assert.ThrowsAny<SecAggProtocolException>(() => vehicles[0].HandleUnmaskRequest(new UnmaskRequestMessage(Round, 0, [0, 1, 2], [3, 4])));
+        var e = Assert.ThrowsAny<SecAggProtocolException>(() => vehicles[0].HandleUnmaskRequest(SecAggDownlink.Sign(new UnmaskRequestMessage(Round, 0, [0, 1, 2], [3, 4]), aggregator, parameters.SessionId)));
 
         Assert.Contains("ConsistencyCheck", e.Message, StringComparison.Ordinal);
         foreach (var k in keys) k.Dispose();

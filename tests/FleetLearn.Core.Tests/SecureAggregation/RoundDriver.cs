@@ -27,8 +27,10 @@ internal sealed class RoundDriver : IDisposable
             DeviceKeys[u] = ECDsa.Create(ECCurve.NamedCurves.nistP256);
             Registry.Add(u, DeviceKeys[u].ExportSubjectPublicKeyInfo());
         }
-        Vehicles = [.. Enumerable.Range(0, n).Select(u => new SecAggVehicle(Parameters, u, DeviceKeys[u], Registry, Clock))];
-        Server = new SecAggServer(Parameters, Registry, Clock, new SecAggServerOptions { MaxDegreeOfParallelism = serverThreads });
+        // Against a malicious server the downlink is signed (by the aggregator's plan key) and checked by every vehicle.
+        ECDsa? aggregator = maliciousServer ? AggregatorKey : null;
+        Vehicles = [.. Enumerable.Range(0, n).Select(u => new SecAggVehicle(Parameters, u, DeviceKeys[u], Registry, Clock, aggregator))];
+        Server = new SecAggServer(Parameters, Registry, Clock, new SecAggServerOptions { MaxDegreeOfParallelism = serverThreads, SigningKey = aggregator });
         Inputs = new uint[n][];
         for (int u = 0; u < n; u++)
         {
@@ -38,6 +40,7 @@ internal sealed class RoundDriver : IDisposable
     }
 
     public SecAggParameters Parameters { get; }
+    public ECDsa AggregatorKey { get; } = ECDsa.Create(ECCurve.NamedCurves.nistP256);
     public ManualTimeProvider Clock { get; } = new();
     public DeviceKeyRegistry Registry { get; } = new();
     public ECDsa[] DeviceKeys { get; }
@@ -145,6 +148,7 @@ internal sealed class RoundDriver : IDisposable
 
     public void Dispose()
     {
+        AggregatorKey.Dispose();
         foreach (var v in Vehicles) v.Dispose();
         foreach (var k in DeviceKeys) k.Dispose();
         Server.Dispose();

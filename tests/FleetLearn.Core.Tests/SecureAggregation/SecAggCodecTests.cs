@@ -122,7 +122,7 @@ public sealed class SecAggCodecTests
         var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(5, 1, [1], []));
         bytes[0] = 1; // version 1 had no survivor count in UnmaskRequest
 
-        Assert.Equal("Unsupported wire version 1 (expected 2).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
+        Assert.Equal("Unsupported wire version 1 (expected 3).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
     }
 
     [Fact]
@@ -138,12 +138,12 @@ public sealed class SecAggCodecTests
     [Fact]
     public void Decode_HugeListCount_ThrowsWithoutAllocating()
     {
-        var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(1, 0, [], []));
+        var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(1, 0, [], [])); // version 3: dropped, total, signature count and server-signature length follow (13 bytes)
         BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(SecAggCodec.HeaderBytes), 1_000_000);
 
         var e = Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes));
 
-        Assert.Equal("1000000 survivor entries cannot fit in the 8 bytes left.", e.Message);
+        Assert.Equal("1000000 survivor entries cannot fit in the 13 bytes left.", e.Message);
     }
 
     [Fact]
