@@ -46,26 +46,6 @@ internal static class RoundOpening
         var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Length);
         var started = time.GetUtcNow();
         var deadline = started + options.RoundTimeout;
-        SecureRoundSetup? secure = null;
-        if (secureMode != SecureAggregationMode.Off)
-        {
-            // The aggregator checks round keys the way the vehicles will: against the device CA when the fleet has one.
-            var registry = protection.CreateDeviceKeyRegistry(cohort, roster.DeviceCa);
-            secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, round, cohort.Length), registry, Math.Max(1, Environment.ProcessorCount));
-        }
-        var rules = Rules(options, protection);
-        var coordinator = new RoundCoordinator(new RoundSetup
-        {
-            Round = round,
-            Cohort = cohort,
-            Global = model.Parameters,
-            Strategy = strategy,
-            Codec = protection.ForRound(pipeline, round),
-            Rules = rules,
-            Deadline = deadline,
-            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
-            Secure = secure,
-        }, time);
         var plan = new RoundPlan
         {
             Fleet = fleet,
@@ -83,6 +63,29 @@ internal static class RoundOpening
             DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
             IssuedUnixMs = started.ToUnixTimeMilliseconds(),
         };
-        return new OpenedRound(coordinator, RoundPlanCodec.Sign(plan, signingKey), protection, pipeline.ModulusBits);
+        // Signed first: every SecAgg signature of the round binds this plan and the fleet (the session id).
+        var signedPlan = RoundPlanCodec.Sign(plan, signingKey);
+        SecureRoundSetup? secure = null;
+        if (secureMode != SecureAggregationMode.Off)
+        {
+            // The aggregator checks round keys the way the vehicles will: against the device CA when the fleet has one.
+            var registry = protection.CreateDeviceKeyRegistry(cohort, roster.DeviceCa);
+            var parameters = protection.CreateSecAggParameters(pipeline, round, cohort.Length, SecAggSession.Id(fleet, signedPlan));
+            secure = new SecureRoundSetup(parameters, registry, Math.Max(1, Environment.ProcessorCount), protection.MaliciousAggregator ? signingKey : null);
+        }
+        var rules = Rules(options, protection);
+        var coordinator = new RoundCoordinator(new RoundSetup
+        {
+            Round = round,
+            Cohort = cohort,
+            Global = model.Parameters,
+            Strategy = strategy,
+            Codec = protection.ForRound(pipeline, round),
+            Rules = rules,
+            Deadline = deadline,
+            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
+            Secure = secure,
+        }, time);
+        return new OpenedRound(coordinator, signedPlan, protection, pipeline.ModulusBits);
     }
 }

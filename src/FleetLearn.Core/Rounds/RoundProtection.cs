@@ -65,6 +65,15 @@ public sealed record RoundProtection
     public IReadOnlyList<string>? DeviceKeys { get; init; }
 
     /// <summary>
+    /// The aggregator may be malicious (issue 13 item 5; SecAgg/SecAgg+ only): the round runs Bonawitz et al.'s
+    /// ConsistencyCheck, every server message is signed over the session, and vehicles need certified device keys.
+    /// </summary>
+    public bool MaliciousAggregator { get; init; }
+
+    /// <summary>c: colluding vehicles tolerated among one vehicle's share holders when <see cref="MaliciousAggregator"/>; t must exceed (h + c)/2.</summary>
+    public int ColludingHolders { get; init; }
+
+    /// <summary>
     /// Device certificates (base64 DER X.509, issued by the fleet's device CA, CN = vehicle id) of the cohort, in cohort
     /// order. A vehicle configured with the device CA checks every key against them and accepts no other (issue 13 item 5).
     /// </summary>
@@ -176,14 +185,25 @@ public sealed record RoundProtection
     }
 
     /// <summary>The secure-aggregation parameters of the round (cohort indices are positions in the plan's cohort).</summary>
-    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize)
+    /// <param name="pipeline">The round's pipeline (<see cref="CreatePipeline"/>).</param>
+    /// <param name="round">The plan's round.</param>
+    /// <param name="cohortSize">The plan's cohort size.</param>
+    /// <param name="sessionId">SHA-256 of the fleet id and the signed plan (<see cref="SecAggSession.Id"/>): required when <see cref="MaliciousAggregator"/>.</param>
+    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize, byte[]? sessionId = null)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
         var seed = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
         try
         {
             int minShares = NoiseMode == Core.Privacy.NoiseMode.Distributed ? MinNoiseShares : 1;
-            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
+            var parameters = pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
+            if (!MaliciousAggregator) return parameters;
+            if (sessionId is null) throw new WireFormatException("Round plan runs against a malicious aggregator, but no session id (fleet and signed plan) was given.", RejectReasons.Malformed);
+            return parameters.AgainstMaliciousServer(sessionId, ColludingHolders);
+        }
+        catch (SecAggConfigurationException e)
+        {
+            throw new WireFormatException($"Round plan secure aggregation is unusable: {e.Message}", RejectReasons.Malformed, e);
         }
         catch (CodecConfigurationException e)
         {
@@ -236,6 +256,8 @@ public sealed record RoundProtection
         {
             if (DeviceKeys is null || DeviceKeys.Count != cohortSize)
                 throw new WireFormatException($"Round plan has secure aggregation but {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohortSize}.", RejectReasons.Malformed);
+            if (MaliciousAggregator && DeviceCertificates is null)
+                throw new WireFormatException("Round plan runs against a malicious aggregator but carries no device certificates.", RejectReasons.Malformed);
             if (DeviceCertificates is not null && DeviceCertificates.Count != cohortSize)
                 throw new WireFormatException($"Round plan has {DeviceCertificates.Count} device certificates for a cohort of {cohortSize}.", RejectReasons.Malformed);
             _ = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);

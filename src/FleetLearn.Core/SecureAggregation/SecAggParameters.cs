@@ -97,6 +97,19 @@ public sealed class SecAggParameters
     /// <summary>The neighbour graph of this round (built once, on first use).</summary>
     public NeighborGraph Graph => _graph ??= NeighborGraph.Create(CohortSize, IsCompleteGraph ? null : Neighbors, RoundSeed);
 
+    /// <summary>A copy for a round against a malicious server (ConsistencyCheck, signed downlink bound to <paramref name="sessionId"/>), validated.</summary>
+    public SecAggParameters AgainstMaliciousServer(byte[] sessionId, int colludingHolders)
+    {
+        var p = new SecAggParameters
+        {
+            Round = Round, CohortSize = CohortSize, Dimension = Dimension, BitWidth = BitWidth, MaxInputValue = MaxInputValue, SignedInputs = SignedInputs,
+            Neighbors = Neighbors, Threshold = Threshold, MinNoiseShares = MinNoiseShares, RoundSeed = RoundSeed, PhaseTimeout = PhaseTimeout,
+            VehicleTimeout = VehicleTimeout, MaliciousServer = true, ColludingHolders = colludingHolders, SessionId = sessionId ?? throw new ArgumentNullException(nameof(sessionId)),
+        };
+        p.Validate();
+        return p;
+    }
+
     /// <summary>Throws <see cref="SecAggConfigurationException"/> with the offending numbers when the parameters are unusable.</summary>
     public void Validate()
     {
