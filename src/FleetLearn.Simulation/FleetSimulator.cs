@@ -46,6 +46,7 @@ public sealed class FleetSimulator : IDisposable
     private readonly UpdatePipeline _pipeline;
     private readonly ErrorFeedbackStore? _residuals;
     private readonly Dictionary<int, ECDsa> _deviceKeys = [];
+    private MaliciousAggregatorKit? _malicious;
     private double _clipNorm;
     private int _privateReleases;
 
@@ -396,6 +397,11 @@ public sealed class FleetSimulator : IDisposable
     {
         int minNoiseShares = _options.Privacy is { Mode: NoiseMode.Distributed } ? Math.Min(cohort.Length, _options.EffectiveMinParticipants) : 1;
         var parameters = _pipeline.CreateSecAggParameters((ulong)round, cohort.Length, SimulationRandomness.SecAggSeed(_options.Seed, round), TimeSpan.FromMinutes(1), minNoiseShares);
+        if (_options.SecAggMaliciousServer)
+        {
+            _malicious ??= new MaliciousAggregatorKit();
+            return new SecureRoundSetup(MaliciousAggregatorKit.Harden(parameters), _malicious.Registry(cohort, DeviceKey, VehicleId), _trainers.Length, _malicious.AggregatorKey);
+        }
         var registry = new ArrayRegistry(cohort.Length);
         for (int i = 0; i < cohort.Length; i++) registry.Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
         return new SecureRoundSetup(parameters, registry, _trainers.Length);
@@ -412,15 +418,22 @@ public sealed class FleetSimulator : IDisposable
         int n = cohort.Length;
         int workers = _trainers.Length;
         // One key registry per worker: ECDsa verification from several threads on one instance is not documented as safe.
-        var registries = new ArrayRegistry[workers];
+        // Against a malicious aggregator each vehicle checks the cohort's certificates against the device CA.
+        var registries = new IDeviceKeyRegistry[workers];
         for (int r = 0; r < workers; r++)
         {
-            registries[r] = new ArrayRegistry(n);
-            for (int i = 0; i < n; i++) registries[r].Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
+            if (_malicious is not null)
+            {
+                registries[r] = _malicious.Registry(cohort, DeviceKey, VehicleId);
+                continue;
+            }
+            var registry = new ArrayRegistry(n);
+            for (int i = 0; i < n; i++) registry.Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
+            registries[r] = registry;
         }
         int WorkerOf(int i) => (int)((long)i * workers / n);
         var vehicles = new SecAggVehicle[n];
-        for (int i = 0; i < n; i++) vehicles[i] = new SecAggVehicle(parameters, i, DeviceKey(cohort[i]), registries[WorkerOf(i)], time);
+        for (int i = 0; i < n; i++) vehicles[i] = new SecAggVehicle(parameters, i, DeviceKey(cohort[i]), registries[WorkerOf(i)], time, _malicious?.AggregatorKey);
         var acceptedSet = accepted.ToHashSet();
         var order = accepted.Select((v, k) => (v, k)).ToDictionary(p => p.v, p => p.k);
         var outbox = new List<SecAggMessage>();
@@ -501,6 +514,9 @@ public sealed class FleetSimulator : IDisposable
                     outbox.AddRange(tally.Take(coordinator.Tick()));
                 }
             }
+            // Against a malicious aggregator: every survivor signs U3 (ConsistencyCheck).
+            if (InPhase(SecAggServerPhase.ConsistencyCheck))
+                Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleConsistencyCheck((ConsistencyCheckRequestMessage)m)));
             // Phase 3: Unmasking.
             if (InPhase(SecAggServerPhase.Unmasking))
                 Phase([.. outbox], (i, m) => SecAggCodec.Encode(vehicles[i].HandleUnmaskRequest((UnmaskRequestMessage)m)));
@@ -508,7 +524,7 @@ public sealed class FleetSimulator : IDisposable
         finally
         {
             foreach (var v in vehicles) v?.Dispose();
-            foreach (var r in registries) r.Dispose();
+            foreach (var r in registries) (r as IDisposable)?.Dispose();
         }
     }
 
@@ -561,6 +577,7 @@ public sealed class FleetSimulator : IDisposable
 
     public void Dispose()
     {
+        _malicious?.Dispose();
         foreach (var t in _trainers) t.Dispose();
         foreach (var k in _deviceKeys.Values) k.Dispose();
     }

@@ -246,6 +246,27 @@ public sealed class FleetSimulatorTests
     }
 
     [Fact]
+    public void RunRound_SecAggMaliciousServerWithDropouts_SameModelAsHonestButCuriousMode()
+    {
+        // Certified keys, the ConsistencyCheck round and signed downlink change who can cheat, not the sum.
+        var options = Options with
+        {
+            Codec = CodecSpec.Parse("sub0.5+rot+q8"), NormBound = 5, SecureAggregation = SecureAggregationMode.Full,
+            Behavior = new FleetBehavior(Dropout: 0.25), OverSelection = 0.5,
+        };
+        float[] Final(SimulationOptions o)
+        {
+            using var sim = Create(o);
+            var report = sim.RunRound(1);
+            Assert.True(report.Applied, report.AbortReason);
+            Assert.True(report.Dropped > 0, "the seed should drop someone mid-round");
+            return sim.GlobalModel.ToArray();
+        }
+
+        Assert.Equal(Final(options), Final(options with { SecAggMaliciousServer = true }));
+    }
+
+    [Fact]
     public void Run_SecAggWithDistributedDpAndAdaptiveClip_AppliesAndAccounts()
     {
         var options = Options with

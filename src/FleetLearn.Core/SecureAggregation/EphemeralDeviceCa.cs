@@ -32,8 +32,15 @@ public sealed class EphemeralDeviceCa : IDisposable
     /// <summary>A device certificate with CN = <paramref name="vehicleId"/> (clientAuth, like make-dev-ca.sh's) and its fresh P-256 private key.</summary>
     public (ECDsa Key, byte[] Certificate) Issue(string vehicleId, DateTimeOffset? now = null)
     {
-        var at = now ?? DateTimeOffset.UtcNow;
         var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        return (key, Issue(vehicleId, key, now));
+    }
+
+    /// <summary>A device certificate with CN = <paramref name="vehicleId"/> for an existing P-256 <paramref name="key"/> (DER).</summary>
+    public byte[] Issue(string vehicleId, ECDsa key, DateTimeOffset? now = null)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        var at = now ?? DateTimeOffset.UtcNow;
         var request = new CertificateRequest($"CN={vehicleId}", key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false));
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(Certificate, true, false));
@@ -41,7 +48,7 @@ public sealed class EphemeralDeviceCa : IDisposable
         RandomNumberGenerator.Fill(serial);
         serial[0] &= 0x7F;
         using var certificate = request.Create(Certificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_key), at.AddDays(-1), at.AddDays(825), serial);
-        return (key, certificate.RawData);
+        return certificate.RawData;
     }
 
     /// <inheritdoc/>
