@@ -73,14 +73,16 @@ internal static class RoundOpening
             var parameters = protection.CreateSecAggParameters(pipeline, round, cohort.Length, SecAggSession.Id(fleet, signedPlan));
             secure = new SecureRoundSetup(parameters, registry, Math.Max(1, Environment.ProcessorCount), protection.MaliciousAggregator ? signingKey : null);
         }
-        var rules = Rules(options, protection);
+        var codec = protection.ForRound(pipeline, round);
+        // Charged at the σ equivalent of the noise the vehicles actually add (the distributed discrete Gaussian), as vehicles do.
+        var rules = Rules(options, protection) with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, protection.MinNoiseShares, protection.NoiseMultiplier, protection.NoiseMultiplier) };
         var coordinator = new RoundCoordinator(new RoundSetup
         {
             Round = round,
             Cohort = cohort,
             Global = model.Parameters,
             Strategy = strategy,
-            Codec = protection.ForRound(pipeline, round),
+            Codec = codec,
             Rules = rules,
             Deadline = deadline,
             CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,

@@ -178,6 +178,12 @@ public sealed class FleetSimulator : IDisposable
         // participation would exceed its privacy budget declines.
         int declined = 0;
         var rules = Rules();
+        double clipUsed = _clipNorm;
+        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
+        ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
+        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
+        // Charged (both ledgers, and the budget checks) at the σ equivalent of the noise this round's codec actually adds.
+        if (_options.Privacy is { } dp) rules = rules with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, rules.MinNoiseShares, dp.NoiseMultiplier, UpdateNoiseMultiplier) };
         bool Eligible(int v)
         {
             if (Partitions[v].Length == 0) return false;
@@ -199,10 +205,6 @@ public sealed class FleetSimulator : IDisposable
             }
             accepted = sending.ToArray();
         }
-        double clipUsed = _clipNorm;
-        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
-        ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
-        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
         var cohort = forecast.Selected.Select(p => p.Vehicle).ToArray();
         var tally = new Tally();
         RoundOutcome outcome;
