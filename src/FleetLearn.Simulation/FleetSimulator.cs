@@ -1,3 +1,5 @@
+// Long (over 450 lines) because it is the in-process runner of whole rounds: selection, training, plaintext and secure
+// phases and accounting in one place, each driving the same Core state machines as the workers.
 using System.Diagnostics;
 using System.Security.Cryptography;
 using FleetLearn.Core.Compression;

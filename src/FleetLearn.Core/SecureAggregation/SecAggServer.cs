@@ -1,3 +1,5 @@
+// Long (over 450 lines) because the server side of SecAgg is one state machine: five phases, their checks and the
+// reconstruction share private state, and splitting them would spread one protocol's invariants over several files.
 using System.Collections.Immutable;
 using System.Numerics;
 using System.Runtime.InteropServices;
