@@ -184,9 +184,9 @@ public sealed record RoundProtection
         return pipeline.ForRound((ulong)round, CodecSeed, ClipNorm, VehiclePlanPolicy.ExpectedVehicleNoiseStdDev(NoiseMode, NoiseMultiplier, ClipNorm, MinNoiseShares));
     }
 
-    /// <summary>What a participation in round <paramref name="round"/> is charged at, on both sides: σ, or under the distributed discrete Gaussian the σ equivalent of the noise actually added (<see cref="RoundRules.ChargeFor"/>).</summary>
-    public PrivacyCharge Charge(UpdatePipeline pipeline, long round)
-        => PrivacyCharge.Participation(RoundRules.ChargeFor(ForRound(pipeline, round), MinNoiseShares, NoiseMultiplier, NoiseMultiplier) ?? NoiseMultiplier);
+    /// <summary>What a participation in round <paramref name="round"/> is charged at, on both sides: σ, or under the distributed discrete Gaussian the σ equivalent of the noise actually added (<see cref="RoundRules.ChargeFor"/>); null without DP.</summary>
+    public PrivacyCharge? Charge(UpdatePipeline pipeline, long round) => NoiseMode is null ? null
+        : PrivacyCharge.Participation(RoundRules.ChargeFor(ForRound(pipeline, round), MinNoiseShares, NoiseMultiplier, NoiseMultiplier) ?? NoiseMultiplier);
 
     /// <summary>The secure-aggregation parameters of the round (cohort indices are positions in the plan's cohort).</summary>
     /// <param name="pipeline">The round's pipeline (<see cref="CreatePipeline"/>).</param>
