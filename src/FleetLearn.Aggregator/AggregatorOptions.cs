@@ -76,6 +76,22 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Modulus bits m of the secure sum; null = the smallest that holds the cohort's sum.</summary>
     public int? SecAggModulusBits { get; set; }
 
+    /// <summary>
+    /// PEM of the fleet's device CA (broker-config/make-dev-ca.sh's ca.crt). Set: a check-in must carry the vehicle's device
+    /// certificate (CN = vehicle id, its key = the device key), and plans list the cohort's certificates so that vehicles can
+    /// check every key against the CA (issue 13 item 5). Null: device keys are trusted as first registered.
+    /// </summary>
+    public string? DeviceCaFile { get; set; }
+
+    /// <summary>
+    /// Run secure aggregation as if this aggregator were malicious (issue 13 item 5): ConsistencyCheck round, signed SecAgg
+    /// downlink, certified device keys (needs <see cref="DeviceCaFile"/>). Vehicles must run a release that speaks it.
+    /// </summary>
+    public bool SecAggMaliciousServer { get; set; }
+
+    /// <summary>c: colluding vehicles tolerated among one vehicle's share holders in <see cref="SecAggMaliciousServer"/> mode (t must exceed (h + c)/2).</summary>
+    [Range(0, 1_000_000)] public int SecAggColludingHolders { get; set; }
+
     /// <summary>How long each secure-aggregation phase collects messages before it closes without the missing vehicles.</summary>
     public TimeSpan PhaseTimeout { get; set; } = TimeSpan.FromMinutes(1);
 
@@ -172,6 +188,8 @@ public sealed class AggregatorOptions : IValidatableObject
                 errors.Add(new ValidationResult($"Aggregator:Urls: '{url}' is not an http:// or https:// address (e.g. http://localhost:8080)."));
         }
         if (HttpToken is { Length: > 0 and < 16 }) errors.Add(new ValidationResult("Aggregator:HttpToken must be at least 16 characters (or empty for none)."));
+        if (SecAggMaliciousServer && (string.IsNullOrWhiteSpace(DeviceCaFile) || AggregatorProtection.ParseSecureOrOff(SecureAggregation) == Core.Compression.SecureAggregationMode.Off))
+            errors.Add(new ValidationResult("Aggregator:SecAggMaliciousServer needs secure aggregation (full or plus) and Aggregator:DeviceCaFile: without certified device keys a malicious aggregator could invent vehicles."));
         if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
         if (WeightCap is not { } cap || !(cap >= 1) || double.IsInfinity(cap))
             errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));

@@ -18,6 +18,13 @@ public static class AggregatorProtection
         _ => throw new FormatException($"SecureAggregation '{text}': expected off, full or plus."),
     };
 
+    /// <summary><see cref="ParseSecure"/>, or off when the text is not a mode (its own validation reports that).</summary>
+    internal static SecureAggregationMode ParseSecureOrOff(string text)
+    {
+        try { return ParseSecure(text); }
+        catch (FormatException) { return SecureAggregationMode.Off; }
+    }
+
     /// <summary>Parses <c>off</c> / <c>central</c> / <c>distributed</c>.</summary>
     public static NoiseMode? ParsePrivacy(string text) => text.Trim().ToLowerInvariant() switch
     {
@@ -60,6 +67,8 @@ public static class AggregatorProtection
             MaxWeight = noise is not null ? 1 : Math.Max(1, maxWeight),
             WeightCap = noise is not null ? null : options.WeightCap,
             PhaseTimeoutMs = (long)options.PhaseTimeout.TotalMilliseconds,
+            MaliciousAggregator = secure != SecureAggregationMode.Off && options.SecAggMaliciousServer,
+            ColludingHolders = options.SecAggMaliciousServer ? options.SecAggColludingHolders : 0,
         };
     }
 }

@@ -48,7 +48,7 @@ public sealed class AggregatorWorker(
         var privacy = AggregatorProtection.ParsePrivacy(_options.Privacy);
         using var ledger = _ledger = privacy is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
         if (ledger is not null) status.MaxVehicleEpsilon = ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();
-        _roster = new FleetRoster(store, ledger, _options.EpsilonBudget);
+        _roster = new FleetRoster(store, ledger, _options.EpsilonBudget, _options.DeviceCaFile is { } ca ? DeviceCertificateAuthority.FromPem(File.ReadAllText(ca), time) : null);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
         long round = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger) + 1;
         // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).

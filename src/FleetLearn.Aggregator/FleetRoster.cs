@@ -7,12 +7,15 @@ using FleetLearn.Transport.Mqtt;
 namespace FleetLearn.Aggregator;
 
 /// <summary>The vehicles that have checked in and may be selected: device keys checked against the registry, budgets against the ledger.</summary>
-internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerStore? ledger, double? epsilonBudget)
+internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerStore? ledger, double? epsilonBudget, DeviceCertificateAuthority? deviceCa = null)
 {
     private readonly Dictionary<string, Checkin> _checkedIn = new(StringComparer.Ordinal);
 
     /// <summary>Vehicles checked in now.</summary>
     public int Count => _checkedIn.Count;
+
+    /// <summary>The fleet's device CA when check-ins must carry certificates (then plans list them).</summary>
+    public DeviceCertificateAuthority? DeviceCa => deviceCa;
 
     /// <summary>The check-in of <paramref name="vehicle"/>.</summary>
     public Checkin this[string vehicle] => _checkedIn[vehicle];
@@ -30,6 +33,16 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
         }
         if (DeviceKeyValidation.Check(checkin.DeviceKey) is { } why)
             throw new WireFormatException($"Check-in of {vehicle} carries no valid device key: {why}");
+        if (deviceCa is not null)
+        {
+            if (checkin.DeviceCertificate is null)
+                throw new WireFormatException($"Check-in of {vehicle} carries no device certificate; this fleet requires keys certified by its device CA.", RejectReasons.Signature);
+            if (deviceCa.Check(checkin.DeviceCertificate, vehicle, out var certified) is { } uncertified)
+                throw new WireFormatException($"Check-in of {vehicle} is refused: {uncertified}.", RejectReasons.Signature);
+            using (certified)
+                if (!certified!.ExportSubjectPublicKeyInfo().AsSpan().SequenceEqual(checkin.DeviceKey))
+                    throw new WireFormatException($"Check-in of {vehicle} carries a device key that is not its certificate's key.", RejectReasons.Signature);
+        }
         var ofRecord = store.RegisterDeviceKey(vehicle, checkin.DeviceKey);
         if (!ofRecord.AsSpan().SequenceEqual(checkin.DeviceKey))
             throw new WireFormatException($"Check-in of {vehicle} carries a device key that differs from the registered one.", RejectReasons.Signature);

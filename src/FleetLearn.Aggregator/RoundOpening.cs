@@ -41,30 +41,11 @@ internal static class RoundOpening
             CodecSeed = DeterministicRandom.Derive(options.Seed, 0xC0DE, (ulong)round).NextUInt64(),
             SecAggRoundSeed = secureMode == SecureAggregationMode.Off ? null : Convert.ToBase64String(random.SecAggSeed(round)),
             DeviceKeys = secureMode == SecureAggregationMode.Off ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceKey)).ToArray(),
+            DeviceCertificates = secureMode == SecureAggregationMode.Off || roster.DeviceCa is null ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceCertificate!)).ToArray(),
         };
         var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Length);
         var started = time.GetUtcNow();
         var deadline = started + options.RoundTimeout;
-        SecureRoundSetup? secure = null;
-        if (secureMode != SecureAggregationMode.Off)
-        {
-            var registry = new DeviceKeyRegistry();
-            for (int i = 0; i < cohort.Length; i++) registry.Add(i, roster[cohort[i]].DeviceKey);
-            secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, round, cohort.Length), registry, Math.Max(1, Environment.ProcessorCount));
-        }
-        var rules = Rules(options, protection);
-        var coordinator = new RoundCoordinator(new RoundSetup
-        {
-            Round = round,
-            Cohort = cohort,
-            Global = model.Parameters,
-            Strategy = strategy,
-            Codec = protection.ForRound(pipeline, round),
-            Rules = rules,
-            Deadline = deadline,
-            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
-            Secure = secure,
-        }, time);
         var plan = new RoundPlan
         {
             Fleet = fleet,
@@ -82,6 +63,31 @@ internal static class RoundOpening
             DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
             IssuedUnixMs = started.ToUnixTimeMilliseconds(),
         };
-        return new OpenedRound(coordinator, RoundPlanCodec.Sign(plan, signingKey), protection, pipeline.ModulusBits);
+        // Signed first: every SecAgg signature of the round binds this plan and the fleet (the session id).
+        var signedPlan = RoundPlanCodec.Sign(plan, signingKey);
+        SecureRoundSetup? secure = null;
+        if (secureMode != SecureAggregationMode.Off)
+        {
+            // The aggregator checks round keys the way the vehicles will: against the device CA when the fleet has one.
+            var registry = protection.CreateDeviceKeyRegistry(cohort, roster.DeviceCa);
+            var parameters = protection.CreateSecAggParameters(pipeline, round, cohort.Length, SecAggSession.Id(fleet, signedPlan));
+            secure = new SecureRoundSetup(parameters, registry, Math.Max(1, Environment.ProcessorCount), protection.MaliciousAggregator ? signingKey : null);
+        }
+        var codec = protection.ForRound(pipeline, round);
+        // Charged at the σ equivalent of the noise the vehicles actually add (the distributed discrete Gaussian), as vehicles do.
+        var rules = Rules(options, protection) with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, protection.MinNoiseShares, protection.NoiseMultiplier, protection.NoiseMultiplier) };
+        var coordinator = new RoundCoordinator(new RoundSetup
+        {
+            Round = round,
+            Cohort = cohort,
+            Global = model.Parameters,
+            Strategy = strategy,
+            Codec = codec,
+            Rules = rules,
+            Deadline = deadline,
+            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
+            Secure = secure,
+        }, time);
+        return new OpenedRound(coordinator, signedPlan, protection, pipeline.ModulusBits);
     }
 }

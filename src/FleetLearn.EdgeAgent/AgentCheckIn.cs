@@ -8,10 +8,11 @@ namespace FleetLearn.EdgeAgent;
 
 /// <summary>
 /// The vehicle's check-in: whether it may train now (the gateway's eligibility policy, parked/charging/unmetered, enough new
-/// samples, budget left) and the check-in message (samples offered — 0 withdraws — and the device public key).
+/// samples, budget left) and the check-in message (samples offered — 0 withdraws — the device public key and, with a device CA,
+/// the vehicle's certificate that certifies it).
 /// </summary>
 internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvider state, VehicleStateMonitor? monitor, LiteDbOutbox outbox,
-    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, ILogger logger)
+    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, byte[]? deviceCertificate, ILogger logger)
 {
     /// <summary>The outbox state key of the last round the vehicle decided (joined or declined).</summary>
     public const string LastRoundKey = "last-round";
@@ -40,7 +41,7 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         long round = outbox.GetState(LastRoundKey) ?? 0;
         var why = Ineligibility(data);
         if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", options.VehicleId, why);
-        var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey).Encode());
+        var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey, deviceCertificate).Encode());
         return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, cancellationToken: cancellationToken);
     }
 

@@ -57,6 +57,12 @@ public sealed class EdgeAgentOptions : IValidatableObject
     /// <summary>Refuse central DP: only noise the vehicle adds itself can be checked by the vehicle.</summary>
     public bool RequireDistributedNoise { get; set; }
 
+    /// <summary>
+    /// Refuse secure plans that do not run against a malicious aggregator (device keys certified by the fleet's device CA,
+    /// ConsistencyCheck round, signed downlink). Needs the vehicle's mTLS identity (Mqtt:CaFile, CertFile, KeyFile).
+    /// </summary>
+    public bool RequireMaliciousAggregator { get; set; }
+
     /// <summary>This vehicle's own privacy floors, for <c>RoundProtection.PrivacyRefusal</c> (they never come from the plan).</summary>
     public Core.Privacy.VehiclePrivacyFloors PrivacyFloors => new()
     {

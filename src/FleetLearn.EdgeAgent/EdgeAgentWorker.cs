@@ -89,8 +89,9 @@ public sealed class EdgeAgentWorker(
         if (mqtt.ClientId != _options.VehicleId)
             throw new InvalidOperationException($"Mqtt:ClientId '{mqtt.ClientId}' must equal Agent:VehicleId '{_options.VehicleId}' (the broker enforces it).");
         _aggregatorKey = SigningKeys.LoadPublic(_options.AggregatorPublicKey);
-        _deviceKey = SigningKeys.LoadOrCreate(_options.EffectiveDeviceKeyPath);
-        _profile = new VehicleProfile { VehicleId = _options.VehicleId, Pinned = ModelSpec.Parse(_options.PinnedModelSpec), DeviceKey = _deviceKey, Floors = _options.PrivacyFloors, MaxBatch = TrainerPool.MaxBatch };
+        var identity = DeviceIdentity.Load(mqtt, _options);
+        _deviceKey = identity.Key;
+        _profile = identity.Profile(_options, _aggregatorKey);
         _outbox = LiteDbOutbox.Open(_options.DatabasePath);
         _ledger = LiteDbPrivacyLedgerStore.Open(_options.EffectivePrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.PrivacyDelta));
         using var ownTrainers = trainers is null ? TrainerPool.Single() : null;
@@ -105,7 +106,7 @@ public sealed class EdgeAgentWorker(
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) })
             await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
-        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), logger);
+        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger);
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
         try
         {
@@ -131,6 +132,7 @@ public sealed class EdgeAgentWorker(
         {
             await Task.WhenAll(resender.ContinueWith(_ => { }, TaskScheduler.Default), training.DrainAsync()).ConfigureAwait(false); // never dispose the trainer under a running epoch
             _round?.Dispose();
+            identity.Ca?.Dispose();
             _outbox.Dispose();
             _ledger.Dispose();
             _aggregatorKey.Dispose();
@@ -142,7 +144,7 @@ public sealed class EdgeAgentWorker(
     {
         var topics = _mqtt!.Topics;
         if (message.Payload.Length == 0) return; // a cleared retained message
-        if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), cancellationToken).ConfigureAwait(false);
+        if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message.Payload, cancellationToken).ConfigureAwait(false);
         else if (topics.TryParseModelTopic(message.Topic, out long version)) _models!.Add(version, message.Payload);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack"))
         {
@@ -161,12 +163,12 @@ public sealed class EdgeAgentWorker(
         if (_round is { State: AwaitingModel } waiting && _models!.TryTake(_plan!) is { } model) await ApplyAsync(waiting.OnModel(model), cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task PlanAsync(RoundPlan plan, CancellationToken cancellationToken)
+    private async Task PlanAsync(RoundPlan plan, byte[] signed, CancellationToken cancellationToken)
     {
         if (plan.ModelSpec != _profile!.Pinned.ToString())
             throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_profile.Pinned}.");
         var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid());
-        switch (VehicleRound.Join(plan, _profile, _outbox!.GetState(LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time))
+        switch (VehicleRound.Join(plan, signed, _profile, _outbox!.GetState(LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time))
         {
             case AlreadyDecided:
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);

@@ -1,3 +1,5 @@
+// Long (over 450 lines) because it is the in-process runner of whole rounds: selection, training, plaintext and secure
+// phases and accounting in one place, each driving the same Core state machines as the workers.
 using System.Diagnostics;
 using System.Security.Cryptography;
 using FleetLearn.Core.Compression;
@@ -46,6 +48,7 @@ public sealed class FleetSimulator : IDisposable
     private readonly UpdatePipeline _pipeline;
     private readonly ErrorFeedbackStore? _residuals;
     private readonly Dictionary<int, ECDsa> _deviceKeys = [];
+    private MaliciousAggregatorKit? _malicious;
     private double _clipNorm;
     private int _privateReleases;
 
@@ -177,6 +180,12 @@ public sealed class FleetSimulator : IDisposable
         // participation would exceed its privacy budget declines.
         int declined = 0;
         var rules = Rules();
+        double clipUsed = _clipNorm;
+        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
+        ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
+        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
+        // Charged (both ledgers, and the budget checks) at the σ equivalent of the noise this round's codec actually adds.
+        if (_options.Privacy is { } dp) rules = rules with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, rules.MinNoiseShares, dp.NoiseMultiplier, UpdateNoiseMultiplier) };
         bool Eligible(int v)
         {
             if (Partitions[v].Length == 0) return false;
@@ -186,10 +195,6 @@ public sealed class FleetSimulator : IDisposable
         }
         var forecast = RoundPlanner.Plan(round, _options.Vehicles, Work, settings, _options.Behavior, _options.Seed, Eligible);
         var accepted = forecast.Accepted.ToArray();
-        double clipUsed = _clipNorm;
-        double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
-        ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
-        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
         var cohort = forecast.Selected.Select(p => p.Vehicle).ToArray();
         var tally = new Tally { Charge = rules.Privacy is null ? null : rules.Charge, Model = new Checkpoint(_options.Model, round - 1, _global) };
         RoundOutcome outcome;
@@ -347,9 +352,7 @@ public sealed class FleetSimulator : IDisposable
         Codec = codec,
         Charge = tally.Charge,
         Ledger = _vehicleLedgers is null ? null : new PrivacyLedgerAccount(_vehicleLedgers, VehicleId(vehicle)),
-        Secure = secure,
-        DeviceKey = secure is null ? null : DeviceKey(vehicle),
-        Registry = registry,
+        SecAgg = secure is null ? null : new SecAggVehicle(secure, index, DeviceKey(vehicle), registry!, time, _malicious?.AggregatorKey),
         Randomness = new VehicleRoundRandomness(NoiseFor(round, vehicle), RoundingFor(round, vehicle), UpdateId(round, vehicle)),
         Residual = secure is null ? _residuals?.GetOrCreate(vehicle) : null,
     }, time);
@@ -428,6 +431,11 @@ public sealed class FleetSimulator : IDisposable
     {
         int minNoiseShares = _options.Privacy is { Mode: NoiseMode.Distributed } ? Math.Min(cohort.Length, _options.EffectiveMinParticipants) : 1;
         var parameters = _pipeline.CreateSecAggParameters((ulong)round, cohort.Length, SimulationRandomness.SecAggSeed(_options.Seed, round), TimeSpan.FromMinutes(1), minNoiseShares);
+        if (_options.SecAggMaliciousServer)
+        {
+            _malicious ??= new MaliciousAggregatorKit();
+            return new SecureRoundSetup(MaliciousAggregatorKit.Harden(parameters), _malicious.Registry(cohort, DeviceKey, VehicleId), _trainers.Length, _malicious.AggregatorKey);
+        }
         var registry = new ArrayRegistry(cohort.Length);
         for (int i = 0; i < cohort.Length; i++) registry.Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
         return new SecureRoundSetup(parameters, registry, _trainers.Length);
@@ -444,11 +452,18 @@ public sealed class FleetSimulator : IDisposable
         int n = cohort.Length;
         int workers = _trainers.Length;
         // One key registry per worker: ECDsa verification from several threads on one instance is not documented as safe.
-        var registries = new ArrayRegistry[workers];
+        // Against a malicious aggregator each vehicle checks the cohort's certificates against the device CA.
+        var registries = new IDeviceKeyRegistry[workers];
         for (int r = 0; r < workers; r++)
         {
-            registries[r] = new ArrayRegistry(n);
-            for (int i = 0; i < n; i++) registries[r].Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
+            if (_malicious is not null)
+            {
+                registries[r] = _malicious.Registry(cohort, DeviceKey, VehicleId);
+                continue;
+            }
+            var registry = new ArrayRegistry(n);
+            for (int i = 0; i < n; i++) registry.Add(i, DeviceKey(cohort[i]).ExportSubjectPublicKeyInfo());
+            registries[r] = registry;
         }
         int WorkerOf(int i) => (int)((long)i * workers / n);
         var vehicles = new VehicleRound[n];
@@ -536,6 +551,9 @@ public sealed class FleetSimulator : IDisposable
                     outbox.AddRange(tally.Take(coordinator.Tick()));
                 }
             }
+            // Against a malicious aggregator: every survivor signs U3 (ConsistencyCheck).
+            if (InPhase(SecAggServerPhase.ConsistencyCheck))
+                Phase([.. outbox], (i, m) => Answer(vehicles[i].OnSecAgg(m)));
             // Phase 3: Unmasking.
             if (InPhase(SecAggServerPhase.Unmasking))
                 Phase([.. outbox], (i, m) => Answer(vehicles[i].OnSecAgg(m)));
@@ -543,7 +561,7 @@ public sealed class FleetSimulator : IDisposable
         finally
         {
             foreach (var v in vehicles) v?.Dispose();
-            foreach (var r in registries) r.Dispose();
+            foreach (var r in registries) (r as IDisposable)?.Dispose();
         }
     }
 
@@ -596,6 +614,7 @@ public sealed class FleetSimulator : IDisposable
 
     public void Dispose()
     {
+        _malicious?.Dispose();
         foreach (var t in _trainers) t.Dispose();
         foreach (var k in _deviceKeys.Values) k.Dispose();
     }

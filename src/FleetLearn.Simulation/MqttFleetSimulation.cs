@@ -192,6 +192,8 @@ public static class MqttFleetSimulation
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        if (options.SecAggMaliciousServer)
+            throw new ArgumentException("--transport mqtt: --secagg-malicious runs in process only until the edge agent speaks the ConsistencyCheck round and checks signed SecAgg messages.");
         if (options.Behavior.Dropout > 0 || options.Behavior.Availability < 1)
             throw new ArgumentException("--transport mqtt: --dropout/--availability are simulated by the in-process transport only; over MQTT vehicles drop for real.");
         if (options.Privacy is { AdaptiveClip: true })

@@ -86,6 +86,9 @@ public sealed record SimulationOptions
     /// <summary>Secure aggregation: off, SecAgg (complete graph) or SecAgg+ (k neighbours).</summary>
     public SecureAggregationMode SecureAggregation { get; init; }
 
+    /// <summary>Run SecAgg as against a malicious aggregator: certified device keys, ConsistencyCheck round, signed downlink (issue 13 item 5).</summary>
+    public bool SecAggMaliciousServer { get; init; }
+
     /// <summary>k of SecAgg+; null = the smallest even k ≥ 2·⌈log₂ n⌉ (Bell et al. 2020: k = O(log n)).</summary>
     public int? SecAggNeighbors { get; init; }
 
@@ -124,6 +127,8 @@ public sealed record SimulationOptions
         settings.Validate();
         if (NormBound is { } bound && (!(bound > 0) || double.IsInfinity(bound))) throw new ArgumentException("--clip (norm bound) must be a positive number.");
         if (ErrorFeedbackMemoryBytes < 4L * Model.ParameterCount) throw new ArgumentException($"The error-feedback memory budget ({ErrorFeedbackMemoryBytes} bytes) holds no residual of {4L * Model.ParameterCount} bytes.");
+        if (SecAggMaliciousServer && SecureAggregation == SecureAggregationMode.Off)
+            throw new ArgumentException("--secagg-malicious needs --secagg full or plus.");
         if (SecureAggregation != SecureAggregationMode.Off)
         {
             if (settings.SelectionSize < 3) throw new CodecConfigurationException($"Secure aggregation needs at least 3 selected vehicles per round; this configuration selects {settings.SelectionSize}.");

@@ -69,21 +69,32 @@ public sealed record UpdateAck(AckStatus Status, string Reason = "")
 
 /// <summary>
 /// Check-in payload: i32 number of local samples, u16 n, n bytes of the vehicle's device public key (ECDSA P-256
-/// SubjectPublicKeyInfo; it signs the vehicle's secure-aggregation round keys). Samples = 0 withdraws the check-in.
+/// SubjectPublicKeyInfo; it signs the vehicle's secure-aggregation round keys), then optionally u16 m, m bytes of the
+/// vehicle's device certificate (DER, the mTLS certificate whose key that is; issue 13 item 5). Samples = 0 withdraws the check-in.
 /// </summary>
-public sealed record Checkin(int Samples, byte[] DeviceKey)
+public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertificate = null)
 {
     /// <summary>Longest device key accepted.</summary>
     public const int MaxKeyBytes = 512;
+
+    /// <summary>Longest device certificate accepted.</summary>
+    public const int MaxCertificateBytes = 4096;
 
     /// <summary>Encodes the check-in.</summary>
     public byte[] Encode()
     {
         if (DeviceKey.Length > MaxKeyBytes) throw new ArgumentException($"Device key of {DeviceKey.Length} bytes exceeds {MaxKeyBytes}.");
-        var bytes = new byte[6 + DeviceKey.Length];
+        if (DeviceCertificate is { Length: > MaxCertificateBytes }) throw new ArgumentException($"Device certificate of {DeviceCertificate.Length} bytes exceeds {MaxCertificateBytes}.");
+        int certificate = DeviceCertificate is null ? 0 : 2 + DeviceCertificate.Length;
+        var bytes = new byte[6 + DeviceKey.Length + certificate];
         BinaryPrimitives.WriteInt32LittleEndian(bytes, Samples);
         BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(4), (ushort)DeviceKey.Length);
         DeviceKey.CopyTo(bytes, 6);
+        if (DeviceCertificate is not null)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(6 + DeviceKey.Length), (ushort)DeviceCertificate.Length);
+            DeviceCertificate.CopyTo(bytes, 8 + DeviceKey.Length);
+        }
         return bytes;
     }
 
@@ -95,7 +106,14 @@ public sealed record Checkin(int Samples, byte[] DeviceKey)
         if (samples < 0) throw new WireFormatException("Check-in sample count is negative.");
         int n = BinaryPrimitives.ReadUInt16LittleEndian(bytes[4..]);
         if (n > MaxKeyBytes) throw new WireFormatException($"Check-in device key of {n} bytes exceeds {MaxKeyBytes}.", RejectReasons.Oversized);
-        if (bytes.Length != 6 + n) throw new WireFormatException("Check-in length does not match its device key length.", RejectReasons.Truncated);
-        return new Checkin(samples, bytes.Slice(6, n).ToArray());
+        if (bytes.Length < 6 + n) throw new WireFormatException("Check-in length does not match its device key length.", RejectReasons.Truncated);
+        var key = bytes.Slice(6, n).ToArray();
+        var rest = bytes[(6 + n)..];
+        if (rest.IsEmpty) return new Checkin(samples, key);
+        if (rest.Length < 2) throw new WireFormatException("Check-in device certificate length truncated.", RejectReasons.Truncated);
+        int m = BinaryPrimitives.ReadUInt16LittleEndian(rest);
+        if (m > MaxCertificateBytes) throw new WireFormatException($"Check-in device certificate of {m} bytes exceeds {MaxCertificateBytes}.", RejectReasons.Oversized);
+        if (rest.Length != 2 + m) throw new WireFormatException("Check-in length does not match its device certificate length.", RejectReasons.Truncated);
+        return new Checkin(samples, key, rest.Slice(2, m).ToArray());
     }
 }

@@ -61,4 +61,15 @@ public sealed class AggregatorOptionsTests
     [Fact]
     public void CohortTimesCapTimesBound_ThatCouldOverflowTheSum_IsRefused() =>
         Assert.Contains(Errors(new AggregatorOptions { CohortSize = 1_000_000, WeightCap = 1e30, MaxUpdateNorm = 1e9 }), e => e.Contains("overflow", StringComparison.Ordinal));
+
+    [Theory]
+    [InlineData("plus", null, true)]
+    [InlineData("off", "ca.crt", true)]
+    [InlineData("plus", "ca.crt", false)]
+    public void SecAggMaliciousServer_NeedsSecureAggregationAndTheDeviceCa(string secure, string? ca, bool refused)
+    {
+        var errors = Errors(new AggregatorOptions { SecureAggregation = secure, DeviceCaFile = ca, SecAggMaliciousServer = true, ClipNorm = 1, CohortSize = 10 });
+
+        Assert.Equal(refused, errors.Any(e => e.Contains("Aggregator:SecAggMaliciousServer", StringComparison.Ordinal)));
+    }
 }

@@ -70,7 +70,7 @@ public sealed class AgentPartsTests
         var features = Enumerable.Range(0, 8 * 4).Select(i => (i % 7) / 7f).ToArray();
         var data = new VehicleDataset(new LabeledData(features, [0, 1, 2, 0, 1, 2, 0, 1], 4, 3), [.. Enumerable.Range(0, 8)]);
         var plan = PlanFor(Model(0, 0), 0);
-        using var round = Assert.IsType<Joined>(VehicleRound.Join(plan, new VehicleProfile { VehicleId = "car-0", Pinned = Spec }, 0, null,
+        using var round = Assert.IsType<Joined>(VehicleRound.Join(plan, ReadOnlyMemory<byte>.Empty, new VehicleProfile { VehicleId = "car-0", Pinned = Spec }, 0, null,
             r => new VehicleRoundRandomness(new SeededNoiseSource(1), new SeededNoiseSource(2), Guid.NewGuid()), TimeProvider.System)).Round;
         var done = new TaskCompletionSource<TrainingResult>();
         training.Start(round, new Checkpoint(Spec, 0, new float[Spec.ParameterCount]), new LocalTrainingSettings(1, 4, 0.1f, 0, 0), data,

@@ -246,6 +246,52 @@ public sealed class FleetSimulatorTests
     }
 
     [Fact]
+    public void RunRound_SecAggMaliciousServerWithDropouts_SameModelAsHonestButCuriousMode()
+    {
+        // Certified keys, the ConsistencyCheck round and signed downlink change who can cheat, not the sum.
+        var options = Options with
+        {
+            Codec = CodecSpec.Parse("sub0.5+rot+q8"), NormBound = 5, SecureAggregation = SecureAggregationMode.Full,
+            Behavior = new FleetBehavior(Dropout: 0.25), OverSelection = 0.5,
+        };
+        float[] Final(SimulationOptions o)
+        {
+            using var sim = Create(o);
+            var report = sim.RunRound(1);
+            Assert.True(report.Applied, report.AbortReason);
+            Assert.True(report.Dropped > 0, "the seed should drop someone mid-round");
+            return sim.GlobalModel.ToArray();
+        }
+
+        Assert.Equal(Final(options), Final(options with { SecAggMaliciousServer = true }));
+    }
+
+    [Fact]
+    public void Ledger_DistributedDiscreteGaussian_ChargesTheSigmaEquivalentOfTheNoiseActuallyAdded()
+    {
+        // Issue 13 item 4: the discrete Gaussian on rounded integers has sensitivity Δ₂ > C and a τ term (KLS 2021); charging
+        // the plan's σ under-counts. Both ledgers must charge the Gaussian z whose RDP bounds the mechanism actually run.
+        const double sigma = 1.0, clip = 1.0;
+        var options = Options with
+        {
+            Codec = CodecSpec.Parse("rot+q8"), SecureAggregation = SecureAggregationMode.Full, Rounds = 1,
+            Privacy = new PrivacySettings(Core.Privacy.NoiseMode.Distributed, ClipNorm: clip, NoiseMultiplier: sigma),
+        };
+        using var sim = Create(options);
+        var report = sim.RunRound(1);
+        Assert.True(report.Applied, report.AbortReason);
+        int shares = options.EffectiveMinParticipants;
+        var accounting = sim.Pipeline.ForRound(1, 0, clip, sigma * clip / Math.Sqrt(shares)).DiscreteGaussianAccounting!;
+        double z = accounting.EquivalentNoiseMultiplier(shares);
+        Assert.True(z < sigma, $"z = {z}");
+        var expected = new Core.Privacy.PrivacyLedger(sim.Ledger!.Options);
+        expected.Record("x", 1, Core.Privacy.PrivacyCharge.Participation(z));
+
+        foreach (var ledger in new[] { sim.Ledger!, sim.VehicleLedgers! })
+            Assert.All(ledger.Vehicles, v => Assert.Equal(expected.EpsilonOf("x"), v.Epsilon, 9));
+    }
+
+    [Fact]
     public void Run_SecAggWithDistributedDpAndAdaptiveClip_AppliesAndAccounts()
     {
         var options = Options with

@@ -54,6 +54,14 @@ public sealed class MqttFleetSimulationTests : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
+    [Fact]
+    public void CheckSupported_MaliciousServerMode_RefusedUntilTheAgentSpeaksIt()
+    {
+        var e = Assert.Throws<ArgumentException>(() => MqttFleetSimulation.CheckSupported(Options with { SecAggMaliciousServer = true }));
+
+        Assert.Contains("--secagg-malicious runs in process only", e.Message, StringComparison.Ordinal);
+    }
+
     [SkippableFact]
     public async Task EmbeddedBroker_SecAggPlusDistributedDpCodec_FinalModelEqualsInProcessBitForBit()
     {

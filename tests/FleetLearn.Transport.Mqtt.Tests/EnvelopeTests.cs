@@ -128,4 +128,18 @@ public sealed class EnvelopeTests
             Assert.Throws<WireFormatException>(() => Checkin.Decode([.. bytes, 0]));
         });
     }
+
+    [Fact]
+    public void Checkin_WithDeviceCertificate_RoundTripsAndRejectsBadLengths()
+    {
+        Gen.Select(Gen.Int[1, 1_000_000], Gen.Byte.Array[0, 100], Gen.Byte.Array[0, Checkin.MaxCertificateBytes]).Sample((samples, key, certificate) =>
+        {
+            var bytes = new Checkin(samples, key, certificate).Encode();
+            var back = Checkin.Decode(bytes);
+            Assert.Equal(key, back.DeviceKey);
+            Assert.Equal(certificate, back.DeviceCertificate);
+            Assert.Throws<WireFormatException>(() => Checkin.Decode(bytes.AsSpan(0, bytes.Length - 1)));
+            Assert.Throws<WireFormatException>(() => Checkin.Decode([.. bytes, 0]));
+        });
+    }
 }

@@ -27,7 +27,7 @@ internal sealed record AttackOutcome(string Attack, string Outcome, string Detai
 /// <c>fleetlearn audit attacks</c>: each attack of issue 13 against the real state machines and codecs (UpdatePipeline,
 /// SecAggServer/SecAggVehicle, RoundProtection, OnnxEvaluator), nothing mocked. docs/threat-model.md lists them.
 /// </summary>
-internal static class PrivacyAttackAudit
+internal static partial class PrivacyAttackAudit
 {
     public static IReadOnlyList<AttackOutcome> RunAll() =>
     [
@@ -36,6 +36,8 @@ internal static class PrivacyAttackAudit
         Guard("zero-noise-share-plan", ZeroNoiseSharePlan),
         Guard("noise-before-quantization", NoiseBeforeQuantization),
         Guard("invented-vehicle", InventedVehicle),
+        Guard("inconsistent-dropouts", InconsistentDropouts),
+        Guard("unsigned-downlink", UnsignedDownlink),
         Guard("guessed-secagg-plus-neighbours", GuessedNeighbours),
         Guard("floating-point-eval-report", FloatingPointEvalReport),
     ];
@@ -145,19 +147,6 @@ internal static class PrivacyAttackAudit
         return a.AsSpan().SequenceEqual(b)
             ? AttackOutcome.Refused(name, $"distributed noise is a discrete Gaussian on the rounded integers (KLS 2021): a zero update encodes to the same integers whatever the rounding coins; Δ₂ = {round.DiscreteGaussianAccounting!.Sensitivity:G6} for C = 1 is what the accountant charges")
             : AttackOutcome.Succeeded(name, "the released integers depend on the rounding of floating-point noise");
-    }
-
-    /// <summary>Item 5 (open): the aggregator puts a device key it controls into the plan; honest vehicles mask with that "vehicle".</summary>
-    private static AttackOutcome InventedVehicle(string name)
-    {
-        var parameters = new SecAggParameters { Round = 1, CohortSize = 4, Dimension = 4, BitWidth = 16, MaxInputValue = 100, RoundSeed = new byte[32] };
-        using var rig = new SecAggRig(parameters);
-        // The rig's registry is what the plan carries; vehicle 3's key is as much the aggregator's as anyone's: no device CA.
-        rig.RunToUnmasking(drop: []);
-        bool accepted = rig.Vehicles[0].Phase == SecAggVehiclePhase.AwaitingUnmaskRequest;
-        return accepted
-            ? AttackOutcome.Succeeded(name, "device keys in the plan are not certified by a fleet CA (issue 13 item 5, open): an aggregator can list keys it holds as cohort members and honest vehicles mask with them")
-            : AttackOutcome.Refused(name, $"vehicle 0 stopped in {rig.Vehicles[0].Phase}");
     }
 
     /// <summary>Item 6: the default SecAgg+ k must meet Bell et al.'s 2^-40 target at n = 1000, γ = 5%, δ = 10%.</summary>

@@ -49,6 +49,7 @@ internal static class SimulateCommand
         var telemetry = new Option<double?>("--telemetry-epsilon") { Description = "Each participant reports a seen class by k-ary randomized response with this ε." };
         var codec = new Option<string>("--codec") { Description = "Update codec: none | q{b} | rot+q{b} | sub{p}+rot+q{b} | topk{p}+ef+q{b} [+deflate|+brotli] [+shared] (docs/compression.md).", DefaultValueFactory = _ => "none" };
         var secagg = new Option<string>("--secagg") { Description = "Secure aggregation: off | full (SecAgg) | plus[:k] (SecAgg+, k neighbours). Needs a clip norm: --clip is the norm bound when --dp is off.", DefaultValueFactory = _ => "off" };
+        var secaggMalicious = new Option<bool>("--secagg-malicious") { Description = "Run secure aggregation as against a malicious aggregator: device keys certified by a (simulated) device CA, ConsistencyCheck round, signed SecAgg downlink (in-process transport)." };
         var secaggBits = new Option<int?>("--secagg-bits") { Description = "Modulus bits m of the secure sum (default: the smallest that holds the cohort's sum)." };
         var efMemory = new Option<int>("--ef-memory-mb") { Description = "Memory budget for top-k error-feedback residuals (4 bytes × parameters per vehicle holding one; least recently used dropped beyond it).", DefaultValueFactory = _ => 2048 };
         var data = new Option<string?>("--data") { Description = "Fashion-MNIST folder." };
@@ -71,7 +72,7 @@ internal static class SimulateCommand
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
+            codec, secagg, secaggMalicious, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -112,6 +113,7 @@ internal static class SimulateCommand
                 Codec = codecSpec,
                 SecureAggregation = secureMode,
                 SecAggNeighbors = neighbors,
+                SecAggMaliciousServer = parse.GetValue(secaggMalicious),
                 SecAggModulusBits = parse.GetValue(secaggBits),
                 ErrorFeedbackMemoryBytes = (long)parse.GetValue(efMemory) << 20,
                 NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,

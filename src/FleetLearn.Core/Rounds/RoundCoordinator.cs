@@ -43,7 +43,7 @@ public sealed class RoundCoordinator : IDisposable
         for (int i = 0; i < setup.Cohort.Count; i++) _index.Add(setup.Cohort[i], i);
         if (setup.Secure is { } secure)
         {
-            _server = new SecAggServer(secure.Parameters, secure.Registry, time, new SecAggServerOptions { MaxDegreeOfParallelism = secure.MaxDegreeOfParallelism });
+            _server = new SecAggServer(secure.Parameters, secure.Registry, time, new SecAggServerOptions { MaxDegreeOfParallelism = secure.MaxDegreeOfParallelism, SigningKey = secure.SigningKey });
             _wanted = setup.Cohort.Count;
             Phase = new CollectingSecure(_server.Phase);
         }
@@ -97,6 +97,7 @@ public sealed class RoundCoordinator : IDisposable
             SecAggServerPhase.AdvertiseKeys => SecAggMessageType.AdvertiseKeys,
             SecAggServerPhase.ShareKeys => SecAggMessageType.ShareKeys,
             SecAggServerPhase.MaskedInputCollection => SecAggMessageType.MaskedInput,
+            SecAggServerPhase.ConsistencyCheck => SecAggMessageType.ConsistencySignature,
             _ => SecAggMessageType.UnmaskResponse,
         }), Cohort.Count),
         Closed c => (c.Outcome is RoundApplied ? "Applied" : "Aborted", c.Outcome.Contributors.Count, Cohort.Count),

@@ -64,6 +64,54 @@ public sealed record RoundProtection
     /// <summary>Device public keys (base64 SubjectPublicKeyInfo, ECDSA P-256) of the cohort, in cohort order; they check round-key signatures.</summary>
     public IReadOnlyList<string>? DeviceKeys { get; init; }
 
+    /// <summary>
+    /// The aggregator may be malicious (issue 13 item 5; SecAgg/SecAgg+ only): the round runs Bonawitz et al.'s
+    /// ConsistencyCheck, every server message is signed over the session, and vehicles need certified device keys.
+    /// </summary>
+    public bool MaliciousAggregator { get; init; }
+
+    /// <summary>c: colluding vehicles tolerated among one vehicle's share holders when <see cref="MaliciousAggregator"/>; t must exceed (h + c)/2.</summary>
+    public int ColludingHolders { get; init; }
+
+    /// <summary>
+    /// Device certificates (base64 DER X.509, issued by the fleet's device CA, CN = vehicle id) of the cohort, in cohort
+    /// order. A vehicle configured with the device CA checks every key against them and accepts no other (issue 13 item 5).
+    /// </summary>
+    public IReadOnlyList<string>? DeviceCertificates { get; init; }
+
+    /// <summary>
+    /// The cohort's device keys as this party will check round-key signatures: with <paramref name="deviceCa"/>, only keys
+    /// of certificates it issued to the vehicle of each slot (the plan must carry them); without, the plan's keys as listed
+    /// (honest-but-curious aggregator). Throws <see cref="WireFormatException"/> when the CA is required and the plan has no certificates.
+    /// </summary>
+    public IDeviceKeyRegistry CreateDeviceKeyRegistry(IReadOnlyList<string> cohort, DeviceCertificateAuthority? deviceCa)
+    {
+        ArgumentNullException.ThrowIfNull(cohort);
+        if (deviceCa is not null)
+        {
+            if (DeviceCertificates is null || DeviceCertificates.Count != cohort.Count)
+                throw new WireFormatException($"Round plan carries {DeviceCertificates?.Count ?? 0} device certificates for a cohort of {cohort.Count}; this party accepts only keys certified by the fleet's device CA.", RejectReasons.Signature);
+            return new CertifiedDeviceKeyRegistry(deviceCa, cohort, [.. DeviceCertificates.Select(Decode)]);
+        }
+        if (DeviceKeys is null || DeviceKeys.Count != cohort.Count)
+            throw new WireFormatException($"Round plan carries {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohort.Count}.", RejectReasons.Malformed);
+        var registry = new DeviceKeyRegistry();
+        for (int i = 0; i < cohort.Count; i++) registry.Add(i, Decode(DeviceKeys[i]));
+        return registry;
+
+        static byte[] Decode(string base64)
+        {
+            try
+            {
+                return Convert.FromBase64String(base64);
+            }
+            catch (FormatException)
+            {
+                throw new WireFormatException("Round plan device key or certificate is not base64.", RejectReasons.Malformed);
+            }
+        }
+    }
+
     /// <summary>The secure-aggregation mode.</summary>
     public SecureAggregationMode SecureMode => SecureAggregation switch
     {
@@ -136,15 +184,30 @@ public sealed record RoundProtection
         return pipeline.ForRound((ulong)round, CodecSeed, ClipNorm, VehiclePlanPolicy.ExpectedVehicleNoiseStdDev(NoiseMode, NoiseMultiplier, ClipNorm, MinNoiseShares));
     }
 
+    /// <summary>What a participation in round <paramref name="round"/> is charged at, on both sides: σ, or under the distributed discrete Gaussian the σ equivalent of the noise actually added (<see cref="RoundRules.ChargeFor"/>); null without DP.</summary>
+    public PrivacyCharge? Charge(UpdatePipeline pipeline, long round) => NoiseMode is null ? null
+        : PrivacyCharge.Participation(RoundRules.ChargeFor(ForRound(pipeline, round), MinNoiseShares, NoiseMultiplier, NoiseMultiplier) ?? NoiseMultiplier);
+
     /// <summary>The secure-aggregation parameters of the round (cohort indices are positions in the plan's cohort).</summary>
-    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize)
+    /// <param name="pipeline">The round's pipeline (<see cref="CreatePipeline"/>).</param>
+    /// <param name="round">The plan's round.</param>
+    /// <param name="cohortSize">The plan's cohort size.</param>
+    /// <param name="sessionId">SHA-256 of the fleet id and the signed plan (<see cref="SecAggSession.Id"/>): required when <see cref="MaliciousAggregator"/>.</param>
+    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize, byte[]? sessionId = null)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
         var seed = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
         try
         {
             int minShares = NoiseMode == Core.Privacy.NoiseMode.Distributed ? MinNoiseShares : 1;
-            return pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
+            var parameters = pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
+            if (!MaliciousAggregator) return parameters;
+            if (sessionId is null) throw new WireFormatException("Round plan runs against a malicious aggregator, but no session id (fleet and signed plan) was given.", RejectReasons.Malformed);
+            return parameters.AgainstMaliciousServer(sessionId, ColludingHolders);
+        }
+        catch (SecAggConfigurationException e)
+        {
+            throw new WireFormatException($"Round plan secure aggregation is unusable: {e.Message}", RejectReasons.Malformed, e);
         }
         catch (CodecConfigurationException e)
         {
@@ -197,6 +260,10 @@ public sealed record RoundProtection
         {
             if (DeviceKeys is null || DeviceKeys.Count != cohortSize)
                 throw new WireFormatException($"Round plan has secure aggregation but {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohortSize}.", RejectReasons.Malformed);
+            if (MaliciousAggregator && DeviceCertificates is null)
+                throw new WireFormatException("Round plan runs against a malicious aggregator but carries no device certificates.", RejectReasons.Malformed);
+            if (DeviceCertificates is not null && DeviceCertificates.Count != cohortSize)
+                throw new WireFormatException($"Round plan has {DeviceCertificates.Count} device certificates for a cohort of {cohortSize}.", RejectReasons.Malformed);
             _ = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
         }
     }

@@ -38,8 +38,31 @@ public sealed record RoundRules
     /// <summary>The default plaintext norm bound (honest 2NN updates measure ~0.1–10).</summary>
     public const double DefaultMaxUpdateNorm = 1000;
 
+    /// <summary>
+    /// The Gaussian noise multiplier a participation is charged at when it differs from <see cref="NoiseMultiplier"/>: under the
+    /// distributed discrete Gaussian, the σ equivalent of the noise actually added (<see cref="ChargeFor"/>); null = σ.
+    /// </summary>
+    public double? ChargedNoiseMultiplier { get; init; }
+
     /// <summary>What one participation costs a contributor's privacy budget (the full Gaussian mechanism, q = 1).</summary>
-    public PrivacyCharge Charge => PrivacyCharge.Participation(NoiseMultiplier);
+    public PrivacyCharge Charge => PrivacyCharge.Participation(ChargedNoiseMultiplier ?? NoiseMultiplier);
+
+    /// <summary>
+    /// The noise multiplier to charge for <paramref name="codec"/>'s round, or null when it is <paramref name="noiseMultiplier"/>
+    /// itself. Under the distributed discrete Gaussian the released integers carry sensitivity Δ₂ &gt; C and the τ term of
+    /// KLS 2021 (Eq. 17), so the Gaussian z whose RDP bounds the mechanism is below σ (<see cref="DiscreteGaussianAccounting.EquivalentNoiseMultiplier"/>
+    /// at <paramref name="minNoiseShares"/>, the fewest shares any released sum carries). When the update's noise multiplier
+    /// <paramref name="updateNoiseMultiplier"/> is above σ (adaptive clipping spends the rest on the unclipped count, Andrew et
+    /// al. 2021), the count's part 1/σ² − 1/σ_u² is added back: 1/z² = 1/z_u² + 1/σ² − 1/σ_u².
+    /// </summary>
+    public static double? ChargeFor(UpdatePipelineRound codec, int minNoiseShares, double noiseMultiplier, double updateNoiseMultiplier)
+    {
+        ArgumentNullException.ThrowIfNull(codec);
+        if (codec.DiscreteGaussianAccounting is not { } accounting) return null;
+        double zu = accounting.EquivalentNoiseMultiplier(minNoiseShares);
+        double count = Math.Max(0, 1 / (noiseMultiplier * noiseMultiplier) - 1 / (updateNoiseMultiplier * updateNoiseMultiplier));
+        return 1 / Math.Sqrt(1 / (zu * zu) + count);
+    }
 
     /// <summary>
     /// The minimum participants when none is configured, the same in every runner: the whole cohort under distributed DP (the
@@ -52,7 +75,8 @@ public sealed record RoundRules
 /// <param name="Parameters">The round's SecAgg parameters (cohort size, threshold, neighbours, modulus, phase timeout).</param>
 /// <param name="Registry">Device public keys by cohort index; the coordinator disposes it when the round closes.</param>
 /// <param name="MaxDegreeOfParallelism">Threads the server may use to rebuild masks.</param>
-public sealed record SecureRoundSetup(SecAggParameters Parameters, IDeviceKeyRegistry Registry, int MaxDegreeOfParallelism = 1);
+/// <param name="SigningKey">The aggregator's plan-signing key; it signs every server → vehicle SecAgg message (required against a malicious server).</param>
+public sealed record SecureRoundSetup(SecAggParameters Parameters, IDeviceKeyRegistry Registry, int MaxDegreeOfParallelism = 1, System.Security.Cryptography.ECDsa? SigningKey = null);
 
 /// <summary>Everything one round of <see cref="RoundCoordinator"/> needs, fixed when the round opens.</summary>
 public sealed record RoundSetup

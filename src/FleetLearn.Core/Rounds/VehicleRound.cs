@@ -61,6 +61,15 @@ public sealed record VehicleProfile
 
     /// <summary>Largest local batch the vehicle's trainer takes.</summary>
     public int MaxBatch { get; init; } = int.MaxValue;
+
+    /// <summary>The fleet's device CA as the vehicle holds it: every key in a secure plan must be certified by it; null = the plan's keys are trusted (honest-but-curious aggregator).</summary>
+    public DeviceCertificateAuthority? DeviceCa { get; init; }
+
+    /// <summary>The aggregator's public plan key (checks the signed SecAgg downlink in malicious-aggregator mode).</summary>
+    public ECDsa? AggregatorKey { get; init; }
+
+    /// <summary>Refuse secure plans that do not run against a malicious aggregator (certified keys, consistency round, signed downlink).</summary>
+    public bool RequireMaliciousAggregator { get; init; }
 }
 
 /// <summary>Per-round randomness of the vehicle: its DP noise share, its stochastic rounding and its update id.</summary>
@@ -96,17 +105,11 @@ public sealed record VehicleRoundSetup
     /// <summary>The vehicle's own ledger; null = not accounted on the vehicle (a simulation without vehicle ledgers).</summary>
     public IVehicleLedger? Ledger { get; init; }
 
-    /// <summary>Secure aggregation of the round; null = plaintext.</summary>
-    public SecAggParameters? Secure { get; init; }
+    /// <summary>The vehicle's SecAgg state machine for the round (owned: disposed with it); null = plaintext.</summary>
+    public SecAggVehicle? SecAgg { get; init; }
 
-    /// <summary>The device key that signs this vehicle's SecAgg messages (secure rounds).</summary>
-    public ECDsa? DeviceKey { get; init; }
-
-    /// <summary>The cohort's device keys by cohort index (secure rounds).</summary>
-    public IDeviceKeyRegistry? Registry { get; init; }
-
-    /// <summary>Whether the round disposes <see cref="Registry"/> when it ends (the agent builds one per round; the simulator shares one per worker).</summary>
-    public bool OwnsRegistry { get; init; }
+    /// <summary>What else the round owns and disposes when it ends (the agent's per-round key registry); null = nothing.</summary>
+    public IDisposable? Resources { get; init; }
 
     /// <summary>The vehicle's randomness for this round.</summary>
     public required VehicleRoundRandomness Randomness { get; init; }
@@ -196,12 +199,7 @@ public sealed class VehicleRound : IDisposable
     {
         _setup = setup;
         _time = time;
-        if (setup.Secure is { } parameters)
-        {
-            var key = setup.DeviceKey ?? throw new ArgumentException("A secure round needs the vehicle's device key.", nameof(setup));
-            var registry = setup.Registry ?? throw new ArgumentException("A secure round needs the cohort's device keys.", nameof(setup));
-            _secAgg = new SecAggVehicle(parameters, setup.CohortIndex, key, registry, time);
-        }
+        _secAgg = setup.SecAgg;
     }
 
     /// <summary>Round number.</summary>
@@ -231,9 +229,10 @@ public sealed class VehicleRound : IDisposable
     /// <summary>
     /// A verified <paramref name="plan"/> (signature, fleet and pinned model checked by the caller) against this vehicle:
     /// not selected, decided before (<paramref name="lastDecidedRound"/>), declined by its own policy (floors, batch, ε budget,
-    /// device key), or joined. A joined secure round advertises its keys at once.
+    /// device key), or joined. A joined secure round advertises its keys at once; its signatures bind <paramref name="signedPlan"/>,
+    /// the plan exactly as received (<see cref="SecureVehicleSetup"/>).
     /// </summary>
-    public static PlanDecision Join(RoundPlan plan, VehicleProfile profile, long lastDecidedRound, IVehicleLedger? ledger,
+    public static PlanDecision Join(RoundPlan plan, ReadOnlyMemory<byte> signedPlan, VehicleProfile profile, long lastDecidedRound, IVehicleLedger? ledger,
         Func<long, VehicleRoundRandomness> randomness, TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(plan);
@@ -242,26 +241,14 @@ public sealed class VehicleRound : IDisposable
         int index = IndexOf(plan.Cohort, profile.VehicleId);
         if (index < 0) return new NotSelected();
         var protection = plan.Protection ?? new RoundProtection();
-        var charge = ChargeOf(protection);
-        if (Refusal(plan, protection, index, profile, ledger, charge) is { } why) return new Declined(why);
-
         var pipeline = protection.CreatePipeline(profile.Pinned.ParameterCount, plan.Cohort.Count);
-        DeviceKeyRegistry? registry = null;
-        SecAggParameters? parameters = null;
-        if (pipeline.IsSecure)
-        {
-            parameters = protection.CreateSecAggParameters(pipeline, plan.Round, plan.Cohort.Count);
-            registry = new DeviceKeyRegistry();
-            try
-            {
-                for (int i = 0; i < plan.Cohort.Count; i++) registry.Add(i, Convert.FromBase64String(protection.DeviceKeys![i]));
-            }
-            catch (Exception e) when (e is ArgumentException or FormatException)
-            {
-                registry.Dispose();
-                throw new WireFormatException($"Round {plan.Round}: the plan's device keys are unusable: {e.Message}", RejectReasons.Malformed, e);
-            }
-        }
+        var charge = protection.Charge(pipeline, plan.Round); // the σ equivalent of the noise actually added
+        if (Refusal(plan, protection, index, profile, ledger, charge) is { } why) return new Declined(why);
+        // Certified keys, consistency round and signed downlink as the plan and the vehicle's own settings ask (SecureVehicleSetup).
+        var secure = pipeline.IsSecure
+            ? SecureVehicleSetup.Create(plan, signedPlan.Span, profile.VehicleId, profile.DeviceKey!, profile.DeviceCa, profile.AggregatorKey ?? profile.DeviceKey!,
+                profile.RequireMaliciousAggregator, time)
+            : null;
         var round = new VehicleRound(new VehicleRoundSetup
         {
             Round = plan.Round,
@@ -273,10 +260,8 @@ public sealed class VehicleRound : IDisposable
             Codec = protection.ForRound(pipeline, plan.Round),
             Charge = charge,
             Ledger = ledger,
-            Secure = parameters,
-            DeviceKey = profile.DeviceKey,
-            Registry = registry,
-            OwnsRegistry = true,
+            SecAgg = secure?.Vehicle,
+            Resources = secure,
             Randomness = randomness(plan.Round),
         }, time);
         return new Joined(round, round.Start());
@@ -353,6 +338,8 @@ public sealed class VehicleRound : IDisposable
                         default:
                             return []; // a redelivered copy: already answered
                     }
+                case ConsistencyCheckRequestMessage check:
+                    return State is AwaitingUnmask ? [Send(_secAgg.HandleConsistencyCheck(check))] : []; // only a vehicle whose input left signs the survivors
                 case UnmaskRequestMessage request:
                     if (State is not AwaitingUnmask) return []; // nothing masked left this vehicle: nothing to unmask
                     var response = _secAgg.HandleUnmaskRequest(request);
@@ -392,10 +379,6 @@ public sealed class VehicleRound : IDisposable
         }
     }
 
-    /// <summary>The ledger charge of one participation under <paramref name="protection"/>; null without DP.</summary>
-    public static PrivacyCharge? ChargeOf(RoundProtection protection) =>
-        protection.NoiseMode is null ? null : PrivacyCharge.Participation(protection.NoiseMultiplier);
-
     /// <summary>Why the vehicle refuses the plan under its own policy, or null.</summary>
     private static string? Refusal(RoundPlan plan, RoundProtection protection, int index, VehicleProfile profile, IVehicleLedger? ledger, PrivacyCharge? charge)
     {
@@ -408,6 +391,8 @@ public sealed class VehicleRound : IDisposable
             if (profile.DeviceKey is null) return "the round needs secure aggregation and this vehicle has no device key";
             if (!Convert.FromBase64String(protection.DeviceKeys![index]).AsSpan().SequenceEqual(profile.DeviceKey.ExportSubjectPublicKeyInfo()))
                 return "the plan lists another device key for this vehicle";
+            if (profile.RequireMaliciousAggregator && !protection.MaliciousAggregator)
+                return "the plan does not run against a malicious aggregator (certified keys, consistency round, signed downlink) and this vehicle requires it";
         }
         return null;
     }
@@ -438,7 +423,7 @@ public sealed class VehicleRound : IDisposable
     /// <summary>Disposes the SecAgg state (round secrets) and, when owned, the cohort's key registry.</summary>
     public void Dispose()
     {
-        _secAgg?.Dispose();
-        if (_setup.OwnsRegistry && _setup.Registry is IDisposable registry) registry.Dispose();
+        if (_setup.Resources is { } resources) resources.Dispose(); // the agent's SecureVehicleRound: state machine and registry
+        else _secAgg?.Dispose();
     }
 }

@@ -7,6 +7,9 @@ public interface IDeviceKeyRegistry
 {
     /// <summary>The device key of <paramref name="vehicleId"/>, or null when the vehicle is unknown.</summary>
     ECDsa? FindDeviceKey(int vehicleId);
+
+    /// <summary>Why <see cref="FindDeviceKey"/> has no key for <paramref name="vehicleId"/> (null: simply not registered).</summary>
+    string? WhyUnknown(int vehicleId) => null;
 }
 
 /// <summary>In-memory registry of device public keys, filled from the aggregator's vehicle store or the round plan.</summary>

@@ -28,7 +28,11 @@ public sealed record SecAggCodecLimits
 /// ShareKeys <c>commitment[32] count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// ForwardedShares <c>count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// MaskedInput <c>m:u8 dim:u32 packed[⌈dim·m/8⌉]</c> (LSB-first, zero padding);
-/// UnmaskRequest <c>count:u32 survivor:i32* count:u32 dropped:i32* total:u32</c> (total = |U3|, version 2);
+/// UnmaskRequest <c>count:u32 survivor:i32* count:u32 dropped:i32* total:u32 count:u32 (signer:i32 sig[64])*</c> (total = |U3|,
+/// version 2; the survivors' signatures on U3, version 3: none unless the server may be malicious);
+/// ConsistencyCheck <c>count:u32 survivor:i32*</c>; ConsistencySignature <c>sig[64]</c>;
+/// and every server → vehicle message (KeyDirectory, ForwardedShares, ConsistencyCheck, UnmaskRequest) ends with
+/// <c>len:u8 server_sig[len]</c>, len 0 or 64 (version 3).
 /// UnmaskResponse <c>count:u32 (peer:i32 kind:u8 share[32])*</c>.
 /// Decoding rejects anything malformed, trailing, oversized, of another version or of another
 /// round with <see cref="SecAggFormatException"/> and nothing else.
@@ -36,7 +40,7 @@ public sealed record SecAggCodecLimits
 public static class SecAggCodec
 {
     /// <summary>Current wire version.</summary>
-    public const byte Version = 2;
+    public const byte Version = 3;
 
     /// <summary>Header length.</summary>
     public const int HeaderBytes = 1 + 1 + 8 + 4;
@@ -44,14 +48,19 @@ public static class SecAggCodec
     private const int AdvertiseBodyBytes = 2 * SecAggCrypto.PointBytes + SecAggCrypto.SignatureBytes;
 
     /// <summary>Exact encoded length of <paramref name="message"/>.</summary>
-    public static long EncodedLength(SecAggMessage message) => HeaderBytes + message switch
+    public static long EncodedLength(SecAggMessage message) => EncodedLength(message, true);
+
+    private static long EncodedLength(SecAggMessage message, bool withServerSignature) => HeaderBytes
+        + (SecAggDownlink.IsDownlink(message) ? 1 + (withServerSignature ? message.ServerSignature.Length : 0) : 0) + message switch
     {
         AdvertiseKeysMessage => AdvertiseBodyBytes,
         KeyDirectoryMessage k => 4 + (long)k.Entries.Length * (4 + AdvertiseBodyBytes),
         ShareKeysMessage s => 32 + SharesLength(s.Shares),
         ForwardedSharesMessage f => SharesLength(f.Shares),
         MaskedInputMessage m => 1 + 4 + BitPacking.PackedLength(m.Values.Length, m.BitWidth),
-        UnmaskRequestMessage r => 12 + 4L * (r.Survivors.Length + r.Dropped.Length),
+        UnmaskRequestMessage r => 16 + 4L * (r.Survivors.Length + r.Dropped.Length) + (long)r.Signatures.Length * (4 + SecAggCrypto.SignatureBytes),
+        ConsistencyCheckRequestMessage c => 4 + 4L * c.Survivors.Length,
+        ConsistencySignatureMessage => SecAggCrypto.SignatureBytes,
         UnmaskResponseMessage r => 4 + (long)r.Shares.Length * (4 + 1 + Shamir.ElementBytes),
         _ => throw new ArgumentException($"Unknown message type {message.GetType().Name}.", nameof(message)),
     };
@@ -64,9 +73,12 @@ public static class SecAggCodec
     }
 
     /// <summary>Encodes a message.</summary>
-    public static byte[] Encode(SecAggMessage message)
+    public static byte[] Encode(SecAggMessage message) => Encode(message, withServerSignature: true);
+
+    /// <summary>Encodes a message; without its server signature (an empty one) for the bytes that signature covers.</summary>
+    internal static byte[] Encode(SecAggMessage message, bool withServerSignature)
     {
-        long length = EncodedLength(message);
+        long length = EncodedLength(message, withServerSignature);
         if (length > SecAggCodecLimits.Default.MaxMessageBytes)
             throw new ArgumentException($"Message of {length} bytes exceeds the {SecAggCodecLimits.Default.MaxMessageBytes}-byte limit.", nameof(message));
         var buffer = new byte[length];
@@ -107,6 +119,19 @@ public static class SecAggCodec
                 w.U32((uint)r.Dropped.Length);
                 foreach (int v in r.Dropped) w.I32(v);
                 w.U32((uint)r.SurvivorCount);
+                w.U32((uint)r.Signatures.Length);
+                foreach (var sig in r.Signatures)
+                {
+                    w.I32(sig.Signer);
+                    w.Bytes(sig.Signature.AsSpan());
+                }
+                break;
+            case ConsistencyCheckRequestMessage c:
+                w.U32((uint)c.Survivors.Length);
+                foreach (int v in c.Survivors) w.I32(v);
+                break;
+            case ConsistencySignatureMessage c:
+                w.Bytes(c.Signature.AsSpan());
                 break;
             case UnmaskResponseMessage r:
                 w.U32((uint)r.Shares.Length);
@@ -117,6 +142,12 @@ public static class SecAggCodec
                     w.Bytes(s.Share.AsSpan());
                 }
                 break;
+        }
+        if (SecAggDownlink.IsDownlink(message))
+        {
+            var signature = withServerSignature ? message.ServerSignature.AsSpan() : [];
+            w.U8((byte)signature.Length);
+            w.Bytes(signature);
         }
         return buffer;
     }
@@ -172,12 +203,20 @@ public static class SecAggCodec
             SecAggMessageType.MaskedInput => ReadMaskedInput(ref r, round, vehicle),
             SecAggMessageType.UnmaskRequest => ReadUnmaskRequest(ref r, round, vehicle),
             SecAggMessageType.UnmaskResponse => ReadResponse(ref r, round, vehicle),
+            SecAggMessageType.ConsistencyCheck => new ConsistencyCheckRequestMessage(round, vehicle, ReadIds(ref r, "survivor")),
+            SecAggMessageType.ConsistencySignature => new ConsistencySignatureMessage(round, vehicle, r.Bytes(SecAggCrypto.SignatureBytes)),
             _ => throw new SecAggFormatException($"Unknown message type {tag}."),
             };
         }
         catch (ArgumentException e)
         {
             throw new SecAggFormatException($"Invalid {(SecAggMessageType)tag} message: {e.Message}");
+        }
+        if (SecAggDownlink.IsDownlink(message))
+        {
+            int length = r.U8();
+            if (length is not (0 or SecAggCrypto.SignatureBytes)) throw new SecAggFormatException($"A server signature of {length} bytes is neither absent nor {SecAggCrypto.SignatureBytes} bytes.");
+            message.ServerSignature = r.Bytes(length);
         }
         if (r.Remaining != 0) throw new SecAggFormatException($"{r.Remaining} trailing bytes after a {message.Type} message.");
         return message;
@@ -236,7 +275,14 @@ public static class SecAggCodec
         var dropped = ReadIds(ref r, "dropped");
         uint total = r.U32();
         if (total > r.Limits.MaxVehicles || total < survivors.Length) throw new SecAggFormatException($"Survivor count {total} is outside [{survivors.Length}, {r.Limits.MaxVehicles}].");
-        return new UnmaskRequestMessage(round, vehicle, survivors, dropped, (int)total);
+        int count = r.Count(4 + SecAggCrypto.SignatureBytes, "survivor-set signature");
+        var signatures = ImmutableArray.CreateBuilder<SurvivorSetSignature>(count);
+        for (int i = 0; i < count; i++)
+        {
+            int signer = r.VehicleId("survivor-set signature");
+            signatures.Add(new SurvivorSetSignature(signer, r.Bytes(SecAggCrypto.SignatureBytes)));
+        }
+        return new UnmaskRequestMessage(round, vehicle, survivors, dropped, (int)total, signatures.MoveToImmutable());
     }
 
     private static ImmutableArray<int> ReadIds(ref Reader r, string what)

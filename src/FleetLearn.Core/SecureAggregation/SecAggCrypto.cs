@@ -122,6 +122,24 @@ internal static class SecAggCrypto
         return data;
     }
 
+    /// <summary>
+    /// Bytes a vehicle signs in the ConsistencyCheck round (Bonawitz et al. 2017, Fig. 4, active security): the round, the
+    /// session (hash of the signed plan and the fleet id; empty when the parameters carry none) and SHA-256 of U3, ascending.
+    /// </summary>
+    public static byte[] SurvivorSetToBeSigned(ulong round, ReadOnlySpan<byte> session, ReadOnlySpan<int> survivors)
+    {
+        var tag = "FleetLearn/SecAgg/v1/survivor-set"u8;
+        var ids = new byte[4 * survivors.Length];
+        for (int i = 0; i < survivors.Length; i++) BinaryPrimitives.WriteInt32BigEndian(ids.AsSpan(4 * i), survivors[i]);
+        var data = new byte[tag.Length + 8 + 1 + session.Length + 32];
+        tag.CopyTo(data);
+        BinaryPrimitives.WriteUInt64BigEndian(data.AsSpan(tag.Length), round);
+        data[tag.Length + 8] = (byte)session.Length;
+        session.CopyTo(data.AsSpan(tag.Length + 9));
+        SHA256.HashData(ids, data.AsSpan(tag.Length + 9 + session.Length));
+        return data;
+    }
+
     /// <summary>SHA-256 commitment to the self-mask seed, letting the server check its reconstruction.</summary>
     public static byte[] SelfMaskCommitment(ulong round, int vehicle, ReadOnlySpan<byte> seed)
     {

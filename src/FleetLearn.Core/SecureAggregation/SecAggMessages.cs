@@ -19,6 +19,10 @@ public enum SecAggMessageType : byte
     UnmaskRequest = 6,
     /// <summary>Vehicle → server, phase 3: revealed shares.</summary>
     UnmaskResponse = 7,
+    /// <summary>Server → vehicle, end of phase 2 under a malicious server: the survivor set U3 to sign (Bonawitz et al. 2017, ConsistencyCheck).</summary>
+    ConsistencyCheck = 8,
+    /// <summary>Vehicle → server: the vehicle's device signature on U3.</summary>
+    ConsistencySignature = 9,
 }
 
 /// <summary>Which of a peer's two secrets a revealed share belongs to.</summary>
@@ -44,6 +48,9 @@ public abstract class SecAggMessage(ulong round, int vehicleId)
 
     /// <summary>The wire tag.</summary>
     public abstract SecAggMessageType Type { get; }
+
+    /// <summary>Server → vehicle messages: the aggregator's ECDSA signature over the session and the encoding (<see cref="SecAggDownlink"/>); empty when unsigned.</summary>
+    public ImmutableArray<byte> ServerSignature { get; internal set; } = [];
 
     private protected static ImmutableArray<byte> Exact(ImmutableArray<byte> bytes, int length, string name)
         => !bytes.IsDefault && bytes.Length == length ? bytes : throw new ArgumentException($"{name} must be {length} bytes.", name);
@@ -128,9 +135,39 @@ public sealed class MaskedInputMessage : SecAggMessage
     public ImmutableArray<uint> Values { get; }
 }
 
-/// <summary>End of phase 2: which of the recipient's holders-of-shares survived (reveal b-share) and which dropped (reveal s-share).</summary>
-public sealed class UnmaskRequestMessage(ulong round, int recipient, ImmutableArray<int> survivors, ImmutableArray<int> dropped, int? survivorCount = null) : SecAggMessage(round, recipient)
+/// <summary>End of phase 2 under a malicious server: every survivor gets the same U3 (sorted) to sign, or the round cannot unmask.</summary>
+public sealed class ConsistencyCheckRequestMessage(ulong round, int recipient, ImmutableArray<int> survivors) : SecAggMessage(round, recipient)
 {
+    /// <inheritdoc/>
+    public override SecAggMessageType Type => SecAggMessageType.ConsistencyCheck;
+    /// <summary>U3: every vehicle whose masked input is in the sum, ascending.</summary>
+    public ImmutableArray<int> Survivors { get; } = survivors.IsDefault ? throw new ArgumentNullException(nameof(survivors)) : survivors;
+}
+
+/// <summary>A vehicle's ECDSA P-256 device signature (IEEE P1363, 64 bytes) on the survivor set it was shown.</summary>
+public sealed class ConsistencySignatureMessage(ulong round, int sender, ImmutableArray<byte> signature) : SecAggMessage(round, sender)
+{
+    /// <inheritdoc/>
+    public override SecAggMessageType Type => SecAggMessageType.ConsistencySignature;
+    /// <summary>Signature over the round, the session and SHA-256 of U3 (<c>SecAggCrypto.SurvivorSetToBeSigned</c>).</summary>
+    public ImmutableArray<byte> Signature { get; } = Exact(signature, SecAggCrypto.SignatureBytes, nameof(signature));
+}
+
+/// <summary>One vehicle's signature on the survivor set, as the server forwards it in the unmask request.</summary>
+public sealed class SurvivorSetSignature(int signer, ImmutableArray<byte> signature)
+{
+    /// <summary>The signing vehicle.</summary>
+    public int Signer { get; } = signer >= 0 ? signer : throw new ArgumentOutOfRangeException(nameof(signer));
+    /// <summary>Its device signature (64 bytes).</summary>
+    public ImmutableArray<byte> Signature { get; } = !signature.IsDefault && signature.Length == SecAggCrypto.SignatureBytes ? signature : throw new ArgumentException("A signature is 64 bytes.", nameof(signature));
+}
+
+/// <summary>End of phase 2: which of the recipient's holders-of-shares survived (reveal b-share) and which dropped (reveal s-share).</summary>
+public sealed class UnmaskRequestMessage(ulong round, int recipient, ImmutableArray<int> survivors, ImmutableArray<int> dropped, int? survivorCount = null, ImmutableArray<SurvivorSetSignature> signatures = default) : SecAggMessage(round, recipient)
+{
+    /// <summary>Under a malicious server: the signatures of the recipient's holders on U3 (at least t, all on the set it signed).</summary>
+    public ImmutableArray<SurvivorSetSignature> Signatures { get; } = signatures.IsDefault ? [] : signatures;
+
     /// <inheritdoc/>
     public override SecAggMessageType Type => SecAggMessageType.UnmaskRequest;
     /// <summary>Vehicles whose masked input was received (their self-mask shares are requested).</summary>

@@ -58,6 +58,18 @@ public sealed class SecAggParameters
     /// </summary>
     public int MinNoiseShares { get; init; } = 1;
 
+    /// <summary>
+    /// The aggregator may be malicious (issue 13 item 5): the round gets Bonawitz et al.'s ConsistencyCheck round, and a
+    /// vehicle reveals shares only with t signatures of its share holders on the one survivor set it signed itself.
+    /// </summary>
+    public bool MaliciousServer { get; init; }
+
+    /// <summary>c: colluding vehicles tolerated among one vehicle's share holders under <see cref="MaliciousServer"/>; t must exceed (h + c)/2.</summary>
+    public int ColludingHolders { get; init; }
+
+    /// <summary>Up to 64 bytes bound into every signature of the round (SHA-256 of the signed plan and the fleet id); empty = none.</summary>
+    public byte[] SessionId { get; init; } = [];
+
     /// <summary>32 public random bytes of the round plan; they fix the SecAgg+ graph.</summary>
     public required byte[] RoundSeed { get; init; }
 
@@ -85,6 +97,19 @@ public sealed class SecAggParameters
     /// <summary>The neighbour graph of this round (built once, on first use).</summary>
     public NeighborGraph Graph => _graph ??= NeighborGraph.Create(CohortSize, IsCompleteGraph ? null : Neighbors, RoundSeed);
 
+    /// <summary>A copy for a round against a malicious server (ConsistencyCheck, signed downlink bound to <paramref name="sessionId"/>), validated.</summary>
+    public SecAggParameters AgainstMaliciousServer(byte[] sessionId, int colludingHolders)
+    {
+        var p = new SecAggParameters
+        {
+            Round = Round, CohortSize = CohortSize, Dimension = Dimension, BitWidth = BitWidth, MaxInputValue = MaxInputValue, SignedInputs = SignedInputs,
+            Neighbors = Neighbors, Threshold = Threshold, MinNoiseShares = MinNoiseShares, RoundSeed = RoundSeed, PhaseTimeout = PhaseTimeout,
+            VehicleTimeout = VehicleTimeout, MaliciousServer = true, ColludingHolders = colludingHolders, SessionId = sessionId ?? throw new ArgumentNullException(nameof(sessionId)),
+        };
+        p.Validate();
+        return p;
+    }
+
     /// <summary>Throws <see cref="SecAggConfigurationException"/> with the offending numbers when the parameters are unusable.</summary>
     public void Validate()
     {
@@ -110,6 +135,13 @@ public sealed class SecAggParameters
         int h = HolderCount, t = EffectiveThreshold;
         if (t > h || 2 * t <= h)
             throw new SecAggConfigurationException($"Threshold t = {t} must satisfy {h}/2 < t ≤ {h} (strict majority of the {h} share holders of each vehicle).");
+        if (SessionId is null || SessionId.Length > 64)
+            throw new SecAggConfigurationException($"Session id must be at most 64 bytes, got {SessionId?.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"}.");
+        if (ColludingHolders < 0 || ColludingHolders >= h)
+            throw new SecAggConfigurationException($"Colluding holders c = {ColludingHolders} is outside [0, {h}).");
+        // Two survivor sets can each collect t signatures in one neighbourhood only if 2t − c ≤ h: the c colluders sign both.
+        if (MaliciousServer && 2 * t <= h + ColludingHolders)
+            throw new SecAggConfigurationException($"Against a malicious server, threshold t = {t} must exceed (h + c)/2 = ({h} + {ColludingHolders})/2 so that only one survivor set can gather t signatures.");
     }
 
     /// <summary>Throws when n vehicles with inputs up to <paramref name="maxInputValue"/> could wrap the sum mod 2^m.</summary>

@@ -1,3 +1,5 @@
+// Long (over 450 lines) because the server side of SecAgg is one state machine: five phases, their checks and the
+// reconstruction share private state, and splitting them would spread one protocol's invariants over several files.
 using System.Collections.Immutable;
 using System.Numerics;
 using System.Runtime.InteropServices;
@@ -14,6 +16,8 @@ public enum SecAggServerPhase
     ShareKeys,
     /// <summary>Phase 2: collecting masked inputs (folded into a running sum).</summary>
     MaskedInputCollection,
+    /// <summary>Under a malicious server: collecting the survivors' signatures on U3 (Bonawitz et al. 2017, ConsistencyCheck).</summary>
+    ConsistencyCheck,
     /// <summary>Phase 3: collecting revealed shares.</summary>
     Unmasking,
     /// <summary>The sum is available in <see cref="SecAggServer.Result"/>.</summary>
@@ -45,6 +49,9 @@ public sealed record SecAggServerOptions
 {
     /// <summary>Threads used to expand masks during reconstruction (1 = single-threaded, deterministic scheduling).</summary>
     public int MaxDegreeOfParallelism { get; init; } = 1;
+
+    /// <summary>The aggregator's ECDSA P-256 key: every server → vehicle message is signed over the session (required when the server may be malicious).</summary>
+    public System.Security.Cryptography.ECDsa? SigningKey { get; init; }
 }
 
 /// <summary>
@@ -87,8 +94,10 @@ public sealed class SecAggServer : IDisposable
     private readonly List<(int X, BigInteger Y)>?[] _bShares, _sShares;
     private readonly Dictionary<string, BigInteger[]> _lagrange = [];
     private readonly HashSet<string> _seenPoints = [];
-    private int[] _u1 = [], _u2 = [], _u3 = [], _droppedNeeded = [];
+    private readonly byte[]?[] _consistency;
+    private int[] _u1 = [], _u2 = [], _u3 = [], _u4 = [], _droppedNeeded = [];
     private int _pending;
+    private int[] _responders = [];
 
     /// <summary>Starts the round: phase AdvertiseKeys opens now.</summary>
     public SecAggServer(SecAggParameters parameters, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, SecAggServerOptions? options = null)
@@ -99,6 +108,8 @@ public sealed class SecAggServer : IDisposable
         _registry = registry ?? throw new ArgumentNullException(nameof(registry));
         _time = timeProvider ?? TimeProvider.System;
         _options = options ?? new SecAggServerOptions();
+        if (parameters.MaliciousServer && _options.SigningKey is null)
+            throw new ArgumentException("A round against a malicious server signs every server-to-vehicle message: SecAggServerOptions.SigningKey is required.", nameof(options));
         _graph = parameters.Graph;
         _n = parameters.CohortSize;
         _t = parameters.EffectiveThreshold;
@@ -110,6 +121,7 @@ public sealed class SecAggServer : IDisposable
         _sum = new uint[parameters.Dimension];
         _requests = new UnmaskRequestMessage?[_n];
         _responded = new bool[_n];
+        _consistency = new byte[]?[_n];
         _bShares = new List<(int, BigInteger)>?[_n];
         _sShares = new List<(int, BigInteger)>?[_n];
         Enter(SecAggServerPhase.AdvertiseKeys);
@@ -135,7 +147,7 @@ public sealed class SecAggServer : IDisposable
     {
         var outbox = new List<SecAggMessage>();
         CloseIfExpired(outbox);
-        return new SecAggServerStep(outbox, null);
+        return new SecAggServerStep(SignAll(outbox), null);
     }
 
     /// <summary>Handles one vehicle message (already decoded and authenticated as coming from its <see cref="SecAggMessage.VehicleId"/>).</summary>
@@ -149,11 +161,19 @@ public sealed class SecAggServer : IDisposable
             AdvertiseKeysMessage a => OnAdvertise(a, outbox),
             ShareKeysMessage s => OnShareKeys(s, outbox),
             MaskedInputMessage m => OnMaskedInput(m, outbox),
+            ConsistencySignatureMessage c => OnConsistencySignature(c, outbox),
             UnmaskResponseMessage r => OnUnmaskResponse(r, outbox),
             _ => $"{message.Type} is a server-to-vehicle message.",
         };
         if (rejection is not null) RejectedCount++;
-        return new SecAggServerStep(outbox, rejection);
+        return new SecAggServerStep(SignAll(outbox), rejection);
+    }
+
+    private List<SecAggMessage> SignAll(List<SecAggMessage> outbox)
+    {
+        if (_options.SigningKey is { } key)
+            foreach (var m in outbox) SecAggDownlink.Sign(m, key, _p.SessionId);
+        return outbox;
     }
 
     private string? Check(SecAggMessage m)
@@ -176,7 +196,7 @@ public sealed class SecAggServer : IDisposable
         int u = a.VehicleId;
         if (_adverts[u] is not null) return $"Vehicle {u} already advertised keys for round {_p.Round}.";
         var deviceKey = _registry.FindDeviceKey(u);
-        if (deviceKey is null) return $"Vehicle {u} is not in the device key registry.";
+        if (deviceKey is null) return _registry.WhyUnknown(u) is { } why ? $"{char.ToUpperInvariant(why[0])}{why[1..]}." : $"Vehicle {u} is not in the device key registry.";
         if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, u, a.EncryptionKey.AsSpan(), a.MaskingKey.AsSpan()), a.Signature.AsSpan(), HashAlgorithmName.SHA256))
             return $"The round keys of vehicle {u} carry an invalid device signature.";
         try
@@ -279,17 +299,59 @@ public sealed class SecAggServer : IDisposable
         // s_u is needed only for a dropped vehicle with a surviving neighbour (who masked with it).
         _droppedNeeded = [.. _u2.Where(u => !alive[u] && _graph.NeighborsOf(u).Any(v => alive[v]))];
         if (!CheckThreshold("MaskedInputCollection", "sent masked inputs", alive, _u3.Concat(_droppedNeeded))) return;
+        if (_p.MaliciousServer)
+        {
+            // Every survivor is shown the same U3 and signs it; none unmasks without t signatures on it (ConsistencyCheck).
+            foreach (int v in _u3) outbox.Add(new ConsistencyCheckRequestMessage(_p.Round, v, ImmutableCollectionsMarshal.AsImmutableArray(_u3)));
+            Enter(SecAggServerPhase.ConsistencyCheck);
+            return;
+        }
+        RequestUnmasking(_u3, outbox);
+    }
+
+    // ---- ConsistencyCheck (malicious server only) ----------------------------------------------
+
+    private string? OnConsistencySignature(ConsistencySignatureMessage c, List<SecAggMessage> outbox)
+    {
+        if (Late(c, SecAggServerPhase.ConsistencyCheck) is { } late) return late;
+        int u = c.VehicleId;
+        if (!_maskedReceived[u]) return $"Vehicle {u} signed the survivor set but is not a survivor.";
+        if (_consistency[u] is not null) return $"Vehicle {u} already signed the survivor set of round {_p.Round}.";
+        var key = _registry.FindDeviceKey(u);
+        if (key is null || !key.VerifyData(SecAggCrypto.SurvivorSetToBeSigned(_p.Round, _p.SessionId, _u3), c.Signature.AsSpan(), HashAlgorithmName.SHA256))
+            return $"Vehicle {u}'s signature on the survivor set of round {_p.Round} does not verify.";
+        _consistency[u] = c.Signature.ToArray();
+        if (_u3.All(v => _consistency[v] is not null)) CloseConsistency(outbox);
+        return null;
+    }
+
+    private void CloseConsistency(List<SecAggMessage> outbox)
+    {
+        _u4 = [.. _u3.Where(u => _consistency[u] is not null)];
+        // Each secret needs t answers from signers among its holders; each signer needs t signatures of its own holders.
+        if (!CheckThreshold("ConsistencyCheck", "signed the survivor set", Mask(_u4), _u3.Concat(_droppedNeeded).Concat(_u4))) return;
+        RequestUnmasking(_u4, outbox);
+    }
+
+    private void RequestUnmasking(int[] responders, List<SecAggMessage> outbox)
+    {
+        var alive = Mask(_u3);
+        var inU2 = Mask(_u2);
         var needS = Mask(_droppedNeeded);
-        foreach (int v in _u3)
+        var signed = Mask(_u4);
+        ImmutableArray<SurvivorSetSignature> all = _p.MaliciousServer && _graph.IsComplete ? [.. _u4.Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!]))] : [];
+        foreach (int v in responders)
         {
             var holders = _graph.HoldersOf(v);
+            var signatures = !_p.MaliciousServer ? [] : _graph.IsComplete ? all : ImmutableArray.CreateRange(holders.Where(u => signed[u]).Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!])));
             var request = new UnmaskRequestMessage(_p.Round, v,
                 [.. holders.Where(u => alive[u])],
                 [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])],
-                _u3.Length);
+                _u3.Length, signatures);
             _requests[v] = request;
             outbox.Add(request);
         }
+        _responders = responders;
         foreach (int u in _u3) _bShares[u] = new(_t);
         foreach (int u in _droppedNeeded) _sShares[u] = new(_t);
         _pending = _u3.Length + _droppedNeeded.Length;
@@ -327,23 +389,23 @@ public sealed class SecAggServer : IDisposable
             if (list.Count == _t) _pending--;
         }
         if (_pending == 0) Finish();
-        else if (_u3.All(u => _responded[u])) AbortMissingShares();
+        else if (_responders.All(u => _responded[u])) AbortMissingShares();
         return null;
     }
 
     private void AbortMissingShares()
     {
-        int answered = _u3.Count(u => _responded[u]);
+        int answered = _responders.Count(u => _responded[u]);
         foreach (int u in _u3)
             if (_bShares[u]!.Count < _t)
             {
-                Abort($"Round {_p.Round} aborted in Unmasking: only {_bShares[u]!.Count} shares of the self-mask seed of vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_u3.Length} survivors answered).");
+                Abort($"Round {_p.Round} aborted in Unmasking: only {_bShares[u]!.Count} shares of the self-mask seed of vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_responders.Length} survivors answered).");
                 return;
             }
         foreach (int u in _droppedNeeded)
             if (_sShares[u]!.Count < _t)
             {
-                Abort($"Round {_p.Round} aborted in Unmasking: only {_sShares[u]!.Count} shares of the masking key of dropped vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_u3.Length} survivors answered).");
+                Abort($"Round {_p.Round} aborted in Unmasking: only {_sShares[u]!.Count} shares of the masking key of dropped vehicle {u} arrived, fewer than the threshold t = {_t} ({answered} of {_responders.Length} survivors answered).");
                 return;
             }
     }
@@ -448,6 +510,7 @@ public sealed class SecAggServer : IDisposable
             case SecAggServerPhase.AdvertiseKeys: CloseAdvertise(outbox); break;
             case SecAggServerPhase.ShareKeys: CloseShareKeys(outbox); break;
             case SecAggServerPhase.MaskedInputCollection: CloseMaskedInputs(outbox); break;
+            case SecAggServerPhase.ConsistencyCheck: CloseConsistency(outbox); break;
             case SecAggServerPhase.Unmasking: AbortMissingShares(); break;
         }
     }

@@ -14,7 +14,9 @@ public enum SecAggVehiclePhase
     AwaitingKeyDirectory,
     /// <summary>Shares sent; waiting for the shares addressed to it.</summary>
     AwaitingShares,
-    /// <summary>Masked input sent; waiting for the unmask request.</summary>
+    /// <summary>Masked input sent under a malicious server; waiting for the survivor set to sign (ConsistencyCheck).</summary>
+    AwaitingConsistencyCheck,
+    /// <summary>Masked input sent (and, under a malicious server, the survivor set signed); waiting for the unmask request.</summary>
     AwaitingUnmaskRequest,
     /// <summary>Unmask request answered; nothing secret is held any more.</summary>
     Completed,
@@ -26,8 +28,8 @@ public enum SecAggVehiclePhase
 /// The vehicle side of SecAgg / SecAgg+ (Bonawitz et al. 2017, Fig. 4, semi-honest server, with
 /// signed keys), as a pure state machine: it reacts to the server's messages and the clock and
 /// returns the message to send; it never does I/O. Call, in order: <see cref="Start"/> →
-/// <see cref="HandleKeyDirectory"/> → <see cref="HandleForwardedShares"/> → <see cref="HandleUnmaskRequest"/>,
-/// and <see cref="CheckDeadline"/> whenever a timer fires.
+/// <see cref="HandleKeyDirectory"/> → <see cref="HandleForwardedShares"/> → (<see cref="HandleConsistencyCheck"/> when
+/// <see cref="SecAggParameters.MaliciousServer"/>) → <see cref="HandleUnmaskRequest"/>, and <see cref="CheckDeadline"/> whenever a timer fires.
 /// </summary>
 /// <remarks>
 /// Errors throw <see cref="SecAggProtocolException"/>. A message for the wrong round, vehicle or
@@ -44,6 +46,7 @@ public sealed class SecAggVehicle : IDisposable
     private readonly IDeviceKeyRegistry _registry;
     private readonly TimeProvider _time;
     private readonly int _t;
+    private readonly ECDsa? _serverKey;
 
     private ECDiffieHellman? _c, _s;
     private AdvertiseKeysMessage? _advert;
@@ -52,6 +55,7 @@ public sealed class SecAggVehicle : IDisposable
     private byte[]? _selfSeed;                                      // b_u
     private readonly Dictionary<int, (byte[] B, byte[] S)> _held = []; // shares held, from U2 ∩ H(u), own included
     private bool _answered;
+    private int[]? _signedSet;                                      // U3 as this vehicle signed it (malicious server)
 
     /// <summary>Creates the state machine of vehicle <paramref name="vehicleId"/> for one round.</summary>
     /// <param name="parameters">The round's public parameters (validated here).</param>
@@ -59,7 +63,11 @@ public sealed class SecAggVehicle : IDisposable
     /// <param name="deviceKey">Long-term ECDSA P-256 device key (private), used to sign the round keys.</param>
     /// <param name="registry">Device public keys of the cohort, to check peers' signatures.</param>
     /// <param name="timeProvider">Clock for deadlines (defaults to the system clock).</param>
-    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null)
+    /// <param name="serverKey">
+    /// The aggregator's public key (the one that signs plans): with it, every server message must carry its signature over
+    /// the round's session; required when <see cref="SecAggParameters.MaliciousServer"/>.
+    /// </param>
+    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, ECDsa? serverKey = null)
     {
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.Validate();
@@ -71,6 +79,9 @@ public sealed class SecAggVehicle : IDisposable
         _registry = registry ?? throw new ArgumentNullException(nameof(registry));
         _time = timeProvider ?? TimeProvider.System;
         _t = parameters.EffectiveThreshold;
+        _serverKey = serverKey;
+        if (parameters.MaliciousServer && serverKey is null)
+            throw new ArgumentException("Against a malicious server every server message is checked against the aggregator's public key; pass it as serverKey.", nameof(serverKey));
     }
 
     /// <summary>This vehicle's cohort index.</summary>
@@ -83,7 +94,7 @@ public sealed class SecAggVehicle : IDisposable
     public string? AbortReason { get; private set; }
 
     /// <summary>When the vehicle gives up waiting for the server's next message.</summary>
-    public DateTimeOffset? Deadline => Phase is SecAggVehiclePhase.AwaitingKeyDirectory or SecAggVehiclePhase.AwaitingShares or SecAggVehiclePhase.AwaitingUnmaskRequest ? _deadline : null;
+    public DateTimeOffset? Deadline => Phase is SecAggVehiclePhase.AwaitingKeyDirectory or SecAggVehiclePhase.AwaitingShares or SecAggVehiclePhase.AwaitingConsistencyCheck or SecAggVehiclePhase.AwaitingUnmaskRequest ? _deadline : null;
 
     private sealed record Peer(ECDiffieHellman Encryption, ECDiffieHellmanPublicKey EncryptionPublic, ECDiffieHellman Masking, ECDiffieHellmanPublicKey MaskingPublic);
 
@@ -119,7 +130,7 @@ public sealed class SecAggVehicle : IDisposable
             if (v <= previous) Fail($"key directory is not sorted by vehicle or lists vehicle {v} twice");
             previous = v;
             if (v >= _p.CohortSize || !graph.IsHolder(VehicleId, v)) Fail($"key directory lists vehicle {v}, which is not a neighbour of vehicle {VehicleId}");
-            var deviceKey = _registry.FindDeviceKey(v) ?? Fail<ECDsa>($"vehicle {v} is not in the device key registry");
+            var deviceKey = _registry.FindDeviceKey(v) ?? Fail<ECDsa>(_registry.WhyUnknown(v) ?? $"vehicle {v} is not in the device key registry");
             if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, v, e.EncryptionKey.AsSpan(), e.MaskingKey.AsSpan()), e.Signature.AsSpan(), HashAlgorithmName.SHA256))
                 Fail($"the round keys of vehicle {v} carry an invalid device signature");
             holders.Add(v);
@@ -227,8 +238,33 @@ public sealed class SecAggVehicle : IDisposable
         // The round keys and b_u are not needed any more; only the shares stay until unmasking.
         CryptographicOperations.ZeroMemory(_selfSeed);
         DisposeKeys();
-        Enter(SecAggVehiclePhase.AwaitingUnmaskRequest);
+        Enter(_p.MaliciousServer ? SecAggVehiclePhase.AwaitingConsistencyCheck : SecAggVehiclePhase.AwaitingUnmaskRequest);
         return new MaskedInputMessage(_p.Round, VehicleId, _p.BitWidth, ImmutableCollectionsMarshal.AsImmutableArray(y));
+    }
+
+    /// <summary>
+    /// ConsistencyCheck (Bonawitz et al. 2017, Fig. 4, active security): signs the survivor set U3 once. The vehicle signs
+    /// only a set that lists itself, holds at least t of its share holders (and the noise shares promised), and will later
+    /// unmask only for this set.
+    /// </summary>
+    public ConsistencySignatureMessage HandleConsistencyCheck(ConsistencyCheckRequestMessage message)
+    {
+        Expect(SecAggVehiclePhase.AwaitingConsistencyCheck, message);
+        var set = message.Survivors;
+        for (int i = 0; i < set.Length; i++)
+        {
+            if (set[i] < 0 || set[i] >= _p.CohortSize) Fail($"the survivor set to sign lists vehicle {set[i]}, outside the cohort");
+            if (i > 0 && set[i] <= set[i - 1]) Fail("the survivor set to sign is not sorted or repeats a vehicle");
+        }
+        if (set.BinarySearch(VehicleId) < 0) Fail($"the survivor set to sign does not list this vehicle ({VehicleId}) although it sent its masked input");
+        int holders = 0;
+        foreach (int v in set) if (_held.ContainsKey(v)) holders++;
+        if (holders < _t) Fail($"the survivor set to sign holds only {holders} of this vehicle's share holders, fewer than the threshold t = {_t}");
+        if (set.Length < _p.MinNoiseShares) Fail($"the survivor set to sign lists {set.Length} vehicles, fewer than the {_p.MinNoiseShares} noise shares the distributed DP noise was sized for");
+        _signedSet = [.. set];
+        byte[] signature = _deviceKey.SignData(SecAggCrypto.SurvivorSetToBeSigned(_p.Round, _p.SessionId, _signedSet), HashAlgorithmName.SHA256);
+        Enter(SecAggVehiclePhase.AwaitingUnmaskRequest);
+        return new ConsistencySignatureMessage(_p.Round, VehicleId, [.. signature]);
     }
 
     /// <summary>
@@ -238,6 +274,8 @@ public sealed class SecAggVehicle : IDisposable
     /// </summary>
     public UnmaskResponseMessage HandleUnmaskRequest(UnmaskRequestMessage message)
     {
+        if (Phase == SecAggVehiclePhase.AwaitingConsistencyCheck)
+            throw new SecAggProtocolException($"Vehicle {VehicleId} refuses an unmask request of round {_p.Round} before the ConsistencyCheck round: it has not signed a survivor set yet.", false);
         if (_answered)
             throw new SecAggProtocolException($"Vehicle {VehicleId} refuses a second unmask request for round {_p.Round}: it already revealed its shares once, and a second answer could reveal both shares of a peer.", false);
         Expect(SecAggVehiclePhase.AwaitingUnmaskRequest, message);
@@ -263,6 +301,7 @@ public sealed class SecAggVehicle : IDisposable
         if (total < survivors.Count || _p.IsCompleteGraph && total != survivors.Count)
             Fail($"the unmask request states {total} survivors but lists {survivors.Count}");
         if (total < _p.MinNoiseShares) Refuse($"only {total} survivors are listed, fewer than the {_p.MinNoiseShares} noise shares the distributed DP noise was sized for");
+        if (_p.MaliciousServer) CheckConsistency(message, survivors, dropped);
 
         var revealed = ImmutableArray.CreateBuilder<RevealedShare>(survivors.Count + dropped.Count);
         foreach (int v in message.Survivors) revealed.Add(new RevealedShare(v, ShareKind.SelfMaskSeed, [.. _held[v].B]));
@@ -271,6 +310,30 @@ public sealed class SecAggVehicle : IDisposable
         WipeShares();
         Phase = SecAggVehiclePhase.Completed;
         return new UnmaskResponseMessage(_p.Round, VehicleId, revealed.MoveToImmutable());
+    }
+
+    /// <summary>
+    /// Under a malicious server the request must follow the set this vehicle signed (survivors in it, dropped outside it,
+    /// |U3| its size) and carry at least t valid signatures of this vehicle's share holders on that same set: with
+    /// t &gt; (h + c)/2 no second set can gather as many, so every honest vehicle unmasks for the same U3.
+    /// </summary>
+    private void CheckConsistency(UnmaskRequestMessage message, HashSet<int> survivors, HashSet<int> dropped)
+    {
+        var set = _signedSet!;
+        if (message.SurvivorCount != set.Length) Refuse($"it states {message.SurvivorCount} survivors, but the survivor set this vehicle signed has {set.Length}");
+        foreach (int v in survivors) if (Array.BinarySearch(set, v) < 0) Refuse($"it lists vehicle {v} as a survivor, which is not in the survivor set this vehicle signed");
+        foreach (int v in dropped) if (Array.BinarySearch(set, v) >= 0) Refuse($"it declares vehicle {v} dropped, which is in the survivor set this vehicle signed");
+        foreach (int v in _held.Keys) if (Array.BinarySearch(set, v) >= 0 && !survivors.Contains(v)) Refuse($"it leaves out survivor {v}, whose self-mask share this vehicle holds");
+        byte[] toBeSigned = SecAggCrypto.SurvivorSetToBeSigned(_p.Round, _p.SessionId, set);
+        var signers = new HashSet<int>();
+        foreach (var s in message.Signatures)
+        {
+            int w = s.Signer;
+            if (!_held.ContainsKey(w) || Array.BinarySearch(set, w) < 0 || signers.Contains(w)) continue;
+            if (_registry.FindDeviceKey(w) is { } key && key.VerifyData(toBeSigned, s.Signature.AsSpan(), HashAlgorithmName.SHA256)) signers.Add(w);
+        }
+        if (signers.Count < _t)
+            Refuse($"it carries {signers.Count} valid signatures of this vehicle's share holders on the survivor set it signed, fewer than the threshold t = {_t} (ConsistencyCheck)");
     }
 
     /// <summary>Aborts when the current phase's deadline has passed; returns true if it aborted now.</summary>
@@ -300,6 +363,9 @@ public sealed class SecAggVehicle : IDisposable
             throw new SecAggProtocolException($"Vehicle {VehicleId} got a {message.Type} message addressed to vehicle {message.VehicleId}.", false);
         if (Phase != phase)
             throw new SecAggProtocolException($"Vehicle {VehicleId} got an unexpected {message.Type} message in phase {Phase}.", false);
+        // Not an abort: a message anyone could have injected must not be able to end the vehicle's round.
+        if (_serverKey is not null && !SecAggDownlink.Verify(message, _serverKey, _p.SessionId))
+            throw new SecAggProtocolException($"Vehicle {VehicleId} refuses a {message.Type} message of round {_p.Round}: it does not carry the aggregator's signature for this session (fleet and plan).", false);
         if (CheckDeadline())
             throw new SecAggProtocolException(AbortReason!, true);
     }

@@ -8,7 +8,7 @@ namespace FleetLearn.Cli.Tests.Commands;
 public sealed class AuditAttacksCommandTests
 {
     [Fact]
-    public void AuditAttacks_Json_OneObjectPerAttack_AllButTheOpenItemRefused()
+    public void AuditAttacks_Json_OneObjectPerAttack_AllRefused()
     {
         var root = new RootCommand("test") { AuditCommand.Create() };
         var output = new StringWriter(CultureInfo.InvariantCulture);
@@ -16,10 +16,15 @@ public sealed class AuditAttacksCommandTests
         var lines = output.ToString().TrimEnd().Split('\n').Select(l => JsonDocument.Parse(l).RootElement).ToList();
         var outcomes = lines.ToDictionary(l => l.GetProperty("attack").GetString()!, l => l.GetProperty("outcome").GetString()!);
         Assert.All(lines, l => Assert.False(string.IsNullOrEmpty(l.GetProperty("detail").GetString())));
-        foreach (var attack in new[] { "weight-coordinate-forgery", "fewer-noise-shares-than-promised", "zero-noise-share-plan", "noise-before-quantization", "guessed-secagg-plus-neighbours", "floating-point-eval-report" })
-            Assert.Equal("refused", outcomes[attack]);
-        // Issue 13 item 5 (certified device keys) is open: the audit says so rather than hiding it, and fails.
-        Assert.Equal("succeeded", outcomes["invented-vehicle"]);
-        Assert.Equal(1, exit);
+        string[] attacks =
+        [
+            "weight-coordinate-forgery", "fewer-noise-shares-than-promised", "zero-noise-share-plan", "noise-before-quantization",
+            "invented-vehicle", "inconsistent-dropouts", "unsigned-downlink", "guessed-secagg-plus-neighbours", "floating-point-eval-report",
+        ];
+        Assert.Equal(attacks, outcomes.Keys.ToArray());
+        foreach (var attack in attacks) Assert.Equal("refused", outcomes[attack]);
+        // The inconsistent-dropouts attack is real: without the ConsistencyCheck round (honest-but-curious mode) it succeeds.
+        Assert.Contains("in honest-but-curious mode (no ConsistencyCheck) 5 of 5 would", lines.Single(l => l.GetProperty("attack").GetString() == "inconsistent-dropouts").GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(0, exit);
     }
 }

@@ -62,7 +62,10 @@ public sealed class VehicleRoundTests : IDisposable
     private static VehicleRoundRandomness Randomness(long round) => new(new SeededNoiseSource((ulong)round), new SeededNoiseSource((ulong)round + 7), new Guid((int)round, 0, 0, new byte[8]));
 
     private PlanDecision Join(RoundPlan plan, int vehicle, long lastDecided = 0, VehiclePrivacyFloors? floors = null) =>
-        VehicleRound.Join(plan, Profile(vehicle, floors), lastDecided, Account(vehicle), Randomness, _clock);
+        VehicleRound.Join(plan, Signed, Profile(vehicle, floors), lastDecided, Account(vehicle), Randomness, _clock);
+
+    /// <summary>The plan's bytes as a vehicle received them (secure rounds bind their signatures to them).</summary>
+    private static readonly ReadOnlyMemory<byte> Signed = "the signed plan"u8.ToArray();
 
     private static Checkpoint Model(float value = 0) => new(Spec, 0, Enumerable.Repeat(value, Spec.ParameterCount).ToArray());
 
@@ -70,14 +73,14 @@ public sealed class VehicleRoundTests : IDisposable
     public void Join_DecisionTable()
     {
         Assert.IsType<AlreadyDecided>(Join(Plan(round: 3), 0, lastDecided: 3));
-        Assert.IsType<NotSelected>(VehicleRound.Join(Plan(), Profile(0) with { VehicleId = "car-9" }, 0, null, Randomness, _clock));
+        Assert.IsType<NotSelected>(VehicleRound.Join(Plan(), Signed, Profile(0) with { VehicleId = "car-9" }, 0, null, Randomness, _clock));
         Assert.Equal("batch 100 exceeds 64", Assert.IsType<Declined>(Join(Plan(batch: 100), 0)).Reason);
         Assert.Equal("the plan has no secure aggregation and this vehicle requires it",
             Assert.IsType<Declined>(Join(Plan(CentralDp()), 0, floors: new() { RequireSecureAggregation = true })).Reason);
         Assert.Equal("the plan's DP noise multiplier 0.5 is below this vehicle's minimum 1",
             Assert.IsType<Declined>(Join(Plan(CentralDp(0.5)), 0, floors: new() { MinNoiseMultiplier = 1 })).Reason);
         Assert.Equal("the plan lists another device key for this vehicle",
-            Assert.IsType<Declined>(VehicleRound.Join(Plan(Secure()), Profile(0) with { DeviceKey = _keys[1] }, 0, null, Randomness, _clock)).Reason);
+            Assert.IsType<Declined>(VehicleRound.Join(Plan(Secure()), Signed, Profile(0) with { DeviceKey = _keys[1] }, 0, null, Randomness, _clock)).Reason);
 
         var plain = Assert.IsType<Joined>(Join(Plan(), 0));
         using (plain.Round)
@@ -94,7 +97,7 @@ public sealed class VehicleRoundTests : IDisposable
     public void Join_OverBudget_Declined()
     {
         var tight = new PrivacyLedger(new PrivacyLedgerOptions(0.01, 1e-5));
-        var decision = VehicleRound.Join(Plan(CentralDp()), Profile(0), 0, new PrivacyLedgerAccount(tight, "car-0"), Randomness, _clock);
+        var decision = VehicleRound.Join(Plan(CentralDp()), Signed, Profile(0), 0, new PrivacyLedgerAccount(tight, "car-0"), Randomness, _clock);
         Assert.StartsWith("the round would exceed this vehicle's ε budget", Assert.IsType<Declined>(decision).Reason, StringComparison.Ordinal);
     }
 
@@ -124,7 +127,7 @@ public sealed class VehicleRoundTests : IDisposable
         double one = new PrivacyLedger(new PrivacyLedgerOptions(1e6, 1e-5)).Preview("car-0", PrivacyCharge.Participation(1)).Epsilon;
         var ledger = new PrivacyLedger(new PrivacyLedgerOptions(1.2 * one, 1e-5)); // one round fits, two do not (RDP composes below 2ε)
         var account = new PrivacyLedgerAccount(ledger, "car-0");
-        using var round = Assert.IsType<Joined>(VehicleRound.Join(Plan(CentralDp()), Profile(0), 0, account, Randomness, _clock)).Round;
+        using var round = Assert.IsType<Joined>(VehicleRound.Join(Plan(CentralDp()), Signed, Profile(0), 0, account, Randomness, _clock)).Round;
         round.OnModel(Model());
         Assert.True(ledger.TryRecord("car-0", 99, PrivacyCharge.Participation(1), out _)); // another round spent the budget meanwhile
         double spent = ledger.EpsilonOf("car-0");
@@ -188,7 +191,7 @@ public sealed class VehicleRoundTests : IDisposable
             Codec = codec,
             Rules = new RoundRules { CohortSize = 3, MinParticipants = 3, Privacy = NoiseMode.Distributed, NoiseMultiplier = 1e-6, MinNoiseShares = 3, UniformWeights = true, MaxWeight = 1 },
             Deadline = _clock.GetUtcNow() + TimeSpan.FromMinutes(5),
-            Secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, 1, 3), registry),
+            Secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, 1, 3, SecAggSession.Id(plan.Fleet, Signed.Span)), registry),
         }, _clock);
         var vehicles = Enumerable.Range(0, 3).Select(i => Assert.IsType<Joined>(Join(plan, i))).ToArray();
         var queue = new Queue<(int From, VehicleEffect Effect)>(vehicles.SelectMany((j, i) => j.Effects.Select(e => (i, e))));

@@ -9,7 +9,7 @@ internal sealed class RoundDriver : IDisposable
 {
     public const ulong Round = 7;
 
-    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1)
+    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1, bool maliciousServer = false)
     {
         var rng = new DeterministicRandom(seed);
         var roundSeed = new byte[32];
@@ -19,6 +19,7 @@ internal sealed class RoundDriver : IDisposable
         {
             Round = Round, CohortSize = n, Dimension = dim, BitWidth = bitWidth, MaxInputValue = max,
             Neighbors = neighbors, Threshold = threshold, RoundSeed = roundSeed, PhaseTimeout = TimeSpan.FromSeconds(10), MinNoiseShares = minNoiseShares,
+            MaliciousServer = maliciousServer,
         };
         DeviceKeys = new ECDsa[n];
         for (int u = 0; u < n; u++)
@@ -26,8 +27,10 @@ internal sealed class RoundDriver : IDisposable
             DeviceKeys[u] = ECDsa.Create(ECCurve.NamedCurves.nistP256);
             Registry.Add(u, DeviceKeys[u].ExportSubjectPublicKeyInfo());
         }
-        Vehicles = [.. Enumerable.Range(0, n).Select(u => new SecAggVehicle(Parameters, u, DeviceKeys[u], Registry, Clock))];
-        Server = new SecAggServer(Parameters, Registry, Clock, new SecAggServerOptions { MaxDegreeOfParallelism = serverThreads });
+        // Against a malicious server the downlink is signed (by the aggregator's plan key) and checked by every vehicle.
+        ECDsa? aggregator = maliciousServer ? AggregatorKey : null;
+        Vehicles = [.. Enumerable.Range(0, n).Select(u => new SecAggVehicle(Parameters, u, DeviceKeys[u], Registry, Clock, aggregator))];
+        Server = new SecAggServer(Parameters, Registry, Clock, new SecAggServerOptions { MaxDegreeOfParallelism = serverThreads, SigningKey = aggregator });
         Inputs = new uint[n][];
         for (int u = 0; u < n; u++)
         {
@@ -37,6 +40,7 @@ internal sealed class RoundDriver : IDisposable
     }
 
     public SecAggParameters Parameters { get; }
+    public ECDsa AggregatorKey { get; } = ECDsa.Create(ECCurve.NamedCurves.nistP256);
     public ManualTimeProvider Clock { get; } = new();
     public DeviceKeyRegistry Registry { get; } = new();
     public ECDsa[] DeviceKeys { get; }
@@ -115,6 +119,13 @@ internal sealed class RoundDriver : IDisposable
             Send(Vehicles[u].HandleForwardedShares(Wire(f), Inputs[u]));
         }
         CloseIfOpen(SecAggServerPhase.MaskedInputCollection);
+        if (Parameters.MaliciousServer && Server.Phase == SecAggServerPhase.ConsistencyCheck)
+        {
+            // The consistency round: vehicles that drop in phase 3 already stay silent here.
+            foreach (var c in Take<ConsistencyCheckRequestMessage>())
+                if (!(dropsAt.Length > 3 && dropsAt[3].Contains(c.VehicleId))) Send(Vehicles[c.VehicleId].HandleConsistencyCheck(Wire(c)));
+            CloseIfOpen(SecAggServerPhase.ConsistencyCheck);
+        }
         return Server.Phase == SecAggServerPhase.Aborted ? [] : Take<UnmaskRequestMessage>();
     }
 
@@ -137,6 +148,7 @@ internal sealed class RoundDriver : IDisposable
 
     public void Dispose()
     {
+        AggregatorKey.Dispose();
         foreach (var v in Vehicles) v.Dispose();
         foreach (var k in DeviceKeys) k.Dispose();
         Server.Dispose();

@@ -122,7 +122,7 @@ public sealed class SecAggCodecTests
         var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(5, 1, [1], []));
         bytes[0] = 1; // version 1 had no survivor count in UnmaskRequest
 
-        Assert.Equal("Unsupported wire version 1 (expected 2).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
+        Assert.Equal("Unsupported wire version 1 (expected 3).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
     }
 
     [Fact]
@@ -138,12 +138,12 @@ public sealed class SecAggCodecTests
     [Fact]
     public void Decode_HugeListCount_ThrowsWithoutAllocating()
     {
-        var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(1, 0, [], []));
+        var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(1, 0, [], [])); // version 3: dropped, total, signature count and server-signature length follow (13 bytes)
         BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(SecAggCodec.HeaderBytes), 1_000_000);
 
         var e = Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes));
 
-        Assert.Equal("1000000 survivor entries cannot fit in the 8 bytes left.", e.Message);
+        Assert.Equal("1000000 survivor entries cannot fit in the 13 bytes left.", e.Message);
     }
 
     [Fact]
@@ -168,9 +168,30 @@ public sealed class SecAggCodecTests
     [Fact]
     public void Decode_TrailingBytes_Throws()
     {
-        byte[] bytes = [.. SecAggCodec.Encode(new UnmaskRequestMessage(1, 0, [2], [3])), 0];
+        // (An UnmaskRequest may now end in a signature list, so a byte after it is a truncated list, not a trailing byte.)
+        byte[] bytes = [.. SecAggCodec.Encode(new ForwardedSharesMessage(1, 0, [])), 0];
 
-        Assert.Equal("1 trailing bytes after a UnmaskRequest message.", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
+        Assert.Equal("1 trailing bytes after a ForwardedShares message.", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
+    }
+
+    [Fact]
+    public void ConsistencyMessages_RoundTripAndRejectDefects()
+    {
+        Gen.Select(Gen.Int[0, 1000].Array[0, 50], Gen.Byte.Array[64], Gen.Int[0, 1000]).Sample((ids, sig, signer) =>
+        {
+            var check = SecAggCodec.Decode<ConsistencyCheckRequestMessage>(SecAggCodec.Encode(new ConsistencyCheckRequestMessage(4, 1, [.. ids])), 4);
+            Assert.Equal(ids, check.Survivors.ToArray());
+            var signed = SecAggCodec.Decode<ConsistencySignatureMessage>(SecAggCodec.Encode(new ConsistencySignatureMessage(4, 2, [.. sig])));
+            Assert.Equal(sig, signed.Signature.ToArray());
+            var request = new UnmaskRequestMessage(4, 3, [.. ids], [], ids.Length, [new SurvivorSetSignature(signer, [.. sig]), new SurvivorSetSignature(signer + 1, [.. sig])]);
+            var bytes = SecAggCodec.Encode(request);
+            var back = SecAggCodec.Decode<UnmaskRequestMessage>(bytes);
+            Assert.Equal(bytes.Length, SecAggCodec.EncodedLength(request));
+            Assert.Equal([signer, signer + 1], back.Signatures.Select(s => s.Signer).ToArray());
+            Assert.Equal(sig, back.Signatures[1].Signature.ToArray());
+            Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes.AsSpan(0, bytes.Length - 1)));
+            Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode([.. bytes, 0]));
+        });
     }
 
     [Fact]

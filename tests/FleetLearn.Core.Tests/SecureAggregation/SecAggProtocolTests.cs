@@ -53,6 +53,59 @@ public sealed class SecAggProtocolTests
     }
 
     [Theory]
+    [MemberData(nameof(CompleteGraphDrops))]
+    public void Run_MaliciousServerModeWithDropouts_ConsistencyRoundThenSumEqualsPlaintextSum(int phase, int[] dropped)
+    {
+        // Phase-3 dropouts fall silent in the ConsistencyCheck round: they are in U3 (their inputs are in the sum), never asked to unmask.
+        using var round = new RoundDriver(n: 7, dim: 37, bitWidth: 16, maliciousServer: true);
+
+        round.Run(DropsAt(phase, dropped));
+
+        Assert.Equal(SecAggServerPhase.Completed, round.Server.Phase);
+        var contributors = Enumerable.Range(0, 7).Where(u => phase == 3 || !dropped.Contains(u)).ToArray();
+        Assert.Equal(round.PlainSum(contributors), round.Server.Result!.Sum.ToArray());
+    }
+
+    [Fact]
+    public void Run_MaliciousServerModeTooFewSigners_AbortsBeforeAnyUnmaskRequest()
+    {
+        using var round = new RoundDriver(n: 7, dim: 5, bitWidth: 16, maliciousServer: true);
+
+        var requests = round.RunToUnmasking(DropsAt(3, 0, 1, 2, 3));
+
+        Assert.Empty(requests);
+        Assert.Equal("Round 7 aborted in ConsistencyCheck: only 3 of 7 vehicles signed the survivor set, fewer than the threshold t = 4.", round.Server.AbortReason);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Run_SecAggPlusMaliciousServerMode_SumEqualsPlaintextSum(int phase)
+    {
+        using var round = new RoundDriver(n: 12, dim: 19, bitWidth: 20, neighbors: 4, seed: 5, maliciousServer: true);
+        var dropped = round.Parameters.Graph.NeighborsOf(0).Take(2).ToArray();
+
+        round.Run(DropsAt(phase, dropped));
+
+        Assert.Equal(SecAggServerPhase.Completed, round.Server.Phase);
+        var contributors = Enumerable.Range(0, 12).Where(u => phase == 3 || !dropped.Contains(u));
+        Assert.Equal(round.PlainSum(contributors), round.Server.Result!.Sum.ToArray());
+    }
+
+    [Fact]
+    public void Parameters_MaliciousServerWithThresholdNotAboveHalfOfHoldersPlusColluders_Rejected()
+    {
+        var p = new SecAggParameters
+        {
+            Round = 1, CohortSize = 5, Dimension = 1, BitWidth = 16, MaxInputValue = 10, RoundSeed = new byte[32], MaliciousServer = true, ColludingHolders = 1,
+        };
+
+        var e = Assert.Throws<SecAggConfigurationException>(p.Validate);
+
+        Assert.Equal("Against a malicious server, threshold t = 3 must exceed (h + c)/2 = (5 + 1)/2 so that only one survivor set can gather t signatures.", e.Message);
+    }
+
+    [Theory]
     [InlineData(0)]
     [InlineData(1)]
     [InlineData(2)]
