@@ -26,7 +26,7 @@ public sealed class BufferedCoordinator
     private IUpdateAggregator _aggregator;
     private double _weightSum, _scaledWeightSum, _lossSum;
     private int _lossCount;
-    private long _stale, _expired, _applied;
+    private long _stale, _expired, _withdrawn, _applied;
 
     /// <summary>Starts at <see cref="BufferedSetup.FirstVersion"/> with an empty buffer.</summary>
     public BufferedCoordinator(BufferedSetup setup, TimeProvider time)
@@ -64,7 +64,7 @@ public sealed class BufferedCoordinator
     public int Training => _leases.Count;
 
     /// <summary>A snapshot of the coordinator's counters.</summary>
-    public BufferedProgress Progress => new(Version, _buffer.Count, _setup.Rules.CohortSize, _leases.Count, _applied, _stale, _expired);
+    public BufferedProgress Progress => new(Version, _buffer.Count, _setup.Rules.CohortSize, _leases.Count, _applied, _stale, _expired, _withdrawn);
 
     /// <summary>When <see cref="Tick"/> must next be called: the earliest lease end (MaxValue when nobody is training).</summary>
     public DateTimeOffset NextDeadline => _leases.Count == 0 ? DateTimeOffset.MaxValue : _leases.Values.Min(l => l.Until);
@@ -142,6 +142,17 @@ public sealed class BufferedCoordinator
         var effects = new List<RoundEffect>();
         if (_buffer.Count >= _setup.Rules.CohortSize) Release(effects);
         return new RoundStep(Admission.Accepted, effects);
+    }
+
+    /// <summary>
+    /// The vehicle gave up its check-in (it stopped being eligible — unplugged, drove off — before its update was sent): its
+    /// slot is free at once. False when it held none.
+    /// </summary>
+    public bool Withdraw(string vehicle)
+    {
+        if (!_leases.Remove(vehicle)) return false;
+        _withdrawn++;
+        return true;
     }
 
     /// <summary>Frees the slots of check-ins whose lease has ended (those vehicles dropped out); returns them.</summary>

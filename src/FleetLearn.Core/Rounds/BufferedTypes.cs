@@ -66,4 +66,4 @@ public sealed record BufferedSetup
 public sealed record BufferedCheckIn(Admission Admission, long Version, ulong Slot, DateTimeOffset LeaseUntil);
 
 /// <summary>Where a buffered coordinator is: its version, what the buffer holds, and what it has refused (for status pages and reports).</summary>
-public sealed record BufferedProgress(long Version, int Buffered, int BufferSize, int Training, long Applied, long Stale, long Expired);
+public sealed record BufferedProgress(long Version, int Buffered, int BufferSize, int Training, long Applied, long Stale, long Expired, long Withdrawn);

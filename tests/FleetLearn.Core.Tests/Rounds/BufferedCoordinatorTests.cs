@@ -185,6 +185,18 @@ public sealed class BufferedCoordinatorTests
     }
 
     [Fact]
+    public void Withdraw_FreesTheSlotAtOnce()
+    {
+        var f = Create(k: 2, concurrency: 1);
+        var a = f.Join("car-a");
+        Assert.True(f.Coordinator.Withdraw("car-a"));
+        Assert.False(f.Coordinator.Withdraw("car-a"));
+        Assert.Equal(AckStatus.Accepted, f.Coordinator.CheckIn("car-b").Admission.Status);
+        Assert.Equal(RejectReasons.NotInCohort, f.Send("car-a", a, 1).Admission.Reason);
+        Assert.Equal(1, f.Coordinator.Progress.Withdrawn);
+    }
+
+    [Fact]
     public void MalformedUpdate_RejectedBySharedAdmission()
     {
         var f = Create(k: 1);
