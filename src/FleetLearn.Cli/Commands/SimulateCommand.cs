@@ -119,6 +119,7 @@ internal static class SimulateCommand
                 NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
+            traceRun.CheckUnused(parse);
             var traced = traceRun.IsSet(parse) ? traceRun.Read(parse, options) : default;
             if (traced.Options is not null) options = traced.Options;
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);

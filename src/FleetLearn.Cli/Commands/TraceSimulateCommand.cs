@@ -36,6 +36,14 @@ internal sealed class TraceSimulateCommand
 
     public bool IsSet(ParseResult parse) => parse.GetValue(Trace) is not null;
 
+    /// <summary>Refuses a trace-only option without --trace (it would be ignored silently).</summary>
+    public void CheckUnused(ParseResult parse)
+    {
+        if (IsSet(parse)) return;
+        if (All.Skip(1).FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } given)
+            throw new ArgumentException($"{given.Name} applies to runs over an availability trace: add --trace commuter|delivery|taxi|mixed|FILE.");
+    }
+
     /// <summary>The options as the trace run reads them (FedBuff's K from --buffer); validated.</summary>
     public (SimulationOptions Options, TraceSettings Settings) Read(ParseResult parse, SimulationOptions options)
     {
