@@ -121,6 +121,7 @@ internal sealed class TraceSimulateCommand
                 final_accuracy = result.Points[^1].Accuracy,
                 applied = result.Applied,
                 aborted = result.Aborted,
+                abort_reasons = result.AbortReasons,
                 used_updates = result.UsedUpdates,
                 decided_updates = result.Decided,
                 wasted_update_fraction = result.WastedUpdateFraction,

@@ -143,7 +143,11 @@ public sealed class FedBuffSimulation : TraceFleetSimulation
                             if (Eligible(u)) pool.Add(u);
                         }
                         if (close.Outcome is RoundApplied) applied++;
-                        else aborted++;
+                        else
+                        {
+                            aborted++;
+                            NoteAbort(close.Outcome);
+                        }
                         Evaluate(progress);
                     }
                     break;

@@ -106,7 +106,11 @@ public sealed class SyncTraceSimulation : TraceFleetSimulation
                 _rounds++;
                 Evaluate(progress);
             }
-            else aborted++;
+            else
+            {
+                aborted++;
+                NoteAbort(outcome);
+            }
         }
         return (_rounds, aborted, new Dictionary<long, long> { [0] = UsedUpdates });
     }

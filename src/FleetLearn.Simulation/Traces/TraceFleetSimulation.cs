@@ -22,6 +22,7 @@ public abstract class TraceFleetSimulation : IDisposable
     private readonly float[] _delta;
     private readonly Dictionary<WasteCause, long> _wasted = [];
     private readonly List<TracePoint> _points = [];
+    private readonly Dictionary<string, int> _abortReasons = new(StringComparer.Ordinal);
     private double _lastEvaluation = double.NegativeInfinity;
     private long _tasks;
 
@@ -159,6 +160,7 @@ public abstract class TraceFleetSimulation : IDisposable
             ComputeHours = (UsedComputeHours, WastedComputeHours),
             Staleness = staleness,
             Participations = [.. Participations],
+            AbortReasons = new Dictionary<string, int>(_abortReasons),
             MaxVehicleEpsilon = Ledger is null ? double.NaN : Ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             Seconds = clock.Elapsed.TotalSeconds,
         };
@@ -177,6 +179,12 @@ public abstract class TraceFleetSimulation : IDisposable
         Now = hour;
         var target = Trace.Origin + TimeSpan.FromHours(hour);
         if (target > Clock.GetUtcNow()) Clock.Advance(target - Clock.GetUtcNow());
+    }
+
+    /// <summary>Notes why a round or step was not applied.</summary>
+    protected void NoteAbort(RoundOutcome outcome)
+    {
+        if (outcome is RoundAborted a) _abortReasons[a.Reason] = _abortReasons.GetValueOrDefault(a.Reason) + 1;
     }
 
     /// <summary>Counts one wasted update and its compute.</summary>
@@ -220,7 +228,7 @@ public abstract class TraceFleetSimulation : IDisposable
         return Pipeline.ForRound((ulong)round, codecSeed, Options.Privacy?.ClipNorm ?? Options.NormBound);
     }
 
-    /// <summary>Records a step's ledger charges (before its model is used) and the contributions of an applied one.</summary>
+    /// <summary>Records a step's ledger charges, before its model is used (the order <see cref="ChargeEffect"/> asks for).</summary>
     protected void Apply(RoundStep step)
     {
         foreach (var charge in step.Effects.OfType<ChargeEffect>())

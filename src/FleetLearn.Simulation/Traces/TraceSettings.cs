@@ -101,6 +101,9 @@ public sealed record TraceRunResult
     /// <summary>Rounds or steps that were not applied.</summary>
     public required long Aborted { get; init; }
 
+    /// <summary>Why rounds or steps were not applied, with how often.</summary>
+    public IReadOnlyDictionary<string, int> AbortReasons { get; init; } = new Dictionary<string, int>();
+
     /// <summary>Updates started (check-ins that began training) that were decided by the end: used or wasted.</summary>
     public long Decided => UsedUpdates + WastedUpdates.Values.Sum();
 
