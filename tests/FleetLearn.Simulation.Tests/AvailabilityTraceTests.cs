@@ -1,3 +1,4 @@
+using CsCheck;
 using FleetLearn.Simulation.Traces;
 
 namespace FleetLearn.Simulation.Tests;
@@ -144,5 +145,67 @@ public sealed class AvailabilityTraceTests
         Assert.InRange(compute[16_800] / compute[10_000], Math.Exp(0.6) * 0.95, Math.Exp(0.6) * 1.05);
         // 800 KB down and up at 20 Mbit/s: 0.64 s on top of the compute.
         Assert.Equal(r.ComputeHours(3, 7) + 1_600_000 * 8.0 / (r.Mbps(3, 7) * 1e6) / 3600, r.TaskHours(3, 7, 800_000, 800_000), 12);
+    }
+}
+
+/// <summary>The trace CSV decoder under generated input: segments round-trip exactly, and anything malformed is refused with InvalidDataException, never another exception.</summary>
+public sealed class TraceCsvPropertyTests
+{
+    private static readonly string[] States = ["drive", "park", "charge", "depot"];
+
+    [Fact]
+    public void Read_GeneratedSegments_RoundTripToTheSecond()
+    {
+        // Per vehicle: contiguous segments of 1..600 minutes with random states, from a random start in the first day.
+        var genVehicle = Gen.Select(Gen.Int[0, 1439], Gen.Select(Gen.Int[1, 600], Gen.Int[0, 3]).Array[1, 8]);
+        genVehicle.Array[1, 5].Sample(vehicles =>
+        {
+            var origin = new DateTimeOffset(2026, 3, 1, 0, 0, 0, TimeSpan.Zero);
+            var text = new StringWriter();
+            text.WriteLine(TraceCsv.Header);
+            var expected = new List<List<(double, double, string)>>();
+            for (int v = 0; v < vehicles.Length; v++)
+            {
+                var (start, segments) = vehicles[v];
+                var list = new List<(double, double, string)>();
+                int t = start;
+                foreach (var (minutes, state) in segments)
+                {
+                    text.WriteLine($"car-{v},{origin.AddMinutes(t):yyyy-MM-ddTHH:mm:ssZ},{origin.AddMinutes(t + minutes):yyyy-MM-ddTHH:mm:ssZ},{States[state]}");
+                    list.Add((t, t + minutes, States[state]));
+                    t += minutes;
+                }
+                expected.Add(list);
+            }
+            var trace = TraceCsv.Read(new StringReader(text.ToString()));
+            double first = vehicles.Min(x => x.Item1);
+            Assert.Equal(vehicles.Length, trace.Vehicles);
+            for (int v = 0; v < vehicles.Length; v++)
+            {
+                Assert.Equal($"car-{v}", trace.VehicleIds[v]);
+                Assert.Equal(expected[v].Select(e => ((e.Item1 - first) / 60, (e.Item2 - first) / 60, e.Item3)),
+                    trace.Segments(v).Select(s => (s.Start, s.End, s.State.ToString().ToLowerInvariant())));
+            }
+        });
+    }
+
+    [Fact]
+    public void Read_ArbitraryLines_RefusedOnlyWithInvalidData()
+    {
+        var field = Gen.OneOf(Gen.String[Gen.Char[' ', '~'], 0, 30], Gen.OneOfConst("2026-01-05T00:00:00Z", "2026-01-05T01:00:00Z", "depot", "park", "car", ""));
+        var line = Gen.OneOf(field.Array[0, 6].Select(f => string.Join(',', f)), Gen.String[Gen.Char, 0, 600]);
+        line.Array[0, 6].Sample(lines =>
+        {
+            string text = TraceCsv.Header + "\n" + string.Join("\n", lines);
+            try
+            {
+                var trace = TraceCsv.Read(new StringReader(text));
+                Assert.True(trace.Vehicles >= 1 && trace.Hours > 0);
+            }
+            catch (InvalidDataException)
+            {
+                // refused, with a line number: the only allowed failure
+            }
+        });
     }
 }
