@@ -100,7 +100,17 @@ internal sealed class TraceSimulateCommand
         double wastedCompute = result.ComputeHours.Wasted / Math.Max(1e-12, result.ComputeHours.Used + result.ComputeHours.Wasted);
         var contributed = result.Participations.Where(c => c > 0).ToArray();
         string label = parse.GetValue(Label) ?? settings.Mode.ToString().ToLowerInvariant() + (options.Privacy is null ? "" : "-dp");
-        if (output is not null) progress.WriteLine($"wrote {string.Join(", ", TraceArtifacts.Write(output, label, result, options.Target))}");
+        if (output is not null)
+        {
+            (string, object?)[] summary =
+            [
+                ("trace", trace.Description), ("vehicles", options.Vehicles), ("K", k), ("concurrency", settings.Mode == RoundMode.FedBuff ? settings.EffectiveConcurrency(k) : null),
+                ("over-selection", options.OverSelection), ("simulated hours to target", result.HoursToTarget), ("target", options.Target),
+                ("final accuracy", result.Points[^1].Accuracy), ("steps / rounds applied", result.Applied), ("wasted update fraction", result.WastedUpdateFraction),
+                ("wasted compute fraction", wastedCompute), ("max vehicle ε", SimulateCommand.Finite(result.MaxVehicleEpsilon)),
+            ];
+            progress.WriteLine($"wrote {string.Join(", ", TraceArtifacts.Write(output, label, result, options.Target, summary))}");
+        }
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"done: {(result.HoursToTarget is { } h ? $"reached {options.Target:F2} after {h:F2} simulated hours" : $"did not reach {options.Target:F2} in {result.Hours:F2} simulated hours")}; final accuracy {result.Points[^1].Accuracy:F4}; {result.Applied} {(settings.Mode == RoundMode.FedBuff ? "steps" : "rounds")} applied, {result.Aborted} aborted; wasted {result.WastedUpdateFraction:P1} of {result.Decided} updates ({string.Join(", ", result.WastedUpdates.Where(p => p.Value > 0).Select(p => $"{p.Key.ToString().ToLowerInvariant()} {p.Value}"))}); {result.Seconds:F1} s"));
         if (asJson)

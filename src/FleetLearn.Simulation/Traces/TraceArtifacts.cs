@@ -4,14 +4,35 @@ using FleetLearn.Reporting;
 namespace FleetLearn.Simulation.Traces;
 
 /// <summary>
-/// A trace run's files: <c>{label}-points.csv</c> (every evaluation) and charts redrawn from every run in the folder, so that a
-/// sync and a FedBuff run written to the same <c>--out</c> share one accuracy-vs-hours chart.
+/// A trace run's files: <c>{label}-points.csv</c> (every evaluation), its charts and <c>{label}-report.html</c> (summary, waste
+/// by cause, the same charts), and <c>accuracy-vs-hours.png</c> redrawn from every run in the folder, so that a sync and a
+/// FedBuff run written to the same <c>--out</c> share one chart.
 /// </summary>
 public static class TraceArtifacts
 {
-    /// <summary>Writes the run's points and its staleness and participation charts, then redraws <c>accuracy-vs-hours.png</c>; returns the names written.</summary>
-    public static IReadOnlyList<string> Write(string folder, string label, TraceRunResult result, double target)
+    /// <summary>Writes the run's points, charts and report, then redraws <c>accuracy-vs-hours.png</c>; returns the names written.</summary>
+    /// <param name="folder">The --out folder.</param>
+    /// <param name="label">The run's name in file names and legends.</param>
+    /// <param name="result">The run.</param>
+    /// <param name="target">The target accuracy (a reference line).</param>
+    /// <param name="summary">Key/value lines for the report's summary table.</param>
+    public static IReadOnlyList<string> Write(string folder, string label, TraceRunResult result, double target, IEnumerable<(string Key, object? Value)>? summary = null)
     {
+        var report = new HtmlReport($"{label}: {result.Mode.ToString().ToLowerInvariant()} over an availability trace");
+        foreach (var (key, value) in summary ?? []) report.AddSummary(key, value);
+        report.AddSection("Waste");
+        report.AddTable(["cause", "updates", "share of decided"],
+            result.WastedUpdates.Select(p => new object?[] { p.Key.ToString().ToLowerInvariant(), p.Value, result.Decided == 0 ? 0 : p.Value / (double)result.Decided }),
+            string.Create(CultureInfo.InvariantCulture, $"{result.UsedUpdates} updates used, {result.Decided} decided; vehicle compute hours used {result.ComputeHours.Used:F1}, wasted {result.ComputeHours.Wasted:F1}"));
+        report.AddSection("Charts");
+        report.AddChart(new LineChart
+        {
+            Title = $"{label}: test accuracy against simulated hours",
+            XLabel = "simulated hours",
+            YLabel = "test accuracy",
+            Series = [ChartSeries.FromXY(label, result.Points.Select(p => p.Hours), result.Points.Select(p => p.Accuracy))],
+            Reference = new ReferenceLine(target, string.Create(CultureInfo.InvariantCulture, $"target {target:0.##}")),
+        });
         Directory.CreateDirectory(folder);
         var written = new List<string>();
         string points = $"{label}-points.csv";
@@ -29,7 +50,7 @@ public static class TraceArtifacts
                 XLabel = "staleness τ (versions behind)",
                 YLabel = "updates",
                 Series = [ChartSeries.FromXY(label, result.Staleness.Keys.Order().Select(k => (double)k), result.Staleness.OrderBy(p => p.Key).Select(p => (double)p.Value))],
-            }, written);
+            }, written, report);
         }
         var counts = result.Participations.GroupBy(c => c).OrderBy(g => g.Key).ToList();
         Chart(folder, $"{label}-participation.png", new LineChart
@@ -39,7 +60,10 @@ public static class TraceArtifacts
             YLabel = "vehicles",
             LogY = true,
             Series = [ChartSeries.FromXY(label, counts.Select(g => (double)g.Key), counts.Select(g => (double)g.Count()))],
-        }, written);
+        }, written, report);
+        string html = $"{label}-report.html";
+        File.WriteAllText(Path.Combine(folder, html), report.ToHtml());
+        written.Add(html);
         var runs = Directory.GetFiles(folder, "*-points.csv").Order(StringComparer.Ordinal).Select(path => (Name: Path.GetFileName(path)[..^"-points.csv".Length], Points: Read(path))).ToList();
         Chart(folder, "accuracy-vs-hours.png", new LineChart
         {
@@ -52,8 +76,9 @@ public static class TraceArtifacts
         return written;
     }
 
-    private static void Chart(string folder, string name, LineChart chart, List<string> written)
+    private static void Chart(string folder, string name, LineChart chart, List<string> written, HtmlReport? report = null)
     {
+        report?.AddChart(chart);
         File.WriteAllBytes(Path.Combine(folder, name), PngChartRenderer.Render(chart));
         written.Add(name);
     }

@@ -43,8 +43,11 @@ public sealed class SimulateTraceCommandTests
             Assert.Equal("sync", sync.GetProperty("mode").GetString());
             Assert.True(sync.GetProperty("wasted_updates").GetProperty("surplus").GetInt64() > 0);
             Assert.True(sync.TryGetProperty("simulated_hours_to_target", out _));
-            foreach (var name in (string[])["fedbuff-points.csv", "sync-points.csv", "fedbuff-staleness.png", "sync-participation.png", "accuracy-vs-hours.png"])
+            foreach (var name in (string[])["fedbuff-points.csv", "sync-points.csv", "fedbuff-staleness.png", "sync-participation.png", "accuracy-vs-hours.png", "fedbuff-report.html", "sync-report.html"])
                 Assert.True(File.Exists(Path.Combine(folder, name)), name);
+            string html = File.ReadAllText(Path.Combine(folder, "fedbuff-report.html"));
+            Assert.Contains("simulated hours to target", html, StringComparison.Ordinal);
+            Assert.Contains("accepted updates by staleness", html, StringComparison.Ordinal);
         }
         finally
         {
