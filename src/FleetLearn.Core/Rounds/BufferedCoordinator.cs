@@ -20,7 +20,7 @@ public sealed class BufferedCoordinator
     private readonly Dictionary<string, int> _participations = new(StringComparer.Ordinal);
     private readonly Dictionary<long, UpdatePipelineRound> _codecs = [];
     private readonly Dictionary<long, ulong> _slots = [];
-    private readonly HashSet<Guid> _seen = [];
+    private readonly Dictionary<Guid, long> _seen = [];
     private readonly List<(string Vehicle, long Staleness)> _buffer = [];
     private readonly Dictionary<long, long> _stalenessCounts = [];
     private IUpdateAggregator _aggregator;
@@ -115,10 +115,10 @@ public sealed class BufferedCoordinator
     {
         ArgumentNullException.ThrowIfNull(vehicle);
         ArgumentNullException.ThrowIfNull(message);
-        if (_seen.Contains(updateId)) return Verdict(Admission.Duplicate());
+        if (_seen.ContainsKey(updateId)) return Verdict(Admission.Duplicate());
         if (!_leases.Remove(vehicle, out var lease))
             return Verdict(Admission.Rejected(RejectReasons.NotInCohort, "no check-in outstanding (never checked in, or its lease expired)"));
-        _seen.Add(updateId);
+        _seen[updateId] = Version;
         long staleness = Version - lease.Version;
         if (staleness > _setup.MaxStaleness)
         {
@@ -195,6 +195,8 @@ public sealed class BufferedCoordinator
             outcome = new RoundApplied { Round = next, Contributors = contributors, Silent = [], TrainLoss = loss, ClosedAt = now, Parameters = parameters };
             foreach (var old in _codecs.Keys.Where(v => v < Version - _setup.MaxStaleness).ToList()) _codecs.Remove(old);
             foreach (var old in _slots.Keys.Where(v => v < Version - _setup.MaxStaleness).ToList()) _slots.Remove(old);
+            // A resend is recognised as a duplicate for as long as an update could still be admitted: the ids of bounded memory.
+            foreach (var old in _seen.Where(p => p.Value < Version - _setup.MaxStaleness - 1).Select(p => p.Key).ToList()) _seen.Remove(old);
         }
         else outcome = new RoundAborted { Round = next, Contributors = contributors, Silent = [], TrainLoss = loss, ClosedAt = now, Reason = failure! };
         effects.Add(new CloseEffect(outcome));

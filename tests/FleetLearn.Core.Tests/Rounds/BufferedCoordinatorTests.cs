@@ -169,6 +169,19 @@ public sealed class BufferedCoordinatorTests
     }
 
     [Fact]
+    public void SeenIds_ForgottenOnceOlderThanTheMaxStaleness()
+    {
+        var f = Create(k: 1, maxStaleness: 1);
+        var id = Guid.NewGuid();
+        var a = f.Join("car-a");
+        f.Send("car-a", a, 1, id: id);
+        f.Send("car-b", f.Join("car-b"), 1);
+        Assert.Equal(AckStatus.Duplicate, f.Send("car-a", a, 1, id: id).Admission.Status); // version 2: still remembered
+        f.Send("car-c", f.Join("car-c"), 1); // version 3: received at version 0 < 3 − 1 − 1
+        Assert.Equal(RejectReasons.NotInCohort, f.Send("car-a", a, 1, id: id).Admission.Reason);
+    }
+
+    [Fact]
     public void Lease_ExpiresOnTheClock_FreesTheSlot_LateUpdateRefused()
     {
         var f = Create(k: 2, concurrency: 1);
