@@ -276,16 +276,7 @@ public sealed class FleetSimulator : IDisposable
     }
 
     /// <summary>The fleet's rules as the coordinator reads them (the aggregator worker builds the same from its settings).</summary>
-    private RoundRules Rules() => new()
-    {
-        CohortSize = _options.CohortSize,
-        MinParticipants = _options.EffectiveMinParticipants,
-        Privacy = _options.Privacy?.Mode,
-        NoiseMultiplier = _options.Privacy?.NoiseMultiplier ?? 0,
-        MinNoiseShares = _options.Privacy is { Mode: NoiseMode.Distributed } ? _options.EffectiveMinParticipants : 1,
-        UniformWeights = _options.Privacy is not null,
-        MaxWeight = _options.MaxWeight(Partitions.Max(p => p.Length)),
-    };
+    private RoundRules Rules() => _options.RoundRules(Partitions.Max(p => p.Length));
 
     /// <summary>What the vehicles' side of a round measured (bytes, losses) and the ledger charges the coordinator asked for.</summary>
     private sealed class Tally

@@ -1,6 +1,7 @@
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Simulation;
@@ -105,7 +106,7 @@ public sealed record SimulationOptions
     public int CohortSize => Cohort ?? Math.Max(1, (int)Math.Round(Fraction * Vehicles));
 
     /// <summary>The minimum participants of a round: <see cref="MinParticipants"/>, else the default every runner shares (<see cref="RoundRules.DefaultMinParticipants"/>).</summary>
-    public int EffectiveMinParticipants => MinParticipants ?? RoundRules.DefaultMinParticipants(CohortSize, Privacy?.Mode);
+    public int EffectiveMinParticipants => MinParticipants ?? Core.Rounds.RoundRules.DefaultMinParticipants(CohortSize, Privacy?.Mode);
 
     /// <summary>Throws with a clear message when a setting is out of range.</summary>
     public void Validate()
@@ -138,6 +139,18 @@ public sealed record SimulationOptions
         }
         _ = CreatePipeline();
     }
+
+    /// <summary>The rules of every round of this configuration (what the coordinator's close policy reads), for any runner.</summary>
+    internal RoundRules RoundRules(int largestPartition) => new()
+    {
+        CohortSize = CohortSize,
+        MinParticipants = EffectiveMinParticipants,
+        Privacy = Privacy?.Mode,
+        NoiseMultiplier = Privacy?.NoiseMultiplier ?? 0,
+        MinNoiseShares = Privacy is { Mode: NoiseMode.Distributed } ? EffectiveMinParticipants : 1,
+        UniformWeights = Privacy is not null,
+        MaxWeight = MaxWeight(largestPartition),
+    };
 
     /// <summary>The public bound on an aggregation weight W (sample counts are sent as w/W under secure aggregation).</summary>
     internal double MaxWeight(int largestPartition) => Privacy is not null ? 1 : Math.Max(1, WeightCap is { } cap ? Math.Min(cap, largestPartition) : largestPartition);

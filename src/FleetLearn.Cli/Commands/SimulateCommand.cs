@@ -75,6 +75,8 @@ internal static class SimulateCommand
             codec, secagg, secaggMalicious, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
+        var traceRun = new TraceSimulateCommand();
+        foreach (var o in traceRun.All) command.Options.Add(o);
         command.SetAction(parse =>
         {
             bool asJson = parse.GetValue(json);
@@ -119,6 +121,9 @@ internal static class SimulateCommand
                 NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
+            traceRun.CheckUnused(parse);
+            var traced = traceRun.IsSet(parse) ? traceRun.Read(parse, options) : default;
+            if (traced.Options is not null) options = traced.Options;
             var backendChoice = TrainerFactory.Parse(parse.GetValue(backend)!);
             string transportName = parse.GetValue(transport)!.Trim().ToLowerInvariant();
             if (transportName is not ("inproc" or "mqtt")) throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
@@ -139,6 +144,9 @@ internal static class SimulateCommand
                 (train, test) = ExtractFeatures(backboneModel, train, test, parse.GetValue(featureCache), progress);
             // Everything the run needs has been accepted: only now may a previous run's results make way.
             if (!childProcess && parse.GetValue(replaceOut) && parse.GetValue(output) is { } previous) CliOutput.ReplaceRun(previous);
+            if (traced.Settings is not null)
+                return transportName == "inproc" ? traceRun.Run(parse, options, traced.Settings, train, test, backendChoice, parse.GetValue(output), asJson, progress)
+                    : throw new ArgumentException("--trace runs in process for now (docs/async.md says what --transport mqtt needs).");
             switch (transportName)
             {
                 case "inproc":

@@ -36,6 +36,15 @@ public static class RejectReasons
     /// <summary>A plaintext update whose L2 norm exceeds the round's bound (a boosted or corrupt update).</summary>
     public const string NormExceeded = "norm_exceeded";
 
+    /// <summary>Buffered rounds: an update trained on a model more than the maximum staleness behind (its work is wasted).</summary>
+    public const string Stale = "stale";
+
+    /// <summary>Buffered rounds: a check-in refused for now (all training slots taken, or the vehicle already holds one); come back later.</summary>
+    public const string Busy = "busy";
+
+    /// <summary>Buffered rounds: the vehicle has used its participations (the cap the privacy accountant relies on).</summary>
+    public const string ParticipationCap = "participation_cap";
+
     /// <summary>Every label, for exposing zero counters.</summary>
-    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded];
+    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded, Stale, Busy, ParticipationCap];
 }

@@ -144,23 +144,8 @@ public sealed class RoundCoordinator : IDisposable
     {
         if (_aggregator is null) return Verdict(Admission.Rejected(RejectReasons.Protocol, "this round uses secure aggregation: plaintext updates are refused"));
         if (_contributors.ContainsKey(vehicle)) return Verdict(Admission.Duplicate("one update per vehicle per round"));
-        DecodedUpdate decoded;
-        try
-        {
-            decoded = _setup.Codec.Decode(message.Envelope.Span, (ulong)index);
-        }
-        catch (UpdateFormatException e)
-        {
-            return Verdict(Admission.Rejected(e.Message.Contains("NaN", StringComparison.Ordinal) ? RejectReasons.NonFinite : RejectReasons.Malformed, e.Message));
-        }
-        var rules = _setup.Rules;
+        if (RoundPolicy.AdmitPlain(_setup.Codec, _setup.Rules, message.Envelope.Span, (ulong)index, out var decoded) is { } refused) return Verdict(refused);
         double weight = decoded.Header.Weight;
-        if (!(weight > 0) || !double.IsFinite(weight) || weight > rules.MaxWeight * (1 + 1e-9) && !rules.UniformWeights)
-            return Verdict(Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight} is outside (0, {rules.MaxWeight}]")));
-        if (rules.UniformWeights && weight != 1)
-            return Verdict(Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight}: every update weighs 1 under DP")));
-        if (rules.MaxUpdateNorm is { } bound && PlaintextUpdateCheck.Check(decoded.Delta, bound) is { IsAccepted: false } check)
-            return Verdict(Admission.Rejected(check.Verdict == UpdateVerdict.NonFinite ? RejectReasons.NonFinite : RejectReasons.NormExceeded, check.Reason!));
         _aggregator.Add(decoded.Delta, weight);
         _contributors[vehicle] = updateId;
         _answered.Add(vehicle);
@@ -244,31 +229,10 @@ public sealed class RoundCoordinator : IDisposable
             }
         }
         int n = contributors.Count;
-        // Checked before the minimum: MinNoiseShares never exceeds MinParticipants, so behind it this reason could never show.
-        if (failure is null && rules.Privacy == NoiseMode.Distributed && n < rules.MinNoiseShares)
-            failure = string.Create(CultureInfo.InvariantCulture, $"{n} noise shares < the {rules.MinNoiseShares} the noise was sized for: the sum is not released");
-        if (failure is null && n < rules.MinParticipants)
-            failure = string.Create(CultureInfo.InvariantCulture, $"{n} updates < minimum {rules.MinParticipants}");
-        if (failure is null && mean is null) failure = "no update carried any weight";
-        float[]? next = null;
-        if (failure is null)
-        {
-            if (rules.Privacy is not null) effects.Add(new ChargeEffect(Round, contributors, rules.Charge));
-            if (rules.Privacy == NoiseMode.Central && _server is null)
-            {
-                // N(0, σ²C²) on the sum is N(0, σ²C²/n²) on the mean of n unit-weight updates; discrete Gaussian on a grid
-                // 64 times finer than σ, so that no floating-point sampler's artefacts leak (Mironov 2012).
-                double std = CentralSumNoise / n;
-                DiscreteGaussian.AddOnGrid(mean!, std, std / 64, _setup.CentralNoise!);
-            }
-            next = _setup.Global.ToArray();
-            _setup.Strategy.ApplyUpdate(next, mean!);
-            if (!VectorMath.AllFinite(next))
-            {
-                failure = "the global model diverged (NaN or ∞): lower the learning rates";
-                next = null;
-            }
-        }
+        // Central noise on a secure sum was added to the integers above; a plaintext mean gets it in the release.
+        double? centralStd = rules.Privacy == NoiseMode.Central && _server is null ? CentralSumNoise / n : null;
+        var next = RoundPolicy.Release(rules, _setup.Strategy, _setup.Global.Span, mean, n, centralStd, _setup.CentralNoise,
+            rules.Privacy is null ? [] : [new ChargeEffect(Round, contributors, rules.Charge)], effects, ref failure);
         var silent = _setup.Cohort.Where(v => !(_server is null ? _contributors.ContainsKey(v) : _server.Result is null ? _answered.Contains(v) : contributors.Contains(v))).ToArray();
         double loss = _lossCount == 0 ? double.NaN : _lossSum / _lossCount;
         RoundOutcome outcome = next is not null
