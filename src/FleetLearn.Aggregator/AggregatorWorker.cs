@@ -38,6 +38,7 @@ public sealed class AggregatorWorker(
     private FleetRoster _roster = null!;
     private ModelPublisher _publisher = null!;
     private VehicleLink _link = null!;
+    private (RoundRecord Record, RoundPlan Plan)? _resume;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -50,7 +51,11 @@ public sealed class AggregatorWorker(
         if (ledger is not null) status.MaxVehicleEpsilon = ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
-        long round = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger) + 1;
+        RoundPlan? plan = null;
+        var (last, open) = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger,
+            r => (plan = RoundResumption.Check(store, r, signingKey, mqttOptions.Value.Fleet, model, out var why)) is null ? why : null);
+        _resume = open is null ? null : (open, plan!);
+        long round = open?.Round ?? last + 1;
         // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
         _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
@@ -87,36 +92,18 @@ public sealed class AggregatorWorker(
 
     private async Task<Checkpoint> RunRoundAsync(long round, Checkpoint model, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
     {
-        bool secure = AggregatorProtection.ParseSecure(_options.SecureAggregation) != SecureAggregationMode.Off;
-        int selectionSize = CohortSelection.SelectionSize(_options.CohortSize, _options.OverSelection);
-        // 1. Cohort: wait for enough eligible check-ins (or for CohortWait with at least MinParticipants).
-        var waitUntil = time.GetUtcNow() + _options.CohortWait;
-        int minimum = Math.Max(_options.MinParticipants, secure ? 3 : 1);
-        string[] candidates;
-        while (true)
-        {
-            candidates = _roster.Eligible(PrivacyCharge.Participation(_options.NoiseMultiplier));
-            status.Activity = $"round {round}: waiting for check-ins ({candidates.Length}/{selectionSize} eligible vehicles)";
-            if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
-            await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
-        }
-        var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
-
-        // 2. Model (retained, chunked, once per version), then the signed plan; the coordinator runs the round.
-        var modelBytes = model.ToBytes();
-        await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
-        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, cohort, model, modelBytes, strategy, key, time);
+        var modelBytes = model.ToBytes(); // 1. the round: resumed from the store, or a new cohort
+        var (opened, record, replayed) = _resume is { } resume && resume.Record.Round == round
+            ? Resume(resume.Record, resume.Plan, model, strategy)
+            : await OpenAsync(round, model, modelBytes, strategy, key, cancellationToken).ConfigureAwait(false);
         using var coordinator = opened.Coordinator;
-        var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
-        _store.SaveRound(record);
-        status.Record(record, null);
         status.CurrentRound = round;
+        // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced).
+        await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
         await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(opened.SignedPlan.Length);
-        status.Activity = $"round {round}: plan published to a cohort of {cohort.Length}";
-        logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
-            secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
-
+        status.Activity = $"round {round}: plan published to a cohort of {coordinator.Cohort.Count}";
+        await CarryOutAsync(coordinator, new RoundStep(Admission.Accepted, replayed), cancellationToken).ConfigureAwait(false);
         // 3. Collect until the coordinator closes the round (complete, or at its deadline).
         while (coordinator.Phase is not Closed)
         {
@@ -131,7 +118,42 @@ public sealed class AggregatorWorker(
         return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, outcome);
     }
 
-    /// <summary>Carries out a coordinator step's effects in order: route SecAgg messages, record ledger charges.</summary>
+    /// <summary>1. Cohort: waits for enough eligible check-ins (or for CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
+    private async Task<(OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>)> OpenAsync(long round, Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
+    {
+        bool secure = AggregatorProtection.ParseSecure(_options.SecureAggregation) != SecureAggregationMode.Off;
+        int selectionSize = CohortSelection.SelectionSize(_options.CohortSize, _options.OverSelection);
+        var waitUntil = time.GetUtcNow() + _options.CohortWait;
+        int minimum = Math.Max(_options.MinParticipants, secure ? 3 : 1);
+        string[] candidates;
+        while (true)
+        {
+            candidates = _roster.Eligible(PrivacyCharge.Participation(_options.NoiseMultiplier));
+            status.Activity = $"round {round}: waiting for check-ins ({candidates.Length}/{selectionSize} eligible vehicles)";
+            if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
+            await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+        }
+        var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
+        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, cohort, model, modelBytes, strategy, key, time);
+        var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
+        _store.SaveOpenRound(record, opened.SignedPlan);
+        status.Record(record, null);
+        logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
+            secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
+        return (opened, record, []);
+    }
+
+    /// <summary>Reopens the plaintext round a previous run left open, from its stored plan and the journal of what it had folded.</summary>
+    private (OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>) Resume(RoundRecord record, RoundPlan plan, Checkpoint model, IFederatedStrategy strategy)
+    {
+        var journal = _store.JournalOf(record.Round);
+        var opened = RoundOpening.Resume(_options, _random, _roster, plan, _store.SignedPlan(record.Round)!, model, strategy, journal, time, out var replayed);
+        logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; resumed with the {Count} updates it had folded ({Vehicles}).",
+            record.Round, journal.Count, string.Join(", ", journal.Select(u => u.Vehicle)));
+        return (opened, record, replayed);
+    }
+
+    /// <summary>Carries out a coordinator step's effects in order: journal accepted updates, route SecAgg messages, record ledger charges.</summary>
     private async Task CarryOutAsync(RoundCoordinator coordinator, RoundStep step, CancellationToken cancellationToken)
     {
         var routes = new List<RouteEffect>();
@@ -139,6 +161,9 @@ public sealed class AggregatorWorker(
         {
             switch (effect)
             {
+                case JournalEffect journal:
+                    _store.Journal(journal.Round, journal.Update); // durable before the ack: "accepted" means committed
+                    break;
                 case RouteEffect route:
                     routes.Add(route);
                     break;
@@ -209,7 +234,7 @@ public sealed class AggregatorWorker(
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
-        var (admission, effects) = Admit(coordinator, vehicle, update);
+        var (admission, effects) = UpdateAdmission.Admit(_closed, status, coordinator, vehicle, update);
         if (effects is not null) await CarryOutAsync(coordinator!, effects, cancellationToken).ConfigureAwait(false);
         switch (admission.Status)
         {
@@ -221,30 +246,5 @@ public sealed class AggregatorWorker(
                 break;
         }
         await _link.AckAsync(update, admission, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>The verdict on an update envelope: closed rounds answer from memory, the open round from its coordinator.</summary>
-    private (Admission Admission, RoundStep? Step) Admit(RoundCoordinator? coordinator, string vehicle, Envelope update)
-    {
-        VehicleMessage message;
-        try
-        {
-            message = UplinkDecoder.Decode(update);
-        }
-        catch (WireFormatException e)
-        {
-            return (Admission.Rejected(e.Reason, e.Message), null);
-        }
-        if (_closed.IsClosed(update.Round) && coordinator?.Round != update.Round)
-            return (_closed.Admit(vehicle, update.Round, update.UpdateId, (message as SecureUpdateMessage)?.Message), null);
-        if (coordinator is null || update.Round != coordinator.Round)
-            return (Admission.Rejected(RejectReasons.WrongRound, $"round {update.Round} is not open (current {coordinator?.Round.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"})"), null);
-        var step = coordinator.Receive(vehicle, update.UpdateId, message);
-        if (step.Admission.Status == AckStatus.Accepted && message is PlainUpdateMessage or SecureUpdateMessage { Message: MaskedInputMessage })
-        {
-            status.Accepted();
-            status.VehicleParticipated(vehicle, coordinator.Round);
-        }
-        return (step.Admission, step);
     }
 }

@@ -42,29 +42,7 @@ internal static class RoundOpening
             SecAggRoundSeed = secureMode == SecureAggregationMode.Off ? null : Convert.ToBase64String(random.SecAggSeed(round)),
             DeviceKeys = secureMode == SecureAggregationMode.Off ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceKey)).ToArray(),
         };
-        var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Length);
         var started = time.GetUtcNow();
-        var deadline = started + options.RoundTimeout;
-        SecureRoundSetup? secure = null;
-        if (secureMode != SecureAggregationMode.Off)
-        {
-            var registry = new DeviceKeyRegistry();
-            for (int i = 0; i < cohort.Length; i++) registry.Add(i, roster[cohort[i]].DeviceKey);
-            secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, round, cohort.Length), registry, Math.Max(1, Environment.ProcessorCount));
-        }
-        var rules = Rules(options, protection);
-        var coordinator = new RoundCoordinator(new RoundSetup
-        {
-            Round = round,
-            Cohort = cohort,
-            Global = model.Parameters,
-            Strategy = strategy,
-            Codec = protection.ForRound(pipeline, round),
-            Rules = rules,
-            Deadline = deadline,
-            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
-            Secure = secure,
-        }, time);
         var plan = new RoundPlan
         {
             Fleet = fleet,
@@ -79,9 +57,51 @@ internal static class RoundOpening
             LearningRate = options.LearningRate,
             ProximalMu = strategy.ProximalMu,
             Protection = protection,
-            DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
+            DeadlineUnixMs = (started + options.RoundTimeout).ToUnixTimeMilliseconds(),
             IssuedUnixMs = started.ToUnixTimeMilliseconds(),
         };
-        return new OpenedRound(coordinator, RoundPlanCodec.Sign(plan, signingKey), protection, pipeline.ModulusBits);
+        var (setup, modulusBits) = Setup(options, random, roster, plan, model, strategy);
+        return new OpenedRound(new RoundCoordinator(setup, time), RoundPlanCodec.Sign(plan, signingKey), protection, modulusBits);
+    }
+
+    /// <summary>
+    /// Reopens the plaintext round that <paramref name="signedPlan"/> announced before a restart, replaying the updates it had
+    /// folded (<see cref="RoundCoordinator.Resume"/>); <paramref name="replayed"/> is what the replay leaves to carry out.
+    /// </summary>
+    public static OpenedRound Resume(
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, RoundPlan plan, byte[] signedPlan, Checkpoint model,
+        IFederatedStrategy strategy, IEnumerable<JournaledUpdate> journal, TimeProvider time, out IReadOnlyList<RoundEffect> replayed)
+    {
+        var (setup, modulusBits) = Setup(options, random, roster, plan, model, strategy);
+        return new OpenedRound(RoundCoordinator.Resume(setup, time, journal, out replayed), signedPlan, plan.Protection!, modulusBits);
+    }
+
+    /// <summary>The coordinator's setup for <paramref name="plan"/>: everything the round's rules need follows from the signed plan and the settings.</summary>
+    private static (RoundSetup Setup, int ModulusBits) Setup(
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, RoundPlan plan, Checkpoint model, IFederatedStrategy strategy)
+    {
+        var protection = plan.Protection!;
+        var cohort = plan.Cohort;
+        var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Count);
+        SecureRoundSetup? secure = null;
+        if (protection.DeviceKeys is not null)
+        {
+            var registry = new DeviceKeyRegistry();
+            for (int i = 0; i < cohort.Count; i++) registry.Add(i, roster[cohort[i]].DeviceKey);
+            secure = new SecureRoundSetup(protection.CreateSecAggParameters(pipeline, plan.Round, cohort.Count), registry, Math.Max(1, Environment.ProcessorCount));
+        }
+        var rules = Rules(options, protection);
+        return (new RoundSetup
+        {
+            Round = plan.Round,
+            Cohort = cohort,
+            Global = model.Parameters,
+            Strategy = strategy,
+            Codec = protection.ForRound(pipeline, plan.Round),
+            Rules = rules,
+            Deadline = DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs),
+            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(plan.Round) : null,
+            Secure = secure,
+        }, pipeline.ModulusBits);
     }
 }
