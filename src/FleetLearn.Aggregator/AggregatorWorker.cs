@@ -44,8 +44,9 @@ public sealed class AggregatorWorker(
     {
         var spec = ModelSpec.Parse(_options.Model);
         var strategy = StrategyCatalog.Parse(_options.Strategy, _options.ServerLearningRate);
-        using var signingKey = SigningKeys.LoadOrCreate(_options.SigningKeyPath);
+        using var databaseLock = DatabaseLock.Acquire(_options.DatabasePath, "aggregator");
         using var store = _store = LiteDbRoundStore.Open(_options.DatabasePath);
+        using var signingKey = SigningKeyGuard.Load(_options, store, logger);
         var privacy = AggregatorProtection.ParsePrivacy(_options.Privacy);
         using var ledger = _ledger = privacy is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
         if (ledger is not null) status.MaxVehicleEpsilon = ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();

@@ -102,3 +102,28 @@ public sealed partial class LiteDbRoundStore
         }
     }
 }
+
+/// <summary>Small named facts about the fleet the round store keeps (signing key id, instance id, epoch).</summary>
+public sealed partial class LiteDbRoundStore
+{
+    /// <summary>The stored value of <paramref name="key"/>, or null.</summary>
+    public string? GetMeta(string key)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _db.GetCollection<BsonDocument>("meta").FindById(key)?["value"].AsString;
+        }
+    }
+
+    /// <summary>Stores <paramref name="value"/> under <paramref name="key"/> durably.</summary>
+    public void SetMeta(string key, string value)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _db.GetCollection<BsonDocument>("meta").Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+}
