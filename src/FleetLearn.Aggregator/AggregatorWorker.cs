@@ -47,9 +47,8 @@ public sealed class AggregatorWorker(
         using var databaseLock = DatabaseLock.Acquire(_options.DatabasePath, "aggregator");
         using var store = _store = LiteDbRoundStore.Open(_options.DatabasePath);
         using var signingKey = SigningKeyGuard.Load(_options, store, logger);
-        var privacy = AggregatorProtection.ParsePrivacy(_options.Privacy);
-        using var ledger = _ledger = privacy is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
-        if (ledger is not null) status.MaxVehicleEpsilon = ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();
+        using var ledger = _ledger = AggregatorProtection.ParsePrivacy(_options.Privacy) is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
+        status.MaxVehicleEpsilon = ledger?.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max() ?? 0;
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
         RoundPlan? plan = null;
@@ -63,12 +62,12 @@ public sealed class AggregatorWorker(
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
         _link = new VehicleLink(mqtt, status, _options);
-        mqtt.MessageReceived += m => _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
-        await _link.StartAsync(stoppingToken).ConfigureAwait(false);
+        await using var lease = new FleetLeaseHolder(mqtt, store, _options, time, logger, lifetime);
+        mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
+        await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
             spec, model.Version, strategy.Name, _options.Codec, _options.SecureAggregation, _options.Privacy, round);
-        status.ModelVersion = model.Version;
-        status.Running = true;
+        (status.ModelVersion, status.Running) = (model.Version, true);
         try
         {
             for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round++)

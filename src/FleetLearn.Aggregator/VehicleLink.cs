@@ -8,14 +8,17 @@ namespace FleetLearn.Aggregator;
 internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, AggregatorOptions options)
 {
     /// <summary>
-    /// Subscribes to the vehicles' uplink and check-ins, starts the connection, and clears a plan a previous run left retained
-    /// (it announces a round this run has recorded as aborted or closed; agents ignore the empty payload).
+    /// Subscribes to the vehicles' uplink, check-ins and the fleet's lease, starts the connection, acquires the lease (or
+    /// throws: another instance holds the fleet), and clears a plan a previous run left retained (it announces a round this
+    /// run has recorded as aborted or closed, or one it resumes and announces again; agents ignore the empty payload).
     /// </summary>
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(FleetLeaseHolder lease, CancellationToken cancellationToken)
     {
         await mqtt.SubscribeAsync(mqtt.Topics.AllUp, cancellationToken).ConfigureAwait(false);
         await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, cancellationToken).ConfigureAwait(false);
+        await mqtt.SubscribeAsync(lease.Topic, cancellationToken).ConfigureAwait(false);
         mqtt.Start(cancellationToken);
+        await lease.AcquireAsync(cancellationToken).ConfigureAwait(false);
         await mqtt.PublishReliablyAsync(mqtt.Topics.RoundCurrent, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 

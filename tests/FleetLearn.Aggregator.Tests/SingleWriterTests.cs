@@ -83,6 +83,36 @@ public sealed class SingleWriterTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task FirstAggregatorStopsCleanly_LeaseReleased_SecondInstanceStartsAtOnce()
+    {
+        var (first, firstStatus) = Start("a");
+        await WaitRunningAsync(firstStatus);
+        await first.StopAsync(CancellationToken.None);
+        var (_, second) = Start("b", clientId: "aggregator-b", keyName: "a");
+        await WaitRunningAsync(second);
+    }
+
+    [Fact]
+    public async Task SameInstanceRestartsAfterACrash_ItsOwnUnexpiredClaim_DoesNotBlockIt()
+    {
+        string db = Path.Combine(_dir, "a", "agg.db");
+        Directory.CreateDirectory(Path.GetDirectoryName(db)!);
+        using (var store = LiteDbRoundStore.Open(db)) store.SetMeta("instance", "crashed-instance");
+        // The claim a killed run left retained (valid for another minute).
+        await using (var ghost = new MqttConnection(new MqttTransportOptions { Host = "127.0.0.1", Port = _broker.Port, Fleet = Fleet, ClientId = "aggregator-b", Password = Secret }))
+        {
+            ghost.Start();
+            var claim = new FleetLearn.Core.Rounds.LeaseClaim("claim", "crashed-instance", "old pid", 1, DateTimeOffset.UtcNow.AddMinutes(1).ToUnixTimeMilliseconds(), 0);
+            await ghost.PublishAsync(ghost.Topics.AggregatorLease, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(claim), retain: true);
+        }
+        var (_, status) = Start("a");
+        await WaitRunningAsync(status);
+        // Another database (another instance) is refused by that same claim, now renewed by the restarted instance.
+        var (other, _) = Start("b", clientId: "aggregator-b", keyName: "a");
+        Assert.Contains("instance crashed-instance", (await RefusalAsync(other)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task SecondAggregator_SameDatabase_RefusesNamingTheDatabase()
     {
         var (_, first) = Start("a");
