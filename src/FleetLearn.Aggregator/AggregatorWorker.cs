@@ -38,6 +38,7 @@ public sealed class AggregatorWorker(
     private FleetRoster _roster = null!;
     private ModelPublisher _publisher = null!;
     private VehicleLink _link = null!;
+    private FleetEpochs _epochs = null!;
     private (RoundRecord Record, RoundPlan Plan)? _resume;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -56,13 +57,14 @@ public sealed class AggregatorWorker(
             r => (plan = RoundResumption.Check(store, r, signingKey, mqttOptions.Value.Fleet, model, out var why)) is null ? why : null);
         _resume = open is null ? null : (open, plan!);
         long round = open?.Round ?? last + 1;
+        _epochs = new FleetEpochs(store, logger, open?.Round ?? last);
         // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
         _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
-        _link = new VehicleLink(mqtt, status, _options);
-        await using var lease = new FleetLeaseHolder(mqtt, store, _options, time, logger, lifetime);
+        _link = new VehicleLink(mqtt, status, _options, _epochs);
+        await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
         mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
         await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
@@ -70,7 +72,7 @@ public sealed class AggregatorWorker(
         (status.ModelVersion, status.Running) = (model.Version, true);
         try
         {
-            for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round++)
+            for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round = _epochs.State.NextRound)
                 model = await RunRoundAsync(round, model, strategy, signingKey, stoppingToken).ConfigureAwait(false);
             // Answer what is still in flight for the last round (late unmask answers, resends), so that every vehicle's
             // outbox empties; a long-running aggregator does the same while it runs its next round.
@@ -97,25 +99,24 @@ public sealed class AggregatorWorker(
             ? Resume(resume.Record, resume.Plan, model, strategy)
             : await OpenAsync(round, model, modelBytes, strategy, key, cancellationToken).ConfigureAwait(false);
         using var coordinator = opened.Coordinator;
-        status.CurrentRound = round;
+        _epochs.Announce(status.CurrentRound = coordinator.Round, opened.SignedPlan);
         // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced).
         await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
         await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(opened.SignedPlan.Length);
-        status.Activity = $"round {round}: plan published to a cohort of {coordinator.Cohort.Count}";
+        status.Activity = $"round {coordinator.Round}: plan published to a cohort of {coordinator.Cohort.Count}";
         await CarryOutAsync(coordinator, new RoundStep(Admission.Accepted, replayed), cancellationToken).ConfigureAwait(false);
         // 3. Collect until the coordinator closes the round (complete, or at its deadline).
         while (coordinator.Phase is not Closed)
         {
             await ProcessNextAsync(coordinator, coordinator.NextDeadline, cancellationToken).ConfigureAwait(false);
-            if (coordinator.Phase is not Closed && time.GetUtcNow() >= coordinator.NextDeadline)
-                await CarryOutAsync(coordinator, coordinator.Tick(), cancellationToken).ConfigureAwait(false);
+            if (coordinator.Phase is not Closed && (time.GetUtcNow() >= coordinator.NextDeadline || _epochs.State.PendingRollback is not null))
+                await CarryOutAsync(coordinator, _epochs.State.TakeRollback() is { } why ? coordinator.Abort(why) : coordinator.Tick(), cancellationToken).ConfigureAwait(false);
         }
         _closed.Add(coordinator);
-        var outcome = coordinator.Outcome!;
-        _roster.Forget(outcome.Silent);
+        _roster.Forget(coordinator.Outcome!.Silent);
         status.CheckedIn = _roster.Count;
-        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, outcome);
+        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome);
     }
 
     /// <summary>1. Cohort: waits for enough eligible check-ins (or for CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
@@ -133,8 +134,9 @@ public sealed class AggregatorWorker(
             if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
         }
+        round = _epochs.State.NumberNewRound(round); // past every round the fleet saw (a rollback found in the check-ins)
         var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
-        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, cohort, model, modelBytes, strategy, key, time);
+        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
         var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
         _store.SaveOpenRound(record, opened.SignedPlan);
         status.Record(record, null);
@@ -220,11 +222,9 @@ public sealed class AggregatorWorker(
         status.VehicleSeen(vehicle);
         if (channel == "checkin")
         {
-            var envelope = Envelope.Decode(message.Payload, maxPayload: 6 + Checkin.MaxKeyBytes);
-            if (envelope.Vehicle != vehicle || envelope.Kind != EnvelopeKind.Checkin)
-                throw new WireFormatException($"Check-in on {vehicle}'s topic names {envelope.Vehicle}.", RejectReasons.NotInCohort);
-            _roster.CheckIn(vehicle, Checkin.Decode(envelope.Payload.Span));
+            var checkin = _roster.CheckIn(vehicle, message.Payload);
             status.CheckedIn = _roster.Count;
+            _epochs.Observe(checkin.Round, checkin.Epoch, $"{vehicle}'s check-in");
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
@@ -234,7 +234,7 @@ public sealed class AggregatorWorker(
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
-        var (admission, effects) = UpdateAdmission.Admit(_closed, status, coordinator, vehicle, update);
+        var (admission, effects) = UpdateAdmission.Admit(_closed, _epochs, status, coordinator, vehicle, update);
         if (effects is not null) await CarryOutAsync(coordinator!, effects, cancellationToken).ConfigureAwait(false);
         switch (admission.Status)
         {

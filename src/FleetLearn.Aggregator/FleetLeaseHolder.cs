@@ -13,7 +13,7 @@ namespace FleetLearn.Aggregator;
 /// This instance's single-writer lease on its fleet, kept as a retained message on the broker (issue 15 item 5): acquired
 /// before the aggregator touches the fleet's retained plan, renewed every third of its TTL, released on a clean stop.
 /// </summary>
-internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore store, AggregatorOptions options, TimeProvider time, ILogger logger, IHostApplicationLifetime? lifetime) : IAsyncDisposable
+internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore store, AggregatorOptions options, FleetEpochs epochs, TimeProvider time, ILogger logger, IHostApplicationLifetime? lifetime) : IAsyncDisposable
 {
     private const int MaxClaimBytes = 4096;
     private readonly Channel<LeaseClaim> _seen = Channel.CreateUnbounded<LeaseClaim>();
@@ -23,9 +23,6 @@ internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore sto
 
     /// <summary>The lease topic (subscribe before the connection starts).</summary>
     public string Topic => mqtt.Topics.AggregatorLease;
-
-    /// <summary>The fleet epoch this instance announces in its claim.</summary>
-    public long Epoch { get; set; }
 
     /// <summary>Handles a message on <see cref="Topic"/>: during acquisition it is read in order; later a claim that outranks ours stops this instance.</summary>
     public Task ObserveAsync(MqttIncoming message)
@@ -49,7 +46,7 @@ internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore sto
         string instance = store.GetMeta("instance") ?? Guid.NewGuid().ToString("N");
         store.SetMeta("instance", instance);
         string holder = string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName} pid {Environment.ProcessId}, database {store.Path}");
-        var probe = new LeaseClaim(LeaseClaim.Probe, instance, Guid.NewGuid().ToString("N"), 0, 0, Epoch);
+        var probe = new LeaseClaim(LeaseClaim.Probe, instance, Guid.NewGuid().ToString("N"), 0, 0, epochs.State.Epoch);
         await mqtt.PublishAsync(Topic, JsonSerializer.SerializeToUtf8Bytes(probe), cancellationToken: cancellationToken).ConfigureAwait(false);
         LeaseClaim? retained = null;
         using (var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
@@ -65,7 +62,7 @@ internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore sto
         if (FleetLeaseRules.Blocking(retained, instance, now) is { } other)
             throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
                 $"The fleet '{mqtt.Topics.Fleet}' is held by another aggregator: instance {other.Instance} ({other.Holder}), since {DateTimeOffset.FromUnixTimeMilliseconds(other.AcquiredUnixMs):u}, its lease valid until {DateTimeOffset.FromUnixTimeMilliseconds(other.ExpiresUnixMs):u}. One fleet, one writer: stop that instance first, or wait for its lease to lapse (Aggregator:LeaseTtl = {options.LeaseTtl}). This instance does not start."));
-        _mine = new LeaseClaim(LeaseClaim.Claim, instance, holder, now.ToUnixTimeMilliseconds(), 0, Epoch);
+        _mine = new LeaseClaim(LeaseClaim.Claim, instance, holder, now.ToUnixTimeMilliseconds(), 0, epochs.State.Epoch);
         await RenewAsync(cancellationToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: holds the lease of fleet '{Fleet}' as instance {Instance} (renewed every {Period}).", mqtt.Topics.Fleet, instance, options.LeaseTtl / 3);
         _renewing = RenewLoopAsync(_stop.Token);
@@ -73,7 +70,7 @@ internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore sto
 
     private Task RenewAsync(CancellationToken cancellationToken)
     {
-        _mine = _mine! with { ExpiresUnixMs = (time.GetUtcNow() + options.LeaseTtl).ToUnixTimeMilliseconds(), Epoch = Epoch };
+        _mine = _mine! with { ExpiresUnixMs = (time.GetUtcNow() + options.LeaseTtl).ToUnixTimeMilliseconds(), Epoch = epochs.State.Epoch };
         return mqtt.PublishAsync(Topic, JsonSerializer.SerializeToUtf8Bytes(_mine), retain: true, expiry: options.LeaseTtl, cancellationToken: cancellationToken);
     }
 

@@ -31,7 +31,7 @@ internal static class RoundOpening
 
     /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (ordinal order) and signs its plan.</summary>
     public static OpenedRound Open(
-        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, string[] cohort,
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, long epoch, string[] cohort,
         Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa signingKey, TimeProvider time)
     {
         var secureMode = AggregatorProtection.ParseSecure(options.SecureAggregation);
@@ -47,6 +47,7 @@ internal static class RoundOpening
         {
             Fleet = fleet,
             Round = round,
+            Epoch = epoch,
             ModelVersion = model.Version,
             ModelSpec = model.Spec.ToString(),
             ModelSha256 = RoundPlanCodec.HashModel(modelBytes),

@@ -9,8 +9,9 @@ namespace FleetLearn.Aggregator;
 internal static class UpdateAdmission
 {
     /// <summary>Decodes <paramref name="update"/> and admits it; the step's effects are the runner's to carry out (null: none).</summary>
-    public static (Admission Admission, RoundStep? Step) Admit(ClosedRounds closed, AggregatorStatus status, RoundCoordinator? coordinator, string vehicle, Envelope update)
+    public static (Admission Admission, RoundStep? Step) Admit(ClosedRounds closed, FleetEpochs epochs, AggregatorStatus status, RoundCoordinator? coordinator, string vehicle, Envelope update)
     {
+        if (epochs.Check(update) is { } refused) return (refused, null);
         VehicleMessage message;
         try
         {

@@ -36,6 +36,12 @@ public static class RejectReasons
     /// <summary>A plaintext update whose L2 norm exceeds the round's bound (a boosted or corrupt update).</summary>
     public const string NormExceeded = "norm_exceeded";
 
+    /// <summary>Produced under another plan for the same round number (another aggregator instance, or a restored database).</summary>
+    public const string PlanMismatch = "plan_mismatch";
+
+    /// <summary>Produced under another fleet epoch than the one the aggregator runs.</summary>
+    public const string WrongEpoch = "wrong_epoch";
+
     /// <summary>Every label, for exposing zero counters.</summary>
-    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded];
+    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded, PlanMismatch, WrongEpoch];
 }

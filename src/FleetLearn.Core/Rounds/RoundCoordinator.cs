@@ -170,6 +170,23 @@ public sealed class RoundCoordinator : IDisposable
         return new RoundStep(Admission.Accepted, effects);
     }
 
+    /// <summary>
+    /// Closes the round as aborted for a reason outside it (the fleet moved to a newer epoch): nothing is released, nobody is
+    /// charged. A closed round is left as it is.
+    /// </summary>
+    public RoundStep Abort(string reason)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        if (Phase is Closed) return RoundStep.Empty;
+        var outcome = new RoundAborted
+        {
+            Round = Round, Contributors = [.. _contributors.Keys], Silent = [.. _setup.Cohort.Where(v => !_answered.Contains(v))],
+            TrainLoss = _lossCount == 0 ? double.NaN : _lossSum / _lossCount, UnclippedCount = _unclipped, ClosedAt = _time.GetUtcNow(), Reason = reason,
+        };
+        Phase = new Closed(outcome);
+        return new RoundStep(Admission.Accepted, [new CloseEffect(outcome)]);
+    }
+
     private static RoundStep Verdict(Admission admission) => new(admission, []);
 
     private RoundStep ReceivePlain(string vehicle, int index, Guid updateId, PlainUpdateMessage message)

@@ -146,7 +146,8 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
         proxies[3].Up.Resume();
 
         var restarted = rig.StartAggregator(rounds: 2, cohort4); // same database: round 2, then round 3
-        await restarted.WaitForLineAsync("aggregator: round 2 was open when the previous run stopped; resumed with the 2 updates it had folded (car-0, car-1).", Step);
+        var resumed = await restarted.WaitForLineAsync("aggregator: round 2 was open when the previous run stopped; resumed with the 2 updates it had folded (", Step);
+        Assert.True(resumed.Contains("car-0", StringComparison.Ordinal) && resumed.Contains("car-1", StringComparison.Ordinal), resumed); // in fold order
         var car1Again = rig.StartAgent(1, proxies[1]);
         await car1Again.WaitForLineAsync("agent car-1: round 2 update Duplicate", Step);
         await cars[2].WaitForLineAsync("agent car-2: round 2 update Accepted", Step);

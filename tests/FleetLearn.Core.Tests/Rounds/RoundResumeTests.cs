@@ -136,4 +136,18 @@ public sealed class RoundResumeTests
         var e = Assert.Throws<ArgumentException>(() => RoundCoordinator.Resume(secure, clock, [], out _));
         Assert.Contains("aborted before any unmasking and no ε is charged", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Abort_MidRound_ClosedAbortedWithTheReasonNothingCharged()
+    {
+        var clock = new ManualTimeProvider();
+        using var resumed = RoundCoordinator.Resume(Setup(clock), clock, FoldThenCrash(2), out _);
+        var step = resumed.Abort("restored older database detected");
+        var aborted = Assert.IsType<RoundAborted>(Assert.IsType<CloseEffect>(Assert.Single(step.Effects)).Outcome);
+        Assert.Equal("restored older database detected", aborted.Reason);
+        Assert.Equal(["car-0", "car-1"], aborted.Contributors);
+        Assert.Equal(["car-2"], aborted.Silent);
+        Assert.Empty(resumed.Abort("again").Effects);
+        Assert.Equal(RejectReasons.Late, resumed.Receive("car-2", Ids[2], Updates[2]).Admission.Reason);
+    }
 }
