@@ -33,7 +33,7 @@ internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore sto
             logger.LogCritical("aggregator: fleet '{Fleet}' is claimed by instance {Instance} ({Holder}), which outranks this one: stopping (one fleet, one writer).", mqtt.Topics.Fleet, claim.Instance, claim.Holder);
             lifetime?.StopApplication();
         }
-        _seen.Writer.TryWrite(claim);
+        if (_mine is null) _seen.Writer.TryWrite(claim); // read only while acquiring
         return Task.CompletedTask;
     }
 
@@ -52,10 +52,17 @@ internal sealed class FleetLeaseHolder(MqttConnection mqtt, LiteDbRoundStore sto
         using (var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
             wait.CancelAfter(options.LeaseTtl);
-            await foreach (var claim in _seen.Reader.ReadAllAsync(wait.Token).ConfigureAwait(false))
+            try
             {
-                if (claim == probe) break;
-                if (claim.Kind == LeaseClaim.Claim) retained = claim;
+                await foreach (var claim in _seen.Reader.ReadAllAsync(wait.Token).ConfigureAwait(false))
+                {
+                    if (claim == probe) break;
+                    if (claim.Kind == LeaseClaim.Claim) retained = claim;
+                }
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new InvalidOperationException($"The lease probe on '{Topic}' did not come back within {options.LeaseTtl}: the broker must let the aggregator read and write its fleet's aggregator/ topics (see broker-config/acl).");
             }
         }
         var now = time.GetUtcNow();
