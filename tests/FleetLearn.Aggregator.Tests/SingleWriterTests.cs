@@ -37,13 +37,14 @@ public sealed class SingleWriterTests : IAsyncLifetime
         Directory.Delete(_dir, recursive: true);
     }
 
-    private (AggregatorWorker Worker, AggregatorStatus Status) Start(string name, string clientId = "aggregator", string? keyName = null)
+    private (AggregatorWorker Worker, AggregatorStatus Status) Start(string name, string clientId = "aggregator", string? keyName = null, string acceptKeyId = "")
     {
         var status = new AggregatorStatus();
         var options = new AggregatorOptions
         {
             Model = "8-6-3", CohortSize = 2, Rounds = 1, RoundTimeout = Timeout, CohortWait = TimeSpan.FromMinutes(5), OnnxFolder = null,
             DatabasePath = Path.Combine(_dir, name, "agg.db"), SigningKeyPath = Path.Combine(_dir, keyName ?? name, "signing.pem"),
+            AcceptSigningKeyId = acceptKeyId,
         };
         var mqtt = new MqttTransportOptions
         {
@@ -137,5 +138,31 @@ public sealed class SingleWriterTests : IAsyncLifetime
         Assert.Contains("is missing", e.Message, StringComparison.Ordinal);
         Assert.False(File.Exists(Path.Combine(_dir, "a", "signing.pem"))); // vehicles pin the old key: a new one would strand them
         Assert.Empty(status.Rounds);
+    }
+
+    [Fact]
+    public async Task SigningKeyReplaced_RefusedUntilTheRotationNamesItsId_ThenRecorded()
+    {
+        var (first, firstStatus) = Start("a");
+        await WaitRunningAsync(firstStatus);
+        await first.StopAsync(CancellationToken.None);
+        string keyPath = Path.Combine(_dir, "a", "signing.pem");
+        string oldId;
+        using (var old = SigningKeys.Load(keyPath)) oldId = SigningKeys.KeyId(old);
+        File.Delete(keyPath);
+        string newId;
+        using (var fresh = SigningKeys.LoadOrCreate(keyPath)) newId = SigningKeys.KeyId(fresh); // an operator's new key
+
+        var (refused, _) = Start("a");
+        var e = await RefusalAsync(refused);
+        Assert.Contains($"has id {newId}, but this fleet's plans are signed with key {oldId}", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"--Aggregator:AcceptSigningKeyId={newId}", e.Message, StringComparison.Ordinal);
+
+        var (rotated, rotatedStatus) = Start("a", acceptKeyId: newId);
+        await WaitRunningAsync(rotatedStatus);
+        await rotated.StopAsync(CancellationToken.None);
+        using (var store = LiteDbRoundStore.Open(Path.Combine(_dir, "a", "agg.db"))) Assert.Equal(newId, store.GetMeta("signing-key-id"));
+        var (later, laterStatus) = Start("a"); // the rotation is recorded: no option needed any more
+        await WaitRunningAsync(laterStatus);
     }
 }
