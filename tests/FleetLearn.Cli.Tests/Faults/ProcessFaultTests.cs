@@ -164,6 +164,46 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
         await AssertEndStateAsync(rig, 4, ("applied", 4, 0, 1), ("applied", 4, 1, 2), ("applied", 4, 2, 3));
     }
 
+    /// <summary>
+    /// The same kill during a SecAgg+ round with distributed DP: car-3's masked input is held after its keys and shares went
+    /// out, so the round waits in MaskedInputCollection when the aggregator is killed. The restart does not resume it (the
+    /// server's share state lived in memory only): round 1 is recorded aborted before any unmasking, round 2 is applied
+    /// with all four, and the aggregator's ledger charges every vehicle for round 2 only.
+    /// </summary>
+    [Fact]
+    [Trait("Category", "Slow")]
+    public async Task Kill9Aggregator_DuringSecAggPlusWithDistributedDp_RoundAbortedBeforeUnmaskingNoEpsilonCharged()
+    {
+        await using var rig = new FaultRig(output);
+        await rig.StartBrokerAsync();
+        string ledger = Path.Combine(rig.Root, "aggregator", "aggregator-privacy.db");
+        string[] secure =
+        [
+            "--Aggregator:CohortSize=4", "--Aggregator:MinParticipants=4", "--Aggregator:SecureAggregation=plus", "--Aggregator:SecAggNeighbors=2",
+            "--Aggregator:Codec=q8", "--Aggregator:Privacy=distributed", "--Aggregator:NoiseMultiplier=1", "--Aggregator:ClipNorm=1",
+            $"--Aggregator:PrivacyLedgerPath={ledger}",
+        ];
+        var aggregator = rig.StartAggregator(rounds: 2, secure);
+        var proxy = rig.Proxy();
+        proxy.Up.PauseAfterPublishes(rig.Topics.Up("car-3", "secagg"), 2); // round keys and shares out; the masked input is held
+        var cars = Enumerable.Range(0, 4).Select(i => rig.StartAgent(i, i == 3 ? proxy : null)).ToArray();
+        await proxy.Up.WaitUntilPausedAsync(Step);
+        await cars[3].WaitForLineAsync("agent car-3: trained round 1", Step);
+        for (int i = 0; i < 3; i++) await cars[i].WaitForLineAsync($"agent car-{i}: trained round 1", Step);
+        Assert.False(aggregator.HasLine("round 1 applied"));
+        Assert.False(aggregator.HasLine("round 1 aborted"));
+        aggregator.KillHard();
+        proxy.Up.Resume();
+
+        var restarted = rig.StartAggregator(rounds: 1, secure);
+        await restarted.WaitForLineAsync("aggregator: round 1 was open when the previous run stopped; recorded as aborted: the aggregator restarted mid-round; a secure round is not resumed", Step);
+        await restarted.WaitForLineAsync("aggregator: round 2 applied 4/4 updates; model 1.", Step);
+        Assert.Equal([(1L, "aborted", 0, 0L, (long?)null), (2L, "applied", 4, 0L, (long?)1)], await rig.ApiRoundsAsync());
+        rig.KillAll();
+        using var charges = FleetLearn.Storage.LiteDbPrivacyLedgerStore.Open(ledger, new FleetLearn.Core.Privacy.PrivacyLedgerOptions(double.MaxValue, 1e-5));
+        for (int i = 0; i < 4; i++) Assert.Equal([2L], charges.Get($"car-{i}").Rounds); // never round 1: its sum was never released
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
