@@ -31,7 +31,7 @@ internal sealed class LedgerMirror : IDisposable
     public static LedgerMirror Open(string ledgerPath)
     {
         string path = PathFor(ledgerPath);
-        var file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
+        var file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
         long keep = file.Length;
         if (keep > 0)
         {

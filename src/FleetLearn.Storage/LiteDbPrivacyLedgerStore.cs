@@ -95,6 +95,9 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         string fullPath = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(fullPath)!);
+        // Opened first and outside the damage handling below: a mirror that cannot be opened (held by another process) is an
+        // error of its own, never a reason to quarantine the ledger.
+        var mirror = LedgerMirror.Open(fullPath);
         LiteDatabase db;
         try
         {
@@ -102,16 +105,15 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {
+            mirror.Dispose();
             throw new InvalidDataException($"The privacy ledger at '{fullPath}' cannot be opened ({e.Message}). Refusing to start from an empty ledger, which would under-count ε; restore the file from a backup.", e);
         }
-        LedgerMirror? mirror = null;
         try
         {
             var ledger = new PrivacyLedger(options);
             var verification = Load(db, ledger, options, fullPath);
             db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
             LiteDbFiles.ProbeWrite(db, CollectionName, fullPath);
-            mirror = LedgerMirror.Open(fullPath);
             var store = new LiteDbPrivacyLedgerStore(fullPath, db, ledger, verification, mirror);
             store.Reconcile(LedgerMirror.Read(fullPath));
             store.FlushToDisk();
@@ -119,13 +121,13 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e) && e is not InvalidDataException)
         {
-            mirror?.Dispose();
+            mirror.Dispose();
             db.Dispose();
             throw new InvalidDataException($"The privacy ledger at '{fullPath}' is unreadable ({e.Message}); refusing to start from zero.", e);
         }
         catch
         {
-            mirror?.Dispose();
+            mirror.Dispose();
             db.Dispose();
             throw;
         }
