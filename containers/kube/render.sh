@@ -162,6 +162,7 @@ spec:
             - {name: Mqtt__CertFile, value: /run/fleetlearn/aggregator.crt}
             - {name: Mqtt__KeyFile, value: /run/fleetlearn/aggregator.key}
             - {name: Aggregator__SigningKeyPath, value: /run/fleetlearn/aggregator-signing.pem}
+            - {name: Aggregator__DeviceCaFile, value: /run/fleetlearn/ca.crt}
             - {name: Aggregator__Model, value: "$model"}
             - {name: Aggregator__Rounds, value: "$rounds"}
             - {name: Aggregator__CohortSize, value: "$agents"}

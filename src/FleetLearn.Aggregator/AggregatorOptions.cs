@@ -52,8 +52,18 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>LiteDB file of models and round records.</summary>
     [Required] public string DatabasePath { get; set; } = "aggregator.db";
 
-    /// <summary>PEM file of the ECDSA P-256 plan-signing key (created when missing; the public key goes next to it as .pub.pem).</summary>
+    /// <summary>PEM file of the ECDSA P-256 plan-signing key (created only for a new fleet, never when missing for one with a model; the public key goes next to it as .pub.pem).</summary>
     [Required] public string SigningKeyPath { get; set; } = "aggregator-signing.pem";
+
+    /// <summary>
+    /// Key id (16 hex digits, logged at start) of a new signing key this start may adopt for a fleet that signed with another:
+    /// a deliberate rotation, after the vehicles were given the new public key (docs/reliability.md). Empty: the key must be
+    /// the one of record.
+    /// </summary>
+    public string AcceptSigningKeyId { get; set; } = "";
+
+    /// <summary>How long this instance's claim on the fleet (the single-writer lease on the broker) lasts without renewal.</summary>
+    public TimeSpan LeaseTtl { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Largest update envelope accepted (bad-input limit).</summary>
     [Range(1024, int.MaxValue)] public int MaxUpdateBytes { get; set; } = 64 << 20;

@@ -24,26 +24,38 @@ internal static class AggregatorRecords
     }
 
     /// <summary>
-    /// Replays the stored round records into the status and <paramref name="closed"/>; a round left open by a crash is
-    /// recorded as aborted (its partial sum lived in memory only). Returns the newest round number (0 for none).
+    /// Replays the stored round records into the status and <paramref name="closed"/> (with the update ids each folded, so a
+    /// resend is answered duplicate across restarts). A round left open by a crash is returned for resumption when
+    /// <paramref name="whyNotResumable"/> says nothing against it, else recorded as aborted with that reason. Returns the
+    /// newest round number (0 for none) and the round to resume.
     /// </summary>
-    public static long RestoreRounds(LiteDbRoundStore store, AggregatorStatus status, ClosedRounds closed, TimeProvider time, ILogger logger)
+    public static (long Last, RoundRecord? Resume) RestoreRounds(
+        LiteDbRoundStore store, AggregatorStatus status, ClosedRounds closed, TimeProvider time, ILogger logger, Func<RoundRecord, string?> whyNotResumable)
     {
         long last = 0;
+        RoundRecord? resume = null;
         foreach (var record in store.Rounds())
         {
             var final = record;
             if (record.Status == RoundStatus.Open)
             {
-                final = record with { Status = RoundStatus.Aborted, ClosedAt = time.GetUtcNow(), Note = "aggregator restarted mid-round" };
+                if (whyNotResumable(record) is not { } reason)
+                {
+                    resume = record;
+                    status.Record(record, null);
+                    last = Math.Max(last, record.Round);
+                    continue;
+                }
+                final = record with { Status = RoundStatus.Aborted, ClosedAt = time.GetUtcNow(), Note = reason };
                 store.SaveRound(final);
-                logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; recorded as aborted.", record.Round);
+                store.CompactJournal(record.Round);
+                logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; recorded as aborted: {Reason}.", record.Round, reason);
             }
             status.Record(final, null);
-            closed.Add(record.Round, new HashSet<Guid>(), new Dictionary<string, int>());
+            closed.Add(record.Round, store.UpdateIdsOf(record.Round), new Dictionary<string, int>());
             last = Math.Max(last, record.Round);
         }
-        return last;
+        return (last, resume);
     }
 
     /// <summary>
@@ -59,6 +71,7 @@ internal static class AggregatorRecords
             var next = new Checkpoint(model.Spec, model.Version + 1, applied.Parameters);
             record = record with { ModelVersionOut = next.Version, Status = RoundStatus.Applied };
             store.SaveModelAndRound(next, record);
+            store.CompactJournal(record.Round);
             publisher.ExportOnnx(next);
             status.ModelVersion = next.Version;
             status.Record(record, applied.Parameters);
@@ -68,6 +81,7 @@ internal static class AggregatorRecords
         var reason = ((RoundAborted)outcome).Reason;
         record = record with { Status = RoundStatus.Aborted, Note = reason };
         store.SaveRound(record);
+        store.CompactJournal(record.Round);
         status.Record(record, model.Parameters);
         logger.LogWarning("aggregator: round {Round} aborted: {Reason}.", record.Round, reason);
         return model;

@@ -38,34 +38,41 @@ public sealed class AggregatorWorker(
     private FleetRoster _roster = null!;
     private ModelPublisher _publisher = null!;
     private VehicleLink _link = null!;
+    private FleetEpochs _epochs = null!;
+    private (RoundRecord Record, RoundPlan Plan)? _resume;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var spec = ModelSpec.Parse(_options.Model);
         var strategy = StrategyCatalog.Parse(_options.Strategy, _options.ServerLearningRate);
-        using var signingKey = SigningKeys.LoadOrCreate(_options.SigningKeyPath);
+        using var databaseLock = DatabaseLock.Acquire(_options.DatabasePath, "aggregator");
         using var store = _store = LiteDbRoundStore.Open(_options.DatabasePath);
-        var privacy = AggregatorProtection.ParsePrivacy(_options.Privacy);
-        using var ledger = _ledger = privacy is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
-        if (ledger is not null) status.MaxVehicleEpsilon = ledger.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max();
+        using var signingKey = SigningKeyGuard.Load(_options, store, logger);
+        using var ledger = _ledger = AggregatorProtection.ParsePrivacy(_options.Privacy) is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
+        status.MaxVehicleEpsilon = ledger?.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max() ?? 0;
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget, _options.DeviceCaFile is { } ca ? DeviceCertificateAuthority.FromPem(File.ReadAllText(ca), time) : null);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
-        long round = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger) + 1;
+        RoundPlan? plan = null;
+        var (last, open) = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger,
+            r => (plan = RoundResumption.Check(store, r, signingKey, mqttOptions.Value.Fleet, model, out var why)) is null ? why : null);
+        _resume = open is null ? null : (open, plan!);
+        long round = open?.Round ?? last + 1;
+        _epochs = new FleetEpochs(store, logger, open?.Round ?? last);
         // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
         _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
-        _link = new VehicleLink(mqtt, status, _options);
-        mqtt.MessageReceived += m => _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
-        await _link.StartAsync(stoppingToken).ConfigureAwait(false);
+        _link = new VehicleLink(mqtt, status, _options, _epochs);
+        await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
+        mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
+        await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
             spec, model.Version, strategy.Name, _options.Codec, _options.SecureAggregation, _options.Privacy, round);
-        status.ModelVersion = model.Version;
-        status.Running = true;
+        (status.ModelVersion, status.Running) = (model.Version, true);
         try
         {
-            for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round++)
+            for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round = _epochs.State.NextRound)
                 model = await RunRoundAsync(round, model, strategy, signingKey, stoppingToken).ConfigureAwait(false);
             // Answer what is still in flight for the last round (late unmask answers, resends), so that every vehicle's
             // outbox empties; a long-running aggregator does the same while it runs its next round.
@@ -87,9 +94,36 @@ public sealed class AggregatorWorker(
 
     private async Task<Checkpoint> RunRoundAsync(long round, Checkpoint model, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
     {
+        var modelBytes = model.ToBytes(); // 1. the round: resumed from the store, or a new cohort
+        var (opened, record, replayed) = _resume is { } resume && resume.Record.Round == round
+            ? Resume(resume.Record, resume.Plan, model, strategy, key)
+            : await OpenAsync(round, model, modelBytes, strategy, key, cancellationToken).ConfigureAwait(false);
+        using var coordinator = opened.Coordinator;
+        _epochs.Announce(status.CurrentRound = coordinator.Round, opened.SignedPlan);
+        // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced).
+        await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
+        await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
+        status.Sent(opened.SignedPlan.Length);
+        status.Activity = $"round {coordinator.Round}: plan published to a cohort of {coordinator.Cohort.Count}";
+        await CarryOutAsync(coordinator, new RoundStep(Admission.Accepted, replayed), cancellationToken).ConfigureAwait(false);
+        // 3. Collect until the coordinator closes the round (complete, or at its deadline).
+        while (coordinator.Phase is not Closed)
+        {
+            await ProcessNextAsync(coordinator, coordinator.NextDeadline, cancellationToken).ConfigureAwait(false);
+            if (coordinator.Phase is not Closed && (time.GetUtcNow() >= coordinator.NextDeadline || _epochs.State.PendingRollback is not null))
+                await CarryOutAsync(coordinator, _epochs.State.TakeRollback() is { } why ? coordinator.Abort(why) : coordinator.Tick(), cancellationToken).ConfigureAwait(false);
+        }
+        _closed.Add(coordinator);
+        _roster.Forget(coordinator.Outcome!.Silent);
+        status.CheckedIn = _roster.Count;
+        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome);
+    }
+
+    /// <summary>1. Cohort: waits for enough eligible check-ins (or for CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
+    private async Task<(OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>)> OpenAsync(long round, Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
+    {
         bool secure = AggregatorProtection.ParseSecure(_options.SecureAggregation) != SecureAggregationMode.Off;
         int selectionSize = CohortSelection.SelectionSize(_options.CohortSize, _options.OverSelection);
-        // 1. Cohort: wait for enough eligible check-ins (or for CohortWait with at least MinParticipants).
         var waitUntil = time.GetUtcNow() + _options.CohortWait;
         int minimum = Math.Max(_options.MinParticipants, secure ? 3 : 1);
         string[] candidates;
@@ -100,38 +134,28 @@ public sealed class AggregatorWorker(
             if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
         }
+        round = _epochs.State.NumberNewRound(round); // past every round the fleet saw (a rollback found in the check-ins)
         var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
-
-        // 2. Model (retained, chunked, once per version), then the signed plan; the coordinator runs the round.
-        var modelBytes = model.ToBytes();
-        await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
-        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, cohort, model, modelBytes, strategy, key, time);
-        using var coordinator = opened.Coordinator;
+        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
         var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
-        _store.SaveRound(record);
+        _store.SaveOpenRound(record, opened.SignedPlan);
         status.Record(record, null);
-        status.CurrentRound = round;
-        await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
-        status.Sent(opened.SignedPlan.Length);
-        status.Activity = $"round {round}: plan published to a cohort of {cohort.Length}";
         logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
             secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
-
-        // 3. Collect until the coordinator closes the round (complete, or at its deadline).
-        while (coordinator.Phase is not Closed)
-        {
-            await ProcessNextAsync(coordinator, coordinator.NextDeadline, cancellationToken).ConfigureAwait(false);
-            if (coordinator.Phase is not Closed && time.GetUtcNow() >= coordinator.NextDeadline)
-                await CarryOutAsync(coordinator, coordinator.Tick(), cancellationToken).ConfigureAwait(false);
-        }
-        _closed.Add(coordinator);
-        var outcome = coordinator.Outcome!;
-        _roster.Forget(outcome.Silent);
-        status.CheckedIn = _roster.Count;
-        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, outcome);
+        return (opened, record, []);
     }
 
-    /// <summary>Carries out a coordinator step's effects in order: route SecAgg messages, record ledger charges.</summary>
+    /// <summary>Reopens the plaintext round a previous run left open, from its stored plan and the journal of what it had folded.</summary>
+    private (OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>) Resume(RoundRecord record, RoundPlan plan, Checkpoint model, IFederatedStrategy strategy, ECDsa key)
+    {
+        var journal = _store.JournalOf(record.Round);
+        var opened = RoundOpening.Resume(_options, _random, _roster, plan, _store.SignedPlan(record.Round)!, model, strategy, key, journal, time, out var replayed);
+        logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; resumed with the {Count} updates it had folded ({Vehicles}).",
+            record.Round, journal.Count, string.Join(", ", journal.Select(u => u.Vehicle)));
+        return (opened, record, replayed);
+    }
+
+    /// <summary>Carries out a coordinator step's effects in order: journal accepted updates, route SecAgg messages, record ledger charges.</summary>
     private async Task CarryOutAsync(RoundCoordinator coordinator, RoundStep step, CancellationToken cancellationToken)
     {
         var routes = new List<RouteEffect>();
@@ -139,6 +163,9 @@ public sealed class AggregatorWorker(
         {
             switch (effect)
             {
+                case JournalEffect journal:
+                    _store.Journal(journal.Round, journal.Update); // durable before the ack: "accepted" means committed
+                    break;
                 case RouteEffect route:
                     routes.Add(route);
                     break;
@@ -195,11 +222,9 @@ public sealed class AggregatorWorker(
         status.VehicleSeen(vehicle);
         if (channel == "checkin")
         {
-            var envelope = Envelope.Decode(message.Payload, maxPayload: 6 + Checkin.MaxKeyBytes);
-            if (envelope.Vehicle != vehicle || envelope.Kind != EnvelopeKind.Checkin)
-                throw new WireFormatException($"Check-in on {vehicle}'s topic names {envelope.Vehicle}.", RejectReasons.NotInCohort);
-            _roster.CheckIn(vehicle, Checkin.Decode(envelope.Payload.Span));
+            var checkin = _roster.CheckIn(vehicle, message.Payload);
             status.CheckedIn = _roster.Count;
+            _epochs.Observe(checkin.Round, checkin.Epoch, $"{vehicle}'s check-in");
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
@@ -209,7 +234,7 @@ public sealed class AggregatorWorker(
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
-        var (admission, effects) = Admit(coordinator, vehicle, update);
+        var (admission, effects) = UpdateAdmission.Admit(_closed, _epochs, status, coordinator, vehicle, update);
         if (effects is not null) await CarryOutAsync(coordinator!, effects, cancellationToken).ConfigureAwait(false);
         switch (admission.Status)
         {
@@ -221,30 +246,5 @@ public sealed class AggregatorWorker(
                 break;
         }
         await _link.AckAsync(update, admission, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>The verdict on an update envelope: closed rounds answer from memory, the open round from its coordinator.</summary>
-    private (Admission Admission, RoundStep? Step) Admit(RoundCoordinator? coordinator, string vehicle, Envelope update)
-    {
-        VehicleMessage message;
-        try
-        {
-            message = UplinkDecoder.Decode(update);
-        }
-        catch (WireFormatException e)
-        {
-            return (Admission.Rejected(e.Reason, e.Message), null);
-        }
-        if (_closed.IsClosed(update.Round) && coordinator?.Round != update.Round)
-            return (_closed.Admit(vehicle, update.Round, update.UpdateId, (message as SecureUpdateMessage)?.Message), null);
-        if (coordinator is null || update.Round != coordinator.Round)
-            return (Admission.Rejected(RejectReasons.WrongRound, $"round {update.Round} is not open (current {coordinator?.Round.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"})"), null);
-        var step = coordinator.Receive(vehicle, update.UpdateId, message);
-        if (step.Admission.Status == AckStatus.Accepted && message is PlainUpdateMessage or SecureUpdateMessage { Message: MaskedInputMessage })
-        {
-            status.Accepted();
-            status.VehicleParticipated(vehicle, coordinator.Round);
-        }
-        return (step.Admission, step);
     }
 }

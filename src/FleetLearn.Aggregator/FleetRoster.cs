@@ -49,6 +49,16 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
         _checkedIn[vehicle] = checkin;
     }
 
+    /// <summary>Decodes a check-in envelope from <paramref name="vehicle"/>'s topic and records it; returns the envelope (its round is the vehicle's last joined round).</summary>
+    public Envelope CheckIn(string vehicle, byte[] payload)
+    {
+        var envelope = Envelope.Decode(payload, maxPayload: 6 + Checkin.MaxKeyBytes);
+        if (envelope.Vehicle != vehicle || envelope.Kind != EnvelopeKind.Checkin)
+            throw new WireFormatException($"Check-in on {vehicle}'s topic names {envelope.Vehicle}.", RejectReasons.NotInCohort);
+        CheckIn(vehicle, Checkin.Decode(envelope.Payload.Span));
+        return envelope;
+    }
+
     /// <summary>Takes vehicles off the available list until they check in again (a vehicle gone for good is not selected round after round).</summary>
     public void Forget(IEnumerable<string> vehicles)
     {

@@ -31,7 +31,7 @@ internal static class RoundOpening
 
     /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (ordinal order) and signs its plan.</summary>
     public static OpenedRound Open(
-        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, string[] cohort,
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, long epoch, string[] cohort,
         Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa signingKey, TimeProvider time)
     {
         var secureMode = AggregatorProtection.ParseSecure(options.SecureAggregation);
@@ -43,13 +43,12 @@ internal static class RoundOpening
             DeviceKeys = secureMode == SecureAggregationMode.Off ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceKey)).ToArray(),
             DeviceCertificates = secureMode == SecureAggregationMode.Off || roster.DeviceCa is null ? null : cohort.Select(v => Convert.ToBase64String(roster[v].DeviceCertificate!)).ToArray(),
         };
-        var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Length);
         var started = time.GetUtcNow();
-        var deadline = started + options.RoundTimeout;
         var plan = new RoundPlan
         {
             Fleet = fleet,
             Round = round,
+            Epoch = epoch,
             ModelVersion = model.Version,
             ModelSpec = model.Spec.ToString(),
             ModelSha256 = RoundPlanCodec.HashModel(modelBytes),
@@ -60,34 +59,57 @@ internal static class RoundOpening
             LearningRate = options.LearningRate,
             ProximalMu = strategy.ProximalMu,
             Protection = protection,
-            DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
+            DeadlineUnixMs = (started + options.RoundTimeout).ToUnixTimeMilliseconds(),
             IssuedUnixMs = started.ToUnixTimeMilliseconds(),
         };
         // Signed first: every SecAgg signature of the round binds this plan and the fleet (the session id).
         var signedPlan = RoundPlanCodec.Sign(plan, signingKey);
+        var (setup, modulusBits) = Setup(options, random, roster, plan, signedPlan, model, strategy, signingKey);
+        return new OpenedRound(new RoundCoordinator(setup, time), signedPlan, protection, modulusBits);
+    }
+
+    /// <summary>
+    /// Reopens the plaintext round that <paramref name="signedPlan"/> announced before a restart, replaying the updates it had
+    /// folded (<see cref="RoundCoordinator.Resume"/>); <paramref name="replayed"/> is what the replay leaves to carry out.
+    /// </summary>
+    public static OpenedRound Resume(
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, RoundPlan plan, byte[] signedPlan, Checkpoint model,
+        IFederatedStrategy strategy, ECDsa signingKey, IEnumerable<JournaledUpdate> journal, TimeProvider time, out IReadOnlyList<RoundEffect> replayed)
+    {
+        var (setup, modulusBits) = Setup(options, random, roster, plan, signedPlan, model, strategy, signingKey);
+        return new OpenedRound(RoundCoordinator.Resume(setup, time, journal, out replayed), signedPlan, plan.Protection!, modulusBits);
+    }
+
+    /// <summary>The coordinator's setup for <paramref name="plan"/>: everything the round's rules need follows from the signed plan and the settings.</summary>
+    private static (RoundSetup Setup, int ModulusBits) Setup(
+        AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, RoundPlan plan, byte[] signedPlan, Checkpoint model, IFederatedStrategy strategy,
+        ECDsa signingKey)
+    {
+        var protection = plan.Protection!;
+        var cohort = plan.Cohort;
+        var pipeline = protection.CreatePipeline(model.Parameters.Length, cohort.Count);
         SecureRoundSetup? secure = null;
-        if (secureMode != SecureAggregationMode.Off)
+        if (protection.DeviceKeys is not null)
         {
             // The aggregator checks round keys the way the vehicles will: against the device CA when the fleet has one.
             var registry = protection.CreateDeviceKeyRegistry(cohort, roster.DeviceCa);
-            var parameters = protection.CreateSecAggParameters(pipeline, round, cohort.Length, SecAggSession.Id(fleet, signedPlan));
+            var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, cohort.Count, SecAggSession.Id(plan.Fleet, signedPlan));
             secure = new SecureRoundSetup(parameters, registry, Math.Max(1, Environment.ProcessorCount), protection.MaliciousAggregator ? signingKey : null);
         }
-        var codec = protection.ForRound(pipeline, round);
+        var codec = protection.ForRound(pipeline, plan.Round);
         // Charged at the σ equivalent of the noise the vehicles actually add (the distributed discrete Gaussian), as vehicles do.
         var rules = Rules(options, protection) with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, protection.MinNoiseShares, protection.NoiseMultiplier, protection.NoiseMultiplier) };
-        var coordinator = new RoundCoordinator(new RoundSetup
+        return (new RoundSetup
         {
-            Round = round,
+            Round = plan.Round,
             Cohort = cohort,
             Global = model.Parameters,
             Strategy = strategy,
             Codec = codec,
             Rules = rules,
-            Deadline = deadline,
-            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(round) : null,
+            Deadline = DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs),
+            CentralNoise = rules.Privacy == NoiseMode.Central ? random.CentralNoise(plan.Round) : null,
             Secure = secure,
-        }, time);
-        return new OpenedRound(coordinator, signedPlan, protection, pipeline.ModulusBits);
+        }, pipeline.ModulusBits);
     }
 }

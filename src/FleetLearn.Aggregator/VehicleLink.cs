@@ -5,17 +5,20 @@ using FleetLearn.Transport.Mqtt;
 namespace FleetLearn.Aggregator;
 
 /// <summary>The aggregator's downlink to vehicles: routed secure-aggregation messages and application-level acks.</summary>
-internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, AggregatorOptions options)
+internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, AggregatorOptions options, FleetEpochs epochs)
 {
     /// <summary>
-    /// Subscribes to the vehicles' uplink and check-ins, starts the connection, and clears a plan a previous run left retained
-    /// (it announces a round this run has recorded as aborted or closed; agents ignore the empty payload).
+    /// Subscribes to the vehicles' uplink, check-ins and the fleet's lease, starts the connection, acquires the lease (or
+    /// throws: another instance holds the fleet), and clears a plan a previous run left retained (it announces a round this
+    /// run has recorded as aborted or closed, or one it resumes and announces again; agents ignore the empty payload).
     /// </summary>
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(FleetLeaseHolder lease, CancellationToken cancellationToken)
     {
         await mqtt.SubscribeAsync(mqtt.Topics.AllUp, cancellationToken).ConfigureAwait(false);
         await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, cancellationToken).ConfigureAwait(false);
+        await mqtt.SubscribeAsync(lease.Topic, cancellationToken).ConfigureAwait(false);
         mqtt.Start(cancellationToken);
+        await lease.AcquireAsync(cancellationToken).ConfigureAwait(false);
         await mqtt.PublishReliablyAsync(mqtt.Topics.RoundCurrent, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
@@ -25,7 +28,7 @@ internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, 
         var expiry = TimeSpan.FromMilliseconds(2 * options.PhaseTimeout.TotalMilliseconds);
         return Task.WhenAll(routes.Select(async r =>
         {
-            var envelope = new Envelope(EnvelopeKind.SecAgg, r.Vehicle, round, Guid.NewGuid(), SecAggCodec.Encode(r.Message)).Encode(options.MaxUpdateBytes);
+            var envelope = new Envelope(EnvelopeKind.SecAgg, r.Vehicle, round, Guid.NewGuid(), SecAggCodec.Encode(r.Message)) { Epoch = epochs.Wire, PlanTag = epochs.Plan.Tag }.Encode(options.MaxUpdateBytes);
             foreach (var chunk in ChunkCodec.Split(envelope, mqtt.Options.MaxPacketSize))
             {
                 await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(r.Vehicle, "secagg"), chunk, expiry: expiry, cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -37,7 +40,7 @@ internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, 
     /// <summary>Acknowledges <paramref name="update"/> with the coordinator's verdict, so the vehicle can empty its outbox.</summary>
     public async Task AckAsync(Envelope update, Admission admission, CancellationToken cancellationToken)
     {
-        var ack = new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()).Encode();
+        var ack = new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()) { Epoch = epochs.Wire }.Encode();
         await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(update.Vehicle, "ack"), ack, expiry: TimeSpan.FromDays(1), cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(ack.Length);
     }

@@ -23,13 +23,32 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     /// <summary>Messages still waiting for an acknowledgement.</summary>
     public int Pending => outbox.Count;
 
-    /// <summary>Writes one message to the outbox (durable before the first send: a crash after this resends it) and sends it.</summary>
-    public async Task EnqueueAsync(EnvelopeKind kind, string channel, long round, Guid updateId, byte[] payload, DateTimeOffset expires, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes one message to the outbox (durable before the first send: a crash after this resends it) and sends it. It names the
+    /// fleet <paramref name="epoch"/> and the plan it answers (<paramref name="planTag"/>), so that an aggregator restored from an
+    /// older database, or a second one, does not fold it under another plan.
+    /// </summary>
+    public async Task EnqueueAsync(EnvelopeKind kind, string channel, long round, ushort epoch, ulong planTag, Guid updateId, byte[] payload, DateTimeOffset expires,
+        CancellationToken cancellationToken)
     {
-        var envelope = new Envelope(kind, vehicleId, round, updateId, payload);
+        var envelope = new Envelope(kind, vehicleId, round, updateId, payload) { Epoch = epoch, PlanTag = planTag };
         var item = new OutboxItem(envelope.UpdateId, vehicleId, round, mqtt.Topics.Up(vehicleId, channel), envelope.Encode(), expires);
         outbox.Enqueue(item);
         await SendAsync(item, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Opens the vehicle's outbox and ledger; a file that no longer opens (a power cut mid-checkpoint) is moved aside and a fresh
+    /// one started — the ledger's last ε comes back from its mirror, so spend is never under-counted (issue 14 item 4).
+    /// </summary>
+    public static (LiteDbOutbox Outbox, LiteDbPrivacyLedgerStore Ledger) OpenStores(EdgeAgentOptions options, ILogger logger)
+    {
+        var outbox = LiteDbOutbox.OpenOrQuarantine(options.DatabasePath);
+        var ledger = LiteDbPrivacyLedgerStore.OpenOrQuarantine(options.EffectivePrivacyLedgerPath,
+            new Core.Privacy.PrivacyLedgerOptions(options.EpsilonBudget ?? double.MaxValue, options.PrivacyDelta));
+        foreach (var moved in new[] { outbox.Quarantined, ledger.Quarantined }.OfType<string>())
+            logger.LogError("agent {Vehicle}: {File} could not be opened; moved aside, a fresh one started.", options.VehicleId, moved);
+        return (outbox, ledger);
     }
 
     /// <summary>An acknowledgement from the aggregator: the message leaves the outbox; logged once.</summary>

@@ -51,6 +51,7 @@ public sealed class EdgeAgentWorker(
     private ECDsa? _aggregatorKey, _deviceKey;
     private VehicleProfile? _profile;
     private RoundPlan? _plan; // the plan of _round
+    private ulong _planTag; // its signed bytes' tag: every message of the round names the plan it answers
     private VehicleRound? _round;
 
     /// <summary>This vehicle's id.</summary>
@@ -92,8 +93,7 @@ public sealed class EdgeAgentWorker(
         var identity = DeviceIdentity.Load(mqtt, _options);
         _deviceKey = identity.Key;
         _profile = identity.Profile(_options, _aggregatorKey);
-        _outbox = LiteDbOutbox.Open(_options.DatabasePath);
-        _ledger = LiteDbPrivacyLedgerStore.Open(_options.EffectivePrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.PrivacyDelta));
+        (_outbox, _ledger) = AgentUplink.OpenStores(_options, logger); // an unreadable file is quarantined, never a vehicle down for good
         using var ownTrainers = trainers is null ? TrainerPool.Single() : null;
         var training = _training = new AgentTraining(trainers ?? ownTrainers!, _profile.Pinned, monitor, _options.VehicleId, logger);
         _models = new AgentModels(_options.MaxModelBytes);
@@ -183,7 +183,7 @@ public sealed class EdgeAgentWorker(
                 _outbox.SetState(LastRoundKey, plan.Round);
                 _outbox.SetState(AgentCheckIn.SamplesAtLastRoundKey, _data.Rows.Length);
                 _round?.Dispose();
-                (_round, _plan) = (joined.Round, plan);
+                (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed));
                 await ApplyAsync(joined.Effects, cancellationToken).ConfigureAwait(false);
                 break;
         }
@@ -220,11 +220,11 @@ public sealed class EdgeAgentWorker(
                     _training!.Start(round, train.Model, settings, _data, () => _random.DataOrder(plan.Round), r => _loop!.Writer.WriteAsync(r, cancellationToken).AsTask(), cancellationToken);
                     break;
                 case SendUpdateEffect update:
-                    await _uplink!.EnqueueAsync(EnvelopeKind.Update, "update", update.Round, update.UpdateId, new PlainUpdate(update.TrainLoss, update.Samples, update.Body).Encode(), update.Expires, cancellationToken).ConfigureAwait(false);
+                    await _uplink!.EnqueueAsync(EnvelopeKind.Update, "update", update.Round, (ushort)plan.Epoch, _planTag, update.UpdateId, new PlainUpdate(update.TrainLoss, update.Samples, update.Body).Encode(), update.Expires, cancellationToken).ConfigureAwait(false);
                     RoundsSent++;
                     break;
                 case SendSecAggEffect send:
-                    await _uplink!.EnqueueAsync(EnvelopeKind.SecAgg, "secagg", send.Round, Guid.NewGuid(), SecAggCodec.Encode(send.Message), send.Expires, cancellationToken).ConfigureAwait(false);
+                    await _uplink!.EnqueueAsync(EnvelopeKind.SecAgg, "secagg", send.Round, (ushort)plan.Epoch, _planTag, Guid.NewGuid(), SecAggCodec.Encode(send.Message), send.Expires, cancellationToken).ConfigureAwait(false);
                     if (send.Message is MaskedInputMessage) RoundsSent++;
                     break;
                 case FinishedEffect { Final: Abandoned abandoned }:

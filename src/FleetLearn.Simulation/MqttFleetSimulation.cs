@@ -85,6 +85,9 @@ public static class MqttFleetSimulation
         var status = new AggregatorStatus();
         var aggregatorOptions = AggregatorOptionsFor(options, partitions, workDirectory);
         if (broker.PhaseTimeout is { } phase) aggregatorOptions.PhaseTimeout = phase;
+        // Vehicles with an mTLS identity check every key of a secure plan against the device CA, so the aggregator lists
+        // their certificates (it checks them at check-in against the same CA).
+        if (endpoint.Scheme == "mqtts") aggregatorOptions.DeviceCaFile = Path.Combine(broker.CertificateFolder!, "ca.crt");
         var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
         var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, TimeProvider.System,
             logger.CreateLogger<AggregatorWorker>(), null, randomness);

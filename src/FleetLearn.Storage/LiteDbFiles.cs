@@ -34,7 +34,41 @@ internal static class LiteDbFiles
 
     /// <summary>What LiteDB throws for a damaged or foreign file: its own errors, and whatever its page decoder trips over.</summary>
     public static bool IsDamage(Exception e) => e is LiteException or IOException or InvalidCastException or ArgumentException or IndexOutOfRangeException
-        or InvalidOperationException or FormatException or OverflowException or KeyNotFoundException or NullReferenceException;
+        or InvalidOperationException or FormatException or ArithmeticException or KeyNotFoundException or NullReferenceException or NotSupportedException;
+
+    private const string ProbeId = "~probe";
+
+    /// <summary>True for the probe document (left behind only if the process died between its write and its delete).</summary>
+    public static bool IsProbe(BsonDocument document) => document["_id"] is { IsString: true } id && id.AsString == ProbeId;
+
+    /// <summary>
+    /// Writes and deletes a probe document in <paramref name="collection"/> and makes it durable: a file torn by a power cut
+    /// can read back fine and still fail its next write deep in LiteDB ("slot position must be empty before use"), so the
+    /// write path is tried at start-up, where a failure can still send the file to quarantine.
+    /// </summary>
+    public static void ProbeWrite(LiteDatabase db, string collection, string path)
+    {
+        var probes = db.GetCollection<BsonDocument>(collection);
+        var id = new BsonValue(ProbeId);
+        probes.Upsert(new BsonDocument { ["_id"] = id, ["probe"] = new byte[64] });
+        probes.Delete(id);
+        Durable(db, path);
+    }
+
+    /// <summary>
+    /// Moves a damaged database (and LiteDB's <c>-log</c> file beside it) aside under <c>{file}.corrupt-{UTC time}</c>, kept
+    /// for diagnosis, so that a fresh file can take its place; returns the quarantined data file's path.
+    /// </summary>
+    public static string Quarantine(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        string stamp = DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmssfff", System.Globalization.CultureInfo.InvariantCulture);
+        string target = $"{full}.corrupt-{stamp}";
+        File.Move(full, target);
+        string log = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full)!, System.IO.Path.GetFileNameWithoutExtension(full) + "-log" + System.IO.Path.GetExtension(full));
+        if (File.Exists(log)) File.Move(log, target + "-log");
+        return target;
+    }
 
     /// <summary>Folds the log into the data file and fsyncs it: only then is a write durable across a power cut.</summary>
     public static void Durable(LiteDatabase db, string path)

@@ -50,6 +50,8 @@ public sealed class LiteDbOutbox : IDisposable
         try
         {
             _ = outbox.Pending(); // verify every document reads back
+            LiteDbFiles.ProbeWrite(db, "outbox", outbox.Path);
+            LiteDbFiles.ProbeWrite(db, "agent_state", outbox.Path);
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {
@@ -57,6 +59,30 @@ public sealed class LiteDbOutbox : IDisposable
             throw new InvalidDataException($"The outbox at '{path}' holds an unreadable document ({e.Message}).", e);
         }
         return outbox;
+    }
+
+    /// <summary>Where a damaged outbox file was moved by <see cref="OpenOrQuarantine"/> (null: the file opened).</summary>
+    public string? Quarantined { get; private set; }
+
+    /// <summary>
+    /// Like <see cref="Open"/>, but an outbox file that no longer opens (a power cut mid-checkpoint, issue 14 item 4) is moved
+    /// aside and a fresh one started, so that the vehicle starts: the updates that waited in it are lost (a dropout; their ε
+    /// stays charged in the ledger), and the durable counters come back from their side copy (<c>{file}.state</c>), so a
+    /// round already joined is never joined again.
+    /// </summary>
+    public static LiteDbOutbox OpenOrQuarantine(string path)
+    {
+        try
+        {
+            return Open(path);
+        }
+        catch (InvalidDataException)
+        {
+            string moved = LiteDbFiles.Quarantine(path);
+            var outbox = Open(path);
+            outbox.Quarantined = moved;
+            return outbox;
+        }
     }
 
     /// <summary>Items waiting for an acknowledgement.</summary>
@@ -87,7 +113,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return [.. _items.FindAll().Select(FromDocument).OrderBy(i => i.Round).ThenBy(i => i.UpdateId)];
+            return [.. _items.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(FromDocument).OrderBy(i => i.Round).ThenBy(i => i.UpdateId)];
         }
     }
 
@@ -128,13 +154,13 @@ public sealed class LiteDbOutbox : IDisposable
         }
     }
 
-    /// <summary>Reads a durable counter (e.g. the last round trained), or null.</summary>
+    /// <summary>Reads a durable counter (e.g. the last round trained), or null; a counter the file lost is read from its side copy.</summary>
     public long? GetState(string key)
     {
         lock (_gate)
         {
             var doc = _state.FindById(key);
-            return doc?["value"].AsInt64;
+            return doc?["value"].AsInt64 ?? ReadSideCopy().GetValueOrDefault(key);
         }
     }
 
@@ -146,7 +172,37 @@ public sealed class LiteDbOutbox : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
+            WriteSideCopy(key, value);
         }
+    }
+
+    private string SideCopyPath => Path + ".state";
+
+    // The counters also live in a small text file replaced atomically (write, fsync, rename): a power cut leaves the old
+    // or the new copy, never a torn one, whatever it does to the LiteDB file.
+    private Dictionary<string, long?> ReadSideCopy()
+    {
+        var values = new Dictionary<string, long?>(StringComparer.Ordinal);
+        if (!File.Exists(SideCopyPath)) return values;
+        foreach (var line in File.ReadAllLines(SideCopyPath))
+        {
+            var f = line.Split('=', 2);
+            if (f.Length == 2 && long.TryParse(f[1], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long v)) values[f[0]] = v;
+        }
+        return values;
+    }
+
+    private void WriteSideCopy(string key, long value)
+    {
+        var values = ReadSideCopy();
+        values[key] = value;
+        string temp = SideCopyPath + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            file.Write(System.Text.Encoding.ASCII.GetBytes(string.Concat(values.Select(p => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{p.Key}={p.Value}\n")))));
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temp, SideCopyPath, overwrite: true);
     }
 
     public void Dispose()

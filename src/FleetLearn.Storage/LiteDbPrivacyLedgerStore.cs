@@ -36,13 +36,15 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
     private readonly LiteDatabase _db;
     private readonly ILiteCollection<BsonDocument> _collection;
     private readonly PrivacyLedger _ledger;
+    private readonly LedgerMirror _mirror;
     private readonly object _gate = new();
     private bool _disposed;
 
-    private LiteDbPrivacyLedgerStore(string path, LiteDatabase db, PrivacyLedger ledger, LedgerVerification verification)
+    private LiteDbPrivacyLedgerStore(string path, LiteDatabase db, PrivacyLedger ledger, LedgerVerification verification, LedgerMirror mirror)
     {
         Path = path;
         _db = db;
+        _mirror = mirror;
         _collection = db.GetCollection<BsonDocument>(CollectionName);
         _ledger = ledger;
         Verification = verification;
@@ -53,6 +55,31 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
 
     /// <summary>What the start-up verification found.</summary>
     public LedgerVerification Verification { get; }
+
+    /// <summary>Where a damaged ledger file was moved by <see cref="OpenOrQuarantine"/> (null: the file opened).</summary>
+    public string? Quarantined { get; private init; }
+
+    /// <summary>
+    /// Like <see cref="Open"/>, but a ledger file that no longer opens (a power cut mid-checkpoint) is moved aside and the
+    /// ledger rebuilt from its mirror (<c>{file}.mirror</c>, issue 14 item 4), so that the vehicle starts and its ε is never
+    /// under-counted. Without a mirror the damaged file is still refused: an empty ledger would under-count.
+    /// </summary>
+    public static LiteDbPrivacyLedgerStore OpenOrQuarantine(string path, PrivacyLedgerOptions options)
+    {
+        try
+        {
+            return Open(path, options);
+        }
+        catch (InvalidDataException) when (LedgerMirror.Read(System.IO.Path.GetFullPath(path)).Count > 0)
+        {
+            string moved = LiteDbFiles.Quarantine(path);
+            var store = Open(path, options);
+            return new LiteDbPrivacyLedgerStore(store, moved);
+        }
+    }
+
+    private LiteDbPrivacyLedgerStore(LiteDbPrivacyLedgerStore opened, string quarantined)
+        : this(opened.Path, opened._db, opened._ledger, opened.Verification, opened._mirror) => Quarantined = quarantined;
 
     /// <summary>The ledger's budget and accounting settings.</summary>
     public PrivacyLedgerOptions Options => _ledger.Options;
@@ -68,6 +95,9 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         string fullPath = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(fullPath)!);
+        // Opened first and outside the damage handling below: a mirror that cannot be opened (held by another process) is an
+        // error of its own, never a reason to quarantine the ledger.
+        var mirror = LedgerMirror.Open(fullPath);
         LiteDatabase db;
         try
         {
@@ -75,6 +105,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {
+            mirror.Dispose();
             throw new InvalidDataException($"The privacy ledger at '{fullPath}' cannot be opened ({e.Message}). Refusing to start from an empty ledger, which would under-count ε; restore the file from a backup.", e);
         }
         try
@@ -82,12 +113,21 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
             var ledger = new PrivacyLedger(options);
             var verification = Load(db, ledger, options, fullPath);
             db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
-            var store = new LiteDbPrivacyLedgerStore(fullPath, db, ledger, verification);
+            LiteDbFiles.ProbeWrite(db, CollectionName, fullPath);
+            var store = new LiteDbPrivacyLedgerStore(fullPath, db, ledger, verification, mirror);
+            store.Reconcile(LedgerMirror.Read(fullPath));
             store.FlushToDisk();
             return store;
         }
+        catch (Exception e) when (LiteDbFiles.IsDamage(e) && e is not InvalidDataException)
+        {
+            mirror.Dispose();
+            db.Dispose();
+            throw new InvalidDataException($"The privacy ledger at '{fullPath}' is unreadable ({e.Message}); refusing to start from zero.", e);
+        }
         catch
         {
+            mirror.Dispose();
             db.Dispose();
             throw;
         }
@@ -125,7 +165,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             int before = _ledger.Get(vehicleId).Participations;
             var state = _ledger.Record(vehicleId, round, charge);
-            if (state.Participations != before) Persist(state);
+            if (state.Participations != before) Persist(state, round, charge);
             return state;
         }
     }
@@ -138,7 +178,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             int before = _ledger.Get(vehicleId).Participations;
             if (!_ledger.TryRecord(vehicleId, round, charge, out state)) return false;
-            if (state.Participations != before) Persist(state);
+            if (state.Participations != before) Persist(state, round, charge);
             return true;
         }
     }
@@ -152,13 +192,36 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
             _disposed = true;
             _db.Checkpoint();
             _db.Dispose();
+            _mirror.Dispose();
         }
+    }
+
+    /// <summary>Makes the ledger hold every round the mirror holds (a write the LiteDB file lost) and the mirror every round the ledger holds.</summary>
+    private void Reconcile(IReadOnlyList<(string Vehicle, long Round, PrivacyCharge Charge)> mirrored)
+    {
+        var inMirror = mirrored.Select(e => (e.Vehicle, e.Round)).ToHashSet();
+        foreach (var state in _ledger.Vehicles.ToList())
+        {
+            for (int i = 0; i < state.Rounds.Count; i++)
+            {
+                if (!inMirror.Contains((state.VehicleId, state.Rounds[i]))) _mirror.Append(state.VehicleId, state.Rounds[i], state.Charges[i], sync: false);
+            }
+        }
+        _mirror.Sync();
+        foreach (var (vehicle, round, charge) in mirrored)
+        {
+            int before = _ledger.Get(vehicle).Participations;
+            var state = _ledger.Record(vehicle, round, charge);
+            if (state.Participations != before) _collection.Upsert(ToDocument(state, Options));
+        }
+        _db.Checkpoint();
     }
 
     // If this throws, the in-memory ledger already holds the round: it over-counts until restart, and the caller,
     // seeing the exception, must not use or send the update.
-    private void Persist(VehiclePrivacyState state)
+    private void Persist(VehiclePrivacyState state, long round, PrivacyCharge charge)
     {
+        _mirror.Append(state.VehicleId, round, charge); // first: the mirror is never behind the LiteDB file
         var existing = _collection.FindById(state.VehicleId);
         if (existing is not null && existing["rounds"].AsArray.Count > state.Participations)
             throw new InvalidOperationException($"Vehicle '{state.VehicleId}': the stored ledger holds more rounds than memory; ε must never decrease.");
@@ -210,7 +273,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         {
             throw new InvalidDataException($"The privacy ledger at '{path}' is unreadable ({e.Message}); refusing to start from zero.", e);
         }
-        foreach (var doc in documents)
+        foreach (var doc in documents.Where(d => !LiteDbFiles.IsProbe(d)))
         {
             string id = doc["_id"].IsString ? doc["_id"].AsString : throw Bad(path, doc["_id"].ToString(), "the id is not a string");
             try

@@ -24,9 +24,9 @@ public sealed record RoundRecord(long Round, long ModelVersionIn, long? ModelVer
 /// The aggregator's checkpoints (LiteDB, <c>Connection=direct</c>): each global model version as a <see cref="Checkpoint"/>
 /// in LiteDB file storage (hash-verified on load) and one record per round. Writes are checkpointed and fsynced. On
 /// start-up <see cref="LatestModel"/> verifies the newest model; a round left <see cref="RoundStatus.Open"/> by a crash is
-/// closed as aborted by the caller (its partial sum lived in memory only: its participants count as dropouts).
+/// resumed from its signed plan and its journal of folded updates (plaintext), or closed as aborted by the caller (secure).
 /// </summary>
-public sealed class LiteDbRoundStore : IDisposable
+public sealed partial class LiteDbRoundStore : IDisposable
 {
     private readonly LiteDatabase _db;
     private readonly ILiteCollection<BsonDocument> _rounds;
@@ -38,6 +38,9 @@ public sealed class LiteDbRoundStore : IDisposable
         Path = path;
         _db = db;
         _rounds = db.GetCollection<BsonDocument>("rounds");
+        _plans = db.GetCollection<BsonDocument>("plans");
+        _journal = db.GetCollection<BsonDocument>("journal", BsonAutoId.Int64);
+        _journal.EnsureIndex("round");
     }
 
     /// <summary>Data file path.</summary>

@@ -29,16 +29,19 @@ public enum EnvelopeKind : byte
 /// <code>
 /// offset size field
 /// 0      4    magic "FLEV"
-/// 4      1    format version = 1
+/// 4      1    format version: 1, or 2 when a plan tag follows the vehicle id
 /// 5      1    kind (EnvelopeKind)
-/// 6      2    reserved, 0
+/// 6      2    fleet epoch (0..65535; version-1 readers required 0 here)
 /// 8      8    round (≥ 0)
 /// 16     16   update id (GUID, RFC 4122 byte order)
 /// 32     1    n = vehicle id length (1..64, see VehicleId)
 /// 33     n    vehicle id (ASCII)
+/// …      8    plan tag (version 2 only): the first 8 bytes of SHA-256 of the signed plan the message answers
 /// …      4    P = payload length
 /// …      P    payload
 /// </code>
+/// The epoch and the plan tag (issue 14 item 2, issue 15 item 5) let the aggregator refuse what was produced under another
+/// epoch's or another instance's plan for the same round number; 0 means "not stated" (senders that predate them).
 /// Nothing may follow the payload. Integrity of large payloads comes from the chunk layer's SHA-256, authenticity
 /// from the broker's per-vehicle ACL (a vehicle can only publish under its own topic; the decoder's caller checks
 /// that the topic's vehicle equals the envelope's).
@@ -47,6 +50,18 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
 {
     /// <summary>Current format version.</summary>
     public const byte FormatVersion = 1;
+
+    /// <summary>The format version of envelopes that carry a <see cref="PlanTag"/>.</summary>
+    public const byte TaggedFormatVersion = 2;
+
+    /// <summary>Fleet epoch the sender runs (0: not stated).</summary>
+    public ushort Epoch { get; init; }
+
+    /// <summary>First 8 bytes (big-endian) of the SHA-256 of the signed plan this message answers (0: not stated); see <see cref="TagOf"/>.</summary>
+    public ulong PlanTag { get; init; }
+
+    /// <summary>The plan tag of a signed plan's bytes.</summary>
+    public static ulong TagOf(ReadOnlySpan<byte> signedPlan) => BinaryPrimitives.ReadUInt64BigEndian(System.Security.Cryptography.SHA256.HashData(signedPlan));
 
     /// <summary>Default largest payload: 64 MiB (a 16M-parameter float32 update).</summary>
     public const int DefaultMaxPayload = 64 << 20;
@@ -64,17 +79,20 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         if (Payload.Length > maxPayload)
             throw new ArgumentException($"Envelope payload of {Payload.Length} bytes exceeds the limit of {maxPayload}.");
         int n = Vehicle.Length;
-        var bytes = new byte[FixedHeader + n + 4 + Payload.Length];
+        int tag = PlanTag == 0 ? 0 : 8;
+        var bytes = new byte[FixedHeader + n + tag + 4 + Payload.Length];
         var span = bytes.AsSpan();
         Magic.CopyTo(span);
-        span[4] = FormatVersion;
+        span[4] = tag == 0 ? FormatVersion : TaggedFormatVersion;
         span[5] = (byte)Kind;
+        BinaryPrimitives.WriteUInt16LittleEndian(span[6..], Epoch);
         BinaryPrimitives.WriteInt64LittleEndian(span[8..], Round);
         UpdateId.TryWriteBytes(span.Slice(16, 16), bigEndian: true, out _);
         span[32] = (byte)n;
         Encoding.ASCII.GetBytes(Vehicle, span.Slice(33, n));
-        BinaryPrimitives.WriteInt32LittleEndian(span[(33 + n)..], Payload.Length);
-        Payload.Span.CopyTo(span[(37 + n)..]);
+        if (tag != 0) BinaryPrimitives.WriteUInt64BigEndian(span[(33 + n)..], PlanTag);
+        BinaryPrimitives.WriteInt32LittleEndian(span[(33 + n + tag)..], Payload.Length);
+        Payload.Span.CopyTo(span[(37 + n + tag)..]);
         return bytes;
     }
 
@@ -88,11 +106,12 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         if (bytes.Length < FixedHeader + 1 + 4)
             throw new WireFormatException($"Envelope truncated: {bytes.Length} bytes is less than the {FixedHeader + 5}-byte minimum.", RejectReasons.Truncated);
         if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn envelope (magic is not 'FLEV').", RejectReasons.Version);
-        if (bytes[4] != FormatVersion)
-            throw new WireFormatException($"Envelope format version {bytes[4]} is not supported (this build reads version {FormatVersion}).", RejectReasons.Version);
+        if (bytes[4] is not (FormatVersion or TaggedFormatVersion))
+            throw new WireFormatException($"Envelope format version {bytes[4]} is not supported (this build reads versions {FormatVersion} and {TaggedFormatVersion}).", RejectReasons.Version);
+        int tag = bytes[4] == TaggedFormatVersion ? 8 : 0;
         var kind = (EnvelopeKind)bytes[5];
         if (!Enum.IsDefined(kind)) throw new WireFormatException($"Unknown envelope kind {bytes[5]}.");
-        if (bytes[6] != 0 || bytes[7] != 0) throw new WireFormatException("Envelope reserved bytes are not zero.");
+        ushort epoch = BinaryPrimitives.ReadUInt16LittleEndian(bytes[6..]);
         long round = BinaryPrimitives.ReadInt64LittleEndian(bytes[8..]);
         if (round < 0) throw new WireFormatException($"Envelope round {round} is negative.");
         if (expectedRound is { } expected && round != expected)
@@ -100,15 +119,18 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         var updateId = new Guid(bytes.Slice(16, 16), bigEndian: true);
         int n = bytes[32];
         if (n is 0 or > VehicleId.MaxLength) throw new WireFormatException($"Envelope vehicle id length {n} is outside 1..{VehicleId.MaxLength}.");
-        if (bytes.Length < FixedHeader + n + 4) throw new WireFormatException("Envelope truncated inside the vehicle id.", RejectReasons.Truncated);
+        if (bytes.Length < FixedHeader + n + tag + 4) throw new WireFormatException("Envelope truncated inside the vehicle id or plan tag.", RejectReasons.Truncated);
         string vehicle = Encoding.ASCII.GetString(bytes.Slice(33, n));
         if (!VehicleId.IsValid(vehicle)) throw new WireFormatException("Envelope vehicle id contains characters outside [A-Za-z0-9_.-].");
+        ulong planTag = tag == 0 ? 0 : BinaryPrimitives.ReadUInt64BigEndian(bytes[(33 + n)..]);
+        if (tag != 0 && planTag == 0) throw new WireFormatException("Envelope of version 2 carries a zero plan tag.");
+        n += tag;
         int length = BinaryPrimitives.ReadInt32LittleEndian(bytes[(33 + n)..]);
         if (length < 0 || length > maxPayload)
             throw new WireFormatException($"Envelope payload length {length} is outside 0..{maxPayload}.", RejectReasons.Oversized);
         int expectedTotal = FixedHeader + n + 4 + length;
         if (bytes.Length < expectedTotal) throw new WireFormatException($"Envelope truncated: the payload needs {length} bytes, {bytes.Length - (expectedTotal - length)} are present.", RejectReasons.Truncated);
         if (bytes.Length > expectedTotal) throw new WireFormatException($"Envelope has {bytes.Length - expectedTotal} trailing bytes.");
-        return new Envelope(kind, vehicle, round, updateId, bytes.Slice(37 + n, length).ToArray());
+        return new Envelope(kind, vehicle, round, updateId, bytes.Slice(37 + n, length).ToArray()) { Epoch = epoch, PlanTag = planTag };
     }
 }

@@ -34,6 +34,9 @@ public sealed class FleetTopics
     /// <summary>The retained, signed round plan.</summary>
     public string RoundCurrent => Prefix + "round/current";
 
+    /// <summary>Retained single-writer lease of the fleet's aggregator (aggregators only; vehicles may neither read nor write it).</summary>
+    public string AggregatorLease => Prefix + "aggregator/lease";
+
     /// <summary>Every chunk of every retained model.</summary>
     public string ModelAll => Prefix + "model/#";
 

@@ -38,6 +38,24 @@ public static class SigningKeys
         return key;
     }
 
+    /// <summary>Loads the PKCS#8 PEM private key at <paramref name="path"/>; a missing file is an error, never a reason to create one.</summary>
+    public static ECDsa Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"The signing key '{Path.GetFullPath(path)}' is missing.", path);
+        var key = ECDsa.Create();
+        key.ImportFromPem(File.ReadAllText(path));
+        if (key.KeySize != 256) throw new ArgumentException($"The signing key at '{path}' is not a P-256 key.");
+        return key;
+    }
+
+    /// <summary>A key's id: the first 16 hex digits of the SHA-256 of its SubjectPublicKeyInfo (what logs, plans' operators and rotation name).</summary>
+    public static string KeyId(ECDsa key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        return Convert.ToHexStringLower(SHA256.HashData(key.ExportSubjectPublicKeyInfo()))[..16];
+    }
+
     /// <summary>Parses a pinned public key given as PEM text or as the path of a PEM file.</summary>
     public static ECDsa LoadPublic(string pemOrPath)
     {

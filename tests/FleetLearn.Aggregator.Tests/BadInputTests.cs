@@ -167,10 +167,80 @@ public sealed class BadInputTests : IAsyncLifetime
         aggregator.Dispose();
     }
 
-    private static async Task CheckInAsync(MqttConnection car, string id, ECDsa deviceKey, CancellationToken cancellationToken)
+    private static async Task CheckInAsync(MqttConnection car, string id, ECDsa deviceKey, CancellationToken cancellationToken, long lastRound = 0)
     {
         var checkin = new Checkin(50, deviceKey.ExportSubjectPublicKeyInfo()).Encode();
-        await car.PublishReliablyAsync(car.Topics.Checkin(id), new Envelope(EnvelopeKind.Checkin, id, 0, Guid.NewGuid(), checkin).Encode(), cancellationToken: cancellationToken);
+        await car.PublishReliablyAsync(car.Topics.Checkin(id), new Envelope(EnvelopeKind.Checkin, id, lastRound, Guid.NewGuid(), checkin).Encode(), cancellationToken: cancellationToken);
+    }
+
+    /// <summary>
+    /// A restored older database (issue 14 item 2): the aggregator's database knows no round, but a vehicle checks in having
+    /// joined round 7. The aggregator starts epoch 1 with round 8 (round numbers never repeat), and of two updates for round 8
+    /// the one tagged with another plan is refused as plan_mismatch, the one tagged with this plan is applied.
+    /// </summary>
+    [Fact]
+    public async Task Aggregator_VehicleHasSeenLaterRounds_NewEpochPastThemAndForeignPlanTagRefused()
+    {
+        string keyPath = Path.Combine(_dir, "signing.pem");
+        using var signing = SigningKeys.LoadOrCreate(keyPath);
+        var status = new AggregatorStatus();
+        var options = new AggregatorOptions
+        {
+            Model = "8-6-3", CohortSize = 1, MinParticipants = 1, Rounds = 1, RoundTimeout = Timeout, CohortWait = Timeout,
+            DatabasePath = Path.Combine(_dir, "agg.db"), SigningKeyPath = keyPath, OnnxFolder = null, DrainTime = TimeSpan.Zero,
+        };
+        var aggregator = new AggregatorWorker(Options.Create(options), Options.Create(Mqtt("aggregator", Secret)), status, TimeProvider.System, _log);
+        await aggregator.StartAsync(CancellationToken.None);
+        using var cts = new CancellationTokenSource(Timeout);
+        var topics = new FleetTopics(Fleet);
+        await using var car = new MqttConnection(Mqtt("car-x"));
+        var inbox = Channel.CreateUnbounded<MqttIncoming>();
+        car.MessageReceived += m => inbox.Writer.WriteAsync(m).AsTask();
+        await car.SubscribeAsync(topics.RoundCurrent, cts.Token);
+        await car.SubscribeAsync(topics.ModelAll, cts.Token);
+        await car.SubscribeAsync(topics.InboxAll("car-x"), cts.Token);
+        car.Start(cts.Token);
+        using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        RoundPlan? plan = null;
+        byte[]? signedPlan = null, model = null;
+        var chunks = new ChunkAssembler(1 << 20);
+        while (plan is null || model is null)
+        {
+            await CheckInAsync(car, "car-x", deviceKey, cts.Token, lastRound: 7);
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
+            wait.CancelAfter(TimeSpan.FromMilliseconds(300));
+            try
+            {
+                while (plan is null || model is null)
+                {
+                    var m = await inbox.Reader.ReadAsync(wait.Token);
+                    if (m.Topic == topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(signedPlan = m.Payload, signing, Fleet);
+                    else if (topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
+                }
+            }
+            catch (OperationCanceledException) when (!cts.IsCancellationRequested)
+            {
+                // no plan yet: check in again, as an agent does
+            }
+        }
+        Assert.Equal((8L, 1L), (plan.Round, plan.Epoch));
+        Assert.Contains(_log.Lines, l => l.Contains("restored older database detected: car-x's check-in reports round 7 (epoch 0), but this database knows rounds up to 0 in epoch 0; epoch 1 starts, its first round after 7", StringComparison.Ordinal));
+
+        var checkpoint = Checkpoint.FromBytes(model);
+        var protection = plan.Protection!;
+        var codec = protection.ForRound(protection.CreatePipeline(checkpoint.Parameters.Length, plan.Cohort.Count), plan.Round);
+        byte[] Body() => new PlainUpdate(0.5, 50, codec.EncodePlain(Enumerable.Repeat(0.01f, checkpoint.Parameters.Length).ToArray(), protection.WeightFor(50), 0, Guid.NewGuid(), new SecureNoiseSource(), new SecureNoiseSource(), null, out _)).Encode();
+        var up = topics.Up("car-x", "update");
+        await SendAsync(car, up, new Envelope(EnvelopeKind.Update, "car-x", 8, Guid.NewGuid(), Body()) { Epoch = 1, PlanTag = Envelope.TagOf([1, 2, 3]) }.Encode(), cts.Token);
+        await SendAsync(car, up, new Envelope(EnvelopeKind.Update, "car-x", 8, Guid.NewGuid(), Body()) { Epoch = 1, PlanTag = Envelope.TagOf(signedPlan!) }.Encode(), cts.Token);
+        await status.Done.Task.WaitAsync(cts.Token);
+        Assert.Equal((8L, RoundStatus.Applied, 1), (status.Rounds[^1].Round, status.Rounds[^1].Status, status.Rounds[^1].Participants));
+        Assert.Equal(1, status.RejectedByReason.GetValueOrDefault(RejectReasons.PlanMismatch));
+        Assert.Contains(_log.Lines, l => l.Contains("answers another plan for round 8", StringComparison.Ordinal));
+        await aggregator.StopAsync(CancellationToken.None);
+        aggregator.Dispose();
+        using var store = LiteDbRoundStore.Open(options.DatabasePath);
+        Assert.Equal("1", store.GetMeta("epoch"));
     }
 
     private static async Task SendAsync(MqttConnection connection, string topic, byte[] envelope, CancellationToken cancellationToken)

@@ -302,6 +302,50 @@ public sealed class SecureRoundTests : IAsyncLifetime
         Assert.Equal(0, status.RejectedMessages);
     }
 
+    /// <summary>
+    /// Issue 14: the aggregator stops (as a crash would: nothing is written on the way out) while a distributed-DP secure
+    /// round waits for its last masked input, four already folded. Restarted on the same files it does not resume the round
+    /// (the server's share state lived in memory only): round 1 is recorded aborted before any unmasking, and no vehicle's
+    /// ledger on the aggregator holds round 1 — only round 2, which the restarted aggregator runs and applies with all five.
+    /// </summary>
+    [Fact]
+    public async Task SecureRound_AggregatorRestartsBeforeUnmasking_RoundAbortedAndNoLedgerChargedForIt()
+    {
+        void Configure(AggregatorOptions o)
+        {
+            o.SecureAggregation = "full";
+            o.Codec = "q8";
+            o.Privacy = "distributed";
+            o.NoiseMultiplier = 1.0;
+            o.MinParticipants = Vehicles;
+            o.Rounds = 1;
+            o.PhaseTimeout = Timeout; // MaskedInputCollection waits for car-0 until the test stops the aggregator
+        }
+        var (first, firstWorker) = StartAggregator(Configure);
+        var held = HoldTraining("car-0", round: 1);
+        var agents = new List<EdgeAgentWorker>();
+        for (int i = 0; i < Vehicles; i++) agents.Add(await StartAgentAsync(i));
+        using (var cts = new CancellationTokenSource(Timeout)) await held.Entered.WaitAsync(cts.Token);
+        await _progress.UntilAsync(() => first.AcceptedUpdates == Vehicles - 1, "four masked inputs to be folded", Timeout); // each is acknowledged after it is folded
+        await firstWorker.StopAsync(CancellationToken.None);
+        Assert.Equal(RoundStatus.Open, Assert.Single(first.Rounds).Status);
+        held.Release(); // car-0's masked input now reaches no round that could still use it
+
+        var (second, _) = StartAggregator(Configure);
+        using (var cts = new CancellationTokenSource(Timeout)) await second.Done.Task.WaitAsync(cts.Token);
+        var rounds = second.Rounds;
+        Assert.Equal([1L, 2L], rounds.Select(r => r.Round));
+        Assert.Equal(RoundStatus.Aborted, rounds[0].Status);
+        Assert.Equal(RoundCoordinator.SecureRestartReason, rounds[0].Note);
+        Assert.Equal(RoundStatus.Applied, rounds[1].Status);
+        Assert.Equal(0, rounds[1].ModelVersionIn);
+        Assert.Equal(Vehicles, rounds[1].Participants);
+        foreach (var worker in _started) await worker.StopAsync(CancellationToken.None);
+
+        using var ledger = LiteDbPrivacyLedgerStore.Open(Path.Combine(_dir, "agg-privacy.db"), new PrivacyLedgerOptions(double.MaxValue, 1e-5));
+        for (int i = 0; i < Vehicles; i++) Assert.Equal([2L], ledger.Get($"car-{i}").Rounds);
+    }
+
     // ---- Rig -------------------------------------------------------------------------------------
 
     private string KeyPath => Path.Combine(_dir, "signing.pem");

@@ -49,9 +49,30 @@ public sealed class EnvelopeTests
     public void Decode_WrongVersion_ThrowsWithVersionInMessage()
     {
         var bytes = new Envelope(EnvelopeKind.Update, "v1", 3, Guid.NewGuid(), new byte[10]).Encode();
-        bytes[4] = 2;
+        bytes[4] = 3;
         var e = Assert.Throws<WireFormatException>(() => Envelope.Decode(bytes));
-        Assert.Contains("version 2", e.Message, StringComparison.Ordinal);
+        Assert.Contains("version 3", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void EpochAndPlanTag_RoundTrip_UntaggedStaysVersionOneByteForByte()
+    {
+        var id = Guid.NewGuid();
+        var untagged = new Envelope(EnvelopeKind.Update, "v1", 3, id, new byte[] { 1, 2 }).Encode();
+        Assert.Equal(1, untagged[4]);
+        Assert.Equal(33 + 2 + 4 + 2, untagged.Length);
+        byte[] plan = [9, 9, 9];
+        var tagged = new Envelope(EnvelopeKind.Update, "v1", 3, id, new byte[] { 1, 2 }) { Epoch = 7, PlanTag = Envelope.TagOf(plan) };
+        var bytes = tagged.Encode();
+        Assert.Equal(2, bytes[4]);
+        Assert.Equal(untagged.Length + 8, bytes.Length);
+        var back = Envelope.Decode(bytes);
+        Assert.Equal((7, Envelope.TagOf(plan), 3L, id, "v1"), (back.Epoch, back.PlanTag, back.Round, back.UpdateId, back.Vehicle));
+        Assert.Equal([1, 2], back.Payload.ToArray());
+        Assert.Equal(0UL, Envelope.Decode(untagged).PlanTag);
+        Assert.NotEqual(Envelope.TagOf(plan), Envelope.TagOf([9, 9, 8]));
+        // Every cut of a tagged envelope is refused as such, never misread as an untagged one.
+        for (int cut = 0; cut < bytes.Length; cut++) Assert.Throws<WireFormatException>(() => Envelope.Decode(bytes.AsSpan(0, cut)));
     }
 
     [Fact]

@@ -45,6 +45,13 @@ public static class RejectReasons
     /// <summary>Buffered rounds: the vehicle has used its participations (the cap the privacy accountant relies on).</summary>
     public const string ParticipationCap = "participation_cap";
 
+    /// <summary>Produced under another plan for the same round number (another aggregator instance, or a restored database).</summary>
+    public const string PlanMismatch = "plan_mismatch";
+
+    /// <summary>Produced under another fleet epoch than the one the aggregator runs.</summary>
+    public const string WrongEpoch = "wrong_epoch";
+
     /// <summary>Every label, for exposing zero counters.</summary>
-    public static IReadOnlyList<string> All { get; } = [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded, Stale, Busy, ParticipationCap];
+    public static IReadOnlyList<string> All { get; } =
+        [Truncated, Version, WrongRound, Late, NonFinite, Oversized, Signature, NotInCohort, Protocol, Malformed, NormExceeded, Stale, Busy, ParticipationCap, PlanMismatch, WrongEpoch];
 }

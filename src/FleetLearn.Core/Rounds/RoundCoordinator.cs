@@ -55,6 +55,39 @@ public sealed class RoundCoordinator : IDisposable
         }
     }
 
+    /// <summary>Why a secure round open at a restart is aborted rather than resumed (the same sentence in every runner).</summary>
+    public const string SecureRestartReason =
+        "the aggregator restarted mid-round; a secure round is not resumed (the vehicles' round secrets and the server's share state lived in memory only), so it is aborted before any unmasking and no ε is charged";
+
+    /// <summary>
+    /// Reopens a plaintext round after a restart by replaying the updates it had folded, in the order they were folded (the
+    /// same sum, bit for bit). Their ids are seen again, so a vehicle's resend of one is a duplicate. <paramref name="effects"/>
+    /// holds what the replay leaves for the runner: nothing, or the charge and close when the journal already completes the
+    /// round (the crash came between the last fold and the stored close; charges are idempotent per round). A secure round
+    /// cannot be resumed: the caller aborts it with <see cref="SecureRestartReason"/>.
+    /// </summary>
+    public static RoundCoordinator Resume(RoundSetup setup, TimeProvider time, IEnumerable<JournaledUpdate> journal, out IReadOnlyList<RoundEffect> effects)
+    {
+        ArgumentNullException.ThrowIfNull(setup);
+        ArgumentNullException.ThrowIfNull(journal);
+        if (setup.Secure is not null) throw new ArgumentException($"Round {setup.Round} is secure: {SecureRestartReason}.", nameof(setup));
+        var coordinator = new RoundCoordinator(setup, time);
+        var replayed = new List<RoundEffect>();
+        foreach (var update in journal)
+        {
+            if (coordinator.Phase is Closed) break;
+            var step = coordinator.Receive(update.Vehicle, update.UpdateId, new PlainUpdateMessage(update.Envelope, update.TrainLoss));
+            if (step.Admission.Status == AckStatus.Rejected)
+            {
+                coordinator.Dispose();
+                throw new InvalidDataException($"The journal of round {setup.Round} holds {update.Vehicle}'s update {update.UpdateId}, which this round refuses ({step.Admission.Why}): it was written for another plan.");
+            }
+            replayed.AddRange(step.Effects.Where(e => e is not JournalEffect));
+        }
+        effects = replayed;
+        return coordinator;
+    }
+
     /// <summary>The round number.</summary>
     public long Round => _setup.Round;
 
@@ -138,6 +171,23 @@ public sealed class RoundCoordinator : IDisposable
         return new RoundStep(Admission.Accepted, effects);
     }
 
+    /// <summary>
+    /// Closes the round as aborted for a reason outside it (the fleet moved to a newer epoch): nothing is released, nobody is
+    /// charged. A closed round is left as it is.
+    /// </summary>
+    public RoundStep Abort(string reason)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        if (Phase is Closed) return RoundStep.Empty;
+        var outcome = new RoundAborted
+        {
+            Round = Round, Contributors = [.. _contributors.Keys], Silent = [.. _setup.Cohort.Where(v => !_answered.Contains(v))],
+            TrainLoss = _lossCount == 0 ? double.NaN : _lossSum / _lossCount, UnclippedCount = _unclipped, ClosedAt = _time.GetUtcNow(), Reason = reason,
+        };
+        Phase = new Closed(outcome);
+        return new RoundStep(Admission.Accepted, [new CloseEffect(outcome)]);
+    }
+
     private static RoundStep Verdict(Admission admission) => new(admission, []);
 
     private RoundStep ReceivePlain(string vehicle, int index, Guid updateId, PlainUpdateMessage message)
@@ -156,7 +206,8 @@ public sealed class RoundCoordinator : IDisposable
             _lossCount++;
         }
         Phase = new CollectingPlain(_contributors.Count, _wanted);
-        var effects = new List<RoundEffect>();
+        // Journalled first: the runner makes the update durable before it charges, closes or acknowledges anything.
+        var effects = new List<RoundEffect> { new JournalEffect(Round, new JournaledUpdate(vehicle, updateId, message.Envelope.ToArray(), message.TrainLoss)) };
         if (_contributors.Count >= _wanted) Close(effects);
         return new RoundStep(Admission.Accepted, effects);
     }

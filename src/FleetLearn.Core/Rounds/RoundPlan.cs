@@ -12,8 +12,11 @@ public sealed record RoundPlan
     /// <summary>Fleet the plan is for (a plan replayed into another fleet is rejected).</summary>
     public required string Fleet { get; init; }
 
-    /// <summary>Round number, from 1.</summary>
+    /// <summary>Round number, from 1; increasing across epochs too (a new epoch continues past every round the fleet saw).</summary>
     public required long Round { get; init; }
+
+    /// <summary>The fleet epoch (0 to 65535): raised when the aggregator finds its database older than the fleet (a restored backup).</summary>
+    public long Epoch { get; init; }
 
     /// <summary>Version of the global model the round starts from.</summary>
     public required long ModelVersion { get; init; }
@@ -58,6 +61,7 @@ public sealed record RoundPlan
     public void Validate()
     {
         if (!VehicleId.IsValid(Fleet)) throw new WireFormatException($"Round plan fleet '{Fleet}' is invalid.");
+        if (Epoch is < 0 or > ushort.MaxValue) throw new WireFormatException($"Round plan epoch {Epoch} out of range.");
         if (Round < 1 || ModelVersion < 0) throw new WireFormatException($"Round plan round {Round} / model version {ModelVersion} out of range.");
         try
         {

@@ -53,7 +53,7 @@ public sealed class RoundCoordinatorTests
         Assert.Equal(["car-0", "car-1", "car-2"], applied.Contributors);
         Assert.Empty(applied.Silent);
         Assert.Equal(0.5, applied.TrainLoss);
-        Assert.IsType<CloseEffect>(Assert.Single(steps[2].Effects));
+        Assert.Equal([typeof(JournalEffect), typeof(CloseEffect)], steps[2].Effects.Select(e => e.GetType()));
         Assert.Equal([10f, 10f, 10f, 10f], Global); // the global model it started from is not touched
     }
 
@@ -138,11 +138,12 @@ public sealed class RoundCoordinatorTests
         using var _ = coordinator;
         coordinator.Receive("car-2", Guid.NewGuid(), Update(codec, 2, [1, 1, 1, 1]));
         var step = coordinator.Receive("car-0", Guid.NewGuid(), Update(codec, 0, [3, 3, 3, 3]));
-        Assert.Equal(2, step.Effects.Count);
-        var charge = Assert.IsType<ChargeEffect>(step.Effects[0]);
+        Assert.Equal(3, step.Effects.Count);
+        Assert.Equal("car-0", Assert.IsType<JournalEffect>(step.Effects[0]).Update.Vehicle); // durable before anything else
+        var charge = Assert.IsType<ChargeEffect>(step.Effects[1]);
         Assert.Equal(["car-2", "car-0"], charge.Vehicles);
         Assert.Equal(1, charge.Round);
-        var applied = Assert.IsType<RoundApplied>(Assert.IsType<CloseEffect>(step.Effects[1]).Outcome);
+        var applied = Assert.IsType<RoundApplied>(Assert.IsType<CloseEffect>(step.Effects[2]).Outcome);
         Assert.All(applied.Parameters, p => Assert.Equal(12, p, 1e-3)); // σ ≈ 0: the noise is negligible
         Assert.Equal(["car-1"], applied.Silent); // over-selected: K = 2 of 3 were enough
     }

@@ -1,0 +1,129 @@
+using FleetLearn.Core.Rounds;
+using LiteDB;
+
+namespace FleetLearn.Storage;
+
+/// <summary>The open round's signed plan and the journal of the updates it folded (issue 14: a restarted aggregator resumes the round).</summary>
+public sealed partial class LiteDbRoundStore
+{
+    private readonly ILiteCollection<BsonDocument> _plans;
+    private readonly ILiteCollection<BsonDocument> _journal;
+
+    /// <summary>Records a round as open together with the signed plan that announced it, in one transaction, durably.</summary>
+    public void SaveOpenRound(RoundRecord record, byte[] signedPlan)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        ArgumentNullException.ThrowIfNull(signedPlan);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_db.BeginTrans()) throw new InvalidOperationException("A LiteDB transaction is already open on this thread.");
+            try
+            {
+                _plans.Upsert(new BsonDocument { ["_id"] = record.Round, ["plan"] = signedPlan });
+                _rounds.Upsert(ToDocument(record));
+                _db.Commit();
+            }
+            catch
+            {
+                _db.Rollback();
+                throw;
+            }
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    /// <summary>The signed plan of round <paramref name="round"/> while it is open (null once it closed, or for a round an older version opened).</summary>
+    public byte[]? SignedPlan(long round)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _plans.FindById(round)?["plan"].AsBinary;
+        }
+    }
+
+    /// <summary>
+    /// Appends an update round <paramref name="round"/> folded, durably (checkpointed and fsynced), before the aggregator
+    /// acknowledges it: a crash after the ack can no longer lose it.
+    /// </summary>
+    public void Journal(long round, JournaledUpdate update)
+    {
+        ArgumentNullException.ThrowIfNull(update);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _journal.Insert(new BsonDocument
+            {
+                ["round"] = round, ["id"] = update.UpdateId, ["vehicle"] = update.Vehicle, ["envelope"] = update.Envelope, ["loss"] = update.TrainLoss,
+            });
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+
+    /// <summary>The updates round <paramref name="round"/> folded, in the order it folded them (for <see cref="RoundCoordinator.Resume"/>).</summary>
+    public IReadOnlyList<JournaledUpdate> JournalOf(long round)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return [.. _journal.Find(Query.EQ("round", round)).OrderBy(d => d["_id"].AsInt64).Where(d => d["envelope"].IsBinary)
+                .Select(d => new JournaledUpdate(d["vehicle"].AsString, d["id"].AsGuid, d["envelope"].AsBinary, d["loss"].AsDouble))];
+        }
+    }
+
+    /// <summary>Ids of the updates round <paramref name="round"/> folded (kept after its close: a resend is then answered duplicate, not late).</summary>
+    public IReadOnlySet<Guid> UpdateIdsOf(long round)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _journal.Find(Query.EQ("round", round)).Select(d => d["id"].AsGuid).ToHashSet();
+        }
+    }
+
+    /// <summary>
+    /// After round <paramref name="closed"/> was stored as closed: drops its plan and its updates' bytes (their ids stay),
+    /// and forgets the ids of rounds older than <paramref name="keep"/> rounds, whose resends no longer matter.
+    /// </summary>
+    public void CompactJournal(long closed, int keep = 3)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _plans.DeleteMany(Query.LTE("_id", closed));
+            _journal.DeleteMany(Query.LTE("round", closed - keep));
+            foreach (var d in _journal.Find(Query.And(Query.LTE("round", closed), Query.Not("envelope", BsonValue.Null))).ToList())
+            {
+                d["envelope"] = BsonValue.Null;
+                _journal.Update(d);
+            }
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+}
+
+/// <summary>Small named facts about the fleet the round store keeps (signing key id, instance id, epoch).</summary>
+public sealed partial class LiteDbRoundStore
+{
+    /// <summary>The stored value of <paramref name="key"/>, or null.</summary>
+    public string? GetMeta(string key)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _db.GetCollection<BsonDocument>("meta").FindById(key)?["value"].AsString;
+        }
+    }
+
+    /// <summary>Stores <paramref name="value"/> under <paramref name="key"/> durably.</summary>
+    public void SetMeta(string key, string value)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _db.GetCollection<BsonDocument>("meta").Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
+            LiteDbFiles.Durable(_db, Path);
+        }
+    }
+}
