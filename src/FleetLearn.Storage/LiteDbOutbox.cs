@@ -49,7 +49,10 @@ public sealed class LiteDbOutbox : IDisposable
         var outbox = new LiteDbOutbox(System.IO.Path.GetFullPath(path), db);
         try
         {
-            _ = outbox.Pending(); // verify every document reads back
+            _ = outbox.Pending(); // verify every document reads back, by scan and through the _id index
+            LiteDbFiles.ReadAll(db, "outbox");
+            foreach (var doc in LiteDbFiles.ReadAll(db, "agent_state")) _ = doc["value"].AsInt64;
+            LiteDbFiles.Rebuild(db, outbox.Path);
             LiteDbFiles.ProbeWrite(db, "outbox", outbox.Path);
             LiteDbFiles.ProbeWrite(db, "agent_state", outbox.Path);
         }

@@ -112,6 +112,8 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         {
             var ledger = new PrivacyLedger(options);
             var verification = Load(db, ledger, options, fullPath);
+            LiteDbFiles.ReadAll(db, CollectionName); // the _id index too: the next Record looks a vehicle up through it
+            LiteDbFiles.Rebuild(db, fullPath);
             db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
             LiteDbFiles.ProbeWrite(db, CollectionName, fullPath);
             var store = new LiteDbPrivacyLedgerStore(fullPath, db, ledger, verification, mirror);
