@@ -51,6 +51,7 @@ public sealed class FleetSimulator : IDisposable
     private MaliciousAggregatorKit? _malicious;
     private double _clipNorm;
     private int _privateReleases;
+    private double[]? _fleetRdp;
 
     /// <summary>Creates a simulator; <paramref name="createTrainer"/> is called once per worker.</summary>
     public FleetSimulator(SimulationOptions options, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer)
@@ -128,9 +129,21 @@ public sealed class FleetSimulator : IDisposable
         }
     }
 
-    /// <summary>Fleet-level ε after the private releases so far, sampled Gaussian mechanism with q = K/N.</summary>
+    /// <summary>
+    /// Fleet-level ε after the private releases so far, sampled Gaussian mechanism with q = K/N, each release at the σ the ledgers
+    /// charge (the discrete Gaussian's σ equivalent where the codec adds one), composed in RDP.
+    /// </summary>
     public double FleetEpsilon => _options.Privacy is not { } dp || _privateReleases == 0 ? (_options.Privacy is null ? double.NaN : 0)
-        : RdpAccountant.GetEpsilon(Math.Min(1.0, (double)_options.CohortSize / _options.Vehicles), dp.NoiseMultiplier, _privateReleases, dp.Delta).Epsilon;
+        : RdpAccountant.GetPrivacySpent(RdpAccountant.DefaultOrders, _fleetRdp!, dp.Delta).Epsilon;
+
+    /// <summary>Adds one private release at noise multiplier <paramref name="sigma"/> to the fleet's RDP curve.</summary>
+    private void AddFleetRelease(double sigma)
+    {
+        var rdp = RdpAccountant.ComputeRdp(Math.Min(1.0, (double)_options.CohortSize / _options.Vehicles), sigma, 1, RdpAccountant.DefaultOrders);
+        _fleetRdp ??= new double[rdp.Length];
+        for (int i = 0; i < rdp.Length; i++) _fleetRdp[i] += rdp[i];
+        _privateReleases++;
+    }
 
     private static string VehicleId(int vehicle) => vehicle.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
@@ -233,7 +246,7 @@ public sealed class FleetSimulator : IDisposable
         if (outcome is RoundApplied applied)
         {
             applied.Parameters.CopyTo(_global.AsSpan());
-            if (_options.Privacy is not null) _privateReleases++;
+            if (_options.Privacy is not null) AddFleetRelease(rules.Charge.NoiseMultiplier);
             if (_adaptive is not null)
             {
                 var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xADA9, (ulong)round).NextUInt64());

@@ -156,7 +156,7 @@ public static class MqttFleetSimulation
                     BytesUpPerVehicle = r.CohortSize == 0 ? 0 : up / r.CohortSize,
                     AbortReason = r.Status == RoundStatus.Aborted ? r.Note : null,
                     Seconds = clock.Elapsed.TotalSeconds,
-                    Epsilon = options.Privacy is { } dp ? (applied == 0 ? 0 : RdpAccountant.GetEpsilon(Math.Min(1.0, (double)options.CohortSize / options.Vehicles), dp.NoiseMultiplier, applied, dp.Delta).Epsilon) : double.NaN,
+                    Epsilon = options.Privacy is { } dp ? (applied == 0 ? 0 : RdpAccountant.GetEpsilon(Math.Min(1.0, (double)options.CohortSize / options.Vehicles), ChargedSigma(aggregatorOptions, options), applied, dp.Delta).Epsilon) : double.NaN,
                     MaxVehicleEpsilon = status.MaxVehicleEpsilon,
                     ClipNorm = options.Privacy?.ClipNorm ?? double.NaN,
                 };
@@ -213,6 +213,17 @@ public static class MqttFleetSimulation
         if (!Uri.TryCreate(broker, UriKind.Absolute, out var uri) || uri.Scheme is not ("mqtt" or "mqtts"))
             throw new ArgumentException($"--broker '{broker}': expected 'embedded', mqtt://host:port or mqtts://host:port.");
         return (uri.Scheme, uri.Host, uri.IsDefaultPort || uri.Port < 0 ? (uri.Scheme == "mqtts" ? 8883 : 1883) : uri.Port);
+    }
+
+    /// <summary>
+    /// The σ the aggregator's and the vehicles' ledgers charge per release under these settings: the discrete Gaussian's σ
+    /// equivalent where the codec adds one (<see cref="RoundRules.ChargeFor"/>), else σ. The fleet's sampled ε uses the same.
+    /// </summary>
+    private static double ChargedSigma(AggregatorOptions aggregator, SimulationOptions options)
+    {
+        var protection = AggregatorProtection.Describe(aggregator, options.CohortSize, 1);
+        var codec = protection.ForRound(protection.CreatePipeline(options.Model.ParameterCount, options.CohortSize), 1);
+        return RoundRules.ChargeFor(codec, protection.MinNoiseShares, protection.NoiseMultiplier, protection.NoiseMultiplier) ?? protection.NoiseMultiplier;
     }
 
     /// <summary>The aggregator settings that reproduce <paramref name="options"/>'s rounds.</summary>
