@@ -131,7 +131,7 @@ pm run -d --name "$run_id-aggregator" --label "$label" --network "$net" --networ
   -p 127.0.0.1::8080 -v "$run_id-aggregator:/var/lib/fleetlearn-aggregator" -v "$run_dir/aggregator:/run/fleetlearn:ro" \
   "${mqtt_tls[@]}" -e Mqtt__ClientId=aggregator \
   -e Mqtt__CaFile=/run/fleetlearn/ca.crt -e Mqtt__CertFile=/run/fleetlearn/aggregator.crt -e Mqtt__KeyFile=/run/fleetlearn/aggregator.key \
-  -e Aggregator__SigningKeyPath=/run/fleetlearn/aggregator-signing.pem -e Aggregator__Model="$model" \
+  -e Aggregator__SigningKeyPath=/run/fleetlearn/aggregator-signing.pem -e Aggregator__DeviceCaFile=/run/fleetlearn/ca.crt -e Aggregator__Model="$model" \
   -e Aggregator__Rounds="$((rounds + 1))" -e Aggregator__CohortSize="$cohort" -e Aggregator__MinParticipants="$min_participants" \
   -e Aggregator__LocalEpochs="$epochs" -e Aggregator__Batch="$batch" -e Aggregator__LearningRate="$lr" \
   -e Aggregator__Seed="$seed" -e Aggregator__Codec="$codec" -e Aggregator__SecureAggregation="$secagg" \
