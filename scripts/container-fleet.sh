@@ -17,6 +17,7 @@
 #   --json                  one JSON object per round, and a JSON summary as the last stdout line
 #   --keep                  leave the containers, network, volumes and run folder (printed) for inspection
 #   --rebuild               rebuild the role images first (after a code change)
+# Exit status: 0 when every round applied, 1 when a round aborted or the run failed, 2 on bad arguments.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 source "$repo/containers/env.sh"
@@ -293,3 +294,5 @@ if $json; then
       max_vehicle_epsilon: ($eps | tonumber? // null), startup_seconds: ($startup | tonumber), seconds: ($seconds | tonumber),
       chaos: $chaos}'
 fi
+# A run whose rounds aborted is a failed run, whatever it printed.
+[ "$applied" -eq "$rounds" ] || { say "container-fleet: only $applied of $rounds rounds applied"; exit 1; }
