@@ -55,7 +55,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     public void Acknowledge(Envelope envelope)
     {
         var ack = UpdateAck.Decode(envelope.Payload.Span);
-        bool update = outbox.Pending().FirstOrDefault(i => i.UpdateId == envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true;
+        bool update = outbox.Find(envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true;
         _nextResend.TryRemove(envelope.UpdateId, out _);
         if (!outbox.Acknowledge(envelope.UpdateId)) return;
         Acknowledged++;

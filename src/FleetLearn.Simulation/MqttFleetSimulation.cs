@@ -107,6 +107,7 @@ public static class MqttFleetSimulation
             agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, Math.Min(options.Vehicles, perProcess), endpoint), workDirectory, logger, cancellationToken).ConfigureAwait(false);
 
             var clock = Stopwatch.StartNew();
+            double chargedSigma = ChargedSigma(aggregatorOptions, options); // the same every round: computed once
             long bytesUp = 0, bytesDown = 0;
             int applied = 0;
             while (reports.Count < options.Rounds)
@@ -156,7 +157,7 @@ public static class MqttFleetSimulation
                     BytesUpPerVehicle = r.CohortSize == 0 ? 0 : up / r.CohortSize,
                     AbortReason = r.Status == RoundStatus.Aborted ? r.Note : null,
                     Seconds = clock.Elapsed.TotalSeconds,
-                    Epsilon = options.Privacy is { } dp ? (applied == 0 ? 0 : RdpAccountant.GetEpsilon(Math.Min(1.0, (double)options.CohortSize / options.Vehicles), ChargedSigma(aggregatorOptions, options), applied, dp.Delta).Epsilon) : double.NaN,
+                    Epsilon = options.Privacy is { } dp ? (applied == 0 ? 0 : RdpAccountant.GetEpsilon(Math.Min(1.0, (double)options.CohortSize / options.Vehicles), chargedSigma, applied, dp.Delta).Epsilon) : double.NaN,
                     MaxVehicleEpsilon = status.MaxVehicleEpsilon,
                     ClipNorm = options.Privacy?.ClipNorm ?? double.NaN,
                 };

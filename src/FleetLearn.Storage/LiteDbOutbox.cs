@@ -132,6 +132,16 @@ public sealed class LiteDbOutbox : IDisposable
         }
     }
 
+    /// <summary>The waiting item with <paramref name="updateId"/>, or null (an index lookup: no scan of the other items).</summary>
+    public OutboxItem? Find(Guid updateId)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _items.FindById(new BsonValue(updateId)) is { } doc ? FromDocument(doc) : null;
+        }
+    }
+
     /// <summary>Counts one more send of an item (not fsynced: losing it only under-reports attempts).</summary>
     public void RecordAttempt(Guid updateId)
     {

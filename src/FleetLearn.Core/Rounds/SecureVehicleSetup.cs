@@ -37,9 +37,10 @@ public static class SecureVehicleSetup
     /// <param name="aggregatorKey">The aggregator's public plan key: it checks the signed SecAgg downlink.</param>
     /// <param name="requireMaliciousAggregatorMode">This vehicle's own floor: refuse plans that do not run against a malicious aggregator.</param>
     /// <param name="time">Clock for the vehicle's deadlines.</param>
+    /// <param name="pipeline">The plan's pipeline when the caller built it already (<see cref="RoundProtection.CreatePipeline"/>); null = built here.</param>
     public static SecureVehicleRound Create(
         RoundPlan plan, ReadOnlySpan<byte> signedPlan, string vehicleId, ECDsa deviceKey, DeviceCertificateAuthority? deviceCa, ECDsa aggregatorKey,
-        bool requireMaliciousAggregatorMode = false, TimeProvider? time = null)
+        bool requireMaliciousAggregatorMode = false, TimeProvider? time = null, UpdatePipeline? pipeline = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(deviceKey);
@@ -50,7 +51,7 @@ public static class SecureVehicleSetup
             throw new WireFormatException($"Round plan {plan.Round} does not run against a malicious aggregator, which this vehicle requires.", RejectReasons.Signature);
         int index = plan.Cohort.ToList().IndexOf(vehicleId);
         if (index < 0) throw new WireFormatException($"Vehicle {vehicleId} is not in the cohort of round {plan.Round}.", RejectReasons.Malformed);
-        var pipeline = protection.CreatePipeline(ModelSpec.Parse(plan.ModelSpec).ParameterCount, plan.Cohort.Count);
+        pipeline ??= protection.CreatePipeline(ModelSpec.Parse(plan.ModelSpec).ParameterCount, plan.Cohort.Count);
         var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, plan.Cohort.Count, SecAggSession.Id(plan.Fleet, signedPlan));
         var registry = protection.CreateDeviceKeyRegistry(plan.Cohort, deviceCa);
         try

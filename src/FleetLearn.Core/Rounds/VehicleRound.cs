@@ -247,7 +247,7 @@ public sealed class VehicleRound : IDisposable
         // Certified keys, consistency round and signed downlink as the plan and the vehicle's own settings ask (SecureVehicleSetup).
         var secure = pipeline.IsSecure
             ? SecureVehicleSetup.Create(plan, signedPlan.Span, profile.VehicleId, profile.DeviceKey!, profile.DeviceCa, profile.AggregatorKey ?? profile.DeviceKey!,
-                profile.RequireMaliciousAggregator, time)
+                profile.RequireMaliciousAggregator, time, pipeline)
             : null;
         var round = new VehicleRound(new VehicleRoundSetup
         {
