@@ -38,9 +38,21 @@ if [ "$projects" -lt "$expected" ]; then
   [ "$status" -ne 0 ] || status=1
 fi
 if [ "$failed" -gt 0 ] && [ "$status" -eq 0 ]; then status=1; fi
-# The failed tests by name (their output is above, in the console logger's report), so that the end of the log says which.
-failed_names=$(grep -ho '<UnitTestResult [^>]*outcome="\(Failed\|Error\|Timeout\|Aborted\)"[^>]*>' "$results"/*.trx 2>/dev/null \
-  | sed -n 's/.*testName="\([^"]*\)".*/\1/p' || true)
+# The failed tests by name with the first lines of their error (the whole report is above, in the console logger's
+# output), so that the end of the log says which and why even when only its tail is kept.
+failed_names=$(python3 - "$results" <<'PY' || true
+import glob, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for trx in sorted(glob.glob(sys.argv[1] + "/*.trx")):
+    for r in ET.parse(trx).getroot().iterfind(".//t:UnitTestResult", ns):
+        if r.get("outcome") not in ("Failed", "Error", "Timeout", "Aborted"):
+            continue
+        print(r.get("testName"))
+        message = r.findtext("t:Output/t:ErrorInfo/t:Message", default="", namespaces=ns).strip()
+        for line in message.splitlines()[:6]:
+            print("    " + line[:300])
+PY
+)
 
 # Every command the README and docs show, as written (long ones shortened as the docs mark them).
 echo "== documented commands" >&2

@@ -70,6 +70,9 @@ public sealed class MqttConnection : IAsyncDisposable
         {
             lock (_gate)
             {
+                // MQTTnet raises this event on a background task, also for a failed connect attempt, so it can arrive after
+                // the next connection is up: that event is stale and must not tear the new session down.
+                if (_client.IsConnected) return Task.CompletedTask;
                 _disconnected.TrySetResult();
                 if (_connected.Task.IsCompleted) _connected = NewSignal();
             }
@@ -307,7 +310,23 @@ public sealed class MqttConnection : IAsyncDisposable
                 {
                     if (!disconnected.IsCompleted) _connected.TrySetResult();
                 }
-                await disconnected.WaitAsync(cancellationToken).ConfigureAwait(false);
+                while (true)
+                {
+                    await disconnected.WaitAsync(cancellationToken).ConfigureAwait(false);
+                    if (!_client.IsConnected) break;
+                    // A stale disconnect event (see the handler) that slipped past its check: keep this session. Checked again
+                    // after the new signal exists, so a real disconnect in between is not lost.
+                    lock (_gate)
+                    {
+                        if (ReferenceEquals(_disconnected.Task, disconnected)) _disconnected = NewSignal();
+                        disconnected = _disconnected.Task;
+                    }
+                    if (!_client.IsConnected) break;
+                    lock (_gate)
+                    {
+                        if (!disconnected.IsCompleted) _connected.TrySetResult();
+                    }
+                }
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
