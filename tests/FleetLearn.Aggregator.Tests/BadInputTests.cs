@@ -5,6 +5,7 @@ using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
+using FleetLearn.Testing;
 using FleetLearn.Transport.Mqtt.Broker;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Logging;
@@ -163,6 +164,80 @@ public sealed class BadInputTests : IAsyncLifetime
         Assert.Contains(_log.Lines, l => l.Contains("NaN", StringComparison.Ordinal));
         Assert.Contains(_log.Lines, l => l.Contains("version 9", StringComparison.Ordinal));
         Assert.Contains(_log.Lines, l => l.Contains("SHA-256", StringComparison.Ordinal));
+        await aggregator.StopAsync(CancellationToken.None);
+        aggregator.Dispose();
+    }
+
+    /// <summary>
+    /// Chunk bombs, cohort check first (issue 15 item 2): a vehicle outside the cohort starts a transfer of several chunks and
+    /// never finishes it. The aggregator refuses its first chunk before holding any of it (not_in_cohort, logged), so it can
+    /// neither pin memory nor evict a cohort vehicle's transfer; the cohort vehicle's chunked update is applied.
+    /// </summary>
+    [Fact]
+    public async Task Aggregator_ChunksFromAVehicleOutsideTheCohort_RefusedBeforeAnyIsHeld()
+    {
+        string keyPath = Path.Combine(_dir, "signing.pem");
+        using var signing = SigningKeys.LoadOrCreate(keyPath);
+        var status = new AggregatorStatus();
+        var options = new AggregatorOptions
+        {
+            Model = "64-32-10", CohortSize = 1, MinParticipants = 1, Rounds = 1, RoundTimeout = Timeout, CohortWait = Timeout,
+            DatabasePath = Path.Combine(_dir, "agg.db"), SigningKeyPath = keyPath, OnnxFolder = null, DrainTime = TimeSpan.Zero,
+        };
+        var aggregator = new AggregatorWorker(Options.Create(options), Options.Create(Mqtt("aggregator", Secret)), status, TimeProvider.System, _log);
+        await aggregator.StartAsync(CancellationToken.None);
+        using var cts = new CancellationTokenSource(Timeout);
+        var topics = new FleetTopics(Fleet);
+        await using var car = new MqttConnection(Mqtt("car-x"));
+        var inbox = Channel.CreateUnbounded<MqttIncoming>();
+        car.MessageReceived += m => inbox.Writer.WriteAsync(m).AsTask();
+        await car.SubscribeAsync(topics.RoundCurrent, cts.Token);
+        await car.SubscribeAsync(topics.ModelAll, cts.Token);
+        car.Start(cts.Token);
+        using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        RoundPlan? plan = null;
+        byte[]? signedPlan = null, model = null;
+        var chunks = new ChunkAssembler(1 << 20);
+        while (plan is null || model is null)
+        {
+            await CheckInAsync(car, "car-x", deviceKey, cts.Token);
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
+            wait.CancelAfter(TimeSpan.FromMilliseconds(300));
+            try
+            {
+                while (plan is null || model is null)
+                {
+                    var m = await inbox.Reader.ReadAsync(wait.Token);
+                    if (m.Topic == topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(signedPlan = m.Payload, signing, Fleet);
+                    else if (topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
+                }
+            }
+            catch (OperationCanceledException) when (!cts.IsCancellationRequested)
+            {
+                // no plan yet: check in again, as an agent does
+            }
+        }
+        var checkpoint = Checkpoint.FromBytes(model);
+        var protection = plan.Protection!;
+        var codec = protection.ForRound(protection.CreatePipeline(checkpoint.Parameters.Length, plan.Cohort.Count), plan.Round);
+        byte[] Body() => new PlainUpdate(0.5, 50, codec.EncodePlain(Enumerable.Repeat(0.01f, checkpoint.Parameters.Length).ToArray(), protection.WeightFor(50), 0, Guid.NewGuid(), new SecureNoiseSource(), new SecureNoiseSource(), null, out _)).Encode();
+        Envelope Update(string vehicle) => new(EnvelopeKind.Update, vehicle, plan.Round, Guid.NewGuid(), Body()) { Epoch = (ushort)plan.Epoch, PlanTag = Envelope.TagOf(signedPlan!) };
+
+        await using (var stranger = new MqttConnection(Mqtt("car-y")))
+        {
+            stranger.Start(cts.Token);
+            await stranger.WaitUntilConnectedAsync(cts.Token);
+            var parts = ChunkCodec.Split(Update("car-y").Encode(), 4096);
+            Assert.True(parts.Count > 2);
+            await stranger.PublishReliablyAsync(topics.Up("car-y", "update"), parts[0], cancellationToken: cts.Token);
+            await Poll.UntilAsync(() => status.RejectedByReason.GetValueOrDefault(RejectReasons.NotInCohort) == 1, "the stranger's first chunk to be refused", Timeout);
+        }
+        Assert.Contains(_log.Lines, l => l.Contains("from car-y is not admitted (not in the current cohort)", StringComparison.Ordinal));
+
+        foreach (var chunk in ChunkCodec.Split(Update("car-x").Encode(), 4096)) await car.PublishReliablyAsync(topics.Up("car-x", "update"), chunk, cancellationToken: cts.Token);
+        await status.Done.Task.WaitAsync(cts.Token);
+        Assert.Equal((RoundStatus.Applied, 1), (status.Rounds[^1].Status, status.Rounds[^1].Participants));
+        Assert.Equal(1, status.RejectedByReason.GetValueOrDefault(RejectReasons.NotInCohort));
         await aggregator.StopAsync(CancellationToken.None);
         aggregator.Dispose();
     }
