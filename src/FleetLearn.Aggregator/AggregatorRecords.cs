@@ -52,7 +52,7 @@ internal static class AggregatorRecords
                 logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; recorded as aborted: {Reason}.", record.Round, reason);
             }
             status.Record(final, null);
-            closed.Add(record.Round, store.UpdateIdsOf(record.Round), new Dictionary<string, int>());
+            closed.Add(record.Round, store.UpdateIdsOf(record.Round), new Dictionary<string, int>(), store.VehiclesOf(record.Round));
             last = Math.Max(last, record.Round);
         }
         return (last, resume);

@@ -29,7 +29,7 @@ public sealed class AggregatorWorker(
 {
     private readonly AggregatorOptions _options = aggregatorOptions.Value;
     private readonly AggregatorRandomness _random = randomness ?? AggregatorRandomness.Secure;
-    private readonly ClosedRounds _closed = new();
+    private readonly UplinkGate _gate = new(new ClosedRounds());
     private ChunkAssembler _uplink = null!;
     private MqttConnection _mqtt = null!;
     private Channel<MqttIncoming> _inbox = null!;
@@ -53,13 +53,12 @@ public sealed class AggregatorWorker(
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget, _options.DeviceCaFile is { } ca ? DeviceCertificateAuthority.FromPem(File.ReadAllText(ca), time) : null);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
         RoundPlan? plan = null;
-        var (last, open) = AggregatorRecords.RestoreRounds(store, status, _closed, time, logger,
+        var (last, open) = AggregatorRecords.RestoreRounds(store, status, _gate.Closed, time, logger,
             r => (plan = RoundResumption.Check(store, r, signingKey, mqttOptions.Value.Fleet, model, out var why)) is null ? why : null);
         _resume = open is null ? null : (open, plan!);
         long round = open?.Round ?? last + 1;
         _epochs = new FleetEpochs(store, logger, open?.Round ?? last);
-        // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).
-        _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
+        _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536) { Admit = _gate.Admits };
         _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
@@ -113,7 +112,7 @@ public sealed class AggregatorWorker(
             if (coordinator.Phase is not Closed && (time.GetUtcNow() >= coordinator.NextDeadline || _epochs.State.PendingRollback is not null))
                 await CarryOutAsync(coordinator, _epochs.State.TakeRollback() is { } why ? coordinator.Abort(why) : coordinator.Tick(), cancellationToken).ConfigureAwait(false);
         }
-        _closed.Add(coordinator);
+        _gate.Closed.Add(coordinator);
         _roster.Forget(coordinator.Outcome!.Silent);
         status.CheckedIn = _roster.Count;
         return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome);
@@ -138,7 +137,7 @@ public sealed class AggregatorWorker(
         var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
         var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
         var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
-        _store.SaveOpenRound(record, opened.SignedPlan);
+        _store.SaveOpenRound(record, opened.SignedPlan, cohort);
         status.Record(record, null);
         logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
             secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
@@ -184,6 +183,7 @@ public sealed class AggregatorWorker(
     private async Task ProcessNextAsync(RoundCoordinator? coordinator, DateTimeOffset until, CancellationToken cancellationToken)
     {
         var wait = until - time.GetUtcNow();
+        _gate.Open = coordinator;
         if (wait <= TimeSpan.Zero) return;
         using var timeout = new CancellationTokenSource(wait, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
@@ -234,7 +234,7 @@ public sealed class AggregatorWorker(
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
-        var (admission, effects) = UpdateAdmission.Admit(_closed, _epochs, status, coordinator, vehicle, update);
+        var (admission, effects) = UpdateAdmission.Admit(_gate.Closed, _epochs, status, coordinator, vehicle, update);
         if (effects is not null) await CarryOutAsync(coordinator!, effects, cancellationToken).ConfigureAwait(false);
         switch (admission.Status)
         {

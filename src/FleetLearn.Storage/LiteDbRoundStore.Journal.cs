@@ -8,9 +8,14 @@ public sealed partial class LiteDbRoundStore
 {
     private readonly ILiteCollection<BsonDocument> _plans;
     private readonly ILiteCollection<BsonDocument> _journal;
+    private readonly ILiteCollection<BsonDocument> _cohorts;
 
-    /// <summary>Records a round as open together with the signed plan that announced it, in one transaction, durably.</summary>
-    public void SaveOpenRound(RoundRecord record, byte[] signedPlan)
+    /// <summary>
+    /// Records a round as open together with the signed plan that announced it and its <paramref name="cohort"/> (kept as
+    /// long as the round's update ids, so that a restarted aggregator still answers the cohort's resends), in one
+    /// transaction, durably.
+    /// </summary>
+    public void SaveOpenRound(RoundRecord record, byte[] signedPlan, IReadOnlyList<string>? cohort = null)
     {
         ArgumentNullException.ThrowIfNull(record);
         ArgumentNullException.ThrowIfNull(signedPlan);
@@ -21,6 +26,7 @@ public sealed partial class LiteDbRoundStore
             try
             {
                 _plans.Upsert(new BsonDocument { ["_id"] = record.Round, ["plan"] = signedPlan });
+                if (cohort is not null) _cohorts.Upsert(new BsonDocument { ["_id"] = record.Round, ["vehicles"] = new BsonArray(cohort.Select(v => new BsonValue(v))) });
                 _rounds.Upsert(ToDocument(record));
                 _db.Commit();
             }
@@ -82,6 +88,18 @@ public sealed partial class LiteDbRoundStore
         }
     }
 
+    /// <summary>Round <paramref name="round"/>'s cohort and the vehicles whose updates it folded (kept as long as the ids).</summary>
+    public IReadOnlySet<string> VehiclesOf(long round)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var vehicles = _journal.Find(Query.EQ("round", round)).Select(d => d["vehicle"].AsString).ToHashSet(StringComparer.Ordinal);
+            if (_cohorts.FindById(round)?["vehicles"] is { IsArray: true } cohort) vehicles.UnionWith(cohort.AsArray.Select(v => v.AsString));
+            return vehicles;
+        }
+    }
+
     /// <summary>
     /// After round <paramref name="closed"/> was stored as closed: drops its plan and its updates' bytes (their ids stay),
     /// and forgets the ids of rounds older than <paramref name="keep"/> rounds, whose resends no longer matter.
@@ -93,6 +111,7 @@ public sealed partial class LiteDbRoundStore
             ObjectDisposedException.ThrowIf(_disposed, this);
             _plans.DeleteMany(Query.LTE("_id", closed));
             _journal.DeleteMany(Query.LTE("round", closed - keep));
+            _cohorts.DeleteMany(Query.LTE("_id", closed - keep));
             foreach (var d in _journal.Find(Query.And(Query.LTE("round", closed), Query.Not("envelope", BsonValue.Null))).ToList())
             {
                 d["envelope"] = BsonValue.Null;

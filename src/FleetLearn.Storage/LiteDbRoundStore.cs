@@ -39,6 +39,7 @@ public sealed partial class LiteDbRoundStore : IDisposable
         _db = db;
         _rounds = db.GetCollection<BsonDocument>("rounds");
         _plans = db.GetCollection<BsonDocument>("plans");
+        _cohorts = db.GetCollection<BsonDocument>("cohorts");
         _journal = db.GetCollection<BsonDocument>("journal", BsonAutoId.Int64);
         _journal.EnsureIndex("round");
     }

@@ -31,6 +31,7 @@ public sealed class RoundJournalTests : IDisposable
             Assert.Equal(updates.Select(u => (u.Vehicle, u.UpdateId, u.TrainLoss)), journal.Select(u => (u.Vehicle, u.UpdateId, u.TrainLoss)));
             Assert.Equal(updates.Select(u => u.Envelope), journal.Select(u => u.Envelope));
             Assert.Equal(updates.Select(u => u.UpdateId).ToHashSet(), store.UpdateIdsOf(4));
+            Assert.Equal(["car-0", "car-1", "car-2"], store.VehiclesOf(4).Order(StringComparer.Ordinal));
         }
     }
 
@@ -41,16 +42,18 @@ public sealed class RoundJournalTests : IDisposable
         var ids = new Dictionary<long, Guid>();
         for (long round = 1; round <= 5; round++)
         {
-            store.SaveOpenRound(Open(round), [(byte)round]);
+            store.SaveOpenRound(Open(round), [(byte)round], ["car-0", "car-late"]);
             store.Journal(round, new JournaledUpdate("car-0", ids[round] = Guid.NewGuid(), new byte[1000], 0));
             store.SaveRound(Open(round) with { Status = RoundStatus.Aborted });
             store.CompactJournal(round);
             Assert.Null(store.SignedPlan(round));
             Assert.Empty(store.JournalOf(round));            // the bytes are gone
             Assert.Equal([ids[round]], store.UpdateIdsOf(round)); // the ids answer resends as duplicates
+            Assert.Equal(["car-0", "car-late"], store.VehiclesOf(round).Order(StringComparer.Ordinal)); // the cohort still passes the chunk layer's check
         }
         Assert.Empty(store.UpdateIdsOf(1));
         Assert.Empty(store.UpdateIdsOf(2));
+        Assert.Empty(store.VehiclesOf(2));
         Assert.Equal([ids[3]], store.UpdateIdsOf(3));
     }
 }

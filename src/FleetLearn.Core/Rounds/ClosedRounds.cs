@@ -12,6 +12,7 @@ public sealed class ClosedRounds(int keep = 3)
 {
     private readonly Dictionary<long, IReadOnlySet<Guid>> _seen = [];
     private readonly Dictionary<long, IReadOnlyDictionary<string, int>> _survivors = [];
+    private readonly Dictionary<long, IReadOnlySet<string>> _vehicles = [];
 
     /// <summary>The newest closed round (0 before any).</summary>
     public long LastClosed { get; private set; }
@@ -21,21 +22,30 @@ public sealed class ClosedRounds(int keep = 3)
     {
         ArgumentNullException.ThrowIfNull(closed);
         if (closed.Phase is not Closed) throw new InvalidOperationException($"Round {closed.Round} has not closed.");
-        Add(closed.Round, closed.SeenUpdateIds.ToHashSet(), closed.CompletedSurvivors);
+        Add(closed.Round, closed.SeenUpdateIds.ToHashSet(), closed.CompletedSurvivors, closed.Cohort.ToHashSet(StringComparer.Ordinal));
     }
 
-    /// <summary>Remembers round <paramref name="round"/> as closed with what it saw (also for rounds closed by an earlier run).</summary>
-    public void Add(long round, IReadOnlySet<Guid> seen, IReadOnlyDictionary<string, int> completedSurvivors)
+    /// <summary>
+    /// Remembers round <paramref name="round"/> as closed with what it saw (also for rounds closed by an earlier run), and the
+    /// <paramref name="vehicles"/> whose messages for it are still answered: its cohort, or for a round closed by an earlier run
+    /// the vehicles whose updates it folded (the plan naming the cohort is not kept past the close).
+    /// </summary>
+    public void Add(long round, IReadOnlySet<Guid> seen, IReadOnlyDictionary<string, int> completedSurvivors, IReadOnlySet<string> vehicles)
     {
         LastClosed = Math.Max(LastClosed, round);
         _seen[round] = seen;
         _survivors[round] = completedSurvivors;
+        _vehicles[round] = vehicles;
         foreach (var old in _seen.Keys.Where(r => r <= LastClosed - keep).ToList())
         {
             _seen.Remove(old);
             _survivors.Remove(old);
+            _vehicles.Remove(old);
         }
     }
+
+    /// <summary>True when <paramref name="vehicle"/> took part in (or was selected for) a closed round remembered here.</summary>
+    public bool Remembers(string vehicle) => _vehicles.Values.Any(v => v.Contains(vehicle));
 
     /// <summary>True when <paramref name="round"/> has closed (messages for it are answered here, not by a coordinator).</summary>
     public bool IsClosed(long round) => round <= LastClosed;

@@ -94,6 +94,9 @@ public sealed class RoundCoordinator : IDisposable
     /// <summary>The cohort, in cohort-index order.</summary>
     public IReadOnlyList<string> Cohort => _setup.Cohort;
 
+    /// <summary>True when <paramref name="vehicle"/> was selected for this round (over-selected vehicles included).</summary>
+    public bool InCohort(string vehicle) => _index.ContainsKey(vehicle);
+
     /// <summary>Where the round is.</summary>
     public RoundPhase Phase { get; private set; }
 

@@ -355,6 +355,27 @@ public sealed class RoundCoordinatorTests
     }
 
     [Fact]
+    public void ClosedRounds_RemembersTheCohortsOfTheLastRoundsOnly()
+    {
+        using var round = new SecureRound();
+        round.Run();
+        var closed = new ClosedRounds(keep: 2);
+        string member = round.Coordinator.Cohort[0];
+        Assert.True(round.Coordinator.InCohort(member));
+        Assert.False(round.Coordinator.InCohort("car-stranger"));
+        closed.Add(round.Coordinator);
+        Assert.True(closed.Remembers(member));
+        Assert.False(closed.Remembers("car-stranger"));
+        // A round closed by an earlier run is remembered with the vehicles it folded.
+        closed.Add(4, new HashSet<Guid>(), new Dictionary<string, int>(), new HashSet<string> { "car-restored" });
+        Assert.True(closed.Remembers("car-restored"));
+        Assert.True(closed.Remembers(member));
+        closed.Add(5, new HashSet<Guid>(), new Dictionary<string, int>(), new HashSet<string>());
+        Assert.False(closed.Remembers(member)); // round 3 is more than keep = 2 rounds behind round 5
+        Assert.True(closed.Remembers("car-restored"));
+    }
+
+    [Fact]
     public void CohortSelection_SeededUniformInCandidateOrder()
     {
         var candidates = Enumerable.Range(0, 50).ToArray();
