@@ -25,7 +25,8 @@ public sealed class AggregatorWorker(
     TimeProvider time,
     ILogger<AggregatorWorker> logger,
     IHostApplicationLifetime? lifetime = null,
-    AggregatorRandomness? randomness = null) : BackgroundService
+    AggregatorRandomness? randomness = null,
+    CohortGate? cohortGate = null) : BackgroundService
 {
     private readonly AggregatorOptions _options = aggregatorOptions.Value;
     private readonly AggregatorRandomness _random = randomness ?? AggregatorRandomness.Secure;
@@ -118,7 +119,7 @@ public sealed class AggregatorWorker(
         return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome);
     }
 
-    /// <summary>1. Cohort: waits for enough eligible check-ins (or for CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
+    /// <summary>1. Cohort: waits for enough eligible check-ins (or the <see cref="CohortGate"/>; or CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
     private async Task<(OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>)> OpenAsync(long round, Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
     {
         bool secure = AggregatorProtection.ParseSecure(_options.SecureAggregation) != SecureAggregationMode.Off;
@@ -130,7 +131,7 @@ public sealed class AggregatorWorker(
         {
             candidates = _roster.Eligible(PrivacyCharge.Participation(_options.NoiseMultiplier));
             status.Activity = $"round {round}: waiting for check-ins ({candidates.Length}/{selectionSize} eligible vehicles)";
-            if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
+            if ((cohortGate?.Invoke(round, candidates) ?? candidates.Length >= selectionSize) || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
         }
         round = _epochs.State.NumberNewRound(round); // past every round the fleet saw (a rollback found in the check-ins)
@@ -217,8 +218,7 @@ public sealed class AggregatorWorker(
 
     private async Task HandleAsync(RoundCoordinator? coordinator, MqttIncoming message, CancellationToken cancellationToken)
     {
-        var topics = _mqtt.Topics;
-        if (!topics.TryParseVehicleTopic(message.Topic, out var vehicle, out var channel, out var kind)) return;
+        if (!_mqtt.Topics.TryParseVehicleTopic(message.Topic, out var vehicle, out var channel, out var kind)) return;
         status.VehicleSeen(vehicle);
         if (channel == "checkin")
         {

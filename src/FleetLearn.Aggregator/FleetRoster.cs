@@ -65,7 +65,7 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
         foreach (var v in vehicles) _checkedIn.Remove(v);
     }
 
-    /// <summary>Checked-in vehicles that may take part under <paramref name="charge"/>, in ordinal order (the canonical candidate order).</summary>
+    /// <summary>Checked-in vehicles that may take part under <paramref name="charge"/>, in the canonical candidate order (<see cref="VehicleId.Order"/>).</summary>
     public string[] Eligible(PrivacyCharge charge) =>
-        [.. _checkedIn.Keys.Where(v => ledger is null || epsilonBudget is null || ledger.CanParticipate(v, charge)).Order(StringComparer.Ordinal)];
+        [.. _checkedIn.Keys.Where(v => ledger is null || epsilonBudget is null || ledger.CanParticipate(v, charge)).Order(VehicleId.Order)];
 }

@@ -29,7 +29,7 @@ internal static class RoundOpening
         MaxUpdateNorm = options.MaxUpdateNorm,
     };
 
-    /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (ordinal order) and signs its plan.</summary>
+    /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (in <see cref="VehicleId.Order"/>) and signs its plan.</summary>
     public static OpenedRound Open(
         AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, long epoch, string[] cohort,
         Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa signingKey, TimeProvider time)

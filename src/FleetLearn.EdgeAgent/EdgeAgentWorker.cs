@@ -32,9 +32,9 @@ public sealed class EdgeAgentWorker(
     AgentRandomness? randomness = null,
     TrainerPool? trainers = null,
     Ingest.IVehicleDataSource? dataSource = null,
-    VehicleStateMonitor? monitor = null) : BackgroundService
+    VehicleStateMonitor? monitor = null,
+    IAgentLink? link = null) : BackgroundService
 {
-    private const string LastRoundKey = AgentCheckIn.LastRoundKey;
     private readonly EdgeAgentOptions _options = agentOptions.Value;
     private readonly AgentRandomness _random = randomness ?? AgentRandomness.ForVehicle(agentOptions.Value.VehicleId, agentOptions.Value.Seed);
     private readonly IVehicleStateProvider _state = vehicleState ?? new FileVehicleStateProvider(agentOptions.Value);
@@ -168,19 +168,19 @@ public sealed class EdgeAgentWorker(
         if (plan.ModelSpec != _profile!.Pinned.ToString())
             throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_profile.Pinned}.");
         var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid());
-        switch (VehicleRound.Join(plan, signed, _profile, _outbox!.GetState(LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time))
+        switch (VehicleRound.Join(plan, signed, _profile, _outbox!.GetState(AgentCheckIn.LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time))
         {
             case AlreadyDecided:
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
                 break;
             case Declined declined:
                 Declined++;
-                _outbox.SetState(LastRoundKey, plan.Round);
+                _outbox.SetState(AgentCheckIn.LastRoundKey, plan.Round);
                 logger.LogWarning("agent {Vehicle}: declines round {Round}: {Reason}", _options.VehicleId, plan.Round, declined.Reason);
                 break;
             case Joined joined:
                 // Recorded durably first: a restart from here on is a dropout, never a second attempt with new keys.
-                _outbox.SetState(LastRoundKey, plan.Round);
+                _outbox.SetState(AgentCheckIn.LastRoundKey, plan.Round);
                 _outbox.SetState(AgentCheckIn.SamplesAtLastRoundKey, _data.Rows.Length);
                 _round?.Dispose();
                 (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed));
@@ -209,6 +209,7 @@ public sealed class EdgeAgentWorker(
     {
         var round = _round!;
         var plan = _plan!;
+        if (link is not null) effects = await link.ShapeAsync(_options.VehicleId, plan, effects, cancellationToken).ConfigureAwait(false); // a simulated vehicle's behaviour
         foreach (var effect in effects)
         {
             switch (effect)

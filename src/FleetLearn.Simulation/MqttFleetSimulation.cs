@@ -28,8 +28,9 @@ public sealed record MqttSimulationBroker(string Broker = "embedded", string? Ce
 /// device key and privacy ledger, the aggregator is the real <see cref="AggregatorWorker"/>, and the broker is the embedded
 /// one or an external one (plain or mutual TLS). The round's protection — codec, clipping, DP, secure aggregation — runs
 /// over the wire exactly as configured in-process, and agents and aggregator draw the simulator's seeded randomness
-/// (<see cref="SimulationRandomness"/>), so the final model equals the in-process <see cref="FleetSimulator"/>'s bit for
-/// bit when every vehicle of the cohort answers. Agents share one trainer per worker (<see cref="SimulationOptions.Workers"/>),
+/// (<see cref="SimulationRandomness"/>), and follow the in-process fleet model as their link (<see cref="SimulatedFleetLink"/>:
+/// availability, dropout mid-round, over-selection), so the final model equals the in-process <see cref="FleetSimulator"/>'s
+/// bit for bit (with the agents in one process). Agents share one trainer per worker (<see cref="SimulationOptions.Workers"/>),
 /// so memory grows with the cores, not with the fleet.
 /// </summary>
 public static class MqttFleetSimulation
@@ -44,7 +45,7 @@ public static class MqttFleetSimulation
     public static string VehicleName(int v) => FormattableString.Invariant($"vehicle-{v}");
 
     /// <summary>Runs the whole simulation; <paramref name="onRound"/> sees each round as it closes.</summary>
-    /// <param name="options">The fleet (dropout models, adaptive clipping and telemetry are in-process only: rejected).</param>
+    /// <param name="options">The fleet (adaptive clipping, telemetry and top-k error feedback are in-process only: rejected).</param>
     /// <param name="train">Training data, partitioned across the vehicles.</param>
     /// <param name="test">Test data for the per-round evaluation.</param>
     /// <param name="broker">Which broker, and certificates for mutual TLS.</param>
@@ -62,6 +63,8 @@ public static class MqttFleetSimulation
         ArgumentNullException.ThrowIfNull(broker);
         CheckSupported(options);
         if (processes < 1) throw new ArgumentException("--processes must be at least 1.");
+        if (processes > 1 && (options.Behavior.Dropout > 0 || options.Behavior.Availability < 1))
+            throw new ArgumentException("--transport mqtt: --dropout/--availability are the agents' simulated link, which lives in this process: use --processes 1.");
         if (processes > 1 && startAgentProcess is null) throw new ArgumentException("--processes > 1 needs a way to start agent processes.");
         logger ??= NullLoggerFactory.Instance;
         Directory.CreateDirectory(workDirectory);
@@ -89,8 +92,13 @@ public static class MqttFleetSimulation
         // their certificates (it checks them at check-in against the same CA).
         if (endpoint.Scheme == "mqtts") aggregatorOptions.DeviceCaFile = Path.Combine(broker.CertificateFolder!, "ca.crt");
         var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
-        var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, TimeProvider.System,
-            logger.CreateLogger<AggregatorWorker>(), null, randomness);
+        // With every agent in this process, the fleet model of the in-process simulator is their link (SimulatedFleetLink): the
+        // same vehicles are available, selected, silent and folded in the same order, and a phase nobody else will answer is
+        // skipped to its deadline on the aggregator's clock. Agents in other processes run without it.
+        var aggregatorClock = new SkippingClock();
+        await using var link = processes == 1 ? new SimulatedFleetLink(options, partitions, status, aggregatorClock, aggregatorOptions.RoundTimeout, aggregatorOptions.PhaseTimeout) : null;
+        var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, aggregatorClock,
+            logger.CreateLogger<AggregatorWorker>(), null, randomness, link?.Gate);
         var reports = new List<RoundReport>();
         var children = new List<Process>();
         using var evaluator = TrainerFactory.Create(BackendChoice.Cpu, options.Model, 1024);
@@ -104,7 +112,7 @@ public static class MqttFleetSimulation
                 var range = new AgentRange(p * perProcess, Math.Min(options.Vehicles, (p + 1) * perProcess), endpoint);
                 if (range.From < range.To) children.Add(startAgentProcess!(range));
             }
-            agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, Math.Min(options.Vehicles, perProcess), endpoint), workDirectory, logger, cancellationToken).ConfigureAwait(false);
+            agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, Math.Min(options.Vehicles, perProcess), endpoint), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
 
             var clock = Stopwatch.StartNew();
             double chargedSigma = ChargedSigma(aggregatorOptions, options); // the same every round: computed once
@@ -198,8 +206,6 @@ public static class MqttFleetSimulation
         options.Validate();
         if (options.SecAggMaliciousServer)
             throw new ArgumentException("--transport mqtt: --secagg-malicious runs in process only until the edge agent speaks the ConsistencyCheck round and checks signed SecAgg messages.");
-        if (options.Behavior.Dropout > 0 || options.Behavior.Availability < 1)
-            throw new ArgumentException("--transport mqtt: --dropout/--availability are simulated by the in-process transport only; over MQTT vehicles drop for real.");
         if (options.Privacy is { AdaptiveClip: true })
             throw new ArgumentException("--transport mqtt does not carry adaptive clipping yet (the clipped-count round trip); use a fixed --clip or the in-process transport.");
         if (options.TelemetryEpsilon is not null)
@@ -318,8 +324,9 @@ public sealed class AgentHost : IAsyncDisposable
 
     private AgentHost(TrainerPool trainers) => _trainers = trainers;
 
-    /// <summary>Starts one agent per vehicle with data in <paramref name="range"/>.</summary>
-    public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken)
+    /// <summary>Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated fleet model.</summary>
+    public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken,
+        SimulatedFleetLink? link = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(range);
@@ -341,7 +348,9 @@ public sealed class AgentHost : IAsyncDisposable
                 DeviceKeyPath = Path.Combine(workDirectory, "agents", $"{id}-device.pem"),
                 EpsilonBudget = options.Privacy?.EpsilonBudget,
                 PrivacyDelta = options.Privacy?.Delta ?? 1e-5,
-                ResendInterval = TimeSpan.FromSeconds(5),
+                // A vehicle checks in on every resend pass; when the model silences vehicles the gate waits for their check-ins.
+                ResendInterval = link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5),
+                RequireParked = link is not null, // unavailable = driving (SimulatedFleetLink.StateOf)
                 Seed = options.Seed,
             };
             var random = new AgentRandomness(
@@ -349,7 +358,8 @@ public sealed class AgentHost : IAsyncDisposable
                 round => SimulationRandomness.Noise(options.Seed, round, vehicle),
                 round => SimulationRandomness.Rounding(options.Seed, round, vehicle));
             var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
-                logger.CreateLogger<EdgeAgentWorker>(), VehicleStateProviders.Idle, random, host._trainers);
+                logger.CreateLogger<EdgeAgentWorker>(), link?.StateOf(v) ?? VehicleStateProviders.Idle, random, host._trainers, link: link);
+            if (link is not null) agent.Progressed += link.Evaluate;
             await agent.StartAsync(cancellationToken).ConfigureAwait(false);
             host._agents.Add(agent);
         }

@@ -15,6 +15,7 @@ namespace FleetLearn.Simulation.Tests;
 /// simulation's with the same seed bit for bit — over the embedded broker and over Debian's Mosquitto with mutual TLS
 /// and broker-config/'s ACLs.
 /// </summary>
+[Collection(nameof(MqttFleetSimulationTests))]
 public sealed class MqttFleetSimulationTests : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(4);

@@ -83,8 +83,23 @@ public static class RoundPlanner
         }
         // The one cohort selection (the aggregator worker calls the same function over its checked-in vehicles).
         var chosen = Rounds.CohortSelection.Select(eligible, settings.SelectionSize, seed, round);
-        var planned = new List<PlannedVehicle>(chosen.Length);
-        foreach (int v in chosen)
+        return Forecast(round, eligible.Count, chosen, workSamples, settings, behavior, seed);
+    }
+
+    /// <summary>
+    /// What the behaviour model makes of a selected cohort: which members vanish mid-round (after key exchange, before upload),
+    /// which would miss the deadline, and which of the rest finish among the first K (accepted, in finishing order) or after
+    /// them (surplus). A pure function of (seed, round, vehicle): the in-process simulator plans its round with it, and the MQTT
+    /// simulation's agents follow it as their link's behaviour, so both transports see the same fates.
+    /// </summary>
+    public static RoundForecast Forecast(int round, int available, IReadOnlyList<int> selected, Func<int, long> workSamples, RoundSettings settings, FleetBehavior behavior, ulong seed)
+    {
+        ArgumentNullException.ThrowIfNull(selected);
+        ArgumentNullException.ThrowIfNull(workSamples);
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(behavior);
+        var planned = new List<PlannedVehicle>(selected.Count);
+        foreach (int v in selected)
         {
             double finish = behavior.TrainingSeconds(seed, v, workSamples(v));
             var outcome = behavior.DropsOut(seed, round, v) ? VehicleOutcome.Dropped
@@ -105,6 +120,6 @@ public static class RoundPlanner
         }
         if (finishers.Count < settings.CohortSize && double.IsFinite(settings.DeadlineSeconds) && planned.Any(p => p.Outcome is VehicleOutcome.Straggler))
             end = settings.DeadlineSeconds;
-        return new RoundForecast(round, eligible.Count, planned) { SimulatedSeconds = end };
+        return new RoundForecast(round, available, planned) { SimulatedSeconds = end };
     }
 }

@@ -13,8 +13,8 @@ public static class CohortSelection
 
     /// <summary>
     /// Selects min(<paramref name="count"/>, |candidates|) of <paramref name="candidates"/> uniformly without replacement (partial
-    /// Fisher–Yates from (seed, round)), returned in the candidates' own order. Runners pass candidates in a canonical order
-    /// (vehicle index; ordinal id) so that the same fleet and seed select the same vehicles wherever the round runs.
+    /// Fisher–Yates from (seed, round)), returned in the candidates' own order. Runners pass candidates in the canonical order
+    /// (vehicle index; <see cref="VehicleId.Order"/> of ids) so that the same fleet and seed select the same vehicles wherever the round runs.
     /// </summary>
     public static T[] Select<T>(IReadOnlyList<T> candidates, int count, ulong seed, long round)
     {

@@ -66,4 +66,24 @@ public sealed class RoundPlannerTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new FleetBehavior(Availability: 0).Validate());
         Assert.Throws<ArgumentOutOfRangeException>(() => new FleetBehavior(Dropout: 1).Validate());
     }
+
+    [Fact]
+    public void Forecast_OfAPlansCohort_GivesEachMemberThePlansFate()
+    {
+        // The MQTT simulation's agents learn their cohort from the plan and call Forecast; the in-process planner calls Plan.
+        var behavior = new FleetBehavior(Availability: 0.8, Dropout: 0.2, SpeedSpread: 1.0);
+        var settings = new RoundSettings(CohortSize: 20, OverSelection: 0.3);
+        long Work(int v) => 100 + v;
+        for (int round = 1; round <= 20; round++)
+        {
+            var plan = RoundPlanner.Plan(round, 200, Work, settings, behavior, 9);
+            var forecast = RoundPlanner.Forecast(round, plan.Available, [.. plan.Selected.Select(p => p.Vehicle)], Work, settings, behavior, 9);
+
+            Assert.Equal(plan.Selected, forecast.Selected);
+            Assert.Equal(plan.Accepted, forecast.Accepted);
+            Assert.All(forecast.Selected, p => Assert.Equal(behavior.DropsOut(9, round, p.Vehicle), p.Outcome == VehicleOutcome.Dropped));
+            Assert.True(forecast.AcceptedCount <= settings.CohortSize);
+        }
+    }
 }
+
