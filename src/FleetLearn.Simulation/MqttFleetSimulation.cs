@@ -131,6 +131,7 @@ public static class MqttFleetSimulation
                 }
                 if (await Task.WhenAny(closedTask, childExit).ConfigureAwait(false) != closedTask)
                 {
+                    cancellationToken.ThrowIfCancellationRequested(); // stopped (a signal), not an agent process that died
                     var dead = children.First(c => c.HasExited);
                     throw new InvalidOperationException($"An agent process (pid {dead.Id}) exited with code {dead.ExitCode} during round {reports.Count + 1}.");
                 }

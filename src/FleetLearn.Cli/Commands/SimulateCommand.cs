@@ -77,7 +77,7 @@ internal static class SimulateCommand
         foreach (var o in backbone.All) command.Options.Add(o);
         var traceRun = new TraceSimulateCommand();
         foreach (var o in traceRun.All) command.Options.Add(o);
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellationToken) =>
         {
             bool asJson = parse.GetValue(json);
             // Progress goes to stderr with --json so that stdout stays one JSON object per line.
@@ -152,10 +152,10 @@ internal static class SimulateCommand
                 case "inproc":
                     break;
                 case "mqtt" when parse.GetValue(agentRange) is { } range:
-                    return SimulateMqttCommand.RunAgents(options, train, range, parse.GetValue(agentWork) ?? throw new ArgumentException("--agent-work is required with --agent-range."),
+                    return await SimulateMqttCommand.RunAgentsAsync(options, train, range, parse.GetValue(agentWork) ?? throw new ArgumentException("--agent-work is required with --agent-range."),
                         parse.GetValue(brokerCerts), parse.GetValue(verboseWorkers));
                 case "mqtt":
-                    return SimulateMqttCommand.Run(parse, options, train, test, new MqttSimulationBroker(parse.GetValue(broker)!, parse.GetValue(brokerCerts), TimeSpan.FromSeconds(parse.GetValue(phaseTimeout))), parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers));
+                    return await SimulateMqttCommand.RunAsync(parse, options, train, test, new MqttSimulationBroker(parse.GetValue(broker)!, parse.GetValue(brokerCerts), TimeSpan.FromSeconds(parse.GetValue(phaseTimeout))), parse.GetValue(processes), parse.GetValue(output), asJson, progress, parse.GetValue(verboseWorkers), cancellationToken);
                 default:
                     throw new ArgumentException($"--transport '{parse.GetValue(transport)}': expected inproc or mqtt.");
             }

@@ -14,24 +14,24 @@ internal static class SimulateMqttCommand
     /// <summary>Hidden option of a child process: host vehicles FROM:TO against SCHEME://HOST:PORT with the parent's work folder.</summary>
     public const string AgentRangeOption = "--agent-range";
 
-    public static int Run(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
+    public static async Task<int> RunAsync(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose, CancellationToken cancellationToken)
     {
         bool temporary = output is null;
         string work = temporary ? Path.Combine(Path.GetTempPath(), $"fleetlearn-mqtt-{Environment.ProcessId}") : Path.Combine(output!, "mqtt");
         if (!temporary && (Directory.Exists(Path.Combine(work, "agents")) || File.Exists(Path.Combine(work, "aggregator.db"))))
             throw new ArgumentException($"'{work}' already holds an MQTT simulation's databases; pick another --out (or add --replace-out).");
-        if (!temporary) return RunIn(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose);
+        if (!temporary) return await RunInAsync(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose, cancellationToken).ConfigureAwait(false);
         // Without --out the databases and the aggregator's private signing key live in a temporary folder, removed when
         // the run ends, fails or the process is stopped.
         void Remove(object? sender, EventArgs e) => TryDelete(work);
         AppDomain.CurrentDomain.ProcessExit += Remove;
-        // SIGINT/SIGTERM end the process without ProcessExit in a synchronous command: remove the folder right away (open
-        // files go with it on Linux) and let the signal's default action proceed.
+        // SIGINT/SIGTERM may end the process before this method's finally runs (the command line waits only briefly for the
+        // cancelled run): remove the folder right away (open files go with it on Linux) and let the signal proceed.
         using var onInterrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, _ => TryDelete(work));
         using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, _ => TryDelete(work));
         try
         {
-            return RunIn(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose);
+            return await RunInAsync(work, parse, options, train, test, brokerSettings, processes, output, asJson, progress, verbose, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -48,11 +48,12 @@ internal static class SimulateMqttCommand
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            if (!Directory.Exists(folder)) return; // removed meanwhile by the signal handler's call
             Console.Error.WriteLine($"simulate: could not remove the temporary folder {folder} ({e.Message}); it holds the run's private signing key, delete it.");
         }
     }
 
-    private static int RunIn(string work, ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose)
+    private static async Task<int> RunInAsync(string work, ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose, CancellationToken cancellationToken)
     {
         string broker = brokerSettings.Broker;
         MqttFleetSimulation.CheckSupported(options);
@@ -62,7 +63,7 @@ internal static class SimulateMqttCommand
         int? roundsToTarget = null;
         // Worker logs (connects, rounds, acks) go to stderr with --verbose-workers.
         using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning, timestamps: true);
-        var result = MqttFleetSimulation.RunAsync(options, train, test, brokerSettings, work, report =>
+        var result = await MqttFleetSimulation.RunAsync(options, train, test, brokerSettings, work, report =>
         {
             if (roundsToTarget is null && report.TestAccuracy >= options.Target) roundsToTarget = report.Round;
             string privacy = double.IsFinite(report.Epsilon) ? string.Create(CultureInfo.InvariantCulture, $"  ε {report.Epsilon:F2} (fleet, sampled: assumes secret Poisson sampling)  ε {report.MaxVehicleEpsilon:F2} (per vehicle, q = 1)") : "";
@@ -87,7 +88,7 @@ internal static class SimulateMqttCommand
                     seconds = report.Seconds,
                 });
             }
-        }, logs, processes, range => StartAgentProcess(range, work, progress), progress.WriteLine).GetAwaiter().GetResult();
+        }, logs, processes, range => StartAgentProcess(range, work, progress), progress.WriteLine, cancellationToken).ConfigureAwait(false);
         var reports = result.Rounds;
         var final = reports[^1];
         double seconds = clock.Elapsed.TotalSeconds;
@@ -149,7 +150,7 @@ internal static class SimulateMqttCommand
     }
 
     /// <summary>The child side of <c>--processes</c>: hosts vehicles FROM..TO until the parent stops it.</summary>
-    public static int RunAgents(SimulationOptions options, LabeledData train, string range, string work, string? certificates, bool verbose)
+    public static async Task<int> RunAgentsAsync(SimulationOptions options, LabeledData train, string range, string work, string? certificates, bool verbose)
     {
         // Stops on SIGTERM/SIGINT, and when the parent goes away (its end of our stdin closes): no orphaned fleets.
         using var stop = new CancellationTokenSource();
@@ -168,14 +169,14 @@ internal static class SimulateMqttCommand
         var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"));
         using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning);
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
-        var host = AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).GetAwaiter().GetResult();
+        await using var host = await AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).ConfigureAwait(false);
         try
         {
-            Task.Delay(Timeout.Infinite, cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default).GetAwaiter().GetResult();
+            await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
         }
-        finally
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            host.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            // stopped by the parent (signal, or its end of our stdin closed)
         }
         return 0;
     }
