@@ -21,7 +21,7 @@ using OpenTelemetry.Resources;
 namespace FleetLearn.Aggregator;
 
 /// <summary>The aggregator's HTTP surface as ASP.NET Core services and minimal-API endpoints.</summary>
-public static class AggregatorHttp
+internal static class AggregatorHttp
 {
     /// <summary>Authentication scheme of the optional bearer token (<see cref="AggregatorOptions.HttpToken"/>).</summary>
     public const string TokenScheme = "Bearer";
@@ -160,7 +160,7 @@ public static class AggregatorHttp
 }
 
 /// <summary>A round record as JSON, with its traffic (NaN loss as null: JSON has no NaN).</summary>
-public sealed record RoundJson(long Round, long ModelVersionIn, long? ModelVersionOut, RoundStatus Status, int CohortSize, int Participants,
+internal sealed record RoundJson(long Round, long ModelVersionIn, long? ModelVersionOut, RoundStatus Status, int CohortSize, int Participants,
     double? TrainLoss, DateTimeOffset StartedAt, DateTimeOffset? ClosedAt, string Note, long? BytesReceived, long? BytesSent)
 {
     /// <summary>Every round the status holds, oldest first.</summary>
@@ -177,7 +177,7 @@ public sealed record RoundJson(long Round, long ModelVersionIn, long? ModelVersi
 }
 
 /// <summary>A vehicle as JSON.</summary>
-public sealed record VehicleJson(string Vehicle, int Participations, long? LastRound, DateTimeOffset? LastSeen, double? Epsilon,
+internal sealed record VehicleJson(string Vehicle, int Participations, long? LastRound, DateTimeOffset? LastSeen, double? Epsilon,
     long Rejected, IReadOnlyDictionary<string, long> RejectedByReason, double? LastAccuracy, long? LastEvaluatedVersion)
 {
     /// <summary>From the status's view.</summary>
@@ -186,7 +186,7 @@ public sealed record VehicleJson(string Vehicle, int Participations, long? LastR
 }
 
 /// <summary>The aggregator's state as JSON: what the dashboard polls.</summary>
-public sealed record StatusJson(bool Running, string Activity, long CurrentRound, long ModelVersion, int CheckedIn, PhaseProgress? Phase,
+internal sealed record StatusJson(bool Running, string Activity, long CurrentRound, long ModelVersion, int CheckedIn, PhaseProgress? Phase,
     int RoundsApplied, int RoundsAborted, long AcceptedUpdates, long DuplicateUpdates, long RejectedMessages, IReadOnlyDictionary<string, long> RejectedByReason,
     long BytesReceived, long BytesSent, string Privacy, double? MaxVehicleEpsilon, double? EpsilonBudget, double Delta,
     IReadOnlyList<FleetAccuracy> Accuracy, DateTimeOffset ServerTime)

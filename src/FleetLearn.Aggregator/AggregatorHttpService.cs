@@ -19,7 +19,7 @@ namespace FleetLearn.Aggregator;
 /// (the CLI, the simulator, someone else's service); an ASP.NET Core application can instead call
 /// <see cref="AggregatorHttp.AddFleetLearnAggregatorHttp"/> and <see cref="AggregatorHttp.MapFleetLearnAggregator"/> itself.
 /// </remarks>
-public sealed class AggregatorHttpService(
+internal sealed class AggregatorHttpService(
     IOptions<AggregatorOptions> options,
     AggregatorStatus status,
     ILoggerFactory loggerFactory,

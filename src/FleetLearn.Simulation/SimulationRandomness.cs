@@ -9,7 +9,7 @@ namespace FleetLearn.Simulation;
 /// call the same functions, so both transports produce the same model bit for bit. A simulation is an experiment, not a
 /// deployment: outside it, DP noise always comes from <see cref="SecureNoiseSource"/>.
 /// </summary>
-public static class SimulationRandomness
+internal static class SimulationRandomness
 {
     private static ulong PerVehicle(long round, int vehicle) => ((ulong)(uint)round << 32) | (uint)vehicle;
 

@@ -6,7 +6,7 @@ using Microsoft.Extensions.Options;
 namespace FleetLearn.EdgeAgent.Ingest;
 
 /// <summary>Scans the recorder's folder every <see cref="VehicleIngestOptions.ScanInterval"/> and ingests complete clips into the feature store.</summary>
-public sealed class ClipIngestService(VehicleFeatureData data, IOptions<VehicleIngestOptions> options, TimeProvider time, ILogger<ClipIngestService> logger) : BackgroundService
+internal sealed class ClipIngestService(VehicleFeatureData data, IOptions<VehicleIngestOptions> options, TimeProvider time, ILogger<ClipIngestService> logger) : BackgroundService
 {
     /// <summary>Scans finished (for tests and status).</summary>
     public int Scans { get; private set; }

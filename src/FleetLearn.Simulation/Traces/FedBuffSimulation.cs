@@ -11,7 +11,7 @@ namespace FleetLearn.Simulation.Traces;
 /// is drawn at random (seeded) and checks in, gets the current version, and uploads when its task is done — or withdraws if
 /// its window closes first (the agent stops training when the vehicle stops being eligible).
 /// </summary>
-public sealed class FedBuffSimulation : TraceFleetSimulation
+internal sealed class FedBuffSimulation : TraceFleetSimulation
 {
     private readonly BufferedCoordinator _coordinator;
     private readonly Dictionary<long, (float[] Model, int Holders)> _versions = [];

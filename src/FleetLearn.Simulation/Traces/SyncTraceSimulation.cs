@@ -11,7 +11,7 @@ namespace FleetLearn.Simulation.Traces;
 /// task is done unless its window closes first; the round closes at its K-th update, at the deadline, or when nobody it waits
 /// for is left — and every selected vehicle that did not contribute is counted as waste, by cause.
 /// </summary>
-public sealed class SyncTraceSimulation : TraceFleetSimulation
+internal sealed class SyncTraceSimulation : TraceFleetSimulation
 {
     /// <summary>Hours to wait when fewer than K vehicles are eligible (a real aggregator waits for check-ins).</summary>
     private const double WaitHours = 5.0 / 60;
