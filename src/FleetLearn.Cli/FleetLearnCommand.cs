@@ -12,6 +12,7 @@ internal static class FleetLearnCommand
         {
             BenchTrainCommand.Create(),
             BenchAggregateCommand.Create(),
+            BenchIngestCommand.Create(),
             BenchSecAggCommand.Create(),
             BenchExtractCommand.Create(),
         };
