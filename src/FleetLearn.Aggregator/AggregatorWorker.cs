@@ -129,7 +129,7 @@ public sealed class AggregatorWorker(
         string[] candidates;
         while (true)
         {
-            candidates = _roster.Eligible(PrivacyCharge.Participation(_options.NoiseMultiplier));
+            candidates = _roster.Eligible(RoundOpening.EligibilityCharge(_options, model.Parameters.Length, selectionSize));
             status.Activity = $"round {round}: waiting for check-ins ({candidates.Length}/{selectionSize} eligible vehicles)";
             if (candidates.Length >= selectionSize || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);

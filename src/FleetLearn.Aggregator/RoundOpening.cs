@@ -29,6 +29,12 @@ internal static class RoundOpening
         MaxUpdateNorm = options.MaxUpdateNorm,
     };
 
+    /// <summary>
+    /// What the cohort pre-check asks of each candidate's ledger before a round of <paramref name="dimension"/> parameters opens
+    /// with up to <paramref name="cohortSize"/> vehicles: a vehicle is selected only if this charge still fits its budget.
+    /// </summary>
+    public static PrivacyCharge EligibilityCharge(AggregatorOptions options, int dimension, int cohortSize) => PrivacyCharge.Participation(options.NoiseMultiplier);
+
     /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (ordinal order) and signs its plan.</summary>
     public static OpenedRound Open(
         AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, long epoch, string[] cohort,
