@@ -44,6 +44,7 @@ public sealed class EligibilityChargeTests : IDisposable
         int selection = CohortSelection.SelectionSize(options.CohortSize, options.OverSelection);
 
         var checkedAgainst = RoundOpening.EligibilityCharge(options, Dimension, selection);
+        Assert.NotNull(checkedAgainst);
 
         // The σ equivalent of the discrete Gaussian is below the nominal σ here, so the two charges differ.
         Assert.True(Recorded(options, selection, 1).NoiseMultiplier < options.NoiseMultiplier);
