@@ -127,9 +127,9 @@ public sealed class AggregatorWorker(
         var waitUntil = time.GetUtcNow() + _options.CohortWait;
         int minimum = Math.Max(_options.MinParticipants, secure ? 3 : 1);
         string[] candidates;
-        while (true)
+        for (var charge = RoundOpening.EligibilityCharge(_options, model.Parameters.Length, selectionSize); ;) // what the round will record
         {
-            candidates = _roster.Eligible(PrivacyCharge.Participation(_options.NoiseMultiplier));
+            candidates = _roster.Eligible(charge);
             status.Activity = $"round {round}: waiting for check-ins ({candidates.Length}/{selectionSize} eligible vehicles)";
             if ((cohortGate?.Invoke(round, candidates) ?? candidates.Length >= selectionSize) || candidates.Length >= minimum && time.GetUtcNow() >= waitUntil) break;
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);

@@ -65,7 +65,7 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
         foreach (var v in vehicles) _checkedIn.Remove(v);
     }
 
-    /// <summary>Checked-in vehicles that may take part under <paramref name="charge"/>, in the canonical candidate order (<see cref="VehicleId.Order"/>).</summary>
-    public string[] Eligible(PrivacyCharge charge) =>
-        [.. _checkedIn.Keys.Where(v => ledger is null || epsilonBudget is null || ledger.CanParticipate(v, charge)).Order(VehicleId.Order)];
+    /// <summary>Checked-in vehicles that may take part under <paramref name="charge"/> (null: no DP), in the canonical candidate order (<see cref="VehicleId.Order"/>).</summary>
+    public string[] Eligible(PrivacyCharge? charge) =>
+        [.. _checkedIn.Keys.Where(v => ledger is null || epsilonBudget is null || charge is not { } c || ledger.CanParticipate(v, c)).Order(VehicleId.Order)];
 }

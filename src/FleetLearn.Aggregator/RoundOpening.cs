@@ -29,6 +29,26 @@ internal static class RoundOpening
         MaxUpdateNorm = options.MaxUpdateNorm,
     };
 
+    /// <summary>
+    /// What one participation in round <paramref name="round"/> costs each contributor: the charge the round's
+    /// <see cref="ChargeEffect"/> records and the vehicle's own ledger records (<see cref="RoundProtection.Charge"/>: σ, or the
+    /// σ equivalent of the distributed discrete Gaussian actually added); null without DP. The cohort pre-check uses it too.
+    /// </summary>
+    public static PrivacyCharge? ParticipationCharge(RoundProtection protection, UpdatePipeline pipeline, long round) => protection.Charge(pipeline, round);
+
+    /// <summary>
+    /// What the cohort pre-check asks of each candidate's ledger before a round of <paramref name="dimension"/> parameters opens
+    /// with up to <paramref name="cohortSize"/> vehicles: <see cref="ParticipationCharge"/> of that round. The charge depends
+    /// on the cohort only through m_min = min(MinParticipants, cohort), and a round opens only with at least MinParticipants
+    /// vehicles, so every cohort the selection can give records this same charge (and no round's accounting uses its number).
+    /// </summary>
+    public static PrivacyCharge? EligibilityCharge(AggregatorOptions options, int dimension, int cohortSize)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var protection = AggregatorProtection.Describe(options, cohortSize, maxWeight: 1);
+        return protection.NoiseMode is null ? null : ParticipationCharge(protection, protection.CreatePipeline(dimension, cohortSize), round: 0);
+    }
+
     /// <summary>Opens round <paramref name="round"/> for <paramref name="cohort"/> (in <see cref="VehicleId.Order"/>) and signs its plan.</summary>
     public static OpenedRound Open(
         AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, long epoch, string[] cohort,
@@ -97,8 +117,9 @@ internal static class RoundOpening
             secure = new SecureRoundSetup(parameters, registry, Math.Max(1, Environment.ProcessorCount), protection.MaliciousAggregator ? signingKey : null);
         }
         var codec = protection.ForRound(pipeline, plan.Round);
-        // Charged at the σ equivalent of the noise the vehicles actually add (the distributed discrete Gaussian), as vehicles do.
-        var rules = Rules(options, protection) with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, protection.MinNoiseShares, protection.NoiseMultiplier, protection.NoiseMultiplier) };
+        // Charged at the σ equivalent of the noise the vehicles actually add (the distributed discrete Gaussian), as vehicles
+        // do, and as the cohort pre-check asked of each ledger (EligibilityCharge).
+        var rules = Rules(options, protection) with { ChargedNoiseMultiplier = ParticipationCharge(protection, pipeline, plan.Round)?.NoiseMultiplier };
         return (new RoundSetup
         {
             Round = plan.Round,

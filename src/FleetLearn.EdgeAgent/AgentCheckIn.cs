@@ -55,5 +55,7 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         public bool CanParticipate(PrivacyCharge charge) => store.CanParticipate(vehicle, charge);
 
         public bool TryRecord(long round, PrivacyCharge charge) => store.TryRecord(vehicle, round, charge, out _);
+
+        public bool HasRecorded(long round) => store.Get(vehicle).Rounds.Contains(round);
     }
 }

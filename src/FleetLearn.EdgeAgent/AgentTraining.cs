@@ -1,4 +1,5 @@
 using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Random;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Core.Training;
@@ -76,11 +77,13 @@ internal sealed class AgentTraining(TrainerPool trainers, ModelSpec pinned, Vehi
 
     /// <summary>
     /// Runs the global model it just received through ONNX Runtime (exported by FleetLearn's own exporter, CUDA when it
-    /// loads, else CPU) on the hold-out rows and reports the accuracy — Laplace-noised when an ε is set — on
-    /// <c>vehicles/{id}/up/eval</c>. A failed evaluation is logged; it never stops training.
+    /// loads, else CPU) on the hold-out rows and reports the accuracy on <c>vehicles/{id}/up/eval</c> as
+    /// <see cref="EvaluationRelease"/> decides: with ε, discrete Laplace noise at vehicle level, charged to
+    /// <paramref name="ledger"/> before it leaves; without ε, exactly, and only when the vehicle's data is not under DP
+    /// (<paramref name="privateFleet"/>). A failed evaluation is logged; it never stops training.
     /// </summary>
-    public static async Task<OnnxEvaluation?> EvaluateAsync(Checkpoint checkpoint, VehicleDataset data, double? epsilon, MqttConnection mqtt,
-        string vehicleId, ILogger logger, CancellationToken cancellationToken)
+    public static async Task<OnnxEvaluation?> EvaluateAsync(Checkpoint checkpoint, long round, bool privateFleet, VehicleDataset data, double? epsilon,
+        IVehicleLedger ledger, MqttConnection mqtt, string vehicleId, ILogger logger, CancellationToken cancellationToken)
     {
         try
         {
@@ -98,14 +101,25 @@ internal sealed class AgentTraining(TrainerPool trainers, ModelSpec pinned, Vehi
                     data.Data.Row(rows[i]).CopyTo(features.AsSpan(i * width, width));
                     labels[i] = data.Data.Labels[rows[i]];
                 }
-                var privacy = epsilon is { } eps ? new AccuracyPrivacy(AccuracyNoise.Laplace, eps) : null;
-                return OnnxEvaluator.Evaluate(model, features, labels, privacy);
+                return OnnxEvaluator.Evaluate(model, features, labels);
             }, cancellationToken).ConfigureAwait(false);
+            var release = EvaluationRelease.Decide(round, evaluation.Count, evaluation.Correct, epsilon, privateFleet, ledger, new SecureNoiseSource());
+            if (!release.Send)
+            {
+                logger.LogInformation("agent {Vehicle}: model {Version} is not reported: {Reason}.", vehicleId, checkpoint.Version, release.Withheld);
+                return evaluation;
+            }
             var report = System.Text.Encoding.UTF8.GetBytes(FormattableString.Invariant(
-                $"{{\"vehicle\":\"{vehicleId}\",\"model_version\":{checkpoint.Version},\"count\":{evaluation.Count},\"accuracy\":{evaluation.ReportedAccuracy:R},\"noised\":{(evaluation.Privacy is null ? "false" : "true")}}}"));
+                $"{{\"vehicle\":\"{vehicleId}\",\"model_version\":{checkpoint.Version},\"count\":{release.Count},\"accuracy\":{release.ReportedAccuracy:R},\"noised\":{(release.Noised ? "true" : "false")}}}"));
             await mqtt.PublishReliablyAsync(mqtt.Topics.Up(vehicleId, "eval"), report, cancellationToken: cancellationToken).ConfigureAwait(false);
-            logger.LogInformation("agent {Vehicle}: model {Version} scores {Accuracy:F4} on {Count} hold-out frames{Noise}.", vehicleId, checkpoint.Version, evaluation.ReportedAccuracy, evaluation.Count, evaluation.Privacy is null ? "" : " (noised)");
-            return evaluation;
+            logger.LogInformation("agent {Vehicle}: model {Version} scores {Accuracy:F4} on {Count} hold-out frames{Noise}.", vehicleId, checkpoint.Version, release.ReportedAccuracy, release.Count,
+                release.Noised ? $" (noised at vehicle level, ε = {epsilon}, charged to its ledger)" : "");
+            return evaluation with
+            {
+                ReportedAccuracy = release.ReportedAccuracy,
+                Privacy = release.Noised ? new AccuracyPrivacy(AccuracyNoise.Laplace, epsilon!.Value) : null,
+                NoiseScale = release.Noised ? 1 / epsilon!.Value : 0,
+            };
         }
         catch (Exception e) when (e is OnnxModelException or InvalidOperationException or ArgumentException or IOException)
         {

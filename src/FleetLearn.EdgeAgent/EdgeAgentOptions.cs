@@ -98,8 +98,10 @@ public sealed class EdgeAgentOptions : IValidatableObject
     [Range(1024, int.MaxValue)] public int MaxModelBytes { get; set; } = 256 << 20;
 
     /// <summary>
-    /// ε of the Laplace noise on the hold-out accuracy the vehicle reports (one hold-out example changes the
-    /// accuracy by at most 1/n); null = report it without noise. Use it whenever training runs with DP.
+    /// ε of the discrete Laplace noise on the hold-out accuracy the vehicle reports, at vehicle level (the correct count of n
+    /// examples gets noise of scale n/ε) and charged to the vehicle's own ledger before the report leaves
+    /// (<see cref="Core.Rounds.EvaluationRelease"/>); null = the exact accuracy, sent only when neither the plan carries DP
+    /// noise nor the vehicle has an <see cref="EpsilonBudget"/> (otherwise no report is sent).
     /// </summary>
     public double? EvaluationEpsilon { get; set; }
 

@@ -216,7 +216,7 @@ public sealed class EdgeAgentWorker(
             {
                 case TrainEffect train:
                     if (_data.HoldoutRows is { Length: > 0 })
-                        LastEvaluation = await AgentTraining.EvaluateAsync(train.Model, _data, _options.EvaluationEpsilon, _mqtt!, _options.VehicleId, logger, cancellationToken).ConfigureAwait(false) ?? LastEvaluation;
+                        LastEvaluation = await AgentTraining.EvaluateAsync(train.Model, round.Round, plan.Protection?.NoiseMode is not null || _options.EpsilonBudget is not null, _data, _options.EvaluationEpsilon, _checkIn!.Ledger, _mqtt!, _options.VehicleId, logger, cancellationToken).ConfigureAwait(false) ?? LastEvaluation;
                     var settings = new LocalTrainingSettings(plan.LocalEpochs, plan.Batch, plan.LearningRate, plan.Momentum, plan.ProximalMu);
                     _training!.Start(round, train.Model, settings, _data, () => _random.DataOrder(plan.Round), r => _loop!.Writer.WriteAsync(r, cancellationToken).AsTask(), cancellationToken);
                     break;

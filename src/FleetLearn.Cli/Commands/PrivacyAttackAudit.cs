@@ -40,6 +40,7 @@ internal static partial class PrivacyAttackAudit
         Guard("unsigned-downlink", UnsignedDownlink),
         Guard("guessed-secagg-plus-neighbours", GuessedNeighbours),
         Guard("floating-point-eval-report", FloatingPointEvalReport),
+        Guard("averaged-eval-reports", AveragedEvalReports),
     ];
 
     private static AttackOutcome Guard(string name, Func<string, AttackOutcome> attack)

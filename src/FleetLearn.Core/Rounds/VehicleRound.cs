@@ -17,6 +17,9 @@ public interface IVehicleLedger
 
     /// <summary>ε spent so far (for messages).</summary>
     double Epsilon { get; }
+
+    /// <summary>Whether a charge for <paramref name="round"/> (a round or a release id) is already recorded.</summary>
+    bool HasRecorded(long round);
 }
 
 /// <summary>A <see cref="PrivacyLedger"/> account of one vehicle (in memory; the simulator's vehicles). Thread-safe.</summary>
@@ -41,6 +44,12 @@ public sealed class PrivacyLedgerAccount(PrivacyLedger ledger, string vehicleId)
         {
             lock (ledger) return ledger.EpsilonOf(vehicleId);
         }
+    }
+
+    /// <inheritdoc/>
+    public bool HasRecorded(long round)
+    {
+        lock (ledger) return ledger.Get(vehicleId).Rounds.Contains(round);
     }
 }
 
