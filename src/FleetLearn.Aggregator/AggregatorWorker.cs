@@ -230,7 +230,7 @@ public sealed class AggregatorWorker(
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
         if (channel != "up" || kind is not ("update" or "secagg")) return;
         if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
-        var update = Envelope.Decode(whole, _options.MaxUpdateBytes);
+        var update = Envelope.DecodeInPlace(whole, _options.MaxUpdateBytes);
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);

@@ -197,7 +197,7 @@ public static class IngestBenchmark
                         long t1 = Stopwatch.GetTimestamp();
                         reassembly += t1 - t0;
                         if (whole is null) continue;
-                        var envelope = Envelope.Decode(whole, checked((int)maxUpdate));
+                        var envelope = Envelope.DecodeInPlace(whole, checked((int)maxUpdate));
                         var message = UplinkDecoder.Decode(envelope);
                         long t2 = Stopwatch.GetTimestamp();
                         var step = coordinator.Receive(envelope.Vehicle, envelope.UpdateId, message);

@@ -261,7 +261,7 @@ public sealed class ChunkAssembler
         HeldBytes += bytes;
         if (p.Parts.Count < p.Count) return null;
         Drop(key);
-        var whole = new byte[p.Total];
+        var whole = GC.AllocateUninitializedArray<byte>(checked((int)p.Total)); // every byte is written below: the parts cover it
         foreach (var (index, part) in p.Parts) part.CopyTo(whole.AsSpan(checked((int)(index * p.ChunkSize))));
         return Complete(p.Hash, whole);
     }

@@ -103,6 +103,23 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
     /// </summary>
     public static Envelope Decode(ReadOnlySpan<byte> bytes, int maxPayload = DefaultMaxPayload, long? expectedRound = null)
     {
+        var (envelope, start, length) = Parse(bytes, maxPayload, expectedRound);
+        return envelope with { Payload = bytes.Slice(start, length).ToArray() };
+    }
+
+    /// <summary>
+    /// <see cref="Decode(ReadOnlySpan{byte}, int, long?)"/> without copying the payload: the envelope's
+    /// <see cref="Payload"/> is a slice of <paramref name="bytes"/>, which the caller must then leave unchanged (the
+    /// aggregator's receive path: a reassembled update is decoded once and never written to).
+    /// </summary>
+    public static Envelope DecodeInPlace(ReadOnlyMemory<byte> bytes, int maxPayload = DefaultMaxPayload, long? expectedRound = null)
+    {
+        var (envelope, start, length) = Parse(bytes.Span, maxPayload, expectedRound);
+        return envelope with { Payload = bytes.Slice(start, length) };
+    }
+
+    private static (Envelope Envelope, int PayloadStart, int PayloadLength) Parse(ReadOnlySpan<byte> bytes, int maxPayload, long? expectedRound)
+    {
         if (bytes.Length < FixedHeader + 1 + 4)
             throw new WireFormatException($"Envelope truncated: {bytes.Length} bytes is less than the {FixedHeader + 5}-byte minimum.", RejectReasons.Truncated);
         if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn envelope (magic is not 'FLEV').", RejectReasons.Version);
@@ -131,6 +148,6 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         int expectedTotal = FixedHeader + n + 4 + length;
         if (bytes.Length < expectedTotal) throw new WireFormatException($"Envelope truncated: the payload needs {length} bytes, {bytes.Length - (expectedTotal - length)} are present.", RejectReasons.Truncated);
         if (bytes.Length > expectedTotal) throw new WireFormatException($"Envelope has {bytes.Length - expectedTotal} trailing bytes.");
-        return new Envelope(kind, vehicle, round, updateId, bytes.Slice(37 + n, length).ToArray()) { Epoch = epoch, PlanTag = planTag };
+        return (new Envelope(kind, vehicle, round, updateId, ReadOnlyMemory<byte>.Empty) { Epoch = epoch, PlanTag = planTag }, 37 + n, length);
     }
 }

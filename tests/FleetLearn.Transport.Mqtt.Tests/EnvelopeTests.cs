@@ -27,6 +27,22 @@ public sealed class EnvelopeTests
     }
 
     [Fact]
+    public void DecodeInPlace_SameEnvelopeAsDecode_PayloadASliceOfTheInput()
+    {
+        GenEnvelope.Sample(e =>
+        {
+            var bytes = (e with { Epoch = 3, PlanTag = 0x0102030405060708 }).Encode();
+            var copied = Envelope.Decode(bytes);
+            var inPlace = Envelope.DecodeInPlace(bytes);
+            Assert.Equal((copied.Kind, copied.Vehicle, copied.Round, copied.UpdateId, copied.Epoch, copied.PlanTag),
+                (inPlace.Kind, inPlace.Vehicle, inPlace.Round, inPlace.UpdateId, inPlace.Epoch, inPlace.PlanTag));
+            Assert.True(copied.Payload.Span.SequenceEqual(inPlace.Payload.Span));
+            if (bytes.Length > 0 && inPlace.Payload.Length > 0)
+                Assert.True(inPlace.Payload.Span.Overlaps(bytes), "the in-place payload must alias the input, not copy it");
+        });
+    }
+
+    [Fact]
     public void Decode_AnyTruncation_ThrowsWireFormatException()
     {
         GenEnvelope.SelectMany(e => Gen.Int[0, e.Encode().Length - 1].Select(n => (e, n))).Sample(t =>
