@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using System.Runtime.InteropServices;
 
 namespace FleetLearn.Core.SecureAggregation;
@@ -44,6 +45,17 @@ public static class BitPacking
             else for (int i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadUInt32LittleEndian(source[(4 * i)..]);
             return true;
         }
+        // Whole-byte widths (the aggregator's common case: m = 16) widen with SIMD; they have no padding bits.
+        if (bits == 16 && BitConverter.IsLittleEndian)
+        {
+            Widen(MemoryMarshal.Cast<byte, ushort>(source), values);
+            return true;
+        }
+        if (bits == 8)
+        {
+            Widen(source, values);
+            return true;
+        }
         ulong buffer = 0;
         int filled = 0, s = 0;
         uint mask = (1u << bits) - 1;
@@ -59,5 +71,39 @@ public static class BitPacking
             filled -= bits;
         }
         return buffer == 0; // canonical: padding bits must be zero
+    }
+
+    private static void Widen(ReadOnlySpan<ushort> source, Span<uint> values)
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            for (; i <= source.Length - Vector<ushort>.Count; i += Vector<ushort>.Count)
+            {
+                Vector.Widen(new Vector<ushort>(source[i..]), out var low, out var high);
+                low.CopyTo(values[i..]);
+                high.CopyTo(values[(i + Vector<uint>.Count)..]);
+            }
+        }
+        for (; i < source.Length; i++) values[i] = source[i];
+    }
+
+    private static void Widen(ReadOnlySpan<byte> source, Span<uint> values)
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            for (; i <= source.Length - Vector<byte>.Count; i += Vector<byte>.Count)
+            {
+                Vector.Widen(new Vector<byte>(source[i..]), out var low, out var high);
+                Vector.Widen(low, out var a, out var b);
+                Vector.Widen(high, out var c, out var d);
+                a.CopyTo(values[i..]);
+                b.CopyTo(values[(i + Vector<uint>.Count)..]);
+                c.CopyTo(values[(i + 2 * Vector<uint>.Count)..]);
+                d.CopyTo(values[(i + 3 * Vector<uint>.Count)..]);
+            }
+        }
+        for (; i < source.Length; i++) values[i] = source[i];
     }
 }
