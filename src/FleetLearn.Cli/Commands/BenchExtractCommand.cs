@@ -156,7 +156,10 @@ internal static class BenchExtractCommand
                 start.ArgumentList.Add(a);
             start.Environment["OMP_NUM_THREADS"] = threads.ToString(CultureInfo.InvariantCulture);
             using var process = Process.Start(start) ?? throw new InvalidOperationException($"'{python}' did not start");
-            var errors = process.StandardError.ReadToEndAsync();
+            // stderr drains on the process's own reader thread (so a full pipe cannot block the peer); WaitForExit() waits for it.
+            var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            process.ErrorDataReceived += (_, e) => { if (e.Data is { Length: > 0 } text) errors.Enqueue(text); };
+            process.BeginErrorReadLine();
             var rates = new Dictionary<int, double>();
             while (process.StandardOutput.ReadLine() is { } line)
             {
@@ -168,7 +171,7 @@ internal static class BenchExtractCommand
             }
             process.WaitForExit();
             if (process.ExitCode != 0 || rates.Count == 0)
-                throw new InvalidOperationException($"the torchvision peer ('{python}') failed (exit {process.ExitCode}): {errors.Result.Trim().Split('\n').LastOrDefault()} (Debian: apt-get install python3-torchvision)");
+                throw new InvalidOperationException($"the torchvision peer ('{python}') failed (exit {process.ExitCode}): {errors.LastOrDefault()} (Debian: apt-get install python3-torchvision)");
             return rates;
         }
         finally
