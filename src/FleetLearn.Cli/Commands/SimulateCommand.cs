@@ -282,6 +282,9 @@ internal static class SimulateCommand
         using var cache = cacheFolder is null ? null
             : Perception.Features.FeatureCache.Open(cacheFolder, Perception.Features.FeatureExtractor.Identity(backbone), backbone.OutputSize, progress.WriteLine);
         using var extractor = new Perception.Features.FeatureExtractor(backbone, cache);
+        long total = train.Count + test.Count;
+        extractor.Progress = s => progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"features: {s.Frames:N0}/{total:N0} frames ({s.Extracted:N0} extracted, {s.FramesPerSecond:N0} frames/s; {s.CacheHits:N0} from the feature store)"));
         progress.WriteLine($"features: running {backbone.Name} over {train.Count + test.Count:N0} frames{(cache is null ? "" : " (the feature store answers those it holds)")} …");
         var clock = Stopwatch.StartNew();
         IReadOnlyList<int> frameShape = [1, 28, 28]; // Fashion-MNIST; converted when the backbone takes other frames (ResNet18: 3x224x224)

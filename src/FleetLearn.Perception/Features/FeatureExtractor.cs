@@ -22,6 +22,7 @@ public sealed class FeatureExtractor : IDisposable
     private readonly bool _ownsBackbone;
     private long _frames, _hits, _extracted;
     private TimeSpan _backboneTime;
+    private long _lastProgress = Stopwatch.GetTimestamp();
 
     /// <summary>Wraps a backbone (whose input row is a frame <c>[C, H, W]</c>) and an optional cache.</summary>
     /// <param name="backbone">The backbone session.</param>
@@ -53,6 +54,12 @@ public sealed class FeatureExtractor : IDisposable
 
     /// <summary>What has been done so far.</summary>
     public ExtractionStats Stats => new(_frames, _hits, _extracted, _backboneTime);
+
+    /// <summary>Called with <see cref="Stats"/> at most every <see cref="ProgressInterval"/> while frames go through the backbone (a long extraction shows it is moving).</summary>
+    public Action<ExtractionStats>? Progress { get; set; }
+
+    /// <summary>Least time between two <see cref="Progress"/> calls (10 s).</summary>
+    public TimeSpan ProgressInterval { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// The identity of a backbone and its preprocessing, which keys a <see cref="FeatureCache"/>: model hash, tensor
@@ -194,6 +201,11 @@ public sealed class FeatureExtractor : IDisposable
         Backbone.Run(frames.AsSpan(0, n * Backbone.RowSize), n, output);
         _backboneTime += Stopwatch.GetElapsedTime(start);
         _extracted += n;
+        if (Progress is { } report && Stopwatch.GetElapsedTime(_lastProgress) >= ProgressInterval)
+        {
+            _lastProgress = Stopwatch.GetTimestamp();
+            report(Stats);
+        }
         for (int j = 0; j < n; j++)
         {
             var row = output.AsSpan(j * f, f);

@@ -47,6 +47,26 @@ public sealed class FeatureExtractionTests : IDisposable
     }
 
     [Fact]
+    public void ExtractFrames_Progress_ReportedWhileFramesRunAndNotForCacheHits()
+    {
+        using var backbone = OnnxModel.Load(GeneratedBackbone.Create(), Cpu);
+        var frames = Frames(150);
+        using var cache = FeatureCache.Open(_dir.FullName, FeatureExtractor.Identity(backbone), backbone.OutputSize);
+        var reports = new List<ExtractionStats>();
+        using (var extractor = new FeatureExtractor(backbone, cache) { Progress = reports.Add, ProgressInterval = TimeSpan.Zero })
+            extractor.ExtractFrames(frames, 150);
+        Assert.Equal(3, reports.Count); // batches of 64, 64 and 22 frames (MaxBatchSize 64)
+        Assert.Equal([64L, 128, 150], reports.Select(r => r.Extracted));
+        reports.Clear();
+        using (var extractor = new FeatureExtractor(backbone, cache) { Progress = reports.Add, ProgressInterval = TimeSpan.Zero })
+            extractor.ExtractFrames(frames, 150);
+        Assert.Empty(reports); // all from the feature store: nothing ran
+        using (var extractor = new FeatureExtractor(backbone) { Progress = reports.Add })
+            extractor.ExtractFrames(frames, 150);
+        Assert.Empty(reports); // a quick run stays quiet (every 10 s by default)
+    }
+
+    [Fact]
     public void Open_TornLastRecord_CutAndOthersKept()
     {
         string path;
