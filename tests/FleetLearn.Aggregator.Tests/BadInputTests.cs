@@ -195,28 +195,7 @@ public sealed class BadInputTests : IAsyncLifetime
         await car.SubscribeAsync(topics.ModelAll, cts.Token);
         car.Start(cts.Token);
         using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        RoundPlan? plan = null;
-        byte[]? signedPlan = null, model = null;
-        var chunks = new ChunkAssembler(1 << 20);
-        while (plan is null || model is null)
-        {
-            await CheckInAsync(car, "car-x", deviceKey, cts.Token);
-            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
-            wait.CancelAfter(TimeSpan.FromMilliseconds(300));
-            try
-            {
-                while (plan is null || model is null)
-                {
-                    var m = await inbox.Reader.ReadAsync(wait.Token);
-                    if (m.Topic == topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(signedPlan = m.Payload, signing, Fleet);
-                    else if (topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
-                }
-            }
-            catch (OperationCanceledException) when (!cts.IsCancellationRequested)
-            {
-                // no plan yet: check in again, as an agent does
-            }
-        }
+        var (plan, signedPlan, model) = await JoinAsync(car, inbox.Reader, deviceKey, signing, cts.Token);
         var checkpoint = Checkpoint.FromBytes(model);
         var protection = plan.Protection!;
         var codec = protection.ForRound(protection.CreatePipeline(checkpoint.Parameters.Length, plan.Cohort.Count), plan.Round);
@@ -240,6 +219,38 @@ public sealed class BadInputTests : IAsyncLifetime
         Assert.Equal(1, status.RejectedByReason.GetValueOrDefault(RejectReasons.NotInCohort));
         await aggregator.StopAsync(CancellationToken.None);
         aggregator.Dispose();
+    }
+
+    /// <summary>
+    /// Like an agent: checks in (again every 300 ms: a check-in is not retained, and the aggregator may not have subscribed
+    /// yet) until the round's plan and model have arrived; the plan is verified as an agent verifies it.
+    /// </summary>
+    private static async Task<(RoundPlan Plan, byte[] SignedPlan, byte[] Model)> JoinAsync(MqttConnection car, ChannelReader<MqttIncoming> inbox, ECDsa deviceKey,
+        ECDsa signing, CancellationToken cancellationToken, long lastRound = 0)
+    {
+        RoundPlan? plan = null;
+        byte[]? signedPlan = null, model = null;
+        var chunks = new ChunkAssembler(1 << 20);
+        while (plan is null || model is null)
+        {
+            await CheckInAsync(car, "car-x", deviceKey, cancellationToken, lastRound);
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            wait.CancelAfter(TimeSpan.FromMilliseconds(300));
+            try
+            {
+                while (plan is null || model is null)
+                {
+                    var m = await inbox.ReadAsync(wait.Token);
+                    if (m.Topic == car.Topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(signedPlan = m.Payload, signing, Fleet);
+                    else if (car.Topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
+                }
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // no plan yet: check in again, as an agent does
+            }
+        }
+        return (plan, signedPlan!, model);
     }
 
     private static async Task CheckInAsync(MqttConnection car, string id, ECDsa deviceKey, CancellationToken cancellationToken, long lastRound = 0)
@@ -276,28 +287,7 @@ public sealed class BadInputTests : IAsyncLifetime
         await car.SubscribeAsync(topics.InboxAll("car-x"), cts.Token);
         car.Start(cts.Token);
         using var deviceKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        RoundPlan? plan = null;
-        byte[]? signedPlan = null, model = null;
-        var chunks = new ChunkAssembler(1 << 20);
-        while (plan is null || model is null)
-        {
-            await CheckInAsync(car, "car-x", deviceKey, cts.Token, lastRound: 7);
-            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
-            wait.CancelAfter(TimeSpan.FromMilliseconds(300));
-            try
-            {
-                while (plan is null || model is null)
-                {
-                    var m = await inbox.Reader.ReadAsync(wait.Token);
-                    if (m.Topic == topics.RoundCurrent && m.Payload.Length > 0) plan = RoundPlanCodec.Verify(signedPlan = m.Payload, signing, Fleet);
-                    else if (topics.TryParseModelTopic(m.Topic, out _)) model = chunks.Add("model", m.Payload) ?? model;
-                }
-            }
-            catch (OperationCanceledException) when (!cts.IsCancellationRequested)
-            {
-                // no plan yet: check in again, as an agent does
-            }
-        }
+        var (plan, signedPlan, model) = await JoinAsync(car, inbox.Reader, deviceKey, signing, cts.Token, lastRound: 7);
         Assert.Equal((8L, 1L), (plan.Round, plan.Epoch));
         Assert.Contains(_log.Lines, l => l.Contains("restored older database detected: car-x's check-in reports round 7 (epoch 0), but this database knows rounds up to 0 in epoch 0; epoch 1 starts, its first round after 7", StringComparison.Ordinal));
 
