@@ -1,5 +1,7 @@
 using System.ComponentModel.DataAnnotations;
 
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Aggregator;
@@ -7,6 +9,12 @@ namespace FleetLearn.Aggregator;
 /// <summary>Settings of the aggregator (configuration section <c>Aggregator</c>); MQTT settings live in <c>Mqtt</c>.</summary>
 public sealed class AggregatorOptions : IValidatableObject
 {
+    // The text settings as bound, and what they parse to (parsed once per value: the round code reads enums, not text).
+    private string _codec = "none", _secureAggregation = "off", _privacy = "off";
+    private CodecSpec? _codecSpec;
+    private SecureAggregationMode? _secureMode;
+    private ParsedPrivacy? _privacyMode;
+
     /// <summary>Configuration section name.</summary>
     public const string Section = "Aggregator";
 
@@ -75,10 +83,26 @@ public sealed class AggregatorOptions : IValidatableObject
     [Range(0.0, 10.0)] public double OverSelection { get; set; }
 
     /// <summary>Update codec (<c>none</c>, <c>q8</c>, <c>rot+q8</c>, <c>sub0.25+rot+q4</c>, <c>topk0.01+ef+q8</c>, …; docs/compression.md).</summary>
-    [Required] public string Codec { get; set; } = "none";
+    [Required]
+    public string Codec
+    {
+        get => _codec;
+        set => (_codec, _codecSpec) = (value, null);
+    }
+
+    /// <summary><see cref="Codec"/> parsed, once per value (a bad value throws here; <see cref="Validate"/> reports it at start).</summary>
+    public CodecSpec CodecSpec => _codecSpec ??= CodecSpec.Parse(_codec);
 
     /// <summary>Secure aggregation: <c>off</c>, <c>full</c> (SecAgg) or <c>plus</c> (SecAgg+).</summary>
-    [Required] public string SecureAggregation { get; set; } = "off";
+    [Required]
+    public string SecureAggregation
+    {
+        get => _secureAggregation;
+        set => (_secureAggregation, _secureMode) = (value, null);
+    }
+
+    /// <summary><see cref="SecureAggregation"/> parsed, once per value.</summary>
+    public SecureAggregationMode SecureMode => _secureMode ??= AggregatorProtection.ParseSecure(_secureAggregation);
 
     /// <summary>k of SecAgg+; null = the smallest even k ≥ 2⌈log₂ n⌉.</summary>
     public int? SecAggNeighbors { get; set; }
@@ -109,7 +133,15 @@ public sealed class AggregatorOptions : IValidatableObject
     public double? ClipNorm { get; set; }
 
     /// <summary>Differential privacy: <c>off</c>, <c>central</c> (this aggregator noises the sum) or <c>distributed</c> (each vehicle adds its share).</summary>
-    [Required] public string Privacy { get; set; } = "off";
+    [Required]
+    public string Privacy
+    {
+        get => _privacy;
+        set => (_privacy, _privacyMode) = (value, null);
+    }
+
+    /// <summary><see cref="Privacy"/> parsed, once per value: the DP mode, null when off.</summary>
+    public NoiseMode? PrivacyMode => (_privacyMode ??= new ParsedPrivacy(AggregatorProtection.ParsePrivacy(_privacy))).Mode;
 
     /// <summary>σ: the released sum carries N(0, σ²C²) per coordinate.</summary>
     public double NoiseMultiplier { get; set; } = 1.0;
@@ -223,3 +255,6 @@ public sealed class AggregatorOptions : IValidatableObject
         return errors;
     }
 }
+
+/// <summary>A parsed <see cref="AggregatorOptions.Privacy"/> (boxed so that "off", a null mode, is cached too).</summary>
+internal sealed record ParsedPrivacy(NoiseMode? Mode);

@@ -42,8 +42,8 @@ public static class AggregatorProtection
     public static RoundProtection Describe(AggregatorOptions options, int cohortSize, double maxWeight)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var secure = ParseSecure(options.SecureAggregation);
-        var noise = ParsePrivacy(options.Privacy);
+        var secure = options.SecureMode;
+        var noise = options.PrivacyMode;
         if (noise is not null && (!(options.NoiseMultiplier > 0) || double.IsInfinity(options.NoiseMultiplier)))
             throw new ArgumentException("Aggregator:NoiseMultiplier must be positive when Privacy is on.");
         if (noise is not null && options.ClipNorm is null) throw new ArgumentException("Aggregator:ClipNorm is required when Privacy is on.");
@@ -52,7 +52,7 @@ public static class AggregatorProtection
         int minShares = Math.Clamp(options.MinParticipants, 1, Math.Max(1, cohortSize));
         return new RoundProtection
         {
-            Codec = CodecSpec.Parse(options.Codec).ToString(),
+            Codec = options.CodecSpec.ToString(),
             SecureAggregation = RoundProtection.Text(secure),
             Neighbors = secure == SecureAggregationMode.Plus ? options.SecAggNeighbors ?? NeighborGraph.DefaultNeighbors(cohortSize) : null,
             ModulusBits = options.SecAggModulusBits,

@@ -49,7 +49,7 @@ public sealed class AggregatorWorker(
         using var databaseLock = DatabaseLock.Acquire(_options.DatabasePath, "aggregator");
         using var store = _store = LiteDbRoundStore.Open(_options.DatabasePath);
         using var signingKey = SigningKeyGuard.Load(_options, store, logger);
-        using var ledger = _ledger = AggregatorProtection.ParsePrivacy(_options.Privacy) is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
+        using var ledger = _ledger = _options.PrivacyMode is null ? null : LiteDbPrivacyLedgerStore.Open(_options.PrivacyLedgerPath, new PrivacyLedgerOptions(_options.EpsilonBudget ?? double.MaxValue, _options.Delta));
         status.MaxVehicleEpsilon = ledger?.Vehicles().Select(v => v.Epsilon).DefaultIfEmpty(0).Max() ?? 0;
         _roster = new FleetRoster(store, ledger, _options.EpsilonBudget, _options.DeviceCaFile is { } ca ? DeviceCertificateAuthority.FromPem(File.ReadAllText(ca), time) : null);
         var model = AggregatorRecords.LoadModel(store, spec, _options, logger);
@@ -122,7 +122,7 @@ public sealed class AggregatorWorker(
     /// <summary>1. Cohort: waits for enough eligible check-ins (or the <see cref="CohortGate"/>; or CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
     private async Task<(OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>)> OpenAsync(long round, Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
     {
-        bool secure = AggregatorProtection.ParseSecure(_options.SecureAggregation) != SecureAggregationMode.Off;
+        bool secure = _options.SecureMode != SecureAggregationMode.Off;
         int selectionSize = CohortSelection.SelectionSize(_options.CohortSize, _options.OverSelection);
         var waitUntil = time.GetUtcNow() + _options.CohortWait;
         int minimum = Math.Max(_options.MinParticipants, secure ? 3 : 1);

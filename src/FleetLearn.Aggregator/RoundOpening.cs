@@ -21,7 +21,7 @@ internal static class RoundOpening
     {
         CohortSize = options.CohortSize,
         MinParticipants = options.MinParticipants,
-        Privacy = AggregatorProtection.ParsePrivacy(options.Privacy),
+        Privacy = options.PrivacyMode,
         NoiseMultiplier = options.NoiseMultiplier,
         MinNoiseShares = protection.MinNoiseShares,
         UniformWeights = protection.UniformWeights,
@@ -54,7 +54,7 @@ internal static class RoundOpening
         AggregatorOptions options, AggregatorRandomness random, FleetRoster roster, string fleet, long round, long epoch, string[] cohort,
         Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa signingKey, TimeProvider time)
     {
-        var secureMode = AggregatorProtection.ParseSecure(options.SecureAggregation);
+        var secureMode = options.SecureMode;
         double maxWeight = options.MaxWeight ?? Math.Min(options.WeightCap ?? double.MaxValue, cohort.Max(v => (double)roster[v].Samples));
         var protection = AggregatorProtection.Describe(options, cohort.Length, maxWeight) with
         {

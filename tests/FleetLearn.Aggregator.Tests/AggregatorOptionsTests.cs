@@ -5,6 +5,20 @@ namespace FleetLearn.Aggregator.Tests;
 /// <summary>Validation of <see cref="AggregatorOptions"/> that guards against what vehicles claim about themselves.</summary>
 public sealed class AggregatorOptionsTests
 {
+    [Fact]
+    public void TextSettings_ParsedOncePerValue_TheRoundCodeReadsModes()
+    {
+        var options = new AggregatorOptions { SecureAggregation = "Plus", Privacy = "distributed", Codec = "rot+q8" };
+        Assert.Equal(Core.Compression.SecureAggregationMode.Plus, options.SecureMode);
+        Assert.Equal(Core.Privacy.NoiseMode.Distributed, options.PrivacyMode);
+        Assert.Equal("rot+q8", options.CodecSpec.ToString());
+        Assert.Same(options.CodecSpec, options.CodecSpec); // parsed once, not per read
+        options.Privacy = "off";
+        Assert.Null(options.PrivacyMode); // a new value is parsed again
+        options.SecureAggregation = "sometimes";
+        Assert.Equal("SecureAggregation 'sometimes': expected off, full or plus.", Assert.Throws<FormatException>(() => options.SecureMode).Message);
+    }
+
     private static List<string> Errors(AggregatorOptions options)
     {
         var results = new List<ValidationResult>();
