@@ -1,5 +1,4 @@
 using System.Security.Cryptography;
-using System.Threading.Channels;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
@@ -32,7 +31,7 @@ public sealed class AggregatorWorker(
     private readonly ClosedRounds _closed = new();
     private ChunkAssembler _uplink = null!;
     private MqttConnection _mqtt = null!;
-    private Channel<MqttIncoming> _inbox = null!;
+    private AggregatorInbox _inbox = null!;
     private LiteDbRoundStore _store = null!;
     private LiteDbPrivacyLedgerStore? _ledger;
     private FleetRoster _roster = null!;
@@ -60,12 +59,12 @@ public sealed class AggregatorWorker(
         _epochs = new FleetEpochs(store, logger, open?.Round ?? last);
         // Per-vehicle caps: one vehicle's chunks can hold at most two transfers of one update's size (chunk bombs, issue 15).
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
-        _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
+        status.Inbox = _inbox = new AggregatorInbox(_options.InboxBytes, _options.InboxBytesPerVehicle, mqtt.Topics, status, logger); // bounded by bytes (issue 14)
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
         _link = new VehicleLink(mqtt, status, _options, _epochs);
         await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
-        mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
+        mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.AcceptAsync(m, stoppingToken);
         await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
             spec, model.Version, strategy.Name, _options.Codec, _options.SecureAggregation, _options.Privacy, round);
@@ -190,7 +189,7 @@ public sealed class AggregatorWorker(
         MqttIncoming message;
         try
         {
-            message = await _inbox.Reader.ReadAsync(linked.Token).ConfigureAwait(false);
+            message = await _inbox.ReadAsync(linked.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
