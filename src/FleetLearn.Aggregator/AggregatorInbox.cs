@@ -143,6 +143,23 @@ internal sealed class AggregatorInbox
         }
     }
 
+    /// <summary>Takes the oldest message, waiting for one until <paramref name="until"/> on <paramref name="time"/>; null when that passes first.</summary>
+    public async ValueTask<MqttIncoming?> ReadUntilAsync(DateTimeOffset until, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var wait = until - time.GetUtcNow();
+        if (wait <= TimeSpan.Zero) return null;
+        using var timeout = new CancellationTokenSource(wait, time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            return await ReadAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
     private InboxOffer Refuse(InboxOffer why)
     {
         Interlocked.Increment(ref _refused);

@@ -77,6 +77,13 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Most bytes of one vehicle's messages in the inbox; a message past it is dropped and counted (<c>inbox_full</c>), and the vehicle resends it. Default 32 MiB.</summary>
     [Range(1L << 20, long.MaxValue)] public long InboxBytesPerVehicle { get; set; } = 32L << 20;
 
+    /// <summary>
+    /// A vehicle whose check-in is stamped further than this from the aggregator's clock is reported (log, metric
+    /// <c>fleetlearn.aggregator.vehicles.clock_skewed</c>, <c>clockSkewSeconds</c> in <c>/api/vehicles</c>). Rounds do not depend on
+    /// it: vehicles measure deadlines as durations. Default 1 minute.
+    /// </summary>
+    public TimeSpan ClockSkewTolerance { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Folder where every published global model is also written as ONNX (<c>model-v{N}.onnx</c>); empty = no export.</summary>
     public string? OnnxFolder { get; set; } = "models-onnx";
 

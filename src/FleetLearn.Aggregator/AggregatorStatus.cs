@@ -34,6 +34,7 @@ public sealed partial class AggregatorStatus : IDisposable
         _meter.CreateObservableCounter("fleetlearn.aggregator.bytes.received", () => BytesUp, "By", "Bytes of vehicle messages received.");
         _meter.CreateObservableCounter("fleetlearn.aggregator.bytes.published", () => BytesDown, "By", "Bytes published to vehicles.");
         _meter.CreateObservableGauge("fleetlearn.aggregator.inbox.bytes", () => InboxBytes, "By", "Bytes of vehicle messages waiting in the worker's inbox (bounded by Aggregator:InboxBytes).");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.vehicles.clock_skewed", () => ClockSkewedVehicles, "{vehicle}", "Vehicles whose last check-in was stamped further from the aggregator's clock than Aggregator:ClockSkewTolerance.");
         _meter.CreateObservableGauge("fleetlearn.aggregator.model.version", () => ModelVersion, "{version}", "Version of the current global model.");
         _meter.CreateObservableGauge("fleetlearn.aggregator.round.current", () => CurrentRound, "{round}", "Round in progress (0 when none).");
         _meter.CreateObservableGauge("fleetlearn.aggregator.vehicles.checked_in", () => CheckedIn, "{vehicle}", "Vehicles checked in and available.");

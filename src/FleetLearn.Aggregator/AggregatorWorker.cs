@@ -29,6 +29,7 @@ public sealed class AggregatorWorker(
     private readonly AggregatorOptions _options = aggregatorOptions.Value;
     private readonly AggregatorRandomness _random = randomness ?? AggregatorRandomness.Secure;
     private readonly ClosedRounds _closed = new();
+    private readonly ClockSkewMonitor _clocks = new(status, time, logger, aggregatorOptions.Value.ClockSkewTolerance);
     private ChunkAssembler _uplink = null!;
     private MqttConnection _mqtt = null!;
     private AggregatorInbox _inbox = null!;
@@ -99,9 +100,9 @@ public sealed class AggregatorWorker(
             : await OpenAsync(round, model, modelBytes, strategy, key, cancellationToken).ConfigureAwait(false);
         using var coordinator = opened.Coordinator;
         _epochs.Announce(status.CurrentRound = coordinator.Round, opened.SignedPlan);
-        // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced).
+        // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced; it expires at its deadline).
         await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
-        await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, expiry: coordinator.Deadline - time.GetUtcNow(), cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(opened.SignedPlan.Length);
         status.Activity = $"round {coordinator.Round}: plan published to a cohort of {coordinator.Cohort.Count}";
         await CarryOutAsync(coordinator, new RoundStep(Admission.Accepted, replayed), cancellationToken).ConfigureAwait(false);
@@ -182,19 +183,7 @@ public sealed class AggregatorWorker(
 
     private async Task ProcessNextAsync(RoundCoordinator? coordinator, DateTimeOffset until, CancellationToken cancellationToken)
     {
-        var wait = until - time.GetUtcNow();
-        if (wait <= TimeSpan.Zero) return;
-        using var timeout = new CancellationTokenSource(wait, time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
-        MqttIncoming message;
-        try
-        {
-            message = await _inbox.ReadAsync(linked.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            return;
-        }
+        if (await _inbox.ReadUntilAsync(until, time, cancellationToken).ConfigureAwait(false) is not { } message) return;
         status.Received(message.Payload.Length);
         status.ReportBroker(_mqtt.IsConnected);
         try
@@ -222,6 +211,7 @@ public sealed class AggregatorWorker(
         if (channel == "checkin")
         {
             var checkin = _roster.CheckIn(vehicle, message.Payload);
+            _clocks.Observe(vehicle, message); // reported only: deadlines travel as durations
             status.CheckedIn = _roster.Count;
             _epochs.Observe(checkin.Round, checkin.Epoch, $"{vehicle}'s check-in");
             return;

@@ -106,7 +106,7 @@ public sealed class EdgeAgentWorker(
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) })
             await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
-        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger);
+        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time);
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
         try
         {
@@ -144,7 +144,7 @@ public sealed class EdgeAgentWorker(
     {
         var topics = _mqtt!.Topics;
         if (message.Payload.Length == 0) return; // a cleared retained message
-        if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message.Payload, cancellationToken).ConfigureAwait(false);
+        if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message, cancellationToken).ConfigureAwait(false);
         else if (topics.TryParseModelTopic(message.Topic, out long version)) _models!.Add(version, message.Payload);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack"))
         {
@@ -163,12 +163,12 @@ public sealed class EdgeAgentWorker(
         if (_round is { State: AwaitingModel } waiting && _models!.TryTake(_plan!) is { } model) await ApplyAsync(waiting.OnModel(model), cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task PlanAsync(RoundPlan plan, byte[] signed, CancellationToken cancellationToken)
+    private async Task PlanAsync(RoundPlan plan, MqttIncoming signed, CancellationToken cancellationToken)
     {
         if (plan.ModelSpec != _profile!.Pinned.ToString())
             throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_profile.Pinned}.");
         var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid());
-        switch (VehicleRound.Join(plan, signed, _profile, _outbox!.GetState(LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time))
+        switch (VehicleRound.Join(plan, signed.Payload, _profile, _outbox!.GetState(LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time, PlanTiming.Remaining(plan, signed.ExpiresIn))) // skew-free: a duration from now
         {
             case AlreadyDecided:
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
@@ -183,7 +183,7 @@ public sealed class EdgeAgentWorker(
                 _outbox.SetState(LastRoundKey, plan.Round);
                 _outbox.SetState(AgentCheckIn.SamplesAtLastRoundKey, _data.Rows.Length);
                 _round?.Dispose();
-                (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed));
+                (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed.Payload));
                 await ApplyAsync(joined.Effects, cancellationToken).ConfigureAwait(false);
                 break;
         }

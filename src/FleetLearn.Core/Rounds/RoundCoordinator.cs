@@ -107,6 +107,9 @@ public sealed class RoundCoordinator : IDisposable
     public IReadOnlyDictionary<string, int> CompletedSurvivors =>
         _server?.Result is { } r ? r.Survivors.ToDictionary(i => _setup.Cohort[i], i => i, StringComparer.Ordinal) : new Dictionary<string, int>();
 
+    /// <summary>The round's deadline (the plan's, on the aggregator's clock).</summary>
+    public DateTimeOffset Deadline => _setup.Deadline;
+
     /// <summary>When <see cref="Tick"/> must next be called: the end of the current secure phase, or the round's deadline.</summary>
     public DateTimeOffset NextDeadline => _server is { } s && s.PhaseDeadline < _setup.Deadline && Phase is not Closed ? s.PhaseDeadline : _setup.Deadline;
 

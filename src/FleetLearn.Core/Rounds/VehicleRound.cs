@@ -200,7 +200,16 @@ public sealed class VehicleRound : IDisposable
         _setup = setup;
         _time = time;
         _secAgg = setup.SecAgg;
+        // From here on the deadline is a duration on the monotonic clock: a wall clock set forward or back mid-round moves nothing.
+        _joinedAt = time.GetTimestamp();
+        _timeLeftAtJoin = setup.Deadline - time.GetUtcNow();
     }
+
+    private readonly long _joinedAt;
+    private readonly TimeSpan _timeLeftAtJoin;
+
+    /// <summary>Time left before the round's deadline, on the vehicle's monotonic clock (negative: passed).</summary>
+    public TimeSpan TimeLeft => _timeLeftAtJoin - _time.GetElapsedTime(_joinedAt);
 
     /// <summary>Round number.</summary>
     public long Round => _setup.Round;
@@ -211,8 +220,8 @@ public sealed class VehicleRound : IDisposable
     /// <summary>Whether the round runs secure aggregation.</summary>
     public bool IsSecure => _secAgg is not null;
 
-    /// <summary>The round's deadline.</summary>
-    public DateTimeOffset Deadline => _setup.Deadline;
+    /// <summary>The round's deadline on the vehicle's wall clock now (for outbox expiry): now + <see cref="TimeLeft"/>.</summary>
+    public DateTimeOffset Deadline => _time.GetUtcNow() + TimeLeft;
 
     /// <summary>Where the round stands.</summary>
     public VehicleRoundState State { get; private set; } = new AwaitingModel();
@@ -232,8 +241,13 @@ public sealed class VehicleRound : IDisposable
     /// device key), or joined. A joined secure round advertises its keys at once; its signatures bind <paramref name="signedPlan"/>,
     /// the plan exactly as received (<see cref="SecureVehicleSetup"/>).
     /// </summary>
+    /// <remarks>
+    /// <paramref name="remaining"/> is the time left when the plan arrived (<see cref="PlanTiming.Remaining"/>). The deadline is
+    /// then measured from now on the vehicle's monotonic clock, whatever its wall clock says. Null: the plan's absolute deadline
+    /// is compared with <paramref name="time"/> (runners that share the aggregator's clock: the in-process simulator).
+    /// </remarks>
     public static PlanDecision Join(RoundPlan plan, ReadOnlyMemory<byte> signedPlan, VehicleProfile profile, long lastDecidedRound, IVehicleLedger? ledger,
-        Func<long, VehicleRoundRandomness> randomness, TimeProvider time)
+        Func<long, VehicleRoundRandomness> randomness, TimeProvider time, TimeSpan? remaining = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(profile);
@@ -256,7 +270,7 @@ public sealed class VehicleRound : IDisposable
             CohortIndex = index,
             ModelVersion = plan.ModelVersion,
             Spec = profile.Pinned,
-            Deadline = DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs),
+            Deadline = remaining is { } left ? time.GetUtcNow() + left : DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs),
             Codec = protection.ForRound(pipeline, plan.Round),
             Charge = charge,
             Ledger = ledger,
@@ -280,7 +294,7 @@ public sealed class VehicleRound : IDisposable
         if (State is not AwaitingModel awaiting) return [];
         if (model.Spec.ToString() != _setup.Spec.ToString() || model.Version != _setup.ModelVersion)
             throw new WireFormatException($"Model {model.Version} ({model.Spec}) is not the pinned {_setup.Spec} at version {_setup.ModelVersion}.");
-        if (_time.GetUtcNow() >= _setup.Deadline) return Abandon("the deadline passed before the model arrived");
+        if (TimeLeft <= TimeSpan.Zero) return Abandon("the deadline passed before the model arrived");
         State = new TrainingLocally(model, awaiting.EarlyShares);
         return [new TrainEffect(model)];
     }
@@ -301,7 +315,7 @@ public sealed class VehicleRound : IDisposable
             Clamped = info.Clamped;
             UpdateBytes = body.Length;
             State = new VehicleDone();
-            return [new SendUpdateEffect(Round, random.UpdateId, body, loss, samples, _setup.Deadline), new FinishedEffect(State)];
+            return [new SendUpdateEffect(Round, random.UpdateId, body, loss, samples, Deadline), new FinishedEffect(State)];
         }
         var input = _setup.Codec.EncodeSecure(delta, weight, random.Noise, random.Rounding, out var secureInfo);
         Clamped = secureInfo.Clamped;
@@ -418,7 +432,7 @@ public sealed class VehicleRound : IDisposable
 
     private string OverBudget() => $"over the ε budget (spent {_setup.Ledger?.Epsilon ?? 0:F3})";
 
-    private SendSecAggEffect Send(SecAggMessage message) => new(Round, message, _setup.Deadline);
+    private SendSecAggEffect Send(SecAggMessage message) => new(Round, message, Deadline);
 
     /// <summary>Disposes the SecAgg state (round secrets) and, when owned, the cohort's key registry.</summary>
     public void Dispose()
