@@ -16,6 +16,16 @@ namespace FleetLearn.EdgeAgent;
 internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbOutbox outbox, TimeSpan resendInterval, TimeProvider time, ILogger logger)
 {
     private readonly ConcurrentDictionary<Guid, DateTimeOffset> _nextResend = new();
+    private readonly object _replayGate = new();
+    private OutboxItem? _lastSecAgg; // the vehicle's last secure-aggregation message: resent to ask the aggregator again
+    private long _lastHeard = time.GetTimestamp();
+    private int _askedAgain;
+
+    /// <summary>Whether the joined round waits for the aggregator's next secure-aggregation message (<see cref="VehicleRound.AwaitsServer"/>).</summary>
+    public Func<bool> AwaitsServer { get; init; } = () => false;
+
+    /// <summary>Times the vehicle asked the aggregator again for a secure-aggregation message it waited for.</summary>
+    public int AskedAgain { get; private set; }
 
     /// <summary>Messages the aggregator acknowledged (updates and secure-aggregation messages).</summary>
     public int Acknowledged { get; private set; }
@@ -34,7 +44,41 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         var envelope = new Envelope(kind, vehicleId, round, updateId, payload) { Epoch = epoch, PlanTag = planTag };
         var item = new OutboxItem(envelope.UpdateId, vehicleId, round, mqtt.Topics.Up(vehicleId, channel), envelope.Encode(), expires);
         outbox.Enqueue(item);
+        if (kind == EnvelopeKind.SecAgg)
+        {
+            lock (_replayGate) _lastSecAgg = item;
+            Heard(item);
+        }
         await SendAsync(item, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The round moved (a secure-aggregation message arrived, or the vehicle sent one): the quiet time starts again. Returns <paramref name="message"/>.</summary>
+    public T Heard<T>(T message)
+    {
+        lock (_replayGate) (_lastHeard, _askedAgain) = (time.GetTimestamp(), 0);
+        return message;
+    }
+
+    /// <summary>
+    /// Downlink replay, the vehicle's half (issue 14 item 3). A secure round that waits for the aggregator and has heard
+    /// nothing for a resend interval (doubling up to 16×) resends its last message, which the aggregator acknowledged
+    /// already, with the same update id. The aggregator answers Duplicate and sends its last message to this vehicle again.
+    /// So a key directory, forwarded shares or unmask request lost in a broker restart does not make the vehicle drop out.
+    /// </summary>
+    private async Task AskAgainIfQuietAsync(CancellationToken cancellationToken)
+    {
+        OutboxItem? last;
+        lock (_replayGate)
+        {
+            last = _lastSecAgg;
+            if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, Math.Min(_askedAgain, 4))) return;
+        }
+        if (!AwaitsServer() || outbox.Find(last.UpdateId) is not null) return; // not waiting, or the message itself is still being resent
+        lock (_replayGate) _askedAgain++;
+        AskedAgain++;
+        logger.LogInformation("agent {Vehicle}: round {Round}: no secure-aggregation message from the aggregator for {Quiet:F0} s; asking again (resending the last one).",
+            vehicleId, last.Round, time.GetElapsedTime(_lastHeard).TotalSeconds);
+        await SendAsync(last, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -82,6 +126,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
                     var now = time.GetUtcNow();
                     foreach (var item in pending.Where(i => !_nextResend.TryGetValue(i.UpdateId, out var due) || now >= due))
                         await SendAsync(item, cancellationToken).ConfigureAwait(false);
+                    await AskAgainIfQuietAsync(cancellationToken).ConfigureAwait(false);
                 }
                 first = false;
             }

@@ -101,7 +101,7 @@ public sealed class EdgeAgentWorker(
         _loop = Channel.CreateBounded<object>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _mqtt = connection;
-        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger);
+        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { AwaitsServer = () => _round?.AwaitsServer == true };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) })
             await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
@@ -156,7 +156,7 @@ public sealed class EdgeAgentWorker(
         {
             if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;
             if (AgentUplink.ReadSecAgg(whole, _options.VehicleId, _options.MaxModelBytes, _round?.Round) is not { } secAgg) return; // a stale round
-            await ApplyAsync(_round!.OnSecAgg(secAgg), cancellationToken).ConfigureAwait(false);
+            await ApplyAsync(_round!.OnSecAgg(_uplink!.Heard(secAgg)), cancellationToken).ConfigureAwait(false);
             return;
         }
         // The model of the joined round, once both the plan and the model are here.

@@ -193,6 +193,8 @@ public sealed class VehicleRound : IDisposable
     private readonly VehicleRoundSetup _setup;
     private readonly TimeProvider _time;
     private readonly SecAggVehicle? _secAgg;
+    private readonly long _joinedAt;
+    private readonly TimeSpan _timeLeftAtJoin;
 
     /// <summary>Starts a joined round (use <see cref="Join"/> for a plan received over the wire).</summary>
     public VehicleRound(VehicleRoundSetup setup, TimeProvider time)
@@ -204,9 +206,6 @@ public sealed class VehicleRound : IDisposable
         _joinedAt = time.GetTimestamp();
         _timeLeftAtJoin = setup.Deadline - time.GetUtcNow();
     }
-
-    private readonly long _joinedAt;
-    private readonly TimeSpan _timeLeftAtJoin;
 
     /// <summary>Time left before the round's deadline, on the vehicle's monotonic clock (negative: passed).</summary>
     public TimeSpan TimeLeft => _timeLeftAtJoin - _time.GetElapsedTime(_joinedAt);
@@ -229,6 +228,14 @@ public sealed class VehicleRound : IDisposable
     /// <summary>Whether the round reached a final state.</summary>
     public bool IsFinished => State is VehicleDone or Abandoned;
 
+    /// <summary>Whether the vehicle waits for the aggregator's next SecAgg message; hearing nothing, the runner resends its last one (downlink replay, docs/reliability.md).</summary>
+    public bool AwaitsServer => _secAgg is { } s && !IsFinished && s.Phase switch
+    {
+        SecAggVehiclePhase.AwaitingKeyDirectory or SecAggVehiclePhase.AwaitingConsistencyCheck or SecAggVehiclePhase.AwaitingUnmaskRequest => true,
+        SecAggVehiclePhase.AwaitingShares => State is not (AwaitingModel { EarlyShares: not null } or TrainingLocally { EarlyShares: not null }),
+        _ => false,
+    };
+
     /// <summary>Bytes of the plaintext update or masked input this vehicle sent (0 before).</summary>
     public long UpdateBytes { get; private set; }
 
@@ -241,11 +248,8 @@ public sealed class VehicleRound : IDisposable
     /// device key), or joined. A joined secure round advertises its keys at once; its signatures bind <paramref name="signedPlan"/>,
     /// the plan exactly as received (<see cref="SecureVehicleSetup"/>).
     /// </summary>
-    /// <remarks>
-    /// <paramref name="remaining"/> is the time left when the plan arrived (<see cref="PlanTiming.Remaining"/>). The deadline is
-    /// then measured from now on the vehicle's monotonic clock, whatever its wall clock says. Null: the plan's absolute deadline
-    /// is compared with <paramref name="time"/> (runners that share the aggregator's clock: the in-process simulator).
-    /// </remarks>
+    /// <remarks><paramref name="remaining"/>: time left at the plan's arrival (<see cref="PlanTiming.Remaining"/>), measured on the vehicle's monotonic
+    /// clock; null: the plan's absolute deadline on <paramref name="time"/> (runners sharing the aggregator's clock).</remarks>
     public static PlanDecision Join(RoundPlan plan, ReadOnlyMemory<byte> signedPlan, VehicleProfile profile, long lastDecidedRound, IVehicleLedger? ledger,
         Func<long, VehicleRoundRandomness> randomness, TimeProvider time, TimeSpan? remaining = null)
     {
@@ -337,7 +341,8 @@ public sealed class VehicleRound : IDisposable
             switch (message)
             {
                 case KeyDirectoryMessage directory:
-                    return [Send(_secAgg.HandleKeyDirectory(directory))];
+                    // A copy after the vehicle answered (a QoS 1 redelivery, a replay the vehicle asked for): already answered.
+                    return _secAgg.Phase == SecAggVehiclePhase.AwaitingKeyDirectory ? [Send(_secAgg.HandleKeyDirectory(directory))] : [];
                 case ForwardedSharesMessage shares:
                     switch (State)
                     {
@@ -353,7 +358,8 @@ public sealed class VehicleRound : IDisposable
                             return []; // a redelivered copy: already answered
                     }
                 case ConsistencyCheckRequestMessage check:
-                    return State is AwaitingUnmask ? [Send(_secAgg.HandleConsistencyCheck(check))] : []; // only a vehicle whose input left signs the survivors
+                    // Only a vehicle whose input left signs the survivors, and only once (a copy is ignored).
+                    return State is AwaitingUnmask && _secAgg.Phase == SecAggVehiclePhase.AwaitingConsistencyCheck ? [Send(_secAgg.HandleConsistencyCheck(check))] : [];
                 case UnmaskRequestMessage request:
                     if (State is not AwaitingUnmask) return []; // nothing masked left this vehicle: nothing to unmask
                     var response = _secAgg.HandleUnmaskRequest(request);
