@@ -84,6 +84,12 @@ public sealed class AggregatorOptions : IValidatableObject
     /// </summary>
     public TimeSpan ClockSkewTolerance { get; set; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// MQTT 5 message expiry of the retained model chunks: superseded versions leave the broker on their own, and the current
+    /// one is published again once half of it has passed. A vehicle that lacks a model asks for it. Default 1 hour.
+    /// </summary>
+    public TimeSpan ModelRetention { get; set; } = TimeSpan.FromHours(1);
+
     /// <summary>Folder where every published global model is also written as ONNX (<c>model-v{N}.onnx</c>); empty = no export.</summary>
     public string? OnnxFolder { get; set; } = "models-onnx";
 
@@ -218,6 +224,7 @@ public sealed class AggregatorOptions : IValidatableObject
             errors.Add(new ValidationResult("Aggregator:SecAggMaliciousServer needs secure aggregation (full or plus) and Aggregator:DeviceCaFile: without certified device keys a malicious aggregator could invent vehicles."));
         if (InboxBytes < 1L << 20 || InboxBytesPerVehicle < 1L << 20 || InboxBytesPerVehicle > InboxBytes)
             errors.Add(new ValidationResult($"Aggregator:InboxBytesPerVehicle ({InboxBytesPerVehicle}) must be at least 1 MiB (one message at the brokers' packet limit) and at most Aggregator:InboxBytes ({InboxBytes})."));
+        if (ModelRetention < TimeSpan.FromSeconds(10)) errors.Add(new ValidationResult("Aggregator:ModelRetention must be at least 10 seconds."));
         if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
         if (WeightCap is not { } cap || !(cap >= 1) || double.IsInfinity(cap))
             errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));

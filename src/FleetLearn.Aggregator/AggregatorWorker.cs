@@ -62,7 +62,7 @@ public sealed class AggregatorWorker(
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536);
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
         status.Inbox = _inbox = new AggregatorInbox(_options.InboxBytes, _options.InboxBytesPerVehicle, mqtt.Topics, status, logger); // bounded by bytes (issue 14)
-        _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
+        _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger, time, _options.ModelRetention);
         _link = new VehicleLink(mqtt, status, _options, _epochs);
         await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
         mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.AcceptAsync(m, stoppingToken);
@@ -217,6 +217,7 @@ public sealed class AggregatorWorker(
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
+        if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
         if (channel != "up" || kind is not ("update" or "secagg")) return;
         if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
         var update = Envelope.Decode(whole, _options.MaxUpdateBytes);

@@ -27,6 +27,14 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     /// <summary>Times the vehicle asked the aggregator again for a secure-aggregation message it waited for.</summary>
     public int AskedAgain { get; private set; }
 
+    /// <summary>The model version the joined round has waited for since at least a resend interval, or null (set by the agent).</summary>
+    public Func<long?> MissingModel { get; init; } = () => null;
+
+    /// <summary>Times the vehicle asked the aggregator for a model it lacked.</summary>
+    public int ModelRequests { get; private set; }
+
+    private DateTimeOffset _nextModelRequest;
+
     /// <summary>Messages the aggregator acknowledged (updates and secure-aggregation messages).</summary>
     public int Acknowledged { get; private set; }
 
@@ -127,6 +135,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
                     foreach (var item in pending.Where(i => !_nextResend.TryGetValue(i.UpdateId, out var due) || now >= due))
                         await SendAsync(item, cancellationToken).ConfigureAwait(false);
                     await AskAgainIfQuietAsync(cancellationToken).ConfigureAwait(false);
+                    await AskForMissingModelAsync(cancellationToken).ConfigureAwait(false);
                 }
                 first = false;
             }
@@ -136,6 +145,23 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
             }
         }
         while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>
+    /// Asks the aggregator for the model the joined round waits for when the retained copy did not come (it expired, a chunk
+    /// was lost, the broker lost it): an 8-byte version on <c>vehicles/{id}/up/model</c>, answered in the vehicle's inbox.
+    /// Not durable (a lost request is asked again) and at most every 2 resend intervals.
+    /// </summary>
+    private async Task AskForMissingModelAsync(CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        if (MissingModel() is not { } version || now < _nextModelRequest) return;
+        _nextModelRequest = now + resendInterval * 2;
+        ModelRequests++;
+        logger.LogInformation("agent {Vehicle}: model {Version} of the joined round has not arrived; asking the aggregator for it.", vehicleId, version);
+        var request = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(request, version);
+        await mqtt.PublishAsync(mqtt.Topics.Up(vehicleId, "model"), request, expiry: resendInterval * 2, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -416,7 +416,11 @@ public sealed class MqttConnection : IAsyncDisposable
 
     private async Task SubscribeNowAsync(string filter, CancellationToken cancellationToken)
     {
-        var options = new MqttClientSubscribeOptionsBuilder().WithTopicFilter(f => f.WithTopic(filter).WithAtLeastOnceQoS()).Build();
+        // MQTT 5 Retain Handling (§3.8.3.1): the first connect of this process takes every retained message (it holds no state
+        // yet); a reconnect takes them only where the broker no longer had the subscription (a broker that lost the session),
+        // so a vehicle that drops off coverage every few minutes is not sent the same retained models again each time.
+        var retain = Interlocked.Read(ref _connects) == 0 ? MqttRetainHandling.SendAtSubscribe : MqttRetainHandling.SendAtSubscribeIfNewSubscriptionOnly;
+        var options = new MqttClientSubscribeOptionsBuilder().WithTopicFilter(f => f.WithTopic(filter).WithAtLeastOnceQoS().WithRetainHandling(retain)).Build();
         var result = await _client.SubscribeAsync(options, cancellationToken).ConfigureAwait(false);
         foreach (var item in result.Items)
         {

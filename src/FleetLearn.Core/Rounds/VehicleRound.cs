@@ -208,7 +208,10 @@ public sealed class VehicleRound : IDisposable
     }
 
     /// <summary>Time left before the round's deadline, on the vehicle's monotonic clock (negative: passed).</summary>
-    public TimeSpan TimeLeft => _timeLeftAtJoin - _time.GetElapsedTime(_joinedAt);
+    public TimeSpan TimeLeft => _timeLeftAtJoin - Elapsed;
+
+    /// <summary>Time since the vehicle joined, on its monotonic clock.</summary>
+    public TimeSpan Elapsed => _time.GetElapsedTime(_joinedAt);
 
     /// <summary>Round number.</summary>
     public long Round => _setup.Round;
