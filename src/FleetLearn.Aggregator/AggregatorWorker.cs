@@ -116,7 +116,7 @@ public sealed class AggregatorWorker(
         _closed.Add(coordinator);
         _roster.Forget(coordinator.Outcome!.Silent);
         status.CheckedIn = _roster.Count;
-        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome);
+        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome, cancellationToken);
     }
 
     /// <summary>1. Cohort: waits for enough eligible check-ins (or for CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
@@ -138,7 +138,7 @@ public sealed class AggregatorWorker(
         var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
         var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
         var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
-        _store.SaveOpenRound(record, opened.SignedPlan);
+        DiskFullRetry.Run(() => _store.SaveOpenRound(record, opened.SignedPlan), "the new round", logger, cancellationToken);
         status.Record(record, null);
         logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
             secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
@@ -164,14 +164,14 @@ public sealed class AggregatorWorker(
             switch (effect)
             {
                 case JournalEffect journal:
-                    _store.Journal(journal.Round, journal.Update); // durable before the ack: "accepted" means committed
+                    DiskFullRetry.Run(() => _store.Journal(journal.Round, journal.Update), "the journal of an accepted update", logger, cancellationToken); // durable before the ack: "accepted" means committed
                     break;
                 case RouteEffect route:
                     routes.Add(route);
                     break;
                 case ChargeEffect charge when _ledger is not null:
                     // The spend is recorded before the sum is used: a crash can only over-count ε, never under-count it.
-                    foreach (var v in charge.Vehicles) status.VehicleEpsilon(v, _ledger.Record(v, charge.Round, charge.Charge).Epsilon);
+                    foreach (var v in charge.Vehicles) DiskFullRetry.Run(() => status.VehicleEpsilon(v, _ledger.Record(v, charge.Round, charge.Charge).Epsilon), "a ledger charge", logger, cancellationToken);
                     break;
             }
         }

@@ -117,10 +117,10 @@ public sealed class EdgeAgentWorker(
                     if (item is TrainingResult result) await TrainedAsync(result, stoppingToken).ConfigureAwait(false);
                     else await HandleAsync((MqttIncoming)item, stoppingToken).ConfigureAwait(false);
                 }
-                catch (WireFormatException e)
+                catch (Exception e) when (e is WireFormatException || StorageErrors.IsDiskFull(e)) // a full disk: this step is skipped, the vehicle stays up
                 {
-                    Rejected++;
-                    logger.LogWarning("agent {Vehicle}: rejected a message{On}: {Reason}", _options.VehicleId, item is MqttIncoming m ? $" on {m.Topic}" : "", e.Message);
+                    Rejected += e is WireFormatException ? 1 : 0;
+                    logger.Log(e is WireFormatException ? LogLevel.Warning : LogLevel.Error, "agent {Vehicle}: {What} a message{On}: {Reason}", _options.VehicleId, e is WireFormatException ? "rejected" : "disk full; could not handle", item is MqttIncoming m ? $" on {m.Topic}" : "", e.Message);
                 }
                 Progressed?.Invoke();
             }

@@ -17,6 +17,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, signedPlan.Length);
             if (!_db.BeginTrans()) throw new InvalidOperationException("A LiteDB transaction is already open on this thread.");
             try
             {
@@ -53,6 +54,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, update.Envelope.Length);
             _journal.Insert(new BsonDocument
             {
                 ["round"] = round, ["id"] = update.UpdateId, ["vehicle"] = update.Vehicle, ["envelope"] = update.Envelope, ["loss"] = update.TrainLoss,
@@ -91,6 +93,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             _plans.DeleteMany(Query.LTE("_id", closed));
             _journal.DeleteMany(Query.LTE("round", closed - keep));
             foreach (var d in _journal.Find(Query.And(Query.LTE("round", closed), Query.Not("envelope", BsonValue.Null))).ToList())
@@ -122,6 +125,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             _db.GetCollection<BsonDocument>("meta").Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
         }
