@@ -100,17 +100,20 @@ internal sealed class FaultRig : IAsyncDisposable
     ]);
 
     /// <summary>Starts <c>fleetlearn agent</c> for vehicle car-<paramref name="index"/> (its own folder and database; the same on a restart), directly or through <paramref name="via"/>.</summary>
-    public FleetProcess StartAgent(int index, MqttFaultProxy? via = null, params string[] extra) => Start($"car-{index}", Path.Combine(Root, $"car-{index}"),
+    public FleetProcess StartAgent(int index, MqttFaultProxy? via = null, params string[] extra) => StartAgentIn(null, index, via, extra);
+
+    /// <summary>The same, inside network namespace <paramref name="networkNamespace"/> (null: the test's own).</summary>
+    public FleetProcess StartAgentIn(string? networkNamespace, int index, MqttFaultProxy? via = null, params string[] extra) => Start($"car-{index}", Path.Combine(Root, $"car-{index}"),
     [
         "agent", "--vehicles", "50", "--index", index.ToString(CultureInfo.InvariantCulture), "--seed", "3", "--holdout", "0",
         $"--Agent:PinnedModelSpec={Model}", "--Agent:ResendInterval=00:00:01", $"--Agent:AggregatorPublicKey={Path.ChangeExtension(SigningKeyPath, ".pub.pem")}",
         $"--Agent:DatabasePath={AgentDb(index)}", .. Mqtt(via?.Port ?? BrokerPort, $"car-{index}"), .. extra,
-    ]);
+    ], networkNamespace);
 
-    /// <summary>A fault proxy in front of the broker.</summary>
-    public MqttFaultProxy Proxy()
+    /// <summary>A fault proxy in front of the broker, listening on <paramref name="listen"/> (loopback when null).</summary>
+    public MqttFaultProxy Proxy(System.Net.IPAddress? listen = null)
     {
-        var proxy = new MqttFaultProxy(BrokerPort);
+        var proxy = new MqttFaultProxy(BrokerPort, listen);
         _proxies.Add(proxy);
         return proxy;
     }
@@ -172,10 +175,10 @@ internal sealed class FaultRig : IAsyncDisposable
         }
     }
 
-    private FleetProcess Start(string name, string folder, string[] args)
+    private FleetProcess Start(string name, string folder, string[] args, string? networkNamespace = null)
     {
         int run = _runs[name] = _runs.GetValueOrDefault(name) + 1;
-        var process = FleetProcess.Start($"{name}#{run}", folder, _environment, args);
+        var process = FleetProcess.Start($"{name}#{run}", folder, _environment, args, networkNamespace);
         _processes.Add(process);
         return process;
     }
