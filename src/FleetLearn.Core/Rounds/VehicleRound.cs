@@ -202,8 +202,7 @@ public sealed class VehicleRound : IDisposable
         _setup = setup;
         _time = time;
         _secAgg = setup.SecAgg;
-        // From here on the deadline is a duration on the monotonic clock: a wall clock set forward or back mid-round moves nothing.
-        _joinedAt = time.GetTimestamp();
+        _joinedAt = time.GetTimestamp(); // from here on the deadline is a duration on the monotonic clock: a wall clock set mid-round moves nothing
         _timeLeftAtJoin = setup.Deadline - time.GetUtcNow();
     }
 
@@ -344,8 +343,7 @@ public sealed class VehicleRound : IDisposable
             switch (message)
             {
                 case KeyDirectoryMessage directory:
-                    // A copy after the vehicle answered (a QoS 1 redelivery, a replay the vehicle asked for): already answered.
-                    return _secAgg.Phase == SecAggVehiclePhase.AwaitingKeyDirectory ? [Send(_secAgg.HandleKeyDirectory(directory))] : [];
+                    return _secAgg.Phase == SecAggVehiclePhase.AwaitingKeyDirectory ? [Send(_secAgg.HandleKeyDirectory(directory))] : []; // a copy (redelivery, replay): answered
                 case ForwardedSharesMessage shares:
                     switch (State)
                     {
