@@ -178,11 +178,11 @@ internal sealed record RoundJson(long Round, long ModelVersionIn, long? ModelVer
 
 /// <summary>A vehicle as JSON.</summary>
 internal sealed record VehicleJson(string Vehicle, int Participations, long? LastRound, DateTimeOffset? LastSeen, double? Epsilon,
-    long Rejected, IReadOnlyDictionary<string, long> RejectedByReason, double? LastAccuracy, long? LastEvaluatedVersion)
+    long Rejected, IReadOnlyDictionary<string, long> RejectedByReason, double? LastAccuracy, long? LastEvaluatedVersion, double? ClockSkewSeconds = null)
 {
     /// <summary>From the status's view.</summary>
     public static VehicleJson From(VehicleView v) => new(v.Vehicle, v.Participations, v.LastRound, v.LastSeen, v.Epsilon,
-        v.Rejections.Values.Sum(), v.Rejections, v.LastEvaluation?.Accuracy, v.LastEvaluation?.ModelVersion);
+        v.Rejections.Values.Sum(), v.Rejections, v.LastEvaluation?.Accuracy, v.LastEvaluation?.ModelVersion, v.ClockSkewSeconds);
 }
 
 /// <summary>The aggregator's state as JSON: what the dashboard polls.</summary>

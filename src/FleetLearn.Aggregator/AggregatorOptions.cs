@@ -76,6 +76,28 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Largest update envelope accepted (bad-input limit).</summary>
     [Range(1024, int.MaxValue)] public int MaxUpdateBytes { get; set; } = 64 << 20;
 
+    /// <summary>
+    /// Most bytes of vehicle messages the worker's inbox holds before the MQTT client stops taking more (back-pressure to the
+    /// broker; nothing is dropped). Default 256 MiB. It bounds the memory that vehicles' messages can take while they wait.
+    /// </summary>
+    [Range(1L << 20, long.MaxValue)] public long InboxBytes { get; set; } = 256L << 20;
+
+    /// <summary>Most bytes of one vehicle's messages in the inbox; a message past it is dropped and counted (<c>inbox_full</c>), and the vehicle resends it. Default 32 MiB.</summary>
+    [Range(1L << 20, long.MaxValue)] public long InboxBytesPerVehicle { get; set; } = 32L << 20;
+
+    /// <summary>
+    /// A vehicle whose check-in is stamped further than this from the aggregator's clock is reported (log, metric
+    /// <c>fleetlearn.aggregator.vehicles.clock_skewed</c>, <c>clockSkewSeconds</c> in <c>/api/vehicles</c>). Rounds do not depend on
+    /// it: vehicles measure deadlines as durations. Default 1 minute.
+    /// </summary>
+    public TimeSpan ClockSkewTolerance { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// MQTT 5 message expiry of the retained model chunks: superseded versions leave the broker on their own, and the current
+    /// one is published again once half of it has passed. A vehicle that lacks a model asks for it. Default 1 hour.
+    /// </summary>
+    public TimeSpan ModelRetention { get; set; } = TimeSpan.FromHours(1);
+
     /// <summary>Folder where every published global model is also written as ONNX (<c>model-v{N}.onnx</c>); empty = no export.</summary>
     public string? OnnxFolder { get; set; } = "models-onnx";
 
@@ -232,6 +254,9 @@ public sealed class AggregatorOptions : IValidatableObject
         if (HttpToken is { Length: > 0 and < 16 }) errors.Add(new ValidationResult("Aggregator:HttpToken must be at least 16 characters (or empty for none)."));
         if (SecAggMaliciousServer && (string.IsNullOrWhiteSpace(DeviceCaFile) || AggregatorProtection.ParseSecureOrOff(SecureAggregation) == Core.Compression.SecureAggregationMode.Off))
             errors.Add(new ValidationResult("Aggregator:SecAggMaliciousServer needs secure aggregation (full or plus) and Aggregator:DeviceCaFile: without certified device keys a malicious aggregator could invent vehicles."));
+        if (InboxBytes < 1L << 20 || InboxBytesPerVehicle < 1L << 20 || InboxBytesPerVehicle > InboxBytes)
+            errors.Add(new ValidationResult($"Aggregator:InboxBytesPerVehicle ({InboxBytesPerVehicle}) must be at least 1 MiB (one message at the brokers' packet limit) and at most Aggregator:InboxBytes ({InboxBytes})."));
+        if (ModelRetention < TimeSpan.FromSeconds(10)) errors.Add(new ValidationResult("Aggregator:ModelRetention must be at least 10 seconds."));
         if (PhaseTimeout < TimeSpan.FromMilliseconds(100)) errors.Add(new ValidationResult("Aggregator:PhaseTimeout must be at least 100 ms."));
         if (WeightCap is not { } cap || !(cap >= 1) || double.IsInfinity(cap))
             errors.Add(new ValidationResult($"Aggregator:WeightCap is required and must be a finite number ≥ 1 (got {WeightCap?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}): weights are sample counts the vehicles report themselves (default {DefaultWeightCap})."));

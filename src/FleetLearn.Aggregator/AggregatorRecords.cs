@@ -63,15 +63,16 @@ internal static class AggregatorRecords
     /// under a round recorded as open or aborted), then exported as ONNX; an aborted one as its record. Returns the model
     /// the next round starts from.
     /// </summary>
-    public static Checkpoint Close(LiteDbRoundStore store, ModelPublisher publisher, AggregatorStatus status, ILogger logger, RoundRecord record, Checkpoint model, RoundOutcome outcome)
+    public static Checkpoint Close(LiteDbRoundStore store, ModelPublisher publisher, AggregatorStatus status, ILogger logger, RoundRecord record, Checkpoint model, RoundOutcome outcome,
+        CancellationToken cancellationToken = default)
     {
         record = record with { Participants = outcome.Contributors.Count, TrainLoss = outcome.TrainLoss, ClosedAt = outcome.ClosedAt };
         if (outcome is RoundApplied applied)
         {
             var next = new Checkpoint(model.Spec, model.Version + 1, applied.Parameters);
             record = record with { ModelVersionOut = next.Version, Status = RoundStatus.Applied };
-            store.SaveModelAndRound(next, record);
-            store.CompactJournal(record.Round);
+            DiskFullRetry.Run(() => store.SaveModelAndRound(next, record), "the applied round and its model", logger, cancellationToken);
+            DiskFullRetry.Run(() => store.CompactJournal(record.Round), "the journal's compaction", logger, cancellationToken);
             publisher.ExportOnnx(next);
             status.ModelVersion = next.Version;
             status.Record(record, applied.Parameters);
@@ -80,8 +81,8 @@ internal static class AggregatorRecords
         }
         var reason = ((RoundAborted)outcome).Reason;
         record = record with { Status = RoundStatus.Aborted, Note = reason };
-        store.SaveRound(record);
-        store.CompactJournal(record.Round);
+        DiskFullRetry.Run(() => store.SaveRound(record), "the aborted round", logger, cancellationToken);
+        DiskFullRetry.Run(() => store.CompactJournal(record.Round), "the journal's compaction", logger, cancellationToken);
         status.Record(record, model.Parameters);
         logger.LogWarning("aggregator: round {Round} aborted: {Reason}.", record.Round, reason);
         return model;

@@ -41,8 +41,9 @@ public sealed record FleetAccuracy(long ModelVersion, int Reports, int NoisedRep
 /// <param name="Epsilon">ε it has spent by the aggregator's ledger (null without DP or before the worker reports it).</param>
 /// <param name="Rejections">Its messages rejected, by reason.</param>
 /// <param name="LastEvaluation">Its newest evaluation report.</param>
+/// <param name="ClockSkewSeconds">How far its clock was ahead of the aggregator's at its last check-in (negative: behind; a check-in's wait at the broker counts as behind); null before a stamped check-in.</param>
 public sealed record VehicleView(string Vehicle, int Participations, long? LastRound, DateTimeOffset? LastSeen, double? Epsilon,
-    IReadOnlyDictionary<string, long> Rejections, VehicleEvaluation? LastEvaluation);
+    IReadOnlyDictionary<string, long> Rejections, VehicleEvaluation? LastEvaluation, double? ClockSkewSeconds = null);
 
 /// <summary>Traffic of one round: what the aggregator received and published from its start until the next round's (its new model's publication included).</summary>
 /// <param name="Round">The round.</param>
@@ -95,6 +96,12 @@ public sealed partial class AggregatorStatus
         _fleet.Epsilon(vehicle, epsilon);
         if (!(epsilon <= MaxVehicleEpsilon)) MaxVehicleEpsilon = Math.Max(epsilon, double.IsFinite(MaxVehicleEpsilon) ? MaxVehicleEpsilon : 0);
     }
+
+    /// <summary><paramref name="vehicle"/>'s check-in said its clock is <paramref name="skew"/> ahead of the aggregator's (negative: behind).</summary>
+    public void VehicleClock(string vehicle, TimeSpan skew) => _fleet.Clock(vehicle, skew);
+
+    /// <summary>Vehicles whose last check-in was skewed beyond <c>Aggregator:ClockSkewTolerance</c>.</summary>
+    public int ClockSkewedVehicles { get; internal set; }
 
     /// <summary>A message of <paramref name="vehicle"/> was rejected for <paramref name="reason"/> (call besides <see cref="Rejected"/>, which counts it).</summary>
     public void VehicleRejected(string vehicle, string reason) => _fleet.Rejected(vehicle, reason);
@@ -246,6 +253,11 @@ public sealed partial class AggregatorStatus
             lock (_lock) Get(vehicle).Epsilon = epsilon;
         }
 
+        public void Clock(string vehicle, TimeSpan skew)
+        {
+            lock (_lock) Get(vehicle).ClockSkew = skew;
+        }
+
         public void Rejected(string vehicle, string reason)
         {
             lock (_lock)
@@ -294,7 +306,7 @@ public sealed partial class AggregatorStatus
             lock (_lock)
             {
                 return [.. _vehicles.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => new VehicleView(p.Key, p.Value.Rounds.Count, p.Value.LastRound,
-                    p.Value.LastSeen, p.Value.Epsilon, new Dictionary<string, long>(p.Value.Rejections, StringComparer.Ordinal), p.Value.LastEvaluation))];
+                    p.Value.LastSeen, p.Value.Epsilon, new Dictionary<string, long>(p.Value.Rejections, StringComparer.Ordinal), p.Value.LastEvaluation, p.Value.ClockSkew?.TotalSeconds))];
             }
         }
 
@@ -317,6 +329,7 @@ public sealed partial class AggregatorStatus
             public double? Epsilon { get; set; }
             public Dictionary<string, long> Rejections { get; } = new(StringComparer.Ordinal);
             public VehicleEvaluation? LastEvaluation { get; set; }
+            public TimeSpan? ClockSkew { get; set; }
         }
     }
 }

@@ -33,6 +33,8 @@ public sealed partial class AggregatorStatus : IDisposable
             "{message}", "Rejected messages, by reason.");
         _meter.CreateObservableCounter("fleetlearn.aggregator.bytes.received", () => BytesUp, "By", "Bytes of vehicle messages received.");
         _meter.CreateObservableCounter("fleetlearn.aggregator.bytes.published", () => BytesDown, "By", "Bytes published to vehicles.");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.inbox.bytes", () => InboxBytes, "By", "Bytes of vehicle messages waiting in the worker's inbox (bounded by Aggregator:InboxBytes).");
+        _meter.CreateObservableGauge("fleetlearn.aggregator.vehicles.clock_skewed", () => ClockSkewedVehicles, "{vehicle}", "Vehicles whose last check-in was stamped further from the aggregator's clock than Aggregator:ClockSkewTolerance.");
         _meter.CreateObservableGauge("fleetlearn.aggregator.model.version", () => ModelVersion, "{version}", "Version of the current global model.");
         _meter.CreateObservableGauge("fleetlearn.aggregator.round.current", () => CurrentRound, "{round}", "Round in progress (0 when none).");
         _meter.CreateObservableGauge("fleetlearn.aggregator.vehicles.checked_in", () => CheckedIn, "{vehicle}", "Vehicles checked in and available.");
@@ -89,6 +91,11 @@ public sealed partial class AggregatorStatus : IDisposable
 
     /// <summary>Bytes sent to vehicles (model chunks, plans, secure-aggregation messages, acks).</summary>
     public long BytesDown => Interlocked.Read(ref _bytesDown);
+
+    /// <summary>Bytes of vehicle messages waiting in the worker's inbox.</summary>
+    public long InboxBytes => Inbox?.Bytes ?? 0;
+
+    internal AggregatorInbox? Inbox { get; set; }
 
     /// <summary>Largest ε spent by any vehicle (aggregator's ledger; NaN without DP).</summary>
     public double MaxVehicleEpsilon { get; internal set; } = double.NaN;

@@ -1,5 +1,4 @@
 using System.Security.Cryptography;
-using System.Threading.Channels;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
@@ -31,9 +30,10 @@ public sealed class AggregatorWorker(
     private readonly AggregatorOptions _options = aggregatorOptions.Value;
     private readonly AggregatorRandomness _random = randomness ?? AggregatorRandomness.Secure;
     private readonly UplinkGate _gate = new(new ClosedRounds());
+    private readonly ClockSkewMonitor _clocks = new(status, time, logger, aggregatorOptions.Value.ClockSkewTolerance);
     private ChunkAssembler _uplink = null!;
     private MqttConnection _mqtt = null!;
-    private Channel<MqttIncoming> _inbox = null!;
+    private AggregatorInbox _inbox = null!;
     private LiteDbRoundStore _store = null!;
     private LiteDbPrivacyLedgerStore? _ledger;
     private FleetRoster _roster = null!;
@@ -60,12 +60,12 @@ public sealed class AggregatorWorker(
         long round = open?.Round ?? last + 1;
         _epochs = new FleetEpochs(store, logger, open?.Round ?? last);
         _uplink = new ChunkAssembler(_options.MaxUpdateBytes, Math.Max(64, 4 * _options.CohortSize), 2, _options.MaxUpdateBytes + _options.MaxUpdateBytes / 16 + 65536) { Admit = _gate.Admits };
-        _inbox = Channel.CreateBounded<MqttIncoming>(new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions.Value, time, logger);
-        _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger);
+        status.Inbox = _inbox = new AggregatorInbox(_options.InboxBytes, _options.InboxBytesPerVehicle, mqtt.Topics, status, logger); // bounded by bytes (issue 14)
+        _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger, time, _options.ModelRetention);
         _link = new VehicleLink(mqtt, status, _options, _epochs);
         await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
-        mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.Writer.WriteAsync(m, stoppingToken).AsTask();
+        mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.AcceptAsync(m, stoppingToken);
         await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
         logger.LogInformation("aggregator: model {Spec} version {Version}, strategy {Strategy}, codec {Codec}, secure aggregation {Secure}, privacy {Privacy}; starting at round {Round}.",
             spec, model.Version, strategy.Name, _options.Codec, _options.SecureAggregation, _options.Privacy, round);
@@ -100,9 +100,9 @@ public sealed class AggregatorWorker(
             : await OpenAsync(round, model, modelBytes, strategy, key, cancellationToken).ConfigureAwait(false);
         using var coordinator = opened.Coordinator;
         _epochs.Announce(status.CurrentRound = coordinator.Round, opened.SignedPlan);
-        // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced).
+        // 2. Model (retained, chunked, once per version), then the signed plan (stored before it was announced; it expires at its deadline).
         await _publisher.PublishAsync(model, modelBytes, cancellationToken).ConfigureAwait(false);
-        await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await _mqtt.PublishReliablyAsync(_mqtt.Topics.RoundCurrent, opened.SignedPlan, retain: true, expiry: coordinator.Deadline - time.GetUtcNow(), cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(opened.SignedPlan.Length);
         status.Activity = $"round {coordinator.Round}: plan published to a cohort of {coordinator.Cohort.Count}";
         await CarryOutAsync(coordinator, new RoundStep(Admission.Accepted, replayed), cancellationToken).ConfigureAwait(false);
@@ -116,7 +116,7 @@ public sealed class AggregatorWorker(
         _gate.Closed.Add(coordinator);
         _roster.Forget(coordinator.Outcome!.Silent);
         status.CheckedIn = _roster.Count;
-        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome);
+        return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome, cancellationToken);
     }
 
     /// <summary>1. Cohort: waits for enough eligible check-ins (or the <see cref="CohortGate"/>; or CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
@@ -138,7 +138,7 @@ public sealed class AggregatorWorker(
         var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
         var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
         var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
-        _store.SaveOpenRound(record, opened.SignedPlan, cohort);
+        DiskFullRetry.Run(() => _store.SaveOpenRound(record, opened.SignedPlan, cohort), "the new round", logger, cancellationToken);
         status.Record(record, null);
         logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
             secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
@@ -164,14 +164,14 @@ public sealed class AggregatorWorker(
             switch (effect)
             {
                 case JournalEffect journal:
-                    _store.Journal(journal.Round, journal.Update); // durable before the ack: "accepted" means committed
+                    DiskFullRetry.Run(() => _store.Journal(journal.Round, journal.Update), "the journal of an accepted update", logger, cancellationToken); // durable before the ack: "accepted" means committed
                     break;
                 case RouteEffect route:
                     routes.Add(route);
                     break;
                 case ChargeEffect charge when _ledger is not null:
                     // The spend is recorded before the sum is used: a crash can only over-count ε, never under-count it.
-                    foreach (var v in charge.Vehicles) status.VehicleEpsilon(v, _ledger.Record(v, charge.Round, charge.Charge).Epsilon);
+                    foreach (var v in charge.Vehicles) DiskFullRetry.Run(() => status.VehicleEpsilon(v, _ledger.Record(v, charge.Round, charge.Charge).Epsilon), "a ledger charge", logger, cancellationToken);
                     break;
             }
         }
@@ -183,20 +183,8 @@ public sealed class AggregatorWorker(
 
     private async Task ProcessNextAsync(RoundCoordinator? coordinator, DateTimeOffset until, CancellationToken cancellationToken)
     {
-        var wait = until - time.GetUtcNow();
         _gate.Open = coordinator;
-        if (wait <= TimeSpan.Zero) return;
-        using var timeout = new CancellationTokenSource(wait, time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
-        MqttIncoming message;
-        try
-        {
-            message = await _inbox.Reader.ReadAsync(linked.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            return;
-        }
+        if (await _inbox.ReadUntilAsync(until, time, cancellationToken).ConfigureAwait(false) is not { } message) return;
         status.Received(message.Payload.Length);
         status.ReportBroker(_mqtt.IsConnected);
         try
@@ -223,11 +211,13 @@ public sealed class AggregatorWorker(
         if (channel == "checkin")
         {
             var checkin = _roster.CheckIn(vehicle, message.Payload);
+            _clocks.Observe(vehicle, message); // reported only: deadlines travel as durations
             status.CheckedIn = _roster.Count;
             _epochs.Observe(checkin.Round, checkin.Epoch, $"{vehicle}'s check-in");
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
+        if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
         if (channel != "up" || kind is not ("update" or "secagg")) return;
         if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
         var update = Envelope.DecodeInPlace(whole, _options.MaxUpdateBytes);

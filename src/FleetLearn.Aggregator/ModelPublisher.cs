@@ -5,22 +5,41 @@ using Microsoft.Extensions.Logging;
 
 namespace FleetLearn.Aggregator;
 
-/// <summary>Publishes global models (retained, chunked, once per version; superseded ones cleared) and exports each as ONNX.</summary>
-internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus status, string? onnxFolder, ILogger logger)
+/// <summary>Publishes global models (retained, chunked, expiring, once per version; superseded ones cleared), serves one on demand, and exports each as ONNX.</summary>
+/// <remarks>
+/// Retained model chunks carry an MQTT 5 message expiry (<c>Aggregator:ModelRetention</c>, default 1 hour). Versions left
+/// retained by an earlier run, which this run cannot clear because it does not know them, therefore leave the broker on
+/// their own. The current model is published again once half its retention has passed. A vehicle that lacks the model
+/// of the round it joined asks for it on <c>vehicles/{id}/up/model</c> and gets the chunks in its inbox
+/// (docs/reliability.md, "Bandwidth on reconnect").
+/// </remarks>
+internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus status, string? onnxFolder, ILogger logger, TimeProvider? time = null, TimeSpan? retention = null)
 {
     private readonly Dictionary<long, int> _published = [];
+    private readonly Dictionary<string, DateTimeOffset> _served = new(StringComparer.Ordinal);
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private readonly TimeSpan _retention = retention ?? TimeSpan.FromHours(1);
+    private (long Version, IReadOnlyList<byte[]> Chunks, DateTimeOffset At)? _current;
 
-    /// <summary>Publishes <paramref name="model"/> unless already published; clears versions older than the previous one.</summary>
+    /// <summary>How often one vehicle is served one model version at most (a vehicle cannot make the aggregator flood the broker).</summary>
+    public static readonly TimeSpan ServeInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>Models sent to vehicles on demand.</summary>
+    public int Served { get; private set; }
+
+    /// <summary>Publishes <paramref name="model"/> unless already published (and not half expired); clears versions older than the previous one.</summary>
     public async Task PublishAsync(Checkpoint model, byte[] modelBytes, CancellationToken cancellationToken)
     {
         var topics = mqtt.Topics;
-        if (_published.ContainsKey(model.Version)) return;
+        var now = _time.GetUtcNow();
+        if (_published.ContainsKey(model.Version) && _current is { } c && c.Version == model.Version && now - c.At < _retention / 2) return;
         var chunks = ChunkCodec.Split(modelBytes, mqtt.Options.MaxPacketSize);
         for (int i = 0; i < chunks.Count; i++)
         {
-            await mqtt.PublishReliablyAsync(topics.ModelChunk(model.Version, i), chunks[i], retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await mqtt.PublishReliablyAsync(topics.ModelChunk(model.Version, i), chunks[i], retain: true, expiry: _retention, cancellationToken: cancellationToken).ConfigureAwait(false);
             status.Sent(chunks[i].Length);
         }
+        _current = (model.Version, chunks, now);
         _published[model.Version] = chunks.Count;
         foreach (var (old, count) in _published.Where(p => p.Key < model.Version - 1).ToList())
         {
@@ -28,6 +47,30 @@ internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus statu
                 await mqtt.PublishReliablyAsync(topics.ModelChunk(old, i), ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
             _published.Remove(old);
         }
+    }
+
+    /// <summary>
+    /// A request of <paramref name="vehicle"/> for a model version (8 bytes, little endian): the current model is sent to its
+    /// inbox when the vehicle is in <paramref name="cohort"/> and was not served that version in the last
+    /// <see cref="ServeInterval"/>. Anything else is ignored (returns false). The chunks expire after the retention.
+    /// </summary>
+    public async Task<bool> ServeAsync(string vehicle, ReadOnlyMemory<byte> request, IReadOnlyList<string>? cohort, CancellationToken cancellationToken)
+    {
+        if (request.Length != 8 || _current is not { } current || cohort?.Contains(vehicle) != true) return false;
+        long version = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(request.Span);
+        var now = _time.GetUtcNow();
+        string key = FormattableString.Invariant($"{vehicle}/{version}");
+        if (version != current.Version || _served.TryGetValue(key, out var last) && now - last < ServeInterval) return false;
+        if (_served.Count > 4 * cohort.Count) _served.Clear(); // bounded: at most a few entries per cohort member
+        _served[key] = now;
+        foreach (var chunk in current.Chunks)
+        {
+            await mqtt.PublishReliablyAsync(mqtt.Topics.InboxModel(vehicle, version), chunk, expiry: _retention, cancellationToken: cancellationToken).ConfigureAwait(false);
+            status.Sent(chunk.Length);
+        }
+        Served++;
+        logger.LogInformation("aggregator: sent model {Version} to {Vehicle} on request ({Chunks} chunks): it lacked the retained copy.", version, vehicle, current.Chunks.Count);
+        return true;
     }
 
     /// <summary>

@@ -12,7 +12,7 @@ namespace FleetLearn.EdgeAgent;
 /// the vehicle's certificate that certifies it).
 /// </summary>
 internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvider state, VehicleStateMonitor? monitor, LiteDbOutbox outbox,
-    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, byte[]? deviceCertificate, ILogger logger)
+    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, byte[]? deviceCertificate, ILogger logger, TimeProvider? time = null)
 {
     /// <summary>The outbox state key of the last round the vehicle decided (joined or declined).</summary>
     public const string LastRoundKey = "last-round";
@@ -35,14 +35,16 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         return null;
     }
 
-    /// <summary>Publishes the check-in for <paramref name="data"/> (expires after two resend intervals: a silent vehicle leaves the roster).</summary>
+    /// <summary>Publishes the check-in for <paramref name="data"/> (expires after two resend intervals: a silent vehicle leaves the roster), stamped with the vehicle's clock.</summary>
     public Task PublishAsync(VehicleDataset data, CancellationToken cancellationToken)
     {
         long round = outbox.GetState(LastRoundKey) ?? 0;
         var why = Ineligibility(data);
         if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", options.VehicleId, why);
         var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey, deviceCertificate).Encode());
-        return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, cancellationToken: cancellationToken);
+        // The vehicle's wall-clock time rides along, so that the aggregator can report a vehicle whose clock is off (docs/reliability.md).
+        var sentAt = (time ?? TimeProvider.System).GetUtcNow().ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, properties: [(Checkin.SentAtProperty, sentAt)], cancellationToken: cancellationToken);
     }
 
     /// <summary>The vehicle's LiteDB ledger as its rounds see it.</summary>

@@ -16,6 +16,24 @@ namespace FleetLearn.EdgeAgent;
 internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbOutbox outbox, TimeSpan resendInterval, TimeProvider time, ILogger logger)
 {
     private readonly ConcurrentDictionary<Guid, DateTimeOffset> _nextResend = new();
+    private readonly object _replayGate = new();
+    private OutboxItem? _lastSecAgg; // the vehicle's last secure-aggregation message: resent to ask the aggregator again
+    private long _lastHeard = time.GetTimestamp();
+    private int _askedAgain;
+
+    /// <summary>Whether the joined round waits for the aggregator's next secure-aggregation message (<see cref="VehicleRound.AwaitsServer"/>).</summary>
+    public Func<bool> AwaitsServer { get; init; } = () => false;
+
+    /// <summary>Times the vehicle asked the aggregator again for a secure-aggregation message it waited for.</summary>
+    public int AskedAgain { get; private set; }
+
+    /// <summary>The model version the joined round has waited for since at least a resend interval, or null (set by the agent).</summary>
+    public Func<long?> MissingModel { get; init; } = () => null;
+
+    /// <summary>Times the vehicle asked the aggregator for a model it lacked.</summary>
+    public int ModelRequests { get; private set; }
+
+    private DateTimeOffset _nextModelRequest;
 
     /// <summary>Messages the aggregator acknowledged (updates and secure-aggregation messages).</summary>
     public int Acknowledged { get; private set; }
@@ -34,7 +52,41 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         var envelope = new Envelope(kind, vehicleId, round, updateId, payload) { Epoch = epoch, PlanTag = planTag };
         var item = new OutboxItem(envelope.UpdateId, vehicleId, round, mqtt.Topics.Up(vehicleId, channel), envelope.Encode(), expires);
         outbox.Enqueue(item);
+        if (kind == EnvelopeKind.SecAgg)
+        {
+            lock (_replayGate) _lastSecAgg = item;
+            Heard(item);
+        }
         await SendAsync(item, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The round moved (a secure-aggregation message arrived, or the vehicle sent one): the quiet time starts again. Returns <paramref name="message"/>.</summary>
+    public T Heard<T>(T message)
+    {
+        lock (_replayGate) (_lastHeard, _askedAgain) = (time.GetTimestamp(), 0);
+        return message;
+    }
+
+    /// <summary>
+    /// Downlink replay, the vehicle's half (issue 14 item 3). A secure round that waits for the aggregator and has heard
+    /// nothing for a resend interval (doubling up to 16×) resends its last message, which the aggregator acknowledged
+    /// already, with the same update id. The aggregator answers Duplicate and sends its last message to this vehicle again.
+    /// So a key directory, forwarded shares or unmask request lost in a broker restart does not make the vehicle drop out.
+    /// </summary>
+    private async Task AskAgainIfQuietAsync(CancellationToken cancellationToken)
+    {
+        OutboxItem? last;
+        lock (_replayGate)
+        {
+            last = _lastSecAgg;
+            if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, Math.Min(_askedAgain, 4))) return;
+        }
+        if (!AwaitsServer() || outbox.Find(last.UpdateId) is not null) return; // not waiting, or the message itself is still being resent
+        lock (_replayGate) _askedAgain++;
+        AskedAgain++;
+        logger.LogInformation("agent {Vehicle}: round {Round}: no secure-aggregation message from the aggregator for {Quiet:F0} s; asking again (resending the last one).",
+            vehicleId, last.Round, time.GetElapsedTime(_lastHeard).TotalSeconds);
+        await SendAsync(last, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -82,6 +134,8 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
                     var now = time.GetUtcNow();
                     foreach (var item in pending.Where(i => !_nextResend.TryGetValue(i.UpdateId, out var due) || now >= due))
                         await SendAsync(item, cancellationToken).ConfigureAwait(false);
+                    await AskAgainIfQuietAsync(cancellationToken).ConfigureAwait(false);
+                    await AskForMissingModelAsync(cancellationToken).ConfigureAwait(false);
                 }
                 first = false;
             }
@@ -91,6 +145,23 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
             }
         }
         while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>
+    /// Asks the aggregator for the model the joined round waits for when the retained copy did not come (it expired, a chunk
+    /// was lost, the broker lost it): an 8-byte version on <c>vehicles/{id}/up/model</c>, answered in the vehicle's inbox.
+    /// Not durable (a lost request is asked again) and at most every 2 resend intervals.
+    /// </summary>
+    private async Task AskForMissingModelAsync(CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        if (MissingModel() is not { } version || now < _nextModelRequest) return;
+        _nextModelRequest = now + resendInterval * 2;
+        ModelRequests++;
+        logger.LogInformation("agent {Vehicle}: model {Version} of the joined round has not arrived; asking the aggregator for it.", vehicleId, version);
+        var request = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(request, version);
+        await mqtt.PublishAsync(mqtt.Topics.Up(vehicleId, "model"), request, expiry: resendInterval * 2, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

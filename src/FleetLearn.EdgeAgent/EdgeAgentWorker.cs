@@ -101,12 +101,12 @@ public sealed class EdgeAgentWorker(
         _loop = Channel.CreateBounded<object>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _mqtt = connection;
-        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger);
+        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) })
             await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
-        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger);
+        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time);
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
         try
         {
@@ -117,10 +117,10 @@ public sealed class EdgeAgentWorker(
                     if (item is TrainingResult result) await TrainedAsync(result, stoppingToken).ConfigureAwait(false);
                     else await HandleAsync((MqttIncoming)item, stoppingToken).ConfigureAwait(false);
                 }
-                catch (WireFormatException e)
+                catch (Exception e) when (e is WireFormatException || StorageErrors.IsDiskFull(e)) // a full disk: this step is skipped, the vehicle stays up
                 {
-                    Rejected++;
-                    logger.LogWarning("agent {Vehicle}: rejected a message{On}: {Reason}", _options.VehicleId, item is MqttIncoming m ? $" on {m.Topic}" : "", e.Message);
+                    Rejected += e is WireFormatException ? 1 : 0;
+                    logger.Log(e is WireFormatException ? LogLevel.Warning : LogLevel.Error, "agent {Vehicle}: {What} a message{On}: {Reason}", _options.VehicleId, e is WireFormatException ? "rejected" : "disk full; could not handle", item is MqttIncoming m ? $" on {m.Topic}" : "", e.Message);
                 }
                 Progressed?.Invoke();
             }
@@ -144,8 +144,8 @@ public sealed class EdgeAgentWorker(
     {
         var topics = _mqtt!.Topics;
         if (message.Payload.Length == 0) return; // a cleared retained message
-        if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message.Payload, cancellationToken).ConfigureAwait(false);
-        else if (topics.TryParseModelTopic(message.Topic, out long version)) _models!.Add(version, message.Payload);
+        if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message, cancellationToken).ConfigureAwait(false);
+        else if (topics.TryParseModelTopic(message.Topic, _options.VehicleId, out long version)) _models!.Add(version, message.Payload); // retained, or sent on request
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack"))
         {
             var envelope = Envelope.Decode(message.Payload, maxPayload: 4096);
@@ -156,19 +156,19 @@ public sealed class EdgeAgentWorker(
         {
             if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;
             if (AgentUplink.ReadSecAgg(whole, _options.VehicleId, _options.MaxModelBytes, _round?.Round) is not { } secAgg) return; // a stale round
-            await ApplyAsync(_round!.OnSecAgg(secAgg), cancellationToken).ConfigureAwait(false);
+            await ApplyAsync(_round!.OnSecAgg(_uplink!.Heard(secAgg)), cancellationToken).ConfigureAwait(false);
             return;
         }
         // The model of the joined round, once both the plan and the model are here.
         if (_round is { State: AwaitingModel } waiting && _models!.TryTake(_plan!) is { } model) await ApplyAsync(waiting.OnModel(model), cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task PlanAsync(RoundPlan plan, byte[] signed, CancellationToken cancellationToken)
+    private async Task PlanAsync(RoundPlan plan, MqttIncoming signed, CancellationToken cancellationToken)
     {
         if (plan.ModelSpec != _profile!.Pinned.ToString())
             throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_profile.Pinned}.");
         var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid());
-        switch (VehicleRound.Join(plan, signed, _profile, _outbox!.GetState(AgentCheckIn.LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time))
+        switch (VehicleRound.Join(plan, signed.Payload, _profile, _outbox!.GetState(AgentCheckIn.LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time, PlanTiming.Remaining(plan, signed.ExpiresIn))) // skew-free: a duration from now
         {
             case AlreadyDecided:
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
@@ -183,7 +183,7 @@ public sealed class EdgeAgentWorker(
                 _outbox.SetState(AgentCheckIn.LastRoundKey, plan.Round);
                 _outbox.SetState(AgentCheckIn.SamplesAtLastRoundKey, _data.Rows.Length);
                 _round?.Dispose();
-                (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed));
+                (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed.Payload));
                 await ApplyAsync(joined.Effects, cancellationToken).ConfigureAwait(false);
                 break;
         }

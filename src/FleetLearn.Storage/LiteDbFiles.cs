@@ -32,11 +32,62 @@ internal static class LiteDbFiles
         }
     }
 
-    /// <summary>What LiteDB throws for a damaged or foreign file: its own errors, and whatever its page decoder trips over.</summary>
-    public static bool IsDamage(Exception e) => e is LiteException or IOException or InvalidCastException or ArgumentException or IndexOutOfRangeException
+    /// <summary>
+    /// What LiteDB throws for a damaged or foreign file: its own errors, and whatever its page decoder trips over. A full disk
+    /// is not damage: the file is fine and must not be moved to quarantine (<see cref="StorageErrors.IsDiskFull"/>).
+    /// </summary>
+    public static bool IsDamage(Exception e) => !StorageErrors.IsDiskFull(e) && e is LiteException or IOException or InvalidCastException or ArgumentException or IndexOutOfRangeException
         or InvalidOperationException or FormatException or ArithmeticException or KeyNotFoundException or NullReferenceException or NotSupportedException;
 
     private const string ProbeId = "~probe";
+
+    /// <summary>Kept free beside every write: LiteDB's checkpoint copies the log into the data file, which can grow by as much again.</summary>
+    private const long Reserve = 1 << 20;
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, DriveInfo?> Mounts = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Throws a disk-full <see cref="IOException"/> before a write of about <paramref name="bytes"/> when the file system of
+    /// <paramref name="path"/> has less than twice that plus 1 MiB free. Once LiteDB 5 has failed one write for lack of
+    /// space, its writer keeps that error and every later write fails too, even after space is back (found by the
+    /// disk-full fault tests). So a write that would not fit is not attempted: the caller sees "disk full", and the store
+    /// keeps working once space is back. A file system that fills between this check and the write can still break the
+    /// store until the next start.
+    /// </summary>
+    public static void EnsureSpace(string path, long bytes)
+    {
+        long needed = 2 * bytes + Reserve;
+        if (FreeBytes(path) is { } free && free < needed)
+            throw new IOException($"No space left on device: {free} bytes free on the file system of '{path}', {needed} kept for the next write.", 28);
+    }
+
+    private static long? FreeBytes(string path)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? "/";
+        var drive = Mounts.GetOrAdd(dir, d =>
+        {
+            try
+            {
+                // The mount with the longest root that holds the folder (DriveInfo.GetDrives lists the mount table on Linux).
+                return DriveInfo.GetDrives().Where(m => IsUnder(d, m.RootDirectory.FullName)).MaxBy(m => m.RootDirectory.FullName.Length);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return null;
+            }
+        });
+        try
+        {
+            return drive?.AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null; // unknown: the write is tried
+        }
+    }
+
+    private static bool IsUnder(string dir, string root) =>
+        dir == root.TrimEnd('/') || dir.StartsWith(root.EndsWith('/') ? root : root + "/", StringComparison.Ordinal) || root == "/";
 
     /// <summary>
     /// Rewrites the whole file from the documents just read back (LiteDB's <c>Rebuild</c>) and makes it durable: a page torn by

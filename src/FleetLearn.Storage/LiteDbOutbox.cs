@@ -105,6 +105,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, item.Payload.Length);
             _items.Upsert(ToDocument(item));
             LiteDbFiles.Durable(_db, Path);
         }
@@ -126,6 +127,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             bool removed = _items.Delete(new BsonValue(updateId));
             if (removed) LiteDbFiles.Durable(_db, Path);
             return removed;
@@ -148,6 +150,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             var doc = _items.FindById(new BsonValue(updateId));
             if (doc is null) return;
             doc["attempts"] = doc["attempts"].AsInt32 + 1;
@@ -161,6 +164,8 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_items.Count(Query.LT("expires", now.ToUnixTimeMilliseconds())) == 0) return 0; // nothing to write (a full disk is no reason to fail here)
+            LiteDbFiles.EnsureSpace(Path, 0);
             int n = _items.DeleteMany(Query.LT("expires", now.ToUnixTimeMilliseconds()));
             if (n > 0) LiteDbFiles.Durable(_db, Path);
             return n;
@@ -183,6 +188,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
             WriteSideCopy(key, value);

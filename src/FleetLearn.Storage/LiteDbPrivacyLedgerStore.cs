@@ -165,6 +165,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             int before = _ledger.Get(vehicleId).Participations;
             var state = _ledger.Record(vehicleId, round, charge);
             if (state.Participations != before) Persist(state, round, charge);
@@ -178,6 +179,7 @@ public sealed class LiteDbPrivacyLedgerStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             int before = _ledger.Get(vehicleId).Participations;
             if (!_ledger.TryRecord(vehicleId, round, charge, out state)) return false;
             if (state.Participations != before) Persist(state, round, charge);

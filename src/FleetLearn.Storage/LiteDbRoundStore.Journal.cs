@@ -22,6 +22,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, signedPlan.Length);
             if (!_db.BeginTrans()) throw new InvalidOperationException("A LiteDB transaction is already open on this thread.");
             try
             {
@@ -59,6 +60,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, update.Envelope.Length);
             _journal.Insert(new BsonDocument
             {
                 ["round"] = round, ["id"] = update.UpdateId, ["vehicle"] = update.Vehicle, ["envelope"] = update.Envelope, ["loss"] = update.TrainLoss,
@@ -109,6 +111,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             _plans.DeleteMany(Query.LTE("_id", closed));
             _journal.DeleteMany(Query.LTE("round", closed - keep));
             _cohorts.DeleteMany(Query.LTE("_id", closed - keep));
@@ -141,6 +144,7 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             _db.GetCollection<BsonDocument>("meta").Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
         }

@@ -58,6 +58,7 @@ public sealed partial class LiteDbRoundStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, checkpoint.Spec.ParameterCount * 4L);
             using var stream = new MemoryStream(bytes, writable: false);
             _db.FileStorage.Upload(ModelId(checkpoint.Version), $"model-{checkpoint.Version}.ckpt", stream);
             LiteDbFiles.Durable(_db, Path);
@@ -96,6 +97,7 @@ public sealed partial class LiteDbRoundStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, 0);
             _rounds.Upsert(ToDocument(record));
             LiteDbFiles.Durable(_db, Path);
         }
@@ -116,6 +118,7 @@ public sealed partial class LiteDbRoundStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            LiteDbFiles.EnsureSpace(Path, bytes.Length);
             if (!_db.BeginTrans()) throw new InvalidOperationException("A LiteDB transaction is already open on this thread.");
             try
             {

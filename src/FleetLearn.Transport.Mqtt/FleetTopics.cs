@@ -82,6 +82,18 @@ public sealed class FleetTopics
         return true;
     }
 
+    /// <summary>Where the aggregator sends <paramref name="vehicle"/> the chunks of model <paramref name="version"/> it asked for (it lacked the retained copy).</summary>
+    public string InboxModel(string vehicle, long version) => Inbox(vehicle, FormattableString.Invariant($"model-{version}"));
+
+    /// <summary>Splits <c>{prefix}model/{version}/{chunk}</c>, or <paramref name="vehicle"/>'s <see cref="InboxModel"/>, into the model version.</summary>
+    public bool TryParseModelTopic(string topic, string vehicle, out long version)
+    {
+        if (TryParseModelTopic(topic, out version)) return true;
+        string prefix = Inbox(vehicle, "model-");
+        return topic.StartsWith(prefix, StringComparison.Ordinal)
+            && long.TryParse(topic.AsSpan(prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out version);
+    }
+
     /// <summary>Splits <c>{prefix}model/{version}/{chunk}</c>.</summary>
     public bool TryParseModelTopic(string topic, out long version)
     {

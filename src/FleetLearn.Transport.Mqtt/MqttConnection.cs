@@ -1,3 +1,5 @@
+// Long (over 450 lines) because it is the whole MQTTnet client boundary in one place: connect and backoff, resubscribe,
+// retained republish after reconnects, in-flight limits, message conversion and TLS.
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Net.Security;
@@ -7,6 +9,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using MQTTnet;
 using MQTTnet.Adapter;
 using MQTTnet.Exceptions;
+using MQTTnet.Packets;
 using MQTTnet.Protocol;
 using Polly;
 using Polly.CircuitBreaker;
@@ -16,9 +19,6 @@ namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>The broker refused a connect, subscribe or publish (e.g. not authorized). Not transient.</summary>
 public sealed class MqttRefusedException(string message) : Exception(message);
-
-/// <summary>An application message as delivered to a subscriber.</summary>
-public sealed record MqttIncoming(string Topic, byte[] Payload, bool Retained);
 
 /// <summary>
 /// The connection supervisor that MQTTnet v5 no longer ships (no managed client, issue #2243): connects with a Polly
@@ -85,7 +85,12 @@ public sealed class MqttConnection : IAsyncDisposable
         {
             var handler = MessageReceived;
             if (handler is null) return;
-            var message = new MqttIncoming(e.ApplicationMessage.Topic, e.ApplicationMessage.Payload.ToArray(), e.ApplicationMessage.Retain);
+            var m = e.ApplicationMessage;
+            var message = new MqttIncoming(m.Topic, m.Payload.ToArray(), m.Retain)
+            {
+                ExpiresIn = m.MessageExpiryInterval > 0 ? TimeSpan.FromSeconds(m.MessageExpiryInterval) : null,
+                Properties = m.UserProperties is { Count: > 0 } p ? [.. p.Select(u => (u.Name, u.ReadValueAsString()))] : [],
+            };
             try
             {
                 // The PUBACK goes out after the handler returns: a handler that hands the message to a bounded channel
@@ -193,7 +198,7 @@ public sealed class MqttConnection : IAsyncDisposable
             // comes after it cannot republish an older message, because the supervisor republishes before it signals
             // "connected" and this publish waits for that signal.
             if (payload.IsEmpty) _retained.TryRemove(topic, out _);
-            else _retained[topic] = new RetainedEntry(message, Interlocked.Increment(ref _retainedSequence));
+            else _retained[topic] = new RetainedEntry(message, Interlocked.Increment(ref _retainedSequence), expiry is { } x ? _time.GetUtcNow() + x : null);
         }
         await WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -359,6 +364,17 @@ public sealed class MqttConnection : IAsyncDisposable
         // In the order they were last published (the model's chunks before the plan that names them).
         foreach (var (topic, entry) in _retained.ToArray().OrderBy(p => p.Value.Sequence))
         {
+            if (entry.ExpiresAt is { } expiresAt)
+            {
+                // An expiring message goes back with what is left of its interval (a round plan's remaining time), or not at all.
+                var left = expiresAt - _time.GetUtcNow();
+                if (left <= TimeSpan.Zero)
+                {
+                    _retained.TryRemove(new KeyValuePair<string, RetainedEntry>(topic, entry));
+                    continue;
+                }
+                entry.Message.MessageExpiryInterval = (uint)Math.Clamp(Math.Ceiling(left.TotalSeconds), 1, uint.MaxValue);
+            }
             var result = await _client.PublishAsync(entry.Message, cancellationToken).ConfigureAwait(false);
             if (!result.IsSuccess && result.ReasonCode != MqttClientPublishReasonCode.NoMatchingSubscribers)
             {
@@ -400,7 +416,11 @@ public sealed class MqttConnection : IAsyncDisposable
 
     private async Task SubscribeNowAsync(string filter, CancellationToken cancellationToken)
     {
-        var options = new MqttClientSubscribeOptionsBuilder().WithTopicFilter(f => f.WithTopic(filter).WithAtLeastOnceQoS()).Build();
+        // MQTT 5 Retain Handling (§3.8.3.1): the first connect of this process takes every retained message (it holds no state
+        // yet); a reconnect takes them only where the broker no longer had the subscription (a broker that lost the session),
+        // so a vehicle that drops off coverage every few minutes is not sent the same retained models again each time.
+        var retain = Interlocked.Read(ref _connects) == 0 ? MqttRetainHandling.SendAtSubscribe : MqttRetainHandling.SendAtSubscribeIfNewSubscriptionOnly;
+        var options = new MqttClientSubscribeOptionsBuilder().WithTopicFilter(f => f.WithTopic(filter).WithAtLeastOnceQoS().WithRetainHandling(retain)).Build();
         var result = await _client.SubscribeAsync(options, cancellationToken).ConfigureAwait(false);
         foreach (var item in result.Items)
         {
@@ -412,7 +432,7 @@ public sealed class MqttConnection : IAsyncDisposable
         }
     }
 
-    private sealed record RetainedEntry(MqttApplicationMessage Message, long Sequence);
+    private sealed record RetainedEntry(MqttApplicationMessage Message, long Sequence, DateTimeOffset? ExpiresAt);
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 

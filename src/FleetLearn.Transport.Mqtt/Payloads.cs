@@ -74,6 +74,9 @@ public sealed record UpdateAck(AckStatus Status, string Reason = "")
 /// </summary>
 public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertificate = null)
 {
+    /// <summary>MQTT 5 user property of a check-in: the vehicle's wall-clock time when it sent it (Unix ms), for the aggregator's clock-skew report.</summary>
+    public const string SentAtProperty = "sent-unix-ms";
+
     /// <summary>Longest device key accepted.</summary>
     public const int MaxKeyBytes = 512;
 

@@ -114,6 +114,39 @@ public sealed class EndToEndTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task Aggregator_VehicleClocksTenMinutesFastAndSlow_AllContribute_AndBothAreReportedSkewed()
+    {
+        // Fault row "clock skew ±10 min": before, deadlines were the aggregator's instants compared with the vehicle's clock,
+        // and car-1 (10 minutes fast) dropped every round ("the deadline passed before the model arrived").
+        var (status, aggregator) = StartAggregator(rounds: 2);
+        var agents = await StartAgentsAsync(3, i => i switch { 1 => new SkewedClock(TimeSpan.FromMinutes(10)), 2 => new SkewedClock(TimeSpan.FromMinutes(-10)), _ => TimeProvider.System });
+        using var cts = new CancellationTokenSource(Timeout);
+        await status.Done.Task.WaitAsync(cts.Token);
+
+        Assert.All(status.Rounds, r => Assert.Equal((RoundStatus.Applied, 3), (r.Status, r.Participants)));
+        Assert.Equal(2, status.Rounds.Count);
+        Assert.Equal(2, status.ClockSkewedVehicles);
+        var skew = status.Vehicles.ToDictionary(v => v.Vehicle, v => v.ClockSkewSeconds);
+        Assert.InRange(skew["car-0"]!.Value, -30, 30);
+        Assert.InRange(skew["car-1"]!.Value, 570, 630);
+        Assert.InRange(skew["car-2"]!.Value, -630, -570);
+        await aggregator.StopAsync(CancellationToken.None);
+        foreach (var a in agents)
+        {
+            Assert.Equal(0, a.Declined);
+            await a.StopAsync(CancellationToken.None);
+            a.Dispose();
+        }
+        aggregator.Dispose();
+    }
+
+    /// <summary>A vehicle's clock: the wall clock <paramref name="offset"/> off, timers and the monotonic clock the system's.</summary>
+    private sealed class SkewedClock(TimeSpan offset) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + offset;
+    }
+
     private MqttTransportOptions Mqtt(string clientId, string? password = null) => TestMqtt.Options(_broker.Port, Fleet, clientId, password);
 
     private string KeyPath => Path.Combine(_dir, "signing.pem");
@@ -146,7 +179,7 @@ public sealed class EndToEndTests : IAsyncLifetime
         return (status, worker);
     }
 
-    private async Task<List<EdgeAgentWorker>> StartAgentsAsync(int count)
+    private async Task<List<EdgeAgentWorker>> StartAgentsAsync(int count, Func<int, TimeProvider>? clocks = null)
     {
         using var key = SigningKeys.LoadOrCreate(KeyPath);
         string publicKey = key.ExportSubjectPublicKeyInfoPem();
@@ -164,7 +197,7 @@ public sealed class EndToEndTests : IAsyncLifetime
                 DatabasePath = Path.Combine(_dir, $"{id}.db"),
                 ResendInterval = TimeSpan.FromSeconds(2),
             };
-            var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(data, parts[i][..^20], parts[i][^20..]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>());
+            var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(Mqtt(id)), new VehicleDataset(data, parts[i][..^20], parts[i][^20..]), clocks?.Invoke(i) ?? TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>());
             agent.Progressed += _progress.Pulse;
             await agent.StartAsync(CancellationToken.None);
             _started.Add(agent);

@@ -41,9 +41,16 @@ public sealed class MosquittoBroker : IAsyncDisposable
     }
 
     /// <summary>Creates certificates for <paramref name="clients"/> and starts the broker (or sets <see cref="SkipReason"/>).</summary>
-    public static async Task<MosquittoBroker> StartAsync(params string[] clients)
+    public static Task<MosquittoBroker> StartAsync(params string[] clients) => StartAsync(null, clients);
+
+    /// <summary>
+    /// The same with persistence on: Mosquitto saves sessions, queued and retained messages to its folder every
+    /// <paramref name="autosaveSeconds"/> (and on a clean stop), so that <see cref="KillHard"/> and <see cref="RestartAsync"/>
+    /// bring back the state of the last autosave; null = no persistence.
+    /// </summary>
+    public static async Task<MosquittoBroker> StartAsync(int? autosaveSeconds, params string[] clients)
     {
-        var broker = new MosquittoBroker();
+        var broker = new MosquittoBroker { _autosave = autosaveSeconds };
         if (!File.Exists(Executable) || !File.Exists("/usr/bin/openssl"))
         {
             if (Environment.GetEnvironmentVariable("CI") == "true")
@@ -58,17 +65,43 @@ public sealed class MosquittoBroker : IAsyncDisposable
         // setting (TLS, identity, client-id rule, packet limit, ACL) is the shipped file's, so loosening it fails the tests.
         // Mosquitto started as root drops to its own user, which could not read the 0600 keys in a temp folder.
         var conf = Path.Combine(broker._dir.FullName, "mosquitto.conf");
-        File.WriteAllText(conf, ShippedConfiguration(repo, broker.Port, broker.Certificates));
-        broker._process = Process.Start(new ProcessStartInfo(Executable, ["-c", conf]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
-        broker._process.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is { } line) lock (broker._log) broker._log.AppendLine(line);
-        };
-        broker._process.OutputDataReceived += (_, _) => { };
-        broker._process.BeginErrorReadLine();
-        broker._process.BeginOutputReadLine();
-        await broker.WaitForPortAsync();
+        string? persistence = autosaveSeconds is null ? null : Directory.CreateDirectory(Path.Combine(broker._dir.FullName, "persistence")).FullName;
+        File.WriteAllText(conf, ShippedConfiguration(repo, broker.Port, broker.Certificates, persistence, autosaveSeconds));
+        await broker.LaunchAsync(conf);
         return broker;
+    }
+
+    private int? _autosave;
+
+    /// <summary>SIGKILL: whatever changed since the last autosave is lost.</summary>
+    public void KillHard()
+    {
+        if (_process is { HasExited: false })
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+        }
+    }
+
+    /// <summary>Starts the broker again on the same port, configuration and persistence folder.</summary>
+    public Task RestartAsync()
+    {
+        KillHard();
+        _process?.Dispose();
+        return LaunchAsync(Path.Combine(_dir.FullName, "mosquitto.conf"));
+    }
+
+    private async Task LaunchAsync(string conf)
+    {
+        var process = _process = Process.Start(new ProcessStartInfo(Executable, ["-c", conf]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line) lock (_log) _log.AppendLine(line);
+        };
+        process.OutputDataReceived += (_, _) => { };
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        await WaitForPortAsync();
     }
 
     public async ValueTask DisposeAsync()
@@ -84,9 +117,9 @@ public sealed class MosquittoBroker : IAsyncDisposable
 
     /// <summary>
     /// broker-config/mosquitto.conf rewritten for a test: listener on loopback <paramref name="port"/>, certificates from
-    /// <paramref name="certificates"/>, the shipped acl file by full path, no persistence, log to stderr, run as root.
+    /// <paramref name="certificates"/>, the shipped acl file by full path, persistence only in <paramref name="persistence"/> when given, log to stderr, run as root.
     /// </summary>
-    public static string ShippedConfiguration(string repo, int port, string certificates)
+    public static string ShippedConfiguration(string repo, int port, string certificates, string? persistence = null, int? autosaveSeconds = null)
     {
         var lines = new List<string> { "user root", "log_dest stderr" };
         foreach (var raw in File.ReadAllLines(Path.Combine(repo, "broker-config", "mosquitto.conf")))
@@ -97,8 +130,9 @@ public sealed class MosquittoBroker : IAsyncDisposable
             string key = parts[0], value = parts.Length > 1 ? parts[1] : "";
             lines.Add(key switch
             {
-                "persistence" => "persistence false",
-                "persistence_location" or "autosave_interval" => "",
+                "persistence" => persistence is null ? "persistence false" : "persistence true",
+                "persistence_location" => persistence is null ? "" : $"persistence_location {persistence}/",
+                "autosave_interval" => autosaveSeconds is null ? "" : $"autosave_interval {autosaveSeconds}",
                 "listener" => $"listener {port} 127.0.0.1",
                 "cafile" or "certfile" or "keyfile" or "crlfile" => $"{key} {Path.Combine(certificates, Path.GetFileName(value))}",
                 "acl_file" => $"acl_file {Path.Combine(repo, "broker-config", value)}",

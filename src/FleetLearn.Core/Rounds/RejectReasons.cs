@@ -45,6 +45,9 @@ public static class RejectReasons
     /// <summary>Buffered rounds: the vehicle has used its participations (the cap the privacy accountant relies on).</summary>
     public const string ParticipationCap = "participation_cap";
 
+    /// <summary>The aggregator's inbox already holds the sender's share of bytes: the message was dropped before it was read (the sender resends).</summary>
+    public const string InboxFull = "inbox_full";
+
     /// <summary>Produced under another plan for the same round number (another aggregator instance, or a restored database).</summary>
     public const string PlanMismatch = "plan_mismatch";
 

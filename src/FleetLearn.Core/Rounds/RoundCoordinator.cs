@@ -25,6 +25,7 @@ public sealed class RoundCoordinator : IDisposable
     private readonly HashSet<Guid> _seen = [];
     private readonly HashSet<string> _answered = new(StringComparer.Ordinal);
     private readonly Dictionary<SecAggMessageType, int> _received = [];
+    private readonly Dictionary<string, (SecAggMessage Message, SecAggServerPhase Phase)> _lastRouted = new(StringComparer.Ordinal);
     private readonly int _wanted;
     private double _lossSum;
     private int _lossCount;
@@ -110,6 +111,9 @@ public sealed class RoundCoordinator : IDisposable
     public IReadOnlyDictionary<string, int> CompletedSurvivors =>
         _server?.Result is { } r ? r.Survivors.ToDictionary(i => _setup.Cohort[i], i => i, StringComparer.Ordinal) : new Dictionary<string, int>();
 
+    /// <summary>The round's deadline (the plan's, on the aggregator's clock).</summary>
+    public DateTimeOffset Deadline => _setup.Deadline;
+
     /// <summary>When <see cref="Tick"/> must next be called: the end of the current secure phase, or the round's deadline.</summary>
     public DateTimeOffset NextDeadline => _server is { } s && s.PhaseDeadline < _setup.Deadline && Phase is not Closed ? s.PhaseDeadline : _setup.Deadline;
 
@@ -150,7 +154,7 @@ public sealed class RoundCoordinator : IDisposable
         if (!_index.TryGetValue(vehicle, out int index))
             return Verdict(Admission.Rejected(RejectReasons.NotInCohort, $"not in the cohort of round {Round}"));
         if (!_seen.Add(updateId))
-            return Verdict(Admission.Duplicate());
+            return new RoundStep(Admission.Duplicate(), Replay(vehicle, message));
         return message switch
         {
             PlainUpdateMessage plain => ReceivePlain(vehicle, index, updateId, plain),
@@ -233,7 +237,25 @@ public sealed class RoundCoordinator : IDisposable
 
     private void Route(IReadOnlyList<SecAggMessage> outbox, List<RoundEffect> effects)
     {
-        foreach (var m in outbox) effects.Add(new RouteEffect(_setup.Cohort[m.VehicleId], m));
+        foreach (var m in outbox)
+        {
+            effects.Add(new RouteEffect(_setup.Cohort[m.VehicleId], m));
+            _lastRouted[_setup.Cohort[m.VehicleId]] = (m, _server!.Phase); // the phase it opens, for Replay
+        }
+    }
+
+    /// <summary>
+    /// Downlink replay (issue 14 item 3). A vehicle that resends a secure message the server already has is still waiting
+    /// for the server's answer: the key directory, its forwarded shares or the unmask request went missing, for example
+    /// queued in a broker that restarted without them. Its resend is the signal, and the server sends its last message to
+    /// that vehicle again, byte for byte. It does so only while the server is still in the phase that message opened: an
+    /// older message would ask for work the server no longer takes. Replaying reveals nothing new (the same bytes went to the
+    /// same vehicle), and the vehicle ignores a message for a phase it has passed, so a copy that arrives twice is harmless.
+    /// </summary>
+    private List<RoundEffect> Replay(string vehicle, VehicleMessage message)
+    {
+        if (message is not SecureUpdateMessage || _server is null || !_lastRouted.TryGetValue(vehicle, out var last) || last.Phase != _server.Phase) return [];
+        return [new RouteEffect(vehicle, last.Message)];
     }
 
     /// <summary>

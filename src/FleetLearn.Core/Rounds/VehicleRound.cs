@@ -202,6 +202,8 @@ public sealed class VehicleRound : IDisposable
     private readonly VehicleRoundSetup _setup;
     private readonly TimeProvider _time;
     private readonly SecAggVehicle? _secAgg;
+    private readonly long _joinedAt;
+    private readonly TimeSpan _timeLeftAtJoin;
 
     /// <summary>Starts a joined round (use <see cref="Join"/> for a plan received over the wire).</summary>
     public VehicleRound(VehicleRoundSetup setup, TimeProvider time)
@@ -209,7 +211,15 @@ public sealed class VehicleRound : IDisposable
         _setup = setup;
         _time = time;
         _secAgg = setup.SecAgg;
+        _joinedAt = time.GetTimestamp(); // from here on the deadline is a duration on the monotonic clock: a wall clock set mid-round moves nothing
+        _timeLeftAtJoin = setup.Deadline - time.GetUtcNow();
     }
+
+    /// <summary>Time left before the round's deadline, on the vehicle's monotonic clock (negative: passed).</summary>
+    public TimeSpan TimeLeft => _timeLeftAtJoin - Elapsed;
+
+    /// <summary>Time since the vehicle joined, on its monotonic clock.</summary>
+    public TimeSpan Elapsed => _time.GetElapsedTime(_joinedAt);
 
     /// <summary>Round number.</summary>
     public long Round => _setup.Round;
@@ -220,14 +230,22 @@ public sealed class VehicleRound : IDisposable
     /// <summary>Whether the round runs secure aggregation.</summary>
     public bool IsSecure => _secAgg is not null;
 
-    /// <summary>The round's deadline.</summary>
-    public DateTimeOffset Deadline => _setup.Deadline;
+    /// <summary>The round's deadline on the vehicle's wall clock now (for outbox expiry): now + <see cref="TimeLeft"/>.</summary>
+    public DateTimeOffset Deadline => _time.GetUtcNow() + TimeLeft;
 
     /// <summary>Where the round stands.</summary>
     public VehicleRoundState State { get; private set; } = new AwaitingModel();
 
     /// <summary>Whether the round reached a final state.</summary>
     public bool IsFinished => State is VehicleDone or Abandoned;
+
+    /// <summary>Whether the vehicle waits for the aggregator's next SecAgg message; hearing nothing, the runner resends its last one (downlink replay, docs/reliability.md).</summary>
+    public bool AwaitsServer => _secAgg is { } s && !IsFinished && s.Phase switch
+    {
+        SecAggVehiclePhase.AwaitingKeyDirectory or SecAggVehiclePhase.AwaitingConsistencyCheck or SecAggVehiclePhase.AwaitingUnmaskRequest => true,
+        SecAggVehiclePhase.AwaitingShares => State is not (AwaitingModel { EarlyShares: not null } or TrainingLocally { EarlyShares: not null }),
+        _ => false,
+    };
 
     /// <summary>Bytes of the plaintext update or masked input this vehicle sent (0 before).</summary>
     public long UpdateBytes { get; private set; }
@@ -241,8 +259,10 @@ public sealed class VehicleRound : IDisposable
     /// device key), or joined. A joined secure round advertises its keys at once; its signatures bind <paramref name="signedPlan"/>,
     /// the plan exactly as received (<see cref="SecureVehicleSetup"/>).
     /// </summary>
+    /// <remarks><paramref name="remaining"/>: time left at the plan's arrival (<see cref="PlanTiming.Remaining"/>), measured on the vehicle's monotonic
+    /// clock; null: the plan's absolute deadline on <paramref name="time"/> (runners sharing the aggregator's clock).</remarks>
     public static PlanDecision Join(RoundPlan plan, ReadOnlyMemory<byte> signedPlan, VehicleProfile profile, long lastDecidedRound, IVehicleLedger? ledger,
-        Func<long, VehicleRoundRandomness> randomness, TimeProvider time)
+        Func<long, VehicleRoundRandomness> randomness, TimeProvider time, TimeSpan? remaining = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(profile);
@@ -265,7 +285,7 @@ public sealed class VehicleRound : IDisposable
             CohortIndex = index,
             ModelVersion = plan.ModelVersion,
             Spec = profile.Pinned,
-            Deadline = DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs),
+            Deadline = remaining is { } left ? time.GetUtcNow() + left : DateTimeOffset.FromUnixTimeMilliseconds(plan.DeadlineUnixMs),
             Codec = protection.ForRound(pipeline, plan.Round),
             Charge = charge,
             Ledger = ledger,
@@ -289,7 +309,7 @@ public sealed class VehicleRound : IDisposable
         if (State is not AwaitingModel awaiting) return [];
         if (model.Spec.ToString() != _setup.Spec.ToString() || model.Version != _setup.ModelVersion)
             throw new WireFormatException($"Model {model.Version} ({model.Spec}) is not the pinned {_setup.Spec} at version {_setup.ModelVersion}.");
-        if (_time.GetUtcNow() >= _setup.Deadline) return Abandon("the deadline passed before the model arrived");
+        if (TimeLeft <= TimeSpan.Zero) return Abandon("the deadline passed before the model arrived");
         State = new TrainingLocally(model, awaiting.EarlyShares);
         return [new TrainEffect(model)];
     }
@@ -310,7 +330,7 @@ public sealed class VehicleRound : IDisposable
             Clamped = info.Clamped;
             UpdateBytes = body.Length;
             State = new VehicleDone();
-            return [new SendUpdateEffect(Round, random.UpdateId, body, loss, samples, _setup.Deadline), new FinishedEffect(State)];
+            return [new SendUpdateEffect(Round, random.UpdateId, body, loss, samples, Deadline), new FinishedEffect(State)];
         }
         var input = _setup.Codec.EncodeSecure(delta, weight, random.Noise, random.Rounding, out var secureInfo);
         Clamped = secureInfo.Clamped;
@@ -332,7 +352,7 @@ public sealed class VehicleRound : IDisposable
             switch (message)
             {
                 case KeyDirectoryMessage directory:
-                    return [Send(_secAgg.HandleKeyDirectory(directory))];
+                    return _secAgg.Phase == SecAggVehiclePhase.AwaitingKeyDirectory ? [Send(_secAgg.HandleKeyDirectory(directory))] : []; // a copy (redelivery, replay): answered
                 case ForwardedSharesMessage shares:
                     switch (State)
                     {
@@ -348,7 +368,8 @@ public sealed class VehicleRound : IDisposable
                             return []; // a redelivered copy: already answered
                     }
                 case ConsistencyCheckRequestMessage check:
-                    return State is AwaitingUnmask ? [Send(_secAgg.HandleConsistencyCheck(check))] : []; // only a vehicle whose input left signs the survivors
+                    // Only a vehicle whose input left signs the survivors, and only once (a copy is ignored).
+                    return State is AwaitingUnmask && _secAgg.Phase == SecAggVehiclePhase.AwaitingConsistencyCheck ? [Send(_secAgg.HandleConsistencyCheck(check))] : [];
                 case UnmaskRequestMessage request:
                     if (State is not AwaitingUnmask) return []; // nothing masked left this vehicle: nothing to unmask
                     var response = _secAgg.HandleUnmaskRequest(request);
@@ -427,7 +448,7 @@ public sealed class VehicleRound : IDisposable
 
     private string OverBudget() => $"over the ε budget (spent {_setup.Ledger?.Epsilon ?? 0:F3})";
 
-    private SendSecAggEffect Send(SecAggMessage message) => new(Round, message, _setup.Deadline);
+    private SendSecAggEffect Send(SecAggMessage message) => new(Round, message, Deadline);
 
     /// <summary>Disposes the SecAgg state (round secrets) and, when owned, the cohort's key registry.</summary>
     public void Dispose()

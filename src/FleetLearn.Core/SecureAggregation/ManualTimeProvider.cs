@@ -11,6 +11,12 @@ public sealed class ManualTimeProvider(DateTimeOffset start) : TimeProvider
     /// <inheritdoc/>
     public override DateTimeOffset GetUtcNow() => _now;
 
+    /// <summary>The monotonic clock moves with <see cref="Advance"/> too (in ticks of 100 ns), so durations measured on it are simulated time.</summary>
+    public override long GetTimestamp() => _now.UtcTicks;
+
+    /// <inheritdoc/>
+    public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
     /// <summary>Moves the clock forward.</summary>
     public void Advance(TimeSpan delta)
     {

@@ -17,7 +17,7 @@ public sealed class TopicAccessPolicy(IEnumerable<string> aggregatorIdentities)
     public bool IsAggregator(string identity) => _aggregators.Contains(identity);
 
     /// <summary>The topics under <c>vehicles/{id}/</c> a vehicle may publish to, and nothing else.</summary>
-    public static IReadOnlyList<string> VehicleChannels { get; } = ["checkin", "status", "up/update", "up/secagg", "up/eval"];
+    public static IReadOnlyList<string> VehicleChannels { get; } = ["checkin", "status", "up/update", "up/secagg", "up/eval", "up/model"];
 
     /// <summary>Largest retained payload a vehicle may publish: its presence ("online" / "offline") on <c>status</c>.</summary>
     public const int MaxPresenceBytes = 64;

@@ -58,12 +58,18 @@ internal sealed class FaultRig : IAsyncDisposable
     public string AgentDb(int index) => Path.Combine(Root, $"car-{index}", $"car-{index}.db");
 
     /// <summary>Settings every MQTT process shares: small packets (a model or an update travels in ~15 chunks) and quick reconnects.</summary>
-    private static string[] Mqtt(int port) =>
+    private string[] Mqtt(int port, string client) =>
     [
         $"--Mqtt:Port={port}", $"--Mqtt:Fleet={Fleet}", "--Mqtt:MaxPacketSize=8192",
         "--Mqtt:ReconnectDelay=00:00:00.200", "--Mqtt:MaxReconnectDelay=00:00:01", "--Mqtt:BreakDuration=00:00:01",
-        "--Logging:Console:FormatterName=simple", "--Logging:Console:FormatterOptions:SingleLine=true",
+        "--Logging:Console:FormatterName=simple", "--Logging:Console:FormatterOptions:SingleLine=true", .. Tls?.Invoke(client) ?? [],
     ];
+
+    /// <summary>Extra MQTT settings per client id (e.g. the mTLS certificate of each process against Mosquitto); null = none.</summary>
+    public Func<string, string[]>? Tls { get; set; }
+
+    /// <summary>Points the processes started from now on at another broker (e.g. Mosquitto started by the test).</summary>
+    public void UseBroker(int port) => BrokerPort = port;
 
     /// <summary>Starts <c>fleetlearn broker</c> on <see cref="BrokerPort"/> in its own folder (the same folder on a restart) and waits until it listens.</summary>
     public async Task<FleetProcess> StartBrokerAsync(params string[] extra)
@@ -90,21 +96,24 @@ internal sealed class FaultRig : IAsyncDisposable
         "aggregator", $"--Aggregator:Model={Model}", "--Aggregator:CohortSize=2", "--Aggregator:MinParticipants=2",
         $"--Aggregator:Rounds={rounds}", "--Aggregator:RoundTimeout=00:03:00", "--Aggregator:OnnxFolder=",
         $"--Aggregator:HttpPort={HttpPort}", $"--Aggregator:DatabasePath={AggregatorDb}", $"--Aggregator:SigningKeyPath={SigningKeyPath}",
-        .. Mqtt(BrokerPort), .. extra,
+        .. Mqtt(BrokerPort, "aggregator"), .. extra,
     ]);
 
     /// <summary>Starts <c>fleetlearn agent</c> for vehicle car-<paramref name="index"/> (its own folder and database; the same on a restart), directly or through <paramref name="via"/>.</summary>
-    public FleetProcess StartAgent(int index, MqttFaultProxy? via = null) => Start($"car-{index}", Path.Combine(Root, $"car-{index}"),
+    public FleetProcess StartAgent(int index, MqttFaultProxy? via = null, params string[] extra) => StartAgentIn(null, index, via, extra);
+
+    /// <summary>The same, inside network namespace <paramref name="networkNamespace"/> (null: the test's own).</summary>
+    public FleetProcess StartAgentIn(string? networkNamespace, int index, MqttFaultProxy? via = null, params string[] extra) => Start($"car-{index}", Path.Combine(Root, $"car-{index}"),
     [
         "agent", "--vehicles", "50", "--index", index.ToString(CultureInfo.InvariantCulture), "--seed", "3", "--holdout", "0",
         $"--Agent:PinnedModelSpec={Model}", "--Agent:ResendInterval=00:00:01", $"--Agent:AggregatorPublicKey={Path.ChangeExtension(SigningKeyPath, ".pub.pem")}",
-        $"--Agent:DatabasePath={AgentDb(index)}", .. Mqtt(via?.Port ?? BrokerPort),
-    ]);
+        $"--Agent:DatabasePath={AgentDb(index)}", .. Mqtt(via?.Port ?? BrokerPort, $"car-{index}"), .. extra,
+    ], networkNamespace);
 
-    /// <summary>A fault proxy in front of the broker.</summary>
-    public MqttFaultProxy Proxy()
+    /// <summary>A fault proxy in front of the broker, listening on <paramref name="listen"/> (loopback when null).</summary>
+    public MqttFaultProxy Proxy(System.Net.IPAddress? listen = null)
     {
-        var proxy = new MqttFaultProxy(BrokerPort);
+        var proxy = new MqttFaultProxy(BrokerPort, listen);
         _proxies.Add(proxy);
         return proxy;
     }
@@ -166,10 +175,10 @@ internal sealed class FaultRig : IAsyncDisposable
         }
     }
 
-    private FleetProcess Start(string name, string folder, string[] args)
+    private FleetProcess Start(string name, string folder, string[] args, string? networkNamespace = null)
     {
         int run = _runs[name] = _runs.GetValueOrDefault(name) + 1;
-        var process = FleetProcess.Start($"{name}#{run}", folder, _environment, args);
+        var process = FleetProcess.Start($"{name}#{run}", folder, _environment, args, networkNamespace);
         _processes.Add(process);
         return process;
     }

@@ -63,10 +63,11 @@ internal sealed class FleetProcess : IDisposable
     }
 
     /// <summary>Starts <c>dotnet fleetlearn.dll {args}</c> in <paramref name="workingDirectory"/> with extra environment variables.</summary>
-    public static FleetProcess Start(string name, string workingDirectory, IReadOnlyDictionary<string, string> environment, IEnumerable<string> args)
+    public static FleetProcess Start(string name, string workingDirectory, IReadOnlyDictionary<string, string> environment, IEnumerable<string> args, string? networkNamespace = null)
     {
         Directory.CreateDirectory(workingDirectory);
-        var psi = new ProcessStartInfo(DotnetHost())
+        // In a network namespace: `ip netns exec` execs the host in place, so the process id is still the CLI's.
+        var psi = new ProcessStartInfo(networkNamespace is null ? DotnetHost() : "ip")
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
@@ -74,6 +75,7 @@ internal sealed class FleetProcess : IDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (networkNamespace is not null) foreach (var a in new[] { "netns", "exec", networkNamespace, DotnetHost() }) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add(CliPath);
         foreach (var a in args) psi.ArgumentList.Add(a);
         foreach (var (key, value) in environment) psi.Environment[key] = value;

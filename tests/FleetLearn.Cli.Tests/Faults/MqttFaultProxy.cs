@@ -20,10 +20,10 @@ internal sealed class MqttFaultProxy : IAsyncDisposable
     private readonly List<Task> _links = [];
     private readonly Task _accepting;
 
-    public MqttFaultProxy(int brokerPort)
+    public MqttFaultProxy(int brokerPort, IPAddress? listen = null)
     {
         _brokerPort = brokerPort;
-        _listener = new TcpListener(IPAddress.Loopback, 0);
+        _listener = new TcpListener(listen ?? IPAddress.Loopback, 0);
         _listener.Start();
         Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
         _accepting = AcceptAsync();
