@@ -135,6 +135,20 @@ internal sealed class FaultRig : IAsyncDisposable
             r.GetProperty("modelVersionIn").GetInt64(), r.GetProperty("modelVersionOut").ValueKind == JsonValueKind.Null ? (long?)null : r.GetProperty("modelVersionOut").GetInt64()))];
     }
 
+    /// <summary>The round and phase /api/status reports (null before the aggregator reports one, or while its HTTP surface is not up).</summary>
+    public async Task<(long Round, string Phase)?> PhaseAsync()
+    {
+        try
+        {
+            using var json = JsonDocument.Parse(await HttpGetAsync("/api/status"));
+            return json.RootElement.GetProperty("phase") is { ValueKind: JsonValueKind.Object } p ? (p.GetProperty("round").GetInt64(), p.GetProperty("phase").GetString()!) : null;
+        }
+        catch (HttpRequestException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Items still waiting in vehicle <paramref name="index"/>'s outbox (the agent must not be running).</summary>
     public IReadOnlyList<OutboxItem> Outbox(int index)
     {

@@ -110,6 +110,7 @@ internal sealed class MqttFaultProxy : IAsyncDisposable
         private TaskCompletionSource _open = Opened();
         private (string Topic, int Count)? _pauseAfter;
         private string? _pauseBefore;
+        private (string Topic, int MinBytes, bool AfterLarge, bool SeenLarge)? _pauseBySize;
         private string? _dropNext;
 
         /// <summary>True while packets are held.</summary>
@@ -140,6 +141,7 @@ internal sealed class MqttFaultProxy : IAsyncDisposable
             {
                 _pauseAfter = null;
                 _pauseBefore = null;
+                _pauseBySize = null;
                 _open.TrySetResult();
             }
         }
@@ -148,6 +150,22 @@ internal sealed class MqttFaultProxy : IAsyncDisposable
         public void PauseAfterPublishes(string topic, int count)
         {
             lock (_gate) _pauseAfter = (topic, _forwardedPublishes.GetValueOrDefault(topic) + count);
+        }
+
+        /// <summary>
+        /// Pauses just before the first PUBLISH to <paramref name="topic"/> under <paramref name="minBytes"/> bytes that follows
+        /// one of at least that size: e.g. the unmask answer after the chunks of a masked input, where counting messages would
+        /// also count the vehicle's resends of its small key messages.
+        /// </summary>
+        public void PauseBeforeSmallPublishAfterLarge(string topic, int minBytes)
+        {
+            lock (_gate) _pauseBySize = (topic, minBytes, true, false);
+        }
+
+        /// <summary>Pauses just before the first PUBLISH to <paramref name="topic"/> of at least <paramref name="minBytes"/> bytes (e.g. a masked input's first chunk): it is held.</summary>
+        public void PauseBeforeLargePublish(string topic, int minBytes)
+        {
+            lock (_gate) _pauseBySize = (topic, minBytes, false, false);
         }
 
         /// <summary>Pauses just before the next PUBLISH to <paramref name="topic"/> would be forwarded: it is held.</summary>
@@ -180,6 +198,16 @@ internal sealed class MqttFaultProxy : IAsyncDisposable
                         {
                             _dropNext = null;
                             continue;
+                        }
+                        if (topic is not null && _pauseBySize is { } watch && watch.Topic == topic)
+                        {
+                            bool large = bytes.Length >= watch.MinBytes;
+                            if (large && watch.AfterLarge) _pauseBySize = watch with { SeenLarge = true };
+                            else if (large || watch.SeenLarge)
+                            {
+                                _pauseBySize = null;
+                                PauseLocked();
+                            }
                         }
                         if (topic is not null && topic == _pauseBefore)
                         {

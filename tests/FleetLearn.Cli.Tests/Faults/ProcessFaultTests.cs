@@ -165,14 +165,21 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The same kill during a SecAgg+ round with distributed DP: car-3's masked input is held after its keys and shares went
-    /// out, so the round waits in MaskedInputCollection when the aggregator is killed. The restart does not resume it (the
-    /// server's share state lived in memory only): round 1 is recorded aborted before any unmasking, round 2 is applied
-    /// with all four, and the aggregator's ledger charges every vehicle for round 2 only.
+    /// The same kill during a SecAgg+ round with distributed DP, in each phase of the secure sum: the uplink of car-3 is held
+    /// after it sent <paramref name="sent"/> SecAgg messages (none: the aggregator waits in AdvertiseKeys; its keys: in
+    /// ShareKeys; keys and shares: in MaskedInputCollection); for Unmasking cars 1–3 hold everything after their masked
+    /// input (their unmask answers), so that no secret can be rebuilt from car-0's shares alone. The aggregator is killed once /api/status shows it waiting in that
+    /// phase. The restart does not resume the round (the server's share state lived in memory only): round 1 is recorded
+    /// aborted before any sum was released, round 2 is applied with all four, and the aggregator's ledger charges every
+    /// vehicle for round 2 only.
     /// </summary>
-    [Fact]
+    [Theory]
     [Trait("Category", "Slow")]
-    public async Task Kill9Aggregator_DuringSecAggPlusWithDistributedDp_RoundAbortedBeforeUnmaskingNoEpsilonCharged()
+    [InlineData(0, "AdvertiseKeys")]
+    [InlineData(1, "ShareKeys")]
+    [InlineData(2, "MaskedInputCollection")]
+    [InlineData(3, "Unmasking")]
+    public async Task Kill9Aggregator_InEachSecAggPhase_RoundAbortedBeforeUnmaskingNoEpsilonCharged(int sent, string phase)
     {
         await using var rig = new FaultRig(output);
         await rig.StartBrokerAsync();
@@ -184,16 +191,33 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
             $"--Aggregator:PrivacyLedgerPath={ledger}",
         ];
         var aggregator = rig.StartAggregator(rounds: 2, secure);
-        var proxy = rig.Proxy();
-        proxy.Up.PauseAfterPublishes(rig.Topics.Up("car-3", "secagg"), 2); // round keys and shares out; the masked input is held
-        var cars = Enumerable.Range(0, 4).Select(i => rig.StartAgent(i, i == 3 ? proxy : null)).ToArray();
-        await proxy.Up.WaitUntilPausedAsync(Step);
-        await cars[3].WaitForLineAsync("agent car-3: trained round 1", Step);
-        for (int i = 0; i < 3; i++) await cars[i].WaitForLineAsync($"agent car-{i}: trained round 1", Step);
+        int[] held = phase == "Unmasking" ? [1, 2, 3] : [3];
+        var proxies = held.ToDictionary(i => i, _ => rig.Proxy());
+        foreach (var (i, proxy) in proxies)
+        {
+            string topic = rig.Topics.Up($"car-{i}", "secagg");
+            // Held by what the message is, not by counting: a vehicle that hears nothing for a second resends its last message.
+            switch (sent)
+            {
+                case 0: proxy.Up.PauseBeforePublish(topic); break;                        // its keys
+                case 1: proxy.Up.PauseAfterPublishes(topic, 1); break;                    // its shares (a resend of the keys comes after the first one too)
+                case 2: proxy.Up.PauseBeforeLargePublish(topic, 2_048); break;            // the masked input's first 8 KiB chunk
+                default: proxy.Up.PauseBeforeSmallPublishAfterLarge(topic, 2_048); break; // the unmask answer, after the masked input
+            }
+        }
+        var cars = Enumerable.Range(0, 4).Select(i => rig.StartAgent(i, proxies.GetValueOrDefault(i))).ToArray();
+        foreach (var proxy in proxies.Values) await proxy.Up.WaitUntilPausedAsync(Step);
+        var waitUntil = DateTime.UtcNow + Step;
+        (long, string)? seen;
+        while ((seen = await rig.PhaseAsync()) != (1L, phase))
+        {
+            if (DateTime.UtcNow > waitUntil) throw new TimeoutException($"The aggregator did not wait in {phase} within {Step} (last seen: {seen}).");
+            await Task.Delay(100);
+        }
         Assert.False(aggregator.HasLine("round 1 applied"));
         Assert.False(aggregator.HasLine("round 1 aborted"));
         aggregator.KillHard();
-        proxy.Up.Resume();
+        foreach (var proxy in proxies.Values) proxy.Up.Resume();
 
         var restarted = rig.StartAggregator(rounds: 1, secure);
         await restarted.WaitForLineAsync("aggregator: round 1 was open when the previous run stopped; recorded as aborted: the aggregator restarted mid-round; a secure round is not resumed", Step);
