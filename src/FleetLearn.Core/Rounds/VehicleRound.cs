@@ -1,3 +1,6 @@
+// Long (over 450 lines) because it is the vehicle's whole part of a round as one closed state machine: joining (plan checks,
+// ledger, eligibility), training, the SecAgg phases with their replay and the deadline share its private state, and
+// splitting them would spread one protocol's invariants over several files.
 using System.Security.Cryptography;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Model;
