@@ -28,6 +28,24 @@ public sealed class FleetRosterCertificateTests : IDisposable
         Assert.NotNull(registry.FindDeviceKey(0));
     }
 
+    [Fact]
+    public void CheckIn_EnvelopeWithTheCertificate_DecodedAndAccepted()
+    {
+        // An operator's CA has a longer name than the ephemeral one; the device certificate carries it as its issuer.
+        using var ca = EphemeralDeviceCa.Create("Example Fleet Operations device issuing CA 2026 for the vehicle platform of region EU central");
+        using var store = LiteDbRoundStore.Open(Path.Combine(_dir, "envelope.db"));
+        var roster = new FleetRoster(store, null, null, new DeviceCertificateAuthority(ca.Certificate));
+        var (key, certificate) = ca.Issue("car-0");
+        byte[] payload;
+        using (key) payload = new Checkin(10, key.ExportSubjectPublicKeyInfo(), certificate).Encode();
+        Assert.True(payload.Length > 6 + Checkin.MaxKeyBytes, $"a {payload.Length}-byte check-in fits the key-only limit; the test needs a certificate that does not");
+
+        var envelope = roster.CheckIn("car-0", new Envelope(EnvelopeKind.Checkin, "car-0", 0, Guid.NewGuid(), payload).Encode());
+
+        Assert.Equal(EnvelopeKind.Checkin, envelope.Kind);
+        Assert.Equal(certificate, roster["car-0"].DeviceCertificate);
+    }
+
     [Theory]
     [InlineData("none", "no device certificate")]
     [InlineData("other-vehicle", "names 'car-1', not 'car-0'")]
