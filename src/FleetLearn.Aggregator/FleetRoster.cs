@@ -52,7 +52,7 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
     /// <summary>Decodes a check-in envelope from <paramref name="vehicle"/>'s topic and records it; returns the envelope (its round is the vehicle's last joined round).</summary>
     public Envelope CheckIn(string vehicle, byte[] payload)
     {
-        var envelope = Envelope.Decode(payload, maxPayload: 6 + Checkin.MaxKeyBytes);
+        var envelope = Envelope.Decode(payload, maxPayload: Checkin.MaxBytes);
         if (envelope.Vehicle != vehicle || envelope.Kind != EnvelopeKind.Checkin)
             throw new WireFormatException($"Check-in on {vehicle}'s topic names {envelope.Vehicle}.", RejectReasons.NotInCohort);
         CheckIn(vehicle, Checkin.Decode(envelope.Payload.Span));

@@ -83,6 +83,9 @@ public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertif
     /// <summary>Longest device certificate accepted.</summary>
     public const int MaxCertificateBytes = 4096;
 
+    /// <summary>Longest encoded check-in: sample count, the longest key and the longest certificate with their lengths.</summary>
+    public const int MaxBytes = 6 + MaxKeyBytes + 2 + MaxCertificateBytes;
+
     /// <summary>Encodes the check-in.</summary>
     public byte[] Encode()
     {
