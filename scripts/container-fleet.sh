@@ -12,6 +12,8 @@
 #   --codec CODEC           update codec (default none)               --model SPEC  (default 784-200-200-10)
 #   --local-epochs E        (default 1)    --batch B (default 10)     --lr LR (default 0.1)
 #   --phase-timeout S       seconds per secure-aggregation phase (default 60)
+#   --eval-epsilon E        each vehicle's ε for one noised accuracy report (Agent:EvaluationEpsilon; charged to its own
+#                           ledger). Without it, under DP vehicles report no accuracy and the lines show "—".
 #   --chaos                 kill, pause and disconnect random agent containers during the run
 #   --seed S                seed of the chaos choices and the partition (default 1)
 #   --json                  one JSON object per round, and a JSON summary as the last stdout line
@@ -23,7 +25,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 source "$repo/containers/env.sh"
 
 agents="" rounds="" cohort="" min_participants="" secagg=off dp=off clip=1 noise=1 codec=none model=784-200-200-10
-epochs=1 batch=10 lr=0.1 phase_timeout=60 chaos=false seed=1 json=false keep=false rebuild=false
+epochs=1 batch=10 lr=0.1 phase_timeout=60 chaos=false seed=1 json=false keep=false rebuild=false eval_epsilon=""
 die() { echo "container-fleet.sh: $*" >&2; exit 2; }
 num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 '$2' is not a whole number"; }
 while [ $# -gt 0 ]; do
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     --min-participants) min_participants=${2:?--min-participants needs a number}; num --min-participants "$min_participants"; shift 2 ;;
     --secagg) secagg=${2:?--secagg needs off, full or plus}; shift 2 ;;
     --dp) dp=${2:?--dp needs off, central or distributed}; shift 2 ;;
+    --eval-epsilon) eval_epsilon=${2:?--eval-epsilon needs a number}; [[ "$eval_epsilon" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--eval-epsilon '$eval_epsilon' is not a positive number"; shift 2 ;;
     --clip) clip=${2:?--clip needs a number}; shift 2 ;;
     --noise-multiplier) noise=${2:?--noise-multiplier needs a number}; shift 2 ;;
     --codec) codec=${2:?--codec needs a codec}; shift 2 ;;
@@ -155,7 +158,7 @@ start_agent() { # index
   pm run -d --name "$run_id-$v" --label "$label" --label fleetlearn.role=agent --network "$net" \
     -v "$run_id-$v:/var/lib/fleetlearn-agent" -v "$dir/certs:/etc/fleetlearn/certs:ro" \
     -v "$dir/aggregator-signing.pub.pem:/etc/fleetlearn/aggregator-signing.pub.pem:ro" \
-    "${mqtt_tls[@]}" -e Agent__VehicleId="$v" -e Agent__PinnedModelSpec="$model" -e Agent__Seed=$((seed * 1000 + i)) \
+    "${mqtt_tls[@]}" -e Agent__VehicleId="$v" ${eval_epsilon:+-e Agent__EvaluationEpsilon="$eval_epsilon"} -e Agent__PinnedModelSpec="$model" -e Agent__Seed=$((seed * 1000 + i)) \
     -e VehicleData__Vehicles="$agents" -e VehicleData__Index="$i" -e VehicleData__Seed="$seed" \
     localhost/fleetlearn-agent:dev >/dev/null
 }
@@ -215,14 +218,18 @@ metric_f() { awk -v names="$*" 'BEGIN { n = split(names, want, " ") } /^[^#]/ { 
 # Mean accuracy that the agents' own evaluations give model V: each vehicle scores every global model on its hold-out
 # frames when the model reaches it with the next round's plan. That is why the aggregator runs one round more than
 # asked (Aggregator:Rounds = R + 1): its plan carries model R to the vehicles; the script stops the fleet there.
+# Under DP a vehicle reports nothing unless it has an evaluation budget (Agent:EvaluationEpsilon; docs/privacy.md): it logs
+# "model V is not reported" instead, and counts as answered.
 accuracy_of() { # version wait-seconds
   local v=$1 until=$(( $(date +%s) + $2 )) ids
   while true; do
     : > "$run_dir/scores"
+    local have=0 log
     for ((i = 0; i < agents; i++)); do
-      pm logs "$run_id-car-$i" 2>&1 | sed -n "s/.*: model $v scores \([0-9.]*\) on .*/\1/p" | tail -n 1 >> "$run_dir/scores" || true
+      log=$(pm logs "$run_id-car-$i" 2>&1 || true)
+      sed -n "s/.*: model $v scores \([0-9.]*\) on .*/\1/p" <<< "$log" | tail -n 1 >> "$run_dir/scores"
+      if grep -q -e ": model $v scores " -e ": model $v is not reported" <<< "$log"; then have=$((have + 1)); fi
     done
-    local have; have=$(grep -c . "$run_dir/scores" || true)
     local up; up=$(pm ps -q --filter "label=fleetlearn.role=agent" --filter "label=$label" --filter status=running | wc -l)
     if [ "$have" -ge "$up" ] || [ "$(date +%s)" -ge "$until" ]; then break; fi
     sleep 1
