@@ -20,21 +20,9 @@ public sealed class MqttFleetSimulationTests : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(4);
     private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("fl-mqttsim-");
-    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
-        .SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.Warning : LogLevel.Information));
+    private static ILoggerFactory Logs => SimulationTestData.Logs;
 
-    private static readonly Lazy<(LabeledData Train, LabeledData Test)?> Data = new(() =>
-    {
-        try
-        {
-            return (FashionMnist.LoadTrain(null), FashionMnist.LoadTest(null));
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            if (Environment.GetEnvironmentVariable("CI") == "true") throw;
-            return null;
-        }
-    });
+    private static Lazy<(LabeledData Train, LabeledData Test)?> Data => SimulationTestData.FashionMnistSets;
 
     private static SimulationOptions Options => new()
     {

@@ -7,18 +7,7 @@ namespace FleetLearn.Simulation.Tests;
 /// <summary>The poisoning audit on a small, fast configuration (Fashion-MNIST; skipped where it is not installed).</summary>
 public sealed class PoisoningAuditTests
 {
-    private static readonly Lazy<(LabeledData Train, LabeledData Test)?> Data = new(() =>
-    {
-        try
-        {
-            return (FashionMnist.LoadTrain(null), FashionMnist.LoadTest(null));
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            if (Environment.GetEnvironmentVariable("CI") == "true") throw;
-            return null;
-        }
-    });
+    private static Lazy<(LabeledData Train, LabeledData Test)?> Data => SimulationTestData.FashionMnistSets;
 
     private static PoisoningAuditOptions Small => new()
     {
