@@ -45,6 +45,7 @@ public sealed class FleetSimulator : IDisposable
     private readonly RandomizedResponse? _telemetry;
     private readonly long[] _telemetryReports;
     private readonly long[] _telemetryTruth;
+    private readonly Dictionary<int, List<(int Value, int Report)>> _telemetryLog = [];
     private readonly UpdatePipeline _pipeline;
     private readonly ErrorFeedbackStore? _residuals;
     private readonly Dictionary<int, ECDsa> _deviceKeys = [];
@@ -116,6 +117,9 @@ public sealed class FleetSimulator : IDisposable
 
     /// <summary>The vehicles' own ledgers, one record per vehicle (null when DP is off).</summary>
     public PrivacyLedger? VehicleLedgers => _vehicleLedgers;
+
+    /// <summary>Every telemetry report the aggregator received from <paramref name="vehicle"/>, with the true value the simulator knows.</summary>
+    internal IReadOnlyList<(int Value, int Report)> TelemetryOf(int vehicle) => _telemetryLog.TryGetValue(vehicle, out var log) ? log : [];
 
     /// <summary>Telemetry: (estimated, true) label frequencies over every report so far; null when telemetry is off.</summary>
     public (double[] Estimated, double[] True)? TelemetryEstimate
@@ -284,6 +288,7 @@ public sealed class FleetSimulator : IDisposable
             Epsilon = FleetEpsilon,
             MaxVehicleEpsilon = _ledger is null ? double.NaN : _ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             ClipNorm = _options.Privacy is null ? double.NaN : clipUsed,
+            UnclippedCount = _adaptive is null ? null : outcome.UnclippedCount,
             Declined = declined + tally.Declined,
         };
     }
@@ -612,8 +617,11 @@ public sealed class FleetSimulator : IDisposable
         var rng = DeterministicRandom.Derive(_options.Seed, 0x7E1E, ((ulong)(uint)round << 32) | (uint)vehicle);
         int label = _train.Labels[rows[rng.NextInt(rows.Length)]];
         var source = new SeededNoiseSource(rng.NextUInt64());
-        _telemetryReports[_telemetry!.Perturb(label, source)]++;
+        int report = _telemetry!.Perturb(label, source);
+        _telemetryReports[report]++;
         _telemetryTruth[label]++;
+        if (!_telemetryLog.TryGetValue(vehicle, out var log)) _telemetryLog[vehicle] = log = [];
+        log.Add((label, report));
     }
 
     public void Dispose()

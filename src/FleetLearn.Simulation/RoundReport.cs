@@ -56,6 +56,12 @@ public sealed record RoundReport
     /// <summary>Largest per-vehicle ε in the ledger, which accounts each participation with q = 1 (no amplification). NaN when DP is off.</summary>
     public double MaxVehicleEpsilon { get; init; } = double.NaN;
 
+    /// <summary>
+    /// The count of unclipped updates the aggregator learned from the round (adaptive clipping): from the secure sum's bit
+    /// coordinate under secure aggregation, else from the updates' headers; null without adaptive clipping.
+    /// </summary>
+    public int? UnclippedCount { get; init; }
+
     /// <summary>Clip norm C used this round (NaN when DP is off).</summary>
     public double ClipNorm { get; init; } = double.NaN;
 
