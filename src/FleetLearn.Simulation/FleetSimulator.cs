@@ -46,6 +46,7 @@ public sealed class FleetSimulator : IDisposable
     private readonly long[] _telemetryReports;
     private readonly long[] _telemetryTruth;
     private readonly Dictionary<int, List<(int Value, int Report)>> _telemetryLog = [];
+    private readonly Dictionary<int, MemoizedRandomizedResponse> _telemetryMemos = [];
     private readonly UpdatePipeline _pipeline;
     private readonly ErrorFeedbackStore? _residuals;
     private readonly Dictionary<int, ECDsa> _deviceKeys = [];
@@ -200,7 +201,11 @@ public sealed class FleetSimulator : IDisposable
         double clipUsed = _clipNorm;
         double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
         ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
-        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd);
+        // Adaptive clipping under the distributed discrete Gaussian: each vehicle adds its share σ_b/√m_min on the unclipped
+        // bit too, so the aggregator learns the count only noised, as it learns the sum (issue 13 item 9). Otherwise the
+        // aggregator noises the count itself (central DP, or plaintext updates it sees anyway).
+        double bitShare = _adaptive?.VehicleBitShare(_pipeline, rules.MinNoiseShares) ?? 0;
+        var codec = _pipeline.ForRound((ulong)round, codecSeed, _options.Privacy is not null || _options.NormBound is not null ? _clipNorm : null, noiseStd, bitShare);
         // Charged (both ledgers, and the budget checks) at the σ equivalent of the noise this round's codec actually adds.
         if (_options.Privacy is { } dp) rules = rules with { ChargedNoiseMultiplier = RoundRules.ChargeFor(codec, rules.MinNoiseShares, dp.NoiseMultiplier, UpdateNoiseMultiplier) };
         bool Eligible(int v)
@@ -253,8 +258,8 @@ public sealed class FleetSimulator : IDisposable
             if (_options.Privacy is not null) AddFleetRelease(rules.Charge.NoiseMultiplier);
             if (_adaptive is not null)
             {
-                var source = new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xADA9, (ulong)round).NextUInt64());
-                _adaptive.Update(outcome.UnclippedCount, _options.CohortSize, source);
+                if (bitShare > 0) _adaptive.UpdateWithNoisedCount(outcome.UnclippedCount, _options.CohortSize);
+                else _adaptive.Update(outcome.UnclippedCount, _options.CohortSize, new SeededNoiseSource(DeterministicRandom.Derive(_options.Seed, 0xADA9, (ulong)round).NextUInt64()));
                 _clipNorm = _adaptive.ClipNorm;
             }
         }
@@ -617,7 +622,15 @@ public sealed class FleetSimulator : IDisposable
         var rng = DeterministicRandom.Derive(_options.Seed, 0x7E1E, ((ulong)(uint)round << 32) | (uint)vehicle);
         int label = _train.Labels[rows[rng.NextInt(rows.Length)]];
         var source = new SeededNoiseSource(rng.NextUInt64());
-        int report = _telemetry!.Perturb(label, source);
+        // Permanent randomized response (issue 13 item 9): the vehicle keeps its first report of each value and repeats it,
+        // so averaging rounds undoes nothing; that first report is charged to the vehicle's ledger (it charges itself
+        // before it sends, and declines when its budget cannot afford it) and to the aggregator's.
+        if (!_telemetryMemos.TryGetValue(vehicle, out var memo)) _telemetryMemos[vehicle] = memo = new MemoizedRandomizedResponse(_telemetry!);
+        string id = VehicleId(vehicle);
+        if (!memo.Memo.ContainsKey(label) && _vehicleLedgers is not null && !_vehicleLedgers.TryRecord(id, memo.ReleaseId(label), memo.ChargeFor(), out _))
+            return;
+        int report = memo.Report(label, source, out bool first);
+        if (first) _ledger?.Record(id, memo.ReleaseId(label), memo.ChargeFor());
         _telemetryReports[report]++;
         _telemetryTruth[label]++;
         if (!_telemetryLog.TryGetValue(vehicle, out var log)) _telemetryLog[vehicle] = log = [];

@@ -41,6 +41,8 @@ internal static partial class PrivacyAttackAudit
         Guard("guessed-secagg-plus-neighbours", GuessedNeighbours),
         Guard("floating-point-eval-report", FloatingPointEvalReport),
         Guard("averaged-eval-reports", AveragedEvalReports),
+        Guard("unnoised-unclipped-bit", UnnoisedUnclippedBit),
+        Guard("averaged-telemetry", AveragedTelemetry),
     ];
 
     private static AttackOutcome Guard(string name, Func<string, AttackOutcome> attack)

@@ -45,11 +45,23 @@ public sealed class AdaptiveClipping
     /// <summary>σ_b: standard deviation of the noise on the unclipped count.</summary>
     public double CountNoiseStdDev { get; }
 
+    /// <summary>
+    /// Each vehicle's discrete Gaussian share on its unclipped bit: σ_b/√m_min when <paramref name="pipeline"/> sends the bit
+    /// inside a secure sum under the distributed discrete Gaussian (the aggregator then learns the count only with at least
+    /// N_Z(0, σ_b²) on it, issue 13 item 9), else 0 (the aggregator noises the count itself with <see cref="Update"/>).
+    /// </summary>
+    public double VehicleBitShare(Compression.UpdatePipeline pipeline, int minNoiseShares)
+    {
+        ArgumentNullException.ThrowIfNull(pipeline);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(minNoiseShares);
+        return pipeline.IsDiscreteGaussian && pipeline.Options.SendUnclippedBit ? CountNoiseStdDev / Math.Sqrt(minNoiseShares) : 0;
+    }
+
     /// <summary>A vehicle's bit b_i = 1[‖Δ_i‖ ≤ C].</summary>
     public static bool IsUnclipped(double updateNorm, double clipNorm) => updateNorm <= clipNorm;
 
     /// <summary>
-    /// Applies one round: b̄ = (unclipped + N(0, σ_b²))/m, C ← C·exp(−η_C(b̄ − γ)); returns the noised fraction b̄.
+    /// Applies one round: b̄ = (unclipped + N_Z(0, σ_b²))/m, C ← C·exp(−η_C(b̄ − γ)); returns the noised fraction b̄.
     /// </summary>
     /// <param name="unclippedCount">Σ b_i over the round's contributions.</param>
     /// <param name="plannedCohortSize">m: the public, planned cohort size used as denominator.</param>
@@ -58,8 +70,19 @@ public sealed class AdaptiveClipping
     {
         ArgumentOutOfRangeException.ThrowIfNegative(unclippedCount);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(plannedCohortSize);
-        double noise = CountNoiseStdDev > 0 ? CountNoiseStdDev * (source ?? new SecureNoiseSource()).NextStandardNormal() : 0;
-        double fraction = (unclippedCount + noise) / plannedCohortSize;
+        // The count is an integer: exact discrete Gaussian noise on it (Canonne, Kamath & Steinke 2020), not floating point.
+        long noise = CountNoiseStdDev > 0 ? DiscreteGaussian.Sample(CountNoiseStdDev * CountNoiseStdDev, source ?? new SecureNoiseSource()) : 0;
+        return UpdateWithNoisedCount(unclippedCount + noise, plannedCohortSize);
+    }
+
+    /// <summary>
+    /// Applies one round whose count arrived already noised (each vehicle added its discrete Gaussian share σ_b/√m_min on its
+    /// bit under secure aggregation, so the sum carries at least N_Z(0, σ_b²)); the count may be negative. Returns b̄.
+    /// </summary>
+    public double UpdateWithNoisedCount(long noisedCount, int plannedCohortSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(plannedCohortSize);
+        double fraction = noisedCount / (double)plannedCohortSize;
         ClipNorm = NextClipNorm(ClipNorm, fraction, TargetQuantile, LearningRate);
         return fraction;
     }

@@ -20,7 +20,7 @@ public sealed class AuditAttacksCommandTests
         [
             "weight-coordinate-forgery", "fewer-noise-shares-than-promised", "zero-noise-share-plan", "noise-before-quantization",
             "invented-vehicle", "inconsistent-dropouts", "unsigned-downlink", "guessed-secagg-plus-neighbours", "floating-point-eval-report",
-            "averaged-eval-reports",
+            "averaged-eval-reports", "unnoised-unclipped-bit", "averaged-telemetry",
         ];
         Assert.Equal(attacks, outcomes.Keys.ToArray());
         foreach (var attack in attacks) Assert.Equal("refused", outcomes[attack]);

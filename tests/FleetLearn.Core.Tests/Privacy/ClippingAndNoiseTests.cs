@@ -168,6 +168,16 @@ public sealed class ClippingAndNoiseTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AdaptiveClipping_CountNoisedByTheVehicles_AppliedAsIsEvenBelowZero()
+    {
+        // The vehicles' discrete Gaussian shares can push the released count below 0: b̄ = −3/10, C = exp(−0.2·(−0.3 − 0.5)).
+        var a = new AdaptiveClipping(initialClipNorm: 1.0, targetQuantile: 0.5, learningRate: 0.2, countNoiseStdDev: 4);
+        Assert.Equal(-0.3, a.UpdateWithNoisedCount(-3, 10), 12);
+        Assert.Equal(Math.Exp(0.16), a.ClipNorm, 12);
+        Assert.Throws<ArgumentOutOfRangeException>(() => a.UpdateWithNoisedCount(5, 0));
+    }
+
+    [Fact]
     public void AdaptiveClipping_NoisedCounts_ConvergesToTargetQuantile()
     {
         // Norms uniform on [0, 10]: the 0.7-quantile is 7.
