@@ -307,6 +307,22 @@ public sealed class FleetSimulatorTests
     }
 
     [Fact]
+    public void Run_SecAggPlusWithOverSelection_SurplusCountsAsMissing_EveryRoundApplies()
+    {
+        // 26 selected for 20 needed: the 6 surplus never send a masked input, on top of 10% dropping mid-round. A graph
+        // derived for 10% missing (k = 6, t = 4 here) loses a vehicle's secret when 4 of its 7 holders are among them, and
+        // the round aborts; the default k must be derived for the surplus too.
+        var options = Options with
+        {
+            Vehicles = 60, Cohort = 20, Rounds = 4, OverSelection = 0.3, Behavior = new Core.Federated.FleetBehavior(Availability: 0.9, Dropout: 0.1),
+            Codec = CodecSpec.Parse("rot+q8"), SecureAggregation = SecureAggregationMode.Plus, NormBound = 1, Seed = 7,
+        };
+        using var sim = Create(options);
+        var reports = sim.Run().ToList();
+        Assert.All(reports, r => Assert.True(r.Applied, r.AbortReason));
+    }
+
+    [Fact]
     public void Run_TopKWithErrorFeedback_ResidualsOnlyForVehiclesThatParticipated()
     {
         using var sim = Create(Options with { Codec = CodecSpec.Parse("topk0.1+ef+q8"), Rounds = 3 });
