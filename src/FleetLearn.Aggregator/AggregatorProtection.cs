@@ -54,7 +54,7 @@ public static class AggregatorProtection
         {
             Codec = options.CodecSpec.ToString(),
             SecureAggregation = RoundProtection.Text(secure),
-            Neighbors = secure == SecureAggregationMode.Plus ? options.SecAggNeighbors ?? NeighborGraph.DefaultNeighbors(cohortSize) : null,
+            Neighbors = secure == SecureAggregationMode.Plus ? options.SecAggNeighbors ?? NeighborGraph.DefaultNeighbors(cohortSize, SecAggPlusParameters.MissingFraction(cohortSize, options.CohortSize)) : null,
             ModulusBits = options.SecAggModulusBits,
             ClipNorm = options.ClipNorm,
             Noise = RoundProtection.Text(noise),

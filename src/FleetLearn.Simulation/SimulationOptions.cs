@@ -159,7 +159,7 @@ public sealed record SimulationOptions
     internal int? EffectiveNeighbors(int n)
     {
         if (SecureAggregation != SecureAggregationMode.Plus) return null;
-        return SecAggNeighbors ?? Core.SecureAggregation.NeighborGraph.DefaultNeighbors(n);
+        return SecAggNeighbors ?? Core.SecureAggregation.NeighborGraph.DefaultNeighbors(n, Core.SecureAggregation.SecAggPlusParameters.MissingFraction(n, CohortSize));
     }
 
     /// <summary>The update pipeline this configuration implies (throws <see cref="CodecConfigurationException"/> on a conflict).</summary>

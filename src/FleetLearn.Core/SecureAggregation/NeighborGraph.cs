@@ -32,13 +32,15 @@ public sealed class NeighborGraph
 
     /// <summary>
     /// The default k of SecAgg+ for a cohort of <paramref name="n"/>: derived, not guessed — the smallest even k whose failure
-    /// bound is ≤ 2^-40 against 5% colluding and 10% dropping vehicles (<see cref="SecAggPlusParameters.Derive"/>, Bell et al.
-    /// 2020); null (the complete graph) when no k below n − 1 meets it. Its threshold is the default strict majority.
+    /// bound is ≤ 2^-40 against 5% colluding vehicles and a fraction <paramref name="missing"/> (default 10%) that never send
+    /// their masked input (<see cref="SecAggPlusParameters.Derive"/>, Bell et al. 2020; with over-selection pass
+    /// <see cref="SecAggPlusParameters.MissingFraction"/>); null (the complete graph) when no k below n − 1 meets it. Its
+    /// threshold is the default strict majority.
     /// </summary>
-    public static int? DefaultNeighbors(int n)
+    public static int? DefaultNeighbors(int n, double missing = SecAggPlusParameters.DefaultDropout)
     {
         if (n < 3) return null;
-        var c = SecAggPlusParameters.Derive(n, SecAggPlusParameters.DefaultColluders, SecAggPlusParameters.DefaultDropout);
+        var c = SecAggPlusParameters.Derive(n, SecAggPlusParameters.DefaultColluders, missing);
         return c.Neighbors >= n - 1 ? null : c.Neighbors;
     }
 

@@ -40,6 +40,18 @@ public static class SecAggPlusParameters
     /// <summary>The failure bound Bell et al. target: 2^-40.</summary>
     public const double DefaultTargetLog2 = -40;
 
+    /// <summary>
+    /// δ for a round that selects <paramref name="selected"/> vehicles and closes its masked-input phase once
+    /// <paramref name="needed"/> have sent (over-selection): the surplus never sends a masked input, so to SecAgg+ it is
+    /// missing exactly like a dropout; with no surplus, the default dropout rate <see cref="DefaultDropout"/>.
+    /// </summary>
+    public static double MissingFraction(int selected, int needed)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(selected);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(needed);
+        return Math.Max(DefaultDropout, Math.Max(0, selected - needed) / (double)selected);
+    }
+
     /// <summary>The smallest even k (then the t minimising the bound) whose failure bound is ≤ 2^<paramref name="targetLog2"/>; the complete graph if none below n − 1 is.</summary>
     public static SecAggPlusChoice Derive(int vehicles, double colluders, double dropout, double targetLog2 = DefaultTargetLog2)
     {

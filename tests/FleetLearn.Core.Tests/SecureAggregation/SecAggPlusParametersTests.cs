@@ -5,6 +5,20 @@ namespace FleetLearn.Core.Tests.SecureAggregation;
 public sealed class SecAggPlusParametersTests
 {
     [Fact]
+    public void MissingFraction_OverSelectedSurplusCountsAsMissing_AndTheGraphGrowsForIt()
+    {
+        Assert.Equal(6 / 26.0, SecAggPlusParameters.MissingFraction(26, 20), 12);
+        Assert.Equal(300 / 1300.0, SecAggPlusParameters.MissingFraction(1300, 1000), 12);
+        Assert.Equal(SecAggPlusParameters.DefaultDropout, SecAggPlusParameters.MissingFraction(1000, 1000));
+        Assert.Equal(SecAggPlusParameters.DefaultDropout, SecAggPlusParameters.MissingFraction(1020, 1000)); // 2% surplus: the dropout rate rules
+        Assert.Throws<ArgumentOutOfRangeException>(() => SecAggPlusParameters.MissingFraction(0, 1));
+        // Same bound, more missing vehicles: more neighbours, and the derived k meets 2^-40 at the missing fraction it was derived for.
+        int k = NeighborGraph.DefaultNeighbors(1300, 300 / 1300.0)!.Value;
+        Assert.True(k > NeighborGraph.DefaultNeighbors(1300)!.Value, $"k = {k}");
+        Assert.True(SecAggPlusParameters.Evaluate(1300, k, (k + 1) / 2 + 1, SecAggPlusParameters.DefaultColluders, 300 / 1300.0).FailureLog2 <= -40);
+    }
+
+    [Fact]
     public void Derive_Issue13Acceptance_KWellBelowNAndFailureBelowTwoToMinus40()
     {
         var c = SecAggPlusParameters.Derive(1000, 0.05, 0.1);
