@@ -44,11 +44,36 @@ public sealed class MqttFleetSimulationTests : IDisposable
     public void Dispose() => _dir.Delete(recursive: true);
 
     [Fact]
-    public void CheckSupported_MaliciousServerMode_RefusedUntilTheAgentSpeaksIt()
+    public async Task RunAsync_MaliciousServerModeOverPlainExternalBroker_RefusedForWantOfCertifiedKeys()
     {
-        var e = Assert.Throws<ArgumentException>(() => MqttFleetSimulation.CheckSupported(Options with { SecAggMaliciousServer = true }));
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => MqttFleetSimulation.RunAsync(Options with { SecAggMaliciousServer = true }, Empty, Empty,
+            new MqttSimulationBroker("mqtt://127.0.0.1:1"), Path.Combine(_dir.FullName, "plain"), _ => { }, Logs));
 
-        Assert.Contains("--secagg-malicious runs in process only", e.Message, StringComparison.Ordinal);
+        Assert.Contains("--secagg-malicious needs certified device keys", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Issue 13 item 5 over the wire: the embedded broker with mutual TLS against a simulated device CA, every agent's device
+    /// key its certificate's key and every agent requiring malicious-aggregator mode (certified keys, ConsistencyCheck round,
+    /// signed downlink bound to the signed plan); the masks cancel exactly, so the model equals the in-process run's.
+    /// </summary>
+    [SkippableFact]
+    public async Task EmbeddedBroker_SecAggMaliciousServer_AgentsRequiringIt_FinalModelEqualsInProcessBitForBit()
+    {
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        var (train, test) = Data.Value!.Value;
+        var options = Options with { SecAggMaliciousServer = true };
+        var expected = InProcess(options, train, test);
+        using var cts = new CancellationTokenSource(Timeout);
+        string work = Path.Combine(_dir.FullName, "malicious");
+        var result = await MqttFleetSimulation.RunAsync(options, train, test, new MqttSimulationBroker(), work, _ => { }, Logs, cancellationToken: cts.Token);
+        AssertSame(expected, result);
+        // Every vehicle signed the survivor set (ConsistencyCheck) before it answered the unmask request, in every round.
+        Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("ConsistencySignatureMessage"));
+        Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("UnmaskResponseMessage"));
+        // The device keys were the simulated CA's certificates' keys (what the aggregator listed in every plan).
+        Assert.True(File.Exists(Path.Combine(work, SimulationCertificates.FolderName, "ca.crt")));
+        Assert.Equal(20, Directory.GetFiles(Path.Combine(work, SimulationCertificates.FolderName), "vehicle-*.crt").Length);
     }
 
     [SkippableFact]
@@ -56,10 +81,12 @@ public sealed class MqttFleetSimulationTests : IDisposable
     {
         Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
         var (train, test) = Data.Value!.Value;
-        var expected = InProcess(train, test);
+        var expected = InProcess(Options, train, test);
         using var cts = new CancellationTokenSource(Timeout);
         var result = await MqttFleetSimulation.RunAsync(Options, train, test, new MqttSimulationBroker(), Path.Combine(_dir.FullName, "embedded"), _ => { }, Logs, cancellationToken: cts.Token);
         AssertSame(expected, result);
+        Assert.False(result.SecAggMessagesSent!.ContainsKey("ConsistencySignatureMessage")); // honest-but-curious mode has no ConsistencyCheck round
+        Assert.Equal(60, result.SecAggMessagesSent!["UnmaskResponseMessage"]);
     }
 
     [SkippableFact]
@@ -69,7 +96,7 @@ public sealed class MqttFleetSimulationTests : IDisposable
         await using var mosquitto = await MosquittoBroker.StartAsync([.. Enumerable.Range(0, 20).Select(MqttFleetSimulation.VehicleName)]);
         Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
         var (train, test) = Data.Value!.Value;
-        var expected = InProcess(train, test);
+        var expected = InProcess(Options, train, test);
         using var cts = new CancellationTokenSource(Timeout);
         var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
         MqttSimulationResult result;
@@ -84,9 +111,11 @@ public sealed class MqttFleetSimulationTests : IDisposable
         AssertSame(expected, result);
     }
 
-    private static (float[] Model, List<RoundReport> Rounds) InProcess(LabeledData train, LabeledData test)
+    private static LabeledData Empty => new([], [], 784, 10);
+
+    private static (float[] Model, List<RoundReport> Rounds) InProcess(SimulationOptions options, LabeledData train, LabeledData test)
     {
-        using var simulator = new FleetSimulator(Options, train, test, (spec, maxBatch) => TrainerFactory.Create(BackendChoice.Cpu, spec, maxBatch));
+        using var simulator = new FleetSimulator(options, train, test, (spec, maxBatch) => TrainerFactory.Create(BackendChoice.Cpu, spec, maxBatch));
         var rounds = simulator.Run().ToList();
         Assert.All(rounds, r => Assert.True(r.Applied, $"in-process round {r.Round}: {r.AbortReason}"));
         return (simulator.GlobalModel.ToArray(), rounds);
