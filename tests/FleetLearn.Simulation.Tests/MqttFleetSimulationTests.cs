@@ -134,6 +134,31 @@ public sealed class MqttFleetSimulationTests : IDisposable
         AssertSame(expected, result);
     }
 
+    /// <summary>Malicious-server mode against Debian's Mosquitto with broker-config/'s ACLs and make-dev-ca.sh's certificates (--broker-certs).</summary>
+    [SkippableFact]
+    public async Task Mosquitto_MutualTlsAndAcls_SecAggMaliciousServer_FinalModelEqualsInProcessBitForBit()
+    {
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        await using var mosquitto = await MosquittoBroker.StartAsync([.. Enumerable.Range(0, 20).Select(MqttFleetSimulation.VehicleName)]);
+        Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
+        var (train, test) = Data.Value!.Value;
+        var options = Options with { SecAggMaliciousServer = true };
+        var expected = InProcess(options, train, test);
+        using var cts = new CancellationTokenSource(Timeout);
+        var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
+        MqttSimulationResult result;
+        try
+        {
+            result = await MqttFleetSimulation.RunAsync(options, train, test, broker, Path.Combine(_dir.FullName, "mosquitto-malicious"), _ => { }, Logs, cancellationToken: cts.Token);
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new TimeoutException($"The run over Mosquitto did not finish; mosquitto's log:\n{mosquitto.Log}", e);
+        }
+        AssertSame(expected, result);
+        Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("ConsistencySignatureMessage"));
+    }
+
     private static LabeledData Empty => new([], [], 784, 10);
 
     private static (float[] Model, List<RoundReport> Rounds) InProcess(SimulationOptions options, LabeledData train, LabeledData test, bool requireAllApplied = true)
