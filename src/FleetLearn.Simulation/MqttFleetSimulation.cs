@@ -90,7 +90,7 @@ public static class MqttFleetSimulation
         else if (scheme == "mqtt")
         {
             if (options.SecAggMaliciousServer)
-                throw new ArgumentException("--secagg-malicious needs certified device keys: --broker embedded (the simulation makes a device CA) or mqtts://host:port with --certs (broker-config/make-dev-ca.sh).");
+                throw new ArgumentException("--secagg-malicious needs certified device keys: --broker embedded (the simulation makes a device CA) or mqtts://host:port with --broker-certs DIR (broker-config/make-dev-ca.sh).");
             password = Environment.GetEnvironmentVariable(PasswordVariable) ?? throw new ArgumentException($"An external broker needs the aggregator's password in ${PasswordVariable}.");
         }
         var endpoint = new AgentEndpoint(scheme == "mqtts" ? "mqtts" : "mqtt", host, port, certificates, Path.Combine(workDirectory, "aggregator-signing.pub.pem"));
