@@ -71,17 +71,29 @@ public static class MqttFleetSimulation
         string password = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
         EmbeddedBroker? embedded = null;
         var (scheme, host, port) = ParseBroker(broker.Broker);
+        string? certificates = broker.CertificateFolder;
         if (scheme == "embedded")
         {
-            embedded = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password }, logger.CreateLogger<EmbeddedBroker>());
+            var brokerOptions = new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password };
+            if (options.SecAggMaliciousServer)
+            {
+                // Certified device keys: the simulation makes a device CA, and the embedded broker runs mutual TLS with it.
+                certificates = Path.Combine(workDirectory, SimulationCertificates.FolderName);
+                SimulationCertificates.Write(certificates, Enumerable.Range(0, options.Vehicles).Select(VehicleName));
+                (brokerOptions.TlsCertificateFile, brokerOptions.TlsKeyFile, brokerOptions.ClientCaFile) = (Path.Combine(certificates, "broker.crt"), Path.Combine(certificates, "broker.key"), Path.Combine(certificates, "ca.crt"));
+                scheme = "mqtts";
+            }
+            embedded = new EmbeddedBroker(brokerOptions, logger.CreateLogger<EmbeddedBroker>());
             await embedded.StartAsync().ConfigureAwait(false);
             port = embedded.Port;
         }
         else if (scheme == "mqtt")
         {
+            if (options.SecAggMaliciousServer)
+                throw new ArgumentException("--secagg-malicious needs certified device keys: --broker embedded (the simulation makes a device CA) or mqtts://host:port with --broker-certs DIR (broker-config/make-dev-ca.sh).");
             password = Environment.GetEnvironmentVariable(PasswordVariable) ?? throw new ArgumentException($"An external broker needs the aggregator's password in ${PasswordVariable}.");
         }
-        var endpoint = new AgentEndpoint(scheme == "mqtts" ? "mqtts" : "mqtt", host, port, broker.CertificateFolder, Path.Combine(workDirectory, "aggregator-signing.pub.pem"));
+        var endpoint = new AgentEndpoint(scheme == "mqtts" ? "mqtts" : "mqtt", host, port, certificates, Path.Combine(workDirectory, "aggregator-signing.pub.pem"));
         using (SigningKeys.LoadOrCreate(Path.Combine(workDirectory, "aggregator-signing.pem"))) { }
 
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
@@ -90,7 +102,7 @@ public static class MqttFleetSimulation
         if (broker.PhaseTimeout is { } phase) aggregatorOptions.PhaseTimeout = phase;
         // Vehicles with an mTLS identity check every key of a secure plan against the device CA, so the aggregator lists
         // their certificates (it checks them at check-in against the same CA).
-        if (endpoint.Scheme == "mqtts") aggregatorOptions.DeviceCaFile = Path.Combine(broker.CertificateFolder!, "ca.crt");
+        if (endpoint.Scheme == "mqtts") aggregatorOptions.DeviceCaFile = Path.Combine(certificates!, "ca.crt");
         var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
         // With every agent in this process, the fleet model of the in-process simulator is their link (SimulatedFleetLink): the
         // same vehicles are available, selected, silent and folded in the same order, and a phase nobody else will answer is
@@ -180,7 +192,7 @@ public static class MqttFleetSimulation
             await status.Done.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
             await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
             if (agents is not null) await agents.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), agents?.PendingInOutboxes ?? 0, agents?.EpsilonByVehicle ?? new Dictionary<string, double>());
+            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), agents?.PendingInOutboxes ?? 0, agents?.EpsilonByVehicle ?? new Dictionary<string, double>(), link?.SecAggMessagesSent);
         }
         finally
         {
@@ -207,8 +219,6 @@ public static class MqttFleetSimulation
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        if (options.SecAggMaliciousServer)
-            throw new ArgumentException("--transport mqtt: --secagg-malicious runs in process only until the edge agent speaks the ConsistencyCheck round and checks signed SecAgg messages.");
         if (options.Privacy is { AdaptiveClip: true })
             throw new ArgumentException("--transport mqtt does not carry adaptive clipping yet (the clipped-count round trip); use a fixed --clip or the in-process transport.");
         if (options.TelemetryEpsilon is not null)
@@ -274,6 +284,7 @@ public static class MqttFleetSimulation
             PrivacyLedgerPath = Path.Combine(workDirectory, "aggregator-privacy.db"),
             OnnxFolder = Path.Combine(workDirectory, "models-onnx"),
             SigningKeyPath = Path.Combine(workDirectory, "aggregator-signing.pem"),
+            SecAggMaliciousServer = options.SecAggMaliciousServer,
         };
     }
 }
@@ -283,7 +294,9 @@ public static class MqttFleetSimulation
 /// <param name="FinalModel">The aggregator's newest model (from its LiteDB store).</param>
 /// <param name="PendingInOutboxes">Messages still unacknowledged in this process's agents' outboxes at the end (0 when every ack landed).</param>
 /// <param name="EpsilonByVehicle">ε each of this process's vehicles recorded in its own ledger.</param>
-public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] FinalModel, int PendingInOutboxes, IReadOnlyDictionary<string, double> EpsilonByVehicle);
+/// <param name="SecAggMessagesSent">Secure-aggregation messages this process's agents sent, by type name (null with agents in several processes).</param>
+public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] FinalModel, int PendingInOutboxes, IReadOnlyDictionary<string, double> EpsilonByVehicle,
+    IReadOnlyDictionary<string, int>? SecAggMessagesSent = null);
 
 /// <summary>How agents reach the broker and the aggregator's public key.</summary>
 /// <param name="Scheme"><c>mqtt</c> or <c>mqtts</c>.</param>
@@ -354,6 +367,7 @@ public sealed class AgentHost : IAsyncDisposable
                 // A vehicle checks in on every resend pass; when the model silences vehicles the gate waits for their check-ins.
                 ResendInterval = link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5),
                 RequireParked = link is not null, // unavailable = driving (SimulatedFleetLink.StateOf)
+                RequireMaliciousAggregator = options.SecAggMaliciousServer, // refuses any plan that is not hardened (certified keys, signed downlink)
                 Seed = options.Seed,
             };
             var random = new AgentRandomness(

@@ -29,6 +29,7 @@ public sealed class SimulatedFleetLink : IAgentLink, IAsyncDisposable
     private readonly Dictionary<long, RoundForecast> _forecasts = [];
     private readonly Dictionary<(long Round, int Turn), TaskCompletionSource> _turns = [];
     private readonly HashSet<(long Round, string Phase)> _skipped = [];
+    private readonly Dictionary<string, int> _sent = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _watch;
     private long _gathering = 1;
@@ -68,13 +69,30 @@ public sealed class SimulatedFleetLink : IAgentLink, IAsyncDisposable
         var fate = forecast.Selected.FirstOrDefault(p => p.Vehicle == v);
         // Dropped, surplus or straggling: the vehicle answers the key exchange, then vanishes — it never trains or uploads.
         if (fate.Outcome != VehicleOutcome.Accepted)
-            return [.. effects.Where(e => e is not (TrainEffect or SendUpdateEffect or SendSecAggEffect { Message: Core.SecureAggregation.MaskedInputMessage }))];
+            return Count([.. effects.Where(e => e is not (TrainEffect or SendUpdateEffect or SendSecAggEffect { Message: Core.SecureAggregation.MaskedInputMessage }))]);
         // A plaintext update leaves once the updates of every vehicle that finished before it were folded (a secure sum is exact).
         if (effects.Any(e => e is SendUpdateEffect))
         {
             int turn = forecast.Accepted.TakeWhile(a => a != v).Count();
             if (turn > 0) await TurnAsync(plan.Round, turn).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
+        return Count(effects);
+    }
+
+    /// <summary>Secure-aggregation messages the agents sent, by message type name (e.g. ConsistencySignatureMessage): what crossed the wire.</summary>
+    public IReadOnlyDictionary<string, int> SecAggMessagesSent
+    {
+        get
+        {
+            lock (_lock) return new Dictionary<string, int>(_sent, StringComparer.Ordinal);
+        }
+    }
+
+    private IReadOnlyList<VehicleEffect> Count(IReadOnlyList<VehicleEffect> effects)
+    {
+        lock (_lock)
+            foreach (var send in effects.OfType<SendSecAggEffect>())
+                _sent[send.Message.GetType().Name] = _sent.GetValueOrDefault(send.Message.GetType().Name) + 1;
         return effects;
     }
 

@@ -1,5 +1,6 @@
 using FleetLearn.Compute;
 using FleetLearn.Core.Compression;
+using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Training;
@@ -44,11 +45,36 @@ public sealed class MqttFleetSimulationTests : IDisposable
     public void Dispose() => _dir.Delete(recursive: true);
 
     [Fact]
-    public void CheckSupported_MaliciousServerMode_RefusedUntilTheAgentSpeaksIt()
+    public async Task RunAsync_MaliciousServerModeOverPlainExternalBroker_RefusedForWantOfCertifiedKeys()
     {
-        var e = Assert.Throws<ArgumentException>(() => MqttFleetSimulation.CheckSupported(Options with { SecAggMaliciousServer = true }));
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => MqttFleetSimulation.RunAsync(Options with { SecAggMaliciousServer = true }, Empty, Empty,
+            new MqttSimulationBroker("mqtt://127.0.0.1:1"), Path.Combine(_dir.FullName, "plain"), _ => { }, Logs));
 
-        Assert.Contains("--secagg-malicious runs in process only", e.Message, StringComparison.Ordinal);
+        Assert.Contains("--secagg-malicious needs certified device keys", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Issue 13 item 5 over the wire: the embedded broker with mutual TLS against a simulated device CA, every agent's device
+    /// key its certificate's key and every agent requiring malicious-aggregator mode (certified keys, ConsistencyCheck round,
+    /// signed downlink bound to the signed plan); the masks cancel exactly, so the model equals the in-process run's.
+    /// </summary>
+    [SkippableFact]
+    public async Task EmbeddedBroker_SecAggMaliciousServer_AgentsRequiringIt_FinalModelEqualsInProcessBitForBit()
+    {
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        var (train, test) = Data.Value!.Value;
+        var options = Options with { SecAggMaliciousServer = true };
+        var expected = InProcess(options, train, test);
+        using var cts = new CancellationTokenSource(Timeout);
+        string work = Path.Combine(_dir.FullName, "malicious");
+        var result = await MqttFleetSimulation.RunAsync(options, train, test, new MqttSimulationBroker(), work, _ => { }, Logs, cancellationToken: cts.Token);
+        AssertSame(expected, result);
+        // Every vehicle signed the survivor set (ConsistencyCheck) before it answered the unmask request, in every round.
+        Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("ConsistencySignatureMessage"));
+        Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("UnmaskResponseMessage"));
+        // The device keys were the simulated CA's certificates' keys (what the aggregator listed in every plan).
+        Assert.True(File.Exists(Path.Combine(work, SimulationCertificates.FolderName, "ca.crt")));
+        Assert.Equal(20, Directory.GetFiles(Path.Combine(work, SimulationCertificates.FolderName), "vehicle-*.crt").Length);
     }
 
     [SkippableFact]
@@ -56,10 +82,34 @@ public sealed class MqttFleetSimulationTests : IDisposable
     {
         Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
         var (train, test) = Data.Value!.Value;
-        var expected = InProcess(train, test);
+        var expected = InProcess(Options, train, test);
         using var cts = new CancellationTokenSource(Timeout);
         var result = await MqttFleetSimulation.RunAsync(Options, train, test, new MqttSimulationBroker(), Path.Combine(_dir.FullName, "embedded"), _ => { }, Logs, cancellationToken: cts.Token);
         AssertSame(expected, result);
+        Assert.False(result.SecAggMessagesSent!.ContainsKey("ConsistencySignatureMessage")); // honest-but-curious mode has no ConsistencyCheck round
+        Assert.Equal(60, result.SecAggMessagesSent!["UnmaskResponseMessage"]);
+    }
+
+    /// <summary>
+    /// Malicious-server mode with dropouts over MQTT: vehicles vanish after the key exchange, so the survivor set the vehicles
+    /// sign in the ConsistencyCheck round is smaller than the cohort; every round ends as in process and the model is the same.
+    /// </summary>
+    [SkippableFact]
+    public async Task EmbeddedBroker_SecAggMaliciousServerWithDropout_RoundsAndFinalModelEqualInProcess()
+    {
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        var (train, test) = Data.Value!.Value;
+        var options = Options with { Vehicles = 30, Cohort = 12, Seed = 5, Privacy = null, NormBound = 1.0, Codec = CodecSpec.Parse("none"), SecAggMaliciousServer = true, Behavior = new FleetBehavior(Dropout: 0.2) };
+        var expected = InProcess(options, train, test, requireAllApplied: false);
+        using var cts = new CancellationTokenSource(Timeout);
+        var result = await MqttFleetSimulation.RunAsync(options, train, test, new MqttSimulationBroker(), Path.Combine(_dir.FullName, "malicious-dropout"), _ => { }, Logs, cancellationToken: cts.Token);
+
+        Assert.Equal(expected.Rounds.Select(r => (r.Round, r.Applied, r.Selected, r.Participants, r.AbortReason)), result.Rounds.Select(r => (r.Round, r.Applied, r.Selected, r.Participants, r.AbortReason)));
+        Assert.Contains(result.Rounds, r => r.Applied && r.Participants < r.Selected); // a hardened round applied without its dropouts
+        Assert.Equal(expected.Model.Length, result.FinalModel.Length);
+        Assert.Equal(expected.Model.Select(BitConverter.SingleToInt32Bits), result.FinalModel.Select(BitConverter.SingleToInt32Bits)); // bit for bit
+        // Only survivors sign the survivor set: one signature per participant of every applied round.
+        Assert.Equal(result.Rounds.Where(r => r.Applied).Sum(r => r.Participants), result.SecAggMessagesSent!.GetValueOrDefault("ConsistencySignatureMessage"));
     }
 
     [SkippableFact]
@@ -69,7 +119,7 @@ public sealed class MqttFleetSimulationTests : IDisposable
         await using var mosquitto = await MosquittoBroker.StartAsync([.. Enumerable.Range(0, 20).Select(MqttFleetSimulation.VehicleName)]);
         Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
         var (train, test) = Data.Value!.Value;
-        var expected = InProcess(train, test);
+        var expected = InProcess(Options, train, test);
         using var cts = new CancellationTokenSource(Timeout);
         var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
         MqttSimulationResult result;
@@ -84,11 +134,38 @@ public sealed class MqttFleetSimulationTests : IDisposable
         AssertSame(expected, result);
     }
 
-    private static (float[] Model, List<RoundReport> Rounds) InProcess(LabeledData train, LabeledData test)
+    /// <summary>Malicious-server mode against Debian's Mosquitto with broker-config/'s ACLs and make-dev-ca.sh's certificates (--broker-certs).</summary>
+    [SkippableFact]
+    public async Task Mosquitto_MutualTlsAndAcls_SecAggMaliciousServer_FinalModelEqualsInProcessBitForBit()
     {
-        using var simulator = new FleetSimulator(Options, train, test, (spec, maxBatch) => TrainerFactory.Create(BackendChoice.Cpu, spec, maxBatch));
+        Skip.If(Data.Value is null, "Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        await using var mosquitto = await MosquittoBroker.StartAsync([.. Enumerable.Range(0, 20).Select(MqttFleetSimulation.VehicleName)]);
+        Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
+        var (train, test) = Data.Value!.Value;
+        var options = Options with { SecAggMaliciousServer = true };
+        var expected = InProcess(options, train, test);
+        using var cts = new CancellationTokenSource(Timeout);
+        var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
+        MqttSimulationResult result;
+        try
+        {
+            result = await MqttFleetSimulation.RunAsync(options, train, test, broker, Path.Combine(_dir.FullName, "mosquitto-malicious"), _ => { }, Logs, cancellationToken: cts.Token);
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new TimeoutException($"The run over Mosquitto did not finish; mosquitto's log:\n{mosquitto.Log}", e);
+        }
+        AssertSame(expected, result);
+        Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("ConsistencySignatureMessage"));
+    }
+
+    private static LabeledData Empty => new([], [], 784, 10);
+
+    private static (float[] Model, List<RoundReport> Rounds) InProcess(SimulationOptions options, LabeledData train, LabeledData test, bool requireAllApplied = true)
+    {
+        using var simulator = new FleetSimulator(options, train, test, (spec, maxBatch) => TrainerFactory.Create(BackendChoice.Cpu, spec, maxBatch));
         var rounds = simulator.Run().ToList();
-        Assert.All(rounds, r => Assert.True(r.Applied, $"in-process round {r.Round}: {r.AbortReason}"));
+        if (requireAllApplied) Assert.All(rounds, r => Assert.True(r.Applied, $"in-process round {r.Round}: {r.AbortReason}"));
         return (simulator.GlobalModel.ToArray(), rounds);
     }
 

@@ -166,6 +166,8 @@ internal static class SimulateMqttCommand
         if (parts.Length != 3 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int from) || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int to)
             || !Uri.TryCreate(parts[2], UriKind.Absolute, out var uri))
             throw new ArgumentException($"{AgentRangeOption} '{range}': expected FROM:TO:SCHEME://HOST:PORT.");
+        // Without --broker-certs an mqtts endpoint is the embedded broker of --secagg-malicious, whose CA the parent wrote into the work folder.
+        certificates ??= uri.Scheme == "mqtts" ? Path.Combine(work, SimulationCertificates.FolderName) : null;
         var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"));
         using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning);
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
