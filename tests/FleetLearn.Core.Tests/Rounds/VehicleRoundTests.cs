@@ -94,6 +94,17 @@ public sealed class VehicleRoundTests : IDisposable
     }
 
     [Fact]
+    public void Join_RequiresMaliciousAggregatorMode_PlaintextPlanDeclined()
+    {
+        // A vehicle that requires protection against a malicious aggregator must not hand that aggregator its bare update
+        // because the plan simply turned secure aggregation off.
+        Assert.Equal("the plan has no secure aggregation, and this vehicle requires it against a malicious aggregator",
+            Assert.IsType<Declined>(VehicleRound.Join(Plan(CentralDp()), Signed, Profile(0) with { RequireMaliciousAggregator = true }, 0, null, Randomness, _clock)).Reason);
+        Assert.Equal("the plan has no secure aggregation, and this vehicle requires it against a malicious aggregator",
+            Assert.IsType<Declined>(VehicleRound.Join(Plan(), Signed, Profile(0) with { RequireMaliciousAggregator = true }, 0, null, Randomness, _clock)).Reason);
+    }
+
+    [Fact]
     public void Join_OverBudget_Declined()
     {
         var tight = new PrivacyLedger(new PrivacyLedgerOptions(0.01, 1e-5));
