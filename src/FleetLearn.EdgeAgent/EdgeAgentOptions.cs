@@ -58,8 +58,9 @@ public sealed class EdgeAgentOptions : IValidatableObject
     public bool RequireDistributedNoise { get; set; }
 
     /// <summary>
-    /// Refuse secure plans that do not run against a malicious aggregator (device keys certified by the fleet's device CA,
-    /// ConsistencyCheck round, signed downlink). Needs the vehicle's mTLS identity (Mqtt:CaFile, CertFile, KeyFile).
+    /// Refuse plans that do not run against a malicious aggregator (secure aggregation with device keys certified by the
+    /// fleet's device CA, ConsistencyCheck round, signed downlink), plaintext plans included. Needs the vehicle's mTLS
+    /// identity (Mqtt:CaFile, CertFile, KeyFile).
     /// </summary>
     public bool RequireMaliciousAggregator { get; set; }
 

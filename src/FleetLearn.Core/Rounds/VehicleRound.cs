@@ -80,7 +80,7 @@ public sealed record VehicleProfile
     /// <summary>The aggregator's public plan key (checks the signed SecAgg downlink in malicious-aggregator mode).</summary>
     public ECDsa? AggregatorKey { get; init; }
 
-    /// <summary>Refuse secure plans that do not run against a malicious aggregator (certified keys, consistency round, signed downlink).</summary>
+    /// <summary>Refuse plans that do not run against a malicious aggregator (secure aggregation with certified keys, consistency round, signed downlink).</summary>
     public bool RequireMaliciousAggregator { get; init; }
 }
 
@@ -419,6 +419,8 @@ public sealed class VehicleRound : IDisposable
         if (plan.Batch > profile.MaxBatch) return $"batch {plan.Batch} exceeds {profile.MaxBatch}";
         if (charge is { } c && ledger is not null && !ledger.CanParticipate(c))
             return $"the round would exceed this vehicle's ε budget (spent {ledger.Epsilon:F3})";
+        if (profile.RequireMaliciousAggregator && protection.SecureMode == SecureAggregationMode.Off)
+            return "the plan has no secure aggregation, and this vehicle requires it against a malicious aggregator";
         if (protection.SecureMode != SecureAggregationMode.Off)
         {
             if (profile.DeviceKey is null) return "the round needs secure aggregation and this vehicle has no device key";
