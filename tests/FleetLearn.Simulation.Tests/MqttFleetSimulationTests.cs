@@ -119,19 +119,21 @@ public sealed class MqttFleetSimulationTests : IDisposable
         await using var mosquitto = await MosquittoBroker.StartAsync([.. Enumerable.Range(0, 20).Select(MqttFleetSimulation.VehicleName)]);
         Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
         var (train, test) = Data.Value!.Value;
-        var expected = InProcess(Options, train, test);
+        AssertSame(InProcess(Options, train, test), await RunOverMosquittoAsync(Options, train, test, mosquitto, "mosquitto"));
+    }
+
+    private async Task<MqttSimulationResult> RunOverMosquittoAsync(SimulationOptions options, LabeledData train, LabeledData test, MosquittoBroker mosquitto, string folder)
+    {
         using var cts = new CancellationTokenSource(Timeout);
         var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
-        MqttSimulationResult result;
         try
         {
-            result = await MqttFleetSimulation.RunAsync(Options, train, test, broker, Path.Combine(_dir.FullName, "mosquitto"), _ => { }, Logs, cancellationToken: cts.Token);
+            return await MqttFleetSimulation.RunAsync(options, train, test, broker, Path.Combine(_dir.FullName, folder), _ => { }, Logs, cancellationToken: cts.Token);
         }
         catch (OperationCanceledException e)
         {
             throw new TimeoutException($"The run over Mosquitto did not finish; mosquitto's log:\n{mosquitto.Log}", e);
         }
-        AssertSame(expected, result);
     }
 
     /// <summary>Malicious-server mode against Debian's Mosquitto with broker-config/'s ACLs and make-dev-ca.sh's certificates (--broker-certs).</summary>
@@ -143,19 +145,8 @@ public sealed class MqttFleetSimulationTests : IDisposable
         Skip.If(mosquitto.SkipReason is not null, mosquitto.SkipReason);
         var (train, test) = Data.Value!.Value;
         var options = Options with { SecAggMaliciousServer = true };
-        var expected = InProcess(options, train, test);
-        using var cts = new CancellationTokenSource(Timeout);
-        var broker = new MqttSimulationBroker($"mqtts://127.0.0.1:{mosquitto.Port}", mosquitto.Certificates);
-        MqttSimulationResult result;
-        try
-        {
-            result = await MqttFleetSimulation.RunAsync(options, train, test, broker, Path.Combine(_dir.FullName, "mosquitto-malicious"), _ => { }, Logs, cancellationToken: cts.Token);
-        }
-        catch (OperationCanceledException e)
-        {
-            throw new TimeoutException($"The run over Mosquitto did not finish; mosquitto's log:\n{mosquitto.Log}", e);
-        }
-        AssertSame(expected, result);
+        var result = await RunOverMosquittoAsync(options, train, test, mosquitto, "mosquitto-malicious");
+        AssertSame(InProcess(options, train, test), result);
         Assert.Equal(60, result.SecAggMessagesSent!.GetValueOrDefault("ConsistencySignatureMessage"));
     }
 
