@@ -316,6 +316,13 @@ public sealed record AgentEndpoint(string Scheme, string Host, int Port, string?
     }
 }
 
+/// <summary>How a driven simulation shapes one agent instead of <see cref="AgentHost"/>'s defaults (the FedBuff trace run: <c>Traces/FedBuffMqttSimulation</c>).</summary>
+/// <param name="Monitor">The vehicle's state, set by the simulation (the agent checks in when it changes).</param>
+/// <param name="Randomness">The agent's randomness.</param>
+/// <param name="Link">The agent's simulated link.</param>
+/// <param name="ResendInterval">The agent's resend and check-in interval.</param>
+public sealed record AgentShape(VehicleStateMonitor Monitor, AgentRandomness Randomness, IAgentLink Link, TimeSpan ResendInterval);
+
 /// <summary>Vehicles [<paramref name="From"/>, <paramref name="To"/>) of a simulated fleet and where they connect.</summary>
 public sealed record AgentRange(int From, int To, AgentEndpoint Endpoint);
 
@@ -329,7 +336,7 @@ public sealed class AgentHost : IAsyncDisposable
 
     /// <summary>Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated fleet model.</summary>
     public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken,
-        SimulatedFleetLink? link = null)
+        SimulatedFleetLink? link = null, Func<int, AgentShape>? shape = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(range);
@@ -341,6 +348,7 @@ public sealed class AgentHost : IAsyncDisposable
             if (partitions[v].Length == 0) continue; // nothing to contribute: never checks in
             string id = MqttFleetSimulation.VehicleName(v);
             int vehicle = v;
+            var shaped = shape?.Invoke(vehicle);
             var agentOptions = new EdgeAgentOptions
             {
                 VehicleId = id,
@@ -352,8 +360,8 @@ public sealed class AgentHost : IAsyncDisposable
                 EpsilonBudget = options.Privacy?.EpsilonBudget,
                 PrivacyDelta = options.Privacy?.Delta ?? 1e-5,
                 // A vehicle checks in on every resend pass; when the model silences vehicles the gate waits for their check-ins.
-                ResendInterval = link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5),
-                RequireParked = link is not null, // unavailable = driving (SimulatedFleetLink.StateOf)
+                ResendInterval = shaped?.ResendInterval ?? (link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5)),
+                RequireParked = link is not null || shape is not null, // unavailable = driving (SimulatedFleetLink.StateOf, AgentShape.Monitor)
                 Seed = options.Seed,
             };
             var random = new AgentRandomness(
@@ -361,7 +369,7 @@ public sealed class AgentHost : IAsyncDisposable
                 round => SimulationRandomness.Noise(options.Seed, round, vehicle),
                 round => SimulationRandomness.Rounding(options.Seed, round, vehicle));
             var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
-                logger.CreateLogger<EdgeAgentWorker>(), link?.StateOf(v) ?? VehicleStateProviders.Idle, random, host._trainers, link: link);
+                logger.CreateLogger<EdgeAgentWorker>(), shaped?.Monitor ?? link?.StateOf(v) ?? VehicleStateProviders.Idle, shaped?.Randomness ?? random, host._trainers, monitor: shaped?.Monitor, link: (IAgentLink?)shaped?.Link ?? link);
             if (link is not null) agent.Progressed += link.Evaluate;
             await agent.StartAsync(cancellationToken).ConfigureAwait(false);
             host._agents.Add(agent);
