@@ -85,15 +85,22 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         try
         {
             await aggregator.StartAsync(cancellationToken).ConfigureAwait(false);
+            // Agents start once the aggregator listens: a check-in before its subscription would be lost.
+            for (var ready = DateTime.UtcNow + Wait; !status.Running; await Task.Delay(20, cancellationToken).ConfigureAwait(false))
+                if (DateTime.UtcNow > ready || aggregator.ExecuteTask is { IsCompleted: true }) throw new TimeoutException("The aggregator did not start.", aggregator.ExecuteTask?.Exception);
             agents = await AgentHost.StartAsync(Options, Train, Partitions, new AgentRange(0, Options.Vehicles, endpoint), _workDirectory, _logger, cancellationToken,
                 shape: v => new AgentShape(monitors[v], Randomness(v), _link, TimeSpan.FromMinutes(10))).ConfigureAwait(false);
             // Each agent's first check-in (0 samples: not eligible) must be in before the loop starts, so that none arrives late.
             int withData = Partitions.Count(p => p.Length > 0);
             var until = DateTime.UtcNow + Wait;
-            while (_seen.Count < withData)
+            for (int tick = 1; _seen.Count < withData; tick++)
             {
                 if (DateTime.UtcNow > until) throw new TimeoutException($"Only {_seen.Count} of {withData} agents checked in within {Wait.TotalSeconds:F0} s.");
                 await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+                if (tick % 100 != 0) continue;
+                // Not heard yet (its first check-in left before it was connected): a changed, still ineligible state makes it check in again.
+                for (int v = 0; v < monitors.Length; v++)
+                    if (Partitions[v].Length > 0 && !_seen.ContainsKey(Name(v))) monitors[v].Update(Driving with { Ignition = tick % 200 == 0 });
             }
             return await LoopAsync(monitors, status, progress, cancellationToken).ConfigureAwait(false);
         }
