@@ -65,20 +65,31 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
                 continue;
             }
             status.Received(message.Payload.Length);
+            RoundOutcome? closed;
             try
             {
-                if (await HandleAsync(coordinator, message, model, bytes, v => ProtectionOf(v), cancellationToken).ConfigureAwait(false) is not { } closed) continue;
-                var stored = AggregatorRecords.Close(parts.Store, _publisher, status, logger, new RoundRecord(record++, model.Version, null, RoundStatus.Open, _k, 0, double.NaN, now, null), model, closed, cancellationToken);
-                if (closed is not RoundApplied) continue;
-                (model, bytes) = (stored, stored.ToBytes());
-                await _publisher.PublishAsync(model, bytes, cancellationToken).ConfigureAwait(false);
-                steps++;
+                closed = await HandleAsync(coordinator, message, model, bytes, v => ProtectionOf(v), cancellationToken).ConfigureAwait(false);
             }
             catch (WireFormatException e)
             {
                 status.Rejected(e.Reason);
                 logger.LogWarning("aggregator: rejected a message on {Topic} ({Reason}): {Why}", message.Topic, e.Reason, e.Message);
+                continue;
             }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Nothing a vehicle sends stops the worker: a message that breaks a handler is dropped, counted and logged.
+                status.Rejected(RejectReasons.Malformed);
+                logger.LogError(e, "aggregator: a message on {Topic} could not be handled; dropped.", message.Topic);
+                continue;
+            }
+            if (closed is null) continue;
+            // The step's charges are in the ledger (HandleAsync); now its model and record, then the model goes out.
+            var stored = AggregatorRecords.Close(parts.Store, _publisher, status, logger, new RoundRecord(record++, model.Version, null, RoundStatus.Open, _k, 0, double.NaN, now, null), model, closed, cancellationToken);
+            if (closed is not RoundApplied) continue;
+            (model, bytes) = (stored, stored.ToBytes());
+            await _publisher.PublishAsync(model, bytes, cancellationToken).ConfigureAwait(false);
+            steps++;
         }
         return model;
     }

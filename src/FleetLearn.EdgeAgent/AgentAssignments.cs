@@ -15,11 +15,11 @@ internal sealed record AssignedTask(VehicleRound Round, RoundPlan Plan, ulong Pl
 /// </summary>
 internal static class AgentAssignments
 {
-    /// <summary>The task <paramref name="payload"/> hands this vehicle, or null (refused, declined, or not for it). Throws <see cref="WireFormatException"/> on a bad message.</summary>
-    public static AssignedTask? Join(ReadOnlyMemory<byte> payload, ECDsa aggregatorKey, string fleet, VehicleProfile profile, IVehicleLedger ledger, AgentRandomness random,
+    /// <summary>The task <paramref name="message"/> hands this vehicle, or null (refused, declined, or not for it). Throws <see cref="WireFormatException"/> on a bad message.</summary>
+    public static AssignedTask? Join(MqttIncoming message, ECDsa aggregatorKey, string fleet, VehicleProfile profile, IVehicleLedger ledger, AgentRandomness random,
         TimeProvider time, ILogger logger)
     {
-        var assignment = Assignment.Verify(payload.Span, aggregatorKey);
+        var assignment = Assignment.Verify(message.Payload, aggregatorKey);
         if (assignment.Status != AckStatus.Accepted)
         {
             logger.LogDebug("agent {Vehicle}: check-in not assigned ({Reason}).", profile.VehicleId, assignment.Reason);
@@ -29,7 +29,8 @@ internal static class AgentAssignments
         if (plan.ModelSpec != profile.Pinned.ToString())
             throw new WireFormatException($"An assignment asks for model {plan.ModelSpec}; this vehicle runs only {profile.Pinned}.");
         var randomness = new VehicleRoundRandomness(random.Noise(plan.Round), random.Rounding(plan.Round), Guid.NewGuid());
-        switch (BufferedTask.Join(plan, assignment.Slot, assignment.BufferSize, profile, ledger, randomness, time))
+        // The lease as a duration from arrival (skew-free, as a round plan's deadline): the broker's expiry caps what is left.
+        switch (BufferedTask.Join(plan, assignment.Slot, assignment.BufferSize, profile, ledger, randomness, time, PlanTiming.Remaining(plan, message.ExpiresIn)))
         {
             case Joined joined:
                 logger.LogInformation("agent {Vehicle}: assigned model {Version} (slot {Slot}, K = {K}).", profile.VehicleId, plan.ModelVersion, assignment.Slot, assignment.BufferSize);

@@ -149,7 +149,7 @@ public sealed class EdgeAgentWorker(
         else if (topics.TryParseModelTopic(message.Topic, _options.VehicleId, out long version)) _models!.Add(version, message.Payload); // retained, or sent on request
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack")) _uplink!.Acknowledge(message.Payload);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "assignment") && _round is not { IsFinished: false } // FedBuff: a version and slot to train on; its plaintext round starts with no effects
-            && AgentAssignments.Join(message.Payload, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!.Ledger, _random, time, logger) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
+            && AgentAssignments.Join(message, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!.Ledger, _random, time, logger) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))
         {
             if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;
