@@ -23,7 +23,11 @@ public enum BufferedEventKind
 /// <param name="Slot">For an assignment, the slot handed out.</param>
 /// <param name="Step">The step an update released (applied or aborted), else null.</param>
 /// <param name="Progress">The coordinator's counters after the message.</param>
-public sealed record BufferedEvent(string Vehicle, BufferedEventKind Kind, Admission Admission, long Version, ulong Slot, RoundOutcome? Step, BufferedProgress Progress);
+public sealed record BufferedEvent(string Vehicle, BufferedEventKind Kind, Admission Admission, long Version, ulong Slot, RoundOutcome? Step, BufferedProgress Progress)
+{
+    /// <summary>The charges of the step an update released (recorded in the aggregator's ledger before the event).</summary>
+    public IReadOnlyList<ChargeEffect> Charges { get; init; } = [];
+}
 
 /// <summary>The FedBuff pump's part of the status.</summary>
 public sealed partial class AggregatorStatus

@@ -148,7 +148,7 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
                 break;
         }
         status.Staleness = coordinator.StalenessCounts.ToDictionary(p => p.Key, p => p.Value);
-        status.Report(new(vehicle, BufferedEventKind.Update, admission, coordinator.Version, 0, closed, coordinator.Progress));
+        status.Report(new(vehicle, BufferedEventKind.Update, admission, coordinator.Version, 0, closed, coordinator.Progress) { Charges = [.. step?.Effects.OfType<ChargeEffect>() ?? []] });
         await parts.Link.AckAsync(update, admission, cancellationToken).ConfigureAwait(false);
         return closed;
     }

@@ -44,8 +44,8 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         : base(options, settings, trace, train, test, createTrainer)
     {
         if (settings.Mode != RoundMode.FedBuff) throw new ArgumentException("--transport mqtt --trace runs --mode fedbuff (synchronous rounds over MQTT: simulate --transport mqtt without --trace).");
-        if (options.Privacy is not null || settings.MaxParticipations is not null)
-            throw new ArgumentException("--transport mqtt --mode fedbuff is plaintext without a participation cap for now (--dp and --max-participations run in process).");
+        if (options.Privacy is { EpsilonBudget: not null })
+            throw new ArgumentException("--transport mqtt --mode fedbuff does not take --epsilon-budget yet: the in-process coordinator refuses vehicles by its ledger, the aggregator's FedBuff pump does not read its LiteDB ledger (docs/async.md).");
         MqttFleetSimulation.CheckSupported(options);
         _workDirectory = workDirectory;
         _logger = logger ?? NullLoggerFactory.Instance;
@@ -73,6 +73,7 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         int k = Options.CohortSize;
         var aggregatorOptions = MqttFleetSimulation.AggregatorOptionsFor(Options, Partitions, _workDirectory);
         (aggregatorOptions.Mode, aggregatorOptions.Buffer, aggregatorOptions.Concurrency, aggregatorOptions.MaxStaleness) = ("fedbuff", k, Settings.EffectiveConcurrency(k), Settings.MaxStaleness);
+        aggregatorOptions.MaxParticipations = Settings.MaxParticipations;
         (aggregatorOptions.Rounds, aggregatorOptions.BufferedLease, aggregatorOptions.OnnxFolder) = (0, TimeSpan.FromDays(30), null); // as in process: vehicles withdraw, leases guard lost messages only
         using var status = new AggregatorStatus();
         status.BufferedHandled += Observe;
@@ -163,7 +164,10 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
                 case Kind.Withdraw:
                     busy[v] = false;
                     var consumed = _link.Decide(Name(v), arrive: false, task: 0);
-                    training = (await LeaveAsync(v).ConfigureAwait(false)).Progress.Training;
+                    var withdrawn = await LeaveAsync(v).ConfigureAwait(false);
+                    if (withdrawn.Admission.Status != AckStatus.Accepted) // as in process, where Withdraw frees the slot it holds
+                        throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"{Name(v)} withdrew at simulated hour {Now:F3}, but the aggregator had no check-in of it to free."));
+                    training = withdrawn.Progress.Training;
                     await consumed.WaitAsync(Wait, cancellationToken).ConfigureAwait(false); // the agent left the task: it may take another
                     Waste(WasteCause.Dropped, Math.Min(e.Compute, Now - e.Started));
                     break;
@@ -181,6 +185,7 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
                     }
                     buffered[v] = e.Compute;
                     if (handled.Step is not { } step) break;
+                    Apply(new RoundStep(handled.Admission, handled.Charges)); // the aggregator's charges, in this run's ledger as in process
                     foreach (var c in step.Contributors)
                     {
                         int u = int.Parse(c.AsSpan("vehicle-".Length), CultureInfo.InvariantCulture);
