@@ -51,10 +51,11 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
     /// Checks in at once whenever the vehicle's state changes (it became eligible, or stopped being eligible — then the check-in
     /// of 0 samples withdraws it, and under FedBuff frees its slot), instead of at the next resend pass.
     /// </summary>
-    public void CheckInOnChange(Func<VehicleDataset> data, CancellationToken cancellationToken)
+    /// <returns>The subscription: disposing it stops the immediate check-ins (the monitor may outlive the worker).</returns>
+    public IDisposable CheckInOnChange(Func<VehicleDataset> data, CancellationToken cancellationToken)
     {
-        if (monitor is null) return;
-        monitor.Changed += state => _ = Task.Run(async () =>
+        if (monitor is null) return new Subscription(() => { });
+        Action<VehicleState> onChange = state => _ = Task.Run(async () =>
         {
             try
             {
@@ -66,6 +67,13 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
                 logger.LogDebug("agent {Vehicle}: check-in on a state change not sent ({Error}); the resend pass checks in.", options.VehicleId, e.Message);
             }
         }, CancellationToken.None);
+        monitor.Changed += onChange;
+        return new Subscription(() => monitor.Changed -= onChange);
+    }
+
+    private sealed class Subscription(Action end) : IDisposable
+    {
+        public void Dispose() => end();
     }
 
     /// <summary>The vehicle's LiteDB ledger as its rounds see it.</summary>

@@ -108,7 +108,7 @@ public sealed class EdgeAgentWorker(
         connection.Start(stoppingToken);
         _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time);
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
-        _checkIn.CheckInOnChange(() => _data = dataSource?.Current() ?? _data, stoppingToken);
+        using var onStateChange = _checkIn.CheckInOnChange(() => _data = dataSource?.Current() ?? _data, stoppingToken);
         try
         {
             await foreach (var item in _loop.Reader.ReadAllAsync(stoppingToken).ConfigureAwait(false))

@@ -86,7 +86,60 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
         Assert.Equal(3, store.LatestModel()!.Version);
     }
 
-    private async Task StartAgentsAsync(int count)
+    [Fact]
+    public async Task FedBuffMode_MonitoredVehicleChangesState_ChecksInAtOnceNotAtItsHourlyPass()
+    {
+        var (status, events) = await StartAggregatorAsync(steps: 0);
+        using var monitor = new VehicleStateMonitor(new EligibilityOptions());
+        monitor.Update(new VehicleState(Parked: false, Charging: false, Unmetered: false));
+        await StartAgentsAsync(1, TimeSpan.FromHours(1), monitor);
+        await WaitForAsync(events, e => e.Kind == BufferedEventKind.Withdrawn); // its first pass: not eligible, 0 samples
+
+        monitor.Update(VehicleState.Idle);
+        var answered = await WaitForAsync(events, e => e.Kind == BufferedEventKind.Answered);
+        monitor.Update(new VehicleState(Parked: false, Charging: false, Unmetered: false));
+        await WaitForAsync(events, e => e.Kind == BufferedEventKind.Withdrawn, skip: 1);
+
+        Assert.Equal((AckStatus.Accepted, 0L, 0UL), (answered.Admission.Status, answered.Version, answered.Slot));
+        Assert.Equal(0, status.Buffered!.Training); // withdrawn, or its update came first: either way its slot is free
+    }
+
+    private static async Task<BufferedEvent> WaitForAsync(ConcurrentQueue<BufferedEvent> events, Func<BufferedEvent, bool> match, int skip = 0)
+    {
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        BufferedEvent? found;
+        while ((found = events.Where(match).Skip(skip).FirstOrDefault()) is null)
+        {
+            Assert.True(DateTime.UtcNow < until, "the aggregator never reported the expected FedBuff event");
+            await Task.Delay(20);
+        }
+        return found;
+    }
+
+    private async Task<(AggregatorStatus Status, ConcurrentQueue<BufferedEvent> Events)> StartAggregatorAsync(int steps)
+    {
+        using (SigningKeys.LoadOrCreate(Path.Combine(_dir, "signing.pem"))) { }
+        var status = new AggregatorStatus();
+        var events = new ConcurrentQueue<BufferedEvent>();
+        status.BufferedHandled += events.Enqueue;
+        var options = new AggregatorOptions
+        {
+            Model = "8-6-3",
+            Mode = "fedbuff",
+            CohortSize = 2,
+            Rounds = steps,
+            DatabasePath = Path.Combine(_dir, "agg.db"),
+            SigningKeyPath = Path.Combine(_dir, "signing.pem"),
+            OnnxFolder = null,
+        };
+        var aggregator = new AggregatorWorker(Options.Create(options), Options.Create(TestMqtt.Options(_broker.Port, Fleet, "aggregator", Secret)), status, TimeProvider.System, Logs.CreateLogger<AggregatorWorker>());
+        await aggregator.StartAsync(CancellationToken.None);
+        _started.Add(aggregator);
+        while (!status.Running) await Task.Delay(20);
+        return (status, events);
+    }
+
+    private async Task StartAgentsAsync(int count, TimeSpan? resendInterval = null, VehicleStateMonitor? monitor = null)
     {
         using var key = SigningKeys.LoadOrCreate(Path.Combine(_dir, "signing.pem"));
         string publicKey = key.ExportSubjectPublicKeyInfoPem();
@@ -101,10 +154,10 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
                 AggregatorPublicKey = publicKey,
                 PinnedModelSpec = "8-6-3",
                 DatabasePath = Path.Combine(_dir, $"{id}.db"),
-                ResendInterval = TimeSpan.FromMilliseconds(500),
+                ResendInterval = resendInterval ?? TimeSpan.FromMilliseconds(500),
             };
             var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(TestMqtt.Options(_broker.Port, Fleet, id)), new VehicleDataset(data, parts[i]), TimeProvider.System,
-                Logs.CreateLogger<EdgeAgentWorker>(), VehicleStateProviders.Idle);
+                Logs.CreateLogger<EdgeAgentWorker>(), (IVehicleStateProvider?)monitor ?? VehicleStateProviders.Idle, monitor: monitor);
             await agent.StartAsync(CancellationToken.None);
             _started.Add(agent);
         }
