@@ -334,7 +334,10 @@ public sealed class AgentHost : IAsyncDisposable
 
     private AgentHost(TrainerPool trainers) => _trainers = trainers;
 
-    /// <summary>Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated fleet model.</summary>
+    /// <summary>
+    /// Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated
+    /// fleet model; with <paramref name="shape"/>, each takes its state monitor, randomness, link and resend interval from it instead.
+    /// </summary>
     public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken,
         SimulatedFleetLink? link = null, Func<int, AgentShape>? shape = null)
     {
