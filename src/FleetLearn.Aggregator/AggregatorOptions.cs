@@ -27,7 +27,7 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Server learning rate; null = the strategy's default.</summary>
     public float? ServerLearningRate { get; set; }
 
-    /// <summary>Rounds to run; 0 = until stopped.</summary>
+    /// <summary>Rounds to run (with Mode = fedbuff: steps to apply); 0 = until stopped.</summary>
     [Range(0, int.MaxValue)] public int Rounds { get; set; }
 
     /// <summary>
