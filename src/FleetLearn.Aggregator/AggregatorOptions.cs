@@ -27,8 +27,33 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>Server learning rate; null = the strategy's default.</summary>
     public float? ServerLearningRate { get; set; }
 
-    /// <summary>Rounds to run; 0 = until stopped.</summary>
+    /// <summary>Rounds to run (with Mode = fedbuff: steps to apply); 0 = until stopped.</summary>
     [Range(0, int.MaxValue)] public int Rounds { get; set; }
+
+    /// <summary>
+    /// <c>sync</c>: synchronous rounds of <see cref="CohortSize"/>. <c>fedbuff</c>: buffered asynchronous aggregation — vehicles
+    /// check in when eligible, train on the version they are handed, and every <see cref="Buffer"/>-th update applies a step
+    /// (docs/async.md, "Over MQTT"); plaintext only, central DP at most.
+    /// </summary>
+    [Required] public string Mode { get; set; } = "sync";
+
+    /// <summary>Whether <see cref="Mode"/> is <c>fedbuff</c>.</summary>
+    public bool IsFedBuff => Mode.Trim().Equals("fedbuff", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>FedBuff: updates per step (K); null = <see cref="CohortSize"/>.</summary>
+    [Range(1, 1_000_000)] public int? Buffer { get; set; }
+
+    /// <summary>FedBuff: updates trained on a model more than this many versions old are refused; that many + 1 versions stay retained.</summary>
+    [Range(0, 1000)] public int MaxStaleness { get; set; } = 10;
+
+    /// <summary>FedBuff: vehicles training at once; null = 2K.</summary>
+    [Range(1, 10_000_000)] public int? Concurrency { get; set; }
+
+    /// <summary>FedBuff: how long a check-in holds its slot without an update (a silent vehicle frees it then). Default 1 hour.</summary>
+    public TimeSpan BufferedLease { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>FedBuff: most contributions one vehicle may make; null = no cap.</summary>
+    [Range(1, int.MaxValue)] public int? MaxParticipations { get; set; }
 
     /// <summary>Vehicles selected per round (K).</summary>
     [Range(1, 1_000_000)] public int CohortSize { get; set; } = 10;
@@ -241,6 +266,10 @@ public sealed class AggregatorOptions : IValidatableObject
         {
             errors.Add(new ValidationResult(e.Message));
         }
+        if (!Mode.Trim().Equals("sync", StringComparison.OrdinalIgnoreCase) && !IsFedBuff) errors.Add(new ValidationResult($"Aggregator:Mode '{Mode}': expected sync or fedbuff."));
+        if (IsFedBuff && (AggregatorProtection.ParseSecureOrOff(SecureAggregation) != Core.Compression.SecureAggregationMode.Off || Privacy.Trim().Equals("distributed", StringComparison.OrdinalIgnoreCase)))
+            errors.Add(new ValidationResult("Aggregator:Mode fedbuff is plaintext with central DP at most: a buffer as its own secure-aggregation group is not built, and distributed noise shares need a cohort fixed in advance (docs/async.md)."));
+        if (IsFedBuff && BufferedLease <= TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:BufferedLease must be positive."));
         if (MinParticipants > CohortSize) errors.Add(new ValidationResult("Aggregator:MinParticipants cannot exceed Aggregator:CohortSize."));
         if (RoundTimeout <= TimeSpan.Zero || CohortWait < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:RoundTimeout must be positive and CohortWait not negative."));
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) errors.Add(new ValidationResult("Aggregator:LearningRate must be positive."));

@@ -72,12 +72,14 @@ public sealed class AggregatorWorker(
         (status.ModelVersion, status.Running) = (model.Version, true);
         try
         {
-            for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round = _epochs.State.NextRound)
+            if (_options.IsFedBuff) // Aggregator:Mode = fedbuff: the buffered pump instead of rounds (docs/async.md, "Over MQTT")
+                await new BufferedPump(_options, status, time, logger, _random, new(mqtt, _inbox, store, ledger, _roster, _link, _epochs, signingKey)).RunAsync(model, strategy, round, stoppingToken).ConfigureAwait(false);
+            else for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round = _epochs.State.NextRound)
                 model = await RunRoundAsync(round, model, strategy, signingKey, stoppingToken).ConfigureAwait(false);
             // Answer what is still in flight for the last round (late unmask answers, resends), so that every vehicle's
             // outbox empties; a long-running aggregator does the same while it runs its next round.
             var drainUntil = time.GetUtcNow() + _options.DrainTime;
-            while (time.GetUtcNow() < drainUntil && !stoppingToken.IsCancellationRequested)
+            while (!_options.IsFedBuff && time.GetUtcNow() < drainUntil && !stoppingToken.IsCancellationRequested)
                 await ProcessNextAsync(null, drainUntil, stoppingToken).ConfigureAwait(false);
             logger.LogInformation("aggregator: finished the {Rounds} rounds of this start (Aggregator:Rounds); {Next}.", _options.Rounds, _options.StopWhenDone ? "stopping (Aggregator:StopWhenDone)" : "no more rounds; running until stopped (Aggregator:StopWhenDone=true ends the process)");
             status.Done.TrySetResult();

@@ -13,7 +13,7 @@ namespace FleetLearn.Aggregator;
 /// of the round it joined asks for it on <c>vehicles/{id}/up/model</c> and gets the chunks in its inbox
 /// (docs/reliability.md, "Bandwidth on reconnect").
 /// </remarks>
-internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus status, string? onnxFolder, ILogger logger, TimeProvider? time = null, TimeSpan? retention = null)
+internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus status, string? onnxFolder, ILogger logger, TimeProvider? time = null, TimeSpan? retention = null, int keep = 2)
 {
     private readonly Dictionary<long, int> _published = [];
     private readonly Dictionary<string, DateTimeOffset> _served = new(StringComparer.Ordinal);
@@ -27,7 +27,7 @@ internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus statu
     /// <summary>Models sent to vehicles on demand.</summary>
     public int Served { get; private set; }
 
-    /// <summary>Publishes <paramref name="model"/> unless already published (and not half expired); clears versions older than the previous one.</summary>
+    /// <summary>Publishes <paramref name="model"/> unless already published (and not half expired); clears versions older than the newest <c>keep</c> (default 2: this one and the previous one; FedBuff keeps its maximum staleness + 1).</summary>
     public async Task PublishAsync(Checkpoint model, byte[] modelBytes, CancellationToken cancellationToken)
     {
         var topics = mqtt.Topics;
@@ -41,7 +41,7 @@ internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus statu
         }
         _current = (model.Version, chunks, now);
         _published[model.Version] = chunks.Count;
-        foreach (var (old, count) in _published.Where(p => p.Key < model.Version - 1).ToList())
+        foreach (var (old, count) in _published.Where(p => p.Key <= model.Version - Math.Max(1, keep)).ToList())
         {
             for (int i = 0; i < count; i++)
                 await mqtt.PublishReliablyAsync(topics.ModelChunk(old, i), ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);

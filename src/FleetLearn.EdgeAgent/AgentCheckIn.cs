@@ -47,6 +47,35 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, properties: [(Checkin.SentAtProperty, sentAt)], cancellationToken: cancellationToken);
     }
 
+    /// <summary>
+    /// Checks in at once whenever the vehicle's state changes (it became eligible, or stopped being eligible — then the check-in
+    /// of 0 samples withdraws it, and under FedBuff frees its slot), instead of at the next resend pass.
+    /// </summary>
+    /// <returns>The subscription: disposing it stops the immediate check-ins (the monitor may outlive the worker).</returns>
+    public IDisposable CheckInOnChange(Func<VehicleDataset> data, CancellationToken cancellationToken)
+    {
+        if (monitor is null) return new Subscription(() => { });
+        Action<VehicleState> onChange = state => _ = Task.Run(async () =>
+        {
+            try
+            {
+                await mqtt.WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
+                await PublishAsync(data(), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException || MqttConnection.IsTransient(e))
+            {
+                logger.LogDebug("agent {Vehicle}: check-in on a state change not sent ({Error}); the resend pass checks in.", options.VehicleId, e.Message);
+            }
+        }, CancellationToken.None);
+        monitor.Changed += onChange;
+        return new Subscription(() => monitor.Changed -= onChange);
+    }
+
+    private sealed class Subscription(Action end) : IDisposable
+    {
+        public void Dispose() => end();
+    }
+
     /// <summary>The vehicle's LiteDB ledger as its rounds see it.</summary>
     public IVehicleLedger Ledger { get; } = new AgentLedger(ledger, options.VehicleId);
 

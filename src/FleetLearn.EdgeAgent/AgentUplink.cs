@@ -103,6 +103,13 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         return (outbox, ledger);
     }
 
+    /// <summary>A message in the vehicle's ack inbox: an acknowledgement addressed to this vehicle is taken (<see cref="Acknowledge(Envelope)"/>), anything else ignored.</summary>
+    public void Acknowledge(ReadOnlyMemory<byte> payload)
+    {
+        var envelope = Envelope.Decode(payload.Span, maxPayload: 4096);
+        if (envelope.Kind == EnvelopeKind.Ack && envelope.Vehicle == vehicleId) Acknowledge(envelope);
+    }
+
     /// <summary>An acknowledgement from the aggregator: the message leaves the outbox; logged once.</summary>
     public void Acknowledge(Envelope envelope)
     {

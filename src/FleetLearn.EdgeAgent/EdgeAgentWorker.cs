@@ -108,6 +108,7 @@ public sealed class EdgeAgentWorker(
         connection.Start(stoppingToken);
         _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time);
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
+        using var onStateChange = _checkIn.CheckInOnChange(() => _data = dataSource?.Current() ?? _data, stoppingToken);
         try
         {
             await foreach (var item in _loop.Reader.ReadAllAsync(stoppingToken).ConfigureAwait(false))
@@ -146,12 +147,9 @@ public sealed class EdgeAgentWorker(
         if (message.Payload.Length == 0) return; // a cleared retained message
         if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message, cancellationToken).ConfigureAwait(false);
         else if (topics.TryParseModelTopic(message.Topic, _options.VehicleId, out long version)) _models!.Add(version, message.Payload); // retained, or sent on request
-        else if (message.Topic == topics.Inbox(_options.VehicleId, "ack"))
-        {
-            var envelope = Envelope.Decode(message.Payload, maxPayload: 4096);
-            if (envelope.Kind == EnvelopeKind.Ack && envelope.Vehicle == _options.VehicleId) _uplink!.Acknowledge(envelope);
-            return;
-        }
+        else if (message.Topic == topics.Inbox(_options.VehicleId, "ack")) _uplink!.Acknowledge(message.Payload);
+        else if (message.Topic == topics.Inbox(_options.VehicleId, "assignment") && _round is not { IsFinished: false } // FedBuff: a version and slot to train on; its plaintext round starts with no effects
+            && AgentAssignments.Join(message, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!.Ledger, _random, time, logger) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))
         {
             if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;

@@ -329,6 +329,13 @@ public sealed record AgentEndpoint(string Scheme, string Host, int Port, string?
     }
 }
 
+/// <summary>How a driven simulation shapes one agent instead of <see cref="AgentHost"/>'s defaults (the FedBuff trace run: <c>Traces/FedBuffMqttSimulation</c>).</summary>
+/// <param name="Monitor">The vehicle's state, set by the simulation (the agent checks in when it changes).</param>
+/// <param name="Randomness">The agent's randomness.</param>
+/// <param name="Link">The agent's simulated link.</param>
+/// <param name="ResendInterval">The agent's resend and check-in interval.</param>
+public sealed record AgentShape(VehicleStateMonitor Monitor, AgentRandomness Randomness, IAgentLink Link, TimeSpan ResendInterval);
+
 /// <summary>Vehicles [<paramref name="From"/>, <paramref name="To"/>) of a simulated fleet and where they connect.</summary>
 public sealed record AgentRange(int From, int To, AgentEndpoint Endpoint);
 
@@ -340,9 +347,12 @@ public sealed class AgentHost : IAsyncDisposable
 
     private AgentHost(TrainerPool trainers) => _trainers = trainers;
 
-    /// <summary>Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated fleet model.</summary>
+    /// <summary>
+    /// Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated
+    /// fleet model; with <paramref name="shape"/>, each takes its state monitor, randomness, link and resend interval from it instead.
+    /// </summary>
     public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken,
-        SimulatedFleetLink? link = null)
+        SimulatedFleetLink? link = null, Func<int, AgentShape>? shape = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(range);
@@ -354,6 +364,7 @@ public sealed class AgentHost : IAsyncDisposable
             if (partitions[v].Length == 0) continue; // nothing to contribute: never checks in
             string id = MqttFleetSimulation.VehicleName(v);
             int vehicle = v;
+            var shaped = shape?.Invoke(vehicle);
             var agentOptions = new EdgeAgentOptions
             {
                 VehicleId = id,
@@ -365,8 +376,8 @@ public sealed class AgentHost : IAsyncDisposable
                 EpsilonBudget = options.Privacy?.EpsilonBudget,
                 PrivacyDelta = options.Privacy?.Delta ?? 1e-5,
                 // A vehicle checks in on every resend pass; when the model silences vehicles the gate waits for their check-ins.
-                ResendInterval = link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5),
-                RequireParked = link is not null, // unavailable = driving (SimulatedFleetLink.StateOf)
+                ResendInterval = shaped?.ResendInterval ?? (link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5)),
+                RequireParked = link is not null || shape is not null, // unavailable = driving (SimulatedFleetLink.StateOf, AgentShape.Monitor)
                 RequireMaliciousAggregator = options.SecAggMaliciousServer, // refuses any plan that is not hardened (certified keys, signed downlink)
                 Seed = options.Seed,
             };
@@ -375,7 +386,7 @@ public sealed class AgentHost : IAsyncDisposable
                 round => SimulationRandomness.Noise(options.Seed, round, vehicle),
                 round => SimulationRandomness.Rounding(options.Seed, round, vehicle));
             var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
-                logger.CreateLogger<EdgeAgentWorker>(), link?.StateOf(v) ?? VehicleStateProviders.Idle, random, host._trainers, link: link);
+                logger.CreateLogger<EdgeAgentWorker>(), shaped?.Monitor ?? link?.StateOf(v) ?? VehicleStateProviders.Idle, shaped?.Randomness ?? random, host._trainers, monitor: shaped?.Monitor, link: (IAgentLink?)shaped?.Link ?? link);
             if (link is not null) agent.Progressed += link.Evaluate;
             await agent.StartAsync(cancellationToken).ConfigureAwait(false);
             host._agents.Add(agent);

@@ -145,8 +145,9 @@ internal static class SimulateCommand
             // Everything the run needs has been accepted: only now may a previous run's results make way.
             if (!childProcess && parse.GetValue(replaceOut) && parse.GetValue(output) is { } previous) CliOutput.ReplaceRun(previous);
             if (traced.Settings is not null)
-                return transportName == "inproc" ? traceRun.Run(parse, options, traced.Settings, train, test, backendChoice, parse.GetValue(output), asJson, progress)
-                    : throw new ArgumentException("--trace runs in process for now (docs/async.md says what --transport mqtt needs).");
+                return transportName == "inproc" || parse.GetValue(broker)!.Equals("embedded", StringComparison.OrdinalIgnoreCase) && parse.GetValue(processes) == 1
+                    ? traceRun.Run(parse, options, traced.Settings, train, test, backendChoice, parse.GetValue(output), asJson, progress, mqtt: transportName == "mqtt")
+                    : throw new ArgumentException("--transport mqtt --trace runs on the embedded broker with every agent in this process (the run drives their availability): drop --broker and --processes.");
             switch (transportName)
             {
                 case "inproc":

@@ -74,7 +74,8 @@ internal sealed class TraceSimulateCommand
     }
 
     /// <summary>Loads or generates the trace, runs it, prints a line (or a JSON object) per evaluation and a summary.</summary>
-    public int Run(ParseResult parse, SimulationOptions options, TraceSettings settings, LabeledData train, LabeledData test, BackendChoice backend, string? output, bool asJson, TextWriter progress)
+    /// <remarks>With <paramref name="mqtt"/>, FedBuff runs over the embedded broker with real agents and aggregator (<see cref="FedBuffMqttSimulation"/>), databases in a temporary folder.</remarks>
+    public int Run(ParseResult parse, SimulationOptions options, TraceSettings settings, LabeledData train, LabeledData test, BackendChoice backend, string? output, bool asJson, TextWriter progress, bool mqtt = false)
     {
         string spec = parse.GetValue(Trace)!;
         var trace = File.Exists(spec) || spec.EndsWith(".csv", StringComparison.OrdinalIgnoreCase)
@@ -86,10 +87,13 @@ internal sealed class TraceSimulateCommand
             TraceCsv.Write(trace, writer);
         }
         string? backendLine = null;
-        using var run = TraceFleetSimulation.Create(options, settings, trace, train, test, (s, b) => TrainerFactory.Create(backend, s, b, 1, line => backendLine ??= line));
+        string work = Path.Combine(Path.GetTempPath(), $"fleetlearn-fedbuff-mqtt-{Environment.ProcessId}");
+        Func<Core.Model.ModelSpec, int, ITrainer> trainer = (s, b) => TrainerFactory.Create(backend, s, b, 1, line => backendLine ??= line);
+        using var run = mqtt ? new FedBuffMqttSimulation(options, settings, trace, train, test, trainer, work) : TraceFleetSimulation.Create(options, settings, trace, train, test, trainer);
+        using var cleanup = mqtt ? new TemporaryFolder(work) : null;
         int k = options.CohortSize;
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"simulate --trace: {trace.Description}, {options.Vehicles:N0} vehicles, {run.Trace.EligibleHoursPerDay:F2} eligible h per vehicle-day; {settings.Mode.ToString().ToLowerInvariant()} K={k}{(settings.Mode == RoundMode.FedBuff ? $" concurrency {settings.EffectiveConcurrency(k)} max staleness {settings.MaxStaleness}" : $" over-selection {options.OverSelection:P0}")}; {settings.Hours} simulated h; updates {settings.Resources.UpdateMinutes} min median; {backendLine}"));
+            $"simulate --trace{(mqtt ? " --transport mqtt" : "")}: {trace.Description}, {options.Vehicles:N0} vehicles, {run.Trace.EligibleHoursPerDay:F2} eligible h per vehicle-day; {settings.Mode.ToString().ToLowerInvariant()} K={k}{(settings.Mode == RoundMode.FedBuff ? $" concurrency {settings.EffectiveConcurrency(k)} max staleness {settings.MaxStaleness}" : $" over-selection {options.OverSelection:P0}")}; {settings.Hours} simulated h; updates {settings.Resources.UpdateMinutes} min median; {backendLine}"));
         var result = run.Run(point =>
         {
             if (asJson)
@@ -119,6 +123,7 @@ internal sealed class TraceSimulateCommand
             {
                 summary = true,
                 mode = settings.Mode.ToString().ToLowerInvariant(),
+                transport = mqtt ? "mqtt" : "inproc",
                 label,
                 trace = trace.Description,
                 vehicles = options.Vehicles,
@@ -149,5 +154,20 @@ internal sealed class TraceSimulateCommand
             });
         }
         return 0;
+    }
+}
+
+/// <summary>Deletes a folder when disposed (the MQTT trace run's databases).</summary>
+internal sealed class TemporaryFolder(string path) : IDisposable
+{
+    public void Dispose()
+    {
+        try
+        {
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
     }
 }

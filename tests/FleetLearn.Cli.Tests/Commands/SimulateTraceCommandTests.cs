@@ -90,4 +90,25 @@ public sealed class SimulateTraceCommandTests
             File.Delete(file);
         }
     }
+
+    [Fact]
+    public void FedBuffOverMqtt_SameModelAsInProcess()
+    {
+        string[] run = ["simulate", "--trace", "mixed", "--vehicles", "8", "--hours", "8", "--mode", "fedbuff", "--buffer", "3", "--subset", "1200:200", "--model", "784-32-10", "--local-epochs", "1", "--target", "0.99", "--json"];
+
+        var (exit, inproc, _) = Run([.. run, "--transport", "inproc"]);
+        var (exit2, mqtt, _) = Run([.. run, "--transport", "mqtt"]);
+
+        Assert.Equal((0, 0), (exit, exit2));
+        Assert.Equal("mqtt", Summary(mqtt).GetProperty("transport").GetString());
+        Assert.True(Summary(mqtt).GetProperty("applied").GetInt64() > 0);
+        Assert.Equal(Summary(inproc).GetProperty("model_sha256").GetString(), Summary(mqtt).GetProperty("model_sha256").GetString());
+    }
+
+    [Fact]
+    public void SyncOverMqttWithTrace_Refused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--subset", "600:100", "--transport", "mqtt"]));
+        Assert.Equal("--transport mqtt --trace runs --mode fedbuff (synchronous rounds over MQTT: simulate --transport mqtt without --trace).", e.Message);
+    }
 }

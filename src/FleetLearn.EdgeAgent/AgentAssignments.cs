@@ -1,0 +1,45 @@
+using System.Security.Cryptography;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.Logging;
+
+namespace FleetLearn.EdgeAgent;
+
+/// <summary>A FedBuff task the vehicle joined: its round (a plaintext <see cref="VehicleRound"/> on the assigned version), the plan and the plan's tag.</summary>
+internal sealed record AssignedTask(VehicleRound Round, RoundPlan Plan, ulong PlanTag, IReadOnlyList<VehicleEffect> Effects);
+
+/// <summary>
+/// The vehicle's answer to the aggregator's FedBuff assignments (<c>vehicles/{id}/inbox/assignment</c>, docs/async.md "Over MQTT"):
+/// verifies the signed assignment and its plan, and joins it as a <see cref="BufferedTask"/>; a refusal (busy, participation cap)
+/// is logged and the vehicle checks in again later.
+/// </summary>
+internal static class AgentAssignments
+{
+    /// <summary>The task <paramref name="message"/> hands this vehicle, or null (refused, declined, or not for it). Throws <see cref="WireFormatException"/> on a bad message.</summary>
+    public static AssignedTask? Join(MqttIncoming message, ECDsa aggregatorKey, string fleet, VehicleProfile profile, IVehicleLedger ledger, AgentRandomness random,
+        TimeProvider time, ILogger logger)
+    {
+        var assignment = Assignment.Verify(message.Payload, aggregatorKey);
+        if (assignment.Status != AckStatus.Accepted)
+        {
+            logger.LogDebug("agent {Vehicle}: check-in not assigned ({Reason}).", profile.VehicleId, assignment.Reason);
+            return null;
+        }
+        var plan = RoundPlanCodec.Verify(assignment.SignedPlan, aggregatorKey, fleet);
+        if (plan.ModelSpec != profile.Pinned.ToString())
+            throw new WireFormatException($"An assignment asks for model {plan.ModelSpec}; this vehicle runs only {profile.Pinned}.");
+        var randomness = new VehicleRoundRandomness(random.Noise(plan.Round), random.Rounding(plan.Round), Guid.NewGuid());
+        // The lease as a duration from arrival (skew-free, as a round plan's deadline): the broker's expiry caps what is left.
+        switch (BufferedTask.Join(plan, assignment.Slot, assignment.BufferSize, profile, ledger, randomness, time, PlanTiming.Remaining(plan, message.ExpiresIn)))
+        {
+            case Joined joined:
+                logger.LogInformation("agent {Vehicle}: assigned model {Version} (slot {Slot}, K = {K}).", profile.VehicleId, plan.ModelVersion, assignment.Slot, assignment.BufferSize);
+                return new AssignedTask(joined.Round, plan, Envelope.TagOf(assignment.SignedPlan), joined.Effects);
+            case Declined declined:
+                logger.LogWarning("agent {Vehicle}: declines the assignment of model {Version}: {Reason}", profile.VehicleId, plan.ModelVersion, declined.Reason);
+                return null;
+            default:
+                return null;
+        }
+    }
+}
