@@ -159,7 +159,7 @@ internal sealed class FedBuffSimulation : TraceFleetSimulation
     }
 
     /// <summary>A set of vehicle indices with O(1) add, remove and uniform random take.</summary>
-    private sealed class IndexedPool(int capacity)
+    internal sealed class IndexedPool(int capacity)
     {
         private readonly List<int> _items = new(capacity);
         private readonly int[] _position = Enumerable.Repeat(-1, capacity).ToArray();

@@ -11,7 +11,7 @@ namespace FleetLearn.Simulation.Traces;
 /// task is done unless its window closes first; the round closes at its K-th update, at the deadline, or when nobody it waits
 /// for is left — and every selected vehicle that did not contribute is counted as waste, by cause.
 /// </summary>
-internal sealed class SyncTraceSimulation : TraceFleetSimulation
+internal sealed partial class SyncTraceSimulation : TraceFleetSimulation
 {
     /// <summary>Hours to wait when fewer than K vehicles are eligible (a real aggregator waits for check-ins).</summary>
     private const double WaitHours = 5.0 / 60;
@@ -47,6 +47,11 @@ internal sealed class SyncTraceSimulation : TraceFleetSimulation
             }
             round++;
             var chosen = CohortSelection.Select(eligible, want, Options.Seed, round);
+            if (Pipeline.IsSecure)
+            {
+                if (!RunSecureRound(round, chosen, start, progress)) aborted++;
+                continue;
+            }
             var fates = chosen.Select((v, i) =>
             {
                 var (task, compute) = TaskHours(v);

@@ -16,7 +16,7 @@ namespace FleetLearn.Simulation.Traces;
 /// buffered (<see cref="FedBuffSimulation"/>) runs share — data, local training, encoding, evaluation, the ledger and the
 /// waste tally. The rounds themselves are Core's coordinators.
 /// </summary>
-public abstract class TraceFleetSimulation : IDisposable
+public abstract partial class TraceFleetSimulation : IDisposable
 {
     private readonly ITrainer _trainer;
     private readonly float[] _delta;
@@ -35,8 +35,8 @@ public abstract class TraceFleetSimulation : IDisposable
         ArgumentNullException.ThrowIfNull(createTrainer);
         options.Validate();
         settings.Validate();
-        if (options.SecureAggregation != SecureAggregationMode.Off)
-            throw new ArgumentException("--trace runs are plaintext for now: a FedBuff buffer as its own secure-aggregation group is described in docs/async.md, not built.");
+        if (options.SecAggMaliciousServer)
+            throw new ArgumentException("--trace runs secure aggregation against a semi-honest server; --secagg-malicious is not simulated on traces.");
         if (options.Privacy is { Mode: not NoiseMode.Central } or { AdaptiveClip: true })
             throw new ArgumentException("--trace runs support --dp central with a fixed --clip (distributed noise shares are sized for a fixed cohort).");
         if (options.Codec.ErrorFeedback) throw new ArgumentException("--trace runs do not keep top-k error-feedback residuals.");
@@ -62,11 +62,11 @@ public abstract class TraceFleetSimulation : IDisposable
         Participations = new int[options.Vehicles];
     }
 
-    /// <summary>Creates the run <paramref name="settings"/> asks for.</summary>
+    /// <summary>Creates the run <paramref name="settings"/> asks for (FedBuff with secure aggregation: a group per buffer).</summary>
     public static TraceFleetSimulation Create(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer) =>
-        settings.Mode == RoundMode.FedBuff
-            ? new FedBuffSimulation(options, settings, trace, train, test, createTrainer)
-            : new SyncTraceSimulation(options, settings, trace, train, test, createTrainer);
+        settings.Mode != RoundMode.FedBuff ? new SyncTraceSimulation(options, settings, trace, train, test, createTrainer)
+        : options.SecureAggregation != SecureAggregationMode.Off ? new SecureBufferGroups(options, settings, trace, train, test, createTrainer)
+        : new FedBuffSimulation(options, settings, trace, train, test, createTrainer);
 
     /// <summary>The run's options.</summary>
     protected SimulationOptions Options { get; }
@@ -161,6 +161,7 @@ public abstract class TraceFleetSimulation : IDisposable
             Staleness = staleness,
             Participations = [.. Participations],
             AbortReasons = new Dictionary<string, int>(_abortReasons),
+            Secure = SecureStats,
             MaxVehicleEpsilon = Ledger is null ? double.NaN : Ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             Seconds = clock.Elapsed.TotalSeconds,
         };
@@ -210,15 +211,32 @@ public abstract class TraceFleetSimulation : IDisposable
     /// </summary>
     protected (Guid Id, PlainUpdateMessage Message) TrainAndEncode(int vehicle, ReadOnlySpan<float> model, UpdatePipelineRound codec, ulong index)
     {
-        long task = ++_tasks;
+        long task = NextTask();
+        var (delta, loss, weight) = TrainLocally(task, vehicle, model);
+        var random = Randomness(task, vehicle);
+        var envelope = codec.EncodePlain(delta, weight, index, random.UpdateId, random.Noise, random.Rounding, null, out _);
+        return (random.UpdateId, new PlainUpdateMessage(envelope, loss));
+    }
+
+    /// <summary>Numbers the next local update (its data order, noise, rounding and id derive from the number).</summary>
+    protected long NextTask() => ++_tasks;
+
+    /// <summary>Update <paramref name="task"/>: <paramref name="vehicle"/> trains from <paramref name="model"/>; Δ is a buffer the next call reuses.</summary>
+    protected (float[] Delta, double Loss, double Weight) TrainLocally(long task, int vehicle, ReadOnlySpan<float> model)
+    {
         var settings = new LocalTrainingSettings(Options.LocalEpochs, Options.Batch, Options.ClientLearningRate, Options.ClientMomentum, Strategy.ProximalMu);
         double loss = LocalTraining.Run(_trainer, model, Train, Partitions[vehicle].ToArray(), settings, SimulationRandomness.DataOrder(Options.Seed, task, vehicle), _delta);
         double weight = Options.Privacy is not null ? 1 : Partitions[vehicle].Length;
         if (Options.WeightCap is { } wc) weight = Math.Min(weight, wc);
+        return (_delta, loss, weight);
+    }
+
+    /// <summary>The vehicle-side randomness of update <paramref name="task"/> (noise share, rounding, update id).</summary>
+    protected VehicleRoundRandomness Randomness(long task, int vehicle)
+    {
         var rng = DeterministicRandom.Derive(Options.Seed, 0x1D1E, (ulong)task);
         var id = new Guid((int)rng.NextUInt64(), (short)rng.NextUInt64(), (short)rng.NextUInt64(), BitConverter.GetBytes(rng.NextUInt64()));
-        var envelope = codec.EncodePlain(_delta, weight, index, id, SimulationRandomness.Noise(Options.Seed, task, vehicle), SimulationRandomness.Rounding(Options.Seed, task, vehicle), null, out _);
-        return (id, new PlainUpdateMessage(envelope, loss));
+        return new VehicleRoundRandomness(SimulationRandomness.Noise(Options.Seed, task, vehicle), SimulationRandomness.Rounding(Options.Seed, task, vehicle), id);
     }
 
     /// <summary>The codec of round or version <paramref name="round"/> (the same derivation as the synchronous simulator).</summary>
@@ -253,6 +271,7 @@ public abstract class TraceFleetSimulation : IDisposable
     public void Dispose()
     {
         _trainer.Dispose();
+        DisposeDeviceKeys();
         GC.SuppressFinalize(this);
     }
 }

@@ -125,6 +125,9 @@ public sealed record TraceRunResult
     /// <summary>Contributions per vehicle (index = vehicle).</summary>
     public required int[] Participations { get; init; }
 
+    /// <summary>What secure aggregation cost (null for plaintext runs).</summary>
+    public SecureGroupStats? Secure { get; init; }
+
     /// <summary>Largest per-vehicle ε in the ledger (NaN without DP).</summary>
     public double MaxVehicleEpsilon { get; init; } = double.NaN;
 

@@ -1,0 +1,96 @@
+using FleetLearn.Compute.Cpu;
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Simulation.Traces;
+
+namespace FleetLearn.Simulation.Tests;
+
+/// <summary>Secure aggregation over availability traces: sync rounds and FedBuff groups against plaintext runs of the same trace.</summary>
+public sealed class SecureTraceSimulationTests
+{
+    /// <summary>Vehicles eligible 0–5 h; with <paramref name="dropper"/>, 1 only 0–0.5 h (its 1 h task cannot finish: it drops).</summary>
+    private static AvailabilityTrace Trace(int vehicles = 4, bool dropper = true) => TraceCsv.Read(new StringReader("vehicle,start,end,state\n" + string.Join("\n",
+        Enumerable.Range(0, vehicles).Select(v => v == 1 && dropper
+            ? "v1,2026-01-05T00:00:00Z,2026-01-05T00:30:00Z,depot\nv1,2026-01-05T00:30:00Z,2026-01-05T05:00:00Z,drive"
+            : $"v{v},2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot"))));
+
+    private static SimulationOptions Options(int vehicles, int k, double overSelection, CodecSpec codec, SecureAggregationMode secure, PrivacySettings? privacy = null) => new()
+    {
+        Vehicles = vehicles,
+        Cohort = k,
+        OverSelection = overSelection,
+        LocalEpochs = 1,
+        Batch = 10,
+        Model = ModelSpec.Parse("16-12-4"),
+        Seed = 3,
+        Workers = 1,
+        Target = 1.01,
+        Codec = codec,
+        NormBound = privacy is null ? 5 : null,
+        SecureAggregation = secure,
+        SecAggNeighbors = secure == SecureAggregationMode.Plus ? 2 : null,
+        Privacy = privacy,
+    };
+
+    private static TraceSettings Settings(RoundMode mode, double hours, int? concurrency = null) => new()
+    {
+        Mode = mode,
+        Hours = hours,
+        Concurrency = concurrency,
+        Resources = new VehicleResources(UpdateMinutes: 60, ComputeSpread: 0, MedianMbps: 1e9, BandwidthSpread: 0),
+        StopAtTarget = false,
+    };
+
+    private static (TraceRunResult Result, float[] Model, double Step) Run(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace)
+    {
+        using var sim = TraceFleetSimulation.Create(options, settings, trace, TraceSimulationTests.Train, TraceSimulationTests.Test, (spec, batch) => new CpuTrainer(spec, batch));
+        var result = sim.Run();
+        var codec = sim.Pipeline.ForRound(1, 1, 5);
+        return (result, sim.GlobalModel.ToArray(), codec.StepFor(codec.SharedRangeValue));
+    }
+
+    [Fact]
+    public void Sync_SecAggPlusVersusPlaintext_SameContributionsAndSums()
+    {
+        // Round 1 at 0 h selects all four (K = 3, 30% over-selection); 1 shares its keys, then its window closes at 0.5 h before
+        // its masked input: its masks are rebuilt from shares and 0, 2, 3 are the sum, as in the plaintext round. Rounds 2–4:
+        // {0, 2, 3}. The same updates (numbered in finishing order, the same seeds) on the same quantization grid: the integer
+        // sums are the same, so the models differ only by the decode's float rounding.
+        var trace = Trace();
+        var plain = Run(Options(4, 3, 0.3, CodecSpec.Parse("rot+q8+shared"), SecureAggregationMode.Off), Settings(RoundMode.Sync, 3.5), trace);
+        var secure = Run(Options(4, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Plus), Settings(RoundMode.Sync, 3.5), trace);
+        Assert.Equal(4, plain.Result.Applied);
+        Assert.Equal(plain.Result.Applied, secure.Result.Applied);
+        Assert.Equal([4, 0, 4, 4], plain.Result.Participations);
+        Assert.Equal(plain.Result.Participations, secure.Result.Participations);
+        Assert.Equal(plain.Result.WastedUpdates, secure.Result.WastedUpdates);
+        Assert.Equal(plain.Result.ComputeHours.Wasted, secure.Result.ComputeHours.Wasted, 6);
+        double maxDiff = plain.Model.Zip(secure.Model).Max(p => Math.Abs(p.First - p.Second));
+        Assert.True(maxDiff <= plain.Step, $"max |w_secure − w_plain| = {maxDiff}, one step = {plain.Step}");
+        Assert.Null(plain.Result.Secure);
+        var stats = secure.Result.Secure!;
+        Assert.Equal(4, stats.Groups);
+        Assert.Equal(1, stats.MasksRebuilt);
+        Assert.Equal(new Dictionary<string, long> { ["MaskedInputCollection"] = 1 }, stats.DroppedIn);
+        // Each secure round costs its key phases and its unmasking on top of the hour of training: two and one round trips.
+        Assert.InRange(stats.KeyPhaseHours, 4 * 2 * TraceFleetSimulation.RoundTripSeconds / 3600, 4 * 2.01 * TraceFleetSimulation.RoundTripSeconds / 3600);
+        Assert.InRange(stats.UnmaskPhaseHours, 4 * TraceFleetSimulation.RoundTripSeconds / 3600, 4 * 1.01 * TraceFleetSimulation.RoundTripSeconds / 3600);
+        Assert.True(secure.Result.Points[^1].Hours > plain.Result.Points[^1].Hours);
+    }
+
+    [Fact]
+    public void FedBuff_SecureGroups_OverlapAndApplyWithTheGroupsStaleness()
+    {
+        // Six vehicles always eligible, K = 3, concurrency 6: two groups form at 0 h on version 0 and both complete at 1 h plus
+        // the protocol's round trips; the first is applied fresh, the second with τ = 1. Their members then form two groups on
+        // version 2 (at 1.5 h: not complete yet).
+        var (r, _, _) = Run(Options(6, 3, 0, CodecSpec.Parse("none"), SecureAggregationMode.Full), Settings(RoundMode.FedBuff, 1.5, concurrency: 6), Trace(6, dropper: false));
+        Assert.Equal(2, r.Applied);
+        Assert.Equal(new Dictionary<long, long> { [0] = 3, [1] = 3 }, r.Staleness);
+        Assert.Equal(6, r.UsedUpdates);
+        Assert.Equal(0, r.WastedUpdates.Values.Sum());
+        Assert.Equal([1, 1, 1, 1, 1, 1], r.Participations);
+        Assert.Equal(4, r.Secure!.Groups);
+    }
+}
