@@ -2,6 +2,7 @@ using FleetLearn.Compute.Cpu;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
 using FleetLearn.Simulation.Traces;
 
 namespace FleetLearn.Simulation.Tests;
@@ -92,5 +93,26 @@ public sealed class SecureTraceSimulationTests
         Assert.Equal(0, r.WastedUpdates.Values.Sum());
         Assert.Equal([1, 1, 1, 1, 1, 1], r.Participations);
         Assert.Equal(4, r.Secure!.Groups);
+    }
+
+    [Fact]
+    public void Sync_SecAggDistributedDp_ReleasedAndChargedAtTheSharesSigmaEquivalent()
+    {
+        // The noise shares are sized for 3 (K, the default minimum under distributed DP): each round releases 3 survivors' sum, and
+        // the charge is the σ equivalent of the discrete Gaussian shares, below σ = 1 — so each vehicle's ε exceeds four fresh
+        // Gaussian contributions at σ = 1.
+        var dp = new PrivacySettings(NoiseMode.Distributed, ClipNorm: 1, NoiseMultiplier: 1);
+        var (r, _, _) = Run(Options(4, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full, dp), Settings(RoundMode.Sync, 3.5), Trace());
+        Assert.Equal(4, r.Applied);
+        Assert.Equal([4, 0, 4, 4], r.Participations);
+        Assert.True(r.MaxVehicleEpsilon > BufferedAccountant.EpsilonBound(4, 1, 1e-5).Epsilon, $"ε = {r.MaxVehicleEpsilon}");
+    }
+
+    [Fact]
+    public void DistributedDpWithoutSecAgg_Refused()
+    {
+        var dp = new PrivacySettings(NoiseMode.Distributed, ClipNorm: 1, NoiseMultiplier: 1);
+        var e = Assert.Throws<ArgumentException>(() => Run(Options(4, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Off, dp), Settings(RoundMode.Sync, 3.5), Trace()));
+        Assert.Equal("--trace runs support --dp central with a fixed --clip, and --dp distributed with --secagg (each secure group's size is fixed before its members add their noise shares).", e.Message);
     }
 }

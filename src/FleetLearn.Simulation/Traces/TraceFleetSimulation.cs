@@ -37,8 +37,8 @@ public abstract partial class TraceFleetSimulation : IDisposable
         settings.Validate();
         if (options.SecAggMaliciousServer)
             throw new ArgumentException("--trace runs secure aggregation against a semi-honest server; --secagg-malicious is not simulated on traces.");
-        if (options.Privacy is { Mode: not NoiseMode.Central } or { AdaptiveClip: true })
-            throw new ArgumentException("--trace runs support --dp central with a fixed --clip (distributed noise shares are sized for a fixed cohort).");
+        if (options.Privacy is { AdaptiveClip: true } || options.Privacy is { Mode: NoiseMode.Distributed } && options.SecureAggregation == SecureAggregationMode.Off)
+            throw new ArgumentException("--trace runs support --dp central with a fixed --clip, and --dp distributed with --secagg (each secure group's size is fixed before its members add their noise shares).");
         if (options.Codec.ErrorFeedback) throw new ArgumentException("--trace runs do not keep top-k error-feedback residuals.");
         if (settings.Hours > trace.Hours + 1e-9)
             throw new ArgumentException($"--hours {settings.Hours} exceeds the trace's {trace.Hours:0.##} hours.");
@@ -50,6 +50,9 @@ public abstract partial class TraceFleetSimulation : IDisposable
         Partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
         Pipeline = options.CreatePipeline(Partitions.Max(p => p.Length));
         Rules = options.RoundRules(Partitions.Max(p => p.Length));
+        // Distributed DP: charged at the σ equivalent of the discrete Gaussian shares the codec adds (as every runner charges).
+        if (options.Privacy is { Mode: NoiseMode.Distributed } shares)
+            Rules = Rules with { ChargedNoiseMultiplier = RoundRules.ChargeFor(CodecFor(1), Rules.MinNoiseShares, shares.NoiseMultiplier, shares.NoiseMultiplier) };
         Strategy = StrategyCatalog.Parse(options.Strategy, options.ServerLearningRate);
         InitialModel = ModelInitializer.Initialize(options.Model, options.Seed, options.Init);
         _trainer = createTrainer(options.Model, Math.Max(options.Batch, 256));
@@ -243,7 +246,9 @@ public abstract partial class TraceFleetSimulation : IDisposable
     protected UpdatePipelineRound CodecFor(long round)
     {
         ulong codecSeed = DeterministicRandom.Derive(Options.Seed, 0xC0DE, (ulong)round).NextUInt64();
-        return Pipeline.ForRound((ulong)round, codecSeed, Options.Privacy?.ClipNorm ?? Options.NormBound);
+        // Distributed DP: each vehicle's share σC/√m, m the fewest shares a released sum may carry.
+        double noiseStd = Options.Privacy is { Mode: NoiseMode.Distributed } dp ? dp.NoiseMultiplier * dp.ClipNorm / Math.Sqrt(Options.EffectiveMinParticipants) : 0;
+        return Pipeline.ForRound((ulong)round, codecSeed, Options.Privacy?.ClipNorm ?? Options.NormBound, noiseStd);
     }
 
     /// <summary>Records a step's ledger charges, before its model is used (the order <see cref="ChargeEffect"/> asks for).</summary>
