@@ -32,7 +32,9 @@ internal sealed class TraceSimulateCommand
 
     public Option<string?> WriteTrace { get; } = new("--write-trace") { Description = "With --trace: also write the trace as CSV to this file." };
 
-    public IEnumerable<Option> All => [Trace, Mode, Buffer, Hours, Concurrency, MaxStaleness, MaxParticipations, UpdateMinutes, EvalEveryHours, Label, WriteTrace];
+    public Option<bool> Pace { get; } = new("--pace") { Description = "With --trace --mode sync: pace steering — the aggregator suggests each vehicle its next check-in hour to smooth the load over the day (docs/async.md)." };
+
+    public IEnumerable<Option> All => [Trace, Mode, Buffer, Hours, Concurrency, MaxStaleness, MaxParticipations, UpdateMinutes, EvalEveryHours, Label, WriteTrace, Pace];
 
     public bool IsSet(ParseResult parse) => parse.GetValue(Trace) is not null;
 
@@ -67,6 +69,7 @@ internal sealed class TraceSimulateCommand
             MaxParticipations = parse.GetValue(MaxParticipations),
             Resources = new VehicleResources(UpdateMinutes: parse.GetValue(UpdateMinutes)),
             EvaluateEveryHours = parse.GetValue(EvalEveryHours),
+            Pace = parse.GetValue(Pace),
         };
         options.Validate();
         settings.Validate();
@@ -105,7 +108,7 @@ internal sealed class TraceSimulateCommand
             (string, object?)[] summary =
             [
                 ("trace", trace.Description), ("vehicles", options.Vehicles), ("K", k), ("concurrency", settings.Mode == RoundMode.FedBuff ? settings.EffectiveConcurrency(k) : null),
-                ("over-selection", options.OverSelection), ("simulated hours to target", result.HoursToTarget), ("target", options.Target),
+                ("over-selection", options.OverSelection), ("pace steering", settings.Pace ? "on" : "off"), ("simulated hours to target", result.HoursToTarget), ("target", options.Target),
                 ("final accuracy", result.Points[^1].Accuracy), ("steps / rounds applied", result.Applied), ("wasted update fraction", result.WastedUpdateFraction),
                 ("wasted compute fraction", wastedCompute), ("max vehicle ε", SimulateCommand.Finite(result.MaxVehicleEpsilon)),
                 ("secure aggregation", result.Secure is { } s ? string.Create(CultureInfo.InvariantCulture, $"{options.SecureAggregation.ToString().ToLowerInvariant()}: {s.Groups} groups, {s.Aborted} aborted, {s.MasksRebuilt} members' masks rebuilt") : "off"),
@@ -143,6 +146,10 @@ internal sealed class TraceSimulateCommand
                 max_participations = contributed.DefaultIfEmpty(0).Max(),
                 mean_participations = contributed.Length == 0 ? 0 : contributed.Average(),
                 eligible_hours_per_vehicle_day = run.Trace.EligibleHoursPerDay,
+                pace = settings.Pace,
+                checkins_per_hour_peak = result.CheckInsPerHour is { Count: > 0 } l1 ? l1.Max() : (long?)null,
+                checkins_per_hour_mean = result.CheckInsPerHour is { Count: > 0 } l2 ? l2.Average() : (double?)null,
+                checkins_per_hour = result.CheckInsPerHour,
                 secagg = result.Secure is not { } sec ? null : new
                 {
                     mode = options.SecureAggregation.ToString().ToLowerInvariant(),

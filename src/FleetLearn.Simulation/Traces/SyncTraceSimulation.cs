@@ -17,11 +17,28 @@ internal sealed partial class SyncTraceSimulation : TraceFleetSimulation
     private const double WaitHours = 5.0 / 60;
 
     private readonly float[] _global;
+    private readonly PacedCheckIns _checkIns;
     private long _rounds;
 
     /// <summary>Creates the run (see <see cref="TraceFleetSimulation.Create"/>).</summary>
     public SyncTraceSimulation(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer)
-        : base(options, settings, trace, train, test, createTrainer) => _global = [.. InitialModel];
+        : base(options, settings, trace, train, test, createTrainer)
+    {
+        _global = [.. InitialModel];
+        _checkIns = new PacedCheckIns(Trace, Trace.Vehicles, settings.Hours, settings.Pace, options.Seed);
+    }
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<long>? CheckInLoad
+    {
+        get
+        {
+            // Counted up to where the run stopped (the rounds only advance the check-ins to each round's start).
+            double end = Math.Min(Now, Settings.Hours);
+            _checkIns.AdvanceTo(end);
+            return [.. _checkIns.PerHour.Take((int)Math.Ceiling(end))];
+        }
+    }
 
     /// <inheritdoc/>
     public override ReadOnlySpan<float> GlobalModel => _global;
@@ -39,7 +56,9 @@ internal sealed partial class SyncTraceSimulation : TraceFleetSimulation
         {
             cancellationToken.ThrowIfCancellationRequested();
             double start = Now;
-            var eligible = Enumerable.Range(0, Trace.Vehicles).Where(v => Trace.WindowEndAt(v, start) is not null && MayContribute(v)).ToList();
+            _checkIns.AdvanceTo(start);
+            // With pace steering only the vehicles that checked in (at their suggested time) are candidates.
+            var eligible = Enumerable.Range(0, Trace.Vehicles).Where(v => Trace.WindowEndAt(v, start) is not null && (!Settings.Pace || _checkIns.CheckedIn(v)) && MayContribute(v)).ToList();
             if (eligible.Count < k)
             {
                 AdvanceTo(start + WaitHours);

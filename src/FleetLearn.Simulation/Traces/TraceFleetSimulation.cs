@@ -165,10 +165,14 @@ public abstract partial class TraceFleetSimulation : IDisposable
             Participations = [.. Participations],
             AbortReasons = new Dictionary<string, int>(_abortReasons),
             Secure = SecureStats,
+            CheckInsPerHour = CheckInLoad,
             MaxVehicleEpsilon = Ledger is null ? double.NaN : Ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             Seconds = clock.Elapsed.TotalSeconds,
         };
     }
+
+    /// <summary>Check-ins per simulated hour, where the mode counts them.</summary>
+    protected virtual IReadOnlyList<long>? CheckInLoad => null;
 
     /// <summary>The mode's event loop: returns steps applied and aborted, and the staleness histogram.</summary>
     protected abstract (long Applied, long Aborted, IReadOnlyDictionary<long, long> Staleness) RunCore(Action<TracePoint>? progress, CancellationToken cancellationToken);
