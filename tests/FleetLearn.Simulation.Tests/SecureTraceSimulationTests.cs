@@ -115,4 +115,18 @@ public sealed class SecureTraceSimulationTests
         var e = Assert.Throws<ArgumentException>(() => Run(Options(4, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Off, dp), Settings(RoundMode.Sync, 3.5), Trace()));
         Assert.Equal("--trace runs support --dp central with a fixed --clip, and --dp distributed with --secagg (each secure group's size is fixed before its members add their noise shares).", e.Message);
     }
+
+    [Fact]
+    public void FedBuff_SecureGroupShortOfMembers_StartsAfterTheFormationWindow()
+    {
+        // Three vehicles, K = 3 with 30% over-selection: a group wants 4 members and never gets them; after 0.5 h it starts with
+        // the 3 it has (enough for SecAgg and for the noise shares, sized for K = 3). They have been training since they joined at
+        // 0 h, so their masked inputs leave at 1 h and the step lands one round trip later.
+        var dp = new PrivacySettings(NoiseMode.Distributed, ClipNorm: 1, NoiseMultiplier: 1);
+        var (r, _, _) = Run(Options(3, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full, dp), Settings(RoundMode.FedBuff, 2, concurrency: 8), Trace(3, dropper: false));
+        Assert.Equal(1, r.Applied);
+        Assert.Equal([1, 1, 1], r.Participations);
+        Assert.Equal(0.5, SecureBufferGroups.FormationHours);
+        Assert.InRange(r.Points.First(p => p.Version == 1).Hours, 1, 1.001);
+    }
 }

@@ -9,12 +9,12 @@ namespace FleetLearn.Simulation.Traces;
 /// FedBuff with secure aggregation over a trace: each buffer is its own secure-aggregation group (docs/async.md). Eligible
 /// vehicles are drawn (seeded) while fewer than the concurrency are held; they join the forming group, which is fixed on the
 /// version current when its first member joined and starts once ⌈K·(1+o)⌉ have joined (or after <see cref="FormationHours"/>
-/// with at least 3). The group runs <see cref="RoundCoordinator"/>'s secure round (<see cref="TraceFleetSimulation.RunSecureGroup"/>);
+/// with at least 3 and the minimum participants). The group runs <see cref="RoundCoordinator"/>'s secure round (<see cref="TraceFleetSimulation.RunSecureGroup"/>);
 /// when it completes, its mean is applied with the group's staleness s(τ) (<see cref="SecureBufferStep"/>). Groups overlap in time.
 /// </summary>
 internal sealed class SecureBufferGroups : TraceFleetSimulation
 {
-    /// <summary>Simulated hours a forming group waits for its last members before it starts with those it has (at least 3).</summary>
+    /// <summary>Simulated hours a forming group waits for its last members before it starts with those it has (at least 3 and the minimum participants: a smaller sum would not be released).</summary>
     public const double FormationHours = 0.5;
 
     private readonly float[] _global;
@@ -115,7 +115,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                 case Kind.Formation:
                     // The group still forming is the one this timer was set for: start it with whoever joined, if SecAgg can.
                     if (e.Group != groups + 1 || members.Count == 0) break;
-                    if (members.Count >= 3) Launch();
+                    if (members.Count >= Math.Max(3, Rules.MinParticipants)) Launch();
                     else Schedule(Now + FormationHours, e);
                     break;
                 case Kind.Done:

@@ -83,7 +83,7 @@ public abstract partial class TraceFleetSimulation
         int n = members.Count;
         var codec = CodecFor(round);
         var phaseTimeout = TimeSpan.FromHours(double.IsFinite(Options.DeadlineSeconds) ? Options.DeadlineSeconds / 3600 : 24);
-        var parameters = Pipeline.CreateSecAggParameters((ulong)round, n, SimulationRandomness.SecAggSeed(Options.Seed, round), phaseTimeout, Rules.MinNoiseShares);
+        var parameters = Pipeline.CreateSecAggParameters((ulong)round, n, SimulationRandomness.SecAggSeed(Options.Seed, round), phaseTimeout, Math.Min(n, Rules.MinNoiseShares));
         var clock = new ManualTimeProvider(Trace.Origin + TimeSpan.FromHours(start));
         double now = start;
         void MoveTo(double hour)
