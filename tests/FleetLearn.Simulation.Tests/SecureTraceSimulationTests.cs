@@ -129,4 +129,18 @@ public sealed class SecureTraceSimulationTests
         Assert.Equal(0.5, SecureBufferGroups.FormationHours);
         Assert.InRange(r.Points.First(p => p.Version == 1).Hours, 1, 1.001);
     }
+
+    [Fact]
+    public void Sync_SecAggDeadlineBeforeTraining_PhaseClosesAtTheDeadline()
+    {
+        // --deadline 1800 s bounds each phase: 1 h updates miss the masked-input phase, which closes 0.5 h after it opened with no
+        // input, and the round is aborted — its trained updates wasted.
+        var options = Options(4, 3, 0, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full) with { DeadlineSeconds = 1800 };
+        var (r, _, _) = Run(options, Settings(RoundMode.Sync, 1), Trace(4, dropper: false));
+        Assert.Equal(0, r.Applied);
+        Assert.True(r.Aborted >= 1);
+        var stats = r.Secure!;
+        Assert.Equal(0.5, stats.InputPhaseHours / stats.Groups, 6);
+        Assert.Equal(3 * stats.Groups, stats.DroppedIn["MaskedInputCollection"]);
+    }
 }

@@ -152,7 +152,7 @@ public abstract partial class TraceFleetSimulation
             while (coordinator.Phase is CollectingSecure { Phase: var phase })
             {
                 pending.Clear();
-                if (phase == SecAggServerPhase.MaskedInputCollection) inputOpened = now;
+                if (phase == SecAggServerPhase.MaskedInputCollection && double.IsNaN(inputOpened)) inputOpened = now;
                 foreach (var request in requests)
                 {
                     int i = request.VehicleId;
@@ -213,25 +213,25 @@ public abstract partial class TraceFleetSimulation
                     last = Math.Max(last, windowEnd[i]);
                     continue;
                 }
-                MoveTo(at);
-                if (clock.GetUtcNow() >= coordinator.NextDeadline)
+                double deadline = now + (coordinator.NextDeadline - clock.GetUtcNow()).TotalHours;
+                if (at >= deadline)
                 {
-                    late = true; // this answer and the rest come after the phase's deadline: the server has closed it
+                    MoveTo(deadline);
+                    late = true; // this answer and the rest come after the phase's deadline: the server closed it then
                     break;
                 }
+                MoveTo(at);
                 var step = coordinator.Receive(ids[i], MessageId(round, i, ++sequence), new SecureUpdateMessage(message));
                 Apply(step);
                 next.AddRange(step.Effects.OfType<RouteEffect>().Select(r => r.Message));
                 if (coordinator.Phase is not CollectingSecure { Phase: var p } || p != phase) return next;
             }
             for (; k < ordered.Count; k++) Drop(ordered[k].Member, phase, Math.Min(now, windowEnd[ordered[k].Member]));
-            if (!late)
-            {
-                // Everyone it waits for has answered or left: the phase closes now (the server's deadline, without the wait).
-                MoveTo(last);
-                var wait = coordinator.NextDeadline - clock.GetUtcNow();
-                if (wait > TimeSpan.Zero) clock.Advance(wait);
-            }
+            // Everyone it waits for has answered or left: the phase closes now (the server's deadline, without the wait). Past the
+            // deadline, the clock is at most a tick short of it (hours to ticks).
+            if (!late) MoveTo(last);
+            var wait = coordinator.NextDeadline - clock.GetUtcNow();
+            if (wait > TimeSpan.Zero) clock.Advance(wait);
             var tick = coordinator.Tick();
             Apply(tick);
             next.AddRange(tick.Effects.OfType<RouteEffect>().Select(r => r.Message));
