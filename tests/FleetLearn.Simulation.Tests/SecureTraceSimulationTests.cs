@@ -134,11 +134,13 @@ public sealed class SecureTraceSimulationTests
     public void Sync_SecAggDeadlineBeforeTraining_PhaseClosesAtTheDeadline()
     {
         // --deadline 1800 s bounds each phase: 1 h updates miss the masked-input phase, which closes 0.5 h after it opened with no
-        // input, and the round is aborted — its trained updates wasted.
+        // input — not when the members' windows close at 0.75 h — and the round is aborted.
+        var trace = TraceCsv.Read(new StringReader("vehicle,start,end,state\n" + string.Join("\n", Enumerable.Range(0, 4).Select(v =>
+            $"v{v},2026-01-05T00:00:00Z,2026-01-05T00:45:00Z,depot\nv{v},2026-01-05T00:45:00Z,2026-01-05T05:00:00Z,drive"))));
         var options = Options(4, 3, 0, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full) with { DeadlineSeconds = 1800 };
-        var (r, _, _) = Run(options, Settings(RoundMode.Sync, 1), Trace(4, dropper: false));
+        var (r, _, _) = Run(options, Settings(RoundMode.Sync, 0.5), trace); // one round (a second, from 0.5 h, would end with the windows)
         Assert.Equal(0, r.Applied);
-        Assert.True(r.Aborted >= 1);
+        Assert.Equal(1, r.Aborted);
         var stats = r.Secure!;
         Assert.Equal(0.5, stats.InputPhaseHours / stats.Groups, 6);
         Assert.Equal(3 * stats.Groups, stats.DroppedIn["MaskedInputCollection"]);

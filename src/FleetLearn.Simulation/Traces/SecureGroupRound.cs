@@ -227,9 +227,9 @@ public abstract partial class TraceFleetSimulation
                 if (coordinator.Phase is not CollectingSecure { Phase: var p } || p != phase) return next;
             }
             for (; k < ordered.Count; k++) Drop(ordered[k].Member, phase, Math.Min(now, windowEnd[ordered[k].Member]));
-            // Everyone it waits for has answered or left: the phase closes now (the server's deadline, without the wait). Past the
-            // deadline, the clock is at most a tick short of it (hours to ticks).
-            if (!late) MoveTo(last);
+            // Everyone it waits for has answered or left: the phase closes then, or at its deadline if that comes first (the server's
+            // deadline, without the wait). Past the deadline, the clock is at most a tick short of it (hours to ticks).
+            if (!late) MoveTo(Math.Min(last, now + (coordinator.NextDeadline - clock.GetUtcNow()).TotalHours));
             var wait = coordinator.NextDeadline - clock.GetUtcNow();
             if (wait > TimeSpan.Zero) clock.Advance(wait);
             var tick = coordinator.Tick();
