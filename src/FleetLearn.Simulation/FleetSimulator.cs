@@ -580,7 +580,7 @@ public sealed class FleetSimulator : IDisposable
     }
 
     /// <summary>Device public keys of one round's cohort, by cohort index.</summary>
-    private sealed class ArrayRegistry(int n) : IDeviceKeyRegistry, IDisposable
+    internal sealed class ArrayRegistry(int n) : IDeviceKeyRegistry, IDisposable
     {
         private readonly ECDsa?[] _keys = new ECDsa?[n];
 

@@ -11,7 +11,7 @@ namespace FleetLearn.Simulation.Tests;
 /// <summary>Sync and FedBuff over availability traces in simulated hours: hand-built traces whose every event is known, and the ledger's view.</summary>
 public sealed class TraceSimulationTests
 {
-    private static LabeledData Blobs(int rows, ulong seed)
+    internal static LabeledData Blobs(int rows, ulong seed)
     {
         var rng = new DeterministicRandom(seed);
         var centerRng = new DeterministicRandom(99);
@@ -27,8 +27,8 @@ public sealed class TraceSimulationTests
         return new LabeledData(x, y, 16, 4, "blobs");
     }
 
-    private static readonly LabeledData Train = Blobs(800, 1);
-    private static readonly LabeledData Test = Blobs(200, 2);
+    internal static readonly LabeledData Train = Blobs(800, 1);
+    internal static readonly LabeledData Test = Blobs(200, 2);
 
     /// <summary>
     /// Four vehicles: 0 and 2 eligible 0–5 h, 1 only 0–0.5 h (drops: its 1 h task cannot finish), 3 from 2–5 h. Every update takes

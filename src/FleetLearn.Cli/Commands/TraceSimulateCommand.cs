@@ -32,7 +32,9 @@ internal sealed class TraceSimulateCommand
 
     public Option<string?> WriteTrace { get; } = new("--write-trace") { Description = "With --trace: also write the trace as CSV to this file." };
 
-    public IEnumerable<Option> All => [Trace, Mode, Buffer, Hours, Concurrency, MaxStaleness, MaxParticipations, UpdateMinutes, EvalEveryHours, Label, WriteTrace];
+    public Option<bool> Pace { get; } = new("--pace") { Description = "With --trace --mode sync: pace steering — the aggregator suggests each vehicle its next check-in hour to smooth the load over the day (docs/async.md)." };
+
+    public IEnumerable<Option> All => [Trace, Mode, Buffer, Hours, Concurrency, MaxStaleness, MaxParticipations, UpdateMinutes, EvalEveryHours, Label, WriteTrace, Pace];
 
     public bool IsSet(ParseResult parse) => parse.GetValue(Trace) is not null;
 
@@ -67,6 +69,7 @@ internal sealed class TraceSimulateCommand
             MaxParticipations = parse.GetValue(MaxParticipations),
             Resources = new VehicleResources(UpdateMinutes: parse.GetValue(UpdateMinutes)),
             EvaluateEveryHours = parse.GetValue(EvalEveryHours),
+            Pace = parse.GetValue(Pace),
         };
         options.Validate();
         settings.Validate();
@@ -103,20 +106,21 @@ internal sealed class TraceSimulateCommand
         });
         double wastedCompute = result.ComputeHours.Wasted / Math.Max(1e-12, result.ComputeHours.Used + result.ComputeHours.Wasted);
         var contributed = result.Participations.Where(c => c > 0).ToArray();
-        string label = parse.GetValue(Label) ?? settings.Mode.ToString().ToLowerInvariant() + (options.Privacy is null ? "" : "-dp");
+        string label = parse.GetValue(Label) ?? settings.Mode.ToString().ToLowerInvariant() + (options.SecureAggregation == Core.Compression.SecureAggregationMode.Off ? "" : "-secagg") + (options.Privacy is null ? "" : "-dp");
         if (output is not null)
         {
             (string, object?)[] summary =
             [
                 ("trace", trace.Description), ("vehicles", options.Vehicles), ("K", k), ("concurrency", settings.Mode == RoundMode.FedBuff ? settings.EffectiveConcurrency(k) : null),
-                ("over-selection", options.OverSelection), ("simulated hours to target", result.HoursToTarget), ("target", options.Target),
+                ("over-selection", options.OverSelection), ("pace steering", settings.Pace ? "on" : "off"), ("simulated hours to target", result.HoursToTarget), ("target", options.Target),
                 ("final accuracy", result.Points[^1].Accuracy), ("steps / rounds applied", result.Applied), ("wasted update fraction", result.WastedUpdateFraction),
                 ("wasted compute fraction", wastedCompute), ("max vehicle ε", SimulateCommand.Finite(result.MaxVehicleEpsilon)),
+                ("secure aggregation", result.Secure is { } s ? string.Create(CultureInfo.InvariantCulture, $"{options.SecureAggregation.ToString().ToLowerInvariant()}: {s.Groups} groups, {s.Aborted} aborted, {s.MasksRebuilt} members' masks rebuilt") : "off"),
             ];
             progress.WriteLine($"wrote {string.Join(", ", TraceArtifacts.Write(output, label, result, options.Target, summary))}");
         }
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"done: {(result.HoursToTarget is { } h ? $"reached {options.Target:F2} after {h:F2} simulated hours" : $"did not reach {options.Target:F2} in {result.Hours:F2} simulated hours")}; final accuracy {result.Points[^1].Accuracy:F4}; {result.Applied} {(settings.Mode == RoundMode.FedBuff ? "steps" : "rounds")} applied, {result.Aborted} aborted; wasted {result.WastedUpdateFraction:P1} of {result.Decided} updates ({string.Join(", ", result.WastedUpdates.Where(p => p.Value > 0).Select(p => $"{p.Key.ToString().ToLowerInvariant()} {p.Value}"))}); {result.Seconds:F1} s"));
+            $"done: {(result.HoursToTarget is { } h ? $"reached {options.Target:F2} after {h:F2} simulated hours" : $"did not reach {options.Target:F2} in {result.Hours:F2} simulated hours")}; final accuracy {result.Points[^1].Accuracy:F4}; {result.Applied} {(settings.Mode == RoundMode.FedBuff ? "steps" : "rounds")} applied, {result.Aborted} aborted;{(result.Secure is { } g ? $" secure groups {g.Groups}, key phases {g.KeyPhaseHours * 3600 / Math.Max(1, g.Groups):F1} s, unmasking {g.UnmaskPhaseHours * 3600 / Math.Max(1, g.Groups):F1} s per group, {g.MasksRebuilt} masks rebuilt;" : "")} wasted {result.WastedUpdateFraction:P1} of {result.Decided} updates ({string.Join(", ", result.WastedUpdates.Where(p => p.Value > 0).Select(p => $"{p.Key.ToString().ToLowerInvariant()} {p.Value}"))}); {result.Seconds:F1} s"));
         if (asJson)
         {
             CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -147,6 +151,22 @@ internal sealed class TraceSimulateCommand
                 max_participations = contributed.DefaultIfEmpty(0).Max(),
                 mean_participations = contributed.Length == 0 ? 0 : contributed.Average(),
                 eligible_hours_per_vehicle_day = run.Trace.EligibleHoursPerDay,
+                pace = settings.Pace,
+                checkins_per_hour_peak = result.CheckInsPerHour is { Count: > 0 } l1 ? l1.Max() : (long?)null,
+                checkins_per_hour_mean = result.CheckInsPerHour is { Count: > 0 } l2 ? l2.Average() : (double?)null,
+                checkins_per_hour = result.CheckInsPerHour,
+                secagg = result.Secure is not { } sec ? null : new
+                {
+                    mode = options.SecureAggregation.ToString().ToLowerInvariant(),
+                    groups = sec.Groups,
+                    aborted = sec.Aborted,
+                    mean_members = sec.Groups == 0 ? 0 : sec.Members / (double)sec.Groups,
+                    mean_key_phase_hours = sec.Groups == 0 ? 0 : sec.KeyPhaseHours / sec.Groups,
+                    mean_input_phase_hours = sec.Groups == 0 ? 0 : sec.InputPhaseHours / sec.Groups,
+                    mean_unmask_phase_hours = sec.Groups == 0 ? 0 : sec.UnmaskPhaseHours / sec.Groups,
+                    dropped_in = sec.DroppedIn,
+                    masks_rebuilt = sec.MasksRebuilt,
+                },
                 max_vehicle_epsilon = SimulateCommand.Finite(result.MaxVehicleEpsilon),
                 delta = options.Privacy?.Delta,
                 model_sha256 = Core.Model.Checkpoint.ParameterHash(run.GlobalModel),

@@ -11,17 +11,34 @@ namespace FleetLearn.Simulation.Traces;
 /// task is done unless its window closes first; the round closes at its K-th update, at the deadline, or when nobody it waits
 /// for is left — and every selected vehicle that did not contribute is counted as waste, by cause.
 /// </summary>
-internal sealed class SyncTraceSimulation : TraceFleetSimulation
+internal sealed partial class SyncTraceSimulation : TraceFleetSimulation
 {
     /// <summary>Hours to wait when fewer than K vehicles are eligible (a real aggregator waits for check-ins).</summary>
     private const double WaitHours = 5.0 / 60;
 
     private readonly float[] _global;
+    private readonly PacedCheckIns _checkIns;
     private long _rounds;
 
     /// <summary>Creates the run (see <see cref="TraceFleetSimulation.Create"/>).</summary>
     public SyncTraceSimulation(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer)
-        : base(options, settings, trace, train, test, createTrainer) => _global = [.. InitialModel];
+        : base(options, settings, trace, train, test, createTrainer)
+    {
+        _global = [.. InitialModel];
+        _checkIns = new PacedCheckIns(Trace, Trace.Vehicles, settings.Hours, settings.Pace, options.Seed);
+    }
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<long>? CheckInLoad
+    {
+        get
+        {
+            // Counted up to where the run stopped (the rounds only advance the check-ins to each round's start).
+            double end = Math.Min(Now, Settings.Hours);
+            _checkIns.AdvanceTo(end);
+            return [.. _checkIns.PerHour.Take((int)Math.Ceiling(end))];
+        }
+    }
 
     /// <inheritdoc/>
     public override ReadOnlySpan<float> GlobalModel => _global;
@@ -39,7 +56,9 @@ internal sealed class SyncTraceSimulation : TraceFleetSimulation
         {
             cancellationToken.ThrowIfCancellationRequested();
             double start = Now;
-            var eligible = Enumerable.Range(0, Trace.Vehicles).Where(v => Trace.WindowEndAt(v, start) is not null && MayContribute(v)).ToList();
+            _checkIns.AdvanceTo(start);
+            // With pace steering only the vehicles that checked in (at their suggested time) are candidates.
+            var eligible = Enumerable.Range(0, Trace.Vehicles).Where(v => Trace.WindowEndAt(v, start) is not null && (!Settings.Pace || _checkIns.CheckedIn(v)) && MayContribute(v)).ToList();
             if (eligible.Count < k)
             {
                 AdvanceTo(start + WaitHours);
@@ -47,6 +66,11 @@ internal sealed class SyncTraceSimulation : TraceFleetSimulation
             }
             round++;
             var chosen = CohortSelection.Select(eligible, want, Options.Seed, round);
+            if (Pipeline.IsSecure)
+            {
+                if (!RunSecureRound(round, chosen, start, progress)) aborted++;
+                continue;
+            }
             var fates = chosen.Select((v, i) =>
             {
                 var (task, compute) = TaskHours(v);

@@ -61,6 +61,32 @@ public static class TraceArtifacts
             LogY = true,
             Series = [ChartSeries.FromXY(label, counts.Select(g => (double)g.Key), counts.Select(g => (double)g.Count()))],
         }, written, report);
+        if (result.CheckInsPerHour is { Count: > 0 } load)
+        {
+            string loadCsv = $"{label}-checkins.csv";
+            using (var writer = new StreamWriter(Path.Combine(folder, loadCsv)))
+            {
+                var csv = new CsvWriter(writer, ["hour", "checkins"]);
+                for (int h = 0; h < load.Count; h++) csv.WriteRow(h, load[h]);
+            }
+            written.Add(loadCsv);
+            Chart(folder, $"{label}-checkins.png", new LineChart
+            {
+                Title = string.Create(CultureInfo.InvariantCulture, $"{label}: check-ins per simulated hour (peak {load.Max():N0}, mean {load.Average():N0})"),
+                XLabel = "simulated hours",
+                YLabel = "check-ins",
+                Series = [ChartSeries.FromXY(label, Enumerable.Range(0, load.Count).Select(h => (double)h), load.Select(c => (double)c))],
+            }, written, report);
+        }
+        if (result.Secure is { } secure)
+        {
+            report.AddSection("Secure aggregation");
+            report.AddTable(["groups", "aborted", "mean members", "key phases (s)", "masked input (h)", "unmasking (s)", "masks rebuilt"],
+                [[secure.Groups, secure.Aborted, secure.Members / (double)Math.Max(1, secure.Groups), secure.KeyPhaseHours * 3600 / Math.Max(1, secure.Groups),
+                  secure.InputPhaseHours / Math.Max(1, secure.Groups), secure.UnmaskPhaseHours * 3600 / Math.Max(1, secure.Groups), secure.MasksRebuilt]],
+                "per group means; members whose window closed before they sent each phase's message: "
+                + string.Join(", ", secure.DroppedIn.Select(p => string.Create(CultureInfo.InvariantCulture, $"{p.Key} {p.Value}"))));
+        }
         string html = $"{label}-report.html";
         File.WriteAllText(Path.Combine(folder, html), report.ToHtml());
         written.Add(html);
@@ -73,6 +99,17 @@ public static class TraceArtifacts
             Series = [.. runs.Select(r => ChartSeries.FromXY(r.Name, r.Points.Select(p => p.Hours), r.Points.Select(p => p.Accuracy)))],
             Reference = new ReferenceLine(target, string.Create(CultureInfo.InvariantCulture, $"target {target:0.##}")),
         }, written);
+        var loads = Directory.GetFiles(folder, "*-checkins.csv").Order(StringComparer.Ordinal).Select(path => (Name: Path.GetFileName(path)[..^"-checkins.csv".Length], Load: Read(path, 1))).ToList();
+        if (loads.Count > 0)
+        {
+            Chart(folder, "checkins-per-hour.png", new LineChart
+            {
+                Title = "Check-ins per simulated hour, same trace",
+                XLabel = "simulated hours",
+                YLabel = "check-ins",
+                Series = [.. loads.Select(r => ChartSeries.FromXY(r.Name, r.Load.Select(p => p.X), r.Load.Select(p => p.Y)))],
+            }, written);
+        }
         return written;
     }
 
@@ -84,6 +121,9 @@ public static class TraceArtifacts
     }
 
     private static List<(double Hours, double Accuracy)> Read(string path) =>
+        [.. Read(path, 2).Select(p => (p.X, p.Y))];
+
+    private static List<(double X, double Y)> Read(string path, int column) =>
         [.. File.ReadLines(path).Skip(1).Where(l => l.Length > 0).Select(l => l.Split(','))
-            .Select(f => (double.Parse(f[0], CultureInfo.InvariantCulture), double.Parse(f[2], CultureInfo.InvariantCulture)))];
+            .Select(f => (double.Parse(f[0], CultureInfo.InvariantCulture), double.Parse(f[column], CultureInfo.InvariantCulture)))];
 }

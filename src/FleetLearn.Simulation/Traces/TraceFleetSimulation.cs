@@ -16,7 +16,7 @@ namespace FleetLearn.Simulation.Traces;
 /// buffered (<see cref="FedBuffSimulation"/>) runs share — data, local training, encoding, evaluation, the ledger and the
 /// waste tally. The rounds themselves are Core's coordinators.
 /// </summary>
-public abstract class TraceFleetSimulation : IDisposable
+public abstract partial class TraceFleetSimulation : IDisposable
 {
     private readonly ITrainer _trainer;
     private readonly float[] _delta;
@@ -35,10 +35,10 @@ public abstract class TraceFleetSimulation : IDisposable
         ArgumentNullException.ThrowIfNull(createTrainer);
         options.Validate();
         settings.Validate();
-        if (options.SecureAggregation != SecureAggregationMode.Off)
-            throw new ArgumentException("--trace runs are plaintext for now: a FedBuff buffer as its own secure-aggregation group is described in docs/async.md, not built.");
-        if (options.Privacy is { Mode: not NoiseMode.Central } or { AdaptiveClip: true })
-            throw new ArgumentException("--trace runs support --dp central with a fixed --clip (distributed noise shares are sized for a fixed cohort).");
+        if (options.SecAggMaliciousServer)
+            throw new ArgumentException("--trace runs secure aggregation against a semi-honest server; --secagg-malicious is not simulated on traces.");
+        if (options.Privacy is { AdaptiveClip: true } || options.Privacy is { Mode: NoiseMode.Distributed } && options.SecureAggregation == SecureAggregationMode.Off)
+            throw new ArgumentException("--trace runs support --dp central with a fixed --clip, and --dp distributed with --secagg (each secure group's size is fixed before its members add their noise shares).");
         if (options.Codec.ErrorFeedback) throw new ArgumentException("--trace runs do not keep top-k error-feedback residuals.");
         if (settings.Hours > trace.Hours + 1e-9)
             throw new ArgumentException($"--hours {settings.Hours} exceeds the trace's {trace.Hours:0.##} hours.");
@@ -50,6 +50,9 @@ public abstract class TraceFleetSimulation : IDisposable
         Partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
         Pipeline = options.CreatePipeline(Partitions.Max(p => p.Length));
         Rules = options.RoundRules(Partitions.Max(p => p.Length));
+        // Distributed DP: charged at the σ equivalent of the discrete Gaussian shares the codec adds (as every runner charges).
+        if (options.Privacy is { Mode: NoiseMode.Distributed } shares)
+            Rules = Rules with { ChargedNoiseMultiplier = RoundRules.ChargeFor(CodecFor(1), Rules.MinNoiseShares, shares.NoiseMultiplier, shares.NoiseMultiplier) };
         Strategy = StrategyCatalog.Parse(options.Strategy, options.ServerLearningRate);
         InitialModel = ModelInitializer.Initialize(options.Model, options.Seed, options.Init);
         _trainer = createTrainer(options.Model, Math.Max(options.Batch, 256));
@@ -62,11 +65,11 @@ public abstract class TraceFleetSimulation : IDisposable
         Participations = new int[options.Vehicles];
     }
 
-    /// <summary>Creates the run <paramref name="settings"/> asks for.</summary>
+    /// <summary>Creates the run <paramref name="settings"/> asks for (FedBuff with secure aggregation: a group per buffer).</summary>
     public static TraceFleetSimulation Create(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer) =>
-        settings.Mode == RoundMode.FedBuff
-            ? new FedBuffSimulation(options, settings, trace, train, test, createTrainer)
-            : new SyncTraceSimulation(options, settings, trace, train, test, createTrainer);
+        settings.Mode != RoundMode.FedBuff ? new SyncTraceSimulation(options, settings, trace, train, test, createTrainer)
+        : options.SecureAggregation != SecureAggregationMode.Off ? new SecureBufferGroups(options, settings, trace, train, test, createTrainer)
+        : new FedBuffSimulation(options, settings, trace, train, test, createTrainer);
 
     /// <summary>The run's options.</summary>
     protected SimulationOptions Options { get; }
@@ -161,10 +164,15 @@ public abstract class TraceFleetSimulation : IDisposable
             Staleness = staleness,
             Participations = [.. Participations],
             AbortReasons = new Dictionary<string, int>(_abortReasons),
+            Secure = SecureStats,
+            CheckInsPerHour = CheckInLoad,
             MaxVehicleEpsilon = Ledger is null ? double.NaN : Ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
             Seconds = clock.Elapsed.TotalSeconds,
         };
     }
+
+    /// <summary>Check-ins per simulated hour, where the mode counts them.</summary>
+    protected virtual IReadOnlyList<long>? CheckInLoad => null;
 
     /// <summary>The mode's event loop: returns steps applied and aborted, and the staleness histogram.</summary>
     protected abstract (long Applied, long Aborted, IReadOnlyDictionary<long, long> Staleness) RunCore(Action<TracePoint>? progress, CancellationToken cancellationToken);
@@ -210,22 +218,41 @@ public abstract class TraceFleetSimulation : IDisposable
     /// </summary>
     protected (Guid Id, PlainUpdateMessage Message) TrainAndEncode(int vehicle, ReadOnlySpan<float> model, UpdatePipelineRound codec, ulong index)
     {
-        long task = ++_tasks;
+        long task = NextTask();
+        var (delta, loss, weight) = TrainLocally(task, vehicle, model);
+        var random = Randomness(task, vehicle);
+        var envelope = codec.EncodePlain(delta, weight, index, random.UpdateId, random.Noise, random.Rounding, null, out _);
+        return (random.UpdateId, new PlainUpdateMessage(envelope, loss));
+    }
+
+    /// <summary>Numbers the next local update (its data order, noise, rounding and id derive from the number).</summary>
+    protected long NextTask() => ++_tasks;
+
+    /// <summary>Update <paramref name="task"/>: <paramref name="vehicle"/> trains from <paramref name="model"/>; Δ is a buffer the next call reuses.</summary>
+    protected (float[] Delta, double Loss, double Weight) TrainLocally(long task, int vehicle, ReadOnlySpan<float> model)
+    {
         var settings = new LocalTrainingSettings(Options.LocalEpochs, Options.Batch, Options.ClientLearningRate, Options.ClientMomentum, Strategy.ProximalMu);
         double loss = LocalTraining.Run(_trainer, model, Train, Partitions[vehicle].ToArray(), settings, SimulationRandomness.DataOrder(Options.Seed, task, vehicle), _delta);
         double weight = Options.Privacy is not null ? 1 : Partitions[vehicle].Length;
         if (Options.WeightCap is { } wc) weight = Math.Min(weight, wc);
+        return (_delta, loss, weight);
+    }
+
+    /// <summary>The vehicle-side randomness of update <paramref name="task"/> (noise share, rounding, update id).</summary>
+    protected VehicleRoundRandomness Randomness(long task, int vehicle)
+    {
         var rng = DeterministicRandom.Derive(Options.Seed, 0x1D1E, (ulong)task);
         var id = new Guid((int)rng.NextUInt64(), (short)rng.NextUInt64(), (short)rng.NextUInt64(), BitConverter.GetBytes(rng.NextUInt64()));
-        var envelope = codec.EncodePlain(_delta, weight, index, id, SimulationRandomness.Noise(Options.Seed, task, vehicle), SimulationRandomness.Rounding(Options.Seed, task, vehicle), null, out _);
-        return (id, new PlainUpdateMessage(envelope, loss));
+        return new VehicleRoundRandomness(SimulationRandomness.Noise(Options.Seed, task, vehicle), SimulationRandomness.Rounding(Options.Seed, task, vehicle), id);
     }
 
     /// <summary>The codec of round or version <paramref name="round"/> (the same derivation as the synchronous simulator).</summary>
     protected UpdatePipelineRound CodecFor(long round)
     {
         ulong codecSeed = DeterministicRandom.Derive(Options.Seed, 0xC0DE, (ulong)round).NextUInt64();
-        return Pipeline.ForRound((ulong)round, codecSeed, Options.Privacy?.ClipNorm ?? Options.NormBound);
+        // Distributed DP: each vehicle's share σC/√m, m the fewest shares a released sum may carry.
+        double noiseStd = Options.Privacy is { Mode: NoiseMode.Distributed } dp ? dp.NoiseMultiplier * dp.ClipNorm / Math.Sqrt(Options.EffectiveMinParticipants) : 0;
+        return Pipeline.ForRound((ulong)round, codecSeed, Options.Privacy?.ClipNorm ?? Options.NormBound, noiseStd);
     }
 
     /// <summary>Records a step's ledger charges, before its model is used (the order <see cref="ChargeEffect"/> asks for).</summary>
@@ -253,6 +280,7 @@ public abstract class TraceFleetSimulation : IDisposable
     public void Dispose()
     {
         _trainer.Dispose();
+        DisposeDeviceKeys();
         GC.SuppressFinalize(this);
     }
 }

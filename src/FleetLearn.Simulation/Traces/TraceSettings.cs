@@ -34,6 +34,9 @@ public sealed record TraceSettings
     /// <summary>The global model is evaluated after a step once this many simulated hours passed since the last evaluation.</summary>
     public double EvaluateEveryHours { get; init; } = 0.25;
 
+    /// <summary>Sync: pace steering — the aggregator suggests each vehicle its next check-in window (<see cref="Core.Rounds.PaceSteering"/>).</summary>
+    public bool Pace { get; init; }
+
     /// <summary>Stop once the target accuracy is reached (the run's purpose is the hours to it).</summary>
     public bool StopAtTarget { get; init; } = true;
 
@@ -47,6 +50,7 @@ public sealed record TraceSettings
         if (Concurrency is < 1) throw new ArgumentException("--concurrency must be at least 1.");
         if (MaxStaleness < 0) throw new ArgumentException("--max-staleness must be ≥ 0.");
         if (MaxParticipations is < 1) throw new ArgumentException("--max-participations must be at least 1.");
+        if (Pace && Mode != RoundMode.Sync) throw new ArgumentException("--pace steers the check-ins of synchronous rounds: use it with --mode sync (FedBuff paces with its concurrency limit).");
         if (!(EvaluateEveryHours > 0)) throw new ArgumentException("--eval-every-hours must be positive.");
         Resources.Validate();
     }
@@ -124,6 +128,12 @@ public sealed record TraceRunResult
 
     /// <summary>Contributions per vehicle (index = vehicle).</summary>
     public required int[] Participations { get; init; }
+
+    /// <summary>Sync: check-ins per simulated hour (index = hour), steered or not; null for FedBuff.</summary>
+    public IReadOnlyList<long>? CheckInsPerHour { get; init; }
+
+    /// <summary>What secure aggregation cost (null for plaintext runs).</summary>
+    public SecureGroupStats? Secure { get; init; }
 
     /// <summary>Largest per-vehicle ε in the ledger (NaN without DP).</summary>
     public double MaxVehicleEpsilon { get; init; } = double.NaN;

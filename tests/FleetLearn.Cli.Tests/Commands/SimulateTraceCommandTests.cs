@@ -56,6 +56,41 @@ public sealed class SimulateTraceCommandTests
     }
 
     [Fact]
+    public void SyncSecAggPlusWithPace_SummaryAndFilesSayWhatItCost()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), $"fleetlearn-trace-{Guid.NewGuid():N}");
+        try
+        {
+            var (exit, stdout, _) = Run([.. Small, "--mode", "sync", "--cohort", "10", "--secagg", "plus", "--pace", "--out", folder]);
+            Assert.Equal(0, exit);
+            var sync = Summary(stdout);
+            Assert.Equal("sync-secagg", sync.GetProperty("label").GetString());
+            Assert.True(sync.GetProperty("pace").GetBoolean());
+            var secagg = sync.GetProperty("secagg");
+            Assert.Equal("plus", secagg.GetProperty("mode").GetString());
+            Assert.True(secagg.GetProperty("groups").GetInt64() > 0);
+            Assert.Equal(sync.GetProperty("applied").GetInt64() + sync.GetProperty("aborted").GetInt64(), secagg.GetProperty("groups").GetInt64());
+            Assert.True(secagg.GetProperty("mean_key_phase_hours").GetDouble() > 0);
+            Assert.Equal((int)Math.Ceiling(sync.GetProperty("simulated_hours").GetDouble()), sync.GetProperty("checkins_per_hour").GetArrayLength()); // up to where it stopped (at the target)
+            Assert.True(sync.GetProperty("checkins_per_hour_peak").GetInt64() > 0);
+            foreach (var name in (string[])["sync-secagg-checkins.csv", "sync-secagg-checkins.png", "checkins-per-hour.png", "sync-secagg-report.html"])
+                Assert.True(File.Exists(Path.Combine(folder, name)), name);
+            Assert.Contains("Secure aggregation", File.ReadAllText(Path.Combine(folder, "sync-secagg-report.html")), StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void PaceWithFedBuff_Refused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--mode", "fedbuff", "--pace"]));
+        Assert.Equal("--pace steers the check-ins of synchronous rounds: use it with --mode sync (FedBuff paces with its concurrency limit).", e.Message);
+    }
+
+    [Fact]
     public void TraceOptionWithoutTrace_Refused()
     {
         var e = Assert.Throws<ArgumentException>(() => Run("simulate", "--mode", "fedbuff", "--rounds", "1"));

@@ -1,0 +1,164 @@
+using FleetLearn.Core.Model;
+using FleetLearn.Core.Random;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Core.Training;
+
+namespace FleetLearn.Simulation.Traces;
+
+/// <summary>
+/// FedBuff with secure aggregation over a trace: each buffer is its own secure-aggregation group (docs/async.md). Eligible
+/// vehicles are drawn (seeded) while fewer than the concurrency are held; they join the forming group, which is fixed on the
+/// version current when its first member joined and starts once ⌈K·(1+o)⌉ have joined (or after <see cref="FormationHours"/>
+/// with at least 3 and the minimum participants). The group runs <see cref="RoundCoordinator"/>'s secure round (<see cref="TraceFleetSimulation.RunSecureGroup"/>);
+/// when it completes, its mean is applied with the group's staleness s(τ) (<see cref="SecureBufferStep"/>). Groups overlap in time.
+/// </summary>
+internal sealed class SecureBufferGroups : TraceFleetSimulation
+{
+    /// <summary>Simulated hours a forming group waits for its last members before it starts with those it has (at least 3 and the minimum participants: a smaller sum would not be released).</summary>
+    public const double FormationHours = 0.5;
+
+    private readonly float[] _global;
+    private readonly Dictionary<long, long> _staleness = [];
+    private long _version;
+
+    /// <summary>Creates the run (see <see cref="TraceFleetSimulation.Create"/>).</summary>
+    public SecureBufferGroups(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer)
+        : base(options, settings, trace, train, test, createTrainer) => _global = [.. InitialModel];
+
+    /// <inheritdoc/>
+    public override ReadOnlySpan<float> GlobalModel => _global;
+
+    /// <inheritdoc/>
+    protected override long Version => _version;
+
+    private enum Kind { Open, Close, Done, Free, Formation }
+
+    private readonly record struct Event(Kind Kind, int Vehicle, long Group);
+
+    /// <inheritdoc/>
+    protected override (long Applied, long Aborted, IReadOnlyDictionary<long, long> Staleness) RunCore(Action<TracePoint>? progress, CancellationToken cancellationToken)
+    {
+        int n = Trace.Vehicles, concurrency = Settings.EffectiveConcurrency(Options.CohortSize);
+        int size = CohortSelection.SelectionSize(Options.CohortSize, Options.OverSelection);
+        var queue = new PriorityQueue<Event, (double, long)>();
+        long sequence = 0;
+        void Schedule(double hour, Event e) => queue.Enqueue(e, (hour, sequence++));
+        for (int v = 0; v < n; v++)
+            foreach (var (start, _) in Trace.Windows(v))
+                if (start < Settings.Hours) Schedule(start, new Event(Kind.Open, v, 0));
+        var windowEnd = new double[n];
+        Array.Fill(windowEnd, double.NaN);
+        var busy = new bool[n];
+        var pool = new FedBuffSimulation.IndexedPool(n);
+        var rng = DeterministicRandom.Derive(Options.Seed, 0xFEDB);
+        var members = new List<int>();
+        var joined = new List<double>();
+        var running = new Dictionary<long, (SecureGroupResult Group, long Version)>();
+        float[] formingModel = [];
+        long formingVersion = 0, groups = 0, applied = 0, aborted = 0;
+        int active = 0;
+
+        bool Eligible(int v) => windowEnd[v] > Now && !busy[v] && MayContribute(v);
+
+        void Launch()
+        {
+            long id = ++groups;
+            var group = RunSecureGroup(id, [.. members], [.. joined], Now, formingModel, formingVersion, new GroupMeanStrategy(Strategy));
+            running[id] = (group, formingVersion);
+            Schedule(group.Closed, new Event(Kind.Done, 0, id)); // before its members are freed at the same hour
+            foreach (var m in group.Members) Schedule(m.LeftAt, new Event(Kind.Free, m.Vehicle, id));
+            members.Clear();
+            joined.Clear();
+        }
+
+        void Dispatch()
+        {
+            while (active < concurrency && pool.Count > 0)
+            {
+                int v = pool.TakeRandom(rng);
+                if (!MayContribute(v)) continue;
+                if (members.Count == 0)
+                {
+                    formingModel = [.. _global];
+                    formingVersion = _version;
+                    Schedule(Now + FormationHours, new Event(Kind.Formation, 0, groups + 1));
+                }
+                members.Add(v);
+                joined.Add(Now);
+                busy[v] = true;
+                active++;
+                if (members.Count == size) Launch();
+            }
+        }
+
+        while (queue.TryDequeue(out var e, out var at))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (Done(at.Item1)) break;
+            AdvanceTo(at.Item1);
+            int v = e.Vehicle;
+            switch (e.Kind)
+            {
+                case Kind.Open:
+                    windowEnd[v] = Trace.WindowEndAt(v, Now) ?? double.NaN;
+                    if (Eligible(v)) pool.Add(v);
+                    Schedule(windowEnd[v], e with { Kind = Kind.Close });
+                    break;
+                case Kind.Close:
+                    pool.Remove(v);
+                    break;
+                case Kind.Free:
+                    busy[v] = false;
+                    active--;
+                    if (Eligible(v)) pool.Add(v);
+                    break;
+                case Kind.Formation:
+                    // The group still forming is the one this timer was set for: start it with whoever joined, if SecAgg can.
+                    if (e.Group != groups + 1 || members.Count == 0) break;
+                    if (members.Count >= Math.Max(3, Rules.MinParticipants)) Launch();
+                    else Schedule(Now + FormationHours, e);
+                    break;
+                case Kind.Done:
+                    if (Complete(e.Group)) applied++;
+                    else aborted++;
+                    break;
+            }
+            Dispatch();
+        }
+        AdvanceTo(Math.Min(Settings.Hours, Math.Max(Now, HoursToTarget ?? Settings.Hours)));
+        return (applied, aborted, _staleness);
+
+        bool Complete(long id)
+        {
+            running.Remove(id, out var done);
+            var (group, version) = done;
+            long staleness = _version - version;
+            var outcome = group.Outcome is RoundApplied mean
+                ? SecureBufferStep.Apply(Rules, Strategy, _global, mean, version, _version, Settings.MaxStaleness, Clock.GetUtcNow())
+                : group.Outcome;
+            bool stale = group.Outcome is RoundApplied && staleness > Settings.MaxStaleness;
+            var contributors = group.Outcome.Contributors.ToHashSet(StringComparer.Ordinal);
+            foreach (var m in group.Members)
+            {
+                if (outcome is RoundApplied && contributors.Contains(VehicleIds[m.Vehicle]))
+                {
+                    UsedUpdates++;
+                    UsedComputeHours += m.Compute;
+                    Participations[m.Vehicle]++;
+                }
+                else if (m.Trained) Waste(stale ? WasteCause.Stale : WasteCause.Aborted, m.Compute);
+                else Waste(WasteCause.Dropped, m.Spent);
+            }
+            if (outcome is RoundApplied step)
+            {
+                step.Parameters.CopyTo(_global, 0);
+                _version++;
+                _staleness[staleness] = _staleness.GetValueOrDefault(staleness) + contributors.Count;
+                Evaluate(progress);
+                return true;
+            }
+            NoteAbort(outcome);
+            return false;
+        }
+    }
+}
