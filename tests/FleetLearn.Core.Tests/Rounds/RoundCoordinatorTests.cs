@@ -228,6 +228,14 @@ public sealed class RoundCoordinatorTests
             return routed;
         }
 
+        /// <summary>Vehicles 0–3 advertise keys; the phase deadline passes with nobody ticking; then vehicle 4's advertisement arrives.</summary>
+        public RoundStep AdvertiseLate()
+        {
+            for (int i = 0; i < N - 1; i++) Send(i, _vehicles[i].Start());
+            Clock.Advance(_parameters.PhaseTimeout);
+            return Coordinator.Receive($"car-{N - 1}", Guid.NewGuid(), new SecureUpdateMessage(SecAggCodec.Decode(SecAggCodec.Encode(_vehicles[N - 1].Start()), 3)));
+        }
+
         /// <summary>Runs the round; vehicle <paramref name="drops"/> stop before sending their phase-<paramref name="phase"/> message.</summary>
         public RoundOutcome Run(int phase = -1, params int[] drops)
         {
@@ -273,6 +281,19 @@ public sealed class RoundCoordinatorTests
             foreach (var k in _keys) k.Dispose();
             _vehicleRegistry.Dispose();
         }
+    }
+
+    [Fact]
+    public void Secure_LateMessageAfterThePhaseDeadline_RejectedButThePhaseItClosedIsRouted()
+    {
+        // The late message makes the server close the expired phase before it refuses the message itself: the key
+        // directories that closing produced must still reach the four vehicles, or they wait for a phase that never opens.
+        using var round = new SecureRound();
+        var step = round.AdvertiseLate();
+        Assert.Equal(AckStatus.Rejected, step.Admission.Status);
+        var directories = step.Effects.OfType<RouteEffect>().Select(r => r.Message).OfType<KeyDirectoryMessage>().Select(d => d.VehicleId).Order();
+        Assert.Equal([0, 1, 2, 3], directories);
+        Assert.Equal(SecAggServerPhase.ShareKeys, Assert.IsType<CollectingSecure>(round.Coordinator.Phase).Phase);
     }
 
     [Fact]
