@@ -225,13 +225,15 @@ public sealed class RoundCoordinator : IDisposable
         if (message.VehicleId != index)
             return Verdict(Admission.Rejected(RejectReasons.NotInCohort, string.Create(CultureInfo.InvariantCulture, $"the message names cohort index {message.VehicleId}; this vehicle is {index}")));
         var step = server.Receive(message);
-        if (step.Rejection is { } why) return Verdict(Admission.Rejected(RejectReasons.Protocol, why));
-        _answered.Add(vehicle);
-        _received[message.Type] = _received.GetValueOrDefault(message.Type) + 1;
+        // The server closes an expired phase before it looks at the message: what that produced goes out even when the
+        // message itself is refused (late for the phase it was meant for).
         var effects = new List<RoundEffect>();
         Route(step.Outbox, effects);
         Phase = new CollectingSecure(server.Phase);
         if (server.Phase is SecAggServerPhase.Completed or SecAggServerPhase.Aborted) Close(effects);
+        if (step.Rejection is { } why) return new RoundStep(Admission.Rejected(RejectReasons.Protocol, why), effects);
+        _answered.Add(vehicle);
+        _received[message.Type] = _received.GetValueOrDefault(message.Type) + 1;
         return new RoundStep(Admission.Accepted, effects);
     }
 
