@@ -114,4 +114,19 @@ public sealed class BufferedTaskTests
 
         Assert.Contains("secure aggregation per buffer is not built", declined.Reason, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Join_SecondAssignmentUnderAReleaseAlreadyCharged_Declined()
+    {
+        // The vehicle charges a contribution under the plan's round (version + 1) and the ledger keeps one record per key:
+        // a second assignment on the same version would send a second update for the one charge — an aggregator that repeats
+        // an assignment could collect contributions the vehicle never paid for.
+        var plan = Plan("a", 3) with { Protection = Protection(3) with { ClipNorm = 1, Noise = "central", NoiseMultiplier = 1, UniformWeights = true, MaxWeight = 1 } };
+        var ledger = new PrivacyLedgerAccount(new PrivacyLedger(new PrivacyLedgerOptions(100, 1e-5)), "a");
+        Assert.True(ledger.TryRecord(plan.Round, PrivacyCharge.Participation(1)));
+
+        var declined = Assert.IsType<Declined>(BufferedTask.Join(plan, 0, 2, Profile("a"), ledger, Random(1), new ManualTimeProvider()));
+
+        Assert.Equal("this vehicle already contributed under release 4 (model 3): its ledger holds one record per release", declined.Reason);
+    }
 }
