@@ -1,3 +1,4 @@
+using System.Globalization;
 using FleetLearn.Core.Compression;
 
 namespace FleetLearn.Core.Rounds;
@@ -42,6 +43,8 @@ public static class BufferedTask
         var charge = protection.Charge(pipeline, plan.ModelVersion);
         if (protection.PrivacyRefusal(profile.Floors, bufferSize) is { } floor) return new Declined(floor);
         if (plan.Batch > profile.MaxBatch) return new Declined($"batch {plan.Batch} exceeds {profile.MaxBatch}");
+        if (charge is not null && ledger is not null && ledger.HasRecorded(plan.Round))
+            return new Declined(string.Create(CultureInfo.InvariantCulture, $"this vehicle already contributed under release {plan.Round} (model {plan.ModelVersion}): its ledger holds one record per release"));
         if (charge is { } c && ledger is not null && !ledger.CanParticipate(c))
             return new Declined($"the contribution would exceed this vehicle's ε budget (spent {ledger.Epsilon:F3})");
         var round = new VehicleRound(new VehicleRoundSetup
