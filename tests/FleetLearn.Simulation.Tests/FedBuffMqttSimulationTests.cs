@@ -19,24 +19,9 @@ public sealed class FedBuffMqttSimulationTests : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    private static LabeledData Blobs(int rows, ulong seed)
-    {
-        var rng = new DeterministicRandom(seed);
-        var centerRng = new DeterministicRandom(99);
-        var centers = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, 16).Select(_ => (float)centerRng.NextGaussian()).ToArray()).ToArray();
-        var x = new float[rows * 16];
-        var y = new byte[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            int c = rng.NextInt(4);
-            y[r] = (byte)c;
-            for (int j = 0; j < 16; j++) x[r * 16 + j] = centers[c][j] + 0.7f * (float)rng.NextGaussian();
-        }
-        return new LabeledData(x, y, 16, 4, "blobs");
-    }
 
-    private static readonly LabeledData Train = Blobs(1200, 1);
-    private static readonly LabeledData Test = Blobs(200, 2);
+    private static readonly LabeledData Train = SimulationTestData.Blobs(1200, 1);
+    private static readonly LabeledData Test = SimulationTestData.Blobs(200, 2);
 
     private static SimulationOptions Options(int vehicles) => new()
     {

@@ -9,26 +9,9 @@ namespace FleetLearn.Simulation.Tests;
 
 public sealed class FleetSimulatorTests
 {
-    // Four Gaussian blobs in 16 dimensions: learnable in a few rounds, fast enough for unit tests.
-    private static LabeledData Blobs(int rows, ulong seed)
-    {
-        var rng = new DeterministicRandom(seed);
-        var centers = new float[4][];
-        var centerRng = new DeterministicRandom(99);
-        for (int c = 0; c < 4; c++) centers[c] = Enumerable.Range(0, 16).Select(_ => (float)centerRng.NextGaussian()).ToArray();
-        var x = new float[rows * 16];
-        var y = new byte[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            int c = rng.NextInt(4);
-            y[r] = (byte)c;
-            for (int j = 0; j < 16; j++) x[r * 16 + j] = centers[c][j] + 0.7f * (float)rng.NextGaussian();
-        }
-        return new LabeledData(x, y, 16, 4, "blobs");
-    }
 
-    private static readonly LabeledData Train = Blobs(2000, 1);
-    private static readonly LabeledData Test = Blobs(500, 2);
+    private static readonly LabeledData Train = SimulationTestData.Blobs(2000, 1);
+    private static readonly LabeledData Test = SimulationTestData.Blobs(500, 2);
 
     private static SimulationOptions Options => new()
     {

@@ -13,29 +13,16 @@ namespace FleetLearn.Simulation.Tests;
 /// </summary>
 public sealed class ReleaseSideChannelTests
 {
-    private static LabeledData Blobs(int rows, ulong seed)
-    {
-        var rng = new DeterministicRandom(seed);
-        var x = new float[rows * 8];
-        var y = new byte[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            int c = rng.NextInt(4);
-            y[r] = (byte)c;
-            for (int j = 0; j < 8; j++) x[r * 8 + j] = (j % 4 == c ? 2f : 0f) + 0.5f * (float)rng.NextGaussian();
-        }
-        return new LabeledData(x, y, 8, 4, "blobs");
-    }
 
-    private static readonly LabeledData Train = Blobs(600, 1);
-    private static readonly LabeledData Test = Blobs(200, 2);
+    private static readonly LabeledData Train = SimulationTestData.Blobs(600, 1);
+    private static readonly LabeledData Test = SimulationTestData.Blobs(200, 2);
 
     private static FleetSimulator Create(SimulationOptions options) => new(options, Train, Test, (spec, batch) => new CpuTrainer(spec, batch));
 
     private static SimulationOptions Options => new()
     {
         Vehicles = 20, Fraction = 0.5, Rounds = 6, LocalEpochs = 1, Batch = 10, ClientLearningRate = 0.05f,
-        Model = ModelSpec.Parse("8-6-4"), Seed = 3, Workers = 1,
+        Model = ModelSpec.Parse("16-6-4"), Seed = 3, Workers = 1,
     };
 
     [Fact]

@@ -11,24 +11,9 @@ namespace FleetLearn.Simulation.Tests;
 /// <summary>Sync and FedBuff over availability traces in simulated hours: hand-built traces whose every event is known, and the ledger's view.</summary>
 public sealed class TraceSimulationTests
 {
-    internal static LabeledData Blobs(int rows, ulong seed)
-    {
-        var rng = new DeterministicRandom(seed);
-        var centerRng = new DeterministicRandom(99);
-        var centers = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, 16).Select(_ => (float)centerRng.NextGaussian()).ToArray()).ToArray();
-        var x = new float[rows * 16];
-        var y = new byte[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            int c = rng.NextInt(4);
-            y[r] = (byte)c;
-            for (int j = 0; j < 16; j++) x[r * 16 + j] = centers[c][j] + 0.7f * (float)rng.NextGaussian();
-        }
-        return new LabeledData(x, y, 16, 4, "blobs");
-    }
 
-    internal static readonly LabeledData Train = Blobs(800, 1);
-    internal static readonly LabeledData Test = Blobs(200, 2);
+    internal static readonly LabeledData Train = SimulationTestData.Blobs(800, 1);
+    internal static readonly LabeledData Test = SimulationTestData.Blobs(200, 2);
 
     /// <summary>
     /// Four vehicles: 0 and 2 eligible 0–5 h, 1 only 0–0.5 h (drops: its 1 h task cannot finish), 3 from 2–5 h. Every update takes
