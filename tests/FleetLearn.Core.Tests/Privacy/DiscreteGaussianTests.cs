@@ -1,3 +1,4 @@
+using CsCheck;
 using FleetLearn.Core.Privacy;
 
 namespace FleetLearn.Core.Tests.Privacy;
@@ -210,5 +211,106 @@ public sealed class CentralDiscreteGaussianTests
         var noisy = round.DecodeSumWithCentralNoise(sum, n, 0.4, new SeededNoiseSource(8)).Mean;
         double variance = clean.Zip(noisy).Select(p => (double)(p.Second - p.First) * (p.Second - p.First)).Average();
         Assert.InRange(variance, 0.01 * 0.93, 0.01 * 1.07); // (0.4 / 4)²
+    }
+}
+
+public sealed class DiscreteGaussianTableTests
+{
+    private const double TwoPow128 = 340282366920938463463374607431768211456.0;
+
+    /// <summary>P(|X| ≤ k) of N_Z(0, σ²), computed independently in double (relative error ~1e-15).</summary>
+    private static double[] CdfOfMagnitude(double s2, int atoms)
+    {
+        double z = 1;
+        for (int k = 1; k < atoms + 2000; k++) z += 2 * Math.Exp(-(double)k * k / (2 * s2));
+        var cdf = new double[atoms];
+        double sum = 0;
+        for (int k = 0; k < atoms; k++)
+        {
+            sum += (k == 0 ? 1 : 2) * Math.Exp(-(double)k * k / (2 * s2));
+            cdf[k] = sum / z;
+        }
+        return cdf;
+    }
+
+    [Fact]
+    public void CumulativeTable_MatchesTheDiscreteGaussianCdf()
+    {
+        Gen.Double[0.05, 2e5].Sample(variance =>
+        {
+            var table = DiscreteGaussian.CumulativeProbabilities(variance);
+            double s2 = DiscreteGaussian.RepresentableVariance(variance);
+            var expected = CdfOfMagnitude(s2, table.Length);
+            for (int k = 0; k < table.Length; k++)
+                Assert.True(Math.Abs((double)table[k] / TwoPow128 - expected[k]) < 1e-12, $"σ² = {s2}, k = {k}: {(double)table[k] / TwoPow128} against {expected[k]}");
+            // The table ends where the atoms left out weigh less than 2^-150: about 15σ.
+            double sigma = Math.Sqrt(s2);
+            Assert.InRange(table.Length, (int)(14 * sigma) - 2, (int)(16 * sigma) + 2);
+            for (int k = 1; k < table.Length; k++) Assert.True(table[k] >= table[k - 1]);
+        }, iter: 40);
+    }
+
+    [Fact]
+    public void Fill_TiesOfTheHighHalfAreDecidedByTheLowHalf()
+    {
+        const double variance = 9;
+        var table = DiscreteGaussian.CumulativeProbabilities(variance);
+        foreach (int k in new[] { 0, 3, 7 })
+        {
+            ulong high = (ulong)(table[k] >> 64), low = (ulong)table[k];
+            // U = T[k] exactly: P(|X| ≤ k) does not cover it, so |X| = k + 1; the next word's bit 0 is the sign (1: negative).
+            Assert.Equal(-(k + 1), Draw(high, low, 1));
+            // U = T[k] − 1: |X| = k (0 takes no sign bit).
+            Assert.Equal(k == 0 ? 0 : k, Draw(high, low - 1, 0));
+        }
+
+        static long Draw(params ulong[] words)
+        {
+            var one = new long[1];
+            DiscreteGaussian.Fill(one, variance, new WordSource(words));
+            return one[0];
+        }
+    }
+
+    [Fact]
+    public void Fill_AgreesInDistributionWithTheExactSampler()
+    {
+        var table = new long[200_000];
+        var exact = new long[200_000];
+        DiscreteGaussian.Fill(table, 6.25, new SeededNoiseSource(3));
+        DiscreteGaussian.FillExact(exact, 6.25, new SeededNoiseSource(4));
+        // Two-sample χ² over |x| ≤ 8 (the rest pooled): 9 cells.
+        double chi = 0;
+        for (int x = 0; x <= 9; x++)
+        {
+            long a = table.LongCount(v => x == 9 ? Math.Abs(v) >= 9 : Math.Abs(v) == x);
+            long b = exact.LongCount(v => x == 9 ? Math.Abs(v) >= 9 : Math.Abs(v) == x);
+            if (a + b > 0) chi += (double)(a - b) * (a - b) / (a + b);
+        }
+        Assert.True(chi < 30, $"two-sample χ² = {chi} with 9 degrees of freedom");
+    }
+
+    [Fact]
+    public void CumulativeTable_AboveTheTableLimit_IsRefused()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => DiscreteGaussian.CumulativeProbabilities(DiscreteGaussian.MaxTableVariance * 4));
+        Assert.Contains("sampled exactly", e.Message);
+        Assert.Empty(DiscreteGaussian.CumulativeProbabilities(0));
+    }
+
+    /// <summary>A source whose 64-bit words are the given ones (each as two 32-bit halves of 53-bit uniforms), then zeros.</summary>
+    private sealed class WordSource(ulong[] words) : INoiseSource
+    {
+        private int _half;
+
+        public double NextUniform()
+        {
+            int i = _half / 2;
+            ulong word = i < words.Length ? words[i] : 0;
+            ulong half = _half++ % 2 == 0 ? word >> 32 : word & 0xFFFF_FFFF;
+            return (half << 21) / 9007199254740992.0;
+        }
+
+        public void FillStandardNormal(Span<double> destination) => throw new NotSupportedException();
     }
 }
