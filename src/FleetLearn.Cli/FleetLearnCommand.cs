@@ -13,6 +13,7 @@ internal static class FleetLearnCommand
             BenchTrainCommand.Create(),
             BenchAggregateCommand.Create(),
             BenchIngestCommand.Create(),
+            BenchNoiseCommand.Create(),
             BenchSecAggCommand.Create(),
             BenchExtractCommand.Create(),
         };
