@@ -104,6 +104,75 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
         Assert.Equal(0, status.Buffered!.Training); // withdrawn, or its update came first: either way its slot is free
     }
 
+    [Fact]
+    public async Task FedBuffMode_ParticipationCapAndBudget_HoldAcrossAnAggregatorRestart()
+    {
+        // Central DP, cap 1: both vehicles contribute to the one step, and the ledger (LiteDB) records it.
+        var options = PrivateOptions(steps: 1);
+        var (first, firstStatus, _) = await StartAggregatorAsync(options);
+        await StartAgentsAsync(2);
+        await firstStatus.Done.Task.WaitAsync(Timeout);
+        await StopAsync(first);
+        using (var ledger = LiteDbPrivacyLedgerStore.Open(options.PrivacyLedgerPath, new(double.MaxValue, options.Delta)))
+            Assert.Equal([1, 1], new[] { "car-0", "car-1" }.Select(v => ledger.Get(v).Participations));
+
+        // A restarted aggregator reads the cap from the ledger, not from what it counted since it started.
+        var (second, _, events) = await StartAggregatorAsync(PrivateOptions(steps: 0));
+        var answer = await WaitForAsync(events, e => e.Kind == BufferedEventKind.Answered);
+        Assert.Equal((AckStatus.Rejected, RejectReasons.ParticipationCap), (answer.Admission.Status, answer.Admission.Reason));
+        Assert.Contains("1 participations: the cap is 1", answer.Admission.Why, StringComparison.Ordinal);
+        await StopAsync(second);
+
+        // The same with a budget instead of a cap: one σ = 1 contribution already costs more than ε = 1 (at δ = 1e-5).
+        var budget = PrivateOptions(steps: 0);
+        budget.MaxParticipations = null;
+        budget.EpsilonBudget = 1.0;
+        var (_, _, budgetEvents) = await StartAggregatorAsync(budget);
+        var refused = await WaitForAsync(budgetEvents, e => e.Kind == BufferedEventKind.Answered);
+        Assert.Equal((AckStatus.Rejected, RejectReasons.ParticipationCap), (refused.Admission.Status, refused.Admission.Reason));
+        Assert.Contains("privacy budget", refused.Admission.Why, StringComparison.Ordinal);
+    }
+
+    private async Task StopAsync(AggregatorWorker worker)
+    {
+        await worker.StopAsync(CancellationToken.None);
+        _started.Remove(worker);
+        worker.Dispose();
+    }
+
+    private AggregatorOptions PrivateOptions(int steps) => new()
+    {
+        Model = "8-6-3",
+        Mode = "fedbuff",
+        CohortSize = 2,
+        Concurrency = 2,
+        Rounds = steps,
+        LocalEpochs = 1,
+        Batch = 10,
+        LearningRate = 0.1f,
+        Privacy = "central",
+        ClipNorm = 1,
+        NoiseMultiplier = 1,
+        MaxParticipations = 1,
+        DatabasePath = Path.Combine(_dir, "agg.db"),
+        PrivacyLedgerPath = Path.Combine(_dir, "agg-privacy.db"),
+        SigningKeyPath = Path.Combine(_dir, "signing.pem"),
+        OnnxFolder = null,
+    };
+
+    private async Task<(AggregatorWorker Worker, AggregatorStatus Status, ConcurrentQueue<BufferedEvent> Events)> StartAggregatorAsync(AggregatorOptions options)
+    {
+        using (SigningKeys.LoadOrCreate(options.SigningKeyPath)) { }
+        var status = new AggregatorStatus();
+        var events = new ConcurrentQueue<BufferedEvent>();
+        status.BufferedHandled += events.Enqueue;
+        var aggregator = new AggregatorWorker(Options.Create(options), Options.Create(TestMqtt.Options(_broker.Port, Fleet, "aggregator", Secret)), status, TimeProvider.System, Logs.CreateLogger<AggregatorWorker>());
+        await aggregator.StartAsync(CancellationToken.None);
+        _started.Add(aggregator);
+        while (!status.Running) await Task.Delay(20);
+        return (aggregator, status, events);
+    }
+
     private static async Task<BufferedEvent> WaitForAsync(ConcurrentQueue<BufferedEvent> events, Func<BufferedEvent, bool> match, int skip = 0)
     {
         var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
