@@ -46,6 +46,7 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
             Concurrency = options.Concurrency ?? 2 * _k,
             Lease = options.BufferedLease,
             MaxParticipations = options.MaxParticipations,
+            Ledger = parts.Ledger, // durable: the cap and the budget count every participation it ever recorded, across restarts
             CentralNoiseFor = rules.Privacy is null ? null : v => random.CentralNoise(v),
             FirstVersion = model.Version,
         }, time);

@@ -27,7 +27,7 @@ public sealed record LedgerVerification(int Vehicles, long Rounds, int Recompute
 /// read or verify rather than starting from zero, because an empty ledger would under-count every vehicle's ε.</para>
 /// <para>Opened with <c>Connection=direct</c>: one process owns the file. Not thread-safe beyond an internal lock.</para>
 /// </remarks>
-public sealed class LiteDbPrivacyLedgerStore : IDisposable
+public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
 {
     /// <summary>Version of the per-vehicle document layout.</summary>
     public const int SchemaVersion = 1;

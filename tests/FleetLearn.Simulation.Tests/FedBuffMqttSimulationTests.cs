@@ -82,6 +82,6 @@ public sealed class FedBuffMqttSimulationTests : IDisposable
         var dp = Assert.Throws<ArgumentException>(() => new FedBuffMqttSimulation(Options(4) with { Privacy = new PrivacySettings(NoiseMode.Central, ClipNorm: 1, NoiseMultiplier: 1, Delta: 1e-5, EpsilonBudget: 5) }, FedBuff, trace, Train, Test, cpu, _dir.FullName));
 
         Assert.Equal("--transport mqtt --trace runs --mode fedbuff (synchronous rounds over MQTT: simulate --transport mqtt without --trace).", sync.Message);
-        Assert.Equal("--transport mqtt --mode fedbuff does not take --epsilon-budget yet: the in-process coordinator refuses vehicles by its ledger, the aggregator's FedBuff pump does not read its LiteDB ledger (docs/async.md).", dp.Message);
+        Assert.Equal("--transport mqtt --mode fedbuff does not take --epsilon-budget yet: each agent charges its own ledger a fresh contribution's ε where the in-process run charges by staleness, so the agents run out first and the two runs part (docs/async.md).", dp.Message);
     }
 }

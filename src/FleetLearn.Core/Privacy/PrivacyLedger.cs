@@ -115,6 +115,16 @@ public sealed class VehiclePrivacyState
     public int Participations => Rounds.Count;
 }
 
+/// <summary>What a coordinator reads of a privacy ledger to refuse a vehicle: its state and whether one more charge fits its budget.</summary>
+public interface IPrivacyLedgerView
+{
+    /// <summary>The vehicle's state (an empty state with ε = 0 if it never took part).</summary>
+    VehiclePrivacyState Get(string vehicleId);
+
+    /// <summary>Whether one more charge keeps the vehicle within the ledger's ε budget.</summary>
+    bool CanParticipate(string vehicleId, PrivacyCharge next);
+}
+
 /// <summary>
 /// Vehicle-level privacy ledger: per vehicle, the accounted rounds and the accumulated Rényi-DP of the
 /// sampled Gaussian mechanism (Mironov 2017; Mironov, Talwar, Zhang 2019), converted to ε at δ. ε never
@@ -125,7 +135,7 @@ public sealed class VehiclePrivacyState
 /// vehicle's update is used or sent, so a crash can only over-count ε, never under-count it. See
 /// <see cref="SamplingAssumption"/> for when q &lt; 1 may be used.
 /// </remarks>
-public sealed class PrivacyLedger
+public sealed class PrivacyLedger : IPrivacyLedgerView
 {
     private readonly Dictionary<string, VehiclePrivacyState> _vehicles = new(StringComparer.Ordinal);
     private readonly Dictionary<(double Q, double Sigma), double[]> _rdpPerStep = [];

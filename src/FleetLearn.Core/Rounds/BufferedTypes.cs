@@ -48,8 +48,11 @@ public sealed record BufferedSetup
     /// <summary>Most contributions one vehicle may make (null: no cap). Under DP this bounds each vehicle's ε (<see cref="BufferedAccountant"/>).</summary>
     public int? MaxParticipations { get; init; }
 
-    /// <summary>The aggregator's privacy ledger (read here to refuse vehicles at their cap or over budget; the runner records the charges).</summary>
-    public PrivacyLedger? Ledger { get; init; }
+    /// <summary>
+    /// The aggregator's privacy ledger (read here to refuse vehicles at their cap or over budget; the runner records the charges).
+    /// A durable one (the aggregator's LiteDB ledger) makes the cap and the budget hold across restarts.
+    /// </summary>
+    public IPrivacyLedgerView? Ledger { get; init; }
 
     /// <summary>Source of central DP noise for the step that produces version v (required under central DP).</summary>
     public Func<long, INoiseSource>? CentralNoiseFor { get; init; }

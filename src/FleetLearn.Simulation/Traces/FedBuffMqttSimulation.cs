@@ -45,7 +45,7 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
     {
         if (settings.Mode != RoundMode.FedBuff) throw new ArgumentException("--transport mqtt --trace runs --mode fedbuff (synchronous rounds over MQTT: simulate --transport mqtt without --trace).");
         if (options.Privacy is { EpsilonBudget: not null })
-            throw new ArgumentException("--transport mqtt --mode fedbuff does not take --epsilon-budget yet: the in-process coordinator refuses vehicles by its ledger, the aggregator's FedBuff pump does not read its LiteDB ledger (docs/async.md).");
+            throw new ArgumentException("--transport mqtt --mode fedbuff does not take --epsilon-budget yet: each agent charges its own ledger a fresh contribution's ε where the in-process run charges by staleness, so the agents run out first and the two runs part (docs/async.md).");
         MqttFleetSimulation.CheckSupported(options);
         _workDirectory = workDirectory;
         _logger = logger ?? NullLoggerFactory.Instance;
