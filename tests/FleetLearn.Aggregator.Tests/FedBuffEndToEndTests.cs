@@ -133,6 +133,26 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
         Assert.Contains("privacy budget", refused.Admission.Why, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task FedBuffMode_AggregatorRestart_KeepsTheAcknowledgedButUnreleasedBuffer()
+    {
+        // K = 4 with three vehicles: each contributes once to the step, so the buffer holds 3 and waits for a fourth.
+        var options = PrivateOptions(steps: 1);
+        (options.Privacy, options.ClipNorm, options.MaxParticipations, options.CohortSize, options.Concurrency) = ("off", null, null, 4, 4);
+        var (first, _, events) = await StartAggregatorAsync(options);
+        await StartAgentsAsync(3);
+        await WaitForAsync(events, e => e.Kind == BufferedEventKind.Update && e.Admission.Status == AckStatus.Accepted, skip: 2);
+        await StopAsync(first);
+
+        // The three acknowledged updates come back from the journal; the fourth vehicle's update releases the step.
+        var (_, status, _) = await StartAggregatorAsync(options);
+        Assert.Equal(3, status.Buffered!.Buffered);
+        await StartAgentsAsync(1, firstIndex: 3);
+        await status.Done.Task.WaitAsync(Timeout);
+        var step = Assert.Single(status.Rounds, r => r.Status == RoundStatus.Applied);
+        Assert.Equal((4, 1L), (step.Participants, step.ModelVersionOut!.Value));
+    }
+
     private async Task StopAsync(AggregatorWorker worker)
     {
         await worker.StopAsync(CancellationToken.None);
@@ -208,13 +228,13 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
         return (status, events);
     }
 
-    private async Task StartAgentsAsync(int count, TimeSpan? resendInterval = null, VehicleStateMonitor? monitor = null)
+    private async Task StartAgentsAsync(int count, TimeSpan? resendInterval = null, VehicleStateMonitor? monitor = null, int firstIndex = 0)
     {
         using var key = SigningKeys.LoadOrCreate(Path.Combine(_dir, "signing.pem"));
         string publicKey = key.ExportSubjectPublicKeyInfoPem();
         var data = EndToEndTests.SyntheticData(600, seed: 3);
-        var parts = FleetLearn.Core.Federated.Partitioner.Split(data.Labels, count, new PartitionScheme.Iid(), 7);
-        for (int i = 0; i < count; i++)
+        var parts = FleetLearn.Core.Federated.Partitioner.Split(data.Labels, firstIndex + count, new PartitionScheme.Iid(), 7);
+        for (int i = firstIndex; i < firstIndex + count; i++)
         {
             string id = $"car-{i}";
             var options = new EdgeAgentOptions
