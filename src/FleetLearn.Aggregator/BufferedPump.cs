@@ -36,7 +36,9 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
         RoundProtection ProtectionOf(long version) => protection with { CodecSeed = DeterministicRandom.Derive(options.Seed, 0xC0DE, (ulong)version).NextUInt64() };
         int dimension = model.Parameters.Length;
         var rules = RoundOpening.Rules(options, protection) with { CohortSize = _k };
-        var coordinator = new BufferedCoordinator(new BufferedSetup
+        long record = firstRecord;
+        // The step in progress keeps its acknowledged updates in the journal under its record number: a restart folds them again.
+        var coordinator = BufferedCoordinator.Resume(new BufferedSetup
         {
             Global = model.Parameters,
             Strategy = strategy,
@@ -49,12 +51,17 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
             Ledger = parts.Ledger, // durable: the cap and the budget count every participation it ever recorded, across restarts
             CentralNoiseFor = rules.Privacy is null ? null : v => random.CentralNoise(v),
             FirstVersion = model.Version,
-        }, time);
+        }, time, parts.Store.JournalOf(record), out var replayed);
+        status.Buffered = coordinator.Progress;
         var bytes = model.ToBytes();
+        logger.LogInformation("aggregator: FedBuff from model {Version}: K = {K}, concurrency {Concurrency}, max staleness {MaxStaleness}; {Buffered} acknowledged updates back from the journal.",
+            model.Version, _k, options.Concurrency ?? 2 * _k, options.MaxStaleness, coordinator.Progress.Buffered);
+        int steps = 0;
+        if (Record(replayed, record, cancellationToken) is { } resumed) // the crash came between the K-th update's journal and its model
+            (model, bytes, record, steps) = (Store(model, resumed, record, cancellationToken), null!, record + 1, resumed is RoundApplied ? 1 : 0);
+        bytes ??= model.ToBytes();
         await _publisher.PublishAsync(model, bytes, cancellationToken).ConfigureAwait(false);
-        long record = firstRecord;
-        logger.LogInformation("aggregator: FedBuff from model {Version}: K = {K}, concurrency {Concurrency}, max staleness {MaxStaleness}.", model.Version, _k, options.Concurrency ?? 2 * _k, options.MaxStaleness);
-        for (int steps = 0; !cancellationToken.IsCancellationRequested && (options.Rounds == 0 || steps < options.Rounds);)
+        while (!cancellationToken.IsCancellationRequested && (options.Rounds == 0 || steps < options.Rounds))
         {
             status.Activity = $"FedBuff: version {coordinator.Version}, {coordinator.Progress.Buffered}/{_k} buffered, {coordinator.Training} training";
             var now = time.GetUtcNow();
@@ -69,7 +76,7 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
             RoundOutcome? closed;
             try
             {
-                closed = await HandleAsync(coordinator, message, model, bytes, v => ProtectionOf(v), cancellationToken).ConfigureAwait(false);
+                closed = await HandleAsync(coordinator, message, model, bytes, v => ProtectionOf(v), record, cancellationToken).ConfigureAwait(false);
             }
             catch (WireFormatException e)
             {
@@ -86,7 +93,7 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
             }
             if (closed is null) continue;
             // The step's charges are in the ledger (HandleAsync); now its model and record, then the model goes out.
-            var stored = AggregatorRecords.Close(parts.Store, _publisher, status, logger, new RoundRecord(record++, model.Version, null, RoundStatus.Open, _k, 0, double.NaN, now, null), model, closed, cancellationToken);
+            var stored = Store(model, closed, record++, cancellationToken);
             if (closed is not RoundApplied) continue;
             (model, bytes) = (stored, stored.ToBytes());
             await _publisher.PublishAsync(model, bytes, cancellationToken).ConfigureAwait(false);
@@ -95,9 +102,31 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
         return model;
     }
 
+    /// <summary>Stores a released step's model and record (which also compacts its journal); returns the model to go on from.</summary>
+    private Checkpoint Store(Checkpoint model, RoundOutcome closed, long record, CancellationToken cancellationToken) =>
+        AggregatorRecords.Close(parts.Store, _publisher, status, logger, new RoundRecord(record, model.Version, null, RoundStatus.Open, _k, 0, double.NaN, time.GetUtcNow(), null), model, closed, cancellationToken);
+
+    /// <summary>
+    /// Makes a step's effects durable in order: an accepted update's journal entry (under the step's record), a release's
+    /// charges (before its model is used or stored); returns the release, if any.
+    /// </summary>
+    private RoundOutcome? Record(IEnumerable<RoundEffect> effects, long record, CancellationToken cancellationToken)
+    {
+        RoundOutcome? closed = null;
+        foreach (var effect in effects)
+        {
+            if (effect is JournalEffect journal) // durable before the ack: "accepted" means committed
+                DiskFullRetry.Run(() => parts.Store.Journal(record, journal.Update), "the journal of an accepted update", logger, cancellationToken);
+            if (effect is ChargeEffect charge && parts.Ledger is { } ledger)
+                foreach (var v in charge.Vehicles) DiskFullRetry.Run(() => status.VehicleEpsilon(v, ledger.Record(v, charge.Round, charge.Charge).Epsilon), "a ledger charge", logger, cancellationToken);
+            if (effect is CloseEffect close) closed = close.Outcome;
+        }
+        return closed;
+    }
+
     /// <summary>Handles one vehicle message; returns the step an update released (its charges already recorded), else null.</summary>
     private async Task<RoundOutcome?> HandleAsync(BufferedCoordinator coordinator, MqttIncoming message, Checkpoint model, byte[] modelBytes, Func<long, RoundProtection> protectionOf,
-        CancellationToken cancellationToken)
+        long record, CancellationToken cancellationToken)
     {
         var mqtt = parts.Mqtt;
         if (!mqtt.Topics.TryParseVehicleTopic(message.Topic, out var vehicle, out var channel, out var kind)) return null;
@@ -128,13 +157,7 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
         if (update.Vehicle != vehicle || update.Kind != EnvelopeKind.Update)
             throw new WireFormatException($"A message on {vehicle}'s update topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);
         var (admission, step) = Admit(coordinator, vehicle, update);
-        RoundOutcome? closed = null;
-        foreach (var effect in step?.Effects ?? [])
-        {
-            if (effect is ChargeEffect charge && parts.Ledger is { } ledger) // recorded before the step's model is used or stored
-                foreach (var v in charge.Vehicles) DiskFullRetry.Run(() => status.VehicleEpsilon(v, ledger.Record(v, charge.Round, charge.Charge).Epsilon), "a ledger charge", logger, cancellationToken);
-            if (effect is CloseEffect close) closed = close.Outcome;
-        }
+        var closed = Record(step?.Effects ?? [], record, cancellationToken);
         switch (admission.Status)
         {
             case AckStatus.Accepted:

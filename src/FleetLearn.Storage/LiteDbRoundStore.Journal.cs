@@ -61,10 +61,12 @@ public sealed partial class LiteDbRoundStore
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, update.Envelope.Length);
-            _journal.Insert(new BsonDocument
+            var entry = new BsonDocument
             {
                 ["round"] = round, ["id"] = update.UpdateId, ["vehicle"] = update.Vehicle, ["envelope"] = update.Envelope, ["loss"] = update.TrainLoss,
-            });
+            };
+            if (update.LeaseVersion is { } version) (entry["lease"], entry["slot"]) = (version, unchecked((long)update.Slot));
+            _journal.Insert(entry);
             LiteDbFiles.Durable(_db, Path);
         }
     }
@@ -76,7 +78,8 @@ public sealed partial class LiteDbRoundStore
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             return [.. _journal.Find(Query.EQ("round", round)).OrderBy(d => d["_id"].AsInt64).Where(d => d["envelope"].IsBinary)
-                .Select(d => new JournaledUpdate(d["vehicle"].AsString, d["id"].AsGuid, d["envelope"].AsBinary, d["loss"].AsDouble))];
+                .Select(d => new JournaledUpdate(d["vehicle"].AsString, d["id"].AsGuid, d["envelope"].AsBinary, d["loss"].AsDouble,
+                    d.TryGetValue("lease", out var lease) && lease.IsInt64 ? lease.AsInt64 : null, d.TryGetValue("slot", out var slot) && slot.IsInt64 ? unchecked((ulong)slot.AsInt64) : 0))];
         }
     }
 

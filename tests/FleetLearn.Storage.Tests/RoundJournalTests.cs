@@ -36,6 +36,21 @@ public sealed class RoundJournalTests : IDisposable
     }
 
     [Fact]
+    public void Journal_FedBuffEntries_KeepTheirLeaseVersionAndSlotAcrossAReopen()
+    {
+        var updates = new[]
+        {
+            new JournaledUpdate("car-a", Guid.NewGuid(), [1], 0.25, LeaseVersion: 6, Slot: 3),
+            new JournaledUpdate("car-b", Guid.NewGuid(), [2], 0.5, LeaseVersion: 7, Slot: ulong.MaxValue),
+            new JournaledUpdate("car-c", Guid.NewGuid(), [3], 0.75), // a synchronous round's: no lease
+        };
+        using (var store = LiteDbRoundStore.Open(DbPath))
+            foreach (var u in updates) store.Journal(8, u);
+        using (var reopened = LiteDbRoundStore.Open(DbPath))
+            Assert.Equal(updates.Select(u => (u.Vehicle, u.LeaseVersion, u.Slot)), reopened.JournalOf(8).Select(u => (u.Vehicle, u.LeaseVersion, u.Slot)));
+    }
+
+    [Fact]
     public void CompactJournal_AfterClose_PlanAndBytesGoneIdsKeptForThreeRounds()
     {
         using var store = LiteDbRoundStore.Open(DbPath);

@@ -48,6 +48,34 @@ public sealed class BufferedCoordinator
         _aggregator = NewAggregator();
     }
 
+    /// <summary>
+    /// A coordinator restarted at <see cref="BufferedSetup.FirstVersion"/> with the updates its unreleased buffer had
+    /// acknowledged (<see cref="JournalEffect"/>s of step FirstVersion + 1, in order) folded again, each under the lease it was
+    /// trained on. <paramref name="effects"/> are what the replay produced besides the journal — a release when the crash came
+    /// after the K-th update was journaled but before its model was stored (its charges are re-recorded: one per key).
+    /// Throws <see cref="InvalidDataException"/> for an entry this step refuses (it belongs to another run or mode).
+    /// </summary>
+    public static BufferedCoordinator Resume(BufferedSetup setup, TimeProvider time, IEnumerable<JournaledUpdate> journal, out IReadOnlyList<RoundEffect> effects)
+    {
+        ArgumentNullException.ThrowIfNull(journal);
+        var coordinator = new BufferedCoordinator(setup, time);
+        var replayed = new List<RoundEffect>();
+        foreach (var update in journal)
+        {
+            if (coordinator.Version != setup.FirstVersion) break; // released: the rest belonged to the next step
+            if (update.LeaseVersion is not { } version)
+                throw new InvalidDataException($"The journal of step {setup.FirstVersion + 1} holds {update.Vehicle}'s update {update.UpdateId} without a FedBuff lease: it was written by a synchronous round.");
+            coordinator._leases[update.Vehicle] = new Lease(version, update.Slot, DateTimeOffset.MaxValue);
+            coordinator._slots[version] = Math.Max(coordinator._slots.GetValueOrDefault(version), update.Slot + 1);
+            var step = coordinator.Receive(update.Vehicle, update.UpdateId, new PlainUpdateMessage(update.Envelope, update.TrainLoss));
+            if (step.Admission.Status != AckStatus.Accepted)
+                throw new InvalidDataException($"The journal of step {setup.FirstVersion + 1} holds {update.Vehicle}'s update {update.UpdateId}, which this step refuses ({step.Admission.Why}).");
+            replayed.AddRange(step.Effects.Where(e => e is not JournalEffect));
+        }
+        effects = replayed;
+        return coordinator;
+    }
+
     /// <summary>The current model version (the number of steps applied since version 0).</summary>
     public long Version { get; private set; }
 
@@ -139,7 +167,8 @@ public sealed class BufferedCoordinator
             _lossSum += message.TrainLoss;
             _lossCount++;
         }
-        var effects = new List<RoundEffect>();
+        // Durable before the ack and before a release it completes: a restart replays it (Resume).
+        var effects = new List<RoundEffect> { new JournalEffect(Version + 1, new JournaledUpdate(vehicle, updateId, message.Envelope.ToArray(), message.TrainLoss, lease.Version, lease.Slot)) };
         if (_buffer.Count >= _setup.Rules.CohortSize) Release(effects);
         return new RoundStep(Admission.Accepted, effects);
     }

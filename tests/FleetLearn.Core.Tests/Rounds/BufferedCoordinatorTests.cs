@@ -38,28 +38,30 @@ public sealed class BufferedCoordinatorTests
 
     private static Fleet Create(int k, int concurrency = 10, int maxStaleness = 10, int? cap = null, double? sigma = null, double budget = 1000)
     {
+        var (setup, clock, ledger) = Setup(k, concurrency, maxStaleness, cap, sigma, budget);
+        return new Fleet { Clock = clock, Ledger = ledger, Coordinator = new BufferedCoordinator(setup, clock) };
+    }
+
+    private static (BufferedSetup Setup, ManualTimeProvider Clock, PrivacyLedger? Ledger) Setup(int k, int concurrency = 10, int maxStaleness = 10, int? cap = null, double? sigma = null, double budget = 1000)
+    {
         var clock = new ManualTimeProvider();
         var privacy = sigma is null ? (NoiseMode?)null : NoiseMode.Central;
         var pipeline = new UpdatePipeline(new UpdatePipelineOptions { Codec = CodecSpec.None, Dimension = Global.Length, ClipNorm = privacy is null ? null : 100, Noise = privacy });
         var ledger = sigma is null ? null : new PrivacyLedger(new PrivacyLedgerOptions(budget, 1e-5));
-        return new Fleet
+        var setup = new BufferedSetup
         {
-            Clock = clock,
+            Global = Global,
+            Strategy = StrategyCatalog.Parse("fedavg", null),
+            CodecFor = v => pipeline.ForRound((ulong)v, 7, privacy is null ? null : 100),
+            Rules = new RoundRules { CohortSize = k, Privacy = privacy, NoiseMultiplier = sigma ?? 0, UniformWeights = privacy is not null, MaxWeight = 100 },
+            Concurrency = concurrency,
+            MaxStaleness = maxStaleness,
+            MaxParticipations = cap,
             Ledger = ledger,
-            Coordinator = new BufferedCoordinator(new BufferedSetup
-            {
-                Global = Global,
-                Strategy = StrategyCatalog.Parse("fedavg", null),
-                CodecFor = v => pipeline.ForRound((ulong)v, 7, privacy is null ? null : 100),
-                Rules = new RoundRules { CohortSize = k, Privacy = privacy, NoiseMultiplier = sigma ?? 0, UniformWeights = privacy is not null, MaxWeight = 100 },
-                Concurrency = concurrency,
-                MaxStaleness = maxStaleness,
-                MaxParticipations = cap,
-                Ledger = ledger,
-                Lease = TimeSpan.FromMinutes(30),
-                CentralNoiseFor = privacy is null ? null : v => new SeededNoiseSource((ulong)v),
-            }, clock),
+            Lease = TimeSpan.FromMinutes(30),
+            CentralNoiseFor = privacy is null ? null : v => new SeededNoiseSource((ulong)v),
         };
+        return (setup, clock, ledger);
     }
 
     [Theory]
@@ -78,10 +80,11 @@ public sealed class BufferedCoordinatorTests
         var b = f.Join("car-b");
         var first = f.Send("car-a", a, 4, weight: 3);
         Assert.Equal(AckStatus.Accepted, first.Admission.Status);
-        Assert.Empty(first.Effects);
+        Assert.Equal(("car-a", 0L, 1L), Assert.IsType<JournalEffect>(Assert.Single(first.Effects)) is var j ? (j.Update.Vehicle, j.Update.LeaseVersion!.Value, j.Round) : default);
         Assert.Equal(0, f.Coordinator.Version);
         var second = f.Send("car-b", b, 8, weight: 1);
-        var applied = Assert.IsType<RoundApplied>(Assert.IsType<CloseEffect>(Assert.Single(second.Effects)).Outcome);
+        Assert.IsType<JournalEffect>(second.Effects[0]); // journaled before the release it completes
+        var applied = Assert.IsType<RoundApplied>(Assert.IsType<CloseEffect>(Assert.Single(second.Effects.Skip(1))).Outcome);
         // (3·4 + 1·8) / 4 = 5 → 10 + 5
         Assert.Equal([15f, 15f, 15f, 15f], applied.Parameters);
         Assert.Equal(1, applied.Round);
@@ -308,5 +311,61 @@ public sealed class BufferedCoordinatorTests
             Concurrency = 2,
         }, new ManualTimeProvider()));
         Assert.StartsWith("Strategy 'median' ignores weights", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Resume_JournalOfTheUnreleasedBuffer_SameStepAsWithoutTheRestart()
+    {
+        // Uninterrupted: a stale and a fresh update wait, the third releases the step.
+        var f = Create(k: 3);
+        var slow = f.Join("car-slow");
+        f.Send("car-0", f.Join("car-0"), 1);
+        f.Send("car-1", f.Join("car-1"), 1);
+        f.Send("car-2", f.Join("car-2"), 1); // version 1
+        var a = f.Join("car-a");
+        var b = f.Join("car-b");
+        var journal = new[] { f.Send("car-slow", slow, 8, weight: 3), f.Send("car-a", a, 4, weight: 2) }
+            .Select(s => Assert.IsType<JournalEffect>(Assert.Single(s.Effects)).Update).ToList();
+        var expected = Assert.IsType<RoundApplied>(f.Send("car-b", b, 2).Effects.OfType<CloseEffect>().Single().Outcome);
+
+        // Restarted at version 1 with those two entries: the buffer holds them, and the same third update gives the same step.
+        var (setup, clock, _) = Setup(k: 3);
+        var resumed = BufferedCoordinator.Resume(setup with { Global = new float[] { 11, 11, 11, 11 }, FirstVersion = 1 }, clock, journal, out var replayed);
+        Assert.Empty(replayed);
+        Assert.Equal((1L, 2), (resumed.Version, resumed.Progress.Buffered));
+        Assert.Equal(AckStatus.Duplicate, resumed.Receive("car-a", journal[1].UpdateId, new PlainUpdateMessage(journal[1].Envelope)).Admission.Status);
+        var again = resumed.CheckIn("car-b");
+        Assert.Equal((1L, 1UL), (again.Version, again.Slot)); // slot 0 of version 1 is car-a's, from the journal
+        var step = resumed.Receive("car-b", Guid.NewGuid(), new PlainUpdateMessage(
+            resumed.CodecFor(1).EncodePlain([2, 2, 2, 2], 1, again.Slot, Guid.NewGuid(), new SeededNoiseSource(1), new SeededNoiseSource(2), null, out _), 0.5));
+        Assert.Equal(expected.Parameters, Assert.IsType<RoundApplied>(step.Effects.OfType<CloseEffect>().Single().Outcome).Parameters);
+    }
+
+    [Fact]
+    public void Resume_CrashAfterTheKthUpdateWasJournaled_ReleasesTheStepAgain()
+    {
+        var f = Create(k: 2, sigma: 1);
+        var a = f.Join("car-a");
+        var b = f.Join("car-b");
+        var first = f.Send("car-a", a, 4);
+        var second = f.Send("car-b", b, 8);
+        var expected = Assert.IsType<RoundApplied>(second.Effects.OfType<CloseEffect>().Single().Outcome);
+        var journal = new[] { first, second }.Select(s => s.Effects.OfType<JournalEffect>().Single().Update).ToList();
+
+        var (setup, clock, _) = Setup(k: 2, sigma: 1);
+        var resumed = BufferedCoordinator.Resume(setup, clock, journal, out var replayed);
+
+        // The model was never stored: the replay releases it again, charges first, with the same noise and parameters.
+        Assert.Equal(second.Effects.OfType<ChargeEffect>().Select(c => (c.Round, c.Vehicles.ToArray(), c.Charge)), replayed.OfType<ChargeEffect>().Select(c => (c.Round, c.Vehicles.ToArray(), c.Charge)));
+        Assert.Equal(expected.Parameters, Assert.IsType<RoundApplied>(Assert.IsType<CloseEffect>(replayed[^1]).Outcome).Parameters);
+        Assert.Equal(1, resumed.Version);
+    }
+
+    [Fact]
+    public void Resume_EntryWithoutALease_RefusedAsASynchronousRoundsJournal()
+    {
+        var (setup, clock, _) = Setup(k: 2);
+        var e = Assert.Throws<InvalidDataException>(() => BufferedCoordinator.Resume(setup, clock, [new JournaledUpdate("car-a", Guid.NewGuid(), [1, 2, 3], 0.5)], out _));
+        Assert.Contains("without a FedBuff lease: it was written by a synchronous round", e.Message, StringComparison.Ordinal);
     }
 }
