@@ -218,7 +218,7 @@ public sealed class AggregatorWorker(
             _clocks.Observe(vehicle, message); // reported only: deadlines travel as durations
             status.CheckedIn = _roster.Count;
             _epochs.Observe(checkin.Round, checkin.Epoch, $"{vehicle}'s check-in");
-            if (_pace is not null && _roster.Find(vehicle) is { } accepted) await _pace.CheckedInAsync(vehicle, accepted, cancellationToken).ConfigureAwait(false);
+            if (_pace is not null && _roster.Find(vehicle) is { } accepted) await _pace.CheckedInAsync(vehicle, accepted, message, cancellationToken).ConfigureAwait(false);
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);

@@ -20,10 +20,12 @@ internal sealed class PaceAdvisor(AggregatorOptions options, MqttConnection mqtt
     /// before the window it holds opens gets that window again (the suggestion was lost, or an agent that does not steer
     /// checked in: its hours are not counted twice); any other gets a new window.
     /// </summary>
-    public async Task CheckedInAsync(string vehicle, Checkin checkin, CancellationToken cancellationToken)
+    public async Task CheckedInAsync(string vehicle, Checkin checkin, MqttIncoming message, CancellationToken cancellationToken)
     {
         if (checkin.Samples == 0 || checkin.EligibleFor is not { } eligibleFor) return;
         var now = time.GetUtcNow();
+        DateTimeOffset? sentAt = long.TryParse(message.Property(Checkin.SentAtProperty), System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long ms)
+            && ms is >= 0 and <= 253_402_300_799_999 ? DateTimeOffset.FromUnixTimeMilliseconds(ms) : null;
         if (now >= _nextExpiry)
         {
             _steering.Expire(); // windows that passed unused free their hour (at most once a minute: it walks every suggestion)
@@ -34,7 +36,7 @@ internal sealed class PaceAdvisor(AggregatorOptions options, MqttConnection mqtt
         {
             if (_steering.CheckIn(vehicle, now + eligibleFor) is not { } suggestion)
             {
-                status.ReportPace(new PaceEvent(vehicle, now, eligibleFor, null, false));
+                status.ReportPace(new PaceEvent(vehicle, now, sentAt, eligibleFor, null, false));
                 return;
             }
             _sent[vehicle] = advice = new PaceAdvice(mqtt.Topics.Fleet, vehicle, now, suggestion.From, suggestion.Until);
@@ -44,24 +46,25 @@ internal sealed class PaceAdvisor(AggregatorOptions options, MqttConnection mqtt
         await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(vehicle, PaceAdvice.InboxKind), bytes, expiry: advice.Until - now, cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(bytes.Length);
         logger.LogDebug("aggregator: {Vehicle} (eligible for {Eligible}) is asked to check in next between {From:O} and {Until:O}{Again}.", vehicle, eligibleFor, advice.From, advice.Until, repeated ? " (again)" : "");
-        status.ReportPace(new PaceEvent(vehicle, now, eligibleFor, advice.Suggestion, repeated));
+        status.ReportPace(new PaceEvent(vehicle, now, sentAt, eligibleFor, advice.Suggestion, repeated));
     }
 }
 
 /// <summary>What pace steering did with one accepted check-in.</summary>
 /// <param name="Vehicle">The vehicle that checked in.</param>
-/// <param name="At">When (the aggregator's clock).</param>
+/// <param name="At">When the aggregator handled it (its clock).</param>
+/// <param name="SentAt">When the vehicle sent it (the vehicle's clock, as stamped on the check-in; null when not stamped).</param>
 /// <param name="EligibleFor">How long it reported it stays eligible.</param>
 /// <param name="Suggestion">The window sent, or null when none of its hours is known.</param>
 /// <param name="Repeated">The vehicle checked in before the window it held opened, and was sent that window again.</param>
-public sealed record PaceEvent(string Vehicle, DateTimeOffset At, TimeSpan EligibleFor, PaceSuggestion? Suggestion, bool Repeated);
+public sealed record PaceEvent(string Vehicle, DateTimeOffset At, DateTimeOffset? SentAt, TimeSpan EligibleFor, PaceSuggestion? Suggestion, bool Repeated);
 
 /// <summary>Pace steering's part of the status.</summary>
 public sealed partial class AggregatorStatus
 {
     private long _paceSuggestions;
 
-    /// <summary>Pace suggestions sent (Aggregator:PaceSteering).</summary>
+    /// <summary>Pace suggestions sent (Aggregator:PaceSteering), windows sent again included.</summary>
     public long PaceSuggestions => Interlocked.Read(ref _paceSuggestions);
 
     /// <summary>Raised on the aggregator's loop after pace steering handled a check-in that reported its eligibility.</summary>
