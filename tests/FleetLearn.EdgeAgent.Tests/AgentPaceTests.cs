@@ -115,4 +115,18 @@ public sealed class AgentPaceTests : IDisposable
 
         Assert.Equal(expected is { } e ? TimeSpan.FromSeconds(e) : null, AgentCheckIn.EligibleFor(until, T0));
     }
+
+    [Fact]
+    public void EligibleUntil_ReadFromTheGatewaysDocumentAndTheStateFile_AbsentOrUnreadableIsUnknown()
+    {
+        var parsed = VehicleStateJson.Parse("""{"ignition":false,"speed_kmh":0,"charging":true,"network":"wifi","eligible_until":"2025-01-02T06:30:00+01:00"}"""u8, "test");
+        Assert.Equal(new DateTimeOffset(2025, 1, 2, 5, 30, 0, TimeSpan.Zero), parsed.EligibleUntil);
+        Assert.Null(VehicleStateJson.Parse("""{"charging":true}"""u8, "test").EligibleUntil);
+        Assert.Null(VehicleStateJson.Parse("""{"charging":true,"eligible_until":"soon"}"""u8, "test").EligibleUntil);
+
+        var file = Path.Combine(_dir, "state.json");
+        File.WriteAllText(file, """{"parked":true,"charging":true,"unmetered":true,"eligible_until":"2025-01-02T05:30:00Z"}""");
+        var state = new FileVehicleStateProvider(new EdgeAgentOptions { VehicleStateFile = file }).Current();
+        Assert.Equal((true, new DateTimeOffset(2025, 1, 2, 5, 30, 0, TimeSpan.Zero)), (state.Charging, state.EligibleUntil!.Value));
+    }
 }
