@@ -9,7 +9,7 @@ namespace FleetLearn.Aggregator;
 internal sealed class PaceAdvisor(AggregatorOptions options, MqttConnection mqtt, AggregatorStatus status, ECDsa signingKey, TimeProvider time, ILogger logger)
 {
     private readonly PaceSteering _steering = new(new PaceSteeringOptions { MinInterval = options.PaceMinInterval, Seed = options.Seed }, time);
-    private readonly Dictionary<string, PaceAdvice> _sent = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (PaceAdvice Advice, byte[] Signed)> _sent = new(StringComparer.Ordinal);
     private DateTimeOffset _nextExpiry;
 
     /// <summary>Suggestions outstanding per UTC hour of day.</summary>
@@ -31,7 +31,7 @@ internal sealed class PaceAdvisor(AggregatorOptions options, MqttConnection mqtt
             _steering.Expire(); // windows that passed unused free their hour (at most once a minute: it walks every suggestion)
             _nextExpiry = now + TimeSpan.FromMinutes(1);
         }
-        bool repeated = _sent.TryGetValue(vehicle, out var advice) && now < advice.From;
+        bool repeated = _sent.TryGetValue(vehicle, out var sent) && now < sent.Advice.From;
         if (!repeated)
         {
             if (_steering.CheckIn(vehicle, now + eligibleFor) is not { } suggestion)
@@ -39,9 +39,10 @@ internal sealed class PaceAdvisor(AggregatorOptions options, MqttConnection mqtt
                 status.ReportPace(new PaceEvent(vehicle, now, sentAt, eligibleFor, null, false));
                 return;
             }
-            _sent[vehicle] = advice = new PaceAdvice(mqtt.Topics.Fleet, vehicle, now, suggestion.From, suggestion.Until);
+            var fresh = new PaceAdvice(mqtt.Topics.Fleet, vehicle, now, suggestion.From, suggestion.Until);
+            _sent[vehicle] = sent = (fresh, fresh.Sign(signingKey)); // signed once, however often it is sent again
         }
-        var bytes = advice!.Sign(signingKey);
+        var (advice, bytes) = sent;
         // Not retained: the vehicle's persistent session keeps it while the vehicle is away, and it expires with its window.
         await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(vehicle, PaceAdvice.InboxKind), bytes, expiry: advice.Until - now, cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(bytes.Length);
