@@ -55,6 +55,16 @@ public sealed class AggregatorOptions : IValidatableObject
     /// <summary>FedBuff: most contributions one vehicle may make; null = no cap.</summary>
     [Range(1, int.MaxValue)] public int? MaxParticipations { get; set; }
 
+    /// <summary>
+    /// Synchronous rounds: pace steering (docs/async.md, "Pace steering over MQTT"). On each check-in that reports until when the
+    /// vehicle stays eligible, the aggregator suggests the vehicle's next check-in window — the least-loaded of its usual hours,
+    /// at least <see cref="PaceMinInterval"/> ahead — signed, on <c>vehicles/{id}/inbox/pace</c>. Off by default.
+    /// </summary>
+    public bool PaceSteering { get; set; }
+
+    /// <summary>Pace steering: how soon after a check-in the suggested next one may start. Default 20 hours (about one check-in a day).</summary>
+    public TimeSpan PaceMinInterval { get; set; } = TimeSpan.FromHours(20);
+
     /// <summary>Vehicles selected per round (K).</summary>
     [Range(1, 1_000_000)] public int CohortSize { get; set; } = 10;
 
@@ -269,6 +279,8 @@ public sealed class AggregatorOptions : IValidatableObject
         if (!Mode.Trim().Equals("sync", StringComparison.OrdinalIgnoreCase) && !IsFedBuff) errors.Add(new ValidationResult($"Aggregator:Mode '{Mode}': expected sync or fedbuff."));
         if (IsFedBuff && (AggregatorProtection.ParseSecureOrOff(SecureAggregation) != Core.Compression.SecureAggregationMode.Off || Privacy.Trim().Equals("distributed", StringComparison.OrdinalIgnoreCase)))
             errors.Add(new ValidationResult("Aggregator:Mode fedbuff is plaintext with central DP at most: a buffer as its own secure-aggregation group is not built, and distributed noise shares need a cohort fixed in advance (docs/async.md)."));
+        if (PaceSteering && IsFedBuff) errors.Add(new ValidationResult("Aggregator:PaceSteering steers synchronous rounds; with Mode fedbuff the concurrency limit paces check-ins (docs/async.md)."));
+        if (PaceSteering && PaceMinInterval < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:PaceMinInterval must be ≥ 0."));
         if (IsFedBuff && BufferedLease <= TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:BufferedLease must be positive."));
         if (MinParticipants > CohortSize) errors.Add(new ValidationResult("Aggregator:MinParticipants cannot exceed Aggregator:CohortSize."));
         if (RoundTimeout <= TimeSpan.Zero || CohortWait < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:RoundTimeout must be positive and CohortWait not negative."));

@@ -40,6 +40,7 @@ public sealed class AggregatorWorker(
     private ModelPublisher _publisher = null!;
     private VehicleLink _link = null!;
     private FleetEpochs _epochs = null!;
+    private PaceAdvisor? _pace; // Aggregator:PaceSteering
     private (RoundRecord Record, RoundPlan Plan)? _resume;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -64,6 +65,7 @@ public sealed class AggregatorWorker(
         status.Inbox = _inbox = new AggregatorInbox(_options.InboxBytes, _options.InboxBytesPerVehicle, mqtt.Topics, status, logger); // bounded by bytes (issue 14)
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger, time, _options.ModelRetention);
         _link = new VehicleLink(mqtt, status, _options, _epochs);
+        _pace = _options.PaceSteering && !_options.IsFedBuff ? new PaceAdvisor(_options, mqtt, status, signingKey, time, logger) : null;
         await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
         mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.AcceptAsync(m, stoppingToken);
         await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
@@ -216,6 +218,7 @@ public sealed class AggregatorWorker(
             _clocks.Observe(vehicle, message); // reported only: deadlines travel as durations
             status.CheckedIn = _roster.Count;
             _epochs.Observe(checkin.Round, checkin.Epoch, $"{vehicle}'s check-in");
+            if (_pace is not null && _roster.Find(vehicle) is { } accepted) await _pace.CheckedInAsync(vehicle, accepted, message, cancellationToken).ConfigureAwait(false);
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);

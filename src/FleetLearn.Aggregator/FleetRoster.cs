@@ -17,6 +17,9 @@ internal sealed class FleetRoster(LiteDbRoundStore store, LiteDbPrivacyLedgerSto
     /// <summary>The fleet's device CA when check-ins must carry certificates (then plans list them).</summary>
     public DeviceCertificateAuthority? DeviceCa => deviceCa;
 
+    /// <summary>The check-in of <paramref name="vehicle"/> if it is checked in now, else null.</summary>
+    public Checkin? Find(string vehicle) => _checkedIn.GetValueOrDefault(vehicle);
+
     /// <summary>The check-in of <paramref name="vehicle"/>.</summary>
     public Checkin this[string vehicle] => _checkedIn[vehicle];
 

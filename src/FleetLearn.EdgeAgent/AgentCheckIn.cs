@@ -9,10 +9,11 @@ namespace FleetLearn.EdgeAgent;
 /// <summary>
 /// The vehicle's check-in: whether it may train now (the gateway's eligibility policy, parked/charging/unmetered, enough new
 /// samples, budget left) and the check-in message (samples offered — 0 withdraws — the device public key and, with a device CA,
-/// the vehicle's certificate that certifies it).
+/// the vehicle's certificate that certifies it; how long it expects to stay eligible when the platform knows). With
+/// <paramref name="pace"/>, an eligible vehicle does not check in before the window the aggregator suggested.
 /// </summary>
 internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvider state, VehicleStateMonitor? monitor, LiteDbOutbox outbox,
-    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, byte[]? deviceCertificate, ILogger logger, TimeProvider? time = null)
+    LiteDbPrivacyLedgerStore ledger, MqttConnection mqtt, byte[] devicePublicKey, byte[]? deviceCertificate, ILogger logger, TimeProvider? time = null, AgentPace? pace = null)
 {
     /// <summary>The outbox state key of the last round the vehicle decided (joined or declined).</summary>
     public const string LastRoundKey = "last-round";
@@ -41,11 +42,22 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         long round = outbox.GetState(LastRoundKey) ?? 0;
         var why = Ineligibility(data);
         if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", options.VehicleId, why);
-        var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey, deviceCertificate).Encode());
+        else if (pace?.MayCheckIn() == false)
+        {
+            logger.LogDebug("agent {Vehicle}: eligible, but the aggregator asked it to check in from {From:O}; not yet.", options.VehicleId, pace.Current!.From);
+            return Task.CompletedTask;
+        }
+        var now = (time ?? TimeProvider.System).GetUtcNow();
+        var checkin = new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey, deviceCertificate, why is null ? EligibleFor(state.Current().EligibleUntil, now) : null);
+        var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), checkin.Encode());
         // The vehicle's wall-clock time rides along, so that the aggregator can report a vehicle whose clock is off (docs/reliability.md).
-        var sentAt = (time ?? TimeProvider.System).GetUtcNow().ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var sentAt = now.ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture);
         return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, properties: [(Checkin.SentAtProperty, sentAt)], cancellationToken: cancellationToken);
     }
+
+    /// <summary>How long from <paramref name="now"/> the vehicle stays eligible, as a check-in carries it: null when unknown or over, at most <see cref="Checkin.MaxEligibleFor"/>.</summary>
+    internal static TimeSpan? EligibleFor(DateTimeOffset? until, DateTimeOffset now) =>
+        until is not { } u || u - now < TimeSpan.FromSeconds(1) ? null : u - now > Checkin.MaxEligibleFor ? Checkin.MaxEligibleFor : u - now;
 
     /// <summary>
     /// Checks in at once whenever the vehicle's state changes (it became eligible, or stopped being eligible — then the check-in

@@ -81,6 +81,9 @@ public sealed class EdgeAgentWorker(
     /// <summary>Accuracy of the last global model on the vehicle's own hold-out frames, through ONNX Runtime.</summary>
     public OnnxEvaluation? LastEvaluation { get; private set; }
 
+    /// <summary>The check-in window the aggregator suggested and the check-ins held back for it (pace steering; null before start).</summary>
+    public AgentPace? Pace { get; private set; }
+
     /// <summary>Raised on the agent's loop after each message or training result it handled (its counters may have changed).</summary>
     public event Action? Progressed;
 
@@ -89,7 +92,7 @@ public sealed class EdgeAgentWorker(
         var mqtt = mqttOptions.Value;
         if (mqtt.ClientId != _options.VehicleId)
             throw new InvalidOperationException($"Mqtt:ClientId '{mqtt.ClientId}' must equal Agent:VehicleId '{_options.VehicleId}' (the broker enforces it).");
-        _aggregatorKey = SigningKeys.LoadPublic(_options.AggregatorPublicKey);
+        using var aggregatorKey = _aggregatorKey = SigningKeys.LoadPublic(_options.AggregatorPublicKey);
         var identity = DeviceIdentity.Load(mqtt, _options);
         _deviceKey = identity.Key;
         _profile = identity.Profile(_options, _aggregatorKey);
@@ -99,14 +102,13 @@ public sealed class EdgeAgentWorker(
         _models = new AgentModels(_options.MaxModelBytes);
         _inboxChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16);
         _loop = Channel.CreateBounded<object>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
-        await using var connection = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
-        _mqtt = connection;
+        await using var connection = _mqtt = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) })
             await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
-        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time);
+        _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time, Pace = new AgentPace(_outbox, _aggregatorKey, mqtt.Fleet, _options.VehicleId, time, logger));
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
         using var onStateChange = _checkIn.CheckInOnChange(() => _data = dataSource?.Current() ?? _data, stoppingToken);
         try
@@ -136,7 +138,6 @@ public sealed class EdgeAgentWorker(
             identity.Ca?.Dispose();
             _outbox.Dispose();
             _ledger.Dispose();
-            _aggregatorKey.Dispose();
             _deviceKey.Dispose();
         }
     }
@@ -148,6 +149,7 @@ public sealed class EdgeAgentWorker(
         if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message, cancellationToken).ConfigureAwait(false);
         else if (topics.TryParseModelTopic(message.Topic, _options.VehicleId, out long version)) _models!.Add(version, message.Payload); // retained, or sent on request
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack")) _uplink!.Acknowledge(message.Payload);
+        else if (message.Topic == topics.Inbox(_options.VehicleId, PaceAdvice.InboxKind)) Pace!.Accept(message.Payload); // pace steering: when to check in next
         else if (message.Topic == topics.Inbox(_options.VehicleId, "assignment") && _round is not { IsFinished: false } // FedBuff: a version and slot to train on; its plaintext round starts with no effects
             && AgentAssignments.Join(message, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!.Ledger, _random, time, logger) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))

@@ -84,6 +84,11 @@ public static class VehicleStateJson
     /// <summary>Largest state document accepted.</summary>
     public const int MaxBytes = 64 << 10;
 
+    /// <summary><c>eligible_until</c> (ISO 8601 with its offset; pace steering), or null when absent or not a valid time.</summary>
+    public static DateTimeOffset? Until(JsonElement root) =>
+        root.TryGetProperty("eligible_until", out var v) && v.ValueKind == JsonValueKind.String
+        && DateTimeOffset.TryParse(v.GetString(), System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) ? t : null;
+
     /// <summary>Parses a state document; a malformed one yields a state whose <see cref="VehicleState.Problem"/> says why (never eligible).</summary>
     public static VehicleState Parse(ReadOnlySpan<byte> json, string source)
     {
@@ -106,7 +111,7 @@ public static class VehicleStateJson
             bool unmetered = Bool(root, "unmetered") ?? network is "wifi" or "ethernet";
             return new VehicleState(parked, charging ?? false, unmetered)
             {
-                Ignition = ignition, SpeedKmh = speed, StateOfCharge = soc, Network = network, SocTemperatureC = temperature,
+                Ignition = ignition, SpeedKmh = speed, StateOfCharge = soc, Network = network, SocTemperatureC = temperature, EligibleUntil = Until(root),
             };
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)

@@ -26,6 +26,12 @@ public sealed record VehicleState(bool Parked, bool Charging, bool Unmetered)
     /// <summary>Temperature of the vehicle computer's SoC in °C (null: not reported).</summary>
     public double? SocTemperatureC { get; init; }
 
+    /// <summary>
+    /// Until when the platform expects the vehicle to stay eligible (the charger's schedule, the planned departure, the depot
+    /// Wi-Fi window; the vehicle's clock), or null when it does not know. Reported at check-in for pace steering (docs/async.md).
+    /// </summary>
+    public DateTimeOffset? EligibleUntil { get; init; }
+
     /// <summary>Why the state could not be read (then every flag is false), or null.</summary>
     public string? Problem { get; init; }
 }
@@ -38,7 +44,8 @@ public interface IVehicleStateProvider
 }
 
 /// <summary>
-/// Reads <see cref="EdgeAgentOptions.VehicleStateFile"/> (JSON with <c>parked</c>, <c>charging</c>, <c>unmetered</c>) when
+/// Reads <see cref="EdgeAgentOptions.VehicleStateFile"/> (JSON with <c>parked</c>, <c>charging</c>, <c>unmetered</c> and optionally
+/// <c>eligible_until</c>, ISO 8601 with its offset) when
 /// set, else the environment variables <c>FLEETLEARN_PARKED</c>, <c>FLEETLEARN_CHARGING</c>, <c>FLEETLEARN_UNMETERED</c>
 /// (<c>true</c>/<c>false</c>/<c>1</c>/<c>0</c>), each defaulting to true. An unreadable file means "not eligible": the
 /// vehicle's platform owns that file, and a torn write must not start training while driving.
@@ -54,7 +61,7 @@ public sealed class FileVehicleStateProvider(EdgeAgentOptions options) : IVehicl
             {
                 using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
                 var root = doc.RootElement;
-                return new VehicleState(Flag(root, "parked"), Flag(root, "charging"), Flag(root, "unmetered"));
+                return new VehicleState(Flag(root, "parked"), Flag(root, "charging"), Flag(root, "unmetered")) { EligibleUntil = VehicleStateJson.Until(root) };
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException)
             {

@@ -70,9 +70,12 @@ public sealed record UpdateAck(AckStatus Status, string Reason = "")
 /// <summary>
 /// Check-in payload: i32 number of local samples, u16 n, n bytes of the vehicle's device public key (ECDSA P-256
 /// SubjectPublicKeyInfo; it signs the vehicle's secure-aggregation round keys), then optionally u16 m, m bytes of the
-/// vehicle's device certificate (DER, the mTLS certificate whose key that is; issue 13 item 5). Samples = 0 withdraws the check-in.
+/// vehicle's device certificate (DER, the mTLS certificate whose key that is; issue 13 item 5; m = 0: none), then optionally
+/// u8 extension version 1, f64 seconds (read to the millisecond) the vehicle expects to stay eligible from now (pace steering, docs/async.md; a duration,
+/// like the plan's deadlines, so that a vehicle's clock error does not move it). Samples = 0 withdraws the check-in.
+/// Each field is appended after the last, so a check-in of an older agent decodes unchanged.
 /// </summary>
-public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertificate = null)
+public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertificate = null, TimeSpan? EligibleFor = null)
 {
     /// <summary>MQTT 5 user property of a check-in: the vehicle's wall-clock time when it sent it (Unix ms), for the aggregator's clock-skew report.</summary>
     public const string SentAtProperty = "sent-unix-ms";
@@ -83,23 +86,35 @@ public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertif
     /// <summary>Longest device certificate accepted.</summary>
     public const int MaxCertificateBytes = 4096;
 
-    /// <summary>Longest encoded check-in: sample count, the longest key and the longest certificate with their lengths.</summary>
-    public const int MaxBytes = 6 + MaxKeyBytes + 2 + MaxCertificateBytes;
+    /// <summary>The eligibility extension's version byte.</summary>
+    public const byte EligibilityExtension = 1;
+
+    /// <summary>Longest eligibility a check-in may report (a vehicle parked for longer reports this much; more is refused).</summary>
+    public static readonly TimeSpan MaxEligibleFor = TimeSpan.FromDays(7);
+
+    /// <summary>Longest encoded check-in: sample count, the longest key and the longest certificate with their lengths, the eligibility.</summary>
+    public const int MaxBytes = 6 + MaxKeyBytes + 2 + MaxCertificateBytes + 9;
 
     /// <summary>Encodes the check-in.</summary>
     public byte[] Encode()
     {
         if (DeviceKey.Length > MaxKeyBytes) throw new ArgumentException($"Device key of {DeviceKey.Length} bytes exceeds {MaxKeyBytes}.");
         if (DeviceCertificate is { Length: > MaxCertificateBytes }) throw new ArgumentException($"Device certificate of {DeviceCertificate.Length} bytes exceeds {MaxCertificateBytes}.");
-        int certificate = DeviceCertificate is null ? 0 : 2 + DeviceCertificate.Length;
-        var bytes = new byte[6 + DeviceKey.Length + certificate];
+        if (EligibleFor is { } e && EligibilityProblem(e.TotalSeconds) is { } why) throw new ArgumentException(why);
+        int certificate = DeviceCertificate is null && EligibleFor is null ? 0 : 2 + (DeviceCertificate?.Length ?? 0);
+        var bytes = new byte[6 + DeviceKey.Length + certificate + (EligibleFor is null ? 0 : 9)];
         BinaryPrimitives.WriteInt32LittleEndian(bytes, Samples);
         BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(4), (ushort)DeviceKey.Length);
         DeviceKey.CopyTo(bytes, 6);
-        if (DeviceCertificate is not null)
+        if (certificate > 0)
         {
-            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(6 + DeviceKey.Length), (ushort)DeviceCertificate.Length);
-            DeviceCertificate.CopyTo(bytes, 8 + DeviceKey.Length);
+            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(6 + DeviceKey.Length), (ushort)(DeviceCertificate?.Length ?? 0));
+            DeviceCertificate?.CopyTo(bytes, 8 + DeviceKey.Length);
+        }
+        if (EligibleFor is { } eligible)
+        {
+            bytes[6 + DeviceKey.Length + certificate] = EligibilityExtension;
+            BinaryPrimitives.WriteDoubleLittleEndian(bytes.AsSpan(7 + DeviceKey.Length + certificate), eligible.TotalSeconds);
         }
         return bytes;
     }
@@ -119,7 +134,22 @@ public sealed record Checkin(int Samples, byte[] DeviceKey, byte[]? DeviceCertif
         if (rest.Length < 2) throw new WireFormatException("Check-in device certificate length truncated.", RejectReasons.Truncated);
         int m = BinaryPrimitives.ReadUInt16LittleEndian(rest);
         if (m > MaxCertificateBytes) throw new WireFormatException($"Check-in device certificate of {m} bytes exceeds {MaxCertificateBytes}.", RejectReasons.Oversized);
-        if (rest.Length != 2 + m) throw new WireFormatException("Check-in length does not match its device certificate length.", RejectReasons.Truncated);
-        return new Checkin(samples, key, rest.Slice(2, m).ToArray());
+        if (rest.Length < 2 + m) throw new WireFormatException("Check-in length does not match its device certificate length.", RejectReasons.Truncated);
+        var certificate = m == 0 ? null : rest.Slice(2, m).ToArray();
+        var extension = rest[(2 + m)..];
+        if (extension.IsEmpty) return new Checkin(samples, key, certificate);
+        if (extension[0] != EligibilityExtension) throw new WireFormatException($"Check-in extension version {extension[0]} is unknown (this aggregator reads version {EligibilityExtension}).", RejectReasons.Version);
+        if (extension.Length != 9) throw new WireFormatException("Check-in length does not match its eligibility extension (9 bytes).", RejectReasons.Truncated);
+        double seconds = BinaryPrimitives.ReadDoubleLittleEndian(extension[1..]);
+        if (EligibilityProblem(seconds) is { } why) throw new WireFormatException($"Check-in {why}", double.IsFinite(seconds) ? RejectReasons.Malformed : RejectReasons.NonFinite);
+        return new Checkin(samples, key, certificate, TimeSpan.FromMilliseconds(Math.Round(seconds * 1000))); // millisecond resolution
     }
+
+    /// <summary>Why <paramref name="seconds"/> of eligibility cannot be reported, or null.</summary>
+    private static string? EligibilityProblem(double seconds) =>
+        !double.IsFinite(seconds) ? FormattableString.Invariant($"eligibility of {seconds} seconds is not a finite number.")
+        : seconds <= 0 ? FormattableString.Invariant($"eligibility ends {Math.Abs(seconds):0.###} seconds before the check-in (it must end after it).")
+        : seconds < 0.001 ? FormattableString.Invariant($"eligibility of {seconds} seconds is under the format's millisecond.")
+        : seconds > MaxEligibleFor.TotalSeconds ? FormattableString.Invariant($"eligibility of {seconds:0.###} seconds is more than {MaxEligibleFor.TotalDays:0} days ahead.")
+        : null;
 }

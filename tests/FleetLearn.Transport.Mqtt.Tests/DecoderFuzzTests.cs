@@ -100,13 +100,14 @@ public sealed class DecoderFuzzTests
     public void Checkin_Decode_OnlyWireFormatErrors()
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var seeds = new[] { new Checkin(600, key.ExportSubjectPublicKeyInfo()).Encode(), new Checkin(0, []).Encode() };
+        var seeds = new[] { new Checkin(600, key.ExportSubjectPublicKeyInfo()).Encode(), new Checkin(0, []).Encode(), new Checkin(600, key.ExportSubjectPublicKeyInfo(), EligibleFor: TimeSpan.FromHours(3)).Encode() };
         Fuzz(seeds, CheckinRuns, bytes =>
         {
             try
             {
                 var c = Checkin.Decode(bytes);
                 Assert.True(c.DeviceKey.Length <= Checkin.MaxKeyBytes);
+                Assert.True(c.EligibleFor is null || c.EligibleFor > TimeSpan.Zero && c.EligibleFor <= Checkin.MaxEligibleFor);
                 _ = DeviceKeyValidation.Check(c.DeviceKey); // says why, never throws
             }
             catch (WireFormatException)
