@@ -18,9 +18,7 @@ public sealed class MosquittoBroker : IAsyncDisposable
     private readonly System.Text.StringBuilder _log = new();
     private Process? _process;
 
-    private MosquittoBroker()
-    {
-    }
+    private MosquittoBroker(string? certificates = null) => Certificates = certificates ?? Path.Combine(_dir.FullName, "certs");
 
     /// <summary>Why the broker cannot run here (tests skip), or null.</summary>
     public string? SkipReason { get; private set; }
@@ -29,7 +27,7 @@ public sealed class MosquittoBroker : IAsyncDisposable
     public int Port { get; private set; }
 
     /// <summary>Folder of ca.crt, aggregator.crt/.key and one {id}.crt/.key per client id.</summary>
-    public string Certificates => Path.Combine(_dir.FullName, "certs");
+    public string Certificates { get; }
 
     /// <summary>What mosquitto wrote to stderr (for failure messages).</summary>
     public string Log
@@ -51,15 +49,13 @@ public sealed class MosquittoBroker : IAsyncDisposable
     public static async Task<MosquittoBroker> StartAsync(int? autosaveSeconds, params string[] clients)
     {
         var broker = new MosquittoBroker { _autosave = autosaveSeconds };
-        if (!File.Exists(Executable) || !File.Exists("/usr/bin/openssl"))
+        if (Unavailable() is { } why)
         {
-            if (Environment.GetEnvironmentVariable("CI") == "true")
-                throw new InvalidOperationException("CI must have mosquitto and openssl (scripts/install-deps.sh installs them).");
-            broker.SkipReason = "mosquitto or openssl is not installed";
+            broker.SkipReason = why;
             return broker;
         }
         string repo = RepositoryRoot();
-        await RunAsync("/bin/bash", [Path.Combine(repo, "broker-config", "make-dev-ca.sh"), broker.Certificates, .. clients]);
+        await MakeCertificatesAsync(broker.Certificates, clients);
         broker.Port = FreePort();
         // broker-config/mosquitto.conf as shipped, with the test's own listener, paths and persistence: every security
         // setting (TLS, identity, client-id rule, packet limit, ACL) is the shipped file's, so loosening it fails the tests.
@@ -72,6 +68,36 @@ public sealed class MosquittoBroker : IAsyncDisposable
     }
 
     private int? _autosave;
+
+    /// <summary>
+    /// A broker with the shipped configuration on certificates someone else made (<see cref="MosquittoNetwork"/>), its acl
+    /// the shipped one plus <paramref name="extraAcl"/>, and <paramref name="extraConfiguration"/> appended (a bridge section).
+    /// </summary>
+    internal static async Task<MosquittoBroker> StartSharedAsync(string certificates, string extraAcl, string extraConfiguration)
+    {
+        var broker = new MosquittoBroker(certificates);
+        string repo = RepositoryRoot();
+        broker.Port = FreePort();
+        string acl = Path.Combine(broker._dir.FullName, "acl");
+        File.WriteAllText(acl, File.ReadAllText(Path.Combine(repo, "broker-config", "acl")) + "\n" + extraAcl);
+        var conf = Path.Combine(broker._dir.FullName, "mosquitto.conf");
+        File.WriteAllText(conf, ShippedConfiguration(repo, broker.Port, certificates).Replace($"acl_file {Path.Combine(repo, "broker-config", "acl")}", $"acl_file {acl}") + extraConfiguration);
+        await broker.LaunchAsync(conf);
+        return broker;
+    }
+
+    /// <summary>Runs broker-config/make-dev-ca.sh into <paramref name="folder"/> for <paramref name="clients"/>.</summary>
+    internal static Task MakeCertificatesAsync(string folder, IEnumerable<string> clients) =>
+        RunAsync("/bin/bash", [Path.Combine(RepositoryRoot(), "broker-config", "make-dev-ca.sh"), folder, .. clients]);
+
+    /// <summary>Why Mosquitto-backed tests cannot run here (null: they can); in CI a missing broker is a failure instead.</summary>
+    internal static string? Unavailable()
+    {
+        if (File.Exists(Executable) && File.Exists("/usr/bin/openssl")) return null;
+        if (Environment.GetEnvironmentVariable("CI") == "true")
+            throw new InvalidOperationException("CI must have mosquitto and openssl (scripts/install-deps.sh installs them).");
+        return "mosquitto or openssl is not installed";
+    }
 
     /// <summary>SIGKILL: whatever changed since the last autosave is lost.</summary>
     public void KillHard()
