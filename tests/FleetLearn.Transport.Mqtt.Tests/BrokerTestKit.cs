@@ -65,6 +65,37 @@ internal sealed class BrokerTestKit : IAsyncDisposable
 
     public Task<MqttConnection> ConnectAggregatorAsync(bool republishRetained = true) => ConnectAsync("aggregator", AggregatorSecret, republishRetained: republishRetained);
 
+    /// <summary>
+    /// Connects <paramref name="identity"/> to a Mosquitto on loopback <paramref name="port"/> with mutual TLS, its certificate
+    /// from <paramref name="certificates"/> (make-dev-ca.sh), presenting <paramref name="clientId"/> (default: the identity);
+    /// the connection is added to <paramref name="owned"/> for disposal.
+    /// </summary>
+    public static async Task<MqttConnection> ConnectTlsAsync(int port, string certificates, string identity, List<MqttConnection> owned, string? clientId = null)
+    {
+        var options = new MqttTransportOptions
+        {
+            Host = "127.0.0.1",
+            Port = port,
+            Fleet = Fleet,
+            ClientId = clientId ?? identity,
+            UseTls = true,
+            CaFile = Path.Combine(certificates, "ca.crt"),
+            CertFile = Path.Combine(certificates, $"{identity}.crt"),
+            KeyFile = Path.Combine(certificates, $"{identity}.key"),
+            TlsServerName = "localhost",
+            ReconnectDelay = TimeSpan.FromMilliseconds(50),
+            MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
+            BreakDuration = TimeSpan.FromMilliseconds(500),
+            ConnectTimeout = TimeSpan.FromSeconds(5),
+        };
+        var connection = new MqttConnection(options);
+        owned.Add(connection);
+        connection.Start();
+        using var cts = new CancellationTokenSource(Timeout);
+        await connection.WaitUntilConnectedAsync(cts.Token);
+        return connection;
+    }
+
     /// <summary>Collects every message a connection receives.</summary>
     public static ChannelReader<MqttIncoming> Collect(MqttConnection connection)
     {

@@ -149,29 +149,6 @@ public sealed class MosquittoAclTests : IAsyncLifetime
         Assert.Equal(2, car0.Connects);
     }
 
-    private async Task<MqttConnection> ConnectAsync(string identity, string? clientId = null)
-    {
-        var options = new MqttTransportOptions
-        {
-            Host = "127.0.0.1",
-            Port = _broker.Port,
-            Fleet = BrokerTestKit.Fleet,
-            ClientId = clientId ?? identity,
-            UseTls = true,
-            CaFile = Path.Combine(Certs, "ca.crt"),
-            CertFile = Path.Combine(Certs, $"{identity}.crt"),
-            KeyFile = Path.Combine(Certs, $"{identity}.key"),
-            TlsServerName = "localhost",
-            ReconnectDelay = TimeSpan.FromMilliseconds(50),
-            MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
-            BreakDuration = TimeSpan.FromMilliseconds(500),
-            ConnectTimeout = TimeSpan.FromSeconds(5),
-        };
-        var connection = new MqttConnection(options);
-        _connections.Add(connection);
-        connection.Start();
-        using var cts = new CancellationTokenSource(Timeout);
-        await connection.WaitUntilConnectedAsync(cts.Token);
-        return connection;
-    }
+    private Task<MqttConnection> ConnectAsync(string identity, string? clientId = null) =>
+        BrokerTestKit.ConnectTlsAsync(_broker.Port, Certs, identity, _connections, clientId);
 }

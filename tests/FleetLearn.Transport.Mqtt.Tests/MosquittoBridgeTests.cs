@@ -31,11 +31,7 @@ public sealed class MosquittoBridgeTests : IAsyncLifetime
     public async Task AggregatorOnCentral_VehiclesOnTwoRegions_PlansInboxesAndUplinksCrossTheBridges()
     {
         Skip.If(_skip is not null, _skip);
-        var aggregator = await ConnectAsync("aggregator", _network.Central);
-        var heard = BrokerTestKit.Collect(aggregator);
-        await SubscribeAsync(aggregator, $"fleetlearn/v1/{BrokerTestKit.Fleet}/vehicles/+/checkin");
-        var car0 = await ConnectAsync("car-0", _network.Regional[0]);
-        var car1 = await ConnectAsync("car-1", _network.Regional[1]);
+        var (aggregator, heard, car0, car1) = await OpenAsync();
         var at0 = BrokerTestKit.Collect(car0);
         var at1 = BrokerTestKit.Collect(car1);
         await SubscribeAsync(car0, _topics.InboxAll("car-0"));
@@ -68,11 +64,7 @@ public sealed class MosquittoBridgeTests : IAsyncLifetime
     public async Task VehicleOnARegion_ForgesAnotherVehiclesCheckin_TheCentralAggregatorNeverSeesIt()
     {
         Skip.If(_skip is not null, _skip);
-        var aggregator = await ConnectAsync("aggregator", _network.Central);
-        var heard = BrokerTestKit.Collect(aggregator);
-        await SubscribeAsync(aggregator, $"fleetlearn/v1/{BrokerTestKit.Fleet}/vehicles/+/checkin");
-        var car0 = await ConnectAsync("car-0", _network.Regional[0]);
-        var car1 = await ConnectAsync("car-1", _network.Regional[1]);
+        var (aggregator, heard, car0, car1) = await OpenAsync();
         await BridgesUpAsync(aggregator, heard, car0, car1);
 
         // The regional acl drops the forged one; QoS 1 from one client keeps order, so had it crossed, it would come first.
@@ -90,6 +82,15 @@ public sealed class MosquittoBridgeTests : IAsyncLifetime
         }
         var first = await NextOnAsync(heard, topic: null, skipHellos: true);
         Assert.Equal((_topics.Checkin("car-0"), "own"), (first.Topic, System.Text.Encoding.UTF8.GetString(first.Payload)));
+    }
+
+    /// <summary>The aggregator on the central broker, hearing every check-in; car-0 in region 0, car-1 in region 1.</summary>
+    private async Task<(MqttConnection Aggregator, System.Threading.Channels.ChannelReader<MqttIncoming> Heard, MqttConnection Car0, MqttConnection Car1)> OpenAsync()
+    {
+        var aggregator = await ConnectAsync("aggregator", _network.Central);
+        var heard = BrokerTestKit.Collect(aggregator);
+        await SubscribeAsync(aggregator, $"fleetlearn/v1/{BrokerTestKit.Fleet}/vehicles/+/checkin");
+        return (aggregator, heard, await ConnectAsync("car-0", _network.Regional[0]), await ConnectAsync("car-1", _network.Regional[1]));
     }
 
     /// <summary>A bridge connects on its own schedule: each region's vehicle checks in until the aggregator hears it.</summary>
@@ -126,30 +127,6 @@ public sealed class MosquittoBridgeTests : IAsyncLifetime
         await connection.SubscribeAsync(filter, cts.Token);
     }
 
-    private async Task<MqttConnection> ConnectAsync(string identity, MosquittoBroker broker)
-    {
-        string certs = _network.Certificates;
-        var options = new MqttTransportOptions
-        {
-            Host = "127.0.0.1",
-            Port = broker.Port,
-            Fleet = BrokerTestKit.Fleet,
-            ClientId = identity,
-            UseTls = true,
-            CaFile = Path.Combine(certs, "ca.crt"),
-            CertFile = Path.Combine(certs, $"{identity}.crt"),
-            KeyFile = Path.Combine(certs, $"{identity}.key"),
-            TlsServerName = "localhost",
-            ReconnectDelay = TimeSpan.FromMilliseconds(50),
-            MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
-            BreakDuration = TimeSpan.FromMilliseconds(500),
-            ConnectTimeout = TimeSpan.FromSeconds(5),
-        };
-        var connection = new MqttConnection(options);
-        _connections.Add(connection);
-        connection.Start();
-        using var cts = new CancellationTokenSource(Timeout);
-        await connection.WaitUntilConnectedAsync(cts.Token);
-        return connection;
-    }
+    private Task<MqttConnection> ConnectAsync(string identity, MosquittoBroker broker) =>
+        BrokerTestKit.ConnectTlsAsync(broker.Port, _network.Certificates, identity, _connections);
 }
