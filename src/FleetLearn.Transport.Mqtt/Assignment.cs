@@ -36,12 +36,7 @@ public sealed record Assignment(AckStatus Status, string Reason, ulong Slot, int
         reason.CopyTo(body, 22);
         BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(22 + reason.Length), (uint)SignedPlan.Length);
         SignedPlan.CopyTo(body, 26 + reason.Length);
-        var signature = key.SignData(body, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
-        var bytes = new byte[signed + 2 + signature.Length];
-        body.CopyTo(bytes, 0);
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(signed), (ushort)signature.Length);
-        signature.CopyTo(bytes, signed + 2);
-        return bytes;
+        return SignedFrame.Seal(body, key);
     }
 
     /// <summary>Checks the signature with the pinned aggregator key and decodes; every failure is a <see cref="WireFormatException"/>.</summary>
@@ -60,10 +55,7 @@ public sealed record Assignment(AckStatus Status, string Reason, ulong Slot, int
         uint m = BinaryPrimitives.ReadUInt32LittleEndian(bytes[(22 + n)..]);
         if (m > (uint)(bytes.Length - 26 - n - 2)) throw new WireFormatException("Assignment truncated inside its plan.", RejectReasons.Truncated);
         int signed = 26 + n + (int)m;
-        int sigLength = BinaryPrimitives.ReadUInt16LittleEndian(bytes[signed..]);
-        if (bytes.Length != signed + 2 + sigLength) throw new WireFormatException("Assignment signature length does not match the message length.");
-        if (!publicKey.VerifyData(bytes[..signed], bytes[(signed + 2)..], HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
-            throw new WireFormatException("Assignment signature is not valid for the pinned aggregator key.", RejectReasons.Signature);
+        SignedFrame.Open(bytes, signed, publicKey, "Assignment");
         if (status == AckStatus.Accepted && (m == 0 || k < 1)) throw new WireFormatException("An accepted assignment carries no plan or no buffer size.");
         return new Assignment(status, Encoding.UTF8.GetString(bytes.Slice(22, n)), slot, k, bytes.Slice(26 + n, (int)m).ToArray());
     }

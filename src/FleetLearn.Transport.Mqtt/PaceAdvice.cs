@@ -53,12 +53,7 @@ public sealed record PaceAdvice(string Fleet, string Vehicle, DateTimeOffset Iss
             BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(at), t.ToUnixTimeMilliseconds());
             at += 8;
         }
-        var signature = key.SignData(body, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
-        var bytes = new byte[signed + 2 + signature.Length];
-        body.CopyTo(bytes, 0);
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(signed), (ushort)signature.Length);
-        signature.CopyTo(bytes, signed + 2);
-        return bytes;
+        return SignedFrame.Seal(body, key);
     }
 
     /// <summary>Checks the signature with the pinned aggregator key, the fleet and the vehicle, and decodes; every failure is a <see cref="WireFormatException"/>.</summary>
@@ -80,10 +75,7 @@ public sealed record PaceAdvice(string Fleet, string Vehicle, DateTimeOffset Iss
         }
         int signed = at + 24;
         if (bytes.Length < signed + 2) throw new WireFormatException("Pace suggestion truncated inside its times.", RejectReasons.Truncated);
-        int sigLength = BinaryPrimitives.ReadUInt16LittleEndian(bytes[signed..]);
-        if (bytes.Length != signed + 2 + sigLength) throw new WireFormatException("Pace suggestion signature length does not match the message length.", RejectReasons.Truncated);
-        if (!publicKey.VerifyData(bytes[..signed], bytes[(signed + 2)..], HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
-            throw new WireFormatException("Pace suggestion signature is not valid for the pinned aggregator key.", RejectReasons.Signature);
+        SignedFrame.Open(bytes, signed, publicKey, "Pace suggestion");
         if (names[0] != fleet || names[1] != vehicle)
             throw new WireFormatException($"Pace suggestion for {names[1]} of fleet {names[0]} reached {vehicle} of fleet {fleet}.", RejectReasons.NotInCohort);
         var times = new DateTimeOffset[3];

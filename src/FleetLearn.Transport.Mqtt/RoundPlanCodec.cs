@@ -40,11 +40,7 @@ public static class RoundPlanCodec
         body[4] = FormatVersion;
         BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(8), (uint)json.Length);
         json.CopyTo(body, 12);
-        var signature = key.SignData(body, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
-        var bytes = new byte[signedLength + 2 + signature.Length];
-        body.CopyTo(bytes, 0);
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(signedLength), (ushort)signature.Length);
-        signature.CopyTo(bytes, signedLength + 2);
+        var bytes = SignedFrame.Seal(body, key);
         if (bytes.Length > MaxBytes) throw new ArgumentException($"The signed plan is {bytes.Length} bytes; the limit is {MaxBytes}.");
         return bytes;
     }
@@ -63,10 +59,7 @@ public static class RoundPlanCodec
         uint jsonLength = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
         if (jsonLength > (uint)(bytes.Length - 14)) throw new WireFormatException("Round plan truncated inside its JSON.", RejectReasons.Truncated);
         int signedLength = 12 + (int)jsonLength;
-        int sigLength = BinaryPrimitives.ReadUInt16LittleEndian(bytes[signedLength..]);
-        if (bytes.Length != signedLength + 2 + sigLength) throw new WireFormatException("Round plan signature length does not match the message length.");
-        if (!publicKey.VerifyData(bytes[..signedLength], bytes[(signedLength + 2)..], HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
-            throw new WireFormatException("Round plan signature is not valid for the pinned aggregator key.", RejectReasons.Signature);
+        SignedFrame.Open(bytes, signedLength, publicKey, "Round plan");
         RoundPlan? plan;
         try
         {
