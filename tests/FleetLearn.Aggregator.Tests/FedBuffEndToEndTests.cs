@@ -153,6 +153,19 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
         Assert.Equal((4, 1L), (step.Participants, step.ModelVersionOut!.Value));
     }
 
+    [Fact]
+    public async Task FedBuffMode_VehicleDeclinesItsAssignment_ItsSlotIsFreedAtOnceNotWhenTheLeaseEnds()
+    {
+        // The vehicle's own floor asks for a cohort of 5; the buffer is 2: it declines every assignment (the lease is 1 h).
+        var (status, events) = await StartAggregatorAsync(steps: 0);
+        await StartAgentsAsync(1, configure: o => o.MinCohort = 5);
+        var answered = await WaitForAsync(events, e => e.Kind == BufferedEventKind.Answered && e.Admission.Status == AckStatus.Accepted);
+        var withdrawn = await WaitForAsync(events, e => e.Kind == BufferedEventKind.Withdrawn && e.Admission.Status == AckStatus.Accepted);
+
+        Assert.Equal(("car-0", "car-0"), (answered.Vehicle, withdrawn.Vehicle));
+        Assert.Equal(0, withdrawn.Progress.Training);
+    }
+
     private async Task StopAsync(AggregatorWorker worker)
     {
         await worker.StopAsync(CancellationToken.None);
@@ -228,7 +241,7 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
         return (status, events);
     }
 
-    private async Task StartAgentsAsync(int count, TimeSpan? resendInterval = null, VehicleStateMonitor? monitor = null, int firstIndex = 0)
+    private async Task StartAgentsAsync(int count, TimeSpan? resendInterval = null, VehicleStateMonitor? monitor = null, int firstIndex = 0, Action<EdgeAgentOptions>? configure = null)
     {
         using var key = SigningKeys.LoadOrCreate(Path.Combine(_dir, "signing.pem"));
         string publicKey = key.ExportSubjectPublicKeyInfoPem();
@@ -245,6 +258,7 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
                 DatabasePath = Path.Combine(_dir, $"{id}.db"),
                 ResendInterval = resendInterval ?? TimeSpan.FromMilliseconds(500),
             };
+            configure?.Invoke(options);
             var agent = new EdgeAgentWorker(Options.Create(options), Options.Create(TestMqtt.Options(_broker.Port, Fleet, id)), new VehicleDataset(data, parts[i]), TimeProvider.System,
                 Logs.CreateLogger<EdgeAgentWorker>(), (IVehicleStateProvider?)monitor ?? VehicleStateProviders.Idle, monitor: monitor);
             await agent.StartAsync(CancellationToken.None);
