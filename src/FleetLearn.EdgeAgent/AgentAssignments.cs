@@ -15,10 +15,14 @@ internal sealed record AssignedTask(VehicleRound Round, RoundPlan Plan, ulong Pl
 /// </summary>
 internal static class AgentAssignments
 {
-    /// <summary>The task <paramref name="message"/> hands this vehicle, or null (refused, declined, or not for it). Throws <see cref="WireFormatException"/> on a bad message.</summary>
-    public static AssignedTask? Join(MqttIncoming message, ECDsa aggregatorKey, string fleet, VehicleProfile profile, IVehicleLedger ledger, AgentRandomness random,
-        TimeProvider time, ILogger logger)
+    /// <summary>
+    /// The task <paramref name="message"/> hands this vehicle, or null (refused, declined, or not for it); a declined assignment
+    /// withdraws the check-in at once, so that the slot is not held until the lease ends. Throws <see cref="WireFormatException"/> on a bad message.
+    /// </summary>
+    public static async Task<AssignedTask?> JoinAsync(MqttIncoming message, ECDsa aggregatorKey, string fleet, VehicleProfile profile, AgentCheckIn checkIn, AgentRandomness random,
+        TimeProvider time, ILogger logger, CancellationToken cancellationToken)
     {
+        var ledger = checkIn.Ledger;
         var assignment = Assignment.Verify(message.Payload, aggregatorKey);
         if (assignment.Status != AckStatus.Accepted)
         {
@@ -36,7 +40,8 @@ internal static class AgentAssignments
                 logger.LogInformation("agent {Vehicle}: assigned model {Version} (slot {Slot}, K = {K}).", profile.VehicleId, plan.ModelVersion, assignment.Slot, assignment.BufferSize);
                 return new AssignedTask(joined.Round, plan, Envelope.TagOf(assignment.SignedPlan), joined.Effects);
             case Declined declined:
-                logger.LogWarning("agent {Vehicle}: declines the assignment of model {Version}: {Reason}", profile.VehicleId, plan.ModelVersion, declined.Reason);
+                logger.LogWarning("agent {Vehicle}: declines the assignment of model {Version}: {Reason}; withdraws its check-in.", profile.VehicleId, plan.ModelVersion, declined.Reason);
+                await checkIn.WithdrawAsync(cancellationToken).ConfigureAwait(false);
                 return null;
             default:
                 return null;

@@ -39,7 +39,6 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
     /// <summary>Publishes the check-in for <paramref name="data"/> (expires after two resend intervals: a silent vehicle leaves the roster), stamped with the vehicle's clock.</summary>
     public Task PublishAsync(VehicleDataset data, CancellationToken cancellationToken)
     {
-        long round = outbox.GetState(LastRoundKey) ?? 0;
         var why = Ineligibility(data);
         if (why is not null) logger.LogDebug("agent {Vehicle}: not eligible ({Reason}); withdraws its check-in.", options.VehicleId, why);
         else if (pace?.MayCheckIn() == false)
@@ -48,7 +47,19 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
             return Task.CompletedTask;
         }
         var now = (time ?? TimeProvider.System).GetUtcNow();
-        var checkin = new Checkin(why is null ? data.Rows.Length : 0, devicePublicKey, deviceCertificate, why is null ? EligibleFor(state.Current().EligibleUntil, now) : null);
+        return SendAsync(why is null ? data.Rows.Length : 0, why is null ? EligibleFor(state.Current().EligibleUntil, now) : null, now, cancellationToken);
+    }
+
+    /// <summary>
+    /// Withdraws the vehicle's check-in at once (a check-in of 0 samples): it declined the work it was handed, so under FedBuff
+    /// its slot goes to another vehicle now rather than when the lease ends. It checks in again at its next pass.
+    /// </summary>
+    public Task WithdrawAsync(CancellationToken cancellationToken) => SendAsync(0, null, (time ?? TimeProvider.System).GetUtcNow(), cancellationToken);
+
+    private Task SendAsync(int samples, TimeSpan? eligibleFor, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        long round = outbox.GetState(LastRoundKey) ?? 0;
+        var checkin = new Checkin(samples, devicePublicKey, deviceCertificate, eligibleFor);
         var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), checkin.Encode());
         // The vehicle's wall-clock time rides along, so that the aggregator can report a vehicle whose clock is off (docs/reliability.md).
         var sentAt = now.ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture);

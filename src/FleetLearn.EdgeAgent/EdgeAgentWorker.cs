@@ -151,7 +151,7 @@ public sealed class EdgeAgentWorker(
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack")) _uplink!.Acknowledge(message.Payload);
         else if (message.Topic == topics.Inbox(_options.VehicleId, PaceAdvice.InboxKind)) Pace!.Accept(message.Payload); // pace steering: when to check in next
         else if (message.Topic == topics.Inbox(_options.VehicleId, "assignment") && _round is not { IsFinished: false } // FedBuff: a version and slot to train on; its plaintext round starts with no effects
-            && AgentAssignments.Join(message, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!.Ledger, _random, time, logger) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
+            && await AgentAssignments.JoinAsync(message, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!, _random, time, logger, cancellationToken).ConfigureAwait(false) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
         else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))
         {
             if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;
