@@ -1,4 +1,6 @@
+using FleetLearn.Compute.Cpu;
 using FleetLearn.Core.Compression;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Simulation.Traces;
 using static FleetLearn.Simulation.Tests.SecureTraceSimulationTests;
@@ -59,6 +61,26 @@ public sealed class SecureBufferSlotsTests
         Assert.Equal(3, stats.MeanTraining!.Value, 6); // never fewer than the concurrency training
         // Waiting: each member of groups 1 and 2 from its masked input's upload to its group's close (unmasking, one round trip).
         Assert.InRange(stats.MeanWaiting!.Value * 2.25, 6 * TraceFleetSimulation.RoundTripSeconds / 3600, 6 * 1.01 * TraceFleetSimulation.RoundTripSeconds / 3600);
+    }
+
+    [Fact]
+    public void FedBuff_CapCountsChargedGroups_AStaleGroupsMembersAreNotDrawnAgain()
+    {
+        // As in the test above, with central DP (σ = 1), a cap of 1 and maximum staleness 0: group 1 {0, 1, 2} is applied at
+        // 1 h; group 2 of the others, on version 0, has its noised sum released (charged) at 2 h but is refused as stale (τ = 1).
+        // Its members made no contribution to a step, yet the ledger charged them once: the cap must keep them out of group 3,
+        // so no vehicle is charged twice and none forms a group after 2 h.
+        var dp = new PrivacySettings(NoiseMode.Central, ClipNorm: 1, NoiseMultiplier: 1);
+        var settings = Settings(RoundMode.FedBuff, 4.25, concurrency: 3) with { MaxStaleness = 0, MaxParticipations = 1 };
+        using var sim = TraceFleetSimulation.Create(Options(6, 3, 0, CodecSpec.Parse("none"), SecureAggregationMode.Full, dp), settings, Trace(6, dropper: false),
+            TraceSimulationTests.Train, TraceSimulationTests.Test, (spec, batch) => new CpuTrainer(spec, batch));
+        var r = sim.Run();
+        Assert.Equal(1, r.Applied);
+        Assert.Equal([1, 1, 1, 0, 0, 0], r.Participations.Order().Reverse().ToArray());
+        Assert.Equal(3, r.WastedUpdates[WasteCause.Stale]);
+        Assert.Equal(2, r.Secure!.Groups);
+        Assert.All(sim.Ledger!.Vehicles, v => Assert.Equal(1, v.Participations));
+        Assert.Equal(6, sim.Ledger.Vehicles.Count());
     }
 
     [Fact]
