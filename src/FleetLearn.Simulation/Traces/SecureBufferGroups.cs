@@ -59,7 +59,9 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
         float[] formingModel = [];
         long formingVersion = 0, groups = 0, applied = 0, aborted = 0;
 
-        bool Eligible(int v) => windowEnd[v] > Now && !slots.IsHeld(v) && MayContribute(v);
+        // The cap counts every charge: a group whose noised sum was released but not applied (stale) charged its members too.
+        bool MayJoin(int v) => MayContribute(v) && (Settings.MaxParticipations is not { } cap || Ledger is null || Ledger.Get(VehicleIds[v]).Participations < cap);
+        bool Eligible(int v) => windowEnd[v] > Now && !slots.IsHeld(v) && MayJoin(v);
 
         void Launch()
         {
@@ -81,7 +83,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
             while (slots.Training < concurrency && pool.Count > 0)
             {
                 int v = pool.TakeRandom(rng);
-                if (!MayContribute(v)) continue;
+                if (!MayJoin(v)) continue;
                 if (members.Count == 0)
                 {
                     formingModel = [.. _global];
