@@ -11,12 +11,12 @@ namespace FleetLearn.Simulation.Tests;
 public sealed class SecureTraceSimulationTests
 {
     /// <summary>Vehicles eligible 0–5 h; with <paramref name="dropper"/>, 1 only 0–0.5 h (its 1 h task cannot finish: it drops).</summary>
-    private static AvailabilityTrace Trace(int vehicles = 4, bool dropper = true) => TraceCsv.Read(new StringReader("vehicle,start,end,state\n" + string.Join("\n",
+    internal static AvailabilityTrace Trace(int vehicles = 4, bool dropper = true) => TraceCsv.Read(new StringReader("vehicle,start,end,state\n" + string.Join("\n",
         Enumerable.Range(0, vehicles).Select(v => v == 1 && dropper
             ? "v1,2026-01-05T00:00:00Z,2026-01-05T00:30:00Z,depot\nv1,2026-01-05T00:30:00Z,2026-01-05T05:00:00Z,drive"
             : $"v{v},2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot"))));
 
-    private static SimulationOptions Options(int vehicles, int k, double overSelection, CodecSpec codec, SecureAggregationMode secure, PrivacySettings? privacy = null) => new()
+    internal static SimulationOptions Options(int vehicles, int k, double overSelection, CodecSpec codec, SecureAggregationMode secure, PrivacySettings? privacy = null) => new()
     {
         Vehicles = vehicles,
         Cohort = k,
@@ -34,7 +34,7 @@ public sealed class SecureTraceSimulationTests
         Privacy = privacy,
     };
 
-    private static TraceSettings Settings(RoundMode mode, double hours, int? concurrency = null) => new()
+    internal static TraceSettings Settings(RoundMode mode, double hours, int? concurrency = null) => new()
     {
         Mode = mode,
         Hours = hours,
@@ -43,7 +43,7 @@ public sealed class SecureTraceSimulationTests
         StopAtTarget = false,
     };
 
-    private static (TraceRunResult Result, float[] Model, double Step) Run(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace)
+    internal static (TraceRunResult Result, float[] Model, double Step) Run(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace)
     {
         using var sim = TraceFleetSimulation.Create(options, settings, trace, TraceSimulationTests.Train, TraceSimulationTests.Test, (spec, batch) => new CpuTrainer(spec, batch));
         var result = sim.Run();

@@ -7,7 +7,9 @@ namespace FleetLearn.Simulation.Traces;
 
 /// <summary>
 /// FedBuff with secure aggregation over a trace: each buffer is its own secure-aggregation group (docs/async.md). Eligible
-/// vehicles are drawn (seeded) while fewer than the concurrency are held; they join the forming group, which is fixed on the
+/// vehicles are drawn (seeded) while fewer than the concurrency are training (<see cref="SecureGroupSlots"/>: a member frees its
+/// slot when its masked input is uploaded or it drops, but stays in its group, and out of every other, until the group closes
+/// or it drops); they join the forming group, which is fixed on the
 /// version current when its first member joined and starts once ⌈K·(1+o)⌉ have joined (or after <see cref="FormationHours"/>
 /// with at least 3 and the minimum participants). The group runs <see cref="RoundCoordinator"/>'s secure round (<see cref="TraceFleetSimulation.RunSecureGroup"/>);
 /// when it completes, its mean is applied with the group's staleness s(τ) (<see cref="SecureBufferStep"/>). Groups overlap in time.
@@ -31,7 +33,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
     /// <inheritdoc/>
     protected override long Version => _version;
 
-    private enum Kind { Open, Close, Done, Free, Formation }
+    private enum Kind { Open, Close, Done, Stop, Free, Formation }
 
     private readonly record struct Event(Kind Kind, int Vehicle, long Group);
 
@@ -48,7 +50,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                 if (start < Settings.Hours) Schedule(start, new Event(Kind.Open, v, 0));
         var windowEnd = new double[n];
         Array.Fill(windowEnd, double.NaN);
-        var busy = new bool[n];
+        var slots = new SecureGroupSlots(n);
         var pool = new FedBuffSimulation.IndexedPool(n);
         var rng = DeterministicRandom.Derive(Options.Seed, 0xFEDB);
         var members = new List<int>();
@@ -56,9 +58,10 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
         var running = new Dictionary<long, (SecureGroupResult Group, long Version)>();
         float[] formingModel = [];
         long formingVersion = 0, groups = 0, applied = 0, aborted = 0;
-        int active = 0;
 
-        bool Eligible(int v) => windowEnd[v] > Now && !busy[v] && MayContribute(v);
+        // The cap counts every charge: a group whose noised sum was released but not applied (stale) charged its members too.
+        bool MayJoin(int v) => MayContribute(v) && (Settings.MaxParticipations is not { } cap || Ledger is null || Ledger.Get(VehicleIds[v]).Participations < cap);
+        bool Eligible(int v) => windowEnd[v] > Now && !slots.IsHeld(v) && MayJoin(v);
 
         void Launch()
         {
@@ -66,17 +69,21 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
             var group = RunSecureGroup(id, [.. members], [.. joined], Now, formingModel, formingVersion, new GroupMeanStrategy(Strategy));
             running[id] = (group, formingVersion);
             Schedule(group.Closed, new Event(Kind.Done, 0, id)); // before its members are freed at the same hour
-            foreach (var m in group.Members) Schedule(m.LeftAt, new Event(Kind.Free, m.Vehicle, id));
+            foreach (var m in group.Members)
+            {
+                Schedule(m.StoppedTraining, new Event(Kind.Stop, m.Vehicle, id)); // its training slot
+                Schedule(m.LeftAt, new Event(Kind.Free, m.Vehicle, id)); // the group lets it go
+            }
             members.Clear();
             joined.Clear();
         }
 
         void Dispatch()
         {
-            while (active < concurrency && pool.Count > 0)
+            while (slots.Training < concurrency && pool.Count > 0)
             {
                 int v = pool.TakeRandom(rng);
-                if (!MayContribute(v)) continue;
+                if (!MayJoin(v)) continue;
                 if (members.Count == 0)
                 {
                     formingModel = [.. _global];
@@ -85,8 +92,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                 }
                 members.Add(v);
                 joined.Add(Now);
-                busy[v] = true;
-                active++;
+                slots.Join(v);
                 if (members.Count == size) Launch();
             }
         }
@@ -95,6 +101,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
         {
             cancellationToken.ThrowIfCancellationRequested();
             if (Done(at.Item1)) break;
+            slots.Until(at.Item1);
             AdvanceTo(at.Item1);
             int v = e.Vehicle;
             switch (e.Kind)
@@ -106,10 +113,13 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                     break;
                 case Kind.Close:
                     pool.Remove(v);
+                    slots.StopTraining(v); // a member still training drops (its group, forming or not, counts it as dropped)
+                    break;
+                case Kind.Stop:
+                    slots.StopTraining(v);
                     break;
                 case Kind.Free:
-                    busy[v] = false;
-                    active--;
+                    slots.Leave(v);
                     if (Eligible(v)) pool.Add(v);
                     break;
                 case Kind.Formation:
@@ -126,6 +136,13 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
             Dispatch();
         }
         AdvanceTo(Math.Min(Settings.Hours, Math.Max(Now, HoursToTarget ?? Settings.Hours)));
+        slots.Until(Now);
+        if (SecureStats is { } stats && Now > 0)
+        {
+            stats.MeanTraining = slots.TrainingHours / Now;
+            stats.MeanWaiting = slots.WaitingHours / Now;
+            stats.PeakHeld = slots.PeakHeld;
+        }
         return (applied, aborted, _staleness);
 
         bool Complete(long id)

@@ -14,7 +14,8 @@ namespace FleetLearn.Simulation.Traces;
 /// <param name="Spent">Compute hours it spent in this group (all of <paramref name="Compute"/> if it trained, else until it left).</param>
 /// <param name="LeftAt">Simulated hour it left the group: when its window closed mid-protocol, else the group's close.</param>
 /// <param name="DroppedIn">The protocol phase whose message it never sent (its window closed first); null if it answered every one.</param>
-internal readonly record struct SecureMember(int Vehicle, bool Trained, double Compute, double Spent, double LeftAt, SecAggServerPhase? DroppedIn);
+/// <param name="StoppedTraining">Simulated hour it stopped training: when its masked input reached the server, else when it left (at most <paramref name="LeftAt"/>).</param>
+internal readonly record struct SecureMember(int Vehicle, bool Trained, double Compute, double Spent, double LeftAt, SecAggServerPhase? DroppedIn, double StoppedTraining);
 
 /// <summary>One secure group (a synchronous round, or a FedBuff buffer) run in simulated time.</summary>
 /// <param name="Outcome">The coordinator's outcome (contributors = SecAgg survivors).</param>
@@ -48,6 +49,15 @@ public sealed record SecureGroupStats
 
     /// <summary>Members whose window closed before they sent the message of each phase.</summary>
     public Dictionary<string, long> DroppedIn { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>FedBuff: mean vehicles training at once over the run (what the concurrency limits); null for sync.</summary>
+    public double? MeanTraining { get; set; }
+
+    /// <summary>FedBuff: mean vehicles held by an unfinished group without training (their masked input sent, waiting for the group's phases); null for sync.</summary>
+    public double? MeanWaiting { get; set; }
+
+    /// <summary>FedBuff: the most vehicles held by unfinished groups at once (training or waiting); null for sync.</summary>
+    public int? PeakHeld { get; set; }
 
     /// <summary>Members who dropped after sharing their keys and before their masked input: their masks were rebuilt from shares.</summary>
     public long MasksRebuilt => DroppedIn.GetValueOrDefault(nameof(SecAggServerPhase.MaskedInputCollection));
@@ -108,6 +118,8 @@ public abstract partial class TraceFleetSimulation
         var leftAt = new double[n];
         var droppedIn = new SecAggServerPhase?[n];
         var trained = new bool[n];
+        var sentAt = new double[n];
+        Array.Fill(sentAt, double.PositiveInfinity);
         var vehicles = new VehicleRound[n];
         using var vehicleRegistry = Registry(members);
         using var coordinator = new RoundCoordinator(new RoundSetup
@@ -167,7 +179,8 @@ public abstract partial class TraceFleetSimulation
                         if (Sent(vehicles[i].OnTrained(delta, loss, Partitions[members[i]].Length, weight)) is { } masked)
                         {
                             trained[i] = true;
-                            pending.Add((ready + Transfer(i, SecAggCodec.EncodedLength(masked)), i, masked));
+                            sentAt[i] = ready + Transfer(i, SecAggCodec.EncodedLength(masked));
+                            pending.Add((sentAt[i], i, masked));
                         }
                     }
                     else if (Sent(vehicles[i].OnSecAgg(request)) is { } answer)
@@ -257,7 +270,7 @@ public abstract partial class TraceFleetSimulation
         {
             if (droppedIn[i] is { } d) stats.DroppedIn[d.ToString()] = stats.DroppedIn.GetValueOrDefault(d.ToString()) + 1;
             double left = droppedIn[i] is null ? now : Math.Min(now, leftAt[i]);
-            result[i] = new SecureMember(members[i], trained[i], compute[i], trained[i] ? compute[i] : Math.Clamp(left - joined[i], 0, compute[i]), left, droppedIn[i]);
+            result[i] = new SecureMember(members[i], trained[i], compute[i], trained[i] ? compute[i] : Math.Clamp(left - joined[i], 0, compute[i]), left, droppedIn[i], Math.Min(sentAt[i], left));
         }
         return new SecureGroupResult(outcome, start, inputOpened, inputClosed, now, result);
     }

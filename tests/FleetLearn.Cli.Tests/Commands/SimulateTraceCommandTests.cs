@@ -71,6 +71,7 @@ public sealed class SimulateTraceCommandTests
             Assert.True(secagg.GetProperty("groups").GetInt64() > 0);
             Assert.Equal(sync.GetProperty("applied").GetInt64() + sync.GetProperty("aborted").GetInt64(), secagg.GetProperty("groups").GetInt64());
             Assert.True(secagg.GetProperty("mean_key_phase_hours").GetDouble() > 0);
+            Assert.Equal(JsonValueKind.Null, secagg.GetProperty("mean_training").ValueKind); // slots are FedBuff's
             Assert.Equal((int)Math.Ceiling(sync.GetProperty("simulated_hours").GetDouble()), sync.GetProperty("checkins_per_hour").GetArrayLength()); // up to where it stopped (at the target)
             Assert.True(sync.GetProperty("checkins_per_hour_peak").GetInt64() > 0);
             foreach (var name in (string[])["sync-secagg-checkins.csv", "sync-secagg-checkins.png", "checkins-per-hour.png", "sync-secagg-report.html"])
@@ -81,6 +82,19 @@ public sealed class SimulateTraceCommandTests
         {
             if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
         }
+    }
+
+    [Fact]
+    public void FedBuffSecAggPlus_SummarySaysHowManyTrainedAndWaitedInGroups()
+    {
+        var (exit, stdout, _) = Run([.. Small, "--mode", "fedbuff", "--buffer", "10", "--secagg", "plus"]);
+        Assert.Equal(0, exit);
+        var secagg = Summary(stdout).GetProperty("secagg");
+        double training = secagg.GetProperty("mean_training").GetDouble(), waiting = secagg.GetProperty("mean_waiting_in_group").GetDouble();
+        Assert.InRange(training, 1, 20); // the concurrency (2K = 20) counts only those training
+        Assert.True(waiting > 0, $"waiting {waiting}");
+        Assert.True(secagg.GetProperty("peak_held").GetInt32() >= training + waiting, "the peak of those held is at least their mean");
+        Assert.True(secagg.GetProperty("groups").GetInt64() > 0);
     }
 
     [Fact]

@@ -1,0 +1,110 @@
+using FleetLearn.Compute.Cpu;
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Simulation.Traces;
+using static FleetLearn.Simulation.Tests.SecureTraceSimulationTests;
+
+namespace FleetLearn.Simulation.Tests;
+
+/// <summary>
+/// Secure FedBuff's concurrency counts only vehicles still training (<see cref="SecureGroupSlots"/>): a member frees its slot when
+/// its masked input is uploaded or it drops, and stays out of every other group until its own closes.
+/// </summary>
+public sealed class SecureBufferSlotsTests
+{
+    [Fact]
+    public void Slots_CountTrainingOnly_HeldUntilLeave()
+    {
+        var slots = new SecureGroupSlots(4);
+        slots.Join(0);
+        slots.Join(1);
+        Assert.Equal((2, 2), (slots.Training, slots.Held));
+        slots.Until(1);
+        Assert.True(slots.StopTraining(0)); // 0 sent its masked input: its slot is free, it stays in its group
+        Assert.False(slots.StopTraining(0));
+        Assert.Equal((1, 2), (slots.Training, slots.Held));
+        Assert.True(slots.IsHeld(0));
+        Assert.False(slots.IsTraining(0));
+        var e = Assert.Throws<InvalidOperationException>(() => slots.Join(0));
+        Assert.Equal("Vehicle 0 is still held by an unfinished group: it cannot join another.", e.Message);
+        slots.Until(1.5);
+        slots.Leave(1); // 1 dropped while training: slot and group both
+        slots.Leave(0); // 0's group closed
+        Assert.Equal((0, 0), (slots.Training, slots.Held));
+        slots.Until(2);
+        slots.Until(1); // never backwards
+        Assert.Equal(2, slots.PeakHeld);
+        Assert.Equal(2 * 1 + 1 * 0.5, slots.TrainingHours, 12);
+        Assert.Equal(1 * 0.5, slots.WaitingHours, 12);
+        slots.Join(0); // free again
+        Assert.Equal("Vehicle 2 is not held by a group.", Assert.Throws<InvalidOperationException>(() => slots.Leave(2)).Message);
+    }
+
+    [Fact]
+    public void FedBuff_SlotFreedAtMaskedInput_NextGroupFormsWhileTheFirstUnmasks_FromOthers()
+    {
+        // Six vehicles always eligible, K = 3, concurrency 3, 1 h updates. Group 1 forms at 0 h; its members upload their masked
+        // inputs at 1 h and free their slots, but stay in group 1 until its unmasking ends half a second later: group 2 forms at
+        // 1 h of the three others, on version 0, and is applied with τ = 1. At 2 h group 2's members free their slots and group
+        // 1's members (released at 1 h + 0.5 s) form group 3 on version 1. (Were slots held to the group's close, group 2 would
+        // draw from all six at 1 h + 0.5 s, on version 1.)
+        var (r, _, _) = Run(Options(6, 3, 0, CodecSpec.Parse("none"), SecureAggregationMode.Full), Settings(RoundMode.FedBuff, 2.25, concurrency: 3), Trace(6, dropper: false));
+        Assert.Equal(2, r.Applied);
+        Assert.Equal(new Dictionary<long, long> { [0] = 3, [1] = 3 }, r.Staleness);
+        Assert.Equal([1, 1, 1, 1, 1, 1], r.Participations); // group 2 is the three who were not in group 1
+        Assert.InRange(r.Points.First(p => p.Version == 1).Hours, 1, 1.001);
+        Assert.InRange(r.Points.First(p => p.Version == 2).Hours, 2, 2.001);
+        var stats = r.Secure!;
+        Assert.Equal(3, stats.Groups);
+        Assert.Equal(6, stats.PeakHeld); // at 1 h: three waiting for group 1's unmasking, three training in group 2
+        Assert.Equal(3, stats.MeanTraining!.Value, 6); // never fewer than the concurrency training
+        // Waiting: each member of groups 1 and 2 from its masked input's upload to its group's close (unmasking, one round trip).
+        Assert.InRange(stats.MeanWaiting!.Value * 2.25, 6 * TraceFleetSimulation.RoundTripSeconds / 3600, 6 * 1.01 * TraceFleetSimulation.RoundTripSeconds / 3600);
+    }
+
+    [Fact]
+    public void FedBuff_CapCountsChargedGroups_AStaleGroupsMembersAreNotDrawnAgain()
+    {
+        // As in the test above, with central DP (σ = 1), a cap of 1 and maximum staleness 0: group 1 {0, 1, 2} is applied at
+        // 1 h; group 2 of the others, on version 0, has its noised sum released (charged) at 2 h but is refused as stale (τ = 1).
+        // Its members made no contribution to a step, yet the ledger charged them once: the cap must keep them out of group 3,
+        // so no vehicle is charged twice and none forms a group after 2 h.
+        var dp = new PrivacySettings(NoiseMode.Central, ClipNorm: 1, NoiseMultiplier: 1);
+        var settings = Settings(RoundMode.FedBuff, 4.25, concurrency: 3) with { MaxStaleness = 0, MaxParticipations = 1 };
+        using var sim = TraceFleetSimulation.Create(Options(6, 3, 0, CodecSpec.Parse("none"), SecureAggregationMode.Full, dp), settings, Trace(6, dropper: false),
+            TraceSimulationTests.Train, TraceSimulationTests.Test, (spec, batch) => new CpuTrainer(spec, batch));
+        var r = sim.Run();
+        Assert.Equal(1, r.Applied);
+        Assert.Equal([1, 1, 1, 0, 0, 0], r.Participations.Order().Reverse().ToArray());
+        Assert.Equal(3, r.WastedUpdates[WasteCause.Stale]);
+        Assert.Equal(2, r.Secure!.Groups);
+        Assert.All(sim.Ledger!.Vehicles, v => Assert.Equal(1, v.Participations));
+        Assert.Equal(6, sim.Ledger.Vehicles.Count());
+    }
+
+    [Fact]
+    public void FedBuff_FormingMemberWhoseWindowCloses_FreesItsSlotAtOnce()
+    {
+        // K = 3 with 30% over-selection: a group of 4. Concurrency 3. v0 is eligible 0–0.25 h, v1 and v2 0–5 h, v3 from 0.3 h.
+        // At 0 h v0, v1, v2 join the forming group; v0's window closes at 0.25 h and its slot is free at once, so v3 is drawn
+        // when its window opens at 0.3 h and the group starts with four (v0 drops at AdvertiseKeys). v1, v2, v3 are the sum,
+        // applied one hour after v3 joined. (Had v0 held its slot, the group would have started at 0.5 h with v0, v1, v2.)
+        var trace = TraceCsv.Read(new StringReader("""
+            vehicle,start,end,state
+            v0,2026-01-05T00:00:00Z,2026-01-05T00:15:00Z,depot
+            v0,2026-01-05T00:15:00Z,2026-01-05T05:00:00Z,drive
+            v1,2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot
+            v2,2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot
+            v3,2026-01-05T00:00:00Z,2026-01-05T00:18:00Z,drive
+            v3,2026-01-05T00:18:00Z,2026-01-05T05:00:00Z,depot
+            """));
+        var (r, _, _) = Run(Options(4, 3, 0.3, CodecSpec.Parse("none"), SecureAggregationMode.Full), Settings(RoundMode.FedBuff, 1.5, concurrency: 3), trace);
+        Assert.Equal(1, r.Applied);
+        Assert.Equal([0, 1, 1, 1], r.Participations);
+        Assert.Equal(1, r.WastedUpdates[WasteCause.Dropped]);
+        Assert.InRange(r.Points.First(p => p.Version == 1).Hours, 1.3, 1.301);
+        Assert.Equal(1, r.Secure!.Groups);
+        Assert.Equal(new Dictionary<string, long> { ["AdvertiseKeys"] = 1 }, r.Secure.DroppedIn);
+    }
+}
