@@ -32,18 +32,20 @@ public enum InboxOffer
 internal sealed class AggregatorInbox
 {
     private readonly object _gate = new();
-    private readonly Queue<(MqttIncoming Message, string Sender, long Size)> _queue = new();
+    private readonly Queue<(MqttIncoming Message, string Sender, long Size, long Arrived)> _queue = new();
     private readonly Dictionary<string, long> _bySender = new(StringComparer.Ordinal);
     private readonly FleetTopics? _topics;
     private readonly AggregatorStatus? _status;
     private readonly ILogger? _logger;
+    private readonly TimeProvider _time;
     private TaskCompletionSource _space = NewSignal();
     private TaskCompletionSource _items = NewSignal();
     private long _bytes, _refused;
 
     /// <summary>An inbox holding at most <paramref name="capacityBytes"/>, of which one sender holds at most <paramref name="perSenderBytes"/>.</summary>
-    public AggregatorInbox(long capacityBytes, long perSenderBytes, FleetTopics? topics = null, AggregatorStatus? status = null, ILogger? logger = null)
+    public AggregatorInbox(long capacityBytes, long perSenderBytes, FleetTopics? topics = null, AggregatorStatus? status = null, ILogger? logger = null, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(perSenderBytes, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(perSenderBytes, capacityBytes);
@@ -73,6 +75,9 @@ internal sealed class AggregatorInbox
             lock (_gate) return _queue.Count;
         }
     }
+
+    /// <summary>How long the message <see cref="ReadAsync"/> returned last had waited in the inbox (what <see cref="PaceSignal"/> turns into a request to slow down).</summary>
+    public TimeSpan LastWait { get; private set; }
 
     /// <summary>Messages refused so far (too large, or their sender over its share).</summary>
     public long Refused => Interlocked.Read(ref _refused);
@@ -106,7 +111,7 @@ internal sealed class AggregatorInbox
                 if (held + size > PerSenderBytes) return Refuse(InboxOffer.SenderOverShare);
                 if (_bytes + size <= CapacityBytes)
                 {
-                    _queue.Enqueue((message, sender, size));
+                    _queue.Enqueue((message, sender, size, _time.GetTimestamp()));
                     _bytes += size;
                     _bySender[sender] = held + size;
                     _items.TrySetResult();
@@ -134,6 +139,7 @@ internal sealed class AggregatorInbox
                     if (left == 0) _bySender.Remove(item.Sender);
                     else _bySender[item.Sender] = left;
                     _space.TrySetResult();
+                    LastWait = _time.GetElapsedTime(item.Arrived);
                     return item.Message;
                 }
                 if (_items.Task.IsCompleted) _items = NewSignal();

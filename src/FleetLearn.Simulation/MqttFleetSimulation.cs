@@ -141,7 +141,7 @@ public static class MqttFleetSimulation
                 while (!closedTask.IsCompleted && !childExit.IsCompleted)
                 {
                     if (await Task.WhenAny(closedTask, childExit, Task.Delay(TimeSpan.FromSeconds(10), watch.Token)).ConfigureAwait(false) is var done && (done == closedTask || done == childExit)) break;
-                    onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  … {status.Activity} ({clock.Elapsed.TotalSeconds:F0} s)"));
+                    onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  … {status.Activity} ({clock.Elapsed.TotalSeconds:F0} s; {ScaleProbe.Line(status)})"));
                 }
                 if (await Task.WhenAny(closedTask, childExit).ConfigureAwait(false) != closedTask)
                 {
