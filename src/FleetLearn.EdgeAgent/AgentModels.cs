@@ -28,7 +28,7 @@ internal sealed class AgentModels(int maxModelBytes)
         if (!_models.TryGetValue(plan.ModelVersion, out var bytes)) return null;
         try
         {
-            var model = VehicleRound.VerifyModel(plan, bytes);
+            var model = VehicleRound.VerifyModel(plan, bytes, SharedModels.GetOrDecode);
             foreach (var old in _models.Keys.Where(v => v < plan.ModelVersion).ToList()) _models.Remove(old);
             return model;
         }
