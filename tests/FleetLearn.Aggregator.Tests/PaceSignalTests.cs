@@ -62,4 +62,22 @@ public sealed class PaceSignalTests
         await inbox.ReadAsync(default);
         Assert.Equal(TimeSpan.FromSeconds(1), inbox.LastWait);
     }
+
+    [Fact]
+    public async Task Inbox_CheckInsComeAfterRoundTraffic_ANewerCheckInReplacesTheQueuedOne_BytesFollow()
+    {
+        static MqttIncoming CheckIn(string vehicle, byte tag) => new($"fleetlearn/v1/f/vehicles/{vehicle}/checkin", [tag, 0, 0], false);
+        static MqttIncoming Keys(string vehicle, byte tag) => new($"fleetlearn/v1/f/vehicles/{vehicle}/up/secagg", [tag, 0, 0, 0], false);
+        var inbox = new AggregatorInbox(1 << 20, 1 << 20);
+        foreach (var (message, sender) in new[] { (CheckIn("a", 1), "a"), (CheckIn("b", 2), "b"), (Keys("a", 3), "a"), (CheckIn("a", 4), "a"), (Keys("b", 5), "b"), (CheckIn("a", 6), "a") })
+            Assert.Equal(InboxOffer.Queued, await inbox.OfferAsync(message, sender, default));
+        Assert.Equal(4, inbox.Count); // a's three check-ins are one: the latest
+        Assert.Equal(2 * AggregatorInbox.SizeOf(CheckIn("a", 0)) + 2 * AggregatorInbox.SizeOf(Keys("a", 0)), inbox.Bytes);
+
+        var order = new List<byte>();
+        for (int i = 0; i < 4; i++) order.Add((await inbox.ReadAsync(default)).Payload[0]);
+        Assert.Equal([3, 5, 6, 2], order); // round traffic first, in order; then a's latest check-in (a queued first), then b's
+        Assert.Equal(0, inbox.Bytes);
+        Assert.Equal(0, inbox.Count);
+    }
 }
