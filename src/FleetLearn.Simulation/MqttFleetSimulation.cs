@@ -344,6 +344,7 @@ public sealed class AgentHost : IAsyncDisposable
 {
     private readonly List<EdgeAgentWorker> _agents = [];
     private readonly TrainerPool _trainers;
+    private readonly HeapGovernor _heap = new(); // hundreds of agents' transient large arrays: collected, not piled up
 
     private AgentHost(TrainerPool trainers) => _trainers = trainers;
 
@@ -418,5 +419,6 @@ public sealed class AgentHost : IAsyncDisposable
             agent.Dispose();
         }
         _trainers.Dispose();
+        await _heap.DisposeAsync().ConfigureAwait(false);
     }
 }

@@ -14,7 +14,7 @@ internal static class ScaleProbe
         long loh = gc.GenerationInfo.Length > 3 ? gc.GenerationInfo[3].SizeAfterBytes : 0;
         using var self = System.Diagnostics.Process.GetCurrentProcess();
         return string.Create(CultureInfo.InvariantCulture,
-            $"rss {Gib(self.WorkingSet64)}, gen2 GCs {GC.CollectionCount(2)}, heap {Gib(GC.GetTotalMemory(false))} (loh {Gib(loh)}, committed {Gib(gc.TotalCommittedBytes)}), inbox {status.InboxBytes / 1e6:F0} MB, duplicates {status.DuplicateUpdates}; agents sent {UplinkMetrics.Sends} ({UplinkMetrics.SentBytes / 1e6:F0} MB), resent {UplinkMetrics.Resends} ({UplinkMetrics.ResentBytes / 1e6:F0} MB), paced {UplinkMetrics.Paced}");
+            $"rss {Gib(self.WorkingSet64)}, gen2 GCs {GC.CollectionCount(2)}, heap {Gib(GC.GetTotalMemory(false))} (loh {Gib(loh)}, committed {Gib(gc.TotalCommittedBytes)}), aggregator read {status.BytesUp / 1e6:F1} MB, inbox {status.InboxBytes / 1e6:F0} MB, duplicates {status.DuplicateUpdates}; agents sent {UplinkMetrics.Sends} ({UplinkMetrics.SentBytes / 1e6:F0} MB), resent {UplinkMetrics.Resends} ({UplinkMetrics.ResentBytes / 1e6:F0} MB), paced {UplinkMetrics.Paced}");
     }
 
     private static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", CultureInfo.InvariantCulture) + " GiB";
