@@ -83,7 +83,6 @@ public sealed class AggregatorWorker(
             while (!_options.IsFedBuff && time.GetUtcNow() < drainUntil && !stoppingToken.IsCancellationRequested)
                 await ProcessNextAsync(null, drainUntil, stoppingToken).ConfigureAwait(false);
             logger.LogInformation("aggregator: finished the {Rounds} rounds of this start (Aggregator:Rounds); {Next}.", _options.Rounds, _options.StopWhenDone ? "stopping (Aggregator:StopWhenDone)" : "no more rounds; running until stopped (Aggregator:StopWhenDone=true ends the process)");
-            await _link.Outgoing.DrainAsync().ConfigureAwait(false); // the last acks are with the broker before "done"
             status.Done.TrySetResult();
             if (_options.StopWhenDone) lifetime?.StopApplication();
         }
@@ -240,6 +239,6 @@ public sealed class AggregatorWorker(
                 logger.LogWarning("aggregator: rejected {Kind} from {Vehicle} for round {Round}: {Reason}", kind, vehicle, update.Round, admission.Why);
                 break;
         }
-        _link.Ack(update, admission, cancellationToken); // queued: the pump reads on while the broker takes it
+        await _link.AckAsync(update, admission, cancellationToken).ConfigureAwait(false);
     }
 }

@@ -22,40 +22,26 @@ internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, 
         await mqtt.PublishReliablyAsync(mqtt.Topics.RoundCurrent, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>
-    /// Sends each routed message to its vehicle's inbox (chunked under the broker's packet limit, expiring after two phases),
-    /// beside the message pump (<see cref="Outgoing"/>): the pump goes on reading while the broker takes them.
-    /// </summary>
+    /// <summary>Sends each routed message to its vehicle's inbox (chunked under the broker's packet limit, expiring after two phases).</summary>
     public Task RouteAsync(long round, IReadOnlyList<RouteEffect> routes, CancellationToken cancellationToken)
     {
         var expiry = TimeSpan.FromMilliseconds(2 * options.PhaseTimeout.TotalMilliseconds);
-        foreach (var r in routes)
+        return Task.WhenAll(routes.Select(async r =>
         {
             var envelope = new Envelope(EnvelopeKind.SecAgg, r.Vehicle, round, Guid.NewGuid(), SecAggCodec.Encode(r.Message)) { Epoch = epochs.Wire, PlanTag = epochs.Plan.Tag }.Encode(options.MaxUpdateBytes);
-            foreach (var chunk in ChunkCodec.Split(envelope, mqtt.Options.MaxPacketSize)) Outgoing.Send(mqtt.Topics.Inbox(r.Vehicle, "secagg"), chunk, expiry, cancellationToken);
-        }
-        return Task.CompletedTask;
+            foreach (var chunk in ChunkCodec.Split(envelope, mqtt.Options.MaxPacketSize))
+            {
+                await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(r.Vehicle, "secagg"), chunk, expiry: expiry, cancellationToken: cancellationToken).ConfigureAwait(false);
+                status.Sent(chunk.Length);
+            }
+        }));
     }
-
-    /// <summary>
-    /// Acks and routed messages on their way to the broker. Awaited one by one in the pump, each cost the pump a broker
-    /// round trip: at 1,000 agents on two busy cores the pump stood still in the key phases with messages queued
-    /// (docs/scale.md). A lost one is harmless: the vehicle resends, or asks again, and gets it again.
-    /// </summary>
-    public OutgoingMessages Outgoing { get; } = new(mqtt, status);
 
     /// <summary>Acknowledges <paramref name="update"/> with the coordinator's verdict, so the vehicle can empty its outbox.</summary>
     public async Task AckAsync(Envelope update, Admission admission, CancellationToken cancellationToken)
     {
-        var ack = AckBytes(update, admission);
+        var ack = new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()) { Epoch = epochs.Wire }.Encode();
         await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(update.Vehicle, "ack"), ack, expiry: TimeSpan.FromDays(1), cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(ack.Length);
     }
-
-    /// <summary>Like <see cref="AckAsync"/>, but queued on <see cref="Outgoing"/>: the round pump does not wait for the broker.</summary>
-    public void Ack(Envelope update, Admission admission, CancellationToken cancellationToken) =>
-        Outgoing.Send(mqtt.Topics.Inbox(update.Vehicle, "ack"), AckBytes(update, admission), TimeSpan.FromDays(1), cancellationToken);
-
-    private byte[] AckBytes(Envelope update, Admission admission) =>
-        new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()) { Epoch = epochs.Wire }.Encode();
 }
