@@ -41,7 +41,7 @@ public sealed class ResendScheduleTests
 
         Assert.Empty(schedule.Due(T0.AddSeconds(49), out int held));
         Assert.Equal(2, held);
-        Assert.Equal([a, b], schedule.Due(T0.AddSeconds(50), out held).Order());
+        Assert.Equal(new[] { a, b }.Order(), schedule.Due(T0.AddSeconds(50), out held).Order());
         Assert.Equal(0, held);
 
         schedule.Hold(TimeSpan.FromSeconds(40), T0.AddSeconds(50));
