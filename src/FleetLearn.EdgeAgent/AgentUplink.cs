@@ -19,6 +19,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, byte> _updates = new(); // pending plaintext updates (logged at Information when acknowledged)
     private OutboxItem? _lastSecAgg; // the vehicle's last secure-aggregation message: resent to ask the aggregator again
     private long _lastHeard = time.GetTimestamp();
+    private const int LargeMessageBytes = 64 << 10;
     private int _askedAgain;
 
     /// <summary>Whether the joined round waits for the aggregator's next secure-aggregation message (<see cref="VehicleRound.AwaitsServer"/>).</summary>
@@ -81,7 +82,10 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         lock (_replayGate)
         {
             last = _lastSecAgg;
-            if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, Math.Min(_askedAgain, 4))) return;
+            // After a masked input (hundreds of KB) the vehicle asks again only after 16 intervals: the aggregator stays quiet until the
+            // whole cohort's inputs are in, and at 200 agents copies sent after 1, 2, 4 … intervals doubled the bytes received.
+            int doublings = last?.Payload.Length > LargeMessageBytes ? 4 : Math.Min(_askedAgain, 4);
+            if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, doublings)) return;
         }
         if (!AwaitsServer() || _schedule.IsPending(last.UpdateId)) return; // not waiting, or the message itself is still being resent
         if (_schedule.IsHeld(time.GetUtcNow()))

@@ -1,3 +1,4 @@
+using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
@@ -38,6 +39,7 @@ public sealed class AgentUplinkPaceTests : IAsyncLifetime
         _aggregator.Start(cts.Token);
         await _aggregator.WaitUntilConnectedAsync(cts.Token);
         await _aggregator.SubscribeAsync(_aggregator.Topics.Up("car-0", "update"), cts.Token);
+        await _aggregator.SubscribeAsync(_aggregator.Topics.Up("car-0", "secagg"), cts.Token);
         _vehicle = new MqttConnection(Options("car-0"));
         _vehicle.Start(cts.Token);
         await _vehicle.WaitUntilConnectedAsync(cts.Token);
@@ -114,5 +116,32 @@ public sealed class AgentUplinkPaceTests : IAsyncLifetime
             Assert.Equal(_uplinked[0], _uplinked[1]); // the same chunk: the same update id, deduplicated by the aggregator
         }
         Assert.Equal(1, checkIns); // only the first pass: something was pending on every later one
+    }
+
+    [Theory]
+    [InlineData(1000, 1)] // a key-phase message: asked again after one quiet interval
+    [InlineData(200_000, 16)] // a masked input: only after 16 (the aggregator is quiet until the cohort's inputs are in)
+    public async Task AskAgain_AcknowledgedSecAggMessage_ResentAfterQuietIntervals_ThatGrowWithItsSize(int bytes, int intervals)
+    {
+        using var cts = new CancellationTokenSource(Timeout);
+        var time = new ManualTimeProvider(DateTimeOffset.UtcNow);
+        using var outbox = LiteDbOutbox.Open(Path.Combine(_dir, $"outbox-{bytes}.db"));
+        var uplink = new AgentUplink("car-0", _vehicle, outbox, Interval, time, NullLogger.Instance) { AwaitsServer = () => true };
+        static Task NoCheckIn(CancellationToken _) => Task.CompletedTask;
+        await uplink.PassAsync(first: true, NoCheckIn, cts.Token);
+        var id = Guid.NewGuid();
+        await uplink.EnqueueAsync(EnvelopeKind.SecAgg, "secagg", 1, 0, 0, id, new byte[bytes], time.GetUtcNow().AddHours(1), cts.Token);
+        uplink.Acknowledge(new Envelope(EnvelopeKind.Ack, "car-0", 1, id, new UpdateAck(AckStatus.Accepted).Encode()));
+        Assert.Equal(0, outbox.Count);
+
+        for (int i = 1; i < intervals; i++)
+        {
+            time.Advance(Interval);
+            await uplink.PassAsync(first: false, NoCheckIn, cts.Token);
+            Assert.Equal(0, uplink.AskedAgain);
+        }
+        time.Advance(Interval);
+        await uplink.PassAsync(first: false, NoCheckIn, cts.Token);
+        Assert.Equal(1, uplink.AskedAgain);
     }
 }
