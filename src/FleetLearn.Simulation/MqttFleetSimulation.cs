@@ -358,12 +358,6 @@ public sealed class AgentHost : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(range);
         var host = new AgentHost(new TrainerPool(spec => TrainerFactory.Create(BackendChoice.Cpu, spec, Math.Max(options.Batch, 256)), Math.Max(1, options.Workers)));
-        // Each agent writes its outbox and ledger synchronously (LiteDB, fsync) on a thread-pool thread. Hundreds of them
-        // blocked the pool, whose thread injection is slow, and the broker's and aggregator's socket work waited behind
-        // them: at 200 agents the key phase took 40 s with 256 threads ready from the start and everything else equal, 20 s
-        // (docs/scale.md). A process hosting many agents keeps that many threads ready.
-        ThreadPool.GetMinThreads(out int workers, out int io);
-        if (range.To - range.From >= 64) ThreadPool.SetMinThreads(Math.Max(workers, 256), io);
         string publicKey = await File.ReadAllTextAsync(range.Endpoint.AggregatorPublicKey, cancellationToken).ConfigureAwait(false);
         Directory.CreateDirectory(Path.Combine(workDirectory, "agents"));
         for (int v = range.From; v < range.To; v++)
