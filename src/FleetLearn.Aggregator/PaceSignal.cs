@@ -6,7 +6,7 @@ namespace FleetLearn.Aggregator;
 /// <summary>
 /// The aggregator's half of the "slow down" signal (<see cref="UplinkPace"/>): when what it reads has waited in its inbox
 /// for a second or more, it asks every vehicle, on the retained <c>round/pace</c>, to hold its resends for twice that wait
-/// (a power of two in seconds, 2 s to 30 s). A resend sooner would only queue another copy behind the first: at 1,000
+/// (a power of two in seconds, 2 s to 5 min). A resend sooner would only queue another copy behind the first: at 1,000
 /// agents, copies made 2.94 GiB of the 650 MB of masked inputs (docs/transport.md). Raised at once, lowered at most every
 /// 2 s, refreshed at half its hold (the retained message expires with the hold), cleared (an empty retained message) when
 /// reads wait under a second again. First sends are never held.
@@ -24,7 +24,7 @@ internal sealed class PaceSignal(TimeProvider time)
     /// <summary>Pace signals published so far.</summary>
     public int Published { get; private set; }
 
-    /// <summary>The hold for reads that waited <paramref name="wait"/>: zero under a second, else the power of two seconds at or above twice the wait, 2 s to <see cref="UplinkPace.MaxHold"/> (30 s).</summary>
+    /// <summary>The hold for reads that waited <paramref name="wait"/>: zero under a second, else the power of two seconds at or above twice the wait, 2 s to <see cref="UplinkPace.MaxHold"/>.</summary>
     public static TimeSpan HoldFor(TimeSpan wait)
     {
         if (wait < Threshold) return TimeSpan.Zero;

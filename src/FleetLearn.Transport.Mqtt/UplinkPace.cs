@@ -11,12 +11,8 @@ namespace FleetLearn.Transport.Mqtt;
 /// </summary>
 public static class UplinkPace
 {
-    /// <summary>
-    /// Longest hold a vehicle honours: well under a secure-aggregation phase (2 minutes in the simulation). With 5 minutes,
-    /// 135 of 1,000 agents were still holding the resend of a key message the aggregator had not read when the key phase
-    /// timed out (docs/scale.md).
-    /// </summary>
-    public static readonly TimeSpan MaxHold = TimeSpan.FromSeconds(30);
+    /// <summary>Longest hold a vehicle honours.</summary>
+    public static readonly TimeSpan MaxHold = TimeSpan.FromMinutes(5);
 
     /// <summary>Encodes a hold of <paramref name="hold"/> (clamped to [0, <see cref="MaxHold"/>]).</summary>
     public static byte[] Encode(TimeSpan hold)

@@ -12,10 +12,10 @@ public sealed class PaceSignalTests
     [InlineData(1.0, 2)]
     [InlineData(1.5, 4)]
     [InlineData(3.0, 8)]
-    [InlineData(7.9, 16)]
-    [InlineData(8.1, 30)]
-    [InlineData(3600.0, 30)]
-    public void HoldFor_InboxWait_TwiceItAsAPowerOfTwoSeconds_NoneUnderASecond_CappedAtThirtySeconds(double waitSeconds, int holdSeconds)
+    [InlineData(20.0, 64)]
+    [InlineData(149.0, 300)]
+    [InlineData(3600.0, 300)]
+    public void HoldFor_InboxWait_TwiceItAsAPowerOfTwoSeconds_NoneUnderASecond_CappedAtFiveMinutes(double waitSeconds, int holdSeconds)
     {
         Assert.Equal(TimeSpan.FromSeconds(holdSeconds), PaceSignal.HoldFor(TimeSpan.FromSeconds(waitSeconds)));
     }

@@ -3,7 +3,7 @@ using FleetLearn.Core.Rounds;
 
 namespace FleetLearn.Transport.Mqtt.Tests;
 
-/// <summary>The aggregator's pace signal: a 4-byte hold, capped at 30 s; empty is no hold; anything else rejected.</summary>
+/// <summary>The aggregator's pace signal: a 4-byte hold, capped at five minutes; empty is no hold; anything else rejected.</summary>
 public sealed class UplinkPaceTests
 {
     [Fact]
