@@ -28,22 +28,29 @@ public enum InboxOffer
 ///   dropped and counted (<see cref="RejectReasons.InboxFull"/>): waiting for it would let one peer stall everyone's
 ///   messages behind its own. A refused message was never accepted (no ack went out), so the vehicle's outbox resends it.
 /// Messages already queued are never dropped: they leave only through <see cref="ReadAsync"/>.
+/// Check-ins come last, one per vehicle (docs/scale.md): a check-in is state, so a newer one replaces the one still queued,
+/// and round traffic (keys, shares, updates) is read first. At 1,000 vehicles checking in every 5 s, a FIFO held thousands
+/// of check-ins ahead of the round's keys, and the key phase timed out with none read.
 /// </remarks>
 internal sealed class AggregatorInbox
 {
     private readonly object _gate = new();
-    private readonly Queue<(MqttIncoming Message, string Sender, long Size)> _queue = new();
+    private readonly Queue<(MqttIncoming Message, string Sender, long Size, long Arrived)> _queue = new();
     private readonly Dictionary<string, long> _bySender = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (MqttIncoming Message, long Size)> _checkins = new(StringComparer.Ordinal); // the latest queued check-in per sender
+    private readonly Queue<string> _checkinOrder = new();
     private readonly FleetTopics? _topics;
     private readonly AggregatorStatus? _status;
     private readonly ILogger? _logger;
+    private readonly TimeProvider _time;
     private TaskCompletionSource _space = NewSignal();
     private TaskCompletionSource _items = NewSignal();
     private long _bytes, _refused;
 
     /// <summary>An inbox holding at most <paramref name="capacityBytes"/>, of which one sender holds at most <paramref name="perSenderBytes"/>.</summary>
-    public AggregatorInbox(long capacityBytes, long perSenderBytes, FleetTopics? topics = null, AggregatorStatus? status = null, ILogger? logger = null)
+    public AggregatorInbox(long capacityBytes, long perSenderBytes, FleetTopics? topics = null, AggregatorStatus? status = null, ILogger? logger = null, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         ArgumentOutOfRangeException.ThrowIfLessThan(capacityBytes, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(perSenderBytes, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(perSenderBytes, capacityBytes);
@@ -70,9 +77,12 @@ internal sealed class AggregatorInbox
     {
         get
         {
-            lock (_gate) return _queue.Count;
+            lock (_gate) return _queue.Count + _checkins.Count;
         }
     }
+
+    /// <summary>How long the message <see cref="ReadAsync"/> returned last had waited in the inbox (what <see cref="PaceSignal"/> turns into a request to slow down).</summary>
+    public TimeSpan LastWait { get; private set; }
 
     /// <summary>Messages refused so far (too large, or their sender over its share).</summary>
     public long Refused => Interlocked.Read(ref _refused);
@@ -97,16 +107,30 @@ internal sealed class AggregatorInbox
     {
         long size = SizeOf(message);
         if (size > CapacityBytes) return Refuse(InboxOffer.TooLarge);
+        bool checkin = sender.Length > 0 && message.Topic.EndsWith("/checkin", StringComparison.Ordinal);
         while (true)
         {
             Task space;
             lock (_gate)
             {
                 long held = _bySender.GetValueOrDefault(sender);
+                if (checkin && _checkins.TryGetValue(sender, out var queued))
+                {
+                    // A check-in is state ("eligible now, with n samples"): a newer one replaces the one still queued.
+                    _checkins[sender] = (message, size);
+                    _bytes += size - queued.Size;
+                    _bySender[sender] = held + size - queued.Size;
+                    return InboxOffer.Queued;
+                }
                 if (held + size > PerSenderBytes) return Refuse(InboxOffer.SenderOverShare);
                 if (_bytes + size <= CapacityBytes)
                 {
-                    _queue.Enqueue((message, sender, size));
+                    if (checkin)
+                    {
+                        _checkins[sender] = (message, size);
+                        _checkinOrder.Enqueue(sender);
+                    }
+                    else _queue.Enqueue((message, sender, size, _time.GetTimestamp()));
                     _bytes += size;
                     _bySender[sender] = held + size;
                     _items.TrySetResult();
@@ -129,12 +153,14 @@ internal sealed class AggregatorInbox
             {
                 if (_queue.TryDequeue(out var item))
                 {
-                    _bytes -= item.Size;
-                    long left = _bySender[item.Sender] - item.Size;
-                    if (left == 0) _bySender.Remove(item.Sender);
-                    else _bySender[item.Sender] = left;
-                    _space.TrySetResult();
+                    Release(item.Sender, item.Size);
+                    LastWait = _time.GetElapsedTime(item.Arrived);
                     return item.Message;
+                }
+                if (_checkinOrder.TryDequeue(out var sender) && _checkins.Remove(sender, out var checkin))
+                {
+                    Release(sender, checkin.Size);
+                    return checkin.Message; // waits behind round traffic: not what the pace measures
                 }
                 if (_items.Task.IsCompleted) _items = NewSignal();
                 items = _items.Task;
@@ -158,6 +184,15 @@ internal sealed class AggregatorInbox
         {
             return null;
         }
+    }
+
+    private void Release(string sender, long size)
+    {
+        _bytes -= size;
+        long left = _bySender[sender] - size;
+        if (left == 0) _bySender.Remove(sender);
+        else _bySender[sender] = left;
+        _space.TrySetResult();
     }
 
     private InboxOffer Refuse(InboxOffer why)

@@ -52,25 +52,57 @@ internal sealed class ModelPublisher(MqttConnection mqtt, AggregatorStatus statu
     /// <summary>
     /// A request of <paramref name="vehicle"/> for a model version (8 bytes, little endian): the current model is sent to its
     /// inbox when the vehicle is in <paramref name="cohort"/> and was not served that version in the last
-    /// <see cref="ServeInterval"/>. Anything else is ignored (returns false). The chunks expire after the retention.
+    /// <see cref="ServeInterval"/>. Anything else is ignored (returns false). The chunks are sent in the background and expire after the retention.
     /// </summary>
-    public async Task<bool> ServeAsync(string vehicle, ReadOnlyMemory<byte> request, IReadOnlyList<string>? cohort, CancellationToken cancellationToken)
+    public Task<bool> ServeAsync(string vehicle, ReadOnlyMemory<byte> request, IReadOnlyList<string>? cohort, CancellationToken cancellationToken)
     {
-        if (request.Length != 8 || _current is not { } current || cohort?.Contains(vehicle) != true) return false;
+        if (request.Length != 8 || _current is not { } current || cohort?.Contains(vehicle) != true) return Task.FromResult(false);
         long version = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(request.Span);
         var now = _time.GetUtcNow();
         string key = FormattableString.Invariant($"{vehicle}/{version}");
-        if (version != current.Version || _served.TryGetValue(key, out var last) && now - last < ServeInterval) return false;
+        if (version != current.Version || _served.TryGetValue(key, out var last) && now - last < ServeInterval) return Task.FromResult(false);
+        if (Volatile.Read(ref _queuedServes) >= MaxQueuedServes) return Task.FromResult(false); // the broker is behind: the vehicle asks again later
         if (_served.Count > 4 * cohort.Count) _served.Clear(); // bounded: at most a few entries per cohort member
         _served[key] = now;
-        foreach (var chunk in current.Chunks)
-        {
-            await mqtt.PublishReliablyAsync(mqtt.Topics.InboxModel(vehicle, version), chunk, expiry: _retention, cancellationToken: cancellationToken).ConfigureAwait(false);
-            status.Sent(chunk.Length);
-        }
         Served++;
-        logger.LogInformation("aggregator: sent model {Version} to {Vehicle} on request ({Chunks} chunks): it lacked the retained copy.", version, vehicle, current.Chunks.Count);
-        return true;
+        // Sent beside the message pump, a few at a time: awaited in the pump, the serves of 1,000 vehicles whose retained copy
+        // had not arrived yet (the broker still fanning it out) held every other message back for tens of seconds (docs/scale.md).
+        _ = ServeInBackgroundAsync(vehicle, version, current.Chunks, cancellationToken); // never throws: failures are logged
+        return Task.FromResult(true);
+    }
+
+    private const int MaxQueuedServes = 64;
+    private readonly SemaphoreSlim _serveSlots = new(4, 4);
+    private int _queuedServes;
+
+    private async Task ServeInBackgroundAsync(string vehicle, long version, IReadOnlyList<byte[]> chunks, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _queuedServes);
+        try
+        {
+            await _serveSlots.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                foreach (var chunk in chunks)
+                {
+                    await mqtt.PublishReliablyAsync(mqtt.Topics.InboxModel(vehicle, version), chunk, expiry: _retention, cancellationToken: cancellationToken).ConfigureAwait(false);
+                    status.Sent(chunk.Length);
+                }
+            }
+            finally
+            {
+                _serveSlots.Release();
+            }
+            logger.LogInformation("aggregator: sent model {Version} to {Vehicle} on request ({Chunks} chunks): it lacked the retained copy.", version, vehicle, chunks.Count);
+        }
+        catch (Exception e) when (e is OperationCanceledException || MqttConnection.IsTransient(e) || e is MqttRefusedException)
+        {
+            logger.LogDebug("aggregator: model {Version} for {Vehicle} not sent ({Error}); the vehicle asks again.", version, vehicle, e.Message);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _queuedServes);
+        }
     }
 
     /// <summary>

@@ -7,12 +7,14 @@ namespace FleetLearn.EdgeAgent;
 
 /// <summary>
 /// Global models as they arrive in chunks on <c>model/{version}</c>: reassembled (at most a few transfers at a time), the two
-/// newest kept, and handed to a round only after their length and SHA-256 match its signed plan.
+/// newest kept until a round takes one, and handed to a round only after their length and SHA-256 match its signed plan; the
+/// decoded model taken last is kept for a later plan on the same version (its bytes are not).
 /// </summary>
 internal sealed class AgentModels(int maxModelBytes)
 {
     private readonly ChunkAssembler _chunks = new(maxModelBytes, maxPendingTransfers: 4);
     private readonly Dictionary<long, byte[]> _models = [];
+    private (string Sha256, Checkpoint Model)? _taken; // the last verified model: its bytes are dropped (800 KB an agent), a later plan on it still finds it
 
     /// <summary>One chunk of model <paramref name="version"/>.</summary>
     public void Add(long version, ReadOnlyMemory<byte> chunk)
@@ -25,11 +27,13 @@ internal sealed class AgentModels(int maxModelBytes)
     /// <summary>The verified model <paramref name="plan"/> trains from, or null while it has not arrived; a copy that fails verification is dropped and reported.</summary>
     public Checkpoint? TryTake(RoundPlan plan)
     {
+        if (_taken is { } taken && taken.Model.Version == plan.ModelVersion && taken.Sha256 == plan.ModelSha256) return taken.Model;
         if (!_models.TryGetValue(plan.ModelVersion, out var bytes)) return null;
         try
         {
-            var model = VehicleRound.VerifyModel(plan, bytes);
-            foreach (var old in _models.Keys.Where(v => v < plan.ModelVersion).ToList()) _models.Remove(old);
+            var model = VehicleRound.VerifyModel(plan, bytes, SharedModels.GetOrDecode);
+            foreach (var old in _models.Keys.Where(v => v <= plan.ModelVersion).ToList()) _models.Remove(old);
+            _taken = (plan.ModelSha256, model);
             return model;
         }
         catch (WireFormatException)

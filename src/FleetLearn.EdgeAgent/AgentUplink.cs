@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Globalization;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
@@ -15,10 +14,12 @@ namespace FleetLearn.EdgeAgent;
 /// </summary>
 internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbOutbox outbox, TimeSpan resendInterval, TimeProvider time, ILogger logger)
 {
-    private readonly ConcurrentDictionary<Guid, DateTimeOffset> _nextResend = new();
+    private readonly ResendSchedule _schedule = new(resendInterval, Jitter(vehicleId));
     private readonly object _replayGate = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, byte> _updates = new(); // pending plaintext updates (logged at Information when acknowledged)
     private OutboxItem? _lastSecAgg; // the vehicle's last secure-aggregation message: resent to ask the aggregator again
     private long _lastHeard = time.GetTimestamp();
+    private const int LargeMessageBytes = 64 << 10;
     private int _askedAgain;
 
     /// <summary>Whether the joined round waits for the aggregator's next secure-aggregation message (<see cref="VehicleRound.AwaitsServer"/>).</summary>
@@ -52,6 +53,8 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         var envelope = new Envelope(kind, vehicleId, round, updateId, payload) { Epoch = epoch, PlanTag = planTag };
         var item = new OutboxItem(envelope.UpdateId, vehicleId, round, mqtt.Topics.Up(vehicleId, channel), envelope.Encode(), expires);
         outbox.Enqueue(item);
+        if (kind == EnvelopeKind.Update) _updates[item.UpdateId] = 0;
+        _schedule.Track(item.UpdateId, item.ExpiresAt);
         if (kind == EnvelopeKind.SecAgg)
         {
             lock (_replayGate) _lastSecAgg = item;
@@ -79,9 +82,18 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         lock (_replayGate)
         {
             last = _lastSecAgg;
-            if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, Math.Min(_askedAgain, 4))) return;
+            // After a masked input (hundreds of KB) the vehicle asks again only after 16 intervals: the aggregator stays quiet until the
+            // whole cohort's inputs are in, and at 200 agents copies sent after 1, 2, 4 … intervals doubled the bytes received.
+            int doublings = last?.Payload.Length > LargeMessageBytes ? 4 : Math.Min(_askedAgain, 4);
+            if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, doublings)) return;
         }
-        if (!AwaitsServer() || outbox.Find(last.UpdateId) is not null) return; // not waiting, or the message itself is still being resent
+        if (!AwaitsServer() || _schedule.IsPending(last.UpdateId)) return; // not waiting, or the message itself is still being resent
+        if (_schedule.IsHeld(time.GetUtcNow()))
+        {
+            HeldBack++; // the aggregator asked vehicles to slow down: it has not read what waits for it yet
+            UplinkMetrics.HeldBack();
+            return;
+        }
         lock (_replayGate) _askedAgain++;
         AskedAgain++;
         logger.LogInformation("agent {Vehicle}: round {Round}: no secure-aggregation message from the aggregator for {Quiet:F0} s; asking again (resending the last one).",
@@ -103,6 +115,25 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         return (outbox, ledger);
     }
 
+    /// <summary>This vehicle's share of a pace hold added on top, in [0, 0.5): a stable FNV-1a hash of its id (the same on every start).</summary>
+    private static double Jitter(string vehicleId)
+    {
+        uint hash = 2166136261;
+        foreach (char c in vehicleId) hash = (hash ^ c) * 16777619;
+        return hash % 1000 / 2000.0;
+    }
+
+    /// <summary>The aggregator's pace signal (<c>round/pace</c>, <see cref="UplinkPace"/>): resends wait for the hold it asks for.</summary>
+    public void Pace(ReadOnlySpan<byte> payload)
+    {
+        var hold = UplinkPace.Decode(payload);
+        _schedule.Hold(hold, time.GetUtcNow());
+        if (hold > TimeSpan.Zero) logger.LogDebug("agent {Vehicle}: the aggregator asks vehicles to hold resends for {Hold:F0} s.", vehicleId, hold.TotalSeconds);
+    }
+
+    /// <summary>Until when resends are held by the aggregator's pace (<see cref="DateTimeOffset.MinValue"/>: not held).</summary>
+    public DateTimeOffset HeldUntil => _schedule.HeldUntil;
+
     /// <summary>A message in the vehicle's ack inbox: an acknowledgement addressed to this vehicle is taken (<see cref="Acknowledge(Envelope)"/>), anything else ignored.</summary>
     public void Acknowledge(ReadOnlyMemory<byte> payload)
     {
@@ -114,8 +145,8 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     public void Acknowledge(Envelope envelope)
     {
         var ack = UpdateAck.Decode(envelope.Payload.Span);
-        bool update = outbox.Find(envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true;
-        _nextResend.TryRemove(envelope.UpdateId, out _);
+        bool update = _updates.TryRemove(envelope.UpdateId, out _);
+        _schedule.Forget(envelope.UpdateId);
         if (!outbox.Acknowledge(envelope.UpdateId)) return;
         Acknowledged++;
         var level = ack.Status == AckStatus.Rejected ? LogLevel.Warning : update ? LogLevel.Information : LogLevel.Debug;
@@ -133,17 +164,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
             try
             {
                 await mqtt.WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
-                outbox.DropExpired(time.GetUtcNow());
-                var pending = outbox.Pending();
-                if (first || pending.Count == 0) await checkIn(cancellationToken).ConfigureAwait(false);
-                if (!first)
-                {
-                    var now = time.GetUtcNow();
-                    foreach (var item in pending.Where(i => !_nextResend.TryGetValue(i.UpdateId, out var due) || now >= due))
-                        await SendAsync(item, cancellationToken).ConfigureAwait(false);
-                    await AskAgainIfQuietAsync(cancellationToken).ConfigureAwait(false);
-                    await AskForMissingModelAsync(cancellationToken).ConfigureAwait(false);
-                }
+                await PassAsync(first, checkIn, cancellationToken).ConfigureAwait(false);
                 first = false;
             }
             catch (Exception e) when (MqttConnection.IsTransient(e))
@@ -152,6 +173,42 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
             }
         }
         while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>Resends held back so far because the aggregator asked vehicles to slow down.</summary>
+    public int HeldBack { get; private set; }
+
+    /// <summary>Messages sent again so far (no acknowledgement after their backoff).</summary>
+    public int Resent { get; private set; }
+
+    /// <summary>
+    /// One pass of <see cref="RunAsync"/>: the <paramref name="first"/> one tracks what an earlier run left in the outbox and
+    /// checks in; later ones drop what expired, check in with nothing pending, resend what is due unless the aggregator's
+    /// pace holds resends, ask again when a secure round has heard nothing, and ask for a missing model.
+    /// </summary>
+    internal async Task PassAsync(bool first, Func<CancellationToken, Task> checkIn, CancellationToken cancellationToken)
+    {
+        if (first)
+            foreach (var item in outbox.Pending()) _schedule.Track(item.UpdateId, item.ExpiresAt, item.Attempts); // what an earlier run left: read once
+        if (_schedule.Expired(time.GetUtcNow()).Count > 0) outbox.DropExpired(time.GetUtcNow());
+        if (first || _schedule.Count == 0) await checkIn(cancellationToken).ConfigureAwait(false);
+        if (first) return;
+        var due = _schedule.Due(time.GetUtcNow(), out int held);
+        foreach (var id in due)
+        {
+            if (outbox.Find(id) is not { } item) // the payload is read back only to be sent
+            {
+                _schedule.Forget(id);
+                continue;
+            }
+            UplinkMetrics.PayloadRead();
+            Resent++;
+            await SendAsync(item, cancellationToken).ConfigureAwait(false);
+        }
+        HeldBack += held;
+        for (int i = 0; i < held; i++) UplinkMetrics.HeldBack();
+        await AskAgainIfQuietAsync(cancellationToken).ConfigureAwait(false);
+        await AskForMissingModelAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -196,10 +253,10 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         if (remaining <= TimeSpan.Zero) return;
         // The transfer id is the update id: a resend's chunks complete the same transfer at the aggregator.
         var chunks = ChunkCodec.Split(item.Payload, mqtt.Options.MaxPacketSize, item.UpdateId);
-        outbox.RecordAttempt(item.UpdateId);
-        // Exponential backoff between resends (1, 2, 4, 8, 16 × the interval): an aggregator that is slow to answer under
-        // load is not flooded with copies. After a restart the first pass resends everything at once.
-        _nextResend[item.UpdateId] = time.GetUtcNow() + resendInterval * Math.Pow(2, Math.Min(item.Attempts, 4));
+        // Exponential backoff between resends (1, 2, 4, 8, 16 × the interval, ResendSchedule): an aggregator that is slow to
+        // answer under load is not flooded with copies. After a restart the first pass resends everything at once. The count
+        // lives in memory only: rewriting the stored message to count a send cost a 650 KB LiteDB write per resend.
+        UplinkMetrics.Sent(_schedule.Sent(item.UpdateId, time.GetUtcNow()), item.Payload.Length);
         try
         {
             // The envelope's (vehicle, round, update id) also travel as MQTT 5 user properties, so that brokers, bridges and

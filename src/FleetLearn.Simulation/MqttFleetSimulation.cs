@@ -141,7 +141,7 @@ public static class MqttFleetSimulation
                 while (!closedTask.IsCompleted && !childExit.IsCompleted)
                 {
                     if (await Task.WhenAny(closedTask, childExit, Task.Delay(TimeSpan.FromSeconds(10), watch.Token)).ConfigureAwait(false) is var done && (done == closedTask || done == childExit)) break;
-                    onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  … {status.Activity} ({clock.Elapsed.TotalSeconds:F0} s)"));
+                    onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  … {status.Activity} ({clock.Elapsed.TotalSeconds:F0} s; {ScaleProbe.Line(status)})"));
                 }
                 if (await Task.WhenAny(closedTask, childExit).ConfigureAwait(false) != closedTask)
                 {
@@ -344,6 +344,7 @@ public sealed class AgentHost : IAsyncDisposable
 {
     private readonly List<EdgeAgentWorker> _agents = [];
     private readonly TrainerPool _trainers;
+    private readonly HeapGovernor _heap = new(); // hundreds of agents' transient large arrays: collected, not piled up
 
     private AgentHost(TrainerPool trainers) => _trainers = trainers;
 
@@ -418,5 +419,6 @@ public sealed class AgentHost : IAsyncDisposable
             agent.Dispose();
         }
         _trainers.Dispose();
+        await _heap.DisposeAsync().ConfigureAwait(false);
     }
 }

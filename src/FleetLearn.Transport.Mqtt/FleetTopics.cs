@@ -6,6 +6,7 @@ namespace FleetLearn.Transport.Mqtt;
 /// The topic layout under <c>fleetlearn/v1/{fleet}/</c> (DESIGN.md, Transport):
 /// <code>
 /// round/current              retained, signed round plan
+/// round/pace                 retained while the aggregator is saturated: how long vehicles hold their resends (<see cref="UplinkPace"/>)
 /// model/{version}/{chunk}    retained, chunked global model (its SHA-256 is in the signed plan)
 /// vehicles/{id}/checkin      vehicle → aggregator: eligible now
 /// vehicles/{id}/up/{kind}    vehicle → aggregator: updates (chunked envelopes), secure-aggregation messages
@@ -33,6 +34,9 @@ public sealed class FleetTopics
 
     /// <summary>The retained, signed round plan.</summary>
     public string RoundCurrent => Prefix + "round/current";
+
+    /// <summary>The aggregator's request to slow down: retained while it is saturated, expiring with the hold it asks for.</summary>
+    public string RoundPace => Prefix + "round/pace";
 
     /// <summary>Retained single-writer lease of the fleet's aggregator (aggregators only; vehicles may neither read nor write it).</summary>
     public string AggregatorLease => Prefix + "aggregator/lease";

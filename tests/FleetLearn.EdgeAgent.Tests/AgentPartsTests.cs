@@ -43,6 +43,30 @@ public sealed class AgentPartsTests
     }
 
     [Fact]
+    public void Models_TwoAgentsOfOneProcess_ShareTheDecodedModel_AForgedCopyIsStillRefused_AnotherModelIsNotShared()
+    {
+        var good = Model(7, 0.25f);
+        var plan = PlanFor(good, 7);
+        var first = new AgentModels(1 << 20);
+        var second = new AgentModels(1 << 20);
+        var third = new AgentModels(1 << 20);
+        foreach (var chunk in ChunkCodec.Split(good, 2200, Guid.NewGuid())) first.Add(7, chunk);
+        foreach (var chunk in ChunkCodec.Split(good, 2200, Guid.NewGuid())) second.Add(7, chunk);
+        foreach (var chunk in ChunkCodec.Split(Model(7, 9f), 2200, Guid.NewGuid())) third.Add(7, chunk); // forged: same version, other bytes
+        var taken = first.TryTake(plan)!;
+        Assert.Same(taken, second.TryTake(plan)); // decoded once: 1,000 agents hold one copy of the model
+        Assert.Equal(RejectReasons.Signature, Assert.Throws<WireFormatException>(() => third.TryTake(plan)).Reason); // each agent's own bytes are still checked
+
+        var other = Model(8, 0.75f);
+        var next = new AgentModels(1 << 20);
+        foreach (var chunk in ChunkCodec.Split(other, 2200, Guid.NewGuid())) next.Add(8, chunk);
+        var model8 = next.TryTake(PlanFor(other, 8))!;
+        Assert.NotSame(taken, model8);
+        Assert.Equal(0.75f, model8.Parameters[0]);
+        Assert.Equal(0.25f, taken.Parameters[0]);
+    }
+
+    [Fact]
     public async Task Training_TrainerFails_ReportedAsAStoppedRoundNamingTheError()
     {
         using var pool = new TrainerPool(_ => throw new InvalidOperationException("no device for 4-3"), 1);

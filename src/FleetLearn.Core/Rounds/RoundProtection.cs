@@ -96,7 +96,7 @@ public sealed record RoundProtection
         if (DeviceKeys is null || DeviceKeys.Count != cohort.Count)
             throw new WireFormatException($"Round plan carries {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohort.Count}.", RejectReasons.Malformed);
         var registry = new DeviceKeyRegistry();
-        for (int i = 0; i < cohort.Count; i++) registry.Add(i, Decode(DeviceKeys[i]));
+        for (int i = 0; i < cohort.Count; i++) registry.AddDeferred(i, Decode(DeviceKeys[i])); // checked when looked up: a vehicle needs only its neighbours'
         return registry;
 
         static byte[] Decode(string base64)

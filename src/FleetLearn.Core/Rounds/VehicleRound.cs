@@ -303,7 +303,7 @@ public sealed class VehicleRound : IDisposable
     public IReadOnlyList<VehicleEffect> Start() => _secAgg is null ? [] : [Send(_secAgg.Start())];
 
     /// <summary>
-    /// The global model arrived (already verified against the plan's hash by <see cref="VerifyModel"/> or trusted in memory):
+    /// The global model arrived (already verified against the plan's hash by <see cref="VerifyModel(RoundPlan, ReadOnlySpan{byte})"/> or trusted in memory):
     /// train, unless the deadline has passed.
     /// </summary>
     public IReadOnlyList<VehicleEffect> OnModel(Checkpoint model)
@@ -399,12 +399,33 @@ public sealed class VehicleRound : IDisposable
     /// <summary>Checks checkpoint bytes against the plan's length and SHA-256 and parses them; throws <see cref="WireFormatException"/>.</summary>
     public static Checkpoint VerifyModel(RoundPlan plan, ReadOnlySpan<byte> bytes)
     {
+        CheckModel(plan, bytes);
+        return ParseModel(plan, bytes.ToArray(), null);
+    }
+
+    /// <summary>
+    /// Like the overload on a span; once the bytes match the plan, <paramref name="share"/> (SHA-256, decode) may hand back a
+    /// checkpoint already decoded from the same bytes (the agents of one process share it: docs/scale.md).
+    /// </summary>
+    public static Checkpoint VerifyModel(RoundPlan plan, byte[] bytes, Func<string, Func<Checkpoint>, Checkpoint> share)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        CheckModel(plan, bytes);
+        return ParseModel(plan, bytes, share);
+    }
+
+    private static void CheckModel(RoundPlan plan, ReadOnlySpan<byte> bytes)
+    {
         ArgumentNullException.ThrowIfNull(plan);
         if (bytes.Length != plan.ModelBytes || Convert.ToHexStringLower(SHA256.HashData(bytes)) != plan.ModelSha256)
             throw new WireFormatException($"Model {plan.ModelVersion} does not match the SHA-256 in the signed plan of round {plan.Round}.", RejectReasons.Signature);
+    }
+
+    private static Checkpoint ParseModel(RoundPlan plan, byte[] bytes, Func<string, Func<Checkpoint>, Checkpoint>? share)
+    {
         try
         {
-            return Checkpoint.FromBytes(bytes.ToArray());
+            return share is null ? Checkpoint.FromBytes(bytes) : share(plan.ModelSha256, () => Checkpoint.FromBytes(bytes));
         }
         catch (CheckpointFormatException e)
         {

@@ -16,6 +16,8 @@ public interface IDeviceKeyRegistry
 public sealed class DeviceKeyRegistry : IDeviceKeyRegistry, IDisposable
 {
     private readonly Dictionary<int, ECDsa> _keys = [];
+    private readonly Dictionary<int, byte[]> _deferred = [];
+    private readonly Dictionary<int, string> _invalid = [];
 
     /// <summary>Registers a device key given as DER SubjectPublicKeyInfo; only P-256 keys are accepted (<see cref="DeviceKeyValidation"/>).</summary>
     public void Add(int vehicleId, ReadOnlySpan<byte> subjectPublicKeyInfo)
@@ -25,16 +27,48 @@ public sealed class DeviceKeyRegistry : IDeviceKeyRegistry, IDisposable
         var key = ECDsa.Create();
         key.ImportSubjectPublicKeyInfo(subjectPublicKeyInfo, out _);
         if (_keys.Remove(vehicleId, out var old)) old.Dispose();
+        _deferred.Remove(vehicleId);
+        _invalid.Remove(vehicleId);
         _keys[vehicleId] = key;
     }
 
+    /// <summary>
+    /// Registers a device key to be checked and imported when it is first looked up. A vehicle of a SecAgg+ round verifies
+    /// only its k neighbours' keys, so importing all n keys of the plan made every vehicle's join O(n) EC imports and a cohort
+    /// of n O(n²): at n = 500 on two cores, the key phase never finished (docs/scale.md). A key that fails the P-256 check
+    /// is reported by <see cref="WhyUnknown"/> and never found.
+    /// </summary>
+    public void AddDeferred(int vehicleId, byte[] subjectPublicKeyInfo)
+    {
+        ArgumentNullException.ThrowIfNull(subjectPublicKeyInfo);
+        if (_keys.Remove(vehicleId, out var old)) old.Dispose();
+        _invalid.Remove(vehicleId);
+        _deferred[vehicleId] = subjectPublicKeyInfo;
+    }
+
     /// <inheritdoc/>
-    public ECDsa? FindDeviceKey(int vehicleId) => _keys.GetValueOrDefault(vehicleId);
+    public ECDsa? FindDeviceKey(int vehicleId)
+    {
+        if (_keys.TryGetValue(vehicleId, out var key)) return key;
+        if (!_deferred.Remove(vehicleId, out var spki)) return null;
+        if (DeviceKeyValidation.Check(spki) is { } why)
+        {
+            _invalid[vehicleId] = $"device key of vehicle {vehicleId}: {why}; P-256 is required";
+            return null;
+        }
+        key = ECDsa.Create();
+        key.ImportSubjectPublicKeyInfo(spki, out _);
+        return _keys[vehicleId] = key;
+    }
+
+    /// <inheritdoc/>
+    public string? WhyUnknown(int vehicleId) => _invalid.GetValueOrDefault(vehicleId);
 
     /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var k in _keys.Values) k.Dispose();
         _keys.Clear();
+        _deferred.Clear();
     }
 }

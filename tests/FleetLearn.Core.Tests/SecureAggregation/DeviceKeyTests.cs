@@ -42,4 +42,30 @@ public sealed class DeviceKeyTests
         using var registry = new DeviceKeyRegistry();
         Assert.Throws<ArgumentException>(() => registry.Add(0, spki));
     }
+
+    [Theory]
+    [MemberData(nameof(OtherCurves))]
+    public void RegistryAddDeferred_CheckedWhenLookedUp_ABadKeyIsNeverFound_AndSaysWhy_AGoodOneImportedOnce(string curve)
+    {
+        using var other = ECDsa.Create(ECCurve.CreateFromFriendlyName(curve));
+        using var good = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        using var registry = new DeviceKeyRegistry();
+        registry.AddDeferred(0, other.ExportSubjectPublicKeyInfo()); // a plan's key: not imported until a peer needs it
+        registry.AddDeferred(1, good.ExportSubjectPublicKeyInfo());
+        registry.AddDeferred(2, [1, 2, 3]);
+        Assert.Null(registry.WhyUnknown(0));
+
+        Assert.Null(registry.FindDeviceKey(0));
+        Assert.Matches("^device key of vehicle 0: the device key is on curve .*, not P-256; P-256 is required$", registry.WhyUnknown(0));
+        Assert.Null(registry.FindDeviceKey(0)); // still refused on a second look
+        Assert.Null(registry.FindDeviceKey(2));
+        Assert.StartsWith("device key of vehicle 2: the device key is not a usable EC public key", registry.WhyUnknown(2), StringComparison.Ordinal);
+
+        var found = registry.FindDeviceKey(1);
+        Assert.NotNull(found);
+        Assert.Same(found, registry.FindDeviceKey(1));
+        Assert.Equal(good.ExportSubjectPublicKeyInfo(), found.ExportSubjectPublicKeyInfo());
+        Assert.Null(registry.FindDeviceKey(3));
+        Assert.Null(registry.WhyUnknown(3));
+    }
 }
