@@ -30,7 +30,7 @@ public sealed class AggregatorWorker(
     private readonly AggregatorOptions _options = aggregatorOptions.Value;
     private readonly AggregatorRandomness _random = randomness ?? AggregatorRandomness.Secure;
     private readonly UplinkGate _gate = new(new ClosedRounds());
-    private readonly PaceSignal _pace = new(TimeProvider.System); // queueing is measured on the real clock: the simulation's aggregator clock skips idle waits
+    private readonly PaceSignal _slowDown = new(TimeProvider.System); // queueing is measured on the real clock: the simulation's aggregator clock skips idle waits
     private readonly ClockSkewMonitor _clocks = new(status, time, logger, aggregatorOptions.Value.ClockSkewTolerance);
     private ChunkAssembler _uplink = null!;
     private MqttConnection _mqtt = null!;
@@ -190,7 +190,7 @@ public sealed class AggregatorWorker(
     {
         _gate.Open = coordinator;
         if (await _inbox.ReadUntilAsync(until, time, cancellationToken).ConfigureAwait(false) is not { } message) return;
-        await _pace.AfterReadAsync(_inbox.LastWait, _mqtt, logger, cancellationToken).ConfigureAwait(false); // saturated: vehicles hold their resends
+        await _slowDown.AfterReadAsync(_inbox.LastWait, _mqtt, logger, cancellationToken).ConfigureAwait(false); // saturated: vehicles hold their resends
         status.Received(message.Payload.Length);
         status.ReportBroker(_mqtt.IsConnected);
         try

@@ -5,7 +5,7 @@ namespace FleetLearn.Aggregator;
 
 /// <summary>
 /// The aggregator's half of the "slow down" signal (<see cref="UplinkPace"/>): when what it reads has waited in its inbox
-/// for a second or more, it asks every vehicle, on the retained <c>round/pace</c>, to hold its resends for twice that wait
+/// for a second or more, it asks every vehicle, on the retained <c>round/slowdown</c>, to hold its resends for twice that wait
 /// (a power of two in seconds, 2 s to 5 min). A resend sooner would only queue another copy behind the first: at 1,000
 /// agents, copies made 2.94 GiB of the 650 MB of masked inputs (docs/transport.md). Raised at once, lowered at most every
 /// 2 s, refreshed at half its hold (the retained message expires with the hold), cleared (an empty retained message) when
@@ -55,8 +55,8 @@ internal sealed class PaceSignal(TimeProvider time)
         logger.Log(hold > TimeSpan.Zero ? LogLevel.Information : LogLevel.Debug, "aggregator: messages waited {Wait:F1} s in the inbox; vehicles asked to hold resends for {Hold:F0} s.", wait.TotalSeconds, hold.TotalSeconds);
         try
         {
-            if (hold > TimeSpan.Zero) await mqtt.PublishAsync(mqtt.Topics.RoundPace, UplinkPace.Encode(hold), retain: true, expiry: hold, cancellationToken: cancellationToken).ConfigureAwait(false);
-            else await mqtt.PublishAsync(mqtt.Topics.RoundPace, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (hold > TimeSpan.Zero) await mqtt.PublishAsync(mqtt.Topics.RoundSlowDown, UplinkPace.Encode(hold), retain: true, expiry: hold, cancellationToken: cancellationToken).ConfigureAwait(false);
+            else await mqtt.PublishAsync(mqtt.Topics.RoundSlowDown, ReadOnlyMemory<byte>.Empty, retain: true, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (MqttConnection.IsTransient(e))
         {

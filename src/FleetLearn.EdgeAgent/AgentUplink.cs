@@ -123,7 +123,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         return hash % 1000 / 2000.0;
     }
 
-    /// <summary>The aggregator's pace signal (<c>round/pace</c>, <see cref="UplinkPace"/>): resends wait for the hold it asks for.</summary>
+    /// <summary>The aggregator's pace signal (<c>round/slowdown</c>, <see cref="UplinkPace"/>): resends wait for the hold it asks for.</summary>
     public void Pace(ReadOnlySpan<byte> payload)
     {
         var hold = UplinkPace.Decode(payload);

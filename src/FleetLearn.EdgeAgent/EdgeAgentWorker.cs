@@ -105,8 +105,7 @@ public sealed class EdgeAgentWorker(
         await using var connection = _mqtt = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
-        foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundPace, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) })
-            await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
+        foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) }) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
         _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time, Pace = new AgentPace(_outbox, _aggregatorKey, mqtt.Fleet, _options.VehicleId, time, logger));
         var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
@@ -145,7 +144,7 @@ public sealed class EdgeAgentWorker(
     private async Task HandleAsync(MqttIncoming message, CancellationToken cancellationToken)
     {
         var topics = _mqtt!.Topics;
-        if (message.Topic == topics.RoundPace) _uplink!.Pace(message.Payload); // the aggregator asks vehicles to slow down (empty: released)
+        if (message.Topic == topics.RoundSlowDown) _uplink!.Pace(message.Payload); // the aggregator asks vehicles to slow down (empty: released)
         else if (message.Payload.Length == 0) return; // a cleared retained message
         else if (message.Topic == topics.RoundCurrent) await PlanAsync(RoundPlanCodec.Verify(message.Payload, _aggregatorKey!, topics.Fleet), message, cancellationToken).ConfigureAwait(false);
         else if (topics.TryParseModelTopic(message.Topic, _options.VehicleId, out long version)) _models!.Add(version, message.Payload); // retained, or sent on request

@@ -6,7 +6,7 @@ namespace FleetLearn.Transport.Mqtt;
 /// The topic layout under <c>fleetlearn/v1/{fleet}/</c> (DESIGN.md, Transport):
 /// <code>
 /// round/current              retained, signed round plan
-/// round/pace                 retained while the aggregator is saturated: how long vehicles hold their resends (<see cref="UplinkPace"/>)
+/// round/slowdown             retained while the aggregator is saturated: how long vehicles hold their resends (<see cref="UplinkPace"/>)
 /// model/{version}/{chunk}    retained, chunked global model (its SHA-256 is in the signed plan)
 /// vehicles/{id}/checkin      vehicle → aggregator: eligible now
 /// vehicles/{id}/up/{kind}    vehicle → aggregator: updates (chunked envelopes), secure-aggregation messages
@@ -36,7 +36,7 @@ public sealed class FleetTopics
     public string RoundCurrent => Prefix + "round/current";
 
     /// <summary>The aggregator's request to slow down: retained while it is saturated, expiring with the hold it asks for.</summary>
-    public string RoundPace => Prefix + "round/pace";
+    public string RoundSlowDown => Prefix + "round/slowdown";
 
     /// <summary>Retained single-writer lease of the fleet's aggregator (aggregators only; vehicles may neither read nor write it).</summary>
     public string AggregatorLease => Prefix + "aggregator/lease";

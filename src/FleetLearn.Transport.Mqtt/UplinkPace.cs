@@ -4,7 +4,7 @@ using FleetLearn.Core.Rounds;
 namespace FleetLearn.Transport.Mqtt;
 
 /// <summary>
-/// The aggregator's "slow down" signal on <c>round/pace</c>: how long vehicles hold their resends, because what they send now
+/// The aggregator's "slow down" signal on <c>round/slowdown</c>: how long vehicles hold their resends, because what they send now
 /// waits that long in the aggregator's queue before it is even read. Layout: u32 milliseconds, little-endian. It only ever
 /// delays resends (never a first send), and a vehicle caps it at <see cref="MaxHold"/>, so a stale or forged signal costs at
 /// most a late resend; only the aggregator may publish under <c>round/</c> (the broker's ACL).

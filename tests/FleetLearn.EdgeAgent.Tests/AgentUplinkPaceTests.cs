@@ -66,18 +66,18 @@ public sealed class AgentUplinkPaceTests : IAsyncLifetime
         var time = new ManualTimeProvider(DateTimeOffset.UtcNow);
         using var outbox = LiteDbOutbox.Open(Path.Combine(_dir, "outbox.db"));
         var uplink = new AgentUplink("car-0", _vehicle, outbox, Interval, time, NullLogger.Instance);
-        // The vehicle reads round/pace as EdgeAgentWorker does.
+        // The vehicle reads round/slowdown as EdgeAgentWorker does.
         var paced = new SemaphoreSlim(0);
         _vehicle.MessageReceived += m =>
         {
-            if (m.Topic == _vehicle.Topics.RoundPace)
+            if (m.Topic == _vehicle.Topics.RoundSlowDown)
             {
                 uplink.Pace(m.Payload);
                 paced.Release();
             }
             return Task.CompletedTask;
         };
-        await _vehicle.SubscribeAsync(_vehicle.Topics.RoundPace, cts.Token);
+        await _vehicle.SubscribeAsync(_vehicle.Topics.RoundSlowDown, cts.Token);
         int checkIns = 0;
         Task CheckIn(CancellationToken _)
         {
@@ -91,7 +91,7 @@ public sealed class AgentUplinkPaceTests : IAsyncLifetime
         await _arrived.WaitAsync(cts.Token); // the first send: never held
 
         // The aggregator is saturated: it asks vehicles to hold resends for 60 s (retained, as PaceSignal publishes it).
-        await _aggregator.PublishReliablyAsync(_aggregator.Topics.RoundPace, UplinkPace.Encode(TimeSpan.FromSeconds(60)), retain: true, expiry: TimeSpan.FromSeconds(60), cancellationToken: cts.Token);
+        await _aggregator.PublishReliablyAsync(_aggregator.Topics.RoundSlowDown, UplinkPace.Encode(TimeSpan.FromSeconds(60)), retain: true, expiry: TimeSpan.FromSeconds(60), cancellationToken: cts.Token);
         await paced.WaitAsync(cts.Token);
         var heldUntil = uplink.HeldUntil;
         Assert.InRange(heldUntil - time.GetUtcNow(), TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(90)); // plus this vehicle's jitter, under half the hold
