@@ -145,7 +145,9 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     public void Acknowledge(Envelope envelope)
     {
         var ack = UpdateAck.Decode(envelope.Payload.Span);
-        bool update = _updates.TryRemove(envelope.UpdateId, out _);
+        // An update this run sent is in _updates; one an earlier run left in the outbox (its ack may arrive right after the
+        // reconnect, before the first resend pass) is recognised by its topic, as the restarted vehicle must log it.
+        bool update = _updates.TryRemove(envelope.UpdateId, out _) || outbox.Find(envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true;
         _schedule.Forget(envelope.UpdateId);
         if (!outbox.Acknowledge(envelope.UpdateId)) return;
         Acknowledged++;

@@ -150,6 +150,9 @@ public sealed class BadInputTests : IAsyncLifetime
             await SendAsync(stranger, topics.Up("car-y", "update"), envelope, cts.Token);
         }
 
+        // The aggregator reads round traffic before check-ins: wait until the foreign-key check-in was read and refused too.
+        while (status.RejectedByReason.GetValueOrDefault(RejectReasons.Signature) < 2) await Task.Delay(20, cts.Token);
+
         // The good update still goes through: the round is applied.
         await SendAsync(car, up, Update(plan.Round, Body(1)).Encode(), cts.Token);
         await status.Done.Task.WaitAsync(cts.Token);
