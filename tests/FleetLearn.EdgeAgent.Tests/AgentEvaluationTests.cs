@@ -15,47 +15,24 @@ namespace FleetLearn.EdgeAgent.Tests;
 public sealed class AgentEvaluationTests : IAsyncLifetime
 {
     private const string Fleet = "evaltest";
-    private const string Secret = "agg-secret";
     private static readonly ModelSpec Spec = ModelSpec.Parse("4-3");
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
-    private readonly List<byte[]> _reports = [];
-    private readonly SemaphoreSlim _arrived = new(0);
-    private EmbeddedBroker _broker = null!;
-    private MqttConnection _aggregator = null!;
-    private MqttConnection _vehicle = null!;
+    private UplinkBrokerPair _pair = null!;
 
-    public async Task InitializeAsync()
-    {
-        _broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = Secret });
-        await _broker.StartAsync();
-        using var cts = new CancellationTokenSource(Timeout);
-        _aggregator = new MqttConnection(Options("aggregator", Secret));
-        _aggregator.MessageReceived += m =>
-        {
-            lock (_reports) _reports.Add(m.Payload);
-            _arrived.Release();
-            return Task.CompletedTask;
-        };
-        _aggregator.Start(cts.Token);
-        await _aggregator.WaitUntilConnectedAsync(cts.Token);
-        await _aggregator.SubscribeAsync(_aggregator.Topics.Up("car-0", "eval"), cts.Token);
-        _vehicle = new MqttConnection(Options("car-0"));
-        _vehicle.Start(cts.Token);
-        await _vehicle.WaitUntilConnectedAsync(cts.Token);
-    }
+    private MqttConnection _aggregator => _pair.Aggregator;
+
+    private MqttConnection _vehicle => _pair.Vehicle;
+
+    private List<byte[]> _reports => _pair.Received;
+
+    private SemaphoreSlim _arrived => _pair.Arrived;
+
+    public async Task InitializeAsync() => _pair = await UplinkBrokerPair.StartAsync(Fleet, Timeout, "eval");
 
     public async Task DisposeAsync()
     {
-        await _vehicle.DisposeAsync();
-        await _aggregator.DisposeAsync();
-        await _broker.DisposeAsync();
+        await _pair.DisposeAsync();
     }
-
-    private MqttTransportOptions Options(string clientId, string? password = null) => new()
-    {
-        Host = "127.0.0.1", Port = _broker.Port, Fleet = Fleet, ClientId = clientId, Password = password,
-        ReconnectDelay = TimeSpan.FromMilliseconds(50), MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
-    };
 
     private static VehicleDataset Data()
     {
