@@ -53,13 +53,15 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
             FirstVersion = model.Version,
         }, time, parts.Store.JournalOf(record), out var replayed);
         status.Buffered = coordinator.Progress;
-        var bytes = model.ToBytes();
         logger.LogInformation("aggregator: FedBuff from model {Version}: K = {K}, concurrency {Concurrency}, max staleness {MaxStaleness}; {Buffered} acknowledged updates back from the journal.",
             model.Version, _k, options.Concurrency ?? 2 * _k, options.MaxStaleness, coordinator.Progress.Buffered);
         int steps = 0;
         if (Record(replayed, record, cancellationToken) is { } resumed) // the crash came between the K-th update's journal and its model
-            (model, bytes, record, steps) = (Store(model, resumed, record, cancellationToken), null!, record + 1, resumed is RoundApplied ? 1 : 0);
-        bytes ??= model.ToBytes();
+        {
+            model = Store(model, resumed, record++, cancellationToken);
+            if (resumed is RoundApplied) steps++;
+        }
+        var bytes = model.ToBytes();
         await _publisher.PublishAsync(model, bytes, cancellationToken).ConfigureAwait(false);
         while (!cancellationToken.IsCancellationRequested && (options.Rounds == 0 || steps < options.Rounds))
         {

@@ -16,7 +16,10 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
 {
     private readonly ResendSchedule _schedule = new(resendInterval, Jitter(vehicleId));
     private readonly object _replayGate = new();
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, byte> _updates = new(); // pending plaintext updates (logged at Information when acknowledged)
+    // Pending plaintext updates (logged at Information when acknowledged): this run's, and those an earlier run left in the
+    // outbox, read once here because their acks may arrive right after the reconnect, before the first resend pass.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, byte> _updates = new(
+        outbox.Pending().Where(i => i.Topic.EndsWith("/update", StringComparison.Ordinal)).Select(i => KeyValuePair.Create(i.UpdateId, (byte)0)));
     private OutboxItem? _lastSecAgg; // the vehicle's last secure-aggregation message: resent to ask the aggregator again
     private long _lastHeard = time.GetTimestamp();
     private const int LargeMessageBytes = 64 << 10;
@@ -145,9 +148,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     public void Acknowledge(Envelope envelope)
     {
         var ack = UpdateAck.Decode(envelope.Payload.Span);
-        // An update this run sent is in _updates; one an earlier run left in the outbox (its ack may arrive right after the
-        // reconnect, before the first resend pass) is recognised by its topic, as the restarted vehicle must log it.
-        bool update = _updates.TryRemove(envelope.UpdateId, out _) || outbox.Find(envelope.UpdateId)?.Topic.EndsWith("/update", StringComparison.Ordinal) == true;
+        bool update = _updates.TryRemove(envelope.UpdateId, out _);
         _schedule.Forget(envelope.UpdateId);
         if (!outbox.Acknowledge(envelope.UpdateId)) return;
         Acknowledged++;

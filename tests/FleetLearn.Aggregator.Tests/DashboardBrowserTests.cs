@@ -23,7 +23,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
     private const string Secret = "dashboard-secret";
     private const string Fleet = "dash";
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
-    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
+    private static readonly ILoggerFactory Logs = TestLogs.Factory;
     private readonly string _dir = Directory.CreateTempSubdirectory("fl-dash-").FullName;
     private readonly List<Microsoft.Extensions.Hosting.IHostedService> _started = [];
     private EmbeddedBroker _broker = null!;

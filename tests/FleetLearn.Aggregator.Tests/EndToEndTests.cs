@@ -21,7 +21,7 @@ public sealed class EndToEndTests : IAsyncLifetime
     private const string Fleet = "e2e";
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
     private readonly string _dir = Directory.CreateTempSubdirectory("fl-e2e-").FullName;
-    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
+    private static readonly ILoggerFactory Logs = TestLogs.Factory;
     private readonly List<Microsoft.Extensions.Hosting.BackgroundService> _started = [];
     private readonly ChangeSignal _progress = new(); // pulsed by every agent after each message it handled
     private EmbeddedBroker _broker = null!;

@@ -22,7 +22,7 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
     private const string Fleet = "fedbuff";
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
     private readonly string _dir = Directory.CreateTempSubdirectory("fl-fedbuff-").FullName;
-    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
+    private static readonly ILoggerFactory Logs = TestLogs.Factory;
     private readonly List<Microsoft.Extensions.Hosting.BackgroundService> _started = [];
     private EmbeddedBroker _broker = null!;
 

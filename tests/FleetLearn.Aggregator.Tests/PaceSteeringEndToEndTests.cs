@@ -24,7 +24,7 @@ public sealed class PaceSteeringEndToEndTests : IAsyncLifetime
     private const string Fleet = "paced";
     private const int Vehicles = 12;
     private static readonly DateTimeOffset Day1 = new(2025, 1, 1, 18, 0, 0, TimeSpan.Zero);
-    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
+    private static readonly ILoggerFactory Logs = TestLogs.Factory;
     private readonly string _dir = Directory.CreateTempSubdirectory("fl-pace-").FullName;
     private readonly ManualTimeProvider _clock = new(Day1);
     private readonly List<EdgeAgentWorker> _agents = [];

@@ -42,8 +42,7 @@ public sealed class SecureRoundTests : IAsyncLifetime
     private const int RowsPerVehicle = 60;
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
     private static readonly ModelSpec Spec = ModelSpec.Parse("8-6-3");
-    private static readonly ILoggerFactory Logs = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true)
-        .SetMinimumLevel(Environment.GetEnvironmentVariable("FL_TEST_LOGS") is null ? LogLevel.None : LogLevel.Debug));
+    private static readonly ILoggerFactory Logs = TestLogs.Factory;
 
     private readonly string _dir = Directory.CreateTempSubdirectory("fl-secround-").FullName;
     private readonly LabeledData _data = EndToEndTests.SyntheticData(Vehicles * RowsPerVehicle, seed: 3);
