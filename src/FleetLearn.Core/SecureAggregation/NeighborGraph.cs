@@ -6,7 +6,7 @@ namespace FleetLearn.Core.SecureAggregation;
 /// i ± 1 … i ± k/2. The ring order is a Fisher–Yates shuffle driven by AES-CTR keyed with the
 /// public round seed, so the graph is fixed by the round plan and reproducible on any platform.
 /// </summary>
-public sealed class NeighborGraph
+public sealed class NeighborGraph : IShareGraph
 {
     private readonly int[]? _order;     // ring position → vehicle
     private readonly int[]? _position;  // vehicle → ring position
@@ -106,4 +106,10 @@ public sealed class NeighborGraph
 
     /// <summary>True when v holds shares of u's secrets (v ∈ H(u)).</summary>
     public bool IsHolder(int u, int v) => u == v || AreNeighbors(u, v);
+
+    /// <summary>H(v): holding is symmetric on the ring and the complete graph.</summary>
+    public int[] HeldBy(int v) => HoldersOf(v);
+
+    /// <summary>H(u) = N(u) ∪ {u}.</summary>
+    public int[] DirectoryOf(int u) => HoldersOf(u);
 }

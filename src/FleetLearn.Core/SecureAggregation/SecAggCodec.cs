@@ -23,8 +23,9 @@ public sealed record SecAggCodecLimits
 /// <summary>
 /// Compact binary wire format, version 1, all integers big-endian:
 /// <c>version:u8 type:u8 round:u64 vehicle:i32 body</c>. Bodies:
-/// AdvertiseKeys <c>c_pk[65] s_pk[65] sig[64]</c>;
-/// KeyDirectory <c>count:u32 (vehicle:i32 c_pk[65] s_pk[65] sig[64])*</c>;
+/// AdvertiseKeys <c>c_pk[65] s_pk[65] sig[64] holders:u16 holder:i32*</c> (the self-chosen holders C(u), version 4; 0 on the
+/// seed ring and the complete graph);
+/// KeyDirectory <c>count:u32 (vehicle:i32 c_pk[65] s_pk[65] sig[64] holders:u16 holder:i32*)*</c>;
 /// ShareKeys <c>commitment[32] count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// ForwardedShares <c>count:u32 (peer:i32 len:u16 ct[len])*</c>;
 /// MaskedInput <c>m:u8 dim:u32 packed[⌈dim·m/8⌉]</c> (LSB-first, zero padding);
@@ -40,12 +41,12 @@ public sealed record SecAggCodecLimits
 public static class SecAggCodec
 {
     /// <summary>Current wire version.</summary>
-    public const byte Version = 3;
+    public const byte Version = 4;
 
     /// <summary>Header length.</summary>
     public const int HeaderBytes = 1 + 1 + 8 + 4;
 
-    private const int AdvertiseBodyBytes = 2 * SecAggCrypto.PointBytes + SecAggCrypto.SignatureBytes;
+    private const int AdvertiseBodyBytes = 2 * SecAggCrypto.PointBytes + SecAggCrypto.SignatureBytes + 2;
 
     /// <summary>Exact encoded length of <paramref name="message"/>.</summary>
     public static long EncodedLength(SecAggMessage message) => EncodedLength(message, true);
@@ -53,8 +54,8 @@ public static class SecAggCodec
     private static long EncodedLength(SecAggMessage message, bool withServerSignature) => HeaderBytes
         + (SecAggDownlink.IsDownlink(message) ? 1 + (withServerSignature ? message.ServerSignature.Length : 0) : 0) + message switch
     {
-        AdvertiseKeysMessage => AdvertiseBodyBytes,
-        KeyDirectoryMessage k => 4 + (long)k.Entries.Length * (4 + AdvertiseBodyBytes),
+        AdvertiseKeysMessage a => AdvertiseBodyBytes + 4L * a.Holders.Length,
+        KeyDirectoryMessage k => 4 + (long)k.Entries.Length * (4 + AdvertiseBodyBytes) + 4L * k.Entries.Sum(e => (long)e.Holders.Length),
         ShareKeysMessage s => 32 + SharesLength(s.Shares),
         ForwardedSharesMessage f => SharesLength(f.Shares),
         MaskedInputMessage m => 1 + 4 + BitPacking.PackedLength(m.Values.Length, m.BitWidth),
@@ -157,6 +158,8 @@ public static class SecAggCodec
         w.Bytes(a.EncryptionKey.AsSpan());
         w.Bytes(a.MaskingKey.AsSpan());
         w.Bytes(a.Signature.AsSpan());
+        w.U16((ushort)a.Holders.Length);
+        foreach (int v in a.Holders) w.I32(v);
     }
 
     private static void WriteShares(ref Writer w, ImmutableArray<EncryptedShare> shares)
@@ -227,7 +230,11 @@ public static class SecAggCodec
         var c = r.Bytes(SecAggCrypto.PointBytes);
         var s = r.Bytes(SecAggCrypto.PointBytes);
         if (c[0] != 0x04 || s[0] != 0x04) throw new SecAggFormatException("Public keys must be uncompressed P-256 points (prefix 0x04).");
-        return new AdvertiseKeysMessage(round, vehicle, c, s, r.Bytes(SecAggCrypto.SignatureBytes));
+        var sig = r.Bytes(SecAggCrypto.SignatureBytes);
+        int count = r.U16();
+        var holders = ImmutableArray.CreateBuilder<int>(count);
+        for (int i = 0; i < count; i++) holders.Add(r.VehicleId("holder"));
+        return new AdvertiseKeysMessage(round, vehicle, c, s, sig, holders.MoveToImmutable());
     }
 
     private static KeyDirectoryMessage ReadDirectory(ref Reader r, ulong round, int recipient)

@@ -109,18 +109,31 @@ internal static class SecAggCrypto
         return info;
     }
 
-    /// <summary>Bytes a vehicle signs with its device key to advertise its round keys.</summary>
-    public static byte[] AdvertisementToBeSigned(ulong round, int vehicle, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskingKey)
+    /// <summary>
+    /// Bytes a vehicle signs with its device key to advertise its round keys and, with self-chosen holders, C(u) (count and
+    /// ids appended; nothing appended without them, so seed-ring and complete-graph signatures are unchanged).
+    /// </summary>
+    public static byte[] AdvertisementToBeSigned(ulong round, int vehicle, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskingKey, ReadOnlySpan<int> holders = default)
     {
         var tag = "FleetLearn/SecAgg/v1/advertise-keys"u8;
-        var data = new byte[tag.Length + 12 + 2 * PointBytes];
+        int fixedLength = tag.Length + 12 + 2 * PointBytes;
+        var data = new byte[fixedLength + (holders.IsEmpty ? 0 : 4 + 4 * holders.Length)];
         tag.CopyTo(data);
         BinaryPrimitives.WriteUInt64BigEndian(data.AsSpan(tag.Length), round);
         BinaryPrimitives.WriteInt32BigEndian(data.AsSpan(tag.Length + 8), vehicle);
         encryptionKey.CopyTo(data.AsSpan(tag.Length + 12));
         maskingKey.CopyTo(data.AsSpan(tag.Length + 12 + PointBytes));
+        if (!holders.IsEmpty)
+        {
+            BinaryPrimitives.WriteInt32BigEndian(data.AsSpan(fixedLength), holders.Length);
+            for (int i = 0; i < holders.Length; i++) BinaryPrimitives.WriteInt32BigEndian(data.AsSpan(fixedLength + 4 + 4 * i), holders[i]);
+        }
         return data;
     }
+
+    /// <summary>The bytes <paramref name="a"/>'s signature must cover.</summary>
+    public static byte[] AdvertisementToBeSigned(AdvertiseKeysMessage a)
+        => AdvertisementToBeSigned(a.Round, a.VehicleId, a.EncryptionKey.AsSpan(), a.MaskingKey.AsSpan(), a.Holders.AsSpan());
 
     /// <summary>
     /// Bytes a vehicle signs in the ConsistencyCheck round (Bonawitz et al. 2017, Fig. 4, active security): the round, the

@@ -56,18 +56,23 @@ public abstract class SecAggMessage(ulong round, int vehicleId)
         => !bytes.IsDefault && bytes.Length == length ? bytes : throw new ArgumentException($"{name} must be {length} bytes.", name);
 }
 
-/// <summary>Phase 0: a vehicle's fresh round keys (c_u for share encryption, s_u for masking), signed with its device key.</summary>
-public sealed class AdvertiseKeysMessage(ulong round, int vehicleId, ImmutableArray<byte> encryptionKey, ImmutableArray<byte> maskingKey, ImmutableArray<byte> signature)
+/// <summary>Phase 0: a vehicle's fresh round keys (c_u for share encryption, s_u for masking) and, with self-chosen holders, C(u), signed with its device key.</summary>
+public sealed class AdvertiseKeysMessage(ulong round, int vehicleId, ImmutableArray<byte> encryptionKey, ImmutableArray<byte> maskingKey, ImmutableArray<byte> signature, ImmutableArray<int> holders = default)
     : SecAggMessage(round, vehicleId)
 {
+    /// <summary>Most holders one advertisement may name (the wire count is 16 bits).</summary>
+    public const int MaxHolders = ushort.MaxValue;
+
     /// <inheritdoc/>
     public override SecAggMessageType Type => SecAggMessageType.AdvertiseKeys;
     /// <summary>c_u^PK, uncompressed P-256 point (65 bytes).</summary>
     public ImmutableArray<byte> EncryptionKey { get; } = Exact(encryptionKey, SecAggCrypto.PointBytes, nameof(encryptionKey));
     /// <summary>s_u^PK, uncompressed P-256 point (65 bytes).</summary>
     public ImmutableArray<byte> MaskingKey { get; } = Exact(maskingKey, SecAggCrypto.PointBytes, nameof(maskingKey));
-    /// <summary>ECDSA P-256 / SHA-256 signature (IEEE P1363, 64 bytes) by the device key over (round, vehicle, keys).</summary>
+    /// <summary>ECDSA P-256 / SHA-256 signature (IEEE P1363, 64 bytes) by the device key over (round, vehicle, keys, holders).</summary>
     public ImmutableArray<byte> Signature { get; } = Exact(signature, SecAggCrypto.SignatureBytes, nameof(signature));
+    /// <summary>C(u): the share holders the vehicle drew itself (<see cref="SelfChosenGraph"/>), ascending; empty on the seed ring and the complete graph.</summary>
+    public ImmutableArray<int> Holders { get; } = holders.IsDefault ? [] : holders.Length <= MaxHolders ? holders : throw new ArgumentException($"At most {MaxHolders} holders.", nameof(holders));
 }
 
 /// <summary>End of phase 0: the advertisements of the recipient's share holders (itself included), sorted by vehicle.</summary>

@@ -2,6 +2,15 @@ using System.Numerics;
 
 namespace FleetLearn.Core.SecureAggregation;
 
+/// <summary>How SecAgg+ picks each vehicle's share holders.</summary>
+public enum HolderSelection
+{
+    /// <summary>The Harary ring shuffled by the plan's round seed (Bell et al. 2020): fine while the aggregator is semi-honest.</summary>
+    SeedRing,
+    /// <summary>Each vehicle draws its own k holders after the cohort is fixed (<see cref="SelfChosenGraph"/>): nothing for a malicious aggregator to grind.</summary>
+    SelfChosen,
+}
+
 /// <summary>
 /// Public parameters of one secure-aggregation round, identical on the server and every vehicle
 /// (they travel in the signed round plan). Vehicles are named by their index 0..n−1 in the cohort.
@@ -64,6 +73,18 @@ public sealed class SecAggParameters
     /// </summary>
     public bool MaliciousServer { get; init; }
 
+    /// <summary>
+    /// How SecAgg+ picks share holders when the aggregator is semi-honest (default: the seed ring). Against a malicious
+    /// aggregator SecAgg+ always uses <see cref="HolderSelection.SelfChosen"/> (<see cref="SelfChosenHolders"/>).
+    /// </summary>
+    public HolderSelection HolderSelection { get; init; }
+
+    /// <summary>
+    /// True when each vehicle draws its own share holders: SecAgg+ with <see cref="MaliciousServer"/> or
+    /// <see cref="HolderSelection.SelfChosen"/>. The complete graph has nothing to choose.
+    /// </summary>
+    public bool SelfChosenHolders => !IsCompleteGraph && (MaliciousServer || HolderSelection == HolderSelection.SelfChosen);
+
     /// <summary>c: colluding vehicles tolerated among one vehicle's share holders under <see cref="MaliciousServer"/>; t must exceed (h + c)/2.</summary>
     public int ColludingHolders { get; init; }
 
@@ -94,8 +115,13 @@ public sealed class SecAggParameters
     /// <summary>2^m − 1 as a bit mask.</summary>
     public uint ValueMask => BitWidth == 32 ? uint.MaxValue : (1u << BitWidth) - 1;
 
-    /// <summary>The neighbour graph of this round (built once, on first use).</summary>
-    public NeighborGraph Graph => _graph ??= NeighborGraph.Create(CohortSize, IsCompleteGraph ? null : Neighbors, RoundSeed);
+    /// <summary>
+    /// The neighbour graph of this round (built once, on first use): the complete graph or the seed ring. With
+    /// <see cref="SelfChosenHolders"/> the graph comes from the advertisements instead (<see cref="SelfChosenGraph"/>).
+    /// </summary>
+    public NeighborGraph Graph => SelfChosenHolders
+        ? throw new InvalidOperationException("With self-chosen share holders the graph is built from the vehicles' signed advertisements (SelfChosenGraph), not from the round seed.")
+        : _graph ??= NeighborGraph.Create(CohortSize, IsCompleteGraph ? null : Neighbors, RoundSeed);
 
     /// <summary>A copy for a round against a malicious server (ConsistencyCheck, signed downlink bound to <paramref name="sessionId"/>), validated.</summary>
     public SecAggParameters AgainstMaliciousServer(byte[] sessionId, int colludingHolders)
@@ -104,7 +130,7 @@ public sealed class SecAggParameters
         {
             Round = Round, CohortSize = CohortSize, Dimension = Dimension, BitWidth = BitWidth, MaxInputValue = MaxInputValue, SignedInputs = SignedInputs,
             Neighbors = Neighbors, Threshold = Threshold, MinNoiseShares = MinNoiseShares, RoundSeed = RoundSeed, PhaseTimeout = PhaseTimeout,
-            VehicleTimeout = VehicleTimeout, MaliciousServer = true, ColludingHolders = colludingHolders, SessionId = sessionId ?? throw new ArgumentNullException(nameof(sessionId)),
+            VehicleTimeout = VehicleTimeout, HolderSelection = HolderSelection, MaliciousServer = true, ColludingHolders = colludingHolders, SessionId = sessionId ?? throw new ArgumentNullException(nameof(sessionId)),
         };
         p.Validate();
         return p;
@@ -129,7 +155,9 @@ public sealed class SecAggParameters
             throw new SecAggConfigurationException($"Minimum noise shares {MinNoiseShares} is outside [1, {CohortSize}] (the cohort).");
         if (Neighbors is { } k && k < CohortSize - 1)
         {
-            if (k < 2 || k % 2 != 0)
+            if (SelfChosenHolders && k < 2)
+                throw new SecAggConfigurationException($"SecAgg+ with self-chosen holders needs k = {k} ≥ 2 holders per vehicle; use null or ≥ n − 1 = {CohortSize - 1} for the complete graph.");
+            if (!SelfChosenHolders && (k < 2 || k % 2 != 0))
                 throw new SecAggConfigurationException($"SecAgg+ neighbour count k = {k} must be even and ≥ 2 (Harary graph H(k, n)); use null or ≥ n − 1 = {CohortSize - 1} for the complete graph.");
         }
         int h = HolderCount, t = EffectiveThreshold;

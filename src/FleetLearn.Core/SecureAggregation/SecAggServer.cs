@@ -78,7 +78,7 @@ public sealed class SecAggServer : IDisposable
     private readonly IDeviceKeyRegistry _registry;
     private readonly TimeProvider _time;
     private readonly SecAggServerOptions _options;
-    private readonly NeighborGraph _graph;
+    private IShareGraph _graph;  // self-chosen holders: empty until the advertisements are in
     private readonly int _n, _t;
 
     private DateTimeOffset _deadline;
@@ -110,8 +110,8 @@ public sealed class SecAggServer : IDisposable
         _options = options ?? new SecAggServerOptions();
         if (parameters.MaliciousServer && _options.SigningKey is null)
             throw new ArgumentException("A round against a malicious server signs every server-to-vehicle message: SecAggServerOptions.SigningKey is required.", nameof(options));
-        _graph = parameters.Graph;
         _n = parameters.CohortSize;
+        _graph = parameters.SelfChosenHolders ? new SelfChosenGraph(_n, new int[]?[_n]) : parameters.Graph;
         _t = parameters.EffectiveThreshold;
         _adverts = new AdvertiseKeysMessage?[_n];
         _maskingKeys = new ECDiffieHellman?[_n];
@@ -197,8 +197,10 @@ public sealed class SecAggServer : IDisposable
         if (_adverts[u] is not null) return $"Vehicle {u} already advertised keys for round {_p.Round}.";
         var deviceKey = _registry.FindDeviceKey(u);
         if (deviceKey is null) return _registry.WhyUnknown(u) is { } why ? $"{char.ToUpperInvariant(why[0])}{why[1..]}." : $"Vehicle {u} is not in the device key registry.";
-        if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, u, a.EncryptionKey.AsSpan(), a.MaskingKey.AsSpan()), a.Signature.AsSpan(), HashAlgorithmName.SHA256))
+        if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(a), a.Signature.AsSpan(), HashAlgorithmName.SHA256))
             return $"The round keys of vehicle {u} carry an invalid device signature.";
+        if (_p.SelfChosenHolders && SelfChosenGraph.Check(_n, _p.Neighbors!.Value, u, a.Holders) is { } bad) return $"Refused the advertisement of vehicle {u}: {bad}.";
+        if (!_p.SelfChosenHolders && a.Holders.Length > 0) return $"Vehicle {u} named {a.Holders.Length} share holders, but round {_p.Round} does not let vehicles choose them.";
         try
         {
             using (SecAggCrypto.ImportPoint(a.EncryptionKey.AsSpan())) { }
@@ -225,12 +227,13 @@ public sealed class SecAggServer : IDisposable
     private void CloseAdvertise(List<SecAggMessage> outbox)
     {
         _u1 = Members(u => _adverts[u] is not null);
+        if (_p.SelfChosenHolders) _graph = new SelfChosenGraph(_n, [.. _adverts.Select(a => a is null ? null : a.Holders.ToArray())]);
         var alive = Mask(_u1);
         if (!CheckThreshold("AdvertiseKeys", "advertised keys", alive, _u1)) return;
         ImmutableArray<AdvertiseKeysMessage> all = _graph.IsComplete ? [.. _u1.Select(u => _adverts[u]!)] : default;
         foreach (int u in _u1)
         {
-            var entries = _graph.IsComplete ? all : [.. _graph.HoldersOf(u).Where(v => alive[v]).Select(v => _adverts[v]!)];
+            var entries = _graph.IsComplete ? all : [.. _graph.DirectoryOf(u).Where(v => alive[v]).Select(v => _adverts[v]!)];
             outbox.Add(new KeyDirectoryMessage(_p.Round, u, entries));
         }
         _inbox = new List<EncryptedShare>?[_n];
@@ -246,7 +249,9 @@ public sealed class SecAggServer : IDisposable
         if (_adverts[u] is null) return $"Vehicle {u} sent shares but did not advertise keys in time.";
         if (_commitments[u] is not null) return $"Vehicle {u} already sent its shares for round {_p.Round}.";
         var expected = new HashSet<int>();
-        foreach (int v in _graph.HoldersOf(u)) if (v != u && _adverts[v] is not null) expected.Add(v);
+        // One entry per neighbour that advertised: shares for its holders, and with self-chosen holders an empty token for
+        // the vehicles that chose it, so that each neighbour learns it reached this phase and masks with it.
+        foreach (int v in _graph.NeighborsOf(u)) if (_adverts[v] is not null) expected.Add(v);
         if (s.Shares.Length != expected.Count) return $"Vehicle {u} sent {s.Shares.Length} encrypted shares; {expected.Count} holders expect one each.";
         foreach (var e in s.Shares)
         {
@@ -342,11 +347,12 @@ public sealed class SecAggServer : IDisposable
         ImmutableArray<SurvivorSetSignature> all = _p.MaliciousServer && _graph.IsComplete ? [.. _u4.Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!]))] : [];
         foreach (int v in responders)
         {
-            var holders = _graph.HoldersOf(v);
-            var signatures = !_p.MaliciousServer ? [] : _graph.IsComplete ? all : ImmutableArray.CreateRange(holders.Where(u => signed[u]).Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!])));
+            // v reveals shares of the vehicles it holds shares of, and counts the signatures of its own holders.
+            var held = _graph.HeldBy(v);
+            var signatures = !_p.MaliciousServer ? [] : _graph.IsComplete ? all : ImmutableArray.CreateRange(_graph.HoldersOf(v).Where(u => signed[u]).Select(u => new SurvivorSetSignature(u, [.. _consistency[u]!])));
             var request = new UnmaskRequestMessage(_p.Round, v,
-                [.. holders.Where(u => alive[u])],
-                [.. holders.Where(u => inU2[u] && !alive[u] && needS[u])],
+                [.. held.Where(u => alive[u])],
+                [.. held.Where(u => inU2[u] && !alive[u] && needS[u])],
                 _u3.Length, signatures);
             _requests[v] = request;
             outbox.Add(request);

@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using FleetLearn.Core.Privacy;
 
 namespace FleetLearn.Core.SecureAggregation;
 
@@ -47,6 +48,7 @@ public sealed class SecAggVehicle : IDisposable
     private readonly TimeProvider _time;
     private readonly int _t;
     private readonly ECDsa? _serverKey;
+    private readonly INoiseSource? _holderRandomness;
 
     private ECDiffieHellman? _c, _s;
     private AdvertiseKeysMessage? _advert;
@@ -56,6 +58,9 @@ public sealed class SecAggVehicle : IDisposable
     private readonly Dictionary<int, (byte[] B, byte[] S)> _held = []; // shares held, from U2 ∩ H(u), own included
     private bool _answered;
     private int[]? _signedSet;                                      // U3 as this vehicle signed it (malicious server)
+    private int[] _chosen = [];                                     // C(u): the holders this vehicle drew (self-chosen)
+    private readonly HashSet<int> _ownHolders = [];                 // H(u) ∩ U1: the vehicles holding its shares, itself included
+    private readonly HashSet<int> _choseMe = [];                    // {v ∈ U1 : u ∈ C(v)}: whose shares it will hold (self-chosen)
 
     /// <summary>Creates the state machine of vehicle <paramref name="vehicleId"/> for one round.</summary>
     /// <param name="parameters">The round's public parameters (validated here).</param>
@@ -67,8 +72,13 @@ public sealed class SecAggVehicle : IDisposable
     /// The aggregator's public key (the one that signs plans): with it, every server message must carry its signature over
     /// the round's session; required when <see cref="SecAggParameters.MaliciousServer"/>.
     /// </param>
-    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, ECDsa? serverKey = null)
+    /// <param name="holderRandomness">
+    /// Where this vehicle draws its share holders with <see cref="SecAggParameters.SelfChosenHolders"/>: the OS CSPRNG
+    /// (<see cref="SecureNoiseSource"/>) unless a simulation passes a seeded source to replay a run.
+    /// </param>
+    public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, ECDsa? serverKey = null, INoiseSource? holderRandomness = null)
     {
+        _holderRandomness = holderRandomness;
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.Validate();
         if (vehicleId < 0 || vehicleId >= parameters.CohortSize)
@@ -105,8 +115,10 @@ public sealed class SecAggVehicle : IDisposable
         _c = SecAggCrypto.NewKeyPair();
         _s = SecAggCrypto.NewKeyPair();
         byte[] cPk = SecAggCrypto.ExportPoint(_c), sPk = SecAggCrypto.ExportPoint(_s);
-        byte[] sig = _deviceKey.SignData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, VehicleId, cPk, sPk), HashAlgorithmName.SHA256);
-        _advert = new AdvertiseKeysMessage(_p.Round, VehicleId, [.. cPk], [.. sPk], [.. sig]);
+        // Self-chosen holders are drawn now, after the plan fixed the cohort, and signed with the keys (issue 13 item 5).
+        if (_p.SelfChosenHolders) _chosen = SelfChosenGraph.Draw(_p.CohortSize, _p.Neighbors!.Value, VehicleId, _holderRandomness ?? new SecureNoiseSource());
+        byte[] sig = _deviceKey.SignData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, VehicleId, cPk, sPk, _chosen), HashAlgorithmName.SHA256);
+        _advert = new AdvertiseKeysMessage(_p.Round, VehicleId, [.. cPk], [.. sPk], [.. sig], [.. _chosen]);
         Enter(SecAggVehiclePhase.AwaitingKeyDirectory);
         return _advert;
     }
@@ -115,7 +127,7 @@ public sealed class SecAggVehicle : IDisposable
     public ShareKeysMessage HandleKeyDirectory(KeyDirectoryMessage message)
     {
         Expect(SecAggVehiclePhase.AwaitingKeyDirectory, message);
-        var graph = _p.Graph;
+        IShareGraph graph = _p.SelfChosenHolders ? DirectoryGraph(message) : _p.Graph;
         var holders = new List<int>(message.Entries.Length);
         bool sawSelf = false;
         int previous = -1;
@@ -129,14 +141,17 @@ public sealed class SecAggVehicle : IDisposable
             if (e.Round != _p.Round) Fail($"key directory entry of vehicle {v} is for round {e.Round}");
             if (v <= previous) Fail($"key directory is not sorted by vehicle or lists vehicle {v} twice");
             previous = v;
-            if (v >= _p.CohortSize || !graph.IsHolder(VehicleId, v)) Fail($"key directory lists vehicle {v}, which is not a neighbour of vehicle {VehicleId}");
+            if (v >= _p.CohortSize || !(v == VehicleId || graph.AreNeighbors(VehicleId, v))) Fail($"key directory lists vehicle {v}, which is not a neighbour of vehicle {VehicleId}");
             var deviceKey = _registry.FindDeviceKey(v) ?? Fail<ECDsa>(_registry.WhyUnknown(v) ?? $"vehicle {v} is not in the device key registry");
-            if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(_p.Round, v, e.EncryptionKey.AsSpan(), e.MaskingKey.AsSpan()), e.Signature.AsSpan(), HashAlgorithmName.SHA256))
+            // With self-chosen holders the signature also covers C(v): the server can neither forge nor alter a choice.
+            if (!deviceKey.VerifyData(SecAggCrypto.AdvertisementToBeSigned(e), e.Signature.AsSpan(), HashAlgorithmName.SHA256))
                 Fail($"the round keys of vehicle {v} carry an invalid device signature");
-            holders.Add(v);
+            if (graph.IsHolder(VehicleId, v)) holders.Add(v);
+            if (graph.IsHolder(v, VehicleId)) _choseMe.Add(v);
             if (v == VehicleId)
             {
-                if (!e.EncryptionKey.AsSpan().SequenceEqual(_advert!.EncryptionKey.AsSpan()) || !e.MaskingKey.AsSpan().SequenceEqual(_advert.MaskingKey.AsSpan()))
+                if (!e.EncryptionKey.AsSpan().SequenceEqual(_advert!.EncryptionKey.AsSpan()) || !e.MaskingKey.AsSpan().SequenceEqual(_advert.MaskingKey.AsSpan())
+                    || !e.Holders.AsSpan().SequenceEqual(_advert.Holders.AsSpan()))
                     Fail("the key directory carries keys for this vehicle that it did not advertise");
                 sawSelf = true;
                 continue;
@@ -166,7 +181,8 @@ public sealed class SecAggVehicle : IDisposable
         var bShares = Shamir.Split(b, _t, xs);
         var sShares = Shamir.Split(sSecret, _t, xs);
 
-        var shares = ImmutableArray.CreateBuilder<EncryptedShare>(holders.Count - 1);
+        _ownHolders.UnionWith(holders);
+        var shares = ImmutableArray.CreateBuilder<EncryptedShare>(_peers.Count);
         Span<byte> bBytes = stackalloc byte[32], sBytes = stackalloc byte[32];
         for (int i = 0; i < holders.Count; i++)
         {
@@ -187,9 +203,17 @@ public sealed class SecAggVehicle : IDisposable
         }
         CryptographicOperations.ZeroMemory(bBytes);
         CryptographicOperations.ZeroMemory(sBytes);
+        // Self-chosen holders: the neighbours that chose this vehicle but hold none of its shares get an authenticated empty
+        // entry, so that they know it reached this phase and mask with it (the server can withhold it, not forge it).
+        foreach (int v in _peers.Keys.Where(v => !_ownHolders.Contains(v)).Order())
+        {
+            byte[] key = SecAggCrypto.ShareEncryptionKey(_c!, _peers[v].EncryptionPublic, _p.Round, VehicleId, v);
+            shares.Add(new EncryptedShare(v, [.. SecAggCrypto.EncryptShares(key, _p.Round, VehicleId, v, bBytes, sBytes)]));
+            CryptographicOperations.ZeroMemory(key);
+        }
         var commitment = SecAggCrypto.SelfMaskCommitment(_p.Round, VehicleId, _selfSeed);
         Enter(SecAggVehiclePhase.AwaitingShares);
-        return new ShareKeysMessage(_p.Round, VehicleId, [.. commitment], shares.MoveToImmutable());
+        return new ShareKeysMessage(_p.Round, VehicleId, [.. commitment], shares.ToImmutable());
     }
 
     /// <summary>
@@ -208,21 +232,24 @@ public sealed class SecAggVehicle : IDisposable
         Expect(SecAggVehiclePhase.AwaitingShares, message);
 
         var senders = new List<int>(message.Shares.Length);
+        var seen = new HashSet<int>(message.Shares.Length);
         foreach (var share in message.Shares)
         {
             int v = share.Peer;
             if (!_peers.TryGetValue(v, out var peer)) Fail($"forwarded shares include vehicle {v}, which is not a neighbour that advertised keys");
-            if (_held.ContainsKey(v)) Fail($"forwarded shares list vehicle {v} twice");
+            if (_held.ContainsKey(v) || !seen.Add(v)) Fail($"forwarded shares list vehicle {v} twice");
             byte[] key = SecAggCrypto.ShareEncryptionKey(_c!, peer!.EncryptionPublic, _p.Round, v, VehicleId);
             var b = new byte[32]; var s = new byte[32];
             bool ok = SecAggCrypto.TryDecryptShares(key, _p.Round, v, VehicleId, share.Ciphertext.AsSpan(), b, s);
             CryptographicOperations.ZeroMemory(key);
             if (!ok) Fail($"the shares from vehicle {v} fail authentication");
             if (Shamir.ReadElement(b) >= Shamir.Prime || Shamir.ReadElement(s) >= Shamir.Prime) Fail($"the shares from vehicle {v} are not field elements");
-            _held[v] = (b, s);
+            // With self-chosen holders only the vehicles that chose this one sent shares; the others sent an empty entry.
+            if (!_p.SelfChosenHolders || _choseMe.Contains(v)) _held[v] = (b, s);
             senders.Add(v);
         }
-        if (senders.Count + 1 < _t) Fail($"only {senders.Count + 1} share holders reached the ShareKeys phase, fewer than the threshold t = {_t}");
+        int liveHolders = _p.SelfChosenHolders ? senders.Count(_ownHolders.Contains) : senders.Count;
+        if (liveHolders + 1 < _t) Fail($"only {liveHolders + 1} share holders reached the ShareKeys phase, fewer than the threshold t = {_t}");
 
         var y = input.ToArray();
         MaskPrg.Apply(_selfSeed, y, subtract: false);
@@ -258,7 +285,7 @@ public sealed class SecAggVehicle : IDisposable
         }
         if (set.BinarySearch(VehicleId) < 0) Fail($"the survivor set to sign does not list this vehicle ({VehicleId}) although it sent its masked input");
         int holders = 0;
-        foreach (int v in set) if (_held.ContainsKey(v)) holders++;
+        foreach (int v in set) if (IsOwnHolder(v)) holders++;
         if (holders < _t) Fail($"the survivor set to sign holds only {holders} of this vehicle's share holders, fewer than the threshold t = {_t}");
         if (set.Length < _p.MinNoiseShares) Fail($"the survivor set to sign lists {set.Length} vehicles, fewer than the {_p.MinNoiseShares} noise shares the distributed DP noise was sized for");
         _signedSet = [.. set];
@@ -293,7 +320,10 @@ public sealed class SecAggVehicle : IDisposable
         if (!survivors.Contains(VehicleId)) Refuse($"it does not list this vehicle ({VehicleId}) among the survivors");
         foreach (int v in survivors.Concat(dropped))
             if (!_held.ContainsKey(v)) Refuse($"it names vehicle {v}, whose shares this vehicle does not hold");
-        if (survivors.Count < _t) Refuse($"only {survivors.Count} survivors are listed, fewer than the threshold t = {_t}");
+        // Self-chosen holders: the request lists the vehicles whose shares this one holds, any number of them; the threshold
+        // applies to the survivors the server states (and, against a malicious server, to this vehicle's holders in the set it signed).
+        int listed = _p.SelfChosenHolders ? message.SurvivorCount : survivors.Count;
+        if (listed < _t) Refuse($"only {listed} survivors are listed, fewer than the threshold t = {_t}");
         // The vehicle's own guard on distributed DP: fewer survivors carry fewer noise shares than the round promised.
         // Under SecAgg+ the request lists only this vehicle's holders, so the server states |U3|; it cannot state less
         // than it lists, nor other than it lists on the complete graph.
@@ -329,11 +359,29 @@ public sealed class SecAggVehicle : IDisposable
         foreach (var s in message.Signatures)
         {
             int w = s.Signer;
-            if (!_held.ContainsKey(w) || Array.BinarySearch(set, w) < 0 || signers.Contains(w)) continue;
+            if (!IsOwnHolder(w) || Array.BinarySearch(set, w) < 0 || signers.Contains(w)) continue;
             if (_registry.FindDeviceKey(w) is { } key && key.VerifyData(toBeSigned, s.Signature.AsSpan(), HashAlgorithmName.SHA256)) signers.Add(w);
         }
         if (signers.Count < _t)
             Refuse($"it carries {signers.Count} valid signatures of this vehicle's share holders on the survivor set it signed, fewer than the threshold t = {_t} (ConsistencyCheck)");
+    }
+
+    /// <summary>True when w holds shares of this vehicle's secrets (itself included); on the ring and the complete graph, the holders it shares with.</summary>
+    private bool IsOwnHolder(int w) => _p.SelfChosenHolders ? _ownHolders.Contains(w) : _held.ContainsKey(w);
+
+    /// <summary>The union graph of the advertisements in the directory, with this vehicle's own draw (self-chosen holders).</summary>
+    private SelfChosenGraph DirectoryGraph(KeyDirectoryMessage message)
+    {
+        var chosen = new int[]?[_p.CohortSize];
+        foreach (var e in message.Entries)
+        {
+            int v = e.VehicleId;
+            if (v >= _p.CohortSize) continue; // refused with the entry
+            if (SelfChosenGraph.Check(_p.CohortSize, _p.Neighbors!.Value, v, e.Holders) is { } why) Fail($"the key directory entry of vehicle {v} is malformed: {why}");
+            chosen[v] = [.. e.Holders];
+        }
+        chosen[VehicleId] = _chosen;
+        return new SelfChosenGraph(_p.CohortSize, chosen);
     }
 
     /// <summary>Aborts when the current phase's deadline has passed; returns true if it aborted now.</summary>

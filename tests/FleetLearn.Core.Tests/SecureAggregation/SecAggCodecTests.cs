@@ -122,7 +122,7 @@ public sealed class SecAggCodecTests
         var bytes = SecAggCodec.Encode(new UnmaskRequestMessage(5, 1, [1], []));
         bytes[0] = 1; // version 1 had no survivor count in UnmaskRequest
 
-        Assert.Equal("Unsupported wire version 1 (expected 3).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
+        Assert.Equal("Unsupported wire version 1 (expected 4).", Assert.Throws<SecAggFormatException>(() => SecAggCodec.Decode(bytes)).Message);
     }
 
     [Fact]
