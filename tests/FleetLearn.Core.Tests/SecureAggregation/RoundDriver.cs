@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Random;
 using FleetLearn.Core.SecureAggregation;
 
@@ -9,7 +10,7 @@ internal sealed class RoundDriver : IDisposable
 {
     public const ulong Round = 7;
 
-    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1, bool maliciousServer = false)
+    public RoundDriver(int n, int dim, int bitWidth = 16, int? neighbors = null, int? threshold = null, ulong seed = 1, int serverThreads = 1, int minNoiseShares = 1, bool maliciousServer = false, HolderSelection holders = HolderSelection.SeedRing)
     {
         var rng = new DeterministicRandom(seed);
         var roundSeed = new byte[32];
@@ -19,7 +20,7 @@ internal sealed class RoundDriver : IDisposable
         {
             Round = Round, CohortSize = n, Dimension = dim, BitWidth = bitWidth, MaxInputValue = max,
             Neighbors = neighbors, Threshold = threshold, RoundSeed = roundSeed, PhaseTimeout = TimeSpan.FromSeconds(10), MinNoiseShares = minNoiseShares,
-            MaliciousServer = maliciousServer,
+            MaliciousServer = maliciousServer, HolderSelection = holders,
         };
         DeviceKeys = new ECDsa[n];
         for (int u = 0; u < n; u++)
@@ -29,7 +30,8 @@ internal sealed class RoundDriver : IDisposable
         }
         // Against a malicious server the downlink is signed (by the aggregator's plan key) and checked by every vehicle.
         ECDsa? aggregator = maliciousServer ? AggregatorKey : null;
-        Vehicles = [.. Enumerable.Range(0, n).Select(u => new SecAggVehicle(Parameters, u, DeviceKeys[u], Registry, Clock, aggregator))];
+        // Self-chosen holders are drawn from a seeded source here so that a failing case replays; vehicles use the CSPRNG.
+        Vehicles = [.. Enumerable.Range(0, n).Select(u => new SecAggVehicle(Parameters, u, DeviceKeys[u], Registry, Clock, aggregator, new SeededNoiseSource(seed * 1000 + (ulong)u)))];
         Server = new SecAggServer(Parameters, Registry, Clock, new SecAggServerOptions { MaxDegreeOfParallelism = serverThreads, SigningKey = aggregator });
         Inputs = new uint[n][];
         for (int u = 0; u < n; u++)

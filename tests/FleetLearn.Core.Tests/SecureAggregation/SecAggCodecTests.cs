@@ -13,7 +13,7 @@ public sealed class SecAggCodecTests
     private static readonly Gen<ImmutableArray<byte>> Point = Bytes(64).Select(b => ImmutableArray.Create<byte>(0x04).AddRange(b));
 
     private static Gen<AdvertiseKeysMessage> Advert(ulong round) =>
-        Gen.Select(GenId, Point, Point, Bytes(64)).Select((v, c, s, sig) => new AdvertiseKeysMessage(round, v, c, s, sig));
+        Gen.Select(GenId, Point, Point, Bytes(64), GenId.Array[0, 9]).Select((v, c, s, sig, holders) => new AdvertiseKeysMessage(round, v, c, s, sig, [.. holders]));
 
     private static readonly Gen<EncryptedShare> Share =
         Gen.Select(GenId, Gen.Byte.Array[0, 120]).Select((p, ct) => new EncryptedShare(p, [.. ct]));
