@@ -38,6 +38,7 @@ internal static partial class PrivacyAttackAudit
         Guard("invented-vehicle", InventedVehicle),
         Guard("inconsistent-dropouts", InconsistentDropouts),
         Guard("unsigned-downlink", UnsignedDownlink),
+        Guard("seed-grinding", SeedGrinding),
         Guard("guessed-secagg-plus-neighbours", GuessedNeighbours),
         Guard("floating-point-eval-report", FloatingPointEvalReport),
         Guard("averaged-eval-reports", AveragedEvalReports),

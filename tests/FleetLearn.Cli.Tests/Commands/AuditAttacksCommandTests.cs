@@ -19,13 +19,15 @@ public sealed class AuditAttacksCommandTests
         string[] attacks =
         [
             "weight-coordinate-forgery", "fewer-noise-shares-than-promised", "zero-noise-share-plan", "noise-before-quantization",
-            "invented-vehicle", "inconsistent-dropouts", "unsigned-downlink", "guessed-secagg-plus-neighbours", "floating-point-eval-report",
+            "invented-vehicle", "inconsistent-dropouts", "unsigned-downlink", "seed-grinding", "guessed-secagg-plus-neighbours", "floating-point-eval-report",
             "averaged-eval-reports", "unnoised-unclipped-bit", "averaged-telemetry",
         ];
         Assert.Equal(attacks, outcomes.Keys.ToArray());
         foreach (var attack in attacks) Assert.Equal("refused", outcomes[attack]);
         // The inconsistent-dropouts attack is real: without the ConsistencyCheck round (honest-but-curious mode) it succeeds.
         Assert.Contains("in honest-but-curious mode (no ConsistencyCheck) 5 of 5 would", lines.Single(l => l.GetProperty("attack").GetString() == "inconsistent-dropouts").GetProperty("detail").GetString(), StringComparison.Ordinal);
+        // Seed grinding is real too: on the seed ring the victim's shares would go to its colluders.
+        Assert.Contains("with the seed ring (honest-but-curious mode) it would send 8, enough to rebuild its secrets", lines.Single(l => l.GetProperty("attack").GetString() == "seed-grinding").GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal(0, exit);
     }
 }
