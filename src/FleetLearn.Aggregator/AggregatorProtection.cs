@@ -54,7 +54,7 @@ public static class AggregatorProtection
         {
             Codec = options.CodecSpec.ToString(),
             SecureAggregation = RoundProtection.Text(secure),
-            Neighbors = secure == SecureAggregationMode.Plus ? options.SecAggNeighbors ?? NeighborGraph.DefaultNeighbors(cohortSize, SecAggPlusParameters.MissingFraction(cohortSize, options.CohortSize)) : null,
+            Neighbors = secure == SecureAggregationMode.Plus ? options.SecAggNeighbors ?? DefaultNeighbors(cohortSize, SecAggPlusParameters.MissingFraction(cohortSize, options.CohortSize), options.SecAggMaliciousServer) : null,
             ModulusBits = options.SecAggModulusBits,
             ClipNorm = options.ClipNorm,
             Noise = RoundProtection.Text(noise),
@@ -71,4 +71,8 @@ public static class AggregatorProtection
             ColludingHolders = options.SecAggMaliciousServer ? options.SecAggColludingHolders : 0,
         };
     }
+
+    /// <summary>The derived k: for self-chosen holders against a malicious aggregator, else for the seed ring.</summary>
+    private static int? DefaultNeighbors(int cohortSize, double missing, bool malicious)
+        => malicious ? SecAggPlusParameters.DefaultSelfChosenHolders(cohortSize, missing) : NeighborGraph.DefaultNeighbors(cohortSize, missing);
 }

@@ -167,7 +167,7 @@ public sealed class EdgeAgentWorker(
     {
         if (plan.ModelSpec != _profile!.Pinned.ToString())
             throw new WireFormatException($"Round {plan.Round} asks for model {plan.ModelSpec}; this vehicle runs only {_profile.Pinned}.");
-        var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid());
+        var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid(), _random.SecAggHolders?.Invoke(r));
         switch (VehicleRound.Join(plan, signed.Payload, _profile, _outbox!.GetState(AgentCheckIn.LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time, PlanTiming.Remaining(plan, signed.ExpiresIn))) // skew-free: a duration from now
         {
             case AlreadyDecided:

@@ -366,7 +366,7 @@ public sealed class FleetSimulator : IDisposable
         Codec = codec,
         Charge = tally.Charge,
         Ledger = _vehicleLedgers is null ? null : new PrivacyLedgerAccount(_vehicleLedgers, VehicleId(vehicle)),
-        SecAgg = secure is null ? null : new SecAggVehicle(secure, index, DeviceKey(vehicle), registry!, time, _malicious?.AggregatorKey),
+        SecAgg = secure is null ? null : new SecAggVehicle(secure, index, DeviceKey(vehicle), registry!, time, _malicious?.AggregatorKey, SimulationRandomness.SecAggHolders(_options.Seed, round, vehicle)),
         Randomness = new VehicleRoundRandomness(NoiseFor(round, vehicle), RoundingFor(round, vehicle), UpdateId(round, vehicle)),
         Residual = secure is null ? _residuals?.GetOrCreate(vehicle) : null,
     }, time);

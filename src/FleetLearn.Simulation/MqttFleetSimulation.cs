@@ -385,7 +385,8 @@ public sealed class AgentHost : IAsyncDisposable
             var random = new AgentRandomness(
                 round => SimulationRandomness.DataOrder(options.Seed, round, vehicle),
                 round => SimulationRandomness.Noise(options.Seed, round, vehicle),
-                round => SimulationRandomness.Rounding(options.Seed, round, vehicle));
+                round => SimulationRandomness.Rounding(options.Seed, round, vehicle),
+                round => SimulationRandomness.SecAggHolders(options.Seed, round, vehicle));
             var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
                 logger.CreateLogger<EdgeAgentWorker>(), shaped?.Monitor ?? link?.StateOf(v) ?? VehicleStateProviders.Idle, shaped?.Randomness ?? random, host._trainers, monitor: shaped?.Monitor, link: (IAgentLink?)shaped?.Link ?? link);
             if (link is not null) agent.Progressed += link.Evaluate;

@@ -159,7 +159,9 @@ public sealed record SimulationOptions
     internal int? EffectiveNeighbors(int n)
     {
         if (SecureAggregation != SecureAggregationMode.Plus) return null;
-        return SecAggNeighbors ?? Core.SecureAggregation.NeighborGraph.DefaultNeighbors(n, Core.SecureAggregation.SecAggPlusParameters.MissingFraction(n, CohortSize));
+        double missing = Core.SecureAggregation.SecAggPlusParameters.MissingFraction(n, CohortSize);
+        // Against a malicious aggregator each vehicle draws its own holders: k derived for that graph.
+        return SecAggNeighbors ?? (SecAggMaliciousServer ? Core.SecureAggregation.SecAggPlusParameters.DefaultSelfChosenHolders(n, missing) : Core.SecureAggregation.NeighborGraph.DefaultNeighbors(n, missing));
     }
 
     /// <summary>The update pipeline this configuration implies (throws <see cref="CodecConfigurationException"/> on a conflict).</summary>

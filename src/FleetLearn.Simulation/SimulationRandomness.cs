@@ -22,6 +22,9 @@ internal static class SimulationRandomness
     /// <summary>The vehicle's stochastic rounding.</summary>
     public static SeededNoiseSource Rounding(ulong seed, long round, int vehicle) => new(DeterministicRandom.Derive(seed, 0x0A7D, PerVehicle(round, vehicle)).NextUInt64());
 
+    /// <summary>The vehicle's draw of its own SecAgg+ share holders (self-chosen holders; the masks cancel whatever it draws).</summary>
+    public static SeededNoiseSource SecAggHolders(ulong seed, long round, int vehicle) => new(DeterministicRandom.Derive(seed, 0x401D, PerVehicle(round, vehicle)).NextUInt64());
+
     /// <summary>The aggregator's central DP noise of a round.</summary>
     public static SeededNoiseSource CentralNoise(ulong seed, long round) => new(DeterministicRandom.Derive(seed, 0xCE27, (ulong)round).NextUInt64());
 

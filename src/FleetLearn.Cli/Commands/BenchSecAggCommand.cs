@@ -13,14 +13,20 @@ internal static class BenchSecAggCommand
         var clients = new Option<int>("--clients") { Description = "Cohort size n.", DefaultValueFactory = _ => 1000 };
         var dim = new Option<int>("--dim") { Description = "Coordinates per update.", DefaultValueFactory = _ => 100_000 };
         var dropout = new Option<double>("--dropout") { Description = "Fraction of vehicles that drop after ShareKeys.", DefaultValueFactory = _ => 0.1 };
-        var neighbors = new Option<int?>("--neighbors") { Description = "SecAgg+ neighbours k (even); omit for the complete graph (classic SecAgg)." };
+        var neighbors = new Option<int?>("--neighbors") { Description = "SecAgg+ neighbours k (even on the ring); omit for the complete graph (classic SecAgg)." };
         var seed = new Option<int>("--seed") { Description = "Simulation seed (inputs, dropouts, public round seed).", DefaultValueFactory = _ => 1 };
         var bits = new Option<int>("--bits") { Description = "Bit width m of the modular sum.", DefaultValueFactory = _ => 32 };
         var threads = new Option<int>("--server-threads") { Description = "Server mask-removal threads.", DefaultValueFactory = _ => 1 };
+        var holders = new Option<string>("--holders")
+        {
+            Description = "SecAgg+ share holders: ring (the Harary ring from the round seed) or self (each vehicle draws its own k; the mode against a malicious aggregator).",
+            DefaultValueFactory = _ => "ring",
+        };
+        holders.AcceptOnlyFromAmong("ring", "self");
         var json = new Option<bool>("--json") { Description = "Print one JSON object as the last line of stdout." };
         var cmd = new Command("secagg", "Benchmark secure aggregation (Bonawitz et al. 2017 / SecAgg+): client and server time, bytes, expansion.")
         {
-            clients, dim, dropout, neighbors, seed, bits, threads, json,
+            clients, dim, dropout, neighbors, seed, bits, threads, holders, json,
         };
         cmd.SetAction(parseResult =>
         {
@@ -29,7 +35,8 @@ internal static class BenchSecAggCommand
             try
             {
                 r = SecAggBenchmark.Run(parseResult.GetValue(clients), parseResult.GetValue(dim), parseResult.GetValue(dropout),
-                    parseResult.GetValue(neighbors), parseResult.GetValue(seed), progress, parseResult.GetValue(bits), parseResult.GetValue(threads));
+                    parseResult.GetValue(neighbors), parseResult.GetValue(seed), progress, parseResult.GetValue(bits), parseResult.GetValue(threads),
+                    parseResult.GetValue(holders) == "self" ? HolderSelection.SelfChosen : HolderSelection.SeedRing);
             }
             catch (Exception e) when (e is SecAggConfigurationException or ArgumentException)
             {
@@ -37,7 +44,7 @@ internal static class BenchSecAggCommand
                 return 2;
             }
             Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"clients {r.Clients}, dim {r.Dimension}, {(r.Neighbors is { } k ? $"SecAgg+ k = {k}" : "complete graph")}, t = {r.Threshold}, m = {r.BitWidth}, dropped {r.Dropped}, server threads {r.ServerThreads}"));
+                $"clients {r.Clients}, dim {r.Dimension}, {(r.Neighbors is { } k ? $"SecAgg+ k = {k}{(r.Holders == HolderSelection.SelfChosen ? " (self-chosen holders)" : "")}" : "complete graph")}, t = {r.Threshold}, m = {r.BitWidth}, dropped {r.Dropped}, server threads {r.ServerThreads}"));
             Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"client {r.ClientSeconds:F4} s (max {r.ClientSecondsMax:F4} s), server {r.ServerSeconds:F3} s, {r.BytesPerClient:F0} bytes/client, expansion {r.Expansion:F4}"));
             if (parseResult.GetValue(json))

@@ -107,10 +107,16 @@ internal static class PrivacyCommand
         dropout.Validators.Add(r => Check(r, dropout.Name, v => v >= 0 && v < 1, "must lie in [0, 1)"));
         var target = new Option<double>("--failure-log2") { Description = "log2 of the largest acceptable failure probability (Bell et al. 2020 target 2^-40).", DefaultValueFactory = _ => SecAggPlusParameters.DefaultTargetLog2 };
         target.Validators.Add(r => Check(r, target.Name, v => v < 0 && double.IsFinite(v), "must be a negative number"));
+        var holders = new Option<string>("--holders")
+        {
+            Description = "How share holders are picked: ring (the Harary ring of the round seed, semi-honest aggregator) or self (each vehicle draws its own, the mode against a malicious aggregator).",
+            DefaultValueFactory = _ => "ring",
+        };
+        holders.AcceptOnlyFromAmong("ring", "self");
         var json = JsonOption();
         var cmd = new Command("secagg-params", "SecAgg+ neighbours k and threshold t whose failure probability (colluders reconstructing a secret, a partial sum revealed, or too few live share holders) is at most 2^target.")
         {
-            vehicles, colluders, dropout, target, json,
+            vehicles, colluders, dropout, target, holders, json,
         };
         cmd.SetAction(parseResult =>
         {
@@ -122,8 +128,11 @@ internal static class PrivacyCommand
                 parseResult.InvocationConfiguration.Error.WriteLine(Invariant($"error: --colluders {g} + --dropout {d} must be below 1: no honest survivor would be left."));
                 return 1;
             }
-            var c = SecAggPlusParameters.Derive(n, g, d, parseResult.GetValue(target));
-            string graph = c.Neighbors >= n - 1 ? "complete graph (SecAgg)" : Invariant($"k = {c.Neighbors} neighbours");
+            bool self = parseResult.GetValue(holders) == "self";
+            var c = self ? SecAggPlusParameters.DeriveSelfChosen(n, g, d, parseResult.GetValue(target)) : SecAggPlusParameters.Derive(n, g, d, parseResult.GetValue(target));
+            string graph = c.Neighbors >= n - 1 ? "complete graph (SecAgg)"
+                : self ? Invariant($"k = {c.Neighbors} self-chosen holders (≈ {2.0 * c.Neighbors - (double)c.Neighbors * c.Neighbors / (n - 1):0.#} mask neighbours on average)")
+                : Invariant($"k = {c.Neighbors} neighbours");
             output.WriteLine(Invariant($"SecAgg+ for n = {n}, colluders γ = {g}, dropout δ = {d}: {graph}, threshold t = {c.Threshold}"));
             output.WriteLine(double.IsNegativeInfinity(c.FailureLog2)
                 ? "failure impossible: too few colluders or dropouts to reach any failure event (JSON failure_log2 = -1074, the smallest double exponent)"

@@ -38,9 +38,10 @@ public static class SecureVehicleSetup
     /// <param name="requireMaliciousAggregatorMode">This vehicle's own floor: refuse plans that do not run against a malicious aggregator.</param>
     /// <param name="time">Clock for the vehicle's deadlines.</param>
     /// <param name="pipeline">The plan's pipeline when the caller built it already (<see cref="RoundProtection.CreatePipeline"/>); null = built here.</param>
+    /// <param name="holderRandomness">Where the vehicle draws its own SecAgg+ share holders; null = the OS CSPRNG (seeded only by simulations).</param>
     public static SecureVehicleRound Create(
         RoundPlan plan, ReadOnlySpan<byte> signedPlan, string vehicleId, ECDsa deviceKey, DeviceCertificateAuthority? deviceCa, ECDsa aggregatorKey,
-        bool requireMaliciousAggregatorMode = false, TimeProvider? time = null, UpdatePipeline? pipeline = null)
+        bool requireMaliciousAggregatorMode = false, TimeProvider? time = null, UpdatePipeline? pipeline = null, INoiseSource? holderRandomness = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(deviceKey);
@@ -61,7 +62,7 @@ public static class SecureVehicleSetup
                 ?? throw new WireFormatException($"Round plan {plan.Round}: this vehicle's own slot does not check out: {registry.WhyUnknown(index)}.", RejectReasons.Signature);
             if (!listed.ExportSubjectPublicKeyInfo().AsSpan().SequenceEqual(deviceKey.ExportSubjectPublicKeyInfo()))
                 throw new WireFormatException($"Round plan {plan.Round} lists another device key for this vehicle.", RejectReasons.Signature);
-            var vehicle = new SecAggVehicle(parameters, index, deviceKey, registry, time, protection.MaliciousAggregator ? aggregatorKey : null);
+            var vehicle = new SecAggVehicle(parameters, index, deviceKey, registry, time, protection.MaliciousAggregator ? aggregatorKey : null, holderRandomness);
             return new SecureVehicleRound(vehicle, registry, protection.Charge(pipeline, plan.Round));
         }
         catch

@@ -84,8 +84,8 @@ public sealed record VehicleProfile
     public bool RequireMaliciousAggregator { get; init; }
 }
 
-/// <summary>Per-round randomness of the vehicle: its DP noise share, its stochastic rounding and its update id.</summary>
-public sealed record VehicleRoundRandomness(INoiseSource Noise, INoiseSource Rounding, Guid UpdateId);
+/// <summary>Per-round randomness of the vehicle: its DP noise share, its stochastic rounding, its update id and the draw of its own SecAgg+ share holders (null: the OS CSPRNG).</summary>
+public sealed record VehicleRoundRandomness(INoiseSource Noise, INoiseSource Rounding, Guid UpdateId, INoiseSource? SecAggHolders = null);
 
 /// <summary>Everything a vehicle's round needs, decided when it joined.</summary>
 public sealed record VehicleRoundSetup
@@ -277,9 +277,10 @@ public sealed class VehicleRound : IDisposable
         var charge = protection.Charge(pipeline, plan.Round); // the σ equivalent of the noise actually added
         if (Refusal(plan, protection, index, profile, ledger, charge) is { } why) return new Declined(why);
         // Certified keys, consistency round and signed downlink as the plan and the vehicle's own settings ask (SecureVehicleSetup).
+        var random = randomness(plan.Round);
         var secure = pipeline.IsSecure
             ? SecureVehicleSetup.Create(plan, signedPlan.Span, profile.VehicleId, profile.DeviceKey!, profile.DeviceCa, profile.AggregatorKey ?? profile.DeviceKey!,
-                profile.RequireMaliciousAggregator, time, pipeline)
+                profile.RequireMaliciousAggregator, time, pipeline, random.SecAggHolders)
             : null;
         var round = new VehicleRound(new VehicleRoundSetup
         {
@@ -294,7 +295,7 @@ public sealed class VehicleRound : IDisposable
             Ledger = ledger,
             SecAgg = secure?.Vehicle,
             Resources = secure,
-            Randomness = randomness(plan.Round),
+            Randomness = random,
         }, time);
         return new Joined(round, round.Start());
     }

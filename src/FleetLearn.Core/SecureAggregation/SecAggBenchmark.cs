@@ -17,9 +17,11 @@ namespace FleetLearn.Core.SecureAggregation;
 /// <param name="BytesPerClient">Mean encoded bytes a surviving vehicle sends over the round (all four messages).</param>
 /// <param name="Expansion">BytesPerClient / ⌈Dimension · BitWidth / 8⌉: bytes sent relative to the plain update at the same bit width.</param>
 /// <param name="ServerThreads">Degree of parallelism of the server's mask removal.</param>
+/// <param name="Holders">How SecAgg+ picked the share holders (seed ring or self-chosen).</param>
 public sealed record SecAggBenchmarkResult(
     int Clients, int Dimension, int? Neighbors, int Threshold, int BitWidth, int Dropped,
-    double ClientSeconds, double ClientSecondsMax, double ServerSeconds, double BytesPerClient, double Expansion, int ServerThreads);
+    double ClientSeconds, double ClientSecondsMax, double ServerSeconds, double BytesPerClient, double Expansion, int ServerThreads,
+    HolderSelection Holders = HolderSelection.SeedRing);
 
 /// <summary>
 /// Runs one real round in-process — the <see cref="SecAggVehicle"/> and <see cref="SecAggServer"/>
@@ -40,16 +42,18 @@ public static class SecAggBenchmark
     /// <param name="progress">Progress lines.</param>
     /// <param name="bitWidth">m (default 32).</param>
     /// <param name="serverThreads">Server mask-removal parallelism (default 1).</param>
-    public static SecAggBenchmarkResult Run(int clients, int dim, double dropout, int? neighbors, int seed, IProgress<string>? progress = null, int bitWidth = 32, int serverThreads = 1)
+    /// <param name="holders">SecAgg+ share holders: the seed ring (default) or drawn by each vehicle (about 2k mask neighbours each).</param>
+    public static SecAggBenchmarkResult Run(int clients, int dim, double dropout, int? neighbors, int seed, IProgress<string>? progress = null, int bitWidth = 32, int serverThreads = 1,
+        HolderSelection holders = HolderSelection.SeedRing)
     {
         if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "Dropout must be in [0, 1).");
         progress?.Report("warm-up round (n = 8, dim = 256)");
-        RunOnce(8, 256, 0.25, null, seed, null, bitWidth, serverThreads);
-        RunOnce(8, 256, 0.25, 4, seed, null, bitWidth, serverThreads);
-        return RunOnce(clients, dim, dropout, neighbors, seed, progress, bitWidth, serverThreads);
+        RunOnce(8, 256, 0.25, null, seed, null, bitWidth, serverThreads, holders);
+        RunOnce(8, 256, 0.25, 4, seed, null, bitWidth, serverThreads, holders);
+        return RunOnce(clients, dim, dropout, neighbors, seed, progress, bitWidth, serverThreads, holders);
     }
 
-    private static SecAggBenchmarkResult RunOnce(int n, int dim, double dropout, int? neighbors, int seed, IProgress<string>? progress, int bitWidth, int serverThreads)
+    private static SecAggBenchmarkResult RunOnce(int n, int dim, double dropout, int? neighbors, int seed, IProgress<string>? progress, int bitWidth, int serverThreads, HolderSelection holders)
     {
         var rng = new DeterministicRandom((ulong)seed);
         var roundSeed = new byte[32];
@@ -63,12 +67,13 @@ public static class SecAggBenchmark
             BitWidth = bitWidth,
             MaxInputValue = modMax / (ulong)n,
             Neighbors = neighbors,
+            HolderSelection = holders,
             RoundSeed = roundSeed,
             PhaseTimeout = TimeSpan.FromSeconds(30),
         };
         p.Validate();
-        var graph = p.Graph;
-        progress?.Report($"n = {n}, dim = {dim}, m = {bitWidth}, {(p.IsCompleteGraph ? "complete graph" : $"SecAgg+ k = {graph.Degree}")}, t = {p.EffectiveThreshold}; creating {n} device keys");
+        string graph = p.IsCompleteGraph ? "complete graph" : $"SecAgg+ k = {p.Neighbors}{(p.SelfChosenHolders ? " self-chosen holders" : "")}";
+        progress?.Report($"n = {n}, dim = {dim}, m = {bitWidth}, {graph}, t = {p.EffectiveThreshold}; creating {n} device keys");
 
         var deviceKeys = new ECDsa[n];
         using var registry = new DeviceKeyRegistry();
@@ -197,8 +202,9 @@ public static class SecAggBenchmark
         var survivors = Enumerable.Range(0, n).Where(u => !drops[u]).ToArray();
         double[] seconds = [.. survivors.Select(u => clientTicks[u] / (double)Stopwatch.Frequency)];
         double bytes = survivors.Average(u => (double)bytesSent[u]);
-        var result = new SecAggBenchmarkResult(n, dim, p.IsCompleteGraph ? null : graph.Degree, p.EffectiveThreshold, bitWidth, dropCount,
-            seconds.Average(), seconds.Max(), serverWatch.Elapsed.TotalSeconds, bytes, bytes / BitPacking.PackedLength(dim, bitWidth), serverThreads);
+        var result = new SecAggBenchmarkResult(n, dim, p.IsCompleteGraph ? null : p.Neighbors, p.EffectiveThreshold, bitWidth, dropCount,
+            seconds.Average(), seconds.Max(), serverWatch.Elapsed.TotalSeconds, bytes, bytes / BitPacking.PackedLength(dim, bitWidth), serverThreads,
+            p.SelfChosenHolders ? HolderSelection.SelfChosen : HolderSelection.SeedRing);
         progress?.Report($"done: sum verified bit for bit; client {result.ClientSeconds:F4} s (max {result.ClientSecondsMax:F4} s), server {result.ServerSeconds:F3} s, {result.BytesPerClient:F0} B/client, expansion {result.Expansion:F4}");
         return result;
     }

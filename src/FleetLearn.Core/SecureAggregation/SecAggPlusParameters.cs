@@ -29,7 +29,7 @@ public sealed record SecAggPlusChoice(int Neighbors, int Threshold, double Failu
 /// The ring order must be unpredictable to whoever picks the colluders (issue 13 item 5's commit–reveal seed); until then
 /// the bound assumes the colluders were fixed before the round seed was drawn.
 /// </remarks>
-public static class SecAggPlusParameters
+public static partial class SecAggPlusParameters
 {
     /// <summary>γ the defaults are derived for (<see cref="NeighborGraph.DefaultNeighbors"/>).</summary>
     public const double DefaultColluders = 0.05;
