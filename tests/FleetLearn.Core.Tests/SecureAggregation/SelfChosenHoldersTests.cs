@@ -163,6 +163,56 @@ public sealed class SelfChosenHoldersTests
         }
     }
 
+    private static (RoundDriver Round, List<AdvertiseKeysMessage> Adverts, List<ConsistencyCheckRequestMessage> Requests) ToConsistencyCheck()
+    {
+        var (round, adverts, directories) = ToDirectories();
+        foreach (var d in directories) round.Send(round.Vehicles[d.VehicleId].HandleKeyDirectory(d));
+        var forwarded = round.Pending.OfType<ForwardedSharesMessage>().ToList();
+        round.Pending.Clear();
+        foreach (var f in forwarded) round.Send(round.Vehicles[f.VehicleId].HandleForwardedShares(f, round.Inputs[f.VehicleId]));
+        Assert.Equal(SecAggServerPhase.ConsistencyCheck, round.Server.Phase);
+        var requests = round.Pending.OfType<ConsistencyCheckRequestMessage>().ToList();
+        round.Pending.Clear();
+        return (round, adverts, requests);
+    }
+
+    [Fact]
+    public void HandleConsistencyCheck_SetWithoutTOfItsOwnHolders_VehicleAborts()
+    {
+        var (round, adverts, _) = ToConsistencyCheck();
+        using (round)
+        {
+            // Everyone but three of the four holders vehicle 0 drew: the vehicles that drew 0 do not count, its own draw does.
+            var gone = adverts[0].Holders.Take(3).ToHashSet();
+            var set = Enumerable.Range(0, 12).Where(v => !gone.Contains(v)).ToArray();
+            var request = SecAggDownlink.Sign(new ConsistencyCheckRequestMessage(Round, 0, [.. set]), round.AggregatorKey, round.Parameters.SessionId);
+
+            var e = Assert.Throws<SecAggProtocolException>(() => round.Vehicles[0].HandleConsistencyCheck(request));
+
+            Assert.Equal($"Vehicle 0 aborted round {Round}: the survivor set to sign holds only 2 of this vehicle's share holders, fewer than the threshold t = 3.", e.Message);
+        }
+    }
+
+    [Fact]
+    public void HandleUnmaskRequest_SignaturesOfVehiclesItDidNotDraw_Refused()
+    {
+        var (round, adverts, requests) = ToConsistencyCheck();
+        using (round)
+        {
+            var signatures = requests.Select(r => new SurvivorSetSignature(r.VehicleId, round.Vehicles[r.VehicleId].HandleConsistencyCheck(r).Signature)).ToList();
+            var own = adverts[0].Holders.Append(0).ToHashSet();
+            var strangers = signatures.Where(x => !own.Contains(x.Signer)).ToList();
+            Assert.True(strangers.Count >= 3);
+            var graph = new SelfChosenGraph(12, [.. adverts.Select(a => a.Holders.ToArray())]);
+            int[] held = graph.HeldBy(0);
+            var request = SecAggDownlink.Sign(new UnmaskRequestMessage(Round, 0, [.. held], [], 12, [.. strangers]), round.AggregatorKey, round.Parameters.SessionId);
+
+            var e = Assert.Throws<SecAggProtocolException>(() => round.Vehicles[0].HandleUnmaskRequest(request));
+
+            Assert.Equal($"Vehicle 0 refuses the unmask request of round {Round}: it carries 0 valid signatures of this vehicle's share holders on the survivor set it signed, fewer than the threshold t = 3 (ConsistencyCheck).", e.Message);
+        }
+    }
+
     [Fact]
     public void Server_AdvertWithForgedOrMalformedChoice_Rejected()
     {
