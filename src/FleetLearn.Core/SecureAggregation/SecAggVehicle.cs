@@ -1,3 +1,5 @@
+// Long (over 450 lines) because the vehicle side of SecAgg is one state machine whose phases share its keys, held shares
+// and holder sets; its checks (on the ring and with self-chosen holders) sit beside the phase they guard.
 using System.Collections.Immutable;
 using System.Numerics;
 using System.Runtime.InteropServices;
