@@ -57,7 +57,7 @@ public sealed class SecAggVehicle : IDisposable
     private DateTimeOffset _deadline;
     private readonly Dictionary<int, Peer> _peers = [];           // U1 ∩ N(u)
     private byte[]? _selfSeed;                                      // b_u
-    private readonly Dictionary<int, (byte[] B, byte[] S)> _held = []; // shares held, from U2 ∩ H(u), own included
+    private readonly Dictionary<int, (byte[] B, byte[] S)> _held = []; // shares held, own included: from U2 ∩ H(u) (ring), from U2 ∩ {v : u ∈ C(v)} (self-chosen)
     private bool _answered;
     private int[]? _signedSet;                                      // U3 as this vehicle signed it (malicious server)
     private int[] _chosen = [];                                     // C(u): the holders this vehicle drew (self-chosen)
@@ -80,7 +80,6 @@ public sealed class SecAggVehicle : IDisposable
     /// </param>
     public SecAggVehicle(SecAggParameters parameters, int vehicleId, ECDsa deviceKey, IDeviceKeyRegistry registry, TimeProvider? timeProvider = null, ECDsa? serverKey = null, INoiseSource? holderRandomness = null)
     {
-        _holderRandomness = holderRandomness;
         ArgumentNullException.ThrowIfNull(parameters);
         parameters.Validate();
         if (vehicleId < 0 || vehicleId >= parameters.CohortSize)
@@ -92,6 +91,7 @@ public sealed class SecAggVehicle : IDisposable
         _time = timeProvider ?? TimeProvider.System;
         _t = parameters.EffectiveThreshold;
         _serverKey = serverKey;
+        _holderRandomness = holderRandomness;
         if (parameters.MaliciousServer && serverKey is null)
             throw new ArgumentException("Against a malicious server every server message is checked against the aggregator's public key; pass it as serverKey.", nameof(serverKey));
     }
