@@ -225,6 +225,8 @@ public static class MqttFleetSimulation
             throw new ArgumentException("--transport mqtt does not carry the randomized-response telemetry yet; use the in-process transport for --telemetry-epsilon.");
         if (options.Codec.ErrorFeedback)
             throw new ArgumentException("--transport mqtt does not keep top-k error-feedback residuals on the agents yet; use a dense codec (rot, sub, q) or the in-process transport.");
+        if (options.Shards > 1)
+            throw new ArgumentException("--transport mqtt --shards is not built yet (no shard processes or plan field); sharded aggregation runs in process: drop --transport mqtt (docs/scale.md, \"Sharded aggregation\").");
     }
 
     private static (string Scheme, string Host, int Port) ParseBroker(string broker)

@@ -66,13 +66,14 @@ internal static class SimulateCommand
         var agentRange = new Option<string?>(SimulateMqttCommand.AgentRangeOption) { Hidden = true, Description = "Internal: this process hosts vehicles FROM:TO:SCHEME://HOST:PORT of a --processes run." };
         var agentWork = new Option<string?>("--agent-work") { Hidden = true, Description = "Internal: the parent's work folder." };
         var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
+        var shards = new Option<int>("--shards") { Description = "Aggregator shards, each owning a part of the cohort (its own plain or secure sum); a combiner adds their partial sums and releases (docs/scale.md).", DefaultValueFactory = _ => 1 };
         var processes = new Option<int>("--processes") { Description = "With --transport mqtt: OS processes the agents are spread over (this one included).", DefaultValueFactory = _ => 1 };
 
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: 100 vehicles, 10 per round, 20 rounds in process (about 10 s on 2 cores).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggMalicious, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
+            codec, secagg, secaggMalicious, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, shards, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         var traceRun = new TraceSimulateCommand();
@@ -118,9 +119,11 @@ internal static class SimulateCommand
                 SecAggMaliciousServer = parse.GetValue(secaggMalicious),
                 SecAggModulusBits = parse.GetValue(secaggBits),
                 ErrorFeedbackMemoryBytes = (long)parse.GetValue(efMemory) << 20,
+                Shards = parse.GetValue(shards),
                 NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
+            if (options.Shards > 1 && traceRun.IsSet(parse)) throw new ArgumentException("--shards runs in the synchronous simulator; the trace simulations (--trace) do not shard.");
             traceRun.CheckUnused(parse);
             var traced = traceRun.IsSet(parse) ? traceRun.Read(parse, options) : default;
             if (traced.Options is not null) options = traced.Options;
@@ -208,6 +211,8 @@ internal static class SimulateCommand
                         max_vehicle_epsilon = Finite(report.MaxVehicleEpsilon),
                         clip_norm = Finite(report.ClipNorm),
                         declined = report.Declined,
+                        shards = report.Shards,
+                        lost_shards = report.LostShards,
                     });
                 }
             }
