@@ -64,6 +64,24 @@ public sealed class ShardedSimulationTests
     }
 
     [Fact]
+    public void ShardDiesMidRound_OnlyTheCombinedContributorsAreCharged_Once()
+    {
+        var options = Options with
+        {
+            NormBound = null, Privacy = new PrivacySettings(NoiseMode.Central, ClipNorm: 5, NoiseMultiplier: 0.3),
+            Shards = 3, MinParticipants = 6, ShardKills = [new ShardKill(1, 2)],
+        };
+        using var sim = new FleetSimulator(options, Train, Test, (spec, batch) => new CpuTrainer(spec, batch));
+        var report = sim.RunRound(1);
+        Assert.True(report.Applied, report.AbortReason);
+        Assert.Equal([2], report.LostShards);
+        var charged = sim.Ledger!.Vehicles.ToList();
+        Assert.Equal(8, charged.Count); // shard 2's four vehicles never sent a masked input and are in no released sum
+        Assert.All(charged, v => Assert.Equal((1, report.MaxVehicleEpsilon), (v.Participations, v.Epsilon)));
+        Assert.Equal(8, sim.VehicleLedgers!.Vehicles.Count());
+    }
+
+    [Fact]
     public void ShardDies_MinimumNotMet_Aborted()
     {
         var (_, reports) = Run(Options with { Shards = 3, MinParticipants = 9, ShardKills = [new ShardKill(1, 0)] });
