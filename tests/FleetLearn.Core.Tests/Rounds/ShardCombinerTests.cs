@@ -147,6 +147,22 @@ public sealed class ShardCombinerTests
     }
 
     [Fact]
+    public void Secure_PartialsThroughTheWireFormat_SameModel()
+    {
+        using var fleet = new Fleet();
+        var limits = new PartialSumLimits(Round, fleet.Pipeline.SecAggDimension, fleet.Pipeline.ModulusBits, Global.Length, N);
+        var direct = fleet.Combiner(ThreeParts);
+        var wire = fleet.Combiner(ThreeParts);
+        foreach (var (shard, part) in ThreeParts)
+        {
+            var partial = fleet.Shard(shard, part);
+            direct.Receive(partial);
+            Assert.Equal(AckStatus.Accepted, wire.Receive(PartialSumCodec.Decode(PartialSumCodec.Encode(partial, fleet.Pipeline.ModulusBits), limits)).Admission.Status);
+        }
+        Assert.Equal(Assert.IsType<RoundApplied>(direct.Outcome).Parameters, Assert.IsType<RoundApplied>(wire.Outcome).Parameters);
+    }
+
+    [Fact]
     public void Secure_ShardMissingAtTheDeadline_AppliesWithTheOthersAndNamesTheLostShard()
     {
         using var fleet = new Fleet(NoiseMode.Central);
