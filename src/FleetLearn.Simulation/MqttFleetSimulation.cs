@@ -74,7 +74,7 @@ public static class MqttFleetSimulation
         string? certificates = broker.CertificateFolder;
         if (scheme == "embedded")
         {
-            var brokerOptions = new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password };
+            var brokerOptions = new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password, AggregatorIdentities = MqttShards.Identities(options.Shards) };
             if (options.SecAggMaliciousServer)
             {
                 // Certified device keys: the simulation makes a device CA, and the embedded broker runs mutual TLS with it.
@@ -103,7 +103,10 @@ public static class MqttFleetSimulation
         // Vehicles with an mTLS identity check every key of a secure plan against the device CA, so the aggregator lists
         // their certificates (it checks them at check-in against the same CA).
         if (endpoint.Scheme == "mqtts") aggregatorOptions.DeviceCaFile = Path.Combine(certificates!, "ca.crt");
-        var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
+        var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round))
+        {
+            ShardSecAggSeed = (round, shard) => SimulationRandomness.ShardSecAggSeed(options.Seed, round, shard),
+        };
         // With every agent in this process, the fleet model of the in-process simulator is their link (SimulatedFleetLink): the
         // same vehicles are available, selected, silent and folded in the same order, and a phase nobody else will answer is
         // skipped to its deadline on the aggregator's clock. Agents in other processes run without it.
@@ -117,6 +120,8 @@ public static class MqttFleetSimulation
         var children = new List<Process>();
         using var evaluator = TrainerFactory.Create(BackendChoice.Cpu, options.Model, 1024);
         AgentHost? agents = null;
+        // --shards S: S shard workers with their own connections take the round traffic; the aggregator above coordinates them.
+        await using var shards = await MqttShards.StartAsync(options.Shards, () => AggregatorOptionsFor(options, partitions, workDirectory), endpoint, scheme == "mqtts" ? null : password, workDirectory, logger, cancellationToken).ConfigureAwait(false);
         try
         {
             await aggregator.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -225,8 +230,8 @@ public static class MqttFleetSimulation
             throw new ArgumentException("--transport mqtt does not carry the randomized-response telemetry yet; use the in-process transport for --telemetry-epsilon.");
         if (options.Codec.ErrorFeedback)
             throw new ArgumentException("--transport mqtt does not keep top-k error-feedback residuals on the agents yet; use a dense codec (rot, sub, q) or the in-process transport.");
-        if (options.Shards > 1)
-            throw new ArgumentException("--transport mqtt --shards is not built yet (no shard processes or plan field); sharded aggregation runs in process: drop --transport mqtt (docs/scale.md, \"Sharded aggregation\").");
+        if (options.Shards > 1 && (options.Privacy?.Mode == NoiseMode.Distributed || options.ShardKills.Count > 0))
+            throw new ArgumentException("--transport mqtt --shards runs plain secure aggregation and central DP; distributed DP sized per shard runs in process only (docs/scale.md, \"Sharded aggregation\").");
     }
 
     private static (string Scheme, string Host, int Port) ParseBroker(string broker)
@@ -287,6 +292,7 @@ public static class MqttFleetSimulation
             OnnxFolder = Path.Combine(workDirectory, "models-onnx"),
             SigningKeyPath = Path.Combine(workDirectory, "aggregator-signing.pem"),
             SecAggMaliciousServer = options.SecAggMaliciousServer,
+            Shards = options.Shards,
         };
     }
 }

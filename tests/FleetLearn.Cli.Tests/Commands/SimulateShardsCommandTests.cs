@@ -37,10 +37,27 @@ public sealed class SimulateShardsCommandTests
         Assert.Equal(one[^1].GetProperty("model_sha256").GetString(), three[^1].GetProperty("model_sha256").GetString());
     }
 
-    [Fact]
-    public void Simulate_ShardsOverMqtt_RefusedAsNotBuilt()
+    /// <summary>Three shard workers and the coordinator over the embedded broker (each its own connection and identity): the in-process unsharded model, bit for bit.</summary>
+    [Theory]
+    [InlineData("--clip", "5")]
+    [InlineData("--dp", "central")]
+    public void Simulate_ThreeShardsOverMqtt_SameModelSha256AsOneInProcess(string option, string value)
     {
-        var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--clip", "5", "--shards", "3", "--transport", "mqtt"]));
-        Assert.StartsWith("--transport mqtt --shards is not built yet", e.Message, StringComparison.Ordinal);
+        var (exit1, out1, err1) = Run([.. Small, option, value]);
+        Assert.True(exit1 == 0, err1);
+        var (exit3, out3, err3) = Run([.. Small, option, value, "--shards", "3", "--transport", "mqtt"]);
+        Assert.True(exit3 == 0, err3);
+        var one = Lines(out1);
+        var three = Lines(out3);
+        Assert.All(three[..^1], r => Assert.Equal((9, true), (r.GetProperty("participants").GetInt32(), r.GetProperty("applied").GetBoolean())));
+        Assert.Equal(0, three[^1].GetProperty("pending_in_outboxes").GetInt32()); // every uplink was acknowledged by its shard
+        Assert.Equal(one[^1].GetProperty("model_sha256").GetString(), three[^1].GetProperty("model_sha256").GetString());
+    }
+
+    [Fact]
+    public void Simulate_ShardsOverMqttWithDistributedDp_RefusedAsInProcessOnly()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--dp", "distributed", "--shards", "3", "--transport", "mqtt"]));
+        Assert.StartsWith("--transport mqtt --shards runs plain secure aggregation and central DP", e.Message, StringComparison.Ordinal);
     }
 }
