@@ -22,8 +22,8 @@ internal sealed class ShardCoordination(AggregatorOptions options, AggregatorSta
     private readonly SortedSet<int> _live = [.. Enumerable.Range(0, options.Shards)];
     private readonly ChunkAssembler _chunks = new(64L << 20, 4 * options.Shards, 2);
     private readonly List<RoundEffect> _effects = [];
-    private OpenedShardedRound? _open;
     private readonly HashSet<int> _heard = [];
+    private OpenedShardedRound? _open;
 
     /// <summary>Shards that take part in the next round.</summary>
     public IReadOnlyCollection<int> Live => _live;
@@ -65,10 +65,12 @@ internal sealed class ShardCoordination(AggregatorOptions options, AggregatorSta
             Charge(cancellationToken);
         }
         Charge(cancellationToken);
-        foreach (var dead in open.Plan.Shards!.Select(s => s.Index).Where(s => !_heard.Contains(s)))
+        var owned = ShardedPlan.Parts(open.Plan);
+        foreach (var dead in owned.Keys.Where(s => !_heard.Contains(s)))
         {
             _live.Remove(dead);
-            logger.LogWarning("aggregator: shard {Shard} handed no partial sum on for round {Round}; later rounds assign its vehicles to shards {Live}.", dead, round, string.Join(", ", _live));
+            logger.LogWarning("aggregator: shard {Shard} handed no partial sum on for round {Round}: its vehicles {Vehicles} are not in the sum and not charged; later rounds assign vehicles to shards {Live}.",
+                dead, round, string.Join(", ", owned[dead]), string.Join(", ", _live));
         }
         if (_live.Count == 0) _live.UnionWith(Enumerable.Range(0, options.Shards)); // none answered: try them all again rather than stop
         var outcome = open.Combiner.Outcome!;

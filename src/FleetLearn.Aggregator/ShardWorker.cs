@@ -19,7 +19,7 @@ namespace FleetLearn.Aggregator;
 /// too, and the first keys would race it. It keeps no round state on disk: a shard that dies loses its part of the round,
 /// and the coordinator's next round reassigns its vehicles (docs/scale.md).
 /// </remarks>
-internal sealed class ShardWorker(AggregatorOptions options, MqttTransportOptions mqttOptions, AggregatorStatus status, TimeProvider time, ILogger logger)
+public sealed class ShardWorker(AggregatorOptions options, MqttTransportOptions mqttOptions, AggregatorStatus status, TimeProvider time, ILogger logger)
 {
     private readonly int _index = options.ShardIndex ?? throw new ArgumentException("Aggregator:ShardIndex is not set.", nameof(options));
     private readonly ClosedRounds _closed = new();
@@ -27,11 +27,15 @@ internal sealed class ShardWorker(AggregatorOptions options, MqttTransportOption
     private MqttConnection _mqtt = null!;
     private VehicleLink _link = null!;
     private FleetEpochs _epochs = null!;
+    private LiteDbRoundStore _store = null!;
     private RoundCoordinator? _round;
     private HashSet<string> _part = [];
     private HashSet<string> _previous = []; // the part of the round before: its late answers are still this shard's
     private long _previousRound;
     private int _modulusBits;
+
+    /// <summary>Fault injection for the simulator's shard-death runs (<c>simulate --shard-kill</c>): called with the round just before its partial sum is published.</summary>
+    public Action<long>? BeforeHandOn { get; init; }
 
     /// <summary>Runs until <paramref name="cancellationToken"/> stops it.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -40,7 +44,7 @@ internal sealed class ShardWorker(AggregatorOptions options, MqttTransportOption
         using var coordinatorKey = SigningKeys.LoadPublic(options.CoordinatorKeyPath);
         var deviceCa = options.DeviceCaFile is { } ca ? DeviceCertificateAuthority.FromPem(File.ReadAllText(ca), time) : null;
         using var databaseLock = DatabaseLock.Acquire(options.DatabasePath, $"aggregator shard {_index}");
-        using var store = LiteDbRoundStore.Open(options.DatabasePath); // only the fleet epoch: a shard's rounds live in memory
+        using var store = _store = LiteDbRoundStore.Open(options.DatabasePath); // only the fleet epoch: a shard's rounds live in memory
         _epochs = new FleetEpochs(store, logger, 0);
         await using var mqtt = _mqtt = new MqttConnection(mqttOptions, time, logger);
         var inbox = new AggregatorInbox(options.InboxBytes, options.InboxBytesPerVehicle, mqtt.Topics, status, logger);
@@ -105,7 +109,8 @@ internal sealed class ShardWorker(AggregatorOptions options, MqttTransportOption
             _round.Dispose();
             _round = null;
         }
-        _epochs.Observe(plan.Round, plan.Epoch, "the coordinator's plan");
+        _epochs = FleetEpochs.ForShard(_store, logger, plan); // the coordinator's epoch; its checks apply to the vehicles' envelopes
+        _link = new VehicleLink(_mqtt, status, options, _epochs);
         _epochs.Announce(plan.Round, bytes);
         if (PlanShards.Find(plan, _index) is not { } entry)
         {
@@ -146,9 +151,12 @@ internal sealed class ShardWorker(AggregatorOptions options, MqttTransportOption
         var routes = step.Effects.OfType<RouteEffect>().ToList();
         if (routes.Count > 0) await _link.RouteAsync(round.Round, routes, cancellationToken).ConfigureAwait(false);
         status.Activity = $"shard {_index}: {round.Progress}";
+        var (phase, answered, expected) = round.PhaseProgress;
+        status.ReportPhase(round.Round, phase, answered, expected);
         if (round.Phase is Closed && !_closed.IsClosed(round.Round)) _closed.Add(round); // late answers are now the closed round's (duplicate or late)
         foreach (var handOn in step.Effects.OfType<PartialSumEffect>())
         {
+            BeforeHandOn?.Invoke(round.Round);
             var bytes = PartialSumCodec.Encode(handOn.Partial, _modulusBits);
             var expiry = TimeSpan.FromMinutes(10);
             foreach (var chunk in ChunkCodec.Split(bytes, _mqtt.Options.MaxPacketSize))

@@ -1,4 +1,4 @@
-namespace FleetLearn.Testing;
+namespace FleetLearn.Transport.Mqtt.Broker;
 
 /// <summary>
 /// Debian's Mosquitto as a broker network: one central broker and regional ones bridged to it by broker-config/bridge.conf,
