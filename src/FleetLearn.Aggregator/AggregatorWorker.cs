@@ -226,7 +226,7 @@ public sealed class AggregatorWorker(
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
-        if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
+        if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort ?? _shards?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
         if (channel != "up" || kind is not ("update" or "secagg")) return;
         if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
         var update = Envelope.DecodeInPlace(whole, _options.MaxUpdateBytes);

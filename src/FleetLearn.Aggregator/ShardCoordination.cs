@@ -25,6 +25,9 @@ internal sealed class ShardCoordination(AggregatorOptions options, AggregatorSta
     private readonly HashSet<int> _heard = [];
     private OpenedShardedRound? _open;
 
+    /// <summary>The open round's cohort (whose vehicles may ask for the round's model), or null between rounds.</summary>
+    public IReadOnlyList<string>? Cohort => _open?.Plan.Cohort;
+
     /// <summary>Shards that take part in the next round.</summary>
     public IReadOnlyCollection<int> Live => _live;
 
@@ -60,6 +63,7 @@ internal sealed class ShardCoordination(AggregatorOptions options, AggregatorSta
         while (open.Combiner.Phase is not Closed)
         {
             status.Activity = $"round {round}: {open.Combiner.Phase}";
+            if (open.Combiner.Phase is CombiningShards combining) status.ReportPhase(round, nameof(CombiningShards), combining.Received, combining.Expected);
             await processNext(open.Combiner.Deadline, cancellationToken).ConfigureAwait(false);
             if (open.Combiner.Phase is not Closed && time.GetUtcNow() >= open.Combiner.Deadline) _effects.AddRange(open.Combiner.Tick().Effects);
             Charge(cancellationToken);

@@ -147,6 +147,8 @@ public sealed record SimulationOptions
                 throw new CodecConfigurationException($"Strategy '{strategy.Name}' needs each vehicle's update, but secure aggregation reveals only the sum: use fedavg, fedavgm, fedprox or an adaptive server optimizer.");
         }
         if (Shards < 1) throw new ArgumentException("--shards must be at least 1.");
+        if (ShardKills.FirstOrDefault(k => k.Shard < 0 || k.Shard >= Shards || Shards == 1 || k.Round < 1 || k.Round > Rounds) is { } kill)
+            throw new ArgumentException($"--shard-kill {kill.Round}:{kill.Shard}: names no shard of this run (--shards {Shards}, shards 0..{Shards - 1}, rounds 1..{Rounds}).");
         if (Shards > 1)
         {
             if (SecureAggregation != SecureAggregationMode.Off && settings.SelectionSize / Shards < 3)

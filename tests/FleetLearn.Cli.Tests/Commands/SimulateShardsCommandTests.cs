@@ -60,4 +60,14 @@ public sealed class SimulateShardsCommandTests
         var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--dp", "distributed", "--shards", "3", "--transport", "mqtt"]));
         Assert.StartsWith("--transport mqtt --shards runs plain secure aggregation and central DP", e.Message, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("1:5", "--shards", "3")]
+    [InlineData("1:0", "--shards", "1")]
+    [InlineData("3:0", "--shards", "3")]
+    public void Simulate_ShardKillNamingNoShardOrRound_Refused(string kill, string option, string value)
+    {
+        var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--clip", "5", option, value, "--shard-kill", kill]));
+        Assert.StartsWith($"--shard-kill {kill}: names no shard of this run", e.Message, StringComparison.Ordinal);
+    }
 }
