@@ -307,7 +307,7 @@ public sealed class AggregatorOptions : IValidatableObject
         if (HttpToken is { Length: > 0 and < 16 }) errors.Add(new ValidationResult("Aggregator:HttpToken must be at least 16 characters (or empty for none)."));
         if (SecAggMaliciousServer && (string.IsNullOrWhiteSpace(DeviceCaFile) || AggregatorProtection.ParseSecureOrOff(SecureAggregation) == Core.Compression.SecureAggregationMode.Off))
             errors.Add(new ValidationResult("Aggregator:SecAggMaliciousServer needs secure aggregation (full or plus) and Aggregator:DeviceCaFile: without certified device keys a malicious aggregator could invent vehicles."));
-        if ((Shards > 1 || ShardIndex is not null) && (IsFedBuff || SecAggMaliciousServer || PrivacyMode == NoiseMode.Distributed))
+        if ((Shards > 1 || ShardIndex is not null) && (IsFedBuff || SecAggMaliciousServer || Privacy.Trim().Equals("distributed", StringComparison.OrdinalIgnoreCase)))
             errors.Add(new ValidationResult("Aggregator:Shards / ShardIndex: sharded rounds over MQTT run synchronous rounds, without the malicious-aggregator mode and without distributed DP (per-shard noise shares are built in process only: docs/scale.md)."));
         if (Shards > 1 && ShardIndex is not null) errors.Add(new ValidationResult("Aggregator:Shards (a coordinator) and Aggregator:ShardIndex (a shard) exclude each other."));
         if (InboxBytes < 1L << 20 || InboxBytesPerVehicle < 1L << 20 || InboxBytesPerVehicle > InboxBytes)

@@ -97,5 +97,7 @@ public sealed class AggregatorOptionsTests
         Assert.Contains(Refusal, Errors(new AggregatorOptions { ShardIndex = 0, Mode = "fedbuff" }));
         Assert.Contains("Aggregator:Shards (a coordinator) and Aggregator:ShardIndex (a shard) exclude each other.", Errors(new AggregatorOptions { Shards = 2, ShardIndex = 0 }));
         Assert.NotEmpty(Errors(new AggregatorOptions { Shards = 0 }));
+        // A bad privacy text is reported, not thrown, with shards as without.
+        Assert.Contains("Aggregator: Privacy 'sometimes': expected off, central or distributed.", Errors(new AggregatorOptions { Shards = 3, Privacy = "sometimes" }));
     }
 }
