@@ -233,6 +233,18 @@ public sealed class AggregatorOptions : IValidatableObject
     /// </summary>
     public double MaxUpdateNorm { get; set; } = Core.Rounds.RoundRules.DefaultMaxUpdateNorm;
 
+    /// <summary>
+    /// Aggregator shards of each round (docs/scale.md, "Sharded aggregation"): above 1 this aggregator is the coordinator: it
+    /// selects, assigns the cohort to that many shard processes (<see cref="ShardIndex"/>), combines their partial sums and releases.
+    /// </summary>
+    [Range(1, Core.Rounds.PlanShards.MaxShards)] public int Shards { get; set; } = 1;
+
+    /// <summary>Set: this process is aggregator shard i of a coordinator's sharded rounds (it connects as <c>aggregator-shard-{i}</c>).</summary>
+    [Range(0, Core.Rounds.PlanShards.MaxShards - 1)] public int? ShardIndex { get; set; }
+
+    /// <summary>A shard's copy of the coordinator's public plan key (PEM): it runs only the rounds of plans that key signed.</summary>
+    public string CoordinatorKeyPath { get; set; } = "aggregator-signing.pub.pem";
+
     /// <summary>After the last round, keep answering late messages this long so that vehicles' outboxes empty.</summary>
     public TimeSpan DrainTime { get; set; } = TimeSpan.FromSeconds(2);
 
@@ -295,6 +307,9 @@ public sealed class AggregatorOptions : IValidatableObject
         if (HttpToken is { Length: > 0 and < 16 }) errors.Add(new ValidationResult("Aggregator:HttpToken must be at least 16 characters (or empty for none)."));
         if (SecAggMaliciousServer && (string.IsNullOrWhiteSpace(DeviceCaFile) || AggregatorProtection.ParseSecureOrOff(SecureAggregation) == Core.Compression.SecureAggregationMode.Off))
             errors.Add(new ValidationResult("Aggregator:SecAggMaliciousServer needs secure aggregation (full or plus) and Aggregator:DeviceCaFile: without certified device keys a malicious aggregator could invent vehicles."));
+        if ((Shards > 1 || ShardIndex is not null) && (IsFedBuff || SecAggMaliciousServer || Privacy.Trim().Equals("distributed", StringComparison.OrdinalIgnoreCase)))
+            errors.Add(new ValidationResult("Aggregator:Shards / ShardIndex: sharded rounds over MQTT run synchronous rounds, without the malicious-aggregator mode and without distributed DP (per-shard noise shares are built in process only: docs/scale.md)."));
+        if (Shards > 1 && ShardIndex is not null) errors.Add(new ValidationResult("Aggregator:Shards (a coordinator) and Aggregator:ShardIndex (a shard) exclude each other."));
         if (InboxBytes < 1L << 20 || InboxBytesPerVehicle < 1L << 20 || InboxBytesPerVehicle > InboxBytes)
             errors.Add(new ValidationResult($"Aggregator:InboxBytesPerVehicle ({InboxBytesPerVehicle}) must be at least 1 MiB (one message at the brokers' packet limit) and at most Aggregator:InboxBytes ({InboxBytes})."));
         if (ModelRetention < TimeSpan.FromSeconds(10)) errors.Add(new ValidationResult("Aggregator:ModelRetention must be at least 10 seconds."));

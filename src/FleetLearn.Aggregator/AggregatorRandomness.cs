@@ -14,4 +14,10 @@ public sealed record AggregatorRandomness(Func<long, INoiseSource> CentralNoise,
 {
     /// <summary>Cryptographically secure noise and seeds (DESIGN.md: DP noise never from <see cref="System.Random"/>).</summary>
     public static AggregatorRandomness Secure { get; } = new(_ => new SecureNoiseSource(), _ => RandomNumberGenerator.GetBytes(32));
+
+    /// <summary>32 public random bytes for shard S's own SecAgg+ graph in round N (sharded rounds); null: secure random.</summary>
+    public Func<long, int, byte[]>? ShardSecAggSeed { get; init; }
+
+    /// <summary>The seed of shard <paramref name="shard"/>'s session in round <paramref name="round"/>.</summary>
+    public byte[] ShardSeed(long round, int shard) => ShardSecAggSeed?.Invoke(round, shard) ?? RandomNumberGenerator.GetBytes(32);
 }

@@ -79,7 +79,13 @@ internal static class AggregatorRecords
             logger.LogInformation("aggregator: round {Round} applied {Participants}/{Cohort} updates; model {Version}.", record.Round, record.Participants, record.CohortSize, next.Version);
             return next;
         }
-        var reason = ((RoundAborted)outcome).Reason;
+        var reason = outcome switch
+        {
+            RoundAborted aborted => aborted.Reason,
+            // A shard's own coordinator hands its part on; only the combiner's outcome is a round of the fleet's record.
+            RoundHandedOn => throw new InvalidOperationException($"Round {record.Round}: a shard's hand-on is not a round outcome to store; the coordinator's combiner closes the round."),
+            _ => throw new InvalidOperationException($"Round {record.Round}: unknown outcome {outcome.GetType().Name}."),
+        };
         record = record with { Status = RoundStatus.Aborted, Note = reason };
         DiskFullRetry.Run(() => store.SaveRound(record), "the aborted round", logger, cancellationToken);
         DiskFullRetry.Run(() => store.CompactJournal(record.Round), "the journal's compaction", logger, cancellationToken);

@@ -43,9 +43,11 @@ public sealed class AggregatorWorker(
     private FleetEpochs _epochs = null!;
     private PaceAdvisor? _pace; // Aggregator:PaceSteering
     private (RoundRecord Record, RoundPlan Plan)? _resume;
+    private ShardCoordination? _shards; // Aggregator:Shards > 1: this aggregator coordinates shard processes
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        if (_options.ShardIndex is not null) { await new ShardWorker(_options, mqttOptions.Value, status, time, logger).RunAsync(stoppingToken).ConfigureAwait(false); return; }
         var spec = ModelSpec.Parse(_options.Model);
         var strategy = StrategyCatalog.Parse(_options.Strategy, _options.ServerLearningRate);
         using var databaseLock = DatabaseLock.Acquire(_options.DatabasePath, "aggregator");
@@ -67,6 +69,7 @@ public sealed class AggregatorWorker(
         _publisher = new ModelPublisher(mqtt, status, _options.OnnxFolder, logger, time, _options.ModelRetention);
         _link = new VehicleLink(mqtt, status, _options, _epochs);
         _pace = _options.PaceSteering && !_options.IsFedBuff ? new PaceAdvisor(_options, mqtt, status, signingKey, time, logger) : null;
+        _shards = _options.Shards > 1 ? new ShardCoordination(_options, status, new(mqtt, store, ledger, _roster, _publisher, _epochs, _random), time, logger) : null;
         await using var lease = new FleetLeaseHolder(mqtt, store, _options, _epochs, time, logger, lifetime);
         mqtt.MessageReceived += m => m.Topic == lease.Topic ? lease.ObserveAsync(m) : _inbox.AcceptAsync(m, stoppingToken);
         await _link.StartAsync(lease, stoppingToken).ConfigureAwait(false);
@@ -99,9 +102,11 @@ public sealed class AggregatorWorker(
 
     private async Task<Checkpoint> RunRoundAsync(long round, Checkpoint model, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
     {
+        if (_shards is not null && await SelectAsync(round, model, cancellationToken).ConfigureAwait(false) is var (number, cohort)) // sharded: the shards run the round
+            return await _shards.RunAsync(number, cohort, model, strategy, key, (until, c) => ProcessNextAsync(null, until, c), cancellationToken).ConfigureAwait(false);
         var modelBytes = model.ToBytes(); // 1. the round: resumed from the store, or a new cohort
         var (opened, record, replayed) = _resume is { } resume && resume.Record.Round == round
-            ? Resume(resume.Record, resume.Plan, model, strategy, key)
+            ? RoundResumption.Reopen(_store, _options, _random, _roster, resume.Record, resume.Plan, model, strategy, key, time, logger)
             : await OpenAsync(round, model, modelBytes, strategy, key, cancellationToken).ConfigureAwait(false);
         using var coordinator = opened.Coordinator;
         _epochs.Announce(status.CurrentRound = coordinator.Round, opened.SignedPlan);
@@ -124,8 +129,21 @@ public sealed class AggregatorWorker(
         return AggregatorRecords.Close(_store, _publisher, status, logger, record, model, coordinator.Outcome, cancellationToken);
     }
 
-    /// <summary>1. Cohort: waits for enough eligible check-ins (or the <see cref="CohortGate"/>; or CohortWait with at least MinParticipants), opens the round and stores it with its plan.</summary>
+    /// <summary>1. Cohort (<see cref="SelectAsync"/>): opens the round and stores it with its plan.</summary>
     private async Task<(OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>)> OpenAsync(long round, Checkpoint model, byte[] modelBytes, IFederatedStrategy strategy, ECDsa key, CancellationToken cancellationToken)
+    {
+        (round, var cohort) = await SelectAsync(round, model, cancellationToken).ConfigureAwait(false);
+        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
+        var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
+        DiskFullRetry.Run(() => _store.SaveOpenRound(record, opened.SignedPlan, cohort), "the new round", logger, cancellationToken);
+        status.Record(record, null);
+        logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
+            _options.SecureMode != SecureAggregationMode.Off ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
+        return (opened, record, []);
+    }
+
+    /// <summary>Waits for enough eligible check-ins (or the <see cref="CohortGate"/>; or CohortWait with at least MinParticipants) and selects the round's number and cohort.</summary>
+    private async Task<(long Round, string[] Cohort)> SelectAsync(long round, Checkpoint model, CancellationToken cancellationToken)
     {
         bool secure = _options.SecureMode != SecureAggregationMode.Off;
         int selectionSize = CohortSelection.SelectionSize(_options.CohortSize, _options.OverSelection);
@@ -140,24 +158,7 @@ public sealed class AggregatorWorker(
             await ProcessNextAsync(null, waitUntil > time.GetUtcNow() ? waitUntil : time.GetUtcNow() + TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
         }
         round = _epochs.State.NumberNewRound(round); // past every round the fleet saw (a rollback found in the check-ins)
-        var cohort = CohortSelection.Select(candidates, selectionSize, _options.Seed, round);
-        var opened = RoundOpening.Open(_options, _random, _roster, _mqtt.Topics.Fleet, round, _epochs.State.Epoch, cohort, model, modelBytes, strategy, key, time);
-        var record = new RoundRecord(round, model.Version, null, RoundStatus.Open, cohort.Length, 0, double.NaN, time.GetUtcNow(), null);
-        DiskFullRetry.Run(() => _store.SaveOpenRound(record, opened.SignedPlan, cohort), "the new round", logger, cancellationToken);
-        status.Record(record, null);
-        logger.LogInformation("aggregator: round {Round} open, model {Version}, cohort of {Count}{Secure}.", round, model.Version, cohort.Length,
-            secure ? $", {(opened.Protection.Neighbors is { } k ? $"SecAgg+ k={k}" : "SecAgg")} m={opened.ModulusBits}" : "");
-        return (opened, record, []);
-    }
-
-    /// <summary>Reopens the plaintext round a previous run left open, from its stored plan and the journal of what it had folded.</summary>
-    private (OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>) Resume(RoundRecord record, RoundPlan plan, Checkpoint model, IFederatedStrategy strategy, ECDsa key)
-    {
-        var journal = _store.JournalOf(record.Round);
-        var opened = RoundOpening.Resume(_options, _random, _roster, plan, _store.SignedPlan(record.Round)!, model, strategy, key, journal, time, out var replayed);
-        logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; resumed with the {Count} updates it had folded ({Vehicles}).",
-            record.Round, journal.Count, string.Join(", ", journal.Select(u => u.Vehicle)));
-        return (opened, record, replayed);
+        return (round, CohortSelection.Select(candidates, selectionSize, _options.Seed, round));
     }
 
     /// <summary>Carries out a coordinator step's effects in order: journal accepted updates, route SecAgg messages, record ledger charges.</summary>
@@ -212,6 +213,7 @@ public sealed class AggregatorWorker(
 
     private async Task HandleAsync(RoundCoordinator? coordinator, MqttIncoming message, CancellationToken cancellationToken)
     {
+        if (_shards?.Accept(message) == true) return; // a shard's partial sum
         if (!_mqtt.Topics.TryParseVehicleTopic(message.Topic, out var vehicle, out var channel, out var kind)) return;
         status.VehicleSeen(vehicle);
         if (channel == "checkin")
@@ -224,7 +226,7 @@ public sealed class AggregatorWorker(
             return;
         }
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
-        if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
+        if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort ?? _shards?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
         if (channel != "up" || kind is not ("update" or "secagg")) return;
         if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
         var update = Envelope.DecodeInPlace(whole, _options.MaxUpdateBytes);

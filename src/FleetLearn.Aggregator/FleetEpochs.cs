@@ -14,6 +14,18 @@ internal sealed class FleetEpochs(LiteDbRoundStore store, ILogger logger, long h
 {
     private const string EpochMeta = "epoch";
 
+    /// <summary>
+    /// An aggregator shard's view for <paramref name="plan"/>: the coordinator's epoch and round, taken from its signed plan
+    /// (the coordinator detects rollbacks; a shard's own store knows no rounds, and must not read the plan as one).
+    /// </summary>
+    public static FleetEpochs ForShard(LiteDbRoundStore store, ILogger logger, RoundPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(plan);
+        store.SetMeta(EpochMeta, plan.Epoch.ToString(CultureInfo.InvariantCulture));
+        return new FleetEpochs(store, logger, plan.Round - 1);
+    }
+
     /// <summary>The epoch state.</summary>
     public FleetEpoch State { get; } = new(long.Parse(store.GetMeta(EpochMeta) ?? "0", CultureInfo.InvariantCulture), highestRound);
 

@@ -1,8 +1,10 @@
 using System.Security.Cryptography;
+using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
+using Microsoft.Extensions.Logging;
 
 namespace FleetLearn.Aggregator;
 
@@ -32,10 +34,23 @@ internal static class RoundResumption
             reason = $"aggregator restarted mid-round; its stored plan does not verify with this signing key and fleet ({e.Message})";
             return null;
         }
-        if (plan.Protection?.DeviceKeys is not null)
+        if (plan.Shards is not null)
+            reason = "the coordinator restarted mid-round; a sharded round is not resumed (its shards' parts lived in their memory), so it is aborted and no ε is charged";
+        else if (plan.Protection?.DeviceKeys is not null)
             reason = RoundCoordinator.SecureRestartReason;
         else if (plan.ModelVersion != model.Version || plan.ModelSha256 != RoundPlanCodec.HashModel(model.ToBytes()))
             reason = $"aggregator restarted mid-round; the round started from model {plan.ModelVersion}, the newest stored model is {model.Version}";
         return reason.Length == 0 ? plan : null;
+    }
+
+    /// <summary>Reopens the plaintext round a previous run left open, from its stored plan and the journal of what it had folded.</summary>
+    public static (OpenedRound, RoundRecord, IReadOnlyList<RoundEffect>) Reopen(LiteDbRoundStore store, AggregatorOptions options, AggregatorRandomness random, FleetRoster roster,
+        RoundRecord record, RoundPlan plan, Checkpoint model, IFederatedStrategy strategy, ECDsa key, TimeProvider time, ILogger logger)
+    {
+        var journal = store.JournalOf(record.Round);
+        var opened = RoundOpening.Resume(options, random, roster, plan, store.SignedPlan(record.Round)!, model, strategy, key, journal, time, out var replayed);
+        logger.LogWarning("aggregator: round {Round} was open when the previous run stopped; resumed with the {Count} updates it had folded ({Vehicles}).",
+            record.Round, journal.Count, string.Join(", ", journal.Select(u => u.Vehicle)));
+        return (opened, record, replayed);
     }
 }

@@ -14,7 +14,9 @@ internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, 
     /// </summary>
     public async Task StartAsync(FleetLeaseHolder lease, CancellationToken cancellationToken)
     {
-        await mqtt.SubscribeAsync(mqtt.Topics.AllUp, cancellationToken).ConfigureAwait(false);
+        // Sharded rounds: the shards take the round traffic; the coordinator serves models, reads evaluations and partial sums.
+        foreach (var filter in options.Shards > 1 ? [.. mqtt.Topics.CoordinatorUp, mqtt.Topics.AllShardPartials] : new[] { mqtt.Topics.AllUp })
+            await mqtt.SubscribeAsync(filter, cancellationToken).ConfigureAwait(false);
         await mqtt.SubscribeAsync(mqtt.Topics.AllCheckins, cancellationToken).ConfigureAwait(false);
         await mqtt.SubscribeAsync(lease.Topic, cancellationToken).ConfigureAwait(false);
         mqtt.Start(cancellationToken);

@@ -29,7 +29,7 @@ namespace FleetLearn.Simulation;
 /// noise comes from a seeded generator: a simulation is an experiment, not a deployment. The
 /// agent and aggregator use the cryptographically secure source.
 /// </remarks>
-public sealed class FleetSimulator : IDisposable
+public sealed partial class FleetSimulator : IDisposable
 {
     private readonly SimulationOptions _options;
     private readonly LabeledData _train;
@@ -197,7 +197,7 @@ public sealed class FleetSimulator : IDisposable
         // A vehicle with no data has nothing to contribute: it never checks in. One whose next
         // participation would exceed its privacy budget declines.
         int declined = 0;
-        var rules = Rules();
+        var rules = ShardRules(Rules());
         double clipUsed = _clipNorm;
         double noiseStd = _options.Privacy is { Mode: NoiseMode.Distributed } ? UpdateNoiseMultiplier * _clipNorm / Math.Sqrt(rules.MinNoiseShares) : 0;
         ulong codecSeed = DeterministicRandom.Derive(_options.Seed, 0xC0DE, (ulong)round).NextUInt64();
@@ -220,8 +220,15 @@ public sealed class FleetSimulator : IDisposable
         var cohort = forecast.Selected.Select(p => p.Vehicle).ToArray();
         var tally = new Tally { Charge = rules.Privacy is null ? null : rules.Charge, Model = new Checkpoint(_options.Model, round - 1, _global) };
         RoundOutcome outcome;
+        IReadOnlyList<int>? lostShards = null;
+        int shards = 1;
         if (_pipeline.IsSecure && cohort.Length < 3)
             outcome = new RoundAborted { Round = round, Contributors = [], Silent = [], TrainLoss = double.NaN, ClosedAt = default, Reason = $"only {cohort.Length} vehicles selected; secure aggregation needs at least 3" };
+        else if (_options.Shards > 1)
+        {
+            shards = LiveShards.Count;
+            outcome = ShardedRound(round, cohort, accepted, codec, rules, tally, out lostShards, cancellationToken);
+        }
         else
         {
             var time = new ManualTimeProvider();
@@ -248,8 +255,8 @@ public sealed class FleetSimulator : IDisposable
                 coordinator.Tick();
             }
             outcome = coordinator.Outcome!;
-            foreach (var charge in tally.Charges) foreach (var v in charge.Vehicles) _ledger?.Record(v, charge.Round, charge.Charge);
         }
+        foreach (var charge in tally.Charges) foreach (var v in charge.Vehicles) _ledger?.Record(v, charge.Round, charge.Charge);
         foreach (var vehicle in outcome.Contributors)
             if (_telemetry is not null) ReportTelemetry(round, int.Parse(vehicle, System.Globalization.CultureInfo.InvariantCulture));
         if (outcome is RoundApplied applied)
@@ -295,6 +302,8 @@ public sealed class FleetSimulator : IDisposable
             ClipNorm = _options.Privacy is null ? double.NaN : clipUsed,
             UnclippedCount = _adaptive is null ? null : outcome.UnclippedCount,
             Declined = declined + tally.Declined,
+            Shards = shards,
+            LostShards = lostShards ?? [],
         };
     }
 
@@ -461,7 +470,7 @@ public sealed class FleetSimulator : IDisposable
     /// ShareKeys (the costliest case: their masks are rebuilt from shares). Messages travel through <see cref="SecAggCodec"/>
     /// to the coordinator, whose routed answers are the next phase's requests; their bytes are what <c>bytes_up</c> counts.
     /// </summary>
-    private void SecureRound(RoundCoordinator coordinator, ManualTimeProvider time, SecAggParameters parameters, int round, int[] cohort, int[] accepted, UpdatePipelineRound codec, Tally tally, CancellationToken cancellationToken)
+    private void SecureRound(RoundCoordinator coordinator, ManualTimeProvider time, SecAggParameters parameters, int round, int[] cohort, int[] accepted, UpdatePipelineRound codec, Tally tally, CancellationToken cancellationToken, bool diesAfterShareKeys = false)
     {
         int n = cohort.Length;
         int workers = _trainers.Length;
@@ -525,6 +534,7 @@ public sealed class FleetSimulator : IDisposable
             // Phase 1: ShareKeys.
             if (InPhase(SecAggServerPhase.ShareKeys))
                 Phase([.. outbox], (i, m) => Answer(vehicles[i].OnSecAgg(m)));
+            if (diesAfterShareKeys) return; // a shard that died mid-round: nothing more reaches it
             // Phase 2: the accepted vehicles train and send masked inputs, in finishing order; the others drop out here.
             if (InPhase(SecAggServerPhase.MaskedInputCollection))
             {

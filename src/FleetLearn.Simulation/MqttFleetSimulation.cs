@@ -56,8 +56,10 @@ public static class MqttFleetSimulation
     /// <param name="startAgentProcess">Starts one child process hosting vehicles [from, to) against (host, port); required when <paramref name="processes"/> &gt; 1.</param>
     /// <param name="onProgress">Called every 10 s while a round runs, with what the aggregator is waiting for.</param>
     /// <param name="cancellationToken">Stops the run.</param>
+    /// <param name="startShardProcess">With <c>--shards S</c>: starts shard i as an OS process against the central broker (endpoint, aggregator password); null = shard workers in this process.</param>
     public static async Task<MqttSimulationResult> RunAsync(SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker broker, string workDirectory,
-        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, Process>? startAgentProcess = null, Action<string>? onProgress = null, CancellationToken cancellationToken = default)
+        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, Process>? startAgentProcess = null, Action<string>? onProgress = null, CancellationToken cancellationToken = default,
+        Func<int, AgentEndpoint, string?, Process>? startShardProcess = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(broker);
@@ -70,11 +72,12 @@ public static class MqttFleetSimulation
         Directory.CreateDirectory(workDirectory);
         string password = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
         EmbeddedBroker? embedded = null;
+        MosquittoNetwork? network = null;
         var (scheme, host, port) = ParseBroker(broker.Broker);
         string? certificates = broker.CertificateFolder;
         if (scheme == "embedded")
         {
-            var brokerOptions = new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password };
+            var brokerOptions = new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = password, AggregatorIdentities = MqttShards.Identities(options.Shards) };
             if (options.SecAggMaliciousServer)
             {
                 // Certified device keys: the simulation makes a device CA, and the embedded broker runs mutual TLS with it.
@@ -86,6 +89,13 @@ public static class MqttFleetSimulation
             embedded = new EmbeddedBroker(brokerOptions, logger.CreateLogger<EmbeddedBroker>());
             await embedded.StartAsync().ConfigureAwait(false);
             port = embedded.Port;
+        }
+        else if (scheme == "mosquitto-bridged")
+        {
+            // Debian's Mosquitto: a central broker (aggregator, shards) and two regional ones bridged to it, mutual TLS throughout.
+            network = await MosquittoNetwork.StartAsync(2, options.Shards > 1 ? options.Shards : 0, [.. Enumerable.Range(0, options.Vehicles).Select(VehicleName)]).ConfigureAwait(false);
+            if (network.SkipReason is { } why) throw new ArgumentException($"--broker mosquitto-bridged: {why} (scripts/install-deps.sh installs them).");
+            (scheme, port, certificates) = ("mqtts", network.Central.Port, network.Certificates);
         }
         else if (scheme == "mqtt")
         {
@@ -103,7 +113,10 @@ public static class MqttFleetSimulation
         // Vehicles with an mTLS identity check every key of a secure plan against the device CA, so the aggregator lists
         // their certificates (it checks them at check-in against the same CA).
         if (endpoint.Scheme == "mqtts") aggregatorOptions.DeviceCaFile = Path.Combine(certificates!, "ca.crt");
-        var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round));
+        var randomness = new AggregatorRandomness(round => SimulationRandomness.CentralNoise(options.Seed, round), round => SimulationRandomness.SecAggSeed(options.Seed, round))
+        {
+            ShardSecAggSeed = (round, shard) => SimulationRandomness.ShardSecAggSeed(options.Seed, round, shard),
+        };
         // With every agent in this process, the fleet model of the in-process simulator is their link (SimulatedFleetLink): the
         // same vehicles are available, selected, silent and folded in the same order, and a phase nobody else will answer is
         // skipped to its deadline on the aggregator's clock. Agents in other processes run without it.
@@ -116,7 +129,10 @@ public static class MqttFleetSimulation
         var reports = new List<RoundReport>();
         var children = new List<Process>();
         using var evaluator = TrainerFactory.Create(BackendChoice.Cpu, options.Model, 1024);
-        AgentHost? agents = null;
+        AgentHost? agents = null, secondRegion = null;
+        // --shards S: S shard workers with their own connections take the round traffic; the aggregator above coordinates them.
+        var shards = await MqttShards.StartAsync(options.Shards, () => MqttShards.ForEndpoint(AggregatorOptionsFor(options, partitions, workDirectory), endpoint),
+            endpoint, scheme == "mqtts" ? null : password, workDirectory, logger, startShardProcess, cancellationToken).ConfigureAwait(false);
         try
         {
             await aggregator.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -126,7 +142,10 @@ public static class MqttFleetSimulation
                 var range = new AgentRange(p * perProcess, Math.Min(options.Vehicles, (p + 1) * perProcess), endpoint);
                 if (range.From < range.To) children.Add(startAgentProcess!(range));
             }
-            agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, Math.Min(options.Vehicles, perProcess), endpoint), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
+            // Bridged: this process's vehicles split between the two regional brokers (each sees the central one through its bridge).
+            int mine = Math.Min(options.Vehicles, perProcess), split = network is null ? mine : mine / 2;
+            agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, split, network is null ? endpoint : endpoint with { Port = network.Regional[0].Port }), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
+            if (network is not null) secondRegion = await AgentHost.StartAsync(options, train, partitions, new AgentRange(split, mine, endpoint with { Port = network.Regional[1].Port }), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
 
             var clock = Stopwatch.StartNew();
             double chargedSigma = ChargedSigma(aggregatorOptions, options); // the same every round: computed once
@@ -191,20 +210,24 @@ public static class MqttFleetSimulation
             // The aggregator answers late messages of the last round before it reports done; then every outbox should be empty.
             await status.Done.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
             await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
-            if (agents is not null) await agents.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), agents?.PendingInOutboxes ?? 0, agents?.EpsilonByVehicle ?? new Dictionary<string, double>(), link?.SecAggMessagesSent);
+            foreach (var region in new[] { agents, secondRegion }.OfType<AgentHost>()) await region.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), (agents?.PendingInOutboxes ?? 0) + (secondRegion?.PendingInOutboxes ?? 0),
+                new[] { agents, secondRegion }.OfType<AgentHost>().SelectMany(h => h.EpsilonByVehicle).ToDictionary(), link?.SecAggMessagesSent);
         }
         finally
         {
             await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
             aggregator.Dispose();
             if (agents is not null) await agents.DisposeAsync().ConfigureAwait(false);
+            if (secondRegion is not null) await secondRegion.DisposeAsync().ConfigureAwait(false);
             foreach (var child in children)
             {
                 if (!child.HasExited) child.Kill(entireProcessTree: true);
                 child.Dispose();
             }
+            await shards.DisposeAsync().ConfigureAwait(false); // before the brokers go
             if (embedded is not null) await embedded.DisposeAsync().ConfigureAwait(false);
+            if (network is not null) await network.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -225,13 +248,16 @@ public static class MqttFleetSimulation
             throw new ArgumentException("--transport mqtt does not carry the randomized-response telemetry yet; use the in-process transport for --telemetry-epsilon.");
         if (options.Codec.ErrorFeedback)
             throw new ArgumentException("--transport mqtt does not keep top-k error-feedback residuals on the agents yet; use a dense codec (rot, sub, q) or the in-process transport.");
+        if (options.Shards > 1 && options.Privacy?.Mode == NoiseMode.Distributed)
+            throw new ArgumentException("--transport mqtt --shards runs plain secure aggregation and central DP; distributed DP sized per shard runs in process only (docs/scale.md, \"Sharded aggregation\").");
     }
 
     private static (string Scheme, string Host, int Port) ParseBroker(string broker)
     {
         if (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase)) return ("embedded", "127.0.0.1", 0);
+        if (broker.Equals("mosquitto-bridged", StringComparison.OrdinalIgnoreCase)) return ("mosquitto-bridged", "127.0.0.1", 0);
         if (!Uri.TryCreate(broker, UriKind.Absolute, out var uri) || uri.Scheme is not ("mqtt" or "mqtts"))
-            throw new ArgumentException($"--broker '{broker}': expected 'embedded', mqtt://host:port or mqtts://host:port.");
+            throw new ArgumentException($"--broker '{broker}': expected 'embedded', 'mosquitto-bridged', mqtt://host:port or mqtts://host:port.");
         return (uri.Scheme, uri.Host, uri.IsDefaultPort || uri.Port < 0 ? (uri.Scheme == "mqtts" ? 8883 : 1883) : uri.Port);
     }
 
@@ -285,6 +311,7 @@ public static class MqttFleetSimulation
             OnnxFolder = Path.Combine(workDirectory, "models-onnx"),
             SigningKeyPath = Path.Combine(workDirectory, "aggregator-signing.pem"),
             SecAggMaliciousServer = options.SecAggMaliciousServer,
+            Shards = options.Shards,
         };
     }
 }

@@ -73,4 +73,10 @@ public sealed record RoundReport
 
     /// <summary>Round duration on the simulated fleet's clock.</summary>
     public double SimulatedSeconds { get; init; }
+
+    /// <summary>Aggregator shards that owned a part of the round (1: unsharded).</summary>
+    public int Shards { get; init; } = 1;
+
+    /// <summary>Shards whose part was lost (died mid-round, or their secure aggregation failed); the next round reassigns their vehicles.</summary>
+    public IReadOnlyList<int> LostShards { get; init; } = [];
 }

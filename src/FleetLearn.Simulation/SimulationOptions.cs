@@ -102,6 +102,15 @@ public sealed record SimulationOptions
     /// <summary>Memory budget for top-k error-feedback residuals (4·P bytes per vehicle that has one); least recently used are dropped beyond it.</summary>
     public long ErrorFeedbackMemoryBytes { get; init; } = 2L << 30;
 
+    /// <summary>
+    /// Aggregator shards (Bonawitz et al. 2019): with more than 1, each owns a part of the cohort and runs its own plain or
+    /// secure sum, and one combiner adds the partial sums and releases (docs/scale.md, "Sharded aggregation").
+    /// </summary>
+    public int Shards { get; init; } = 1;
+
+    /// <summary>Shards that die mid-round (tests): the shard's part is lost for that round and later rounds reassign its vehicles.</summary>
+    public IReadOnlyList<ShardKill> ShardKills { get; init; } = [];
+
     /// <summary>The cohort size K this configuration asks for.</summary>
     public int CohortSize => Cohort ?? Math.Max(1, (int)Math.Round(Fraction * Vehicles));
 
@@ -136,6 +145,17 @@ public sealed record SimulationOptions
             var strategy = StrategyCatalog.Parse(Strategy, ServerLearningRate);
             if (strategy.CreateAggregator(1) is not WeightedMeanAggregator || strategy is Core.Federated.Strategies.NormBounding)
                 throw new CodecConfigurationException($"Strategy '{strategy.Name}' needs each vehicle's update, but secure aggregation reveals only the sum: use fedavg, fedavgm, fedprox or an adaptive server optimizer.");
+        }
+        if (Shards < 1) throw new ArgumentException("--shards must be at least 1.");
+        if (ShardKills.FirstOrDefault(k => k.Shard < 0 || k.Shard >= Shards || Shards == 1 || k.Round < 1 || k.Round > Rounds) is { } kill)
+            throw new ArgumentException($"--shard-kill {kill.Round}:{kill.Shard}: names no shard of this run (--shards {Shards}, shards 0..{Shards - 1}, rounds 1..{Rounds}).");
+        if (Shards > 1)
+        {
+            if (SecureAggregation != SecureAggregationMode.Off && settings.SelectionSize / Shards < 3)
+                throw new ArgumentException($"--shards {Shards}: each shard runs its own secure aggregation over at least 3 vehicles, and {settings.SelectionSize} selected vehicles give {settings.SelectionSize / Shards} per shard.");
+            if (SecAggMaliciousServer) throw new ArgumentException("--shards with --secagg-malicious is not built: the shards' signed downlink and consistency round need one session per shard in the plan.");
+            if (SecureAggregation == SecureAggregationMode.Off && !StrategyCatalog.Parse(Strategy, ServerLearningRate).CreateAggregator(1).IsStreaming)
+                throw new ArgumentException($"--shards: strategy '{Strategy}' does not combine by weighted mean, so the shards' partial means cannot be added.");
         }
         _ = CreatePipeline();
     }
@@ -184,3 +204,6 @@ public sealed record SimulationOptions
         });
     }
 }
+
+/// <summary>Shard <paramref name="Shard"/> dies in round <paramref name="Round"/> before its vehicles' masked inputs (or its plaintext partial) reach it.</summary>
+public sealed record ShardKill(int Round, int Shard);

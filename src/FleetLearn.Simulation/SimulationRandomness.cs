@@ -29,9 +29,14 @@ internal static class SimulationRandomness
     public static SeededNoiseSource CentralNoise(ulong seed, long round) => new(DeterministicRandom.Derive(seed, 0xCE27, (ulong)round).NextUInt64());
 
     /// <summary>The public SecAgg round seed (fixes the SecAgg+ graph).</summary>
-    public static byte[] SecAggSeed(ulong seed, long round)
+    public static byte[] SecAggSeed(ulong seed, long round) => SecAggSeed(seed, round, 0x5EC5);
+
+    /// <summary>The public SecAgg round seed of one shard's own secure aggregation.</summary>
+    public static byte[] ShardSecAggSeed(ulong seed, long round, int shard) => SecAggSeed(seed, round, 0x5EC5_0000UL + 1 + (uint)shard);
+
+    private static byte[] SecAggSeed(ulong seed, long round, ulong purpose)
     {
-        var rng = DeterministicRandom.Derive(seed, 0x5EC5, (ulong)round);
+        var rng = DeterministicRandom.Derive(seed, purpose, (ulong)round);
         var bytes = new byte[32];
         for (int i = 0; i < 4; i++) BitConverter.TryWriteBytes(bytes.AsSpan(8 * i), rng.NextUInt64());
         return bytes;

@@ -71,6 +71,32 @@ public sealed class FleetTopics
     /// <summary>Every vehicle's check-in.</summary>
     public string AllCheckins => Prefix + "vehicles/+/checkin";
 
+    /// <summary>What a sharded round's coordinator takes from vehicles: requests for a model they lack, and evaluation reports (their round traffic goes to the shards).</summary>
+    public IReadOnlyList<string> CoordinatorUp => [Prefix + "vehicles/+/up/model", Prefix + "vehicles/+/up/eval"];
+
+    /// <summary>Where aggregator shard <paramref name="shard"/> hands its partial sums to the coordinator (only that shard's identity may publish there).</summary>
+    public string ShardPartial(int shard) => FormattableString.Invariant($"{Prefix}shards/{shard}/partial");
+
+    /// <summary>Every shard's partial sums: the coordinator's subscription.</summary>
+    public string AllShardPartials => Prefix + "shards/+/partial";
+
+    /// <summary>The shard whose partial-sum topic <paramref name="topic"/> is, or null for any other topic.</summary>
+    public int? ParseShardPartial(string topic) => ShardOfPartialTopic(topic, Prefix);
+
+    /// <summary>The shard of a topic <c>fleetlearn/v1/{fleet}/shards/{i}/partial</c> under <paramref name="prefix"/> (any fleet when null), or null.</summary>
+    public static int? ShardOfPartialTopic(string topic, string? prefix = null)
+    {
+        ArgumentNullException.ThrowIfNull(topic);
+        var levels = topic.Split('/');
+        if (levels.Length != 6 || levels[0] != "fleetlearn" || levels[1] != "v1" || levels[3] != "shards" || levels[5] != "partial") return null;
+        if (prefix is not null && !topic.StartsWith(prefix, StringComparison.Ordinal)) return null;
+        return int.TryParse(levels[4], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int shard) && shard < PlanShards.MaxShards
+            && levels[4] == shard.ToString(System.Globalization.CultureInfo.InvariantCulture) ? shard : null;
+    }
+
+    /// <summary>The broker identity (client id and user name) of aggregator shard <paramref name="shard"/>.</summary>
+    public static string ShardIdentity(int shard) => FormattableString.Invariant($"aggregator-shard-{shard}");
+
     /// <summary>
     /// Splits <c>{prefix}vehicles/{id}/{channel}[/{kind}]</c>; false for any other topic (or another fleet).
     /// </summary>

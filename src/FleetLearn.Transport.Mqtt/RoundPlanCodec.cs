@@ -16,6 +16,12 @@ public static class RoundPlanCodec
     /// <summary>Current format version (2 added <see cref="RoundPlan.Protection"/>: a version-1 reader would ignore it and send unprotected updates, so it must refuse the plan instead).</summary>
     public const byte FormatVersion = 2;
 
+    /// <summary>
+    /// The version of a plan with <see cref="RoundPlan.Shards"/>: a version-2 reader would ignore the shard table and join the
+    /// whole cohort's secure sum, so a sharded plan carries 3 and older readers refuse it. Unsharded plans stay version 2.
+    /// </summary>
+    public const byte ShardedFormatVersion = 3;
+
     /// <summary>Largest signed plan accepted (a cohort of ~20k vehicle ids).</summary>
     public const int MaxBytes = 1 << 20;
 
@@ -37,7 +43,7 @@ public static class RoundPlanCodec
         int signedLength = 12 + json.Length;
         var body = new byte[signedLength];
         Magic.CopyTo(body);
-        body[4] = FormatVersion;
+        body[4] = plan.Shards is null ? FormatVersion : ShardedFormatVersion;
         BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(8), (uint)json.Length);
         json.CopyTo(body, 12);
         var bytes = SignedFrame.Seal(body, key);
@@ -55,7 +61,7 @@ public static class RoundPlanCodec
         if (bytes.Length > MaxBytes) throw new WireFormatException($"Round plan of {bytes.Length} bytes exceeds the limit of {MaxBytes}.", RejectReasons.Oversized);
         if (bytes.Length < 12 + 2 + 2) throw new WireFormatException($"Round plan truncated ({bytes.Length} bytes).", RejectReasons.Truncated);
         if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn round plan (magic is not 'FLRP').", RejectReasons.Version);
-        if (bytes[4] != FormatVersion) throw new WireFormatException($"Round plan format version {bytes[4]} is not supported (this build reads version {FormatVersion}).", RejectReasons.Version);
+        if (bytes[4] is not (FormatVersion or ShardedFormatVersion)) throw new WireFormatException($"Round plan format version {bytes[4]} is not supported (this build reads versions {FormatVersion} and {ShardedFormatVersion}).", RejectReasons.Version);
         uint jsonLength = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
         if (jsonLength > (uint)(bytes.Length - 14)) throw new WireFormatException("Round plan truncated inside its JSON.", RejectReasons.Truncated);
         int signedLength = 12 + (int)jsonLength;
@@ -71,6 +77,8 @@ public static class RoundPlanCodec
         }
         if (plan is null) throw new WireFormatException("Round plan JSON is null.");
         plan.Validate();
+        if ((plan.Shards is null) != (bytes[4] == FormatVersion))
+            throw new WireFormatException($"Round plan format version {bytes[4]} does not match its shard table ({(plan.Shards is null ? "none" : "present")}).", RejectReasons.Version);
         if (plan.Fleet != fleet) throw new WireFormatException($"Round plan is for fleet '{plan.Fleet}', not '{fleet}'.");
         return plan;
     }

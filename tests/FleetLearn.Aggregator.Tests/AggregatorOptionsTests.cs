@@ -86,4 +86,18 @@ public sealed class AggregatorOptionsTests
 
         Assert.Equal(refused, errors.Any(e => e.Contains("Aggregator:SecAggMaliciousServer", StringComparison.Ordinal)));
     }
+
+    [Fact]
+    public void Shards_OverMqtt_SyncRoundsWithoutDistributedDpOrMaliciousMode()
+    {
+        const string Refusal = "Aggregator:Shards / ShardIndex: sharded rounds over MQTT run synchronous rounds, without the malicious-aggregator mode and without distributed DP (per-shard noise shares are built in process only: docs/scale.md).";
+        Assert.Empty(Errors(new AggregatorOptions { Shards = 3, SecureAggregation = "plus", Codec = "q8", Privacy = "central", ClipNorm = 1 }));
+        Assert.Empty(Errors(new AggregatorOptions { ShardIndex = 2, SecureAggregation = "plus", Codec = "q8", ClipNorm = 1 }));
+        Assert.Contains(Refusal, Errors(new AggregatorOptions { Shards = 3, SecureAggregation = "plus", Privacy = "distributed", ClipNorm = 1 }));
+        Assert.Contains(Refusal, Errors(new AggregatorOptions { ShardIndex = 0, Mode = "fedbuff" }));
+        Assert.Contains("Aggregator:Shards (a coordinator) and Aggregator:ShardIndex (a shard) exclude each other.", Errors(new AggregatorOptions { Shards = 2, ShardIndex = 0 }));
+        Assert.NotEmpty(Errors(new AggregatorOptions { Shards = 0 }));
+        // A bad privacy text is reported, not thrown, with shards as without.
+        Assert.Contains("Aggregator: Privacy 'sometimes': expected off, central or distributed.", Errors(new AggregatorOptions { Shards = 3, Privacy = "sometimes" }));
+    }
 }

@@ -1,3 +1,4 @@
+using FleetLearn.Transport.Mqtt.Broker;
 using FleetLearn.Compute;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;

@@ -1,3 +1,4 @@
+using FleetLearn.Transport.Mqtt.Broker;
 using FleetLearn.Testing;
 
 namespace FleetLearn.Transport.Mqtt.Tests;

@@ -16,7 +16,7 @@ internal static class AggregatorCommand
             + "--Section:Key=value arguments, in sections Aggregator and Mqtt, e.g. --Aggregator:CohortSize=2 --Aggregator:MinParticipants=2 "
             + "--Aggregator:HttpPort=8080 or --Aggregator:Urls=http://localhost:8080 (/ dashboard, /healthz, /metrics, /api/rounds, /api/vehicles, /openapi/v1.json; "
             + "--Aggregator:HttpToken=... requires a bearer token beyond /healthz) --Mqtt:Host=127.0.0.1. "
-            + $"Mqtt:ClientId defaults to 'aggregator' and Mqtt:Password to ${BrokerCommand.PasswordVariable}. "
+            + $"Mqtt:ClientId defaults to 'aggregator' (with Aggregator:ShardIndex=i, a shard of a coordinator's sharded rounds: 'aggregator-shard-i') and Mqtt:Password to ${BrokerCommand.PasswordVariable}. "
             + "Aggregator:Rounds counts the rounds of this start (a restart on the same database runs that many more, numbered on from the last). "
             + "After them the process stays up, serving the last model and its HTTP surface, with no more rounds; Aggregator:StopWhenDone=true ends it instead.\n\n"
             + SettingsHelp.Describe((AggregatorOptions.Section, typeof(AggregatorOptions)), (MqttTransportOptions.Section, typeof(MqttTransportOptions))))
@@ -28,9 +28,10 @@ internal static class AggregatorCommand
             var builder = Host.CreateApplicationBuilder([.. parse.UnmatchedTokens]);
             builder.Logging.ToStandardError();
             builder.Services.AddFleetLearnAggregator();
-            builder.Services.PostConfigure<MqttTransportOptions>(o =>
+            builder.Services.AddOptions<MqttTransportOptions>().PostConfigure<Microsoft.Extensions.Options.IOptions<AggregatorOptions>>((o, aggregator) =>
             {
-                if (string.IsNullOrEmpty(o.ClientId)) o.ClientId = "aggregator";
+                // Aggregator:ShardIndex=i runs shard i of a coordinator's sharded rounds, as the broker identity aggregator-shard-{i}.
+                if (string.IsNullOrEmpty(o.ClientId)) o.ClientId = aggregator.Value.ShardIndex is { } shard ? FleetTopics.ShardIdentity(shard) : "aggregator";
                 o.Password ??= Environment.GetEnvironmentVariable(BrokerCommand.PasswordVariable);
             });
             if (DpWarning(builder.Configuration) is { } weak) parse.InvocationConfiguration.Error.WriteLine($"aggregator: {weak}");

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using FleetLearn.Transport.Mqtt;
 using FleetLearn.Transport.Mqtt.Broker;
 using Microsoft.Extensions.Logging;
 
@@ -22,6 +23,7 @@ internal static class BrokerCommand
         var clientCa = new Option<string?>("--client-ca") { Description = "The device CA (ca.crt): clients must present a certificate it issued; its CN is the identity and must equal the client id." };
         var crl = new Option<string?>("--crl") { Description = "The device CA's CRL (ca.crl): revoked certificates are refused; renew it with broker-config/renew-crl.sh." };
         var aggregator = new Option<string>("--aggregator-id") { Description = "Identity allowed everything.", DefaultValueFactory = _ => "aggregator" };
+        var shards = new Option<int>("--shards") { Description = "Also admit aggregator-shard-0 … aggregator-shard-{N-1} (the aggregator's password; each alone may publish its shards/{i}/partial): a coordinator with Aggregator:Shards=N.", DefaultValueFactory = _ => 0 };
         var retained = new Option<string>("--retained-store")
         {
             Description = "Folder that keeps retained messages (round plan, model chunks, presence) across restarts; \"\" = memory only.",
@@ -29,7 +31,7 @@ internal static class BrokerCommand
         };
         var command = new Command("broker", $"Run the embedded MQTT broker: client id = username = vehicle id; vehicles publish only under their own vehicles/{{id}}/ and read round/, model/ and their inbox. The aggregator's password comes from ${PasswordVariable}.")
         {
-            port, bindAll, aggregator, retained, tlsCert, tlsKey, clientCa, crl,
+            port, bindAll, aggregator, shards, retained, tlsCert, tlsKey, clientCa, crl,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -40,7 +42,7 @@ internal static class BrokerCommand
             {
                 Port = portNumber,
                 LoopbackOnly = !parse.GetValue(bindAll),
-                AggregatorIdentities = [parse.GetValue(aggregator)!],
+                AggregatorIdentities = [parse.GetValue(aggregator)!, .. Enumerable.Range(0, Math.Clamp(parse.GetValue(shards), 0, Core.Rounds.PlanShards.MaxShards)).Select(FleetTopics.ShardIdentity)],
                 AggregatorPassword = Environment.GetEnvironmentVariable(PasswordVariable),
                 RetainedStorePath = string.IsNullOrWhiteSpace(store) ? null : Path.GetFullPath(store),
                 TlsCertificateFile = parse.GetValue(tlsCert),

@@ -60,19 +60,22 @@ internal static class SimulateCommand
         var subset = new Option<string?>("--subset") { Description = "TRAIN[:TEST]: use the first TRAIN training and TEST test frames (default TEST = TRAIN/6), e.g. 6000:1000 where a large backbone on few cores would take too long for all 70,000." };
         var featureCache = new Option<string?>("--feature-cache") { Description = "Folder of the feature store (each frame extracted once across runs)." };
         var transport = new Option<string>("--transport") { Description = "inproc (default) | mqtt: every vehicle a real edge agent with its own MQTT connection, the real aggregator, a real broker.", DefaultValueFactory = _ => "inproc" };
-        var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD) | mqtts://host:port (mutual TLS, --broker-certs).", DefaultValueFactory = _ => "embedded" };
+        var broker = new Option<string>("--broker") { Description = "With --transport mqtt: embedded (default) | mosquitto-bridged (Debian's Mosquitto: 2 regional brokers bridged to a central one on loopback ports, mutual TLS; the vehicles split between the regions, aggregator and --shards on the central one) | mqtt://host:port (aggregator password in $FLEETLEARN_AGGREGATOR_PASSWORD) | mqtts://host:port (mutual TLS, --broker-certs).", DefaultValueFactory = _ => "embedded" };
         var brokerCerts = new Option<string?>("--broker-certs") { Description = "With --broker mqtts://…: folder from broker-config/make-dev-ca.sh (ca.crt, aggregator.crt/.key, vehicle-{v}.crt/.key)." };
         var phaseTimeout = new Option<double>("--phase-timeout") { Description = "With --transport mqtt: seconds each secure-aggregation phase waits for the cohort.", DefaultValueFactory = _ => 120 };
         var agentRange = new Option<string?>(SimulateMqttCommand.AgentRangeOption) { Hidden = true, Description = "Internal: this process hosts vehicles FROM:TO:SCHEME://HOST:PORT of a --processes run." };
         var agentWork = new Option<string?>("--agent-work") { Hidden = true, Description = "Internal: the parent's work folder." };
+        var shardProcess = new Option<string?>(SimulateMqttCommand.ShardProcessOption) { Hidden = true, Description = "Internal: this process is aggregator shard I:SCHEME://HOST:PORT of a --shards run over MQTT." };
+        var shardKill = new Option<string[]>("--shard-kill") { Description = "ROUND:SHARD (repeatable), a fault test: that shard dies in that round — in process after ShareKeys; over MQTT its process kills itself once its vehicles' masked inputs are in, before it hands its partial sum on." };
         var verboseWorkers = new Option<bool>("--verbose-workers") { Description = "With --transport mqtt: log the agents', aggregator's and broker's events to stderr." };
+        var shards = new Option<int>("--shards") { Description = "Aggregator shards, each owning a part of the cohort (its own plain or secure sum); a combiner adds their partial sums and releases (docs/scale.md).", DefaultValueFactory = _ => 1 };
         var processes = new Option<int>("--processes") { Description = "With --transport mqtt: OS processes the agents are spread over (this one included).", DefaultValueFactory = _ => 1 };
 
         var command = new Command("simulate", "Simulate a fleet training the perception head with federated learning. With no options: 100 vehicles, 10 per round, 20 rounds in process (about 10 s on 2 cores).")
         {
             vehicles, fraction, cohort, rounds, epochs, batch, lr, momentum, serverLr, strategy, weightCap, partition, availability, dropout,
             overSelect, minParticipants, deadline, model, init, seed, target, workers, backend, evalEvery, histograms, dp, clip, noise, delta, budget, telemetry,
-            codec, secagg, secaggMalicious, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, verboseWorkers, phaseTimeout, agentRange, agentWork,
+            codec, secagg, secaggMalicious, secaggBits, efMemory, data, output, replaceOut, json, featureCache, subset, transport, broker, brokerCerts, processes, shards, shardKill, shardProcess, verboseWorkers, phaseTimeout, agentRange, agentWork,
         };
         foreach (var o in backbone.All) command.Options.Add(o);
         var traceRun = new TraceSimulateCommand();
@@ -118,9 +121,12 @@ internal static class SimulateCommand
                 SecAggMaliciousServer = parse.GetValue(secaggMalicious),
                 SecAggModulusBits = parse.GetValue(secaggBits),
                 ErrorFeedbackMemoryBytes = (long)parse.GetValue(efMemory) << 20,
+                Shards = parse.GetValue(shards),
+                ShardKills = [.. (parse.GetValue(shardKill) ?? []).Select(SimulateMqttCommand.ParseShardKill)],
                 NormBound = privacySettings is null && (secureMode != SecureAggregationMode.Off || codecSpec.SharedRange) ? ParseNormBound(parse.GetValue(clip)!) : null,
             };
             options.Validate();
+            if (options.Shards > 1 && traceRun.IsSet(parse)) throw new ArgumentException("--shards runs in the synchronous simulator; the trace simulations (--trace) do not shard.");
             traceRun.CheckUnused(parse);
             var traced = traceRun.IsSet(parse) ? traceRun.Read(parse, options) : default;
             if (traced.Options is not null) options = traced.Options;
@@ -132,7 +138,7 @@ internal static class SimulateCommand
                 MqttFleetSimulation.CheckSupported(options);
                 CheckCertificates(parse.GetValue(broker)!, parse.GetValue(brokerCerts), options.Vehicles);
             }
-            bool childProcess = parse.GetValue(agentRange) is not null;
+            bool childProcess = parse.GetValue(agentRange) is not null || parse.GetValue(shardProcess) is not null;
             if (!childProcess) CliOutput.CheckFolder(parse.GetValue(output));
             if (!childProcess && options.Privacy is { } dpSettings
                 && DpSignalCheck.Warning(options.CohortSize, dpSettings.NoiseMultiplier, dpSettings.ClipNorm, options.Model.ParameterCount) is { } weak)
@@ -152,6 +158,9 @@ internal static class SimulateCommand
             {
                 case "inproc":
                     break;
+                case "mqtt" when parse.GetValue(shardProcess) is { } shard:
+                    return await SimulateMqttCommand.RunShardAsync(options, train, shard, parse.GetValue(agentWork) ?? throw new ArgumentException("--agent-work is required with --shard-process."),
+                        parse.GetValue(brokerCerts), parse.GetValue(verboseWorkers));
                 case "mqtt" when parse.GetValue(agentRange) is { } range:
                     return await SimulateMqttCommand.RunAgentsAsync(options, train, range, parse.GetValue(agentWork) ?? throw new ArgumentException("--agent-work is required with --agent-range."),
                         parse.GetValue(brokerCerts), parse.GetValue(verboseWorkers));
@@ -208,6 +217,8 @@ internal static class SimulateCommand
                         max_vehicle_epsilon = Finite(report.MaxVehicleEpsilon),
                         clip_norm = Finite(report.ClipNorm),
                         declined = report.Declined,
+                        shards = report.Shards,
+                        lost_shards = report.LostShards,
                     });
                 }
             }

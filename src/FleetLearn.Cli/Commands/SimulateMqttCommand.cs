@@ -9,10 +9,13 @@ using Microsoft.Extensions.Logging;
 namespace FleetLearn.Cli.Commands;
 
 /// <summary><c>fleetlearn simulate --transport mqtt</c>: the virtual fleet over a real broker with the real agent and aggregator workers.</summary>
-internal static class SimulateMqttCommand
+internal static partial class SimulateMqttCommand
 {
     /// <summary>Hidden option of a child process: host vehicles FROM:TO against SCHEME://HOST:PORT with the parent's work folder.</summary>
     public const string AgentRangeOption = "--agent-range";
+
+    /// <summary>Hidden option of a child process: aggregator shard I against SCHEME://HOST:PORT with the parent's work folder.</summary>
+    public const string ShardProcessOption = "--shard-process";
 
     public static async Task<int> RunAsync(ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose, CancellationToken cancellationToken)
     {
@@ -88,7 +91,8 @@ internal static class SimulateMqttCommand
                     seconds = report.Seconds,
                 });
             }
-        }, logs, processes, range => StartAgentProcess(range, work, progress), progress.WriteLine, cancellationToken).ConfigureAwait(false);
+        }, logs, processes, range => StartAgentProcess(range, work, progress), progress.WriteLine, cancellationToken,
+            ShardProcesses ? (shard, endpoint, password) => StartShardProcess(shard, endpoint, password, work, progress) : null).ConfigureAwait(false);
         var reports = result.Rounds;
         var final = reports[^1];
         double seconds = clock.Elapsed.TotalSeconds;

@@ -227,8 +227,12 @@ public sealed class UpdatePipeline
     /// <summary>The largest value of a secure-aggregation input coordinate, 2^b − 1.</summary>
     public ulong MaxInputValue => IsSecure ? StochasticQuantizer.MaxLevel(QuantizationBits!.Value) : 0;
 
-    /// <summary>The public parameters of a secure-aggregation round for this pipeline (<paramref name="minNoiseShares"/>: see <see cref="SecAggParameters.MinNoiseShares"/>).</summary>
-    public SecAggParameters CreateSecAggParameters(ulong round, int cohortSize, byte[] roundSeed, TimeSpan phaseTimeout, int minNoiseShares = 1)
+    /// <summary>
+    /// The public parameters of a secure-aggregation round for this pipeline (<paramref name="minNoiseShares"/>: see
+    /// <see cref="SecAggParameters.MinNoiseShares"/>; <paramref name="neighbors"/>: SecAgg+'s k for this sum when it differs
+    /// from the pipeline's, as for a shard's part of the cohort — the modulus stays the whole cohort's).
+    /// </summary>
+    public SecAggParameters CreateSecAggParameters(ulong round, int cohortSize, byte[] roundSeed, TimeSpan phaseTimeout, int minNoiseShares = 1, int? neighbors = null)
     {
         if (!IsSecure) throw new InvalidOperationException("Secure aggregation is off.");
         if (cohortSize > Options.CohortSize)
@@ -242,7 +246,7 @@ public sealed class UpdatePipeline
             // Discrete Gaussian inputs are signed integers mod 2^m (any residue); the centred sum is what the modulus holds.
             MaxInputValue = IsDiscreteGaussian ? (ModulusBits == 32 ? uint.MaxValue : (1u << ModulusBits) - 1) : MaxInputValue,
             SignedInputs = IsDiscreteGaussian,
-            Neighbors = Options.SecureAggregation == SecureAggregationMode.Plus ? Options.Neighbors : null,
+            Neighbors = Options.SecureAggregation == SecureAggregationMode.Plus ? neighbors ?? Options.Neighbors : null,
             RoundSeed = roundSeed,
             PhaseTimeout = phaseTimeout,
             MinNoiseShares = minNoiseShares,

@@ -36,7 +36,7 @@ public sealed class RoundCoordinator : IDisposable
     {
         ArgumentNullException.ThrowIfNull(setup);
         ArgumentNullException.ThrowIfNull(time);
-        if (setup.Rules.Privacy == NoiseMode.Central && setup.CentralNoise is null)
+        if (setup.Rules.Privacy == NoiseMode.Central && setup.CentralNoise is null && setup.Shard is null)
             throw new ArgumentException("Central DP needs a noise source for the round.", nameof(setup));
         _setup = setup;
         _time = time;
@@ -125,6 +125,7 @@ public sealed class RoundCoordinator : IDisposable
             $"round {Round}: secure aggregation phase {s.Phase}; received {string.Join(", ", _received.Select(p => $"{p.Key} {p.Value}"))} of {Cohort.Count} vehicles"),
         Closed { Outcome: RoundApplied a } => string.Create(CultureInfo.InvariantCulture, $"round {Round}: applied with {a.Contributors.Count} contributors"),
         Closed { Outcome: RoundAborted a } => string.Create(CultureInfo.InvariantCulture, $"round {Round}: aborted ({a.Reason})"),
+        Closed { Outcome: RoundHandedOn h } => string.Create(CultureInfo.InvariantCulture, $"round {Round}: shard {h.Partial.Shard} handed on {h.Contributors.Count} contributors"),
         _ => "",
     };
 
@@ -140,7 +141,7 @@ public sealed class RoundCoordinator : IDisposable
             SecAggServerPhase.ConsistencyCheck => SecAggMessageType.ConsistencySignature,
             _ => SecAggMessageType.UnmaskResponse,
         }), Cohort.Count),
-        Closed c => (c.Outcome is RoundApplied ? "Applied" : "Aborted", c.Outcome.Contributors.Count, Cohort.Count),
+        Closed c => (c.Outcome switch { RoundApplied => "Applied", RoundHandedOn => "HandedOn", _ => "Aborted" }, c.Outcome.Contributors.Count, Cohort.Count),
         _ => ("", 0, 0),
     };
 
@@ -261,67 +262,60 @@ public sealed class RoundCoordinator : IDisposable
     }
 
     /// <summary>
-    /// The close policy, the one place it lives: decode the combined update, check secure completion, noise shares and the
-    /// minimum, charge the contributors (before the sum is used: a crash can only over-count ε), add central noise, apply
-    /// the strategy. A round that diverges is aborted; the worker keeps running.
+    /// Closes the round: its sum as a <see cref="PartialSum"/>, then either the release (<see cref="RoundRelease.Close"/>, the
+    /// one close policy: decode, secure completion, noise shares and the minimum, charge before use, central noise, strategy,
+    /// divergence) or, for a shard, the partial sum handed to the combiner, which releases the combined sum the same way.
     /// </summary>
     private void Close(List<RoundEffect> effects)
     {
-        var rules = _setup.Rules;
         var now = _time.GetUtcNow();
-        float[]? mean = null;
-        string? failure = null;
-        IReadOnlyList<string> contributors;
-        int unclipped = _unclipped;
+        var partial = Partial();
+        if (_setup.Shard is not null)
+        {
+            Phase = new Closed(new RoundHandedOn
+            {
+                Round = Round, Contributors = partial.Contributors, Silent = partial.Silent, ClosedAt = now, Partial = partial,
+                TrainLoss = partial.LossCount == 0 ? double.NaN : partial.LossSum / partial.LossCount, UnclippedCount = partial.UnclippedCount,
+            });
+            effects.Add(new PartialSumEffect(partial));
+            return;
+        }
+        Phase = new Closed(RoundRelease.Close(_setup, partial, partial.Silent, now, effects));
+    }
+
+    /// <summary>What this round aggregated: the plaintext mean and weight, the secure ring sum of the survivors, or why there is none.</summary>
+    private PartialSum Partial()
+    {
+        int shard = _setup.Shard?.Index ?? 0;
         if (_server is null)
         {
-            contributors = [.. _contributors.Keys];
+            float[]? mean = null;
             if (_aggregator!.Count > 0)
             {
                 mean = new float[_setup.Global.Length];
                 _aggregator.Complete(mean);
             }
-        }
-        else
-        {
-            contributors = _server.Result is { } r ? [.. r.Survivors.Select(i => _setup.Cohort[i])] : [];
-            if (_server.Phase != SecAggServerPhase.Completed)
-                failure = $"secure aggregation stopped in phase {_server.Phase}: {_server.AbortReason ?? "deadline passed"}";
-            else
+            return new PlainPartialSum
             {
-                try
-                {
-                    // Central DP on a secure sum: exact discrete Gaussian noise on the integers the server holds (Canonne,
-                    // Kamath & Steinke 2020), before anything is decoded to floats.
-                    var sum = rules.Privacy == NoiseMode.Central
-                        ? _setup.Codec.DecodeSumWithCentralNoise(_server.Result!.Sum.Span, contributors.Count, CentralSumNoise, _setup.CentralNoise!)
-                        : _setup.Codec.DecodeSum(_server.Result!.Sum.Span, contributors.Count);
-                    unclipped = sum.UnclippedCount;
-                    if (sum.WeightSum > 0) mean = sum.Mean;
-                }
-                catch (SecureSumRejectedException e)
-                {
-                    // A forged weight coordinate (or values no honest input can produce): the sum is not released.
-                    failure = $"secure sum rejected: {e.Message}";
-                }
-            }
+                Round = Round, Shard = shard, Contributors = [.. _contributors.Keys], Silent = [.. _setup.Cohort.Where(v => !_contributors.ContainsKey(v))],
+                UnclippedCount = _unclipped, LossSum = _lossSum, LossCount = _lossCount, Mean = mean, Weight = _aggregator.TotalWeight,
+            };
         }
-        int n = contributors.Count;
-        // Central noise on a secure sum was added to the integers above; a plaintext mean gets it in the release.
-        double? centralStd = rules.Privacy == NoiseMode.Central && _server is null ? CentralSumNoise / n : null;
-        var next = RoundPolicy.Release(rules, _setup.Strategy, _setup.Global.Span, mean, n, centralStd, _setup.CentralNoise,
-            rules.Privacy is null ? [] : [new ChargeEffect(Round, contributors, rules.Charge)], effects, ref failure);
-        var silent = _setup.Cohort.Where(v => !(_server is null ? _contributors.ContainsKey(v) : _server.Result is null ? _answered.Contains(v) : contributors.Contains(v))).ToArray();
-        double loss = _lossCount == 0 ? double.NaN : _lossSum / _lossCount;
-        RoundOutcome outcome = next is not null
-            ? new RoundApplied { Round = Round, Contributors = contributors, Silent = silent, TrainLoss = loss, UnclippedCount = unclipped, ClosedAt = now, Parameters = next }
-            : new RoundAborted { Round = Round, Contributors = contributors, Silent = silent, TrainLoss = loss, UnclippedCount = unclipped, ClosedAt = now, Reason = failure! };
-        Phase = new Closed(outcome);
-        effects.Add(new CloseEffect(outcome));
+        if (_server.Phase != SecAggServerPhase.Completed || _server.Result is not { } result)
+            return new FailedPartialSum
+            {
+                Round = Round, Shard = shard, Contributors = [], Silent = [.. _setup.Cohort.Where(v => !_answered.Contains(v))],
+                UnclippedCount = _unclipped, LossSum = _lossSum, LossCount = _lossCount,
+                Reason = $"secure aggregation stopped in phase {_server.Phase}: {_server.AbortReason ?? "deadline passed"}",
+            };
+        var survivors = new HashSet<int>(result.Survivors);
+        return new SecurePartialSum
+        {
+            Round = Round, Shard = shard, Contributors = [.. result.Survivors.Select(i => _setup.Cohort[i])],
+            Silent = [.. Enumerable.Range(0, _setup.Cohort.Count).Where(i => !survivors.Contains(i)).Select(i => _setup.Cohort[i])],
+            UnclippedCount = _unclipped, LossSum = _lossSum, LossCount = _lossCount, Sum = result.Sum,
+        };
     }
-
-    /// <summary>σ_Δ·C: the standard deviation of central noise on the sum.</summary>
-    private double CentralSumNoise => (_setup.CentralNoiseMultiplier ?? _setup.Rules.NoiseMultiplier) * _setup.Codec.ClipNorm!.Value;
 
     /// <summary>Releases the secure-aggregation state and the key registry.</summary>
     public void Dispose()

@@ -51,6 +51,12 @@ public sealed record RoundPlan
     /// <summary>Codec, clipping, DP noise and secure aggregation of the round's updates; null = plain float32 updates without DP.</summary>
     public RoundProtection? Protection { get; init; }
 
+    /// <summary>
+    /// Sharded rounds: which aggregator shard owns which cohort positions, each with its own SecAgg seed and k (null: one
+    /// aggregator). A vehicle runs its shard's secure sum, never the whole cohort's (<see cref="PlanShards"/>).
+    /// </summary>
+    public IReadOnlyList<PlanShard>? Shards { get; init; }
+
     /// <summary>Updates must arrive before this instant (Unix milliseconds); it is also the updates' message expiry.</summary>
     public required long DeadlineUnixMs { get; init; }
 
@@ -78,5 +84,6 @@ public sealed record RoundPlan
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate) || !(Momentum >= 0 && Momentum < 1) || !(ProximalMu >= 0) || !float.IsFinite(ProximalMu))
             throw new WireFormatException("Round plan learning rate, momentum or μ out of range.");
         Protection?.Validate(Cohort.Count);
+        PlanShards.Validate(this);
     }
 }

@@ -84,19 +84,26 @@ public sealed record RoundProtection
     /// of certificates it issued to the vehicle of each slot (the plan must carry them); without, the plan's keys as listed
     /// (honest-but-curious aggregator). Throws <see cref="WireFormatException"/> when the CA is required and the plan has no certificates.
     /// </summary>
-    public IDeviceKeyRegistry CreateDeviceKeyRegistry(IReadOnlyList<string> cohort, DeviceCertificateAuthority? deviceCa)
+    /// <param name="cohort">The plan's cohort, or with <paramref name="shard"/> the shard's part (its ids in SecAgg index order).</param>
+    /// <param name="deviceCa">The fleet's device CA, or null.</param>
+    /// <param name="shard">A sharded round: the registry holds the keys of this shard's members only, indexed by their place in the part.</param>
+    public IDeviceKeyRegistry CreateDeviceKeyRegistry(IReadOnlyList<string> cohort, DeviceCertificateAuthority? deviceCa, PlanShard? shard = null)
     {
         ArgumentNullException.ThrowIfNull(cohort);
+        if (shard is not null && shard.Members.Count != cohort.Count)
+            throw new WireFormatException($"Shard {shard.Index} has {shard.Members.Count} members, not the {cohort.Count} ids given.", RejectReasons.Malformed);
+        int listed = shard is null ? cohort.Count : (DeviceKeys?.Count ?? 0);
+        int Slot(int i) => shard is null ? i : shard.Members[i];
         if (deviceCa is not null)
         {
-            if (DeviceCertificates is null || DeviceCertificates.Count != cohort.Count)
+            if (DeviceCertificates is null || DeviceCertificates.Count != listed || shard is not null && shard.Members[^1] >= listed)
                 throw new WireFormatException($"Round plan carries {DeviceCertificates?.Count ?? 0} device certificates for a cohort of {cohort.Count}; this party accepts only keys certified by the fleet's device CA.", RejectReasons.Signature);
-            return new CertifiedDeviceKeyRegistry(deviceCa, cohort, [.. DeviceCertificates.Select(Decode)]);
+            return new CertifiedDeviceKeyRegistry(deviceCa, cohort, [.. Enumerable.Range(0, cohort.Count).Select(i => Decode(DeviceCertificates[Slot(i)]))]);
         }
-        if (DeviceKeys is null || DeviceKeys.Count != cohort.Count)
+        if (DeviceKeys is null || DeviceKeys.Count != listed || shard is not null && shard.Members[^1] >= listed)
             throw new WireFormatException($"Round plan carries {DeviceKeys?.Count ?? 0} device keys for a cohort of {cohort.Count}.", RejectReasons.Malformed);
         var registry = new DeviceKeyRegistry();
-        for (int i = 0; i < cohort.Count; i++) registry.AddDeferred(i, Decode(DeviceKeys[i])); // checked when looked up: a vehicle needs only its neighbours'
+        for (int i = 0; i < cohort.Count; i++) registry.AddDeferred(i, Decode(DeviceKeys[Slot(i)])); // checked when looked up: a vehicle needs only its neighbours'
         return registry;
 
         static byte[] Decode(string base64)
@@ -193,14 +200,17 @@ public sealed record RoundProtection
     /// <param name="round">The plan's round.</param>
     /// <param name="cohortSize">The plan's cohort size.</param>
     /// <param name="sessionId">SHA-256 of the fleet id and the signed plan (<see cref="SecAggSession.Id"/>): required when <see cref="MaliciousAggregator"/>.</param>
-    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize, byte[]? sessionId = null)
+    /// <param name="shard">A sharded round: this shard's own session (its seed and k; <paramref name="cohortSize"/> is its part's size). The modulus stays the whole cohort's, from <paramref name="pipeline"/>.</param>
+    public SecAggParameters CreateSecAggParameters(UpdatePipeline pipeline, long round, int cohortSize, byte[]? sessionId = null, PlanShard? shard = null)
     {
         ArgumentNullException.ThrowIfNull(pipeline);
-        var seed = RoundSeedBytes() ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
+        var seed = (shard is null ? RoundSeedBytes() : SeedBytes(shard.SecAggRoundSeed)) ?? throw new WireFormatException("Round plan has secure aggregation but no round seed.", RejectReasons.Malformed);
+        if (shard is not null && shard.Members.Count != cohortSize)
+            throw new WireFormatException($"Shard {shard.Index} has {shard.Members.Count} members, not {cohortSize}.", RejectReasons.Malformed);
         try
         {
             int minShares = NoiseMode == Core.Privacy.NoiseMode.Distributed ? MinNoiseShares : 1;
-            var parameters = pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares);
+            var parameters = pipeline.CreateSecAggParameters((ulong)round, cohortSize, seed, TimeSpan.FromMilliseconds(PhaseTimeoutMs), minShares, shard is null ? null : shard.Neighbors ?? cohortSize - 1);
             if (!MaliciousAggregator) return parameters;
             if (sessionId is null) throw new WireFormatException("Round plan runs against a malicious aggregator, but no session id (fleet and signed plan) was given.", RejectReasons.Malformed);
             return parameters.AgainstMaliciousServer(sessionId, ColludingHolders);
@@ -215,30 +225,35 @@ public sealed record RoundProtection
         }
     }
 
-    private byte[]? RoundSeedBytes()
+    private byte[]? RoundSeedBytes() => SeedBytes(SecAggRoundSeed);
+
+    private static byte[]? SeedBytes(string? base64)
     {
-        if (SecAggRoundSeed is null) return null;
-        var bytes = new byte[32];
-        return Convert.TryFromBase64String(SecAggRoundSeed, bytes, out int n) && n == 32 ? bytes : throw new WireFormatException("Round plan SecAgg seed is not 32 base64 bytes.", RejectReasons.Malformed);
+        if (base64 is null) return null;
+        var bytes = new byte[33];
+        return Convert.TryFromBase64String(base64, bytes, out int n) && n == 32 ? bytes[..32] : throw new WireFormatException("Round plan SecAgg seed is not 32 base64 bytes.", RejectReasons.Malformed);
     }
 
     /// <summary>The plan's privacy terms as the vehicle checks them (<see cref="VehiclePlanPolicy"/>).</summary>
-    public PlanPrivacyTerms Terms(int cohortSize)
+    /// <param name="cohortSize">Vehicles in the secure sum: the cohort, or in a sharded round the vehicle's part (what its shard unmasks).</param>
+    /// <param name="neighbors">k of that sum's graph; null: the plan's <see cref="Neighbors"/>.</param>
+    public PlanPrivacyTerms Terms(int cohortSize, int? neighbors = null)
     {
         var mode = SecureMode;
         int threshold = 0;
+        neighbors ??= Neighbors;
         if (mode != SecureAggregationMode.Off)
         {
             // The default threshold of SecAggParameters: a strict majority of each vehicle's share holders.
-            bool complete = mode == SecureAggregationMode.Full || Neighbors is null || Neighbors.Value >= cohortSize - 1;
-            int holders = complete ? cohortSize : Neighbors!.Value + 1;
+            bool complete = mode == SecureAggregationMode.Full || neighbors is null || neighbors.Value >= cohortSize - 1;
+            int holders = complete ? cohortSize : neighbors!.Value + 1;
             threshold = holders / 2 + 1;
         }
         return new PlanPrivacyTerms(NoiseMode, NoiseMultiplier, ClipNorm, VehicleNoiseStdDev, MinNoiseShares, cohortSize, mode != SecureAggregationMode.Off, threshold);
     }
 
     /// <summary>Why a vehicle with <paramref name="floors"/> refuses this plan for a cohort of <paramref name="cohortSize"/>, or null.</summary>
-    public string? PrivacyRefusal(VehiclePrivacyFloors floors, int cohortSize) => VehiclePlanPolicy.Refusal(Terms(cohortSize), floors);
+    public string? PrivacyRefusal(VehiclePrivacyFloors floors, int cohortSize, int? neighbors = null) => VehiclePlanPolicy.Refusal(Terms(cohortSize, neighbors), floors);
 
     /// <summary>Throws <see cref="WireFormatException"/> when a field is out of range for a cohort of <paramref name="cohortSize"/>.</summary>
     public void Validate(int cohortSize)

@@ -110,6 +110,9 @@ public sealed record RoundSetup
 
     /// <summary>Secure aggregation, or null for a plaintext round.</summary>
     public SecureRoundSetup? Secure { get; init; }
+
+    /// <summary>Set when this coordinator is one shard of a sharded round: it closes with a <see cref="PartialSumEffect"/>, never a release.</summary>
+    public ShardRole? Shard { get; init; }
 }
 
 /// <summary>A vehicle's message to the round, already unwrapped from its transport framing.</summary>

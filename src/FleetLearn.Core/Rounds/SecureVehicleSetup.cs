@@ -52,9 +52,14 @@ public static class SecureVehicleSetup
             throw new WireFormatException($"Round plan {plan.Round} does not run against a malicious aggregator, which this vehicle requires.", RejectReasons.Signature);
         int index = plan.Cohort.ToList().IndexOf(vehicleId);
         if (index < 0) throw new WireFormatException($"Vehicle {vehicleId} is not in the cohort of round {plan.Round}.", RejectReasons.Malformed);
+        // A sharded plan: the vehicle joins its shard's own secure sum (its part, seed and k); the modulus stays the whole cohort's.
+        var shard = PlanShards.Of(plan, vehicleId);
+        if (plan.Shards is not null && shard is null) throw new WireFormatException($"Round plan {plan.Round} puts vehicle {vehicleId} in no shard.", RejectReasons.Malformed);
+        var cohort = shard?.Cohort ?? plan.Cohort;
+        if (shard is not null) index = shard.Index;
         pipeline ??= protection.CreatePipeline(ModelSpec.Parse(plan.ModelSpec).ParameterCount, plan.Cohort.Count);
-        var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, plan.Cohort.Count, SecAggSession.Id(plan.Fleet, signedPlan));
-        var registry = protection.CreateDeviceKeyRegistry(plan.Cohort, deviceCa);
+        var parameters = protection.CreateSecAggParameters(pipeline, plan.Round, cohort.Count, SecAggSession.Id(plan.Fleet, signedPlan), shard?.Shard);
+        var registry = protection.CreateDeviceKeyRegistry(cohort, deviceCa, shard?.Shard);
         try
         {
             // Its own slot must carry its own key: otherwise its peers would check its round keys against someone else's.

@@ -437,7 +437,10 @@ public sealed class VehicleRound : IDisposable
     /// <summary>Why the vehicle refuses the plan under its own policy, or null.</summary>
     private static string? Refusal(RoundPlan plan, RoundProtection protection, int index, VehicleProfile profile, IVehicleLedger? ledger, PrivacyCharge? charge)
     {
-        if (protection.PrivacyRefusal(profile.Floors, plan.Cohort.Count) is { } floor) return floor;
+        // In a sharded round the vehicle's update is hidden among its part only: its shard unmasks the part's sum.
+        var shard = PlanShards.Of(plan, profile.VehicleId);
+        int hiddenAmong = shard?.Cohort.Count ?? plan.Cohort.Count;
+        if (protection.PrivacyRefusal(profile.Floors, hiddenAmong, shard is null ? null : shard.Shard.Neighbors ?? hiddenAmong - 1) is { } floor) return floor;
         if (plan.Batch > profile.MaxBatch) return $"batch {plan.Batch} exceeds {profile.MaxBatch}";
         if (charge is { } c && ledger is not null && !ledger.CanParticipate(c))
             return $"the round would exceed this vehicle's ε budget (spent {ledger.Epsilon:F3})";

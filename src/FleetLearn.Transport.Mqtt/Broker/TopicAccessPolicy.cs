@@ -6,7 +6,8 @@ namespace FleetLearn.Transport.Mqtt.Broker;
 /// The per-vehicle rule (DESIGN.md, Transport), shared by the embedded broker and mirrored in Mosquitto's ACL file:
 /// a vehicle publishes only to the exact topics of <see cref="VehicleChannels"/> under
 /// <c>fleetlearn/v1/{fleet}/vehicles/{its id}/</c>, retains nothing but its presence, and subscribes only to
-/// <c>round/…</c>, <c>model/…</c> and its own <c>inbox/…</c>; an aggregator identity may do everything. Wildcards in a
+/// <c>round/…</c>, <c>model/…</c> and its own <c>inbox/…</c>; an aggregator identity may do everything but publish another
+/// shard's partial sums (<c>shards/{i}/partial</c>: only <see cref="FleetTopics.ShardIdentity"/>(i)). Wildcards in a
 /// vehicle's filter may not widen it beyond those subtrees.
 /// </summary>
 public sealed class TopicAccessPolicy(IEnumerable<string> aggregatorIdentities)
@@ -25,6 +26,8 @@ public sealed class TopicAccessPolicy(IEnumerable<string> aggregatorIdentities)
     /// <summary>May <paramref name="identity"/> publish to <paramref name="topic"/>?</summary>
     public bool CanPublish(string identity, string topic)
     {
+        // A shard's partial sums go into the released model: only that shard may hand them on, not another shard, not the coordinator.
+        if (FleetTopics.ShardOfPartialTopic(topic) is { } shard) return IsAggregator(identity) && identity == FleetTopics.ShardIdentity(shard);
         if (IsAggregator(identity)) return true;
         if (!VehicleId.IsValid(identity) || topic.Contains('+', StringComparison.Ordinal) || topic.Contains('#', StringComparison.Ordinal)) return false;
         var levels = topic.Split('/');

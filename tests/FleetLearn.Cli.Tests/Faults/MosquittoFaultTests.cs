@@ -1,3 +1,4 @@
+using FleetLearn.Transport.Mqtt.Broker;
 using FleetLearn.Testing;
 using Xunit.Abstractions;
 

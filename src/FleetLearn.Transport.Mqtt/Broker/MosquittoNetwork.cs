@@ -1,4 +1,4 @@
-namespace FleetLearn.Testing;
+namespace FleetLearn.Transport.Mqtt.Broker;
 
 /// <summary>
 /// Debian's Mosquitto as a broker network: one central broker and regional ones bridged to it by broker-config/bridge.conf,
@@ -28,7 +28,10 @@ public sealed class MosquittoNetwork : IAsyncDisposable
     public string Certificates => Path.Combine(_dir.FullName, "certs");
 
     /// <summary>Starts the central broker, then <paramref name="regions"/> regional ones bridged to it.</summary>
-    public static async Task<MosquittoNetwork> StartAsync(int regions, params string[] clients)
+    public static Task<MosquittoNetwork> StartAsync(int regions, params string[] clients) => StartAsync(regions, 0, clients);
+
+    /// <summary>The same with <paramref name="shards"/> aggregator shards on the central broker: their certificates (aggregator-shard-{i}) and broker-config/acl-shard lines.</summary>
+    public static async Task<MosquittoNetwork> StartAsync(int regions, int shards, params string[] clients)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(regions, 1);
         var network = new MosquittoNetwork();
@@ -39,9 +42,12 @@ public sealed class MosquittoNetwork : IAsyncDisposable
         }
         string repo = MosquittoBroker.RepositoryRoot();
         var names = Enumerable.Range(0, regions).Select(r => $"r{r}").ToArray();
-        await MosquittoBroker.MakeCertificatesAsync(network.Certificates, [.. clients, .. names.Select(n => $"bridge-{n}")]);
+        var shardNames = Enumerable.Range(0, shards).Select(s => s.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        await MosquittoBroker.MakeCertificatesAsync(network.Certificates, [.. clients, .. names.Select(n => $"bridge-{n}"), .. shardNames.Select(s => $"aggregator-shard-{s}")]);
         string aclTemplate = File.ReadAllText(Path.Combine(repo, "broker-config", "acl-bridge"));
-        network._brokers.Add(await MosquittoBroker.StartSharedAsync(network.Certificates, string.Concat(names.Select(n => aclTemplate.Replace("REGION", n) + "\n")), ""));
+        string shardTemplate = File.ReadAllText(Path.Combine(repo, "broker-config", "acl-shard"));
+        network._brokers.Add(await MosquittoBroker.StartSharedAsync(network.Certificates,
+            string.Concat(names.Select(n => aclTemplate.Replace("REGION", n) + "\n")) + string.Concat(shardNames.Select(s => shardTemplate.Replace("SHARD", s) + "\n")), ""));
         string bridgeTemplate = File.ReadAllText(Path.Combine(repo, "broker-config", "bridge.conf"));
         foreach (var name in names)
         {

@@ -2,12 +2,12 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 
-namespace FleetLearn.Testing;
+namespace FleetLearn.Transport.Mqtt.Broker;
 
 /// <summary>
 /// Debian's Mosquitto on a loopback port with broker-config/'s production rules — mutual TLS with certificates from
 /// broker-config/make-dev-ca.sh (certificate CN = username = vehicle id) and broker-config/acl. Shared by the test
-/// projects that run against it (FleetLearn.Testing). <see cref="SkipReason"/> is set where mosquitto or openssl is missing,
+/// projects and `simulate --broker mosquitto-bridged` (MosquittoNetwork). <see cref="SkipReason"/> is set where mosquitto or openssl is missing,
 /// except in CI (CI=true), where scripts/install-deps.sh installs both and a missing one is a failure.
 /// </summary>
 public sealed class MosquittoBroker : IAsyncDisposable
@@ -73,7 +73,7 @@ public sealed class MosquittoBroker : IAsyncDisposable
     /// A broker with the shipped configuration on certificates someone else made (<see cref="MosquittoNetwork"/>), its acl
     /// the shipped one plus <paramref name="extraAcl"/>, and <paramref name="extraConfiguration"/> appended (a bridge section).
     /// </summary>
-    internal static async Task<MosquittoBroker> StartSharedAsync(string certificates, string extraAcl, string extraConfiguration)
+    public static async Task<MosquittoBroker> StartSharedAsync(string certificates, string extraAcl, string extraConfiguration)
     {
         var broker = new MosquittoBroker(certificates);
         string repo = RepositoryRoot();
@@ -87,11 +87,11 @@ public sealed class MosquittoBroker : IAsyncDisposable
     }
 
     /// <summary>Runs broker-config/make-dev-ca.sh into <paramref name="folder"/> for <paramref name="clients"/>.</summary>
-    internal static Task MakeCertificatesAsync(string folder, IEnumerable<string> clients) =>
+    public static Task MakeCertificatesAsync(string folder, IEnumerable<string> clients) =>
         RunAsync("/bin/bash", [Path.Combine(RepositoryRoot(), "broker-config", "make-dev-ca.sh"), folder, .. clients]);
 
     /// <summary>Why Mosquitto-backed tests cannot run here (null: they can); in CI a missing broker is a failure instead.</summary>
-    internal static string? Unavailable()
+    public static string? Unavailable()
     {
         if (File.Exists(Executable) && File.Exists("/usr/bin/openssl")) return null;
         if (Environment.GetEnvironmentVariable("CI") == "true")
