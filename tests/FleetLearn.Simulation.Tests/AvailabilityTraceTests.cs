@@ -21,6 +21,29 @@ public sealed class AvailabilityTraceTests
     [InlineData("commuter")]
     [InlineData("delivery")]
     [InlineData("taxi")]
+    [InlineData("mixed")]
+    [InlineData("mixed:-8")]
+    public void Generate_FirstDayDoesNotDependOnTheHorizon(string name)
+    {
+        // A longer run must replay the shorter run's hours: the first 24 h of --hours 72 are --hours 24's trace.
+        var model = VehicleDayModel.Parse(name);
+        var day = model.Generate(500, 24, 7);
+        var three = model.Generate(500, 72, 7);
+        var differ = Enumerable.Range(0, 500).Where(v => !day.Segments(v).SequenceEqual(ClipTo(three.Segments(v), 24))).ToList();
+        Assert.Empty(differ);
+        for (int v = 0; v < 500; v++) Assert.Equal(day.Windows(v), three.Windows(v).Where(w => w.Start < 24).Select(w => (w.Start, Math.Min(w.End, 24.0))));
+        // And the 48 h horizon's first two days are the 72 h horizon's.
+        var two = model.Generate(500, 48, 7);
+        Assert.All(Enumerable.Range(0, 500), v => Assert.Equal(two.Segments(v), ClipTo(three.Segments(v), 48)));
+    }
+
+    private static List<TraceSegment> ClipTo(IReadOnlyList<TraceSegment> segments, double hours) =>
+        [.. segments.Where(s => s.Start < hours).Select(s => s with { End = Math.Min(s.End, hours) })];
+
+    [Theory]
+    [InlineData("commuter")]
+    [InlineData("delivery")]
+    [InlineData("taxi")]
     [InlineData("mixed:+9")]
     public void Segments_ContiguousSortedWithinTheSpan(string name)
     {

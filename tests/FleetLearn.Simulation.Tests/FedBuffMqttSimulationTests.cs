@@ -35,7 +35,7 @@ public sealed class FedBuffMqttSimulationTests : IDisposable
         Target = 1.01, // never reached: both runs go the full hours
     };
 
-    private static readonly TraceSettings FedBuff = new() { Mode = RoundMode.FedBuff, Hours = 24, EvaluateEveryHours = 4 };
+    private static readonly TraceSettings FedBuff = new() { Mode = RoundMode.FedBuff, Hours = 30, EvaluateEveryHours = 4 };
 
     [Fact]
     public Task MixedTrace_TwelveAgentsOverMqtt_SameModelStepsAndWasteAsInProcess() => AssertSameRunAsync(Options(12), FedBuff);
@@ -75,7 +75,7 @@ public sealed class FedBuffMqttSimulationTests : IDisposable
     [Fact]
     public void Create_SyncModeOrEpsilonBudget_RefusedWithWhatRunsWhere()
     {
-        var trace = VehicleDayModel.Parse("mixed").Generate(4, 24, 1);
+        var trace = VehicleDayModel.Parse("mixed").Generate(4, FedBuff.Hours, 1);
         Func<ModelSpec, int, ITrainer> cpu = (spec, batch) => new CpuTrainer(spec, batch);
 
         var sync = Assert.Throws<ArgumentException>(() => new FedBuffMqttSimulation(Options(4), FedBuff with { Mode = RoundMode.Sync }, trace, Train, Test, cpu, _dir.FullName));

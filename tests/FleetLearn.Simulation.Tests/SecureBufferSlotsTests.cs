@@ -84,22 +84,64 @@ public sealed class SecureBufferSlotsTests
     }
 
     [Fact]
+    public void FedBuff_GroupFormed_TrainsOnTheVersionAtFormation_NotAtItsFirstCheckIn()
+    {
+        // K = 3, 1 h updates, one contribution per vehicle. v0–v2 form group 1 at 0 h (version 0), applied at 1 h. v3 is eligible from 0.5 h,
+        // v4 and v5 from 1.2 h. Fixed at the first check-in, group 2 is on version 0 (v3 joined at 0.5 h) and lands at 2.2 h with
+        // τ = 1. Fixed when formed, v3 waits (training nothing) until v4 and v5 check in at 1.2 h, and all three train on version 1:
+        // the same hour, τ = 0.
+        var trace = TraceCsv.Read(new StringReader("vehicle,start,end,state\n" + string.Join("\n", Enumerable.Range(0, 6).Select(v =>
+            $"v{v},2026-01-05T{(v < 3 ? "00:00" : v == 3 ? "00:30" : "01:12")}:00Z,2026-01-05T05:00:00Z,depot"))));
+        var settings = Settings(RoundMode.FedBuff, 3, concurrency: 6) with { MaxParticipations = 1 };
+        var (first, _, _) = Run(Options(6, 3, 0, CodecSpec.Parse("none"), SecureAggregationMode.Full), settings with { GroupVersion = GroupVersion.FirstCheckIn }, trace);
+        var (formed, _, _) = Run(Options(6, 3, 0, CodecSpec.Parse("none"), SecureAggregationMode.Full), settings, trace);
+        Assert.Equal(GroupVersion.Formed, settings.GroupVersion); // the default
+        Assert.Equal(new Dictionary<long, long> { [0] = 3, [1] = 3 }, first.Staleness);
+        Assert.Equal(new Dictionary<long, long> { [0] = 6 }, formed.Staleness);
+        foreach (var r in new[] { first, formed })
+        {
+            Assert.Equal(2, r.Applied);
+            Assert.Equal([1, 1, 1, 1, 1, 1], r.Participations);
+            Assert.InRange(r.Points.First(p => p.Version == 2).Hours, 2.2, 2.201);
+        }
+        // v3 trained 1 h either way; it waited 0.7 h holding nothing when the group is fixed at formation.
+        Assert.Equal(first.ComputeHours.Used, formed.ComputeHours.Used, 9);
+    }
+
+    [Fact]
+    public void FedBuff_WaitingMemberWhoseWindowCloses_WithdrawsWithoutWaste()
+    {
+        // As below, with the group fixed when formed: v0, v1, v2 check in at 0 h and wait (they hold the concurrency of 3, not a
+        // model); v0's window closes at 0.25 h and it leaves the forming group, wasting nothing; v3 checks in at 0.3 h. The group
+        // of 4 never fills, so it starts after the 0.5 h formation window with v1, v2, v3 on version 0: the step lands at 1.5 h.
+        var (r, _, _) = Run(Options(4, 3, 0.3, CodecSpec.Parse("none"), SecureAggregationMode.Full), Settings(RoundMode.FedBuff, 2, concurrency: 3), ClosingTrace());
+        Assert.Equal(1, r.Applied);
+        Assert.Equal([0, 1, 1, 1], r.Participations);
+        Assert.Equal(0, r.WastedUpdates.Values.Sum());
+        Assert.InRange(r.Points.First(p => p.Version == 1).Hours, 1.5, 1.501);
+        Assert.Equal(1, r.Secure!.Groups);
+        Assert.Empty(r.Secure.DroppedIn);
+    }
+
+    private static AvailabilityTrace ClosingTrace() => TraceCsv.Read(new StringReader("""
+        vehicle,start,end,state
+        v0,2026-01-05T00:00:00Z,2026-01-05T00:15:00Z,depot
+        v0,2026-01-05T00:15:00Z,2026-01-05T05:00:00Z,drive
+        v1,2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot
+        v2,2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot
+        v3,2026-01-05T00:00:00Z,2026-01-05T00:18:00Z,drive
+        v3,2026-01-05T00:18:00Z,2026-01-05T05:00:00Z,depot
+        """));
+
+    [Fact]
     public void FedBuff_FormingMemberWhoseWindowCloses_FreesItsSlotAtOnce()
     {
-        // K = 3 with 30% over-selection: a group of 4. Concurrency 3. v0 is eligible 0–0.25 h, v1 and v2 0–5 h, v3 from 0.3 h.
+        // Fixed at the first check-in (members train from their own check-in). K = 3 with 30% over-selection: a group of 4. Concurrency 3. v0 is eligible 0–0.25 h, v1 and v2 0–5 h, v3 from 0.3 h.
         // At 0 h v0, v1, v2 join the forming group; v0's window closes at 0.25 h and its slot is free at once, so v3 is drawn
         // when its window opens at 0.3 h and the group starts with four (v0 drops at AdvertiseKeys). v1, v2, v3 are the sum,
         // applied one hour after v3 joined. (Had v0 held its slot, the group would have started at 0.5 h with v0, v1, v2.)
-        var trace = TraceCsv.Read(new StringReader("""
-            vehicle,start,end,state
-            v0,2026-01-05T00:00:00Z,2026-01-05T00:15:00Z,depot
-            v0,2026-01-05T00:15:00Z,2026-01-05T05:00:00Z,drive
-            v1,2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot
-            v2,2026-01-05T00:00:00Z,2026-01-05T05:00:00Z,depot
-            v3,2026-01-05T00:00:00Z,2026-01-05T00:18:00Z,drive
-            v3,2026-01-05T00:18:00Z,2026-01-05T05:00:00Z,depot
-            """));
-        var (r, _, _) = Run(Options(4, 3, 0.3, CodecSpec.Parse("none"), SecureAggregationMode.Full), Settings(RoundMode.FedBuff, 1.5, concurrency: 3), trace);
+        var settings = Settings(RoundMode.FedBuff, 1.5, concurrency: 3) with { GroupVersion = GroupVersion.FirstCheckIn };
+        var (r, _, _) = Run(Options(4, 3, 0.3, CodecSpec.Parse("none"), SecureAggregationMode.Full), settings, ClosingTrace());
         Assert.Equal(1, r.Applied);
         Assert.Equal([0, 1, 1, 1], r.Participations);
         Assert.Equal(1, r.WastedUpdates[WasteCause.Dropped]);

@@ -120,14 +120,21 @@ public sealed class SecureTraceSimulationTests
     public void FedBuff_SecureGroupShortOfMembers_StartsAfterTheFormationWindow()
     {
         // Three vehicles, K = 3 with 30% over-selection: a group wants 4 members and never gets them; after 0.5 h it starts with
-        // the 3 it has (enough for SecAgg and for the noise shares, sized for K = 3). They have been training since they joined at
-        // 0 h, so their masked inputs leave at 1 h and the step lands one round trip later.
+        // the 3 it has (enough for SecAgg and for the noise shares, sized for K = 3). Fixed at the first check-in, they have been
+        // training since they joined at 0 h, so their masked inputs leave at 1 h and the step lands one round trip later; fixed
+        // when formed (the default), they waited and start training at 0.5 h: the step lands at 1.5 h.
         var dp = new PrivacySettings(NoiseMode.Distributed, ClipNorm: 1, NoiseMultiplier: 1);
-        var (r, _, _) = Run(Options(3, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full, dp), Settings(RoundMode.FedBuff, 2, concurrency: 8), Trace(3, dropper: false));
-        Assert.Equal(1, r.Applied);
-        Assert.Equal([1, 1, 1], r.Participations);
+        var settings = Settings(RoundMode.FedBuff, 2, concurrency: 8);
+        var (first, _, _) = Run(Options(3, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full, dp), settings with { GroupVersion = GroupVersion.FirstCheckIn }, Trace(3, dropper: false));
+        var (formed, _, _) = Run(Options(3, 3, 0.3, CodecSpec.Parse("rot+q8"), SecureAggregationMode.Full, dp), settings, Trace(3, dropper: false));
         Assert.Equal(0.5, SecureBufferGroups.FormationHours);
-        Assert.InRange(r.Points.First(p => p.Version == 1).Hours, 1, 1.001);
+        foreach (var r in new[] { first, formed })
+        {
+            Assert.Equal(1, r.Applied);
+            Assert.Equal([1, 1, 1], r.Participations);
+        }
+        Assert.InRange(first.Points.First(p => p.Version == 1).Hours, 1, 1.001);
+        Assert.InRange(formed.Points.First(p => p.Version == 1).Hours, 1.5, 1.501);
     }
 
     [Fact]

@@ -34,7 +34,9 @@ internal sealed class TraceSimulateCommand
 
     public Option<bool> Pace { get; } = new("--pace") { Description = "With --trace --mode sync: pace steering — the aggregator suggests each vehicle its next check-in hour to smooth the load over the day (docs/async.md)." };
 
-    public IEnumerable<Option> All => [Trace, Mode, Buffer, Hours, Concurrency, MaxStaleness, MaxParticipations, UpdateMinutes, EvalEveryHours, Label, WriteTrace, Pace];
+    public Option<string> GroupVersion { get; } = new("--group-version") { Description = "With --mode fedbuff --secagg: formed (a group's members wait until it has them all, then train on the version current then) | first (the group is fixed on the version at its first member's check-in).", DefaultValueFactory = _ => "formed" };
+
+    public IEnumerable<Option> All => [Trace, Mode, Buffer, Hours, Concurrency, MaxStaleness, MaxParticipations, UpdateMinutes, EvalEveryHours, Label, WriteTrace, Pace, GroupVersion];
 
     public bool IsSet(ParseResult parse) => parse.GetValue(Trace) is not null;
 
@@ -70,6 +72,12 @@ internal sealed class TraceSimulateCommand
             Resources = new VehicleResources(UpdateMinutes: parse.GetValue(UpdateMinutes)),
             EvaluateEveryHours = parse.GetValue(EvalEveryHours),
             Pace = parse.GetValue(Pace),
+            GroupVersion = parse.GetValue(GroupVersion)!.Trim().ToLowerInvariant() switch
+            {
+                "formed" => Simulation.Traces.GroupVersion.Formed,
+                "first" => Simulation.Traces.GroupVersion.FirstCheckIn,
+                var g => throw new ArgumentException($"--group-version '{g}': expected formed or first."),
+            },
         };
         options.Validate();
         settings.Validate();

@@ -9,9 +9,11 @@ namespace FleetLearn.Simulation.Traces;
 /// FedBuff with secure aggregation over a trace: each buffer is its own secure-aggregation group (docs/async.md). Eligible
 /// vehicles are drawn (seeded) while fewer than the concurrency are training (<see cref="SecureGroupSlots"/>: a member frees its
 /// slot when its masked input is uploaded or it drops, but stays in its group, and out of every other, until the group closes
-/// or it drops); they join the forming group, which is fixed on the
-/// version current when its first member joined and starts once ⌈K·(1+o)⌉ have joined (or after <see cref="FormationHours"/>
-/// with at least 3 and the minimum participants). The group runs <see cref="RoundCoordinator"/>'s secure round (<see cref="TraceFleetSimulation.RunSecureGroup"/>);
+/// or it drops); they join the forming group, which starts once ⌈K·(1+o)⌉ have joined (or after <see cref="FormationHours"/>
+/// with at least 3 and the minimum participants). With <see cref="GroupVersion.Formed"/> (the default) members wait, holding no
+/// model and training nothing (but counted against the concurrency, as the aggregator's answer to their check-in reserves them a
+/// place), until the group starts, and all train on the version current then; with <see cref="GroupVersion.FirstCheckIn"/> the
+/// group is fixed on the version current when its first member joined and each member trains from its own check-in. The group runs <see cref="RoundCoordinator"/>'s secure round (<see cref="TraceFleetSimulation.RunSecureGroup"/>);
 /// when it completes, its mean is applied with the group's staleness s(τ) (<see cref="SecureBufferStep"/>). Groups overlap in time.
 /// </summary>
 internal sealed class SecureBufferGroups : TraceFleetSimulation
@@ -58,6 +60,10 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
         var running = new Dictionary<long, (SecureGroupResult Group, long Version)>();
         float[] formingModel = [];
         long formingVersion = 0, groups = 0, applied = 0, aborted = 0;
+        // Formed: members of the forming group wait holding nothing (not in the slots) and train only once it starts.
+        bool late = Settings.GroupVersion == GroupVersion.Formed;
+        var waiting = new bool[n];
+        double formingSince = double.NaN;
 
         // The cap counts every charge: a group whose noised sum was released but not applied (stale) charged its members too.
         bool MayJoin(int v) => MayContribute(v) && (Settings.MaxParticipations is not { } cap || Ledger is null || Ledger.Get(VehicleIds[v]).Participations < cap);
@@ -65,6 +71,18 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
 
         void Launch()
         {
+            if (late)
+            {
+                // The group is formed now: every member starts training on the version current now (staleness counts from here).
+                formingModel = [.. _global];
+                formingVersion = _version;
+                for (int i = 0; i < members.Count; i++)
+                {
+                    waiting[members[i]] = false;
+                    slots.Join(members[i]);
+                    joined[i] = Now;
+                }
+            }
             long id = ++groups;
             var group = RunSecureGroup(id, [.. members], [.. joined], Now, formingModel, formingVersion, new GroupMeanStrategy(Strategy));
             running[id] = (group, formingVersion);
@@ -80,7 +98,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
 
         void Dispatch()
         {
-            while (slots.Training < concurrency && pool.Count > 0)
+            while (slots.Training + (late ? members.Count : 0) < concurrency && pool.Count > 0)
             {
                 int v = pool.TakeRandom(rng);
                 if (!MayJoin(v)) continue;
@@ -88,11 +106,13 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                 {
                     formingModel = [.. _global];
                     formingVersion = _version;
+                    formingSince = Now;
                     Schedule(Now + FormationHours, new Event(Kind.Formation, 0, groups + 1));
                 }
                 members.Add(v);
                 joined.Add(Now);
-                slots.Join(v);
+                if (late) waiting[v] = true;
+                else slots.Join(v);
                 if (members.Count == size) Launch();
             }
         }
@@ -113,6 +133,15 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                     break;
                 case Kind.Close:
                     pool.Remove(v);
+                    if (waiting[v])
+                    {
+                        // It checked in for the forming group and held nothing: its withdrawal just takes it out.
+                        waiting[v] = false;
+                        int i = members.IndexOf(v);
+                        members.RemoveAt(i);
+                        joined.RemoveAt(i);
+                        break;
+                    }
                     slots.StopTraining(v); // a member still training drops (its group, forming or not, counts it as dropped)
                     break;
                 case Kind.Stop:
@@ -124,7 +153,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                     break;
                 case Kind.Formation:
                     // The group still forming is the one this timer was set for: start it with whoever joined, if SecAgg can.
-                    if (e.Group != groups + 1 || members.Count == 0) break;
+                    if (e.Group != groups + 1 || members.Count == 0 || Now < formingSince + FormationHours - 1e-9) break; // a later timer is set
                     if (members.Count >= Math.Max(3, Rules.MinParticipants)) Launch();
                     else Schedule(Now + FormationHours, e);
                     break;

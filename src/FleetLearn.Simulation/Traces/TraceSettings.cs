@@ -10,6 +10,16 @@ public enum RoundMode
     FedBuff,
 }
 
+/// <summary>Secure FedBuff: when a group's model version is fixed (docs/async.md, "Secure aggregation on traces").</summary>
+public enum GroupVersion
+{
+    /// <summary>When the group has its ⌈K·(1+o)⌉ members: they check in and wait, holding no slot, then all train on the version current then.</summary>
+    Formed,
+
+    /// <summary>When its first member checks in: each member trains on that version from its own check-in (the behaviour up to issue 19).</summary>
+    FirstCheckIn,
+}
+
 /// <summary>What a run over an availability trace adds to <see cref="SimulationOptions"/> (which still sets the model, data, K and DP).</summary>
 public sealed record TraceSettings
 {
@@ -24,6 +34,9 @@ public sealed record TraceSettings
 
     /// <summary>FedBuff: updates more than this many versions stale are refused.</summary>
     public int MaxStaleness { get; init; } = 10;
+
+    /// <summary>Secure FedBuff: when a group's version is fixed.</summary>
+    public GroupVersion GroupVersion { get; init; } = GroupVersion.Formed;
 
     /// <summary>Most contributions a vehicle may make in the run (both modes; null = no cap). Under DP this bounds every vehicle's ε.</summary>
     public int? MaxParticipations { get; init; }

@@ -18,8 +18,8 @@ public enum VehicleProfile
 
 /// <summary>
 /// A seeded vehicle-day model: each vehicle draws a profile and a time zone, then every day its drives, stops, charging and
-/// Wi-Fi from the distributions in <see cref="Generate"/> (docs/async.md lists them). A pure function of (seed, vehicle), so a
-/// 10,000-vehicle fleet replays exactly.
+/// Wi-Fi from the distributions in <see cref="Generate"/> (docs/async.md lists them). Each local day is drawn from its own
+/// stream keyed by (seed, vehicle, day), so a fleet replays exactly and a longer horizon only appends days.
 /// </summary>
 /// <param name="Name">The trace's name (<c>commuter</c>, <c>delivery</c>, <c>taxi</c>, <c>mixed</c>).</param>
 /// <param name="Profiles">Profiles and their shares of the fleet.</param>
@@ -90,8 +90,7 @@ public sealed record VehicleDayModel(string Name, IReadOnlyList<(VehicleProfile 
     private TraceSegment[] Vehicle(int vehicle, double hours, ulong seed)
     {
         var (profile, offset) = Draw(vehicle, seed);
-        var rng = DeterministicRandom.Derive(seed, 0x7ACF, (ulong)vehicle);
-        var day = new DayBuilder(rng);
+        var day = new DayBuilder(DeterministicRandom.Derive(seed, 0x7ACF, (ulong)vehicle), DeterministicRandom.Derive(seed, 0x7AD0, (ulong)vehicle).NextUInt64());
         // Local time L = UTC + offset: build local days that cover UTC [0, hours], then shift and clip.
         int first = (int)Math.Floor(offset / 24) - 1, last = (int)Math.Ceiling((hours + offset) / 24) + 1;
         switch (profile)
@@ -110,9 +109,20 @@ public sealed record VehicleDayModel(string Name, IReadOnlyList<(VehicleProfile 
     }
 
     /// <summary>Appends contiguous local-time segments; every distribution of the model is in here.</summary>
-    private sealed class DayBuilder(DeterministicRandom rng)
+    /// <remarks>
+    /// The vehicle's own traits (home Wi-Fi, a charging timer) come from <paramref name="vehicleRng"/>; everything of local day d
+    /// from streams keyed by (<paramref name="dayKey"/>, d): its anchor (departure, shift start, handovers) and its body. Drawing
+    /// the anchors up front from one stream made every day depend on how many days the horizon held (issue 19).
+    /// </remarks>
+    private sealed class DayBuilder(DeterministicRandom vehicleRng, ulong dayKey)
     {
+        private const ulong Anchor = 1, Body = 2;
+        private DeterministicRandom rng = vehicleRng;
+
         public List<TraceSegment> Segments { get; } = [];
+
+        /// <summary>Switches the draws to local day <paramref name="day"/>'s stream for <paramref name="part"/>.</summary>
+        private void On(int day, ulong part) => rng = DeterministicRandom.Derive(dayKey, part, unchecked((ulong)(long)day));
 
         private double End => Segments.Count == 0 ? double.NegativeInfinity : Segments[^1].End;
 
@@ -151,10 +161,15 @@ public sealed record VehicleDayModel(string Name, IReadOnlyList<(VehicleProfile 
         {
             bool homeWifi = rng.NextDouble() < 0.7, timer = rng.NextDouble() < 0.4;
             var leave = new double[last - first + 2];
-            for (int i = 0; i < leave.Length; i++) leave[i] = 24.0 * (first + i) + N(7.5, 0.5, 5.5, 10);
+            for (int i = 0; i < leave.Length; i++)
+            {
+                On(first + i, Anchor);
+                leave[i] = 24.0 * (first + i) + N(7.5, 0.5, 5.5, 10);
+            }
             Add(24.0 * first - 24, leave[0], VehicleActivity.Park);
             for (int i = 0; i + 1 < leave.Length; i++)
             {
+                On(first + i, Body);
                 double b = 24.0 * (first + i), atWork = leave[i] + U(0.33, 1.0);
                 Add(leave[i], atWork, VehicleActivity.Drive);
                 double workEnd = Math.Max(atWork + 4, b + N(17.25, 0.75, 15, 21));
@@ -186,10 +201,15 @@ public sealed record VehicleDayModel(string Name, IReadOnlyList<(VehicleProfile 
         public void Delivery(int first, int last)
         {
             var shift = new double[last - first + 2];
-            for (int i = 0; i < shift.Length; i++) shift[i] = 24.0 * (first + i) + N(7, 0.4, 5.5, 9);
+            for (int i = 0; i < shift.Length; i++)
+            {
+                On(first + i, Anchor);
+                shift[i] = 24.0 * (first + i) + N(7, 0.4, 5.5, 9);
+            }
             Add(24.0 * first - 24, shift[0], VehicleActivity.Park);
             for (int i = 0; i + 1 < shift.Length; i++)
             {
+                On(first + i, Body);
                 double b = 24.0 * (first + i), lunch = b + N(12.5, 0.5, 11, 14), end = b + N(18.5, 0.75, 16.5, 21);
                 Route(shift[i], lunch);
                 double lunchEnd = lunch + U(0.5, 0.75);
@@ -211,12 +231,14 @@ public sealed record VehicleDayModel(string Name, IReadOnlyList<(VehicleProfile 
             var handovers = new List<double>();
             for (int d = first; d <= last + 1; d++)
             {
+                On(d, Anchor);
                 handovers.Add(24.0 * d + N(6, 0.5, 4.5, 7.5));
                 handovers.Add(24.0 * d + N(18, 0.5, 16.5, 19.5));
             }
             Add(handovers[0] - 1, handovers[0], VehicleActivity.Drive);
             for (int i = 0; i + 1 < handovers.Count; i++)
             {
+                On(first + i / 2, Body + (ulong)(i % 2)); // the shift after the morning or the evening handover
                 double depotEnd = handovers[i] + U(0.4, 1.5);
                 Add(handovers[i], depotEnd, VehicleActivity.Depot);
                 double mid = (depotEnd + handovers[i + 1]) / 2 + U(-1, 1), fastEnd = mid + U(0.33, 0.67);

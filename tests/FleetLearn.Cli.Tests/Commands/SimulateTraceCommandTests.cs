@@ -112,6 +112,13 @@ public sealed class SimulateTraceCommandTests
     }
 
     [Fact]
+    public void GroupVersionUnknown_Refused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--mode", "fedbuff", "--secagg", "plus", "--group-version", "later"]));
+        Assert.Equal("--group-version 'later': expected formed or first.", e.Message);
+    }
+
+    [Fact]
     public void BufferWithSync_Refused()
     {
         var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--buffer", "10"]));
