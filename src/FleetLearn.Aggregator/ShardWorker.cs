@@ -34,6 +34,14 @@ public sealed class ShardWorker(AggregatorOptions options, MqttTransportOptions 
     private long _previousRound;
     private int _modulusBits;
 
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>
+    /// Completes once the shard is connected and subscribed to the plans and to every vehicle's uplinks: what a vehicle sends
+    /// from then on reaches it. An update sent before that is lost to this shard until the vehicle resends it.
+    /// </summary>
+    public Task Ready => _ready.Task;
+
     /// <summary>Fault injection for the simulator's shard-death runs (<c>simulate --shard-kill</c>): called with the round just before its partial sum is published.</summary>
     public Action<long>? BeforeHandOn { get; init; }
 
@@ -53,6 +61,8 @@ public sealed class ShardWorker(AggregatorOptions options, MqttTransportOptions 
         foreach (var filter in new[] { mqtt.Topics.RoundCurrent, mqtt.Topics.Prefix + "vehicles/+/up/update", mqtt.Topics.Prefix + "vehicles/+/up/secagg" })
             await mqtt.SubscribeAsync(filter, cancellationToken).ConfigureAwait(false);
         mqtt.Start(cancellationToken);
+        await mqtt.WaitUntilConnectedAsync(cancellationToken).ConfigureAwait(false);
+        _ready.TrySetResult();
         logger.LogInformation("aggregator shard {Shard}: waiting for the coordinator's plans on {Topic}.", _index, mqtt.Topics.RoundCurrent);
         status.Running = true;
         try

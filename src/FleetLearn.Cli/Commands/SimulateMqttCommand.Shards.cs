@@ -28,6 +28,9 @@ internal static partial class SimulateMqttCommand
             : throw new ArgumentException($"--shard-kill '{text}': expected ROUND:SHARD, e.g. 1:2.");
     }
 
+    /// <summary>What a shard process prints on standard output once it is connected and subscribed.</summary>
+    private const string ShardReadyLine = "shard: ready";
+
     /// <summary>Starts this executable again, with the same arguments plus <see cref="ShardProcessOption"/>, as aggregator shard <paramref name="shard"/>.</summary>
     private static Process StartShardProcess(int shard, AgentEndpoint endpoint, string? password, string work, TextWriter progress)
     {
@@ -39,7 +42,13 @@ internal static partial class SimulateMqttCommand
         var start = new ProcessStartInfo(exe, args) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (password is not null) start.Environment[MqttFleetSimulation.PasswordVariable] = password; // the embedded broker's, never on a command line
         var process = Process.Start(start) ?? throw new InvalidOperationException("Could not start a shard process.");
-        process.OutputDataReceived += (_, _) => { };
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, line) =>
+        {
+            if (line.Data == ShardReadyLine) ready.TrySetResult();
+        };
+        process.Exited += (_, _) => ready.TrySetException(new InvalidOperationException($"Aggregator shard {shard}'s process exited before it was ready (exit code {process.ExitCode})."));
+        process.EnableRaisingEvents = true;
         process.ErrorDataReceived += (_, line) =>
         {
             if (line.Data is { Length: > 0 } text) progress.WriteLine($"[shard {shard}] {text}");
@@ -47,6 +56,10 @@ internal static partial class SimulateMqttCommand
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         progress.WriteLine($"started shard process {process.Id} for aggregator shard {shard}");
+        // The coordinator opens a round only once every shard listens: an update sent to a shard that has not subscribed yet
+        // would wait for the vehicle's next resend.
+        if (!ready.Task.Wait(TimeSpan.FromMinutes(2)))
+            throw new TimeoutException($"Aggregator shard {shard}'s process (pid {process.Id}) did not report ready within 2 minutes.");
         return process;
     }
 
@@ -78,7 +91,10 @@ internal static partial class SimulateMqttCommand
                 Process.GetCurrentProcess().Kill(); // SIGKILL: no clean disconnect, nothing more sent
             },
         };
-        await worker.RunAsync(stop.Token).ConfigureAwait(false);
+        var running = worker.RunAsync(stop.Token);
+        await Task.WhenAny(worker.Ready, running).ConfigureAwait(false);
+        if (worker.Ready.IsCompletedSuccessfully) Console.Out.WriteLine(ShardReadyLine); // the parent waits for this line
+        await running.ConfigureAwait(false);
         return 0;
     }
 }

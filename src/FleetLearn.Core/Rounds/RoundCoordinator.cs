@@ -202,7 +202,9 @@ public sealed class RoundCoordinator : IDisposable
     {
         if (_aggregator is null) return Verdict(Admission.Rejected(RejectReasons.Protocol, "this round uses secure aggregation: plaintext updates are refused"));
         if (_contributors.ContainsKey(vehicle)) return Verdict(Admission.Duplicate("one update per vehicle per round"));
-        if (RoundPolicy.AdmitPlain(_setup.Codec, _setup.Rules, message.Envelope.Span, (ulong)index, out var decoded) is { } refused) return Verdict(refused);
+        // A shard's vehicles name their position in the whole cohort (the plan's), not in the shard's part.
+        ulong claimed = (ulong)(_setup.Shard?.CohortPositions is { } positions ? positions[index] : index);
+        if (RoundPolicy.AdmitPlain(_setup.Codec, _setup.Rules, message.Envelope.Span, claimed, out var decoded) is { } refused) return Verdict(refused);
         double weight = decoded.Header.Weight;
         _aggregator.Add(decoded.Delta, weight);
         _contributors[vehicle] = updateId;

@@ -2,7 +2,15 @@ namespace FleetLearn.Core.Rounds;
 
 /// <summary>A <see cref="RoundCoordinator"/> that aggregates one shard's part of the cohort and hands a partial sum on instead of releasing.</summary>
 /// <param name="Index">The shard's number (what the plan tells each of its vehicles).</param>
-public sealed record ShardRole(int Index);
+public sealed record ShardRole(int Index)
+{
+    /// <summary>
+    /// Each part member's position in the whole cohort (the signed plan's <see cref="PlanShard.Members"/>), or null when the
+    /// part's vehicles number their updates by their position in the part (the in-process simulator). A vehicle over MQTT
+    /// names its position in the plan's cohort in its plaintext update's header; the shard checks that claim against it.
+    /// </summary>
+    public IReadOnlyList<int>? CohortPositions { get; init; }
+}
 
 /// <summary>
 /// What a shard hands the combiner when its part of a round closes (Bonawitz et al. 2019, §4: aggregators own parts of the

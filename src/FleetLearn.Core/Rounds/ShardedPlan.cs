@@ -59,6 +59,6 @@ public static class ShardedPlan
             var parameters = protection.CreateSecAggParameters(round.Codec.Pipeline, plan.Round, part.Count, SecAggSession.Id(plan.Fleet, signedPlan), entry);
             secure = new SecureRoundSetup(parameters, protection.CreateDeviceKeyRegistry(part, deviceCa, entry), maxDegreeOfParallelism);
         }
-        return round with { Cohort = part, Secure = secure, Shard = new ShardRole(shard), CentralNoise = null };
+        return round with { Cohort = part, Secure = secure, Shard = new ShardRole(shard) { CohortPositions = entry.Members }, CentralNoise = null };
     }
 }
