@@ -174,9 +174,9 @@ public sealed class EdgeAgentWorker(
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
                 break;
             case Declined declined:
-                Declined++;
                 _outbox.SetState(AgentCheckIn.LastRoundKey, plan.Round);
                 logger.LogWarning("agent {Vehicle}: declines round {Round}: {Reason}", _options.VehicleId, plan.Round, declined.Reason);
+                Declined++; // after the log line: whoever watches the count finds the reason already written
                 break;
             case Joined joined:
                 // Recorded durably first: a restart from here on is a dropout, never a second attempt with new keys.
@@ -229,8 +229,8 @@ public sealed class EdgeAgentWorker(
                     if (send.Message is MaskedInputMessage) RoundsSent++;
                     break;
                 case FinishedEffect { Final: Abandoned abandoned }:
-                    Declined++;
                     logger.LogWarning("agent {Vehicle}: drops out of round {Round}: {Reason}", _options.VehicleId, round.Round, abandoned.Reason);
+                    Declined++;
                     Finish(round);
                     break;
                 case FinishedEffect:
