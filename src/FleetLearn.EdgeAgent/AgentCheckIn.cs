@@ -32,7 +32,7 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         long newSamples = data.Rows.Length - (outbox.GetState(SamplesAtLastRoundKey) ?? 0);
         if (options.MinNewSamples > 0 && newSamples < options.MinNewSamples) return $"{newSamples} new samples < {options.MinNewSamples}";
         if (data.Rows.Length == 0) return "no local samples";
-        if (options.EpsilonBudget is { } budget && ledger.EpsilonOf(options.VehicleId) >= budget) return "privacy budget spent";
+        if (options.EpsilonBudget is not null && VehicleBudget.Spent(ledger.EpsilonOf(options.VehicleId), options.EpsilonBudget)) return "privacy budget spent";
         return null;
     }
 

@@ -179,6 +179,9 @@ internal sealed class TraceSimulateCommand
                     peak_held = sec.PeakHeld,
                 },
                 max_vehicle_epsilon = SimulateCommand.Finite(result.MaxVehicleEpsilon),
+                // FedBuff: the vehicles' own ledgers (a fresh charge per update sent; over MQTT the agents' LiteDB ledgers) and the assignments they declined on them.
+                max_vehicle_ledger_epsilon = result.VehicleLedgerEpsilon is { Count: > 0 } own ? own.Max() : (double?)null,
+                vehicle_declines = result.VehicleLedgerEpsilon is null ? (long?)null : result.VehicleDeclines,
                 delta = options.Privacy?.Delta,
                 model_sha256 = Core.Model.Checkpoint.ParameterHash(run.GlobalModel),
                 seconds = result.Seconds,

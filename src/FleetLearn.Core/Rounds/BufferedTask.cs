@@ -1,4 +1,3 @@
-using System.Globalization;
 using FleetLearn.Core.Compression;
 
 namespace FleetLearn.Core.Rounds;
@@ -43,10 +42,7 @@ public static class BufferedTask
         var charge = protection.Charge(pipeline, plan.ModelVersion);
         if (protection.PrivacyRefusal(profile.Floors, bufferSize) is { } floor) return new Declined(floor);
         if (plan.Batch > profile.MaxBatch) return new Declined($"batch {plan.Batch} exceeds {profile.MaxBatch}");
-        if (charge is not null && ledger is not null && ledger.HasRecorded(plan.Round))
-            return new Declined(string.Create(CultureInfo.InvariantCulture, $"this vehicle already contributed under release {plan.Round} (model {plan.ModelVersion}): its ledger holds one record per release"));
-        if (charge is { } c && ledger is not null && !ledger.CanParticipate(c))
-            return new Declined($"the contribution would exceed this vehicle's ε budget (spent {ledger.Epsilon:F3})");
+        if (VehicleBudget.Refusal(charge, ledger, plan.Round, plan.ModelVersion) is { } spent) return new Declined(spent);
         var round = new VehicleRound(new VehicleRoundSetup
         {
             Round = plan.Round,

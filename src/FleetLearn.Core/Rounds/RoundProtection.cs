@@ -192,8 +192,11 @@ public sealed record RoundProtection
     }
 
     /// <summary>What a participation in round <paramref name="round"/> is charged at, on both sides: σ, or under the distributed discrete Gaussian the σ equivalent of the noise actually added (<see cref="RoundRules.ChargeFor"/>); null without DP.</summary>
-    public PrivacyCharge? Charge(UpdatePipeline pipeline, long round) => NoiseMode is null ? null
-        : PrivacyCharge.Participation(RoundRules.ChargeFor(ForRound(pipeline, round), MinNoiseShares, NoiseMultiplier, NoiseMultiplier) ?? NoiseMultiplier);
+    public PrivacyCharge? Charge(UpdatePipeline pipeline, long round) => NoiseMode is null ? null : ChargeOf(ForRound(pipeline, round), MinNoiseShares, NoiseMultiplier);
+
+    /// <summary>What a DP participation encoded with <paramref name="codec"/> is charged at (<see cref="Charge"/>; the simulators' model of a vehicle's ledger calls it too).</summary>
+    public static PrivacyCharge ChargeOf(UpdatePipelineRound codec, int minNoiseShares, double noiseMultiplier) =>
+        PrivacyCharge.Participation(RoundRules.ChargeFor(codec, minNoiseShares, noiseMultiplier, noiseMultiplier) ?? noiseMultiplier);
 
     /// <summary>The secure-aggregation parameters of the round (cohort indices are positions in the plan's cohort).</summary>
     /// <param name="pipeline">The round's pipeline (<see cref="CreatePipeline"/>).</param>

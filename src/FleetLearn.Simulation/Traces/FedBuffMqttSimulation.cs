@@ -37,6 +37,7 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
     private readonly TaskLink _link = new();
     private float[] _global;
     private long _version;
+    private IReadOnlyList<double>? _agentEpsilons;
 
     /// <summary>Sets up the run; agents and aggregator keep their databases under <paramref name="workDirectory"/>.</summary>
     public FedBuffMqttSimulation(SimulationOptions options, TraceSettings settings, AvailabilityTrace trace, LabeledData train, LabeledData test, Func<ModelSpec, int, ITrainer> createTrainer,
@@ -44,8 +45,6 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         : base(options, settings, trace, train, test, createTrainer)
     {
         if (settings.Mode != RoundMode.FedBuff) throw new ArgumentException("--transport mqtt --trace runs --mode fedbuff (synchronous rounds over MQTT: simulate --transport mqtt without --trace).");
-        if (options.Privacy is { EpsilonBudget: not null })
-            throw new ArgumentException("--transport mqtt --mode fedbuff does not take --epsilon-budget yet: each agent charges its own ledger a fresh contribution's ε where the in-process run charges by staleness, so the agents run out first and the two runs part (docs/async.md).");
         MqttFleetSimulation.CheckSupported(options);
         _workDirectory = workDirectory;
         _logger = logger ?? NullLoggerFactory.Instance;
@@ -57,6 +56,9 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
 
     /// <inheritdoc/>
     protected override long Version => _version;
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<double>? VehicleEpsilons => _agentEpsilons;
 
     /// <inheritdoc/>
     protected override (long Applied, long Aborted, IReadOnlyDictionary<long, long> Staleness) RunCore(Action<TracePoint>? progress, CancellationToken cancellationToken) =>
@@ -108,7 +110,13 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         finally
         {
             await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
-            if (agents is not null) await agents.DisposeAsync().ConfigureAwait(false);
+            if (agents is not null)
+            {
+                // What the agents' own ledgers hold (read before they close): the in-process run models them (VehicleLedgers).
+                var spent = agents.EpsilonByVehicle;
+                _agentEpsilons = Options.Privacy is null ? null : [.. Enumerable.Range(0, Options.Vehicles).Select(v => spent.GetValueOrDefault(Name(v)))];
+                await agents.DisposeAsync().ConfigureAwait(false);
+            }
             foreach (var m in monitors) m.Dispose();
         }
     }
@@ -138,9 +146,9 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         bool Eligible(int v) => windowEnd[v] > Now && !busy[v] && !buffered.ContainsKey(v) && MayContribute(v);
 
         // The vehicle leaves its window (or its update was handled): its agent checks in with 0 samples; wait until the aggregator had it.
-        async Task<BufferedEvent> LeaveAsync(int v)
+        async Task<BufferedEvent> LeaveAsync(int v, Task<BufferedEvent>? expected = null)
         {
-            var answered = Expect(v, BufferedEventKind.Withdrawn);
+            var answered = expected ?? Expect(v, BufferedEventKind.Withdrawn);
             monitors[v].Update(Driving);
             return await answered.ConfigureAwait(false);
         }
@@ -173,6 +181,7 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
                     break;
                 case Kind.Arrive:
                     busy[v] = false;
+                    ChargeVehicle(v, e.Version); // the agent charges its own ledger now: the model of it follows
                     var verdict = Expect(v, BufferedEventKind.Update);
                     _ = _link.Decide(Name(v), arrive: true, task: ++tasks);
                     var handled = await verdict.ConfigureAwait(false);
@@ -218,12 +227,23 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
                 int d = pool.TakeRandom(rng);
                 _link.Arm(Name(d));
                 var answer = Expect(d, BufferedEventKind.Answered);
+                // An assignment is of the current version; if the vehicle's own ledger declines it (as in process), its agent withdraws at once.
+                var declined = VehicleRefusal(d, _version) is null ? null : Expect(d, BufferedEventKind.Withdrawn);
                 monitors[d].Update(VehicleState.Idle);
                 var checkIn = await answer.ConfigureAwait(false);
                 training = checkIn.Progress.Training;
                 if (checkIn.Admission.Status != AckStatus.Accepted)
                 {
-                    training = (await LeaveAsync(d).ConfigureAwait(false)).Progress.Training;
+                    training = (await LeaveAsync(d, declined).ConfigureAwait(false)).Progress.Training;
+                    continue;
+                }
+                if (checkIn.Version != _version)
+                    throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"{Name(d)} was assigned version {checkIn.Version} while the run is at {_version}."));
+                if (declined is not null)
+                {
+                    training = (await declined.ConfigureAwait(false)).Progress.Training;
+                    Decline();
+                    training = (await LeaveAsync(d).ConfigureAwait(false)).Progress.Training; // outside a window again, as after a refusal
                     continue;
                 }
                 busy[d] = true;

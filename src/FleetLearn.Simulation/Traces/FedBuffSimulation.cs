@@ -42,6 +42,9 @@ internal sealed class FedBuffSimulation : TraceFleetSimulation
     /// <inheritdoc/>
     protected override long Version => _coordinator.Version;
 
+    /// <inheritdoc/>
+    protected override IReadOnlyList<double>? VehicleEpsilons => ModelledVehicleEpsilons();
+
     private enum Kind { Open, Close, Arrive, Withdraw }
 
     private readonly record struct Event(Kind Kind, int Vehicle, long Version, ulong Slot, double Started, double Compute);
@@ -73,6 +76,13 @@ internal sealed class FedBuffSimulation : TraceFleetSimulation
                 int v = pool.TakeRandom(rng);
                 var checkIn = _coordinator.CheckIn(VehicleIds[v]);
                 if (checkIn.Admission.Status != AckStatus.Accepted) continue;
+                if (VehicleRefusal(v, checkIn.Version) is not null)
+                {
+                    // Its agent declines on its own ledger (BufferedTask.Join) and withdraws at once; drawn again at its next window.
+                    _coordinator.Withdraw(VehicleIds[v]);
+                    Decline();
+                    continue;
+                }
                 busy[v] = true;
                 if (!_versions.TryGetValue(checkIn.Version, out var held)) held = (_coordinator.Global.ToArray(), 0);
                 _versions[checkIn.Version] = (held.Model, held.Holders + 1);
@@ -117,6 +127,7 @@ internal sealed class FedBuffSimulation : TraceFleetSimulation
                 case Kind.Arrive:
                     busy[v] = false;
                     var model = Release(e.Version);
+                    ChargeVehicle(v, e.Version); // the agent's own ledger, before its update leaves
                     var (id, message) = TrainAndEncode(v, model, _coordinator.CodecFor(e.Version), e.Slot);
                     var step = _coordinator.Receive(VehicleIds[v], id, message);
                     if (step.Admission.Status != AckStatus.Accepted)

@@ -167,6 +167,8 @@ public abstract partial class TraceFleetSimulation : IDisposable
             Secure = SecureStats,
             CheckInsPerHour = CheckInLoad,
             MaxVehicleEpsilon = Ledger is null ? double.NaN : Ledger.Vehicles.Select(v => v.Epsilon).DefaultIfEmpty(0).Max(),
+            VehicleLedgerEpsilon = VehicleEpsilons,
+            VehicleDeclines = VehicleDeclines,
             Seconds = clock.Elapsed.TotalSeconds,
         };
     }
@@ -206,11 +208,12 @@ public abstract partial class TraceFleetSimulation : IDisposable
     protected (double Task, double Compute) TaskHours(int vehicle) =>
         (Settings.Resources.TaskHours(Options.Seed, vehicle, ModelBytes, UpdateBytes), Settings.Resources.ComputeHours(Options.Seed, vehicle));
 
-    /// <summary>Whether the vehicle may still contribute: under its participation cap and (with a budget) its ε budget.</summary>
+    /// <summary>Whether the vehicle may still contribute: under its participation cap and (with a budget) its ε budget, in the aggregator's ledger and its own.</summary>
     protected bool MayContribute(int vehicle) =>
         Partitions[vehicle].Length > 0
         && (Settings.MaxParticipations is not { } cap || Participations[vehicle] < cap)
-        && (Ledger is null || Options.Privacy?.EpsilonBudget is null || Ledger.CanParticipate(VehicleIds[vehicle], Rules.Charge));
+        && (Ledger is null || Options.Privacy?.EpsilonBudget is null || Ledger.CanParticipate(VehicleIds[vehicle], Rules.Charge))
+        && HasBudgetLeft(vehicle);
 
     /// <summary>
     /// The vehicle trains on <paramref name="model"/> (the version it was handed) and encodes its update with

@@ -151,6 +151,15 @@ public sealed record TraceRunResult
     /// <summary>Largest per-vehicle ε in the ledger (NaN without DP).</summary>
     public double MaxVehicleEpsilon { get; init; } = double.NaN;
 
+    /// <summary>
+    /// FedBuff: the ε each vehicle's own ledger holds (index = vehicle; a fresh contribution's charge per update it sent) — over
+    /// MQTT read from the agents' ledgers; null without DP or where the run does not model them.
+    /// </summary>
+    public IReadOnlyList<double>? VehicleLedgerEpsilon { get; init; }
+
+    /// <summary>FedBuff: assignments vehicles declined on their own ledger (a release already charged, or the ε budget).</summary>
+    public long VehicleDeclines { get; init; }
+
     /// <summary>Wall-clock seconds the run took.</summary>
     public double Seconds { get; init; }
 }

@@ -162,6 +162,24 @@ public sealed class SimulateTraceCommandTests
     }
 
     [Fact]
+    public void FedBuffOverMqttWithEpsilonBudget_SameModelDeclinesAndVehicleLedgersAsInProcess()
+    {
+        // σ = 0.5: three fresh contributions are ε 21.445, four 25.9; the budget 23.7 lets each vehicle send three updates.
+        string[] run = ["simulate", "--trace", "mixed", "--vehicles", "24", "--hours", "30", "--mode", "fedbuff", "--buffer", "3", "--subset", "1200:200", "--model", "784-32-10",
+            "--local-epochs", "1", "--target", "0.99", "--dp", "central", "--clip", "1", "--noise-multiplier", "0.5", "--epsilon-budget", "23.7", "--json"];
+
+        var (exit, inproc, _) = Run([.. run, "--transport", "inproc"]);
+        var (exit2, mqtt, _) = Run([.. run, "--transport", "mqtt"]);
+
+        Assert.Equal((0, 0), (exit, exit2));
+        var (expected, actual) = (Summary(inproc), Summary(mqtt));
+        Assert.True(expected.GetProperty("vehicle_declines").GetInt64() > 0, "no vehicle declined on its own ledger");
+        foreach (var key in (string[])["model_sha256", "applied", "vehicle_declines", "max_vehicle_epsilon", "max_vehicle_ledger_epsilon"])
+            Assert.Equal(expected.GetProperty(key).GetRawText(), actual.GetProperty(key).GetRawText());
+        Assert.True(actual.GetProperty("max_vehicle_ledger_epsilon").GetDouble() <= 23.7);
+    }
+
+    [Fact]
     public void SyncOverMqttWithTrace_Refused()
     {
         var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--subset", "600:100", "--transport", "mqtt"]));
