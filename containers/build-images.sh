@@ -64,6 +64,7 @@ rsync -a --delete --exclude '*.xml' --exclude 'runtimes/win*' --exclude 'runtime
 # The .NET runtimes the CLI was built for (Microsoft.NETCore.App, and Microsoft.AspNetCore.App for the aggregator's HTTP
 # surface, from this machine's SDK install): no registry image.
 dotnet_root=$(dirname "$(readlink -f "$(command -v dotnet)")")
+mkdir -p "$stage/dotnet" # rsync creates the last directory only: a fresh clone has no .stage/dotnet
 rsync -a --delete "$dotnet_root/host/" "$stage/dotnet/host/"
 for framework in Microsoft.NETCore.App Microsoft.AspNetCore.App; do
   runtime=$(dotnet --list-runtimes | awk -v f="$framework" '$1 == f && $2 ~ /^10\./ { v = $2 } END { print v }')
