@@ -85,13 +85,6 @@ public sealed class SimulateShardsCommandTests
         Assert.StartsWith("--transport mqtt --shards runs plain secure aggregation and central DP", e.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Simulate_PlaintextShardsOverMqtt_RefusedWithTheReason()
-    {
-        var e = Assert.Throws<ArgumentException>(() => Run([.. Small.Where(a => a is not ("--secagg" or "plus")), "--clip", "5", "--shards", "3", "--transport", "mqtt"]));
-        Assert.StartsWith("--transport mqtt --shards needs --secagg plus or full", e.Message, StringComparison.Ordinal);
-    }
-
     [Theory]
     [InlineData("1:5", "--shards", "3")]
     [InlineData("1:0", "--shards", "1")]
