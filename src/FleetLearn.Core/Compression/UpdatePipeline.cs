@@ -546,7 +546,8 @@ public sealed class UpdatePipelineRound
         var raw = UpdateEnvelope.ReadBodySpan(envelope, h, rawLength);
         var body = raw[h.IndexBytes..];
 
-        var values = new float[h.ValueCount];
+        // A float32 body overwrites every value below: no zeroing pass over an array the size of the model.
+        var values = _p.QuantizationBits is null ? GC.AllocateUninitializedArray<float>(h.ValueCount) : new float[h.ValueCount];
         if (_p.QuantizationBits is { } b)
         {
             var levels = new uint[h.ValueCount];
