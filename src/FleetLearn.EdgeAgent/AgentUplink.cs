@@ -39,6 +39,9 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
 
     private DateTimeOffset _nextModelRequest;
 
+    /// <summary>Called with the round when a plaintext update of this vehicle is acknowledged (once per update; a simulated fleet's link orders uploads by it).</summary>
+    public Action<long>? UpdateAcknowledged { get; init; }
+
     /// <summary>Messages the aggregator acknowledged (updates and secure-aggregation messages).</summary>
     public int Acknowledged { get; private set; }
 
@@ -152,6 +155,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         _schedule.Forget(envelope.UpdateId);
         if (!outbox.Acknowledge(envelope.UpdateId)) return;
         Acknowledged++;
+        if (update) UpdateAcknowledged?.Invoke(envelope.Round);
         var level = ack.Status == AckStatus.Rejected ? LogLevel.Warning : update ? LogLevel.Information : LogLevel.Debug;
         logger.Log(level, "agent {Vehicle}: round {Round} {What} {Status}{Reason}", vehicleId, envelope.Round, update ? "update" : "secure-aggregation message",
             ack.Status, ack.Reason.Length > 0 ? $" ({ack.Reason})" : "");

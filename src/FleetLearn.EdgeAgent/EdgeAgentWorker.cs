@@ -103,7 +103,7 @@ public sealed class EdgeAgentWorker(
         _inboxChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16);
         _loop = Channel.CreateBounded<object>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = _mqtt = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
-        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
+        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { UpdateAcknowledged = r => link?.UpdateAcknowledged(_options.VehicleId, r), AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) }) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);

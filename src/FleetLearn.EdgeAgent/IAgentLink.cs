@@ -11,4 +11,7 @@ public interface IAgentLink
 {
     /// <summary>The effects of a step of <paramref name="plan"/>'s round as the link lets them happen (awaited on the agent's loop).</summary>
     ValueTask<IReadOnlyList<VehicleEffect>> ShapeAsync(string vehicle, RoundPlan plan, IReadOnlyList<VehicleEffect> effects, CancellationToken cancellationToken);
+
+    /// <summary>The aggregator (or the vehicle's shard) acknowledged <paramref name="vehicle"/>'s plaintext update of <paramref name="round"/>, once per update.</summary>
+    void UpdateAcknowledged(string vehicle, long round) { }
 }

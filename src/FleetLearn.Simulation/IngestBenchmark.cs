@@ -18,8 +18,20 @@ namespace FleetLearn.Simulation;
 /// <param name="Seconds">Best pass of the receive path.</param>
 /// <param name="MemcpySeconds">Best pass of copying the same chunks, in the same order, into one buffer.</param>
 /// <param name="Stages">Where the best pass spent its time: chunk reassembly, envelope and message decoding, and the coordinator's receive (admission, decode, fold), in seconds.</param>
-public sealed record IngestPathResult(string Path, int Updates, int Dimension, long WireBytes, double Seconds, double MemcpySeconds, IngestStages Stages)
+/// <param name="Sha256Seconds">Best pass of SHA-256 alone over the same payloads (the transfer check every reassembled message must pass).</param>
+/// <param name="AllocatedBytes">Bytes the receive path allocated in the best pass (managed heap, this thread).</param>
+public sealed record IngestPathResult(string Path, int Updates, int Dimension, long WireBytes, double Seconds, double MemcpySeconds, IngestStages Stages,
+    double Sha256Seconds = double.NaN, long AllocatedBytes = 0)
 {
+    /// <summary>SHA-256's throughput over the same payloads, same run.</summary>
+    public double Sha256MegabytesPerSecond => WireBytes / Sha256Seconds / 1e6;
+
+    /// <summary>The most <see cref="RatioToMemcpy"/> can be while every transfer's SHA-256 is checked: memcpy ÷ SHA-256 alone.</summary>
+    public double RatioBoundBySha256 => MemcpySeconds / Sha256Seconds;
+
+    /// <summary>Bytes allocated per wire byte received.</summary>
+    public double AllocatedPerWireByte => (double)AllocatedBytes / WireBytes;
+
     /// <summary>Receive-path throughput in MB (10^6 bytes) of wire bytes per second.</summary>
     public double MegabytesPerSecond => WireBytes / Seconds / 1e6;
 
@@ -160,7 +172,8 @@ public static class IngestBenchmark
     private static IngestPathResult Measure(string path, int updates, int dimension, Func<List<byte[]>[]> messagesOf, int repeats, Action<string>? progress,
         Func<int, (RoundCoordinator Coordinator, Action Dispose)> open)
     {
-        double bestReceive = double.MaxValue, bestCopy = double.MaxValue;
+        double bestReceive = double.MaxValue, bestCopy = double.MaxValue, bestHash = double.MaxValue;
+        long bestAllocated = 0;
         IngestStages bestStages = new(0, 0, 0);
         long wire = 0;
         // One untimed pass first: the JIT promotes the loops to optimized code, as in a long-running aggregator.
@@ -181,9 +194,16 @@ public static class IngestBenchmark
                 }
             }
             copy.Stop();
+            // The peer that bounds the receive path: SHA-256 over each whole payload (what ChunkAssembler verifies), same bytes.
+            var payloads = messages.Select(Payload).ToArray();
+            var hash = Stopwatch.StartNew();
+            foreach (var payload in payloads) SHA256.HashData(payload);
+            hash.Stop();
             long maxUpdate = messages.Max(m => m.Sum(c => (long)c.Length));
+            long allocated;
             var assembler = new ChunkAssembler(maxUpdate, Math.Max(64, 4 * updates), 2, maxUpdate + maxUpdate / 16 + 65536);
             long reassembly = 0, decode = 0, fold = 0;
+            long allocatedBefore = GC.GetAllocatedBytesForCurrentThread();
             var receive = Stopwatch.StartNew();
             using (coordinator)
             {
@@ -207,19 +227,34 @@ public static class IngestBenchmark
                     }
                 }
                 receive.Stop();
+                allocated = GC.GetAllocatedBytesForCurrentThread() - allocatedBefore;
                 if (path == "plain" && coordinator.Phase is not Closed) throw new InvalidOperationException("The plain round did not close after its last update.");
             }
             dispose();
             if (pass == 0) continue;
             bestCopy = Math.Min(bestCopy, copy.Elapsed.TotalSeconds);
+            bestHash = Math.Min(bestHash, hash.Elapsed.TotalSeconds);
             var stages = new IngestStages(Seconds(reassembly), Seconds(decode), Seconds(fold));
-            if (receive.Elapsed.TotalSeconds < bestReceive) (bestReceive, bestStages) = (receive.Elapsed.TotalSeconds, stages);
+            if (receive.Elapsed.TotalSeconds < bestReceive) (bestReceive, bestStages, bestAllocated) = (receive.Elapsed.TotalSeconds, stages, allocated);
             progress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"{path} pass {pass}/{repeats}: receive {wire / receive.Elapsed.TotalSeconds / 1e6:N0} MB/s (reassembly {stages.Reassembly:F3} s, decode {stages.Decode:F3} s, admit and fold {stages.Receive:F3} s), memcpy {wire / copy.Elapsed.TotalSeconds / 1e6:N0} MB/s"));
+                $"{path} pass {pass}/{repeats}: receive {wire / receive.Elapsed.TotalSeconds / 1e6:N0} MB/s (reassembly {stages.Reassembly:F3} s, decode {stages.Decode:F3} s, admit and fold {stages.Receive:F3} s; {allocated / 1e6:N1} MB allocated), memcpy {wire / copy.Elapsed.TotalSeconds / 1e6:N0} MB/s, SHA-256 alone {wire / hash.Elapsed.TotalSeconds / 1e6:N0} MB/s"));
         }
-        return new IngestPathResult(path, updates, dimension, wire, bestReceive, bestCopy, bestStages);
+        return new IngestPathResult(path, updates, dimension, wire, bestReceive, bestCopy, bestStages, bestHash, bestAllocated);
 
         static double Seconds(long ticks) => (double)ticks / Stopwatch.Frequency;
+    }
+
+    /// <summary>The whole payload a message's chunks carry (their data after the chunk header), as the assembler hashes it.</summary>
+    private static byte[] Payload(List<byte[]> chunks)
+    {
+        var whole = new byte[chunks.Sum(c => c.Length - ChunkCodec.HeaderSize)];
+        int at = 0;
+        foreach (var c in chunks)
+        {
+            c.AsSpan(ChunkCodec.HeaderSize).CopyTo(whole.AsSpan(at));
+            at += c.Length - ChunkCodec.HeaderSize;
+        }
+        return whole;
     }
 
     private static string[] Vehicles(int n) => [.. Enumerable.Range(0, n).Select(v => $"vehicle-{v}")];

@@ -248,8 +248,6 @@ public static class MqttFleetSimulation
             throw new ArgumentException("--transport mqtt does not carry the randomized-response telemetry yet; use the in-process transport for --telemetry-epsilon.");
         if (options.Codec.ErrorFeedback)
             throw new ArgumentException("--transport mqtt does not keep top-k error-feedback residuals on the agents yet; use a dense codec (rot, sub, q) or the in-process transport.");
-        if (options.Shards > 1 && options.SecureAggregation == SecureAggregationMode.Off)
-            throw new ArgumentException("--transport mqtt --shards needs --secagg plus or full: plaintext rounds over MQTT shards stall after the first update (only one agent's update goes out; open, docs/scale.md). In process, --shards runs plaintext too.");
         if (options.Shards > 1 && options.Privacy?.Mode == NoiseMode.Distributed)
             throw new ArgumentException("--transport mqtt --shards runs plain secure aggregation and central DP; distributed DP sized per shard runs in process only (docs/scale.md, \"Sharded aggregation\").");
     }

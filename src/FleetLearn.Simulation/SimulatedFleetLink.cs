@@ -13,7 +13,8 @@ namespace FleetLearn.Simulation;
 /// available vehicles have checked in (<see cref="Gate"/>); a selected vehicle the model drops, or finds surplus or
 /// straggling, goes silent after the key exchange (it never trains or uploads); plaintext uploads leave in the simulated
 /// finishing order, each once the one before it was folded, so the aggregator folds the floating-point sum in the order the
-/// in-process coordinator does; and when everyone who will answer has answered, the aggregator's clock skips to the
+/// in-process coordinator does (in a sharded round the coordinator folds nothing: there an upload leaves once the one before
+/// it was acknowledged by its shard, so each shard folds its part in the in-process shard's order); and when everyone who will answer has answered, the aggregator's clock skips to the
 /// deadline (<see cref="SkippingClock"/>), as the in-process fake clock does.
 /// </summary>
 public sealed class SimulatedFleetLink : IAgentLink, IAsyncDisposable
@@ -30,6 +31,8 @@ public sealed class SimulatedFleetLink : IAgentLink, IAsyncDisposable
     private readonly Dictionary<(long Round, int Turn), TaskCompletionSource> _turns = [];
     private readonly HashSet<(long Round, string Phase)> _skipped = [];
     private readonly Dictionary<string, int> _sent = new(StringComparer.Ordinal);
+    private readonly Dictionary<long, HashSet<string>> _acknowledged = []; // sharded rounds: vehicles whose update a shard acknowledged
+    private readonly HashSet<long> _sharded = [];
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _watch;
     private long _gathering = 1;
@@ -96,22 +99,41 @@ public sealed class SimulatedFleetLink : IAgentLink, IAsyncDisposable
         return effects;
     }
 
-    /// <summary>Re-reads the aggregator's progress: opens the turns it allows, and skips a phase nobody else will answer to its deadline.</summary>
+    /// <inheritdoc/>
+    public void UpdateAcknowledged(string vehicle, long round)
+    {
+        lock (_lock)
+        {
+            if (!_acknowledged.TryGetValue(round, out var vehicles)) _acknowledged[round] = vehicles = new HashSet<string>(StringComparer.Ordinal);
+            vehicles.Add(vehicle);
+        }
+        Evaluate();
+    }
+
+    /// <summary>
+    /// Re-reads the aggregator's progress: opens the turns it allows, and skips a phase nobody else will answer to its deadline.
+    /// A turn opens once the aggregator has folded the updates before it, or in a sharded round (whose coordinator only combines)
+    /// once that many updates were acknowledged: a shard acknowledges an update after folding it.
+    /// </summary>
     public void Evaluate()
     {
-        if (_status.Phase is not { } phase) return;
+        var phase = _status.Phase;
         TimeSpan? skip = null;
         lock (_lock)
         {
             foreach (var ((round, turn), waiting) in _turns.ToArray())
             {
-                bool closed = phase.Round > round || phase.Round == round && phase.Phase is "Applied" or "Aborted";
-                if (closed || phase.Round == round && phase.Phase == "Collecting" && phase.Answered >= turn)
+                bool closed = phase is not null && (phase.Round > round || phase.Round == round && phase.Phase is "Applied" or "Aborted");
+                bool folded = _sharded.Contains(round)
+                    ? _acknowledged.GetValueOrDefault(round)?.Count >= turn
+                    : phase is not null && phase.Round == round && phase.Phase == "Collecting" && phase.Answered >= turn;
+                if (closed || folded)
                 {
                     waiting.TrySetResult();
                     _turns.Remove((round, turn));
                 }
             }
+            if (phase is null) return;
             if (phase.Phase is "Collecting" or "MaskedInputCollection" && _forecasts.TryGetValue(phase.Round, out var forecast)
                 && phase.Answered == forecast.AcceptedCount && phase.Answered < phase.Expected && _skipped.Add((phase.Round, phase.Phase)))
                 skip = phase.Phase == "Collecting" ? _roundTimeout : _phaseTimeout;
@@ -138,6 +160,7 @@ public sealed class SimulatedFleetLink : IAgentLink, IAsyncDisposable
             var selected = plan.Cohort.Select(IndexOf).ToArray();
             var forecast = RoundPlanner.Forecast((int)plan.Round, selected.Length, selected, v => (long)_partitions[v].Length * _options.LocalEpochs, _settings, _options.Behavior, _options.Seed);
             _forecasts[plan.Round] = forecast;
+            if (plan.Shards is { Count: > 0 }) _sharded.Add(plan.Round);
             return forecast;
         }
     }

@@ -73,6 +73,34 @@ public sealed class SimulatedFleetLinkTests : IAsyncDisposable
         Assert.Single(await second.WaitAsync(Patience));
     }
 
+    /// <summary>
+    /// Issue 16: in a sharded round the coordinator folds nothing (its status shows CombiningShards), so waiting for its fold
+    /// count held every upload after the first for good. There the turn opens once the updates before it were acknowledged.
+    /// </summary>
+    [Fact]
+    public async Task ShapeAsync_ShardedPlaintextUploads_EachLeavesAfterTheOneBeforeWasAcknowledged()
+    {
+        var accepted = _forecast.Accepted.Select(MqttFleetSimulation.VehicleName).ToArray();
+        Assert.True(accepted.Length >= 3, "the seed must accept three vehicles");
+        var sharded = _plan with { Shards = [new PlanShard { Index = 0, Members = [.. Enumerable.Range(0, _plan.Cohort.Count)] }] };
+        _status.ReportPhase(1, nameof(CombiningShards), 0, 1); // what the coordinator of a sharded round reports
+        var first = _link.ShapeAsync(accepted[0], sharded, [Upload], CancellationToken.None).AsTask();
+        var second = _link.ShapeAsync(accepted[1], sharded, [Upload], CancellationToken.None).AsTask();
+        var third = _link.ShapeAsync(accepted[2], sharded, [Upload], CancellationToken.None).AsTask();
+
+        Assert.Single(await first.WaitAsync(Patience));
+        _link.Evaluate();
+        Assert.False(second.IsCompleted); // nothing acknowledged yet
+        _link.UpdateAcknowledged(accepted[0], 2); // another round's ack opens nothing
+        Assert.False(second.IsCompleted);
+        _link.UpdateAcknowledged(accepted[0], 1);
+        Assert.Single(await second.WaitAsync(Patience));
+        _link.UpdateAcknowledged(accepted[0], 1); // the same vehicle again (a Duplicate's ack) counts once
+        Assert.False(third.IsCompleted);
+        _link.UpdateAcknowledged(accepted[1], 1);
+        Assert.Single(await third.WaitAsync(Patience));
+    }
+
     [Fact]
     public async Task Evaluate_EveryoneWhoWillAnswerHasAnswered_SkipsTheClockToTheDeadlineOnce()
     {

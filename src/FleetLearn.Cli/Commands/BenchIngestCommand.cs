@@ -39,7 +39,7 @@ internal static class BenchIngestCommand
             foreach (var x in results)
             {
                 parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"ingest {x.Path}: {x.Updates} updates × {x.Dimension:N0} parameters, {x.WireBytes / 1e6:N1} MB: {x.MegabytesPerSecond:N0} MB/s ({x.UpdatesPerSecond:N0} updates/s), memcpy {x.MemcpyMegabytesPerSecond:N0} MB/s, ratio {x.RatioToMemcpy:F3}"));
+                    $"ingest {x.Path}: {x.Updates} updates × {x.Dimension:N0} parameters, {x.WireBytes / 1e6:N1} MB: {x.MegabytesPerSecond:N0} MB/s ({x.UpdatesPerSecond:N0} updates/s), memcpy {x.MemcpyMegabytesPerSecond:N0} MB/s, ratio {x.RatioToMemcpy:F3}; SHA-256 alone {x.Sha256MegabytesPerSecond:N0} MB/s, so at most {x.RatioBoundBySha256:F3}; {x.AllocatedPerWireByte:F2} bytes allocated per byte"));
                 if (parse.GetValue(json))
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -55,6 +55,9 @@ internal static class BenchIngestCommand
                         reassembly_s = x.Stages.Reassembly,
                         decode_s = x.Stages.Decode,
                         admit_and_fold_s = x.Stages.Receive,
+                        sha256_mb_per_s = x.Sha256MegabytesPerSecond,
+                        ratio_bound_by_sha256 = x.RatioBoundBySha256,
+                        allocated_bytes = x.AllocatedBytes,
                     });
                 }
             }

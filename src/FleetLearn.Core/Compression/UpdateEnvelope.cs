@@ -125,6 +125,19 @@ public static class UpdateEnvelope
         };
     }
 
+    /// <summary>
+    /// The raw body, checked as <see cref="ReadBody"/> checks it, but read where it lies when the body is stored raw (no lossless
+    /// stage): the receive path decodes it without a copy. A compressed body is inflated into a new array.
+    /// </summary>
+    public static ReadOnlySpan<byte> ReadBodySpan(ReadOnlySpan<byte> envelope, UpdateEnvelopeHeader header, int rawLength)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        if (header.Lossless != LosslessKind.None) return ReadBody(envelope, header, rawLength);
+        var body = envelope[HeaderBytes..];
+        if (body.Length != rawLength) throw new UpdateFormatException($"Update body has {body.Length} bytes; {rawLength} expected for {header.ValueCount} values.");
+        return body;
+    }
+
     /// <summary>The raw body (decompressed when needed); it must be exactly <paramref name="rawLength"/> bytes.</summary>
     public static byte[] ReadBody(ReadOnlySpan<byte> envelope, UpdateEnvelopeHeader header, int rawLength)
     {

@@ -543,10 +543,11 @@ public sealed class UpdatePipelineRound
         if (_p.SharedRange && h.Range != SharedRangeValue) throw new UpdateFormatException($"Update uses range {h.Range}; this round's public range is {SharedRangeValue}.");
         if (_p.QuantizationBits is null && h.Range != 0) throw new UpdateFormatException("A float32 update has no quantization range.");
         int rawLength = checked(h.IndexBytes + (int)(_p.QuantizationBits is { } bb ? BitPacking.PackedLength(h.ValueCount, bb) : 4L * h.ValueCount));
-        var raw = UpdateEnvelope.ReadBody(envelope, h, rawLength);
-        var body = raw.AsSpan(h.IndexBytes);
+        var raw = UpdateEnvelope.ReadBodySpan(envelope, h, rawLength);
+        var body = raw[h.IndexBytes..];
 
-        var values = new float[h.ValueCount];
+        // A float32 body overwrites every value below: no zeroing pass over an array the size of the model.
+        var values = _p.QuantizationBits is null ? GC.AllocateUninitializedArray<float>(h.ValueCount) : new float[h.ValueCount];
         if (_p.QuantizationBits is { } b)
         {
             var levels = new uint[h.ValueCount];
@@ -555,15 +556,18 @@ public sealed class UpdatePipelineRound
         }
         else
         {
-            for (int i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadSingleLittleEndian(body[(4 * i)..]);
+            if (BitConverter.IsLittleEndian) MemoryMarshal.Cast<byte, float>(body[..(4 * values.Length)]).CopyTo(values); // the wire's order: one block copy
+            else for (int i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadSingleLittleEndian(body[(4 * i)..]);
             if (!Numerics.VectorMath.AllFinite(values)) throw new UpdateFormatException("Update contains NaN or infinite values.");
         }
+        // Nothing to undo (no subsample, rotation or top-k): the values are Δ̂ itself, so no second copy.
+        if (!topk && _subsample is null && _rotation is null && values.Length == _p.Options.Dimension) return new DecodedUpdate(h, values);
 
         var delta = new float[_p.Options.Dimension];
         if (topk)
         {
             var indices = new int[h.ValueCount];
-            UpdateEnvelope.DecodeIndices(raw.AsSpan(0, h.IndexBytes), h.Dimension, indices);
+            UpdateEnvelope.DecodeIndices(raw[..h.IndexBytes], h.Dimension, indices);
             for (int j = 0; j < indices.Length; j++) delta[indices[j]] = values[j];
         }
         else Untransform(values, 1f, delta);

@@ -270,7 +270,7 @@ public static class SecAggCodec
         if (dim == 0 || dim > (uint)r.Limits.MaxDimension) throw new SecAggFormatException($"Dimension {dim} is outside [1, {r.Limits.MaxDimension}].");
         long packed = BitPacking.PackedLength(dim, bits);
         if (packed != r.Remaining) throw new SecAggFormatException($"Masked input of {dim} × {bits} bits needs {packed} bytes, got {r.Remaining}.");
-        var values = new uint[dim];
+        var values = GC.AllocateUninitializedArray<uint>((int)dim); // TryUnpack writes every value (or the array is dropped): no zeroing pass
         if (!BitPacking.TryUnpack(r.Span((int)packed), bits, values))
             throw new SecAggFormatException("Masked input has non-zero padding bits.");
         return new MaskedInputMessage(round, sender, bits, ImmutableCollectionsMarshal.AsImmutableArray(values));

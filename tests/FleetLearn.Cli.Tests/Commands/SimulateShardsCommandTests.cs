@@ -54,18 +54,35 @@ public sealed class SimulateShardsCommandTests
         Assert.Equal(one[^1].GetProperty("model_sha256").GetString(), three[^1].GetProperty("model_sha256").GetString());
     }
 
+    /// <summary>
+    /// Issue 16: plaintext rounds over MQTT shards (embedded broker, shard workers in the test's process) stalled in round 1
+    /// after the first update. Both rounds must apply with all 9, every uplink acknowledged by its shard, and the model must be
+    /// the in-process sharded run's, bit for bit (each shard folds its part in the same order; the combiner adds the same means).
+    /// </summary>
+    [Fact]
+    public async Task Simulate_PlaintextThreeShardsOverMqtt_SameModelSha256AsInProcessShards()
+    {
+        string[] plain = [.. Small.Where(a => a is not ("--secagg" or "plus")), "--clip", "5", "--shards", "3"];
+        var (exitIn, outIn, errIn) = Run(plain);
+        Assert.True(exitIn == 0, errIn);
+        // A stall would hang the run: give it far more than it needs (about 10 s), then fail instead of waiting for the round's deadline.
+        var overMqtt = Task.Run(() => Run([.. plain, "--transport", "mqtt"]));
+        Assert.Same(overMqtt, await Task.WhenAny(overMqtt, Task.Delay(TimeSpan.FromMinutes(3))));
+        var (exit3, out3, err3) = await overMqtt;
+        Assert.True(exit3 == 0, err3);
+        var inProcess = Lines(outIn);
+        var three = Lines(out3);
+        Assert.Equal(2, three.Length - 1);
+        Assert.All(three[..^1], r => Assert.Equal((9, true), (r.GetProperty("participants").GetInt32(), r.GetProperty("applied").GetBoolean())));
+        Assert.Equal(0, three[^1].GetProperty("pending_in_outboxes").GetInt32());
+        Assert.Equal(inProcess[^1].GetProperty("model_sha256").GetString(), three[^1].GetProperty("model_sha256").GetString());
+    }
+
     [Fact]
     public void Simulate_ShardsOverMqttWithDistributedDp_RefusedAsInProcessOnly()
     {
         var e = Assert.Throws<ArgumentException>(() => Run([.. Small, "--dp", "distributed", "--shards", "3", "--transport", "mqtt"]));
         Assert.StartsWith("--transport mqtt --shards runs plain secure aggregation and central DP", e.Message, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public void Simulate_PlaintextShardsOverMqtt_RefusedWithTheReason()
-    {
-        var e = Assert.Throws<ArgumentException>(() => Run([.. Small.Where(a => a is not ("--secagg" or "plus")), "--clip", "5", "--shards", "3", "--transport", "mqtt"]));
-        Assert.StartsWith("--transport mqtt --shards needs --secagg plus or full", e.Message, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -100,6 +100,32 @@ public sealed class CodecPropertyTests
         Assert.NotEqual(Rotate(3), Rotate(4));
     }
 
+    /// <summary>The vectorized finiteness check (the receive path runs it over every float32 update) agrees with float.IsFinite at every position, tails included.</summary>
+    [Fact]
+    public void AllFinite_NonFiniteValueAnywhere_FoundExactlyAsTheScalarCheck()
+    {
+        var special = Gen.OneOfConst(float.NaN, float.PositiveInfinity, float.NegativeInfinity, BitConverter.Int32BitsToSingle(unchecked((int)0xFFC00001)));
+        Gen.Select(Gen.Float.Array[0, 70], Gen.Int[0, 69], special, Gen.Bool).Sample((values, at, bad, inject) =>
+        {
+            if (inject && values.Length > 0) values[at % values.Length] = bad;
+            Assert.Equal(values.All(float.IsFinite), Numerics.VectorMath.AllFinite(values));
+        });
+    }
+
+    /// <summary>A float32 update (codec none) decodes to exactly the floats that were sent, read from the envelope in place.</summary>
+    [Fact]
+    public void Decode_Float32Update_ExactlyTheValuesSent()
+    {
+        Gen.Float[-1e6f, 1e6f].Array[1, 300].Sample(values =>
+        {
+            var round = new UpdatePipeline(new UpdatePipelineOptions { Codec = CodecSpec.None, Dimension = values.Length }).ForRound(1, 1);
+            var bytes = round.EncodePlain((float[])values.Clone(), 2, 7, Guid.Empty, new SeededNoiseSource(1), new SeededNoiseSource(2), null, out _);
+            var decoded = round.Decode(bytes, 7);
+            Assert.Equal(values, decoded.Delta);
+            Assert.Equal(2, decoded.Header.Weight);
+        });
+    }
+
     [Fact]
     public void BitPacking_EveryBitWidth_RoundTrips()
     {
