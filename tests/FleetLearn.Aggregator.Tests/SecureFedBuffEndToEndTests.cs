@@ -1,0 +1,181 @@
+using System.Collections.Concurrent;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Rounds;
+using FleetLearn.EdgeAgent;
+using FleetLearn.Storage;
+using FleetLearn.Testing;
+using FleetLearn.Transport.Mqtt;
+using FleetLearn.Transport.Mqtt.Broker;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace FleetLearn.Aggregator.Tests;
+
+/// <summary>
+/// Aggregator:Mode = fedbuff with secure aggregation as deployed: agents nobody drives check in, join a forming group, get the
+/// group's signed plan when it forms, run the secure round, and the aggregator applies each group's mean — over a real broker.
+/// </summary>
+[Collection("Aggregator meter")]
+public sealed class SecureFedBuffEndToEndTests : IAsyncLifetime
+{
+    private const string Secret = "agg-secret";
+    private const string Fleet = "secfedbuff";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+    private readonly string _dir = Directory.CreateTempSubdirectory("fl-secfedbuff-").FullName;
+    private static readonly ILoggerFactory Logs = TestLogs.Factory;
+    private readonly List<Microsoft.Extensions.Hosting.BackgroundService> _started = [];
+    private EmbeddedBroker _broker = null!;
+
+    public async Task InitializeAsync()
+    {
+        _broker = new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = Secret });
+        await _broker.StartAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var worker in _started)
+        {
+            await worker.StopAsync(CancellationToken.None);
+            worker.Dispose();
+        }
+        await _broker.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    [Fact]
+    public async Task SecureFedBuff_FourUndrivenAgents_GroupsOfThreeFormApplyAndPublish()
+    {
+        var (aggregator, status, events) = await StartAggregatorAsync(SecureOptions(steps: 2));
+        await StartAgentsAsync(4);
+
+        await status.Done.Task.WaitAsync(Timeout);
+
+        var applied = status.Rounds.Where(r => r.Status == RoundStatus.Applied).ToArray();
+        Assert.Equal(2, applied.Length);
+        Assert.All(applied, r => Assert.Equal(3, r.Participants)); // every member's masked input, the sum unmasked
+        Assert.Equal([1L, 2L], applied.Select(r => r.ModelVersionOut!.Value));
+        var formed = events.Where(e => e.Kind == BufferedEventKind.GroupFormed).ToArray();
+        Assert.True(formed.Length >= 2, $"{formed.Length} groups formed");
+        var closed = events.Where(e => e.Kind == BufferedEventKind.GroupClosed && e.Step is RoundApplied).ToArray();
+        Assert.Equal(2, closed.Length);
+        Assert.All(closed, e => Assert.Equal(3, e.Step!.Contributors.Count));
+        // A check-in was answered "joined" (waiting) or busy; nobody was ever held by two groups (the formation refuses it).
+        Assert.All(events.Where(e => e.Kind == BufferedEventKind.Answered && e.Admission.Status != AckStatus.Accepted), e => Assert.Equal(RejectReasons.Busy, e.Admission.Reason));
+        Assert.Equal(6, status.Staleness.Values.Sum());
+        await StopAsync(aggregator);
+        using var store = LiteDbRoundStore.Open(Path.Combine(_dir, "agg.db"));
+        Assert.Equal(2, store.LatestModel()!.Version);
+    }
+
+    [Fact]
+    public async Task SecureFedBuff_AggregatorRestartWithAGroupOpen_GroupAbortedCleanly_MembersJoinANewGroupThatApplies()
+    {
+        // The vehicles hold back training while "hold" is set: the first group stays open (waiting for masked inputs).
+        var link = new HoldTraining { Hold = true };
+        var (first, _, firstEvents) = await StartAggregatorAsync(SecureOptions(steps: 0));
+        await StartAgentsAsync(3, link);
+        var formed = await WaitForAsync(firstEvents, e => e.Kind == BufferedEventKind.GroupFormed);
+        await StopAsync(first);
+        long openRound;
+        using (var store = LiteDbRoundStore.Open(Path.Combine(_dir, "agg.db")))
+            openRound = Assert.Single(store.Rounds(), r => r.Status == RoundStatus.Open).Round;
+
+        link.Hold = false;
+        var (_, status, events) = await StartAggregatorAsync(SecureOptions(steps: 1));
+        await status.Done.Task.WaitAsync(Timeout);
+
+        var aborted = Assert.Single(status.Rounds, r => r.Round == openRound);
+        Assert.Equal((RoundStatus.Aborted, RoundCoordinator.SecureRestartReason), (aborted.Status, aborted.Note));
+        var step = Assert.Single(status.Rounds, r => r.Status == RoundStatus.Applied);
+        Assert.True(step.Round > openRound);
+        Assert.Equal((3, 1L), (step.Participants, step.ModelVersionOut!.Value));
+        var closed = Assert.Single(events, e => e.Kind == BufferedEventKind.GroupClosed);
+        Assert.Equal(["car-0", "car-1", "car-2"], closed.Step!.Contributors.Order(VehicleId.Order)); // the same members, in a new group
+        Assert.Equal(0L, formed.Version);
+    }
+
+    /// <summary>Withholds the vehicles' training while <see cref="Hold"/> is set (their round waits; the aggregator's group stays open).</summary>
+    private sealed class HoldTraining : IAgentLink
+    {
+        public volatile bool Hold;
+
+        public ValueTask<IReadOnlyList<VehicleEffect>> ShapeAsync(string vehicle, RoundPlan plan, IReadOnlyList<VehicleEffect> effects, CancellationToken cancellationToken) =>
+            ValueTask.FromResult<IReadOnlyList<VehicleEffect>>(Hold ? [.. effects.Where(e => e is not TrainEffect)] : effects);
+    }
+
+    private AggregatorOptions SecureOptions(int steps) => new()
+    {
+        Model = "8-6-3",
+        Mode = "fedbuff",
+        SecureAggregation = "full",
+        Codec = "q8",
+        ClipNorm = 1,
+        CohortSize = 3, // K; groups of 3
+        Concurrency = 6,
+        Rounds = steps,
+        LocalEpochs = 1,
+        Batch = 10,
+        LearningRate = 0.1f,
+        DatabasePath = Path.Combine(_dir, "agg.db"),
+        SigningKeyPath = Path.Combine(_dir, "signing.pem"),
+        OnnxFolder = null,
+    };
+
+    private async Task<(AggregatorWorker Worker, AggregatorStatus Status, ConcurrentQueue<BufferedEvent> Events)> StartAggregatorAsync(AggregatorOptions options)
+    {
+        using (SigningKeys.LoadOrCreate(options.SigningKeyPath)) { }
+        var status = new AggregatorStatus();
+        var events = new ConcurrentQueue<BufferedEvent>();
+        status.BufferedHandled += events.Enqueue;
+        var aggregator = new AggregatorWorker(Microsoft.Extensions.Options.Options.Create(options), Microsoft.Extensions.Options.Options.Create(TestMqtt.Options(_broker.Port, Fleet, "aggregator", Secret)),
+            status, TimeProvider.System, Logs.CreateLogger<AggregatorWorker>());
+        await aggregator.StartAsync(CancellationToken.None);
+        _started.Add(aggregator);
+        while (!status.Running) await Task.Delay(20);
+        return (aggregator, status, events);
+    }
+
+    private async Task StopAsync(AggregatorWorker worker)
+    {
+        await worker.StopAsync(CancellationToken.None);
+        _started.Remove(worker);
+        worker.Dispose();
+    }
+
+    private static async Task<BufferedEvent> WaitForAsync(ConcurrentQueue<BufferedEvent> events, Func<BufferedEvent, bool> match)
+    {
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        BufferedEvent? found;
+        while ((found = events.FirstOrDefault(match)) is null)
+        {
+            Assert.True(DateTime.UtcNow < until, "the aggregator never reported the expected FedBuff event");
+            await Task.Delay(20);
+        }
+        return found;
+    }
+
+    private async Task StartAgentsAsync(int count, IAgentLink? link = null)
+    {
+        using var key = SigningKeys.LoadOrCreate(Path.Combine(_dir, "signing.pem"));
+        string publicKey = key.ExportSubjectPublicKeyInfoPem();
+        var data = EndToEndTests.SyntheticData(600, seed: 3);
+        var parts = FleetLearn.Core.Federated.Partitioner.Split(data.Labels, count, new PartitionScheme.Iid(), 7);
+        for (int i = 0; i < count; i++)
+        {
+            string id = $"car-{i}";
+            var options = new EdgeAgentOptions
+            {
+                VehicleId = id,
+                AggregatorPublicKey = publicKey,
+                PinnedModelSpec = "8-6-3",
+                DatabasePath = Path.Combine(_dir, $"{id}.db"),
+                ResendInterval = TimeSpan.FromMilliseconds(500),
+            };
+            var agent = new EdgeAgentWorker(Microsoft.Extensions.Options.Options.Create(options), Microsoft.Extensions.Options.Options.Create(TestMqtt.Options(_broker.Port, Fleet, id)),
+                new VehicleDataset(data, parts[i]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>(), VehicleStateProviders.Idle, link: link);
+            await agent.StartAsync(CancellationToken.None);
+            _started.Add(agent);
+        }
+    }
+}
