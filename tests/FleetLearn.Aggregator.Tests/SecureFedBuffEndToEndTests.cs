@@ -54,7 +54,7 @@ public sealed class SecureFedBuffEndToEndTests : IAsyncLifetime
         var applied = status.Rounds.Where(r => r.Status == RoundStatus.Applied).ToArray();
         Assert.Equal(2, applied.Length);
         Assert.All(applied, r => Assert.Equal(3, r.Participants)); // every member's masked input, the sum unmasked
-        Assert.Equal([1L, 2L], applied.Select(r => r.ModelVersionOut!.Value));
+        Assert.Equal([1L, 2L], applied.Select(r => r.ModelVersionOut!.Value).Order());
         var formed = events.Where(e => e.Kind == BufferedEventKind.GroupFormed).ToArray();
         Assert.True(formed.Length >= 2, $"{formed.Length} groups formed");
         var closed = events.Where(e => e.Kind == BufferedEventKind.GroupClosed && e.Step is RoundApplied).ToArray();
@@ -93,6 +93,39 @@ public sealed class SecureFedBuffEndToEndTests : IAsyncLifetime
         var closed = Assert.Single(events, e => e.Kind == BufferedEventKind.GroupClosed);
         Assert.Equal(["car-0", "car-1", "car-2"], closed.Step!.Contributors.Order(VehicleId.Order)); // the same members, in a new group
         Assert.Equal(0L, formed.Version);
+    }
+
+    [Fact]
+    public async Task SecureFedBuff_TwoGroupsInFlightAtOnce_BothApply_TheLaterWithStalenessOne()
+    {
+        // Every vehicle's first step (keys and training) waits for the gate: the first group stays open while the second forms.
+        var gate = new GateFirstStep();
+        var (_, status, events) = await StartAggregatorAsync(SecureOptions(steps: 2));
+        await StartAgentsAsync(6, gate);
+        await WaitForAsync(events, e => e.Kind == BufferedEventKind.GroupFormed && e.Slot != events.First(f => f.Kind == BufferedEventKind.GroupFormed).Slot);
+        Assert.DoesNotContain(events, e => e.Kind == BufferedEventKind.GroupClosed);
+        gate.Open.TrySetResult();
+
+        await status.Done.Task.WaitAsync(Timeout);
+
+        var formed = events.Where(e => e.Kind == BufferedEventKind.GroupFormed).Take(2).ToArray();
+        Assert.Equal([0L, 0L], formed.Select(e => e.Version)); // both formed on model 0
+        Assert.Equal(6, events.Where(e => e.Kind == BufferedEventKind.GroupClosed).Sum(e => e.Step!.Contributors.Count));
+        // The first group to close is applied fresh; the other, formed on model 0, is applied to model 1 with s(1) = 1/√2.
+        Assert.Equal(new Dictionary<long, long> { [0] = 3, [1] = 3 }, status.Staleness);
+        Assert.Equal([1L, 2L], status.Rounds.Where(r => r.Status == RoundStatus.Applied).Select(r => r.ModelVersionOut!.Value).Order()); // either group may close first
+    }
+
+    /// <summary>Holds each vehicle's first step until <see cref="Open"/> completes (the agent's loop waits; its check-ins go on).</summary>
+    private sealed class GateFirstStep : IAgentLink
+    {
+        public TaskCompletionSource Open { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask<IReadOnlyList<VehicleEffect>> ShapeAsync(string vehicle, RoundPlan plan, IReadOnlyList<VehicleEffect> effects, CancellationToken cancellationToken)
+        {
+            await Open.Task.WaitAsync(cancellationToken);
+            return effects;
+        }
     }
 
     /// <summary>Withholds the vehicles' training while <see cref="Hold"/> is set (their round waits; the aggregator's group stays open).</summary>
