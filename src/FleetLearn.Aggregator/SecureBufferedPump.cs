@@ -53,8 +53,21 @@ internal sealed class SecureBufferedPump(AggregatorOptions options, AggregatorSt
         logger.LogInformation("aggregator: secure FedBuff from model {Version}: groups of {Size} (K = {K}), concurrency {Concurrency}, formation window {Window}.",
             model.Version, size, _k, _formation.Rules.Concurrency, _formation.Rules.FormationWindow);
         await _publisher.PublishAsync(_model, _bytes, cancellationToken).ConfigureAwait(false);
-        int steps = 0;
-        while (!cancellationToken.IsCancellationRequested && (options.Rounds == 0 || steps < options.Rounds))
+        try
+        {
+            await PumpAsync(size, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            foreach (var group in _groups.Values) group.Coordinator.Dispose(); // left open: recorded open, aborted by the next start
+        }
+        return _model;
+    }
+
+    /// <summary>Handles messages, formation windows and phase deadlines until <see cref="AggregatorOptions.Rounds"/> steps were applied (0: until stopped).</summary>
+    private async Task PumpAsync(int size, CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested && (options.Rounds == 0 || _applied < options.Rounds))
         {
             status.Activity = $"secure FedBuff: version {_model.Version}, {_formation.Forming.Count}/{size} in the forming group, {_groups.Count} groups open, {_formation.Training} training";
             var now = time.GetUtcNow();
@@ -82,10 +95,9 @@ internal sealed class SecureBufferedPump(AggregatorOptions options, AggregatorSt
             {
                 if (group.Coordinator.Phase is not Closed && time.GetUtcNow() >= group.Coordinator.NextDeadline)
                     await CarryOutAsync(group.Coordinator, group.Coordinator.Tick(), cancellationToken).ConfigureAwait(false);
-                if (group.Coordinator.Phase is Closed && await CloseAsync(group, cancellationToken).ConfigureAwait(false)) steps++;
+                if (group.Coordinator.Phase is Closed) await CloseAsync(group, cancellationToken).ConfigureAwait(false);
             }
         }
-        return _model;
     }
 
     private Task CarryOutAsync(RoundCoordinator coordinator, RoundStep step, CancellationToken cancellationToken) =>
@@ -186,8 +198,8 @@ internal sealed class SecureBufferedPump(AggregatorOptions options, AggregatorSt
         status.Report(new("", BufferedEventKind.GroupFormed, Admission.Accepted, formed.Version, (ulong)formed.Id, null, Progress));
     }
 
-    /// <summary>A group's round closed: its mean applied with its staleness, the step stored and published; its members may join again. True when a step was applied.</summary>
-    private async Task<bool> CloseAsync(Group group, CancellationToken cancellationToken)
+    /// <summary>A group's round closed: its mean applied with its staleness, the step stored and published; its members may join again.</summary>
+    private async Task CloseAsync(Group group, CancellationToken cancellationToken)
     {
         var coordinator = group.Coordinator;
         _groups.Remove(coordinator.Round);
@@ -208,7 +220,6 @@ internal sealed class SecureBufferedPump(AggregatorOptions options, AggregatorSt
             await _publisher.PublishAsync(_model, _bytes, cancellationToken).ConfigureAwait(false);
         }
         status.Report(new("", BufferedEventKind.GroupClosed, applied ? Admission.Accepted : Admission.Rejected(RejectReasons.Protocol, (outcome as RoundAborted)?.Reason ?? ""), group.Version, (ulong)group.Id, outcome, Progress));
-        return applied;
     }
 
     private async Task SendAsync(string vehicle, Assignment assignment, TimeSpan expiry, CancellationToken cancellationToken)

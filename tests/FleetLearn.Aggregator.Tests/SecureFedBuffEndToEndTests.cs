@@ -116,6 +116,23 @@ public sealed class SecureFedBuffEndToEndTests : IAsyncLifetime
         Assert.Equal([1L, 2L], status.Rounds.Where(r => r.Status == RoundStatus.Applied).Select(r => r.ModelVersionOut!.Value).Order()); // either group may close first
     }
 
+    [Fact]
+    public async Task SecureFedBuff_MemberWhoseFloorTheGroupMisses_DeclinesTheGroupsPlan_GroupGoesOnWithoutIt()
+    {
+        // car-0 asks for cohorts of at least 5 (its own floor); the group has 3. It declines the plan like a synchronous round's.
+        var options = SecureOptions(steps: 0);
+        options.PhaseTimeout = TimeSpan.FromSeconds(2); // the group waits this long for car-0's keys
+        var (_, _, events) = await StartAggregatorAsync(options);
+        var agents = await StartAgentsAsync(3, configure: (i, o) => o.MinCohort = i == 0 ? 5 : 1);
+
+        var closed = await WaitForAsync(events, e => e.Kind == BufferedEventKind.GroupClosed);
+
+        Assert.Equal(["car-1", "car-2"], closed.Step!.Contributors.Order(VehicleId.Order));
+        Assert.IsType<RoundApplied>(closed.Step);
+        Assert.True(agents[0].Declined >= 1);
+        Assert.Equal((0, 0), (agents[0].RoundsTrained, agents[0].RoundsSent));
+    }
+
     /// <summary>Holds each vehicle's first step until <see cref="Open"/> completes (the agent's loop waits; its check-ins go on).</summary>
     private sealed class GateFirstStep : IAgentLink
     {
@@ -188,8 +205,9 @@ public sealed class SecureFedBuffEndToEndTests : IAsyncLifetime
         return found;
     }
 
-    private async Task StartAgentsAsync(int count, IAgentLink? link = null)
+    private async Task<List<EdgeAgentWorker>> StartAgentsAsync(int count, IAgentLink? link = null, Action<int, EdgeAgentOptions>? configure = null)
     {
+        var agents = new List<EdgeAgentWorker>();
         using var key = SigningKeys.LoadOrCreate(Path.Combine(_dir, "signing.pem"));
         string publicKey = key.ExportSubjectPublicKeyInfoPem();
         var data = EndToEndTests.SyntheticData(600, seed: 3);
@@ -205,10 +223,13 @@ public sealed class SecureFedBuffEndToEndTests : IAsyncLifetime
                 DatabasePath = Path.Combine(_dir, $"{id}.db"),
                 ResendInterval = TimeSpan.FromMilliseconds(500),
             };
+            configure?.Invoke(i, options);
             var agent = new EdgeAgentWorker(Microsoft.Extensions.Options.Options.Create(options), Microsoft.Extensions.Options.Options.Create(TestMqtt.Options(_broker.Port, Fleet, id)),
                 new VehicleDataset(data, parts[i]), TimeProvider.System, Logs.CreateLogger<EdgeAgentWorker>(), VehicleStateProviders.Idle, link: link);
             await agent.StartAsync(CancellationToken.None);
             _started.Add(agent);
+            agents.Add(agent);
         }
+        return agents;
     }
 }
