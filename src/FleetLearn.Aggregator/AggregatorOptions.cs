@@ -289,8 +289,10 @@ public sealed class AggregatorOptions : IValidatableObject
             errors.Add(new ValidationResult(e.Message));
         }
         if (!Mode.Trim().Equals("sync", StringComparison.OrdinalIgnoreCase) && !IsFedBuff) errors.Add(new ValidationResult($"Aggregator:Mode '{Mode}': expected sync or fedbuff."));
-        if (IsFedBuff && (AggregatorProtection.ParseSecureOrOff(SecureAggregation) != Core.Compression.SecureAggregationMode.Off || Privacy.Trim().Equals("distributed", StringComparison.OrdinalIgnoreCase)))
-            errors.Add(new ValidationResult("Aggregator:Mode fedbuff is plaintext with central DP at most: a buffer as its own secure-aggregation group is not built, and distributed noise shares need a cohort fixed in advance (docs/async.md)."));
+        if (IsFedBuff && Privacy.Trim().Equals("distributed", StringComparison.OrdinalIgnoreCase))
+            errors.Add(new ValidationResult("Aggregator:Mode fedbuff takes central DP at most: distributed noise shares need a cohort fixed in advance, and secure groups with distributed DP run only in the trace simulator (docs/async.md)."));
+        if (IsFedBuff && SecAggMaliciousServer)
+            errors.Add(new ValidationResult("Aggregator:Mode fedbuff with Aggregator:SecAggMaliciousServer is not built: secure groups over MQTT run the semi-honest protocol (docs/async.md)."));
         if (PaceSteering && IsFedBuff) errors.Add(new ValidationResult("Aggregator:PaceSteering steers synchronous rounds; with Mode fedbuff the concurrency limit paces check-ins (docs/async.md)."));
         if (PaceSteering && PaceMinInterval < TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:PaceMinInterval must be ≥ 0."));
         if (IsFedBuff && BufferedLease <= TimeSpan.Zero) errors.Add(new ValidationResult("Aggregator:BufferedLease must be positive."));

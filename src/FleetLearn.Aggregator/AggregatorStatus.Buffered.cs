@@ -13,6 +13,12 @@ public enum BufferedEventKind
 
     /// <summary>An update got its verdict; <see cref="BufferedEvent.Step"/> is the step it released, if any.</summary>
     Update,
+
+    /// <summary>Secure FedBuff: a group formed and its secure round opened (<see cref="BufferedEvent.Slot"/> is the group, <see cref="BufferedEvent.Version"/> its version).</summary>
+    GroupFormed,
+
+    /// <summary>Secure FedBuff: a group's secure round closed; <see cref="BufferedEvent.Step"/> is the step its mean gave (applied, stale or aborted).</summary>
+    GroupClosed,
 }
 
 /// <summary>One thing the FedBuff pump did, with the coordinator's progress after it.</summary>

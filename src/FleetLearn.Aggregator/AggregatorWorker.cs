@@ -78,8 +78,11 @@ public sealed class AggregatorWorker(
         (status.ModelVersion, status.Running) = (model.Version, true);
         try
         {
-            if (_options.IsFedBuff) // Aggregator:Mode = fedbuff: the buffered pump instead of rounds (docs/async.md, "Over MQTT")
-                await new BufferedPump(_options, status, time, logger, _random, new(mqtt, _inbox, store, ledger, _roster, _link, _epochs, signingKey)).RunAsync(model, strategy, round, stoppingToken).ConfigureAwait(false);
+            AggregatorParts Parts() => new(mqtt, _inbox, store, ledger, _roster, _link, _epochs, signingKey);
+            if (_options.IsFedBuff && _options.SecureMode != SecureAggregationMode.Off) // each buffer a secure group (docs/async.md, "Secure groups over MQTT")
+                await new SecureBufferedPump(_options, status, time, logger, _random, Parts()).RunAsync(model, strategy, round, stoppingToken).ConfigureAwait(false);
+            else if (_options.IsFedBuff) // Aggregator:Mode = fedbuff: the buffered pump instead of rounds (docs/async.md, "Over MQTT")
+                await new BufferedPump(_options, status, time, logger, _random, Parts()).RunAsync(model, strategy, round, stoppingToken).ConfigureAwait(false);
             else for (int done = 0; !stoppingToken.IsCancellationRequested && (_options.Rounds == 0 || done < _options.Rounds); done++, round = _epochs.State.NextRound)
                 model = await RunRoundAsync(round, model, strategy, signingKey, stoppingToken).ConfigureAwait(false);
             // Answer what is still in flight for the last round (late unmask answers, resends), so that every vehicle's
@@ -161,31 +164,9 @@ public sealed class AggregatorWorker(
         return (round, CohortSelection.Select(candidates, selectionSize, _options.Seed, round));
     }
 
-    /// <summary>Carries out a coordinator step's effects in order: journal accepted updates, route SecAgg messages, record ledger charges.</summary>
-    private async Task CarryOutAsync(RoundCoordinator coordinator, RoundStep step, CancellationToken cancellationToken)
-    {
-        var routes = new List<RouteEffect>();
-        foreach (var effect in step.Effects)
-        {
-            switch (effect)
-            {
-                case JournalEffect journal:
-                    DiskFullRetry.Run(() => _store.Journal(journal.Round, journal.Update), "the journal of an accepted update", logger, cancellationToken); // durable before the ack: "accepted" means committed
-                    break;
-                case RouteEffect route:
-                    routes.Add(route);
-                    break;
-                case ChargeEffect charge when _ledger is not null:
-                    // The spend is recorded before the sum is used: a crash can only over-count ε, never under-count it.
-                    foreach (var v in charge.Vehicles) DiskFullRetry.Run(() => status.VehicleEpsilon(v, _ledger.Record(v, charge.Round, charge.Charge).Epsilon), "a ledger charge", logger, cancellationToken);
-                    break;
-            }
-        }
-        status.Activity = coordinator.Progress;
-        var (phase, answered, expected) = coordinator.PhaseProgress;
-        status.ReportPhase(coordinator.Round, phase, answered, expected);
-        if (routes.Count > 0) await _link.RouteAsync(coordinator.Round, routes, cancellationToken).ConfigureAwait(false);
-    }
+    /// <summary>Carries out a coordinator step's effects in order (<see cref="RoundEffects"/>).</summary>
+    private Task CarryOutAsync(RoundCoordinator coordinator, RoundStep step, CancellationToken cancellationToken) =>
+        RoundEffects.CarryOutAsync(_store, _ledger, _link, status, logger, coordinator, step, cancellationToken);
 
     private async Task ProcessNextAsync(RoundCoordinator? coordinator, DateTimeOffset until, CancellationToken cancellationToken)
     {

@@ -9,10 +9,15 @@ namespace FleetLearn.Aggregator;
 internal static class UpdateAdmission
 {
     /// <summary>Decodes <paramref name="update"/> and admits it; the step's effects are the runner's to carry out (null: none).</summary>
-    public static (Admission Admission, RoundStep? Step) Admit(ClosedRounds closed, FleetEpochs epochs, AggregatorStatus status, RoundCoordinator? coordinator, string vehicle, Envelope update)
+    public static (Admission Admission, RoundStep? Step) Admit(ClosedRounds closed, FleetEpochs epochs, AggregatorStatus status, RoundCoordinator? coordinator, string vehicle, Envelope update) =>
+        Admit(closed, epochs, status, coordinator, vehicle, update, out _);
+
+    /// <summary>As <see cref="Admit(ClosedRounds, FleetEpochs, AggregatorStatus, RoundCoordinator?, string, Envelope)"/>; <paramref name="message"/> is the decoded message (null when refused before decoding).</summary>
+    public static (Admission Admission, RoundStep? Step) Admit(ClosedRounds closed, FleetEpochs epochs, AggregatorStatus status, RoundCoordinator? coordinator, string vehicle, Envelope update,
+        out VehicleMessage? message)
     {
+        message = null;
         if (epochs.Check(update) is { } refused) return (refused, null);
-        VehicleMessage message;
         try
         {
             message = UplinkDecoder.Decode(update);

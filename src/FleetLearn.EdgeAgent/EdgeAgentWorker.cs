@@ -42,8 +42,7 @@ public sealed class EdgeAgentWorker(
     private MqttConnection? _mqtt;
     private AgentUplink? _uplink;
     private AgentCheckIn? _checkIn;
-    private LiteDbOutbox? _outbox;
-    private LiteDbPrivacyLedgerStore? _ledger;
+    private LiteDbOutbox? _outbox; private LiteDbPrivacyLedgerStore? _ledger; // the durable stores
     private AgentModels? _models;
     private ChunkAssembler? _inboxChunks;
     private AgentTraining? _training;
@@ -133,11 +132,8 @@ public sealed class EdgeAgentWorker(
         finally
         {
             await Task.WhenAll(resender.ContinueWith(_ => { }, TaskScheduler.Default), training.DrainAsync()).ConfigureAwait(false); // never dispose the trainer under a running epoch
-            _round?.Dispose();
-            identity.Ca?.Dispose();
-            _outbox.Dispose();
-            _ledger.Dispose();
-            _deviceKey.Dispose();
+            _round?.Dispose(); identity.Ca?.Dispose(); // the round's keys and the CA first, then the stores and the device key
+            _outbox.Dispose(); _ledger.Dispose(); _deviceKey.Dispose();
         }
     }
 
@@ -150,8 +146,12 @@ public sealed class EdgeAgentWorker(
         else if (topics.TryParseModelTopic(message.Topic, _options.VehicleId, out long version)) _models!.Add(version, message.Payload); // retained, or sent on request
         else if (message.Topic == topics.Inbox(_options.VehicleId, "ack")) _uplink!.Acknowledge(message.Payload);
         else if (message.Topic == topics.Inbox(_options.VehicleId, PaceAdvice.InboxKind)) Pace!.Accept(message.Payload); // pace steering: when to check in next
-        else if (message.Topic == topics.Inbox(_options.VehicleId, "assignment") && _round is not { IsFinished: false } // FedBuff: a version and slot to train on; its plaintext round starts with no effects
-            && await AgentAssignments.JoinAsync(message, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!, _random, time, logger, cancellationToken).ConfigureAwait(false) is { } task) (_round, _plan, _planTag) = (task.Round, task.Plan, task.PlanTag);
+        else if (message.Topic == topics.Inbox(_options.VehicleId, "assignment") // FedBuff: a version and slot to train on (its plaintext round starts with no effects), or a secure group's plan
+            && await AgentAssignments.JoinAsync(message, _round is { IsFinished: false }, _aggregatorKey!, topics.Fleet, _profile!, _checkIn!, _random, time, logger, cancellationToken).ConfigureAwait(false) is { } task)
+        {
+            if (task.GroupPlan is { } group) await PlanAsync(task.Plan, group, cancellationToken).ConfigureAwait(false); // secure FedBuff: its group's plan, joined as any secure round
+            else (_round, _plan, _planTag) = (task.Round!, task.Plan, task.PlanTag);
+        }
         else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))
         {
             if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;

@@ -9,7 +9,9 @@ namespace FleetLearn.Transport.Mqtt;
 /// The aggregator's answer to a FedBuff check-in, sent to <c>vehicles/{id}/inbox/assignment</c>: accepted with the signed plan
 /// of the model version to train on (the vehicle its only member, the lease end as its deadline), the slot the update's
 /// envelope names and the buffer size K; or refused (<see cref="RejectReasons.Busy"/>, <see cref="RejectReasons.ParticipationCap"/>)
-/// with the reason. Signed layout: magic <c>FLAS</c>, u8 status, 3 reserved bytes, u64 slot, i32 K, u16 n + n bytes of UTF-8
+/// with the reason. Secure FedBuff (docs/async.md, "Secure groups over MQTT"): an accepted assignment with an empty plan says the
+/// vehicle joined secure group <see cref="Slot"/>, still forming (<see cref="IsWaiting"/>); when the group forms, a second one carries
+/// the group's signed plan (a secure round whose cohort is the group). Signed layout: magic <c>FLAS</c>, u8 status, 3 reserved bytes, u64 slot, i32 K, u16 n + n bytes of UTF-8
 /// reason, u32 m + m bytes of signed plan (<see cref="RoundPlanCodec"/>; empty when refused), u16 signature length, ECDSA
 /// P-256 / SHA-256 signature (IEEE P1363) over every byte before it — so the slot and K are the aggregator's too.
 /// </summary>
@@ -19,6 +21,9 @@ public sealed record Assignment(AckStatus Status, string Reason, ulong Slot, int
     public const int MaxBytes = RoundPlanCodec.MaxBytes + 4096;
 
     private static ReadOnlySpan<byte> Magic => "FLAS"u8;
+
+    /// <summary>Accepted without a plan: the vehicle joined a secure group still forming (group number in <see cref="Slot"/>); its plan follows.</summary>
+    public bool IsWaiting => Status == AckStatus.Accepted && SignedPlan.Length == 0;
 
     /// <summary>Encodes and signs the assignment.</summary>
     public byte[] Sign(ECDsa key)
@@ -56,7 +61,7 @@ public sealed record Assignment(AckStatus Status, string Reason, ulong Slot, int
         if (m > (uint)(bytes.Length - 26 - n - 2)) throw new WireFormatException("Assignment truncated inside its plan.", RejectReasons.Truncated);
         int signed = 26 + n + (int)m;
         SignedFrame.Open(bytes, signed, publicKey, "Assignment");
-        if (status == AckStatus.Accepted && (m == 0 || k < 1)) throw new WireFormatException("An accepted assignment carries no plan or no buffer size.");
+        if (status == AckStatus.Accepted && k < 1) throw new WireFormatException("An accepted assignment carries no buffer size.");
         return new Assignment(status, Encoding.UTF8.GetString(bytes.Slice(22, n)), slot, k, bytes.Slice(26 + n, (int)m).ToArray());
     }
 }

@@ -100,4 +100,13 @@ public sealed class AggregatorOptionsTests
         // A bad privacy text is reported, not thrown, with shards as without.
         Assert.Contains("Aggregator: Privacy 'sometimes': expected off, central or distributed.", Errors(new AggregatorOptions { Shards = 3, Privacy = "sometimes" }));
     }
+
+    [Fact]
+    public void Validate_FedBuffWithSecureAggregation_Accepted_MaliciousModeAndDistributedDpRefused()
+    {
+        Assert.Empty(Errors(new AggregatorOptions { Mode = "fedbuff", SecureAggregation = "plus", Codec = "q8", ClipNorm = 1, Privacy = "central" }));
+        Assert.Contains("Aggregator:Mode fedbuff with Aggregator:SecAggMaliciousServer is not built: secure groups over MQTT run the semi-honest protocol (docs/async.md).",
+            Errors(new AggregatorOptions { Mode = "fedbuff", SecureAggregation = "plus", Codec = "q8", ClipNorm = 1, SecAggMaliciousServer = true }));
+        Assert.Contains("distributed noise shares need a cohort fixed in advance", string.Join("\n", Errors(new AggregatorOptions { Mode = "fedbuff", SecureAggregation = "plus", Codec = "q8", ClipNorm = 1, Privacy = "distributed" })), StringComparison.Ordinal);
+    }
 }

@@ -39,6 +39,16 @@ public sealed class FedBuffMqttSimulationTests : IDisposable
     private static readonly TraceSettings FedBuff = new() { Mode = RoundMode.FedBuff, Hours = 30, EvaluateEveryHours = 4 };
 
     [Fact]
+    public void Create_SecureAggregation_RefusedWithWhereSecureGroupsRun()
+    {
+        var trace = VehicleDayModel.Parse("mixed").Generate(4, FedBuff.Hours, 1);
+        var secure = Assert.Throws<ArgumentException>(() => new FedBuffMqttSimulation(Options(4) with { SecureAggregation = Core.Compression.SecureAggregationMode.Plus, NormBound = 1, Codec = Core.Compression.CodecSpec.Parse("q8") }, FedBuff, trace, Train, Test,
+            (spec, batch) => new CpuTrainer(spec, batch), _dir.FullName));
+        Assert.StartsWith("--transport mqtt --mode fedbuff --trace runs plaintext buffers", secure.Message, StringComparison.Ordinal);
+        Assert.Contains("The aggregator runs secure groups over MQTT (Aggregator:Mode fedbuff with Aggregator:SecureAggregation", secure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public Task MixedTrace_TwelveAgentsOverMqtt_SameModelStepsAndWasteAsInProcess() => AssertSameRunAsync(Options(12), FedBuff);
 
     /// <summary>

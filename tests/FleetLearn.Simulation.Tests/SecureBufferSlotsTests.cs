@@ -8,37 +8,31 @@ using static FleetLearn.Simulation.Tests.SecureTraceSimulationTests;
 namespace FleetLearn.Simulation.Tests;
 
 /// <summary>
-/// Secure FedBuff's concurrency counts only vehicles still training (<see cref="SecureGroupSlots"/>): a member frees its slot when
+/// Secure FedBuff's concurrency counts only vehicles still training (<see cref="SecureGroupFormation{TVehicle}"/>, integrated by <see cref="SecureGroupSlots"/>): a member frees its slot when
 /// its masked input is uploaded or it drops, and stays out of every other group until its own closes.
 /// </summary>
 public sealed class SecureBufferSlotsTests
 {
     [Fact]
-    public void Slots_CountTrainingOnly_HeldUntilLeave()
+    public void Slots_IntegrateTheFormationsCounts_TrainingAndWaitingHours()
     {
-        var slots = new SecureGroupSlots(4);
-        slots.Join(0);
-        slots.Join(1);
-        Assert.Equal((2, 2), (slots.Training, slots.Held));
+        var t0 = DateTimeOffset.UnixEpoch;
+        var formation = new SecureGroupFormation<int>(new SecureGroupRules { GroupSize = 3, Concurrency = 4 });
+        var slots = new SecureGroupSlots(formation);
+        formation.CheckIn(0, 0, t0);
+        formation.CheckIn(1, 0, t0);
+        Assert.NotNull(formation.CheckIn(2, 0, t0).Formed); // formed: all three train
         slots.Until(1);
-        Assert.True(slots.StopTraining(0)); // 0 sent its masked input: its slot is free, it stays in its group
-        Assert.False(slots.StopTraining(0));
-        Assert.Equal((1, 2), (slots.Training, slots.Held));
-        Assert.True(slots.IsHeld(0));
-        Assert.False(slots.IsTraining(0));
-        var e = Assert.Throws<InvalidOperationException>(() => slots.Join(0));
-        Assert.Equal("Vehicle 0 is still held by an unfinished group: it cannot join another.", e.Message);
+        formation.StopTraining(0); // 0 sent its masked input: its slot is free, it stays in its group
         slots.Until(1.5);
-        slots.Leave(1); // 1 dropped while training: slot and group both
-        slots.Leave(0); // 0's group closed
-        Assert.Equal((0, 0), (slots.Training, slots.Held));
+        formation.Leave(1); // 1 dropped while training
+        formation.Leave(2);
+        formation.Leave(0); // the group closed
         slots.Until(2);
         slots.Until(1); // never backwards
-        Assert.Equal(2, slots.PeakHeld);
-        Assert.Equal(2 * 1 + 1 * 0.5, slots.TrainingHours, 12);
+        Assert.Equal(3 * 1 + 2 * 0.5, slots.TrainingHours, 12);
         Assert.Equal(1 * 0.5, slots.WaitingHours, 12);
-        slots.Join(0); // free again
-        Assert.Equal("Vehicle 2 is not held by a group.", Assert.Throws<InvalidOperationException>(() => slots.Leave(2)).Message);
+        Assert.Equal(3, formation.PeakHeld);
     }
 
     [Fact]

@@ -10,10 +10,13 @@ public sealed class AssignmentTests
     private static readonly ECDsa Key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
 
     private static readonly Gen<Assignment> GenAssignment =
-        Gen.Select(Gen.Bool, Gen.ULong, Gen.Int[1, 100_000], Gen.String[0, 40], Gen.Byte.Array[1, 300])
-            .Select((accepted, slot, k, reason, plan) => accepted
-                ? new Assignment(AckStatus.Accepted, "", slot, k, plan)
-                : new Assignment(AckStatus.Rejected, reason, 0, k, []));
+        Gen.Select(Gen.Int[0, 2], Gen.ULong, Gen.Int[1, 100_000], Gen.String[0, 40], Gen.Byte.Array[1, 300])
+            .Select((kind, slot, k, reason, plan) => kind switch
+            {
+                0 => new Assignment(AckStatus.Accepted, "", slot, k, plan),
+                1 => new Assignment(AckStatus.Accepted, reason, slot, k, []), // secure FedBuff: joined group `slot`, still forming
+                _ => new Assignment(AckStatus.Rejected, reason, 0, k, []),
+            });
 
     [Fact]
     public void SignThenVerify_ReturnsTheSameAssignment() =>
@@ -22,6 +25,7 @@ public sealed class AssignmentTests
             var back = Assignment.Verify(a.Sign(Key), Key);
             Assert.Equal((a.Status, a.Reason, a.Slot, a.BufferSize), (back.Status, back.Reason, back.Slot, back.BufferSize));
             Assert.Equal(a.SignedPlan, back.SignedPlan);
+            Assert.Equal(a.Status == AckStatus.Accepted && a.SignedPlan.Length == 0, back.IsWaiting);
         }, iter: 300);
 
     [Fact]

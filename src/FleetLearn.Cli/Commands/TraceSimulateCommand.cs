@@ -74,8 +74,8 @@ internal sealed class TraceSimulateCommand
             Pace = parse.GetValue(Pace),
             GroupVersion = parse.GetValue(GroupVersion)!.Trim().ToLowerInvariant() switch
             {
-                "formed" => Simulation.Traces.GroupVersion.Formed,
-                "first" => Simulation.Traces.GroupVersion.FirstCheckIn,
+                "formed" => Core.Rounds.GroupVersion.Formed,
+                "first" => Core.Rounds.GroupVersion.FirstCheckIn,
                 var g => throw new ArgumentException($"--group-version '{g}': expected formed or first."),
             },
         };

@@ -24,7 +24,7 @@ public static class BufferedTask
     /// <summary>
     /// An assignment (a verified <paramref name="plan"/> for one model version, its <paramref name="slot"/> and the buffer size
     /// <paramref name="bufferSize"/>) against the vehicle's own policy: not for this vehicle, declined (privacy floors for a
-    /// buffer of K, batch, ε budget, secure aggregation asked of a buffer), or joined — then the model version is awaited.
+    /// buffer of K, batch, ε budget, a secure plan sent as a one-vehicle assignment), or joined — then the model version is awaited.
     /// </summary>
     public static PlanDecision Join(RoundPlan plan, ulong slot, int bufferSize, VehicleProfile profile, IVehicleLedger? ledger, VehicleRoundRandomness randomness,
         TimeProvider time, TimeSpan? remaining = null)
@@ -37,7 +37,7 @@ public static class BufferedTask
         if (slot > int.MaxValue) return new Declined($"slot {slot} is out of range");
         var protection = plan.Protection ?? new RoundProtection();
         if (protection.SecureMode != SecureAggregationMode.Off)
-            return new Declined("a FedBuff buffer is plaintext: secure aggregation per buffer is not built (docs/async.md)");
+            return new Declined("a secure FedBuff group's plan names the whole group and is joined as a secure round, not as a one-vehicle assignment (docs/async.md)");
         var pipeline = protection.CreatePipeline(profile.Pinned.ParameterCount, bufferSize);
         var charge = protection.Charge(pipeline, plan.ModelVersion);
         if (protection.PrivacyRefusal(profile.Floors, bufferSize) is { } floor) return new Declined(floor);

@@ -45,6 +45,8 @@ public sealed class FedBuffMqttSimulation : TraceFleetSimulation
         : base(options, settings, trace, train, test, createTrainer)
     {
         if (settings.Mode != RoundMode.FedBuff) throw new ArgumentException("--transport mqtt --trace runs --mode fedbuff (synchronous rounds over MQTT: simulate --transport mqtt without --trace).");
+        if (options.SecureAggregation != Core.Compression.SecureAggregationMode.Off)
+            throw new ArgumentException("--transport mqtt --mode fedbuff --trace runs plaintext buffers: this loop steers each plaintext update in the in-process order, and a secure group's phases (and which members drop in which phase) are timed inside the in-process group, which it does not reproduce message by message yet. The aggregator runs secure groups over MQTT (Aggregator:Mode fedbuff with Aggregator:SecureAggregation; docs/async.md, \"Secure groups over MQTT\"); on traces use --transport inproc.");
         MqttFleetSimulation.CheckSupported(options);
         _workDirectory = workDirectory;
         _logger = logger ?? NullLoggerFactory.Instance;

@@ -7,7 +7,7 @@ namespace FleetLearn.Simulation.Traces;
 
 /// <summary>
 /// FedBuff with secure aggregation over a trace: each buffer is its own secure-aggregation group (docs/async.md). Eligible
-/// vehicles are drawn (seeded) while fewer than the concurrency are training (<see cref="SecureGroupSlots"/>: a member frees its
+/// vehicles are drawn (seeded) while fewer than the concurrency are training (Core's <see cref="SecureGroupFormation{TVehicle}"/>: a member frees its
 /// slot when its masked input is uploaded or it drops, but stays in its group, and out of every other, until the group closes
 /// or it drops); they join the forming group, which starts once ⌈K·(1+o)⌉ have joined (or after <see cref="FormationHours"/>
 /// with at least 3 and the minimum participants). With <see cref="GroupVersion.Formed"/> (the default) members wait, holding no
@@ -52,68 +52,60 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                 if (start < Settings.Hours) Schedule(start, new Event(Kind.Open, v, 0));
         var windowEnd = new double[n];
         Array.Fill(windowEnd, double.NaN);
-        var slots = new SecureGroupSlots(n);
+        // The pure part (who joins, when a group forms, on which version, who holds a slot) is Core's, shared with the aggregator's pump.
+        var formation = new SecureGroupFormation<int>(new SecureGroupRules
+        {
+            GroupSize = size,
+            MinimumMembers = Math.Max(3, Rules.MinParticipants),
+            Concurrency = concurrency,
+            FormationWindow = TimeSpan.FromHours(FormationHours),
+            Version = Settings.GroupVersion,
+        });
+        var slots = new SecureGroupSlots(formation);
         var pool = new FedBuffSimulation.IndexedPool(n);
         var rng = DeterministicRandom.Derive(Options.Seed, 0xFEDB);
-        var members = new List<int>();
-        var joined = new List<double>();
+        var joinedAt = new double[n]; // simulated hours of each member's check-in (the group's clock runs in hours)
         var running = new Dictionary<long, (SecureGroupResult Group, long Version)>();
         float[] formingModel = [];
-        long formingVersion = 0, groups = 0, applied = 0, aborted = 0;
-        // Formed: members of the forming group wait holding nothing (not in the slots) and train only once it starts.
+        long applied = 0, aborted = 0;
         bool late = Settings.GroupVersion == GroupVersion.Formed;
-        var waiting = new bool[n];
         double formingSince = double.NaN;
 
         // The cap counts every charge: a group whose noised sum was released but not applied (stale) charged its members too.
         bool MayJoin(int v) => MayContribute(v) && (Settings.MaxParticipations is not { } cap || Ledger is null || Ledger.Get(VehicleIds[v]).Participations < cap);
-        bool Eligible(int v) => windowEnd[v] > Now && !slots.IsHeld(v) && MayJoin(v);
+        bool Eligible(int v) => windowEnd[v] > Now && !formation.IsHeld(v) && MayJoin(v);
 
-        void Launch()
+        void Launch(FormedGroup<int> formed)
         {
-            if (late)
-            {
-                // The group is formed now: every member starts training on the version current now (staleness counts from here).
-                formingModel = [.. _global];
-                formingVersion = _version;
-                for (int i = 0; i < members.Count; i++)
-                {
-                    waiting[members[i]] = false;
-                    slots.Join(members[i]);
-                    joined[i] = Now;
-                }
-            }
-            long id = ++groups;
-            var group = RunSecureGroup(id, [.. members], [.. joined], Now, formingModel, formingVersion, new GroupMeanStrategy(Strategy));
-            running[id] = (group, formingVersion);
-            Schedule(group.Closed, new Event(Kind.Done, 0, id)); // before its members are freed at the same hour
+            // Formed: the group trains on the version current now; FirstCheckIn: on the model kept at its first member's check-in.
+            if (late) formingModel = [.. _global];
+            double[] joined = [.. formed.Members.Select(m => late ? Now : joinedAt[m])];
+            var group = RunSecureGroup(formed.Id, [.. formed.Members], joined, Now, formingModel, formed.Version, new GroupMeanStrategy(Strategy));
+            running[formed.Id] = (group, formed.Version);
+            Schedule(group.Closed, new Event(Kind.Done, 0, formed.Id)); // before its members are freed at the same hour
             foreach (var m in group.Members)
             {
-                Schedule(m.StoppedTraining, new Event(Kind.Stop, m.Vehicle, id)); // its training slot
-                Schedule(m.LeftAt, new Event(Kind.Free, m.Vehicle, id)); // the group lets it go
+                Schedule(m.StoppedTraining, new Event(Kind.Stop, m.Vehicle, formed.Id)); // its training slot
+                Schedule(m.LeftAt, new Event(Kind.Free, m.Vehicle, formed.Id)); // the group lets it go
             }
-            members.Clear();
-            joined.Clear();
         }
 
         void Dispatch()
         {
-            while (slots.Training + (late ? members.Count : 0) < concurrency && pool.Count > 0)
+            while (formation.HasRoom && pool.Count > 0)
             {
                 int v = pool.TakeRandom(rng);
                 if (!MayJoin(v)) continue;
-                if (members.Count == 0)
+                var answer = formation.CheckIn(v, _version, Clock.GetUtcNow());
+                if (answer.Admission.Status != AckStatus.Accepted) throw new InvalidOperationException($"Vehicle {v} drawn but refused: {answer.Admission.Why}");
+                joinedAt[v] = Now;
+                if (formation.Forming.Count == 1 || answer.Formed?.Members.Count == 1)
                 {
-                    formingModel = [.. _global];
-                    formingVersion = _version;
+                    if (!late) formingModel = [.. _global];
                     formingSince = Now;
-                    Schedule(Now + FormationHours, new Event(Kind.Formation, 0, groups + 1));
+                    Schedule(Now + FormationHours, new Event(Kind.Formation, 0, answer.Group));
                 }
-                members.Add(v);
-                joined.Add(Now);
-                if (late) waiting[v] = true;
-                else slots.Join(v);
-                if (members.Count == size) Launch();
+                if (answer.Formed is { } formed) Launch(formed);
             }
         }
 
@@ -133,28 +125,21 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
                     break;
                 case Kind.Close:
                     pool.Remove(v);
-                    if (waiting[v])
-                    {
-                        // It checked in for the forming group and held nothing: its withdrawal just takes it out.
-                        waiting[v] = false;
-                        int i = members.IndexOf(v);
-                        members.RemoveAt(i);
-                        joined.RemoveAt(i);
-                        break;
-                    }
-                    slots.StopTraining(v); // a member still training drops (its group, forming or not, counts it as dropped)
+                    // A waiting member of the forming group held nothing: its withdrawal just takes it out. A member still
+                    // training drops (its group, forming or not, counts it as dropped).
+                    formation.Withdraw(v);
                     break;
                 case Kind.Stop:
-                    slots.StopTraining(v);
+                    formation.StopTraining(v);
                     break;
                 case Kind.Free:
-                    slots.Leave(v);
+                    formation.Leave(v);
                     if (Eligible(v)) pool.Add(v);
                     break;
                 case Kind.Formation:
                     // The group still forming is the one this timer was set for: start it with whoever joined, if SecAgg can.
-                    if (e.Group != groups + 1 || members.Count == 0 || Now < formingSince + FormationHours - 1e-9) break; // a later timer is set
-                    if (members.Count >= Math.Max(3, Rules.MinParticipants)) Launch();
+                    if (e.Group != formation.FormingGroup || formation.Forming.Count == 0 || Now < formingSince + FormationHours - 1e-9) break; // a later timer is set
+                    if (formation.Tick(_version, Clock.GetUtcNow()) is { } formed) Launch(formed);
                     else Schedule(Now + FormationHours, e);
                     break;
                 case Kind.Done:
@@ -170,7 +155,7 @@ internal sealed class SecureBufferGroups : TraceFleetSimulation
         {
             stats.MeanTraining = slots.TrainingHours / Now;
             stats.MeanWaiting = slots.WaitingHours / Now;
-            stats.PeakHeld = slots.PeakHeld;
+            stats.PeakHeld = formation.PeakHeld;
         }
         return (applied, aborted, _staleness);
 

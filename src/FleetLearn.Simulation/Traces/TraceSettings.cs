@@ -1,3 +1,5 @@
+using FleetLearn.Core.Rounds;
+
 namespace FleetLearn.Simulation.Traces;
 
 /// <summary>How rounds are run over a trace.</summary>
@@ -8,16 +10,6 @@ public enum RoundMode
 
     /// <summary>Buffered asynchronous aggregation (<see cref="Core.Rounds.BufferedCoordinator"/>): a step at every K-th update.</summary>
     FedBuff,
-}
-
-/// <summary>Secure FedBuff: when a group's model version is fixed (docs/async.md, "Secure aggregation on traces").</summary>
-public enum GroupVersion
-{
-    /// <summary>When the group has its ⌈K·(1+o)⌉ members: they check in and wait, holding no slot, then all train on the version current then.</summary>
-    Formed,
-
-    /// <summary>When its first member checks in: each member trains on that version from its own check-in (the behaviour up to issue 19).</summary>
-    FirstCheckIn,
 }
 
 /// <summary>What a run over an availability trace adds to <see cref="SimulationOptions"/> (which still sets the model, data, K and DP).</summary>

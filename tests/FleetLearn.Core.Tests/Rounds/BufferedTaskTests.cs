@@ -106,13 +106,13 @@ public sealed class BufferedTaskTests
         Assert.IsType<NotSelected>(BufferedTask.Join(Plan("b", 0), 0, 2, Profile("a"), null, Random(1), new ManualTimeProvider()));
 
     [Fact]
-    public void Join_SecureAggregationAsked_DeclinedWithReason()
+    public void Join_SecurePlanAsAOneVehicleAssignment_DeclinedWithReason()
     {
         var plan = Plan("a", 0) with { Protection = Protection(0) with { SecureAggregation = "plus" } };
 
         var declined = Assert.IsType<Declined>(BufferedTask.Join(plan, 0, 2, Profile("a"), null, Random(1), new ManualTimeProvider()));
 
-        Assert.Contains("secure aggregation per buffer is not built", declined.Reason, StringComparison.Ordinal);
+        Assert.Contains("is joined as a secure round, not as a one-vehicle assignment", declined.Reason, StringComparison.Ordinal);
     }
 
     [Fact]
