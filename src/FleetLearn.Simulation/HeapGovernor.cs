@@ -5,9 +5,7 @@ namespace FleetLearn.Simulation;
 /// has grown by half its last live size (at least 256 MiB) since the last one. Each agent's round allocates about 10 MB of
 /// large arrays that are garbage a moment later (model chunks, Δ, rotation, noise, masks, the encoded message and its
 /// copies), and the GC's own gen2 budget let that garbage pile up to several times the live heap (docs/scale.md). The heap
-/// is mostly large arrays of numbers, so marking it is cheap. Each collection compacts the large-object heap and decommits what is
-/// free, so the process keeps near its live memory rather than the high-water mark of its garbage. For simulations only: a vehicle
-/// runs one agent.
+/// is mostly large arrays of numbers, so marking it is cheap. For simulations only: a vehicle runs one agent.
 /// </summary>
 internal sealed class HeapGovernor : IAsyncDisposable
 {
@@ -31,9 +29,7 @@ internal sealed class HeapGovernor : IAsyncDisposable
             while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
             {
                 if (GC.GetTotalMemory(false) < _live + Math.Max(MinGrowth, _live / 2)) continue;
-                // Aggressive: also compacts the large-object heap and gives its free space back to the OS. A forced collection
-                // left the LOH fragmented, with committed memory 1.5 GB above the live heap at 500 agents (docs/scale.md).
-                GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                GC.Collect(2, GCCollectionMode.Forced, blocking: true);
                 Collections++;
                 _live = GC.GetTotalMemory(false);
             }
