@@ -20,7 +20,7 @@ internal sealed class AgentModels(int maxModelBytes)
     public void Add(long version, ReadOnlyMemory<byte> chunk)
     {
         if (_chunks.Add(version.ToString(CultureInfo.InvariantCulture), chunk.Span) is not { } whole) return;
-        _models[version] = whole;
+        _models[version] = SharedModels.Intern(whole); // the agents of one process hold one copy of the same bytes
         foreach (var old in _models.Keys.Where(v => v < version - 1).ToList()) _models.Remove(old);
     }
 
