@@ -384,7 +384,6 @@ public sealed class AgentHost : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(range);
-        FleetLearn.Storage.LiteDbCacheSegments.UseSmall(); // hundreds of outboxes and ledgers: small LiteDB caches (docs/scale.md)
         var host = new AgentHost(new TrainerPool(spec => TrainerFactory.Create(BackendChoice.Cpu, spec, Math.Max(options.Batch, 256)), Math.Max(1, options.Workers)));
         string publicKey = await File.ReadAllTextAsync(range.Endpoint.AggregatorPublicKey, cancellationToken).ConfigureAwait(false);
         Directory.CreateDirectory(Path.Combine(workDirectory, "agents"));
