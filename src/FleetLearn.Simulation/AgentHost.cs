@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using FleetLearn.Aggregator;
+using FleetLearn.Compute;
+using FleetLearn.Core.Compression;
+using FleetLearn.Core.Federated;
+using FleetLearn.Core.Privacy;
+using FleetLearn.Core.Rounds;
+using FleetLearn.Core.Training;
+using FleetLearn.EdgeAgent;
+using FleetLearn.Storage;
+using FleetLearn.Transport.Mqtt;
+using FleetLearn.Transport.Mqtt.Broker;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace FleetLearn.Simulation;
+
+/// <summary>Hosts a range of simulated vehicles as real agent workers (in this process).</summary>
+public sealed class AgentHost : IAsyncDisposable
+{
+    private readonly List<EdgeAgentWorker> _agents = [];
+    private readonly TrainerPool _trainers;
+    private readonly HeapGovernor _heap = new(); // hundreds of agents' transient large arrays: collected, not piled up
+
+    private AgentHost(TrainerPool trainers) => _trainers = trainers;
+
+    /// <summary>
+    /// Starts one agent per vehicle with data in <paramref name="range"/>; with <paramref name="link"/>, each follows the simulated
+    /// fleet model; with <paramref name="shape"/>, each takes its state monitor, randomness, link and resend interval from it instead.
+    /// </summary>
+    public static async Task<AgentHost> StartAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger, CancellationToken cancellationToken,
+        SimulatedFleetLink? link = null, Func<int, AgentShape>? shape = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(range);
+        var host = new AgentHost(new TrainerPool(spec => TrainerFactory.Create(BackendChoice.Cpu, spec, Math.Max(options.Batch, 256)), Math.Max(1, options.Workers)));
+        string publicKey = await File.ReadAllTextAsync(range.Endpoint.AggregatorPublicKey, cancellationToken).ConfigureAwait(false);
+        Directory.CreateDirectory(Path.Combine(workDirectory, "agents"));
+        for (int v = range.From; v < range.To; v++)
+        {
+            if (partitions[v].Length == 0) continue; // nothing to contribute: never checks in
+            string id = MqttFleetSimulation.VehicleName(v);
+            int vehicle = v;
+            var shaped = shape?.Invoke(vehicle);
+            var agentOptions = new EdgeAgentOptions
+            {
+                VehicleId = id,
+                AggregatorPublicKey = publicKey,
+                PinnedModelSpec = options.Model.ToString(),
+                DatabasePath = Path.Combine(workDirectory, "agents", $"{id}.db"),
+                PrivacyLedgerPath = Path.Combine(workDirectory, "agents", $"{id}-privacy.db"),
+                DeviceKeyPath = Path.Combine(workDirectory, "agents", $"{id}-device.pem"),
+                EpsilonBudget = options.Privacy?.EpsilonBudget,
+                PrivacyDelta = options.Privacy?.Delta ?? 1e-5,
+                // A vehicle checks in on every resend pass; when the model silences vehicles the gate waits for their check-ins.
+                ResendInterval = shaped?.ResendInterval ?? (link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5)),
+                RequireParked = link is not null || shape is not null, // unavailable = driving (SimulatedFleetLink.StateOf, AgentShape.Monitor)
+                RequireMaliciousAggregator = options.SecAggMaliciousServer, // refuses any plan that is not hardened (certified keys, signed downlink)
+                Seed = options.Seed,
+            };
+            var random = new AgentRandomness(
+                round => SimulationRandomness.DataOrder(options.Seed, round, vehicle),
+                round => SimulationRandomness.Noise(options.Seed, round, vehicle),
+                round => SimulationRandomness.Rounding(options.Seed, round, vehicle),
+                round => SimulationRandomness.SecAggHolders(options.Seed, round, vehicle));
+            var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
+                logger.CreateLogger<EdgeAgentWorker>(), shaped?.Monitor ?? link?.StateOf(v) ?? VehicleStateProviders.Idle, shaped?.Randomness ?? random, host._trainers, monitor: shaped?.Monitor, link: (IAgentLink?)shaped?.Link ?? link);
+            if (link is not null) agent.Progressed += link.Evaluate;
+            await agent.StartAsync(cancellationToken).ConfigureAwait(false);
+            host._agents.Add(agent);
+        }
+        return host;
+    }
+
+    /// <summary>The agents.</summary>
+    public IReadOnlyList<EdgeAgentWorker> Agents => _agents;
+
+    /// <summary>Messages still waiting for an acknowledgement, over all agents.</summary>
+    public int PendingInOutboxes => _agents.Sum(a => a.PendingInOutbox);
+
+    /// <summary>ε by vehicle, from each agent's own ledger.</summary>
+    public IReadOnlyDictionary<string, double> EpsilonByVehicle => _agents.ToDictionary(a => a.VehicleId, a => a.EpsilonSpent, StringComparer.Ordinal);
+
+    /// <summary>Waits (up to <paramref name="timeout"/>) until every agent's outbox is empty.</summary>
+    public async Task WaitForEmptyOutboxesAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (PendingInOutboxes > 0 && DateTime.UtcNow < until) await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var agent in _agents)
+        {
+            await agent.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            agent.Dispose();
+        }
+        _trainers.Dispose();
+        await _heap.DisposeAsync().ConfigureAwait(false);
+    }
+}
