@@ -1,18 +1,8 @@
-using System.Diagnostics;
-using System.Security.Cryptography;
-using FleetLearn.Aggregator;
 using FleetLearn.Compute;
-using FleetLearn.Core.Compression;
-using FleetLearn.Core.Federated;
-using FleetLearn.Core.Privacy;
-using FleetLearn.Core.Rounds;
 using FleetLearn.Core.Training;
 using FleetLearn.EdgeAgent;
-using FleetLearn.Storage;
 using FleetLearn.Transport.Mqtt;
-using FleetLearn.Transport.Mqtt.Broker;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace FleetLearn.Simulation;
