@@ -351,7 +351,8 @@ public sealed class MqttConnection : IAsyncDisposable
                     {
                     }
                 }
-                await Task.Delay(_options.ReconnectDelay, _time, cancellationToken).ConfigureAwait(false);
+                // Jittered (0.5 to 1.5 × the delay): clients that lost their sessions together do not all come back in the same instant.
+                await Task.Delay(_options.ReconnectDelay * (0.5 + Random.Shared.NextDouble()), _time, cancellationToken).ConfigureAwait(false);
             }
         }
     }

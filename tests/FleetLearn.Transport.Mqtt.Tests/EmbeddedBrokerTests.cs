@@ -51,6 +51,31 @@ public sealed class EmbeddedBrokerTests
         Assert.Equal(2, kit.Broker.RefusedSubscriptions);
     }
 
+    [SkippableFact]
+    public async Task Listen_QueuesAFleetsConnects_NotMqttNetsTen()
+    {
+        // A fleet reconnecting at once (a broker restart, a thousand simulated agents starting) needs a listen queue: with
+        // MQTTnet's default of 10 the kernel dropped the SYNs past it (TcpExtListenOverflows), connects timed out and the
+        // retries took over the late first attempts' sessions (SessionTakenOver). `ss` shows a listening socket's backlog as Send-Q.
+        Skip.If(!OperatingSystem.IsLinux() || !File.Exists("/usr/bin/ss") && !File.Exists("/bin/ss"), "needs Linux's ss (iproute2) to read the listen backlog");
+        await using var kit = await BrokerTestKit.StartAsync();
+        int somaxconn = int.Parse(File.ReadAllText("/proc/sys/net/core/somaxconn").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        using var ss = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("ss", ["-Hltn", $"sport = :{kit.Broker.Port}"]) { RedirectStandardOutput = true })!;
+        string line = (await ss.StandardOutput.ReadToEndAsync(Timeout)).Trim();
+        await ss.WaitForExitAsync(Timeout);
+        var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries); // State Recv-Q Send-Q Local Peer
+        Assert.True(fields.Length >= 4, $"ss printed '{line}'");
+        Assert.Equal(Math.Min(somaxconn, new EmbeddedBrokerOptions().ConnectionBacklog), int.Parse(fields[2], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(4096, new EmbeddedBrokerOptions().ConnectionBacklog);
+    }
+
+    [Fact]
+    public void Create_BacklogOutsideRange_IsRefused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new EmbeddedBroker(new EmbeddedBrokerOptions { Port = 0, AggregatorPassword = "x", ConnectionBacklog = 0 }));
+        Assert.Contains("Broker:ConnectionBacklog 0 is outside 1..65535", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Create_ListeningBeyondLoopbackWithoutMutualTls_IsRefused()
     {

@@ -50,7 +50,8 @@ public sealed class EmbeddedBroker : IAsyncDisposable
         _policy = new TopicAccessPolicy(options.AggregatorIdentities);
         var builder = new MqttServerFactory().CreateServerOptionsBuilder()
             .WithPersistentSessions()
-            .WithMaxPendingMessagesPerClient(options.MaxPendingMessagesPerClient);
+            .WithMaxPendingMessagesPerClient(options.MaxPendingMessagesPerClient)
+            .WithConnectionBacklog(options.ConnectionBacklog);
         if (options.MutualTls)
         {
             _clientCa = X509CertificateLoader.LoadCertificateFromFile(options.ClientCaFile!);

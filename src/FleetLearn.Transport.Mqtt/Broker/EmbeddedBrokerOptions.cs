@@ -48,6 +48,7 @@ public sealed class EmbeddedBrokerOptions
     public void Validate()
     {
         if (Port is < 0 or > 65535) throw new ArgumentException($"Broker:Port {Port} is outside 0..65535.");
+        if (ConnectionBacklog is < 1 or > 65535) throw new ArgumentException($"Broker:ConnectionBacklog {ConnectionBacklog} is outside 1..65535.");
         if (MaxPacketSize is < 4096 or > MqttTransportOptions.BrokerMaxPacketSize)
             throw new ArgumentException($"Broker:MaxPacketSize {MaxPacketSize} is outside 4096..{MqttTransportOptions.BrokerMaxPacketSize}.");
         bool anyTls = new[] { TlsCertificateFile, TlsKeyFile, ClientCaFile }.Any(f => !string.IsNullOrWhiteSpace(f));
@@ -80,6 +81,15 @@ public sealed class EmbeddedBrokerOptions
 
     /// <summary>Queued messages per client before the oldest are dropped (Mosquitto's default is 1000).</summary>
     [Range(1, 1_000_000)] public int MaxPendingMessagesPerClient { get; set; } = 10_000;
+
+    /// <summary>
+    /// Connections the listening socket queues before the broker accepts them (the <c>listen</c> backlog; Linux caps it at
+    /// <c>net.core.somaxconn</c>, 4096 on current kernels). MQTTnet's own default is 10: when a fleet (re)connects at once —
+    /// after a broker restart, or a thousand simulated agents starting — the kernel drops the SYNs past it, each client waits out
+    /// TCP's retransmission (1 s, 3 s, 7 s …), its connect times out, and the retry takes over the session the late first attempt
+    /// opened (<c>SessionTakenOver</c>).
+    /// </summary>
+    [Range(1, 65535)] public int ConnectionBacklog { get; set; } = 4096;
 
     /// <summary>
     /// Folder where retained messages (the round plan, the model chunks, presence) are kept across restarts, each change
