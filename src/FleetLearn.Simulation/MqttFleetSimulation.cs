@@ -211,8 +211,14 @@ public static class MqttFleetSimulation
             await status.Done.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
             await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
             foreach (var region in new[] { agents, secondRegion }.OfType<AgentHost>()) await region.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+            // Each process's own peak, read while the agent processes still run (they are killed below).
+            long?[] childPeaks = [.. children.Select(c => ProcessMemory.PeakResidentBytes(c.Id))];
             return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), (agents?.PendingInOutboxes ?? 0) + (secondRegion?.PendingInOutboxes ?? 0),
-                new[] { agents, secondRegion }.OfType<AgentHost>().SelectMany(h => h.EpsilonByVehicle).ToDictionary(), link?.SecAggMessagesSent);
+                new[] { agents, secondRegion }.OfType<AgentHost>().SelectMany(h => h.EpsilonByVehicle).ToDictionary(), link?.SecAggMessagesSent)
+            {
+                PeakResidentBytes = ProcessMemory.PeakResidentBytes(Environment.ProcessId),
+                AgentProcessPeakResidentBytes = childPeaks.All(p => p is not null) ? [.. childPeaks.Select(p => p!.Value)] : null,
+            };
         }
         finally
         {
@@ -323,7 +329,20 @@ public static class MqttFleetSimulation
 /// <param name="EpsilonByVehicle">ε each of this process's vehicles recorded in its own ledger.</param>
 /// <param name="SecAggMessagesSent">Secure-aggregation messages this process's agents sent, by type name (null with agents in several processes).</param>
 public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] FinalModel, int PendingInOutboxes, IReadOnlyDictionary<string, double> EpsilonByVehicle,
-    IReadOnlyDictionary<string, int>? SecAggMessagesSent = null);
+    IReadOnlyDictionary<string, int>? SecAggMessagesSent = null)
+{
+    /// <summary>This process's peak resident memory (broker, aggregator and its own agents), bytes; null where unknown.</summary>
+    public long? PeakResidentBytes { get; init; }
+
+    /// <summary>Each agent process's (<c>--processes</c>) own peak resident memory, bytes; null where unknown.</summary>
+    public IReadOnlyList<long>? AgentProcessPeakResidentBytes { get; init; }
+
+    /// <summary>
+    /// The sum of every process's own peak: an upper bound of their total resident memory at any one moment (each peak may
+    /// fall at another time); null where a peak is unknown.
+    /// </summary>
+    public long? PeakResidentBytesAllProcesses => PeakResidentBytes is { } own && AgentProcessPeakResidentBytes is { } children ? own + children.Sum() : null;
+}
 
 /// <summary>How agents reach the broker and the aggregator's public key.</summary>
 /// <param name="Scheme"><c>mqtt</c> or <c>mqtts</c>.</param>

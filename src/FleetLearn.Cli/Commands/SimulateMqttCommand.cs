@@ -111,6 +111,9 @@ internal static partial class SimulateMqttCommand
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"done: {applied}/{reports.Count} rounds applied over MQTT; final accuracy {final.TestAccuracy:F4}; {epsilonText}; {SimulateCommand.Bytes(up)} received and {SimulateCommand.Bytes(down)} published by the aggregator (the broker copies each {SimulateCommand.Bytes(4L * options.Model.ParameterCount)} model to every vehicle); {result.PendingInOutboxes} messages left in outboxes; {seconds:F1} s"));
         if (reportPath is not null) progress.WriteLine($"report: {reportPath}");
+        if (result.AgentProcessPeakResidentBytes is { Count: > 0 } childPeaks && result.PeakResidentBytesAllProcesses is { } all)
+            progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"peak resident memory: this process {result.PeakResidentBytes / 1e9:F2} GB, agent processes {string.Join(", ", childPeaks.Select(p => (p / 1e9).ToString("F2", CultureInfo.InvariantCulture)))} GB; {all / 1e9:F2} GB together at most (the sum of each one's own peak)"));
         if (asJson)
             CliJson.Write(parse.InvocationConfiguration.Output, new
             {
@@ -127,6 +130,9 @@ internal static partial class SimulateMqttCommand
                 epsilon = SimulateCommand.Finite(final.Epsilon),
                 max_vehicle_epsilon = SimulateCommand.Finite(final.MaxVehicleEpsilon),
                 pending_in_outboxes = result.PendingInOutboxes,
+                peak_rss_bytes = result.PeakResidentBytes,
+                agent_processes_peak_rss_bytes = result.AgentProcessPeakResidentBytes,
+                peak_rss_bytes_all_processes = result.PeakResidentBytesAllProcesses, // the sum of each process's own peak: an upper bound
                 report = reportPath,
             });
         return 0;

@@ -33,9 +33,21 @@ public sealed partial class ProcessesOptionTests : IDisposable
         Assert.Contains("0 messages left in outboxes", output, StringComparison.Ordinal);
         // The child hosted vehicles 3..5: their databases are in the shared work folder.
         Assert.True(File.Exists(Path.Combine(_dir.FullName, "out", "mqtt", "agents", "vehicle-5.db")));
+        // Each process's own peak (Linux VmHWM), read before the child is stopped; their sum bounds the fleet's total.
+        var peaks = PeakLine().Match(output);
+        Assert.True(peaks.Success, output);
+        double own = Gb(peaks.Groups[1].Value), agents = Gb(peaks.Groups[2].Value), all = Gb(peaks.Groups[3].Value);
+        Assert.InRange(own, 0.05, 8);
+        Assert.InRange(agents, 0.05, 8);
+        Assert.InRange(all, own + agents - 0.011, own + agents + 0.011);
         int child = int.Parse(started.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         Assert.Throws<ArgumentException>(() => Process.GetProcessById(child)); // no orphaned agent process
     }
+
+    private static double Gb(string text) => double.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
+
+    [GeneratedRegex(@"peak resident memory: this process (\d+\.\d\d) GB, agent processes (\d+\.\d\d) GB; (\d+\.\d\d) GB together at most")]
+    private static partial Regex PeakLine();
 
     [GeneratedRegex(@"started agent process (\d+) for vehicles 3\.\.5")]
     private static partial Regex StartedChild();
