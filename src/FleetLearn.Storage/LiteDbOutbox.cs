@@ -67,6 +67,7 @@ public sealed class LiteDbOutbox : IDisposable
     /// </summary>
     public static LiteDbOutbox Open(string path, Action<string>? warn = null)
     {
+        bool created = LiteDbFiles.IsNew(path);
         var db = LiteDbFiles.Open(path, "outbox");
         LiteDbOutbox outbox;
         try
@@ -81,9 +82,12 @@ public sealed class LiteDbOutbox : IDisposable
                 else named.Add(file.Name);
             }
             foreach (var doc in LiteDbFiles.ReadAll(db, "agent_state")) _ = doc["value"].AsInt64;
-            LiteDbFiles.Rebuild(db, outbox.Path);
-            LiteDbFiles.ProbeWrite(db, "outbox", outbox.Path);
-            LiteDbFiles.ProbeWrite(db, "agent_state", outbox.Path);
+            if (!created) // a file this open created holds no torn page: nothing to rebuild or probe
+            {
+                LiteDbFiles.Rebuild(db, outbox.Path);
+                LiteDbFiles.ProbeWrite(db, "outbox", outbox.Path);
+                LiteDbFiles.ProbeWrite(db, "agent_state", outbox.Path);
+            }
             outbox._files.DeleteOrphans(named);
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e))
