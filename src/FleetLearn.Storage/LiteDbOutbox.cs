@@ -22,9 +22,9 @@ public sealed record OutboxEntry(Guid UpdateId, string Topic, long Length, DateT
 
 /// <summary>
 /// The vehicle's durable outbox: an update is written here before its first send and leaves only when the aggregator
-/// acknowledges it (or its deadline passes). Resends are harmless because the aggregator dedupes. Each payload is a file beside
-/// the database (<see cref="OutboxPayloadFiles"/>), written and fsynced before the LiteDB document (<c>Connection=direct</c>) that
-/// names it with its length and SHA-256; every enqueue and acknowledgement is checkpointed and fsynced before returning, as the
+/// acknowledges it (or its deadline passes). Resends are harmless because the aggregator dedupes. A payload over
+/// <see cref="InlinePayloadBytes"/> is a file beside the database (<see cref="OutboxPayloadFiles"/>), written and fsynced before the
+/// LiteDB document (<c>Connection=direct</c>) that names it with its length and SHA-256; a smaller one lies in its document; every enqueue and acknowledgement is checkpointed and fsynced before returning, as the
 /// privacy ledger does (LiteDB does not fsync, issue #2818). A write lost to a power cut before that is a dropout — the update was
 /// not yet sent — never a corruption: a document whose file is missing, short or fails its hash is dropped with a warning, never
 /// sent, and a file no document names is deleted at open. Also holds the agent's small key/value state (last round completed).
@@ -34,6 +34,13 @@ public sealed class LiteDbOutbox : IDisposable
 {
     /// <summary>Largest payload accepted (a sanity bound: the largest message a vehicle sends is a masked input of a few MB).</summary>
     public const int MaxPayloadBytes = 15 << 20;
+
+    /// <summary>
+    /// Payloads up to this size stay in their LiteDB document (the key-phase messages: one fsync each); larger ones (masked inputs,
+    /// plaintext updates) go to a file. A small document costs LiteDB's page cache little; the file's own fsyncs (file and folder)
+    /// would double the cost of the thousands of small writes a key phase makes.
+    /// </summary>
+    public const int InlinePayloadBytes = 64 << 10;
 
     private readonly LiteDatabase _db;
     private readonly ILiteCollection<BsonDocument> _items;
@@ -77,7 +84,7 @@ public sealed class LiteDbOutbox : IDisposable
             foreach (var doc in LiteDbFiles.ReadAll(db, "outbox")) // every document reads back, by scan and through the _id index
             {
                 _ = ToEntry(doc);
-                if (FileOf(doc) is not { } file) continue; // a payload stored in the document (an outbox written before payload files)
+                if (FileOf(doc) is not { } file) continue; // a small payload, stored in the document (or one written before payload files)
                 if (outbox._files.TryRead(file, out string? problem) is null) outbox.Drop(doc, problem!);
                 else named.Add(file.Name);
             }
@@ -138,14 +145,14 @@ public sealed class LiteDbOutbox : IDisposable
         if (item.Payload.Length > MaxPayloadBytes) throw new ArgumentException($"Outbox payload of {item.Payload.Length} bytes exceeds {MaxPayloadBytes}.");
         ObjectDisposedException.ThrowIf(_disposed, this);
         LiteDbFiles.EnsureSpace(Path, item.Payload.Length);
-        var file = _files.Write(item.UpdateId, item.Payload); // durable before any document names it
+        PayloadFile? file = item.Payload.Length > InlinePayloadBytes ? _files.Write(item.UpdateId, item.Payload) : null; // durable before any document names it
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var previous = _items.FindById(new BsonValue(item.UpdateId)) is { } old ? FileOf(old) : null;
             _items.Upsert(ToDocument(item, file));
             LiteDbFiles.Durable(_db, Path);
-            if (previous is { } p && p.Name != file.Name && _kept?.File.Name != p.Name) _files.Delete(p.Name);
+            if (previous is { } p && p.Name != file?.Name && _kept?.File.Name != p.Name) _files.Delete(p.Name);
         }
     }
 
@@ -336,7 +343,7 @@ public sealed class LiteDbOutbox : IDisposable
                 return null;
             }
         }
-        else payload = doc["payload"].AsBinary; // written before payload files
+        else payload = doc["payload"].AsBinary; // a small payload, or one written before payload files
         return new OutboxItem(doc["_id"].AsGuid, doc["vehicle"].AsString, doc["round"].AsInt64, doc["topic"].AsString, payload,
             DateTimeOffset.FromUnixTimeMilliseconds(doc["expires"].AsInt64), doc["attempts"].AsInt32);
     }
@@ -356,16 +363,24 @@ public sealed class LiteDbOutbox : IDisposable
     private static OutboxEntry ToEntry(BsonDocument d) => new(d["_id"].AsGuid, d["topic"].AsString,
         FileOf(d)?.Length ?? d["payload"].AsBinary.Length, DateTimeOffset.FromUnixTimeMilliseconds(d["expires"].AsInt64), d["attempts"].AsInt32);
 
-    private static BsonDocument ToDocument(OutboxItem item, PayloadFile file) => new()
+    private static BsonDocument ToDocument(OutboxItem item, PayloadFile? file)
     {
-        ["_id"] = item.UpdateId,
-        ["vehicle"] = item.Vehicle,
-        ["round"] = item.Round,
-        ["topic"] = item.Topic,
-        ["file"] = file.Name,
-        ["length"] = file.Length,
-        ["sha256"] = file.Sha256,
-        ["expires"] = item.ExpiresAt.ToUnixTimeMilliseconds(),
-        ["attempts"] = item.Attempts,
-    };
+        var doc = new BsonDocument
+        {
+            ["_id"] = item.UpdateId,
+            ["vehicle"] = item.Vehicle,
+            ["round"] = item.Round,
+            ["topic"] = item.Topic,
+            ["expires"] = item.ExpiresAt.ToUnixTimeMilliseconds(),
+            ["attempts"] = item.Attempts,
+        };
+        if (file is { } f)
+        {
+            doc["file"] = f.Name;
+            doc["length"] = f.Length;
+            doc["sha256"] = f.Sha256;
+        }
+        else doc["payload"] = item.Payload;
+        return doc;
+    }
 }

@@ -12,11 +12,16 @@ public sealed class LiteDbOutboxTests : IDisposable
     private static OutboxItem Item(long round, byte fill = 1) =>
         new(Guid.NewGuid(), "v1", round, $"fleetlearn/v1/f/vehicles/v1/up/update", Enumerable.Repeat(fill, 1000).ToArray(), DateTimeOffset.UnixEpoch.AddDays(30000));
 
+    /// <summary>An item whose payload goes to a file (over <see cref="LiteDbOutbox.InlinePayloadBytes"/>).</summary>
+    private static OutboxItem Large(long round, byte fill = 1) => Item(round) with { Payload = Enumerable.Repeat(fill, Big).ToArray() };
+
+    private const int Big = LiteDbOutbox.InlinePayloadBytes + 1000;
+
     [Fact]
     public void Enqueue_ThenReopen_ItemsSurvive()
     {
         var a = Item(1);
-        var b = Item(2, 7);
+        var b = Large(2, 7); // one in its document, one in a file
         using (var outbox = LiteDbOutbox.Open(DbPath))
         {
             outbox.Enqueue(a);
@@ -67,7 +72,7 @@ public sealed class LiteDbOutboxTests : IDisposable
     [Fact]
     public void Enqueue_PayloadLivesInAFileBesideTheDatabase_NotInTheDocument()
     {
-        var a = Item(1, 9) with { Payload = Enumerable.Range(0, 300_000).Select(i => (byte)i).ToArray() };
+        var a = Large(1, 9) with { Payload = Enumerable.Range(0, 300_000).Select(i => (byte)i).ToArray() };
         using var outbox = LiteDbOutbox.Open(DbPath);
         outbox.Enqueue(a);
         string file = Assert.Single(Directory.GetFiles(outbox.PayloadFolder));
@@ -83,9 +88,9 @@ public sealed class LiteDbOutboxTests : IDisposable
     {
         using var outbox = LiteDbOutbox.Open(DbPath);
         var now = DateTimeOffset.UtcNow;
-        var acked = Item(1);
-        var expired = Item(1) with { ExpiresAt = now.AddSeconds(-1) };
-        var waiting = Item(2, 5);
+        var acked = Large(1);
+        var expired = Large(1) with { ExpiresAt = now.AddSeconds(-1) };
+        var waiting = Large(2, 5);
         outbox.Enqueue(acked);
         outbox.Enqueue(expired);
         outbox.Enqueue(waiting);
@@ -100,11 +105,24 @@ public sealed class LiteDbOutboxTests : IDisposable
     public void Enqueue_SameUpdateIdWithOtherBytes_ReplacesPayloadAndItsFile()
     {
         using var outbox = LiteDbOutbox.Open(DbPath);
-        var a = Item(1, 1);
+        var a = Large(1, 1);
         outbox.Enqueue(a);
-        outbox.Enqueue(a with { Payload = [7, 7, 7] });
-        Assert.Equal([7, 7, 7], outbox.Find(a.UpdateId)!.Payload);
+        outbox.Enqueue(a with { Payload = Enumerable.Repeat((byte)7, Big).ToArray() });
+        Assert.Equal(Enumerable.Repeat((byte)7, Big), outbox.Find(a.UpdateId)!.Payload);
         Assert.Single(Directory.GetFiles(outbox.PayloadFolder));
+    }
+
+    [Fact]
+    public void Enqueue_SmallPayload_StaysInItsDocument_NoFile()
+    {
+        using var outbox = LiteDbOutbox.Open(DbPath);
+        var small = Item(1) with { Payload = Enumerable.Repeat((byte)2, LiteDbOutbox.InlinePayloadBytes).ToArray() };
+        outbox.Enqueue(small);
+        outbox.KeepAfterAcknowledgement(small.UpdateId);
+        Assert.Empty(Directory.GetFiles(outbox.PayloadFolder));
+        Assert.Equal(small.Payload, outbox.Find(small.UpdateId)!.Payload);
+        Assert.True(outbox.Acknowledge(small.UpdateId));
+        Assert.Null(outbox.ReadKept(small.UpdateId)); // only a file is kept: the sender holds a small message itself
     }
 
     /// <summary>A power cut after a document but before its payload reached the disk, or a file damaged later: the message is dropped at open, never sent.</summary>
@@ -115,8 +133,8 @@ public sealed class LiteDbOutboxTests : IDisposable
     [InlineData("longer")]
     public void Open_PayloadFileMissingTruncatedOrCorrupt_DropsThatMessageWithAWarning(string damage)
     {
-        var bad = Item(1, 3);
-        var good = Item(2, 4);
+        var bad = Large(1, 3);
+        var good = Large(2, 4);
         string folder;
         using (var outbox = LiteDbOutbox.Open(DbPath))
         {
@@ -135,8 +153,8 @@ public sealed class LiteDbOutboxTests : IDisposable
         Assert.Contains(damage switch
         {
             "missing" => "is missing",
-            "truncated" => "has 999 bytes, not the 1000 written",
-            "longer" => "has 1001 bytes, not the 1000 written",
+            "truncated" => $"has {Big - 1} bytes, not the {Big} written",
+            "longer" => $"has {Big + 1} bytes, not the {Big} written",
             _ => "fails its SHA-256 check",
         }, warning, StringComparison.Ordinal);
         Assert.Equal(1, reopened.Count);
@@ -148,19 +166,19 @@ public sealed class LiteDbOutboxTests : IDisposable
     {
         var warnings = new List<string>();
         using var outbox = LiteDbOutbox.Open(DbPath, warnings.Add);
-        var a = Item(1, 3);
+        var a = Large(1, 3);
         outbox.Enqueue(a);
         Damage(Assert.Single(Directory.GetFiles(outbox.PayloadFolder)), "truncated");
         Assert.Null(outbox.Find(a.UpdateId));
         Assert.Equal(0, outbox.Count);
-        Assert.Contains("has 999 bytes, not the 1000 written; it is not sent", Assert.Single(warnings), StringComparison.Ordinal);
+        Assert.Contains($"has {Big - 1} bytes, not the {Big} written; it is not sent", Assert.Single(warnings), StringComparison.Ordinal);
     }
 
     /// <summary>A power cut after a payload file but before its document (or a crash before an acknowledged item's file was deleted): the file is swept at open.</summary>
     [Fact]
     public void Open_OrphanPayloadFilesAndTempFiles_AreDeleted()
     {
-        var kept = Item(1);
+        var kept = Large(1);
         string folder;
         using (var outbox = LiteDbOutbox.Open(DbPath))
         {
@@ -180,8 +198,8 @@ public sealed class LiteDbOutboxTests : IDisposable
     [Fact]
     public void KeepAfterAcknowledgement_PayloadReadableAfterAck_UntilTheNextKeepOrReopen()
     {
-        var first = Item(1, 1);
-        var second = Item(1, 2);
+        var first = Large(1, 1);
+        var second = Large(1, 2);
         string folder;
         using (var outbox = LiteDbOutbox.Open(DbPath))
         {
