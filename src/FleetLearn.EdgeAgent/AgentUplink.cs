@@ -67,7 +67,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         if (kind == EnvelopeKind.SecAgg)
         {
             outbox.KeepAfterAcknowledgement(item.UpdateId);
-            lock (_replayGate) (_lastSecAgg, _lastSecAggLength) = (item.Payload.Length > LargeMessageBytes ? item with { Payload = [] } : item, item.Payload.Length);
+            lock (_replayGate) (_lastSecAgg, _lastSecAggLength) = (item.Payload.Length > LiteDbOutbox.InlinePayloadBytes ? item with { Payload = [] } : item, item.Payload.Length);
             Heard(item);
         }
         await SendAsync(item, cancellationToken).ConfigureAwait(false);
