@@ -33,6 +33,24 @@ public sealed class WeightedMeanAggregator(int dimension, double normBound = dou
         TotalWeight += weight;
     }
 
+    /// <summary><see cref="Add(ReadOnlySpan{float}, double)"/> straight from the segments the update arrived in: no copy.</summary>
+    public void Add(in FloatSegments delta, double weight)
+    {
+        if (delta.Count != _sum.Length)
+            throw new ArgumentException($"Update has {delta.Count} values; the model has {_sum.Length}.", nameof(delta));
+        if (!(weight > 0) || !double.IsFinite(weight))
+            throw new ArgumentOutOfRangeException(nameof(weight), weight, "Update weight must be a positive finite number.");
+        double scale = weight;
+        if (double.IsFinite(normBound))
+        {
+            double norm = Math.Sqrt(delta.SumOfSquares());
+            if (norm > normBound) scale *= normBound / norm;
+        }
+        delta.Axpy((float)scale, _sum);
+        Count++;
+        TotalWeight += weight;
+    }
+
     public void AddMany(ReadOnlySpan<ReadOnlyMemory<float>> deltas, ReadOnlySpan<double> weights)
     {
         if (deltas.Length != weights.Length) throw new ArgumentException("One weight per update is required.");

@@ -288,9 +288,9 @@ public sealed class SecAggServer : IDisposable
         if (Late(m, SecAggServerPhase.MaskedInputCollection) is { } late) return late;
         if (_commitments[u] is null) return $"Vehicle {u} sent a masked input but did not share its keys in time.";
         if (_maskedReceived[u]) return $"Vehicle {u} already sent its masked input for round {_p.Round}.";
-        if (m.BitWidth != _p.BitWidth || m.Values.Length != _p.Dimension)
-            return $"Masked input from vehicle {u} has {m.Values.Length} × {m.BitWidth} bits; the round expects {_p.Dimension} × {_p.BitWidth} bits.";
-        MaskPrg.AddInPlace(_sum, m.Values.AsSpan());
+        if (m.BitWidth != _p.BitWidth || m.Count != _p.Dimension)
+            return $"Masked input from vehicle {u} has {m.Count} × {m.BitWidth} bits; the round expects {_p.Dimension} × {_p.BitWidth} bits.";
+        m.AddTo(_sum); // from the packed bytes as received: no uint[dim] per vehicle
         _maskedReceived[u] = true;
         if (_u2.All(v => _maskedReceived[v])) CloseMaskedInputs(outbox);
         return null;
