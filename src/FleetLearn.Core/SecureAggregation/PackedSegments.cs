@@ -50,6 +50,34 @@ public readonly struct PackedSegments
         else AddBlocks(sum);
     }
 
+    /// <summary>
+    /// <c>sum[i] += value[i]</c> mod 2^16, for 16-bit values: a sum in Z_2^16 (exact whenever only the sum mod 2^m, m ≤ 16,
+    /// is read), added a vector of 16-bit lanes at a time with no widening.
+    /// </summary>
+    public void AddTo(Span<ushort> sum)
+    {
+        if (BitWidth != 16 || !BitConverter.IsLittleEndian) throw new InvalidOperationException($"16-bit lanes take 16-bit values (little-endian hosts); these have {BitWidth} bits.");
+        if (sum.Length != Count) throw new ArgumentException($"The sum has {sum.Length} coordinates; {Count} values are packed.", nameof(sum));
+        int index = 0;
+        byte low = 0;
+        bool carried = false;
+        foreach (var memory in Bytes)
+        {
+            var span = memory.Span;
+            if (span.IsEmpty) continue;
+            if (carried)
+            {
+                sum[index++] += (ushort)(low | span[0] << 8);
+                span = span[1..];
+                carried = false;
+            }
+            int whole = span.Length / 2;
+            AddLanes(MemoryMarshal.Cast<byte, ushort>(span[..(whole * 2)]), sum.Slice(index, whole));
+            index += whole;
+            if ((span.Length & 1) != 0) (low, carried) = (span[^1], true);
+        }
+    }
+
     /// <summary>Unpacks every value into <paramref name="values"/>.</summary>
     public void CopyTo(Span<uint> values)
     {
@@ -110,6 +138,25 @@ public readonly struct PackedSegments
             ArrayPool<byte>.Shared.Return(packed);
             ArrayPool<uint>.Shared.Return(values);
         }
+    }
+
+    /// <summary><c>sum[i] += source[i]</c> mod 2^16, a vector at a time.</summary>
+    private static void AddLanes(ReadOnlySpan<ushort> source, Span<ushort> sum)
+    {
+        ref ushort s = ref MemoryMarshal.GetReference(source);
+        ref ushort d = ref MemoryMarshal.GetReference(sum);
+        int n = source.Length, i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector512<ushort>.Count; i += Vector512<ushort>.Count)
+                (Vector512.LoadUnsafe(ref d, (nuint)i) + Vector512.LoadUnsafe(ref s, (nuint)i)).StoreUnsafe(ref d, (nuint)i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+                (Vector256.LoadUnsafe(ref d, (nuint)i) + Vector256.LoadUnsafe(ref s, (nuint)i)).StoreUnsafe(ref d, (nuint)i);
+        }
+        for (; i < n; i++) sum[i] += source[i];
     }
 
     /// <summary><c>sum[i] += source[i]</c>, 16-bit values widened a vector at a time.</summary>

@@ -134,7 +134,7 @@ public sealed class MaskedInputMessage : SecAggMessage
         _values = values;
     }
 
-    /// <summary>The message as received: its values stay packed in the segments they arrived in (see <see cref="AddTo"/>).</summary>
+    /// <summary>The message as received: its values stay packed in the segments they arrived in (see <see cref="AddTo(Span{uint})"/>).</summary>
     public MaskedInputMessage(ulong round, int sender, PackedSegments packed) : base(round, sender)
     {
         BitWidth = packed.BitWidth;
@@ -153,7 +153,7 @@ public sealed class MaskedInputMessage : SecAggMessage
     /// <summary>The values as received, still packed (null when the message was built from values).</summary>
     public PackedSegments? Packed { get; }
 
-    /// <summary>Masked coordinates mod 2^m (unpacked on first use from <see cref="Packed"/>: the server folds with <see cref="AddTo"/> instead).</summary>
+    /// <summary>Masked coordinates mod 2^m (unpacked on first use from <see cref="Packed"/>: the server folds with <see cref="AddTo(Span{uint})"/> instead).</summary>
     public ImmutableArray<uint> Values
     {
         get
@@ -166,6 +166,20 @@ public sealed class MaskedInputMessage : SecAggMessage
             }
             return _values;
         }
+    }
+
+    /// <summary><c>sum[i] += y_u[i]</c> mod 2^16 for m = 16, straight from the packed bytes when the message has them.</summary>
+    public void AddTo(Span<ushort> sum)
+    {
+        if (BitWidth != 16) throw new InvalidOperationException($"A sum in 16-bit lanes takes 16-bit inputs; this one has {BitWidth} bits.");
+        if (Packed is { } packed)
+        {
+            packed.AddTo(sum);
+            return;
+        }
+        var values = _values.AsSpan();
+        if (sum.Length != values.Length) throw new ArgumentException($"The sum has {sum.Length} coordinates; the input has {values.Length}.", nameof(sum));
+        for (int i = 0; i < values.Length; i++) sum[i] += (ushort)values[i];
     }
 
     /// <summary><c>sum[i] += y_u[i]</c> mod 2^32, straight from the packed bytes when the message has them.</summary>

@@ -28,6 +28,22 @@ public sealed class PackedSegmentsTests
     }
 
     [Fact]
+    public void AddTo16BitLanes_AnyCut_AddsModulo2To16()
+    {
+        Gen.Select(Gen.UShort.Array[1, 5000], Gen.UShort.Array[1, 5000], Gen.Int[0, 12_000].Array[0, 10]).Sample((values, start, cuts) =>
+        {
+            int n = Math.Min(values.Length, start.Length);
+            var bytes = new byte[2 * n];
+            BitPacking.Pack([.. values[..n].Select(v => (uint)v)], 16, bytes);
+            var sum = start[..n].ToArray();
+            new PackedSegments(Segments.Cut(bytes, cuts), n, 16).AddTo(sum.AsSpan());
+            Assert.Equal(start[..n].Select((s, i) => (ushort)(s + values[i])).ToArray(), sum);
+        });
+        var e = Assert.Throws<InvalidOperationException>(() => new PackedSegments(new ReadOnlySequence<byte>(new byte[3]), 3, 8).AddTo(new ushort[3].AsSpan()));
+        Assert.Equal("16-bit lanes take 16-bit values (little-endian hosts); these have 8 bits.", e.Message);
+    }
+
+    [Fact]
     public void Constructor_NonZeroPaddingOrWrongLength_Throws()
     {
         // 3 values of 3 bits: 9 bits in 2 bytes, the top 7 bits of the second byte are padding.
