@@ -44,12 +44,15 @@ public static class PlaintextUpdateCheck
         return new UpdateCheck(UpdateVerdict.Accepted, norm, null);
     }
 
-    /// <summary>Checks <paramref name="delta"/> (as received, in segments) against the L2 bound <paramref name="maxNorm"/>.</summary>
-    public static UpdateCheck Check(in FloatSegments delta, double maxNorm)
+    /// <summary>
+    /// Checks an update by its Σx² computed in double (<see cref="FloatSegments.SumOfSquares"/>) against the L2 bound
+    /// <paramref name="maxNorm"/>: the sum is finite exactly when every value is, so no second pass over the values is needed.
+    /// </summary>
+    public static UpdateCheck CheckSumOfSquares(double sumOfSquares, double maxNorm)
     {
         if (!(maxNorm > 0) || maxNorm > MaxBound) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"The norm bound must be within (0, {MaxBound}].");
-        if (!delta.AllFinite()) return new UpdateCheck(UpdateVerdict.NonFinite, double.NaN, "the update holds NaN or ∞");
-        double norm = Math.Sqrt(delta.SumOfSquares());
+        if (!double.IsFinite(sumOfSquares)) return new UpdateCheck(UpdateVerdict.NonFinite, double.NaN, "the update holds NaN or ∞");
+        double norm = Math.Sqrt(sumOfSquares);
         if (norm > maxNorm)
             return new UpdateCheck(UpdateVerdict.NormExceeded, norm, FormattableString.Invariant($"‖Δ‖₂ = {norm:G4} exceeds the bound {maxNorm:G4}"));
         return new UpdateCheck(UpdateVerdict.Accepted, norm, null);

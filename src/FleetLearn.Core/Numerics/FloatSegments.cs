@@ -34,7 +34,10 @@ public readonly struct FloatSegments
         return v.Finite;
     }
 
-    /// <summary>Σ x², each square widened to double (as <see cref="VectorMath.SumOfSquares"/>).</summary>
+    /// <summary>
+    /// Σ x², each square widened to double (<see cref="VectorMath.SumOfSquares"/> run by run): finite exactly when every
+    /// value is. Where the segments are cut can change the last bits (the runs are summed apart), never the finiteness.
+    /// </summary>
     public double SumOfSquares()
     {
         var v = new SquaresVisitor();

@@ -34,7 +34,7 @@ internal static class RoundPolicy
             return Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight} is outside (0, {rules.MaxWeight}]"));
         if (rules.UniformWeights && weight != 1)
             return Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight}: every update weighs 1 under DP"));
-        if (rules.MaxUpdateNorm is { } bound && (decoded.Segments is { } segments ? PlaintextUpdateCheck.Check(segments, bound) : PlaintextUpdateCheck.Check(decoded.Delta, bound)) is { IsAccepted: false } check)
+        if (rules.MaxUpdateNorm is { } bound && (decoded.SumOfSquares is { } squares ? PlaintextUpdateCheck.CheckSumOfSquares(squares, bound) : PlaintextUpdateCheck.Check(decoded.Delta, bound)) is { IsAccepted: false } check)
             return Admission.Rejected(check.Verdict == UpdateVerdict.NonFinite ? RejectReasons.NonFinite : RejectReasons.NormExceeded, check.Reason!);
         return null;
     }
