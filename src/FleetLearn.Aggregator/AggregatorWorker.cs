@@ -209,7 +209,7 @@ public sealed class AggregatorWorker(
         if (channel == "up" && kind == "eval") status.RecordEvaluation(vehicle, message.Payload);
         if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, coordinator?.Cohort ?? _shards?.Cohort, cancellationToken).ConfigureAwait(false); // it lacks the round's model
         if (channel != "up" || kind is not ("update" or "secagg")) return;
-        if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
+        if (!_uplink.TryAdd(vehicle, message.Topic, message.Payload, out var whole)) return; // the payload's own array: kept, not copied
         var update = Envelope.DecodeInPlace(whole, _options.MaxUpdateBytes);
         var expectedKind = kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg;
         if (update.Vehicle != vehicle || update.Kind != expectedKind)

@@ -154,7 +154,7 @@ internal sealed class BufferedPump(AggregatorOptions options, AggregatorStatus s
             return null;
         }
         if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, [vehicle], cancellationToken).ConfigureAwait(false);
-        if (channel != "up" || kind != "update" || _uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return null;
+        if (channel != "up" || kind != "update" || !_uplink.TryAdd(vehicle, message.Topic, message.Payload, out var whole)) return null;
         var update = Envelope.DecodeInPlace(whole, options.MaxUpdateBytes);
         if (update.Vehicle != vehicle || update.Kind != EnvelopeKind.Update)
             throw new WireFormatException($"A message on {vehicle}'s update topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);

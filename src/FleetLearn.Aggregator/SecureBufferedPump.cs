@@ -116,7 +116,7 @@ internal sealed class SecureBufferedPump(AggregatorOptions options, AggregatorSt
             return;
         }
         if (channel == "up" && kind == "model") await _publisher.ServeAsync(vehicle, message.Payload, [vehicle], cancellationToken).ConfigureAwait(false);
-        if (channel != "up" || kind is not ("update" or "secagg") || _uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
+        if (channel != "up" || kind is not ("update" or "secagg") || !_uplink.TryAdd(vehicle, message.Topic, message.Payload, out var whole)) return;
         var update = Envelope.DecodeInPlace(whole, options.MaxUpdateBytes);
         if (update.Vehicle != vehicle || update.Kind != (kind == "update" ? EnvelopeKind.Update : EnvelopeKind.SecAgg))
             throw new WireFormatException($"A message on {vehicle}'s {kind} topic names {update.Vehicle} / {update.Kind}.", RejectReasons.NotInCohort);

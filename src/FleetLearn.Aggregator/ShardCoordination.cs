@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Security.Cryptography;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Model;
@@ -35,8 +36,8 @@ internal sealed class ShardCoordination(AggregatorOptions options, AggregatorSta
     public bool Accept(MqttIncoming message)
     {
         if (parts.Mqtt.Topics.ParseShardPartial(message.Topic) is not { } shard) return false;
-        if (_chunks.Add(FleetTopics.ShardIdentity(shard), message.Topic, message.Payload) is not { } whole || _open is not { } open) return true;
-        var partial = PartialSumCodec.Decode(whole, open.Limits); // refuses a partial of another round, or sized for another
+        if (!_chunks.TryAdd(FleetTopics.ShardIdentity(shard), message.Topic, message.Payload, out var whole) || _open is not { } open) return true;
+        var partial = PartialSumCodec.Decode(whole.IsSingleSegment ? whole.FirstSpan : whole.ToArray(), open.Limits); // refuses a partial of another round, or sized for another
         if (partial.Shard != shard) throw new WireFormatException($"Shard {shard} published shard {partial.Shard}'s partial sum.", RejectReasons.NotInCohort);
         _heard.Add(shard);
         _effects.AddRange(open.Combiner.Receive(partial).Effects);

@@ -142,7 +142,7 @@ public sealed class ShardWorker(AggregatorOptions options, MqttTransportOptions 
     {
         if (!_mqtt.Topics.TryParseVehicleTopic(message.Topic, out var vehicle, out var channel, out var kind) || channel != "up" || kind is not ("update" or "secagg")) return;
         if (!_part.Contains(vehicle) && !_previous.Contains(vehicle)) return; // another shard's vehicle: that shard answers it
-        if (_uplink.Add(vehicle, message.Topic, message.Payload) is not { } whole) return;
+        if (!_uplink.TryAdd(vehicle, message.Topic, message.Payload, out var whole)) return;
         var update = Envelope.DecodeInPlace(whole, options.MaxUpdateBytes);
         // The vehicle may be this shard's in one round and another's in the next: the round it answers decides.
         if (!(update.Round == _round?.Round ? _part.Contains(vehicle) : update.Round == _previousRound && _previous.Contains(vehicle))) return;

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using FleetLearn.Core.Model;
 using FleetLearn.Core.Rounds;
@@ -16,11 +17,12 @@ internal sealed class AgentModels(int maxModelBytes)
     private readonly Dictionary<long, byte[]> _models = [];
     private (string Sha256, Checkpoint Model)? _taken; // the last verified model: its bytes are dropped (800 KB an agent), a later plan on it still finds it
 
-    /// <summary>One chunk of model <paramref name="version"/>.</summary>
+    /// <summary>One chunk of model <paramref name="version"/>; its memory is kept until the model is complete (an MQTT payload: never written again).</summary>
     public void Add(long version, ReadOnlyMemory<byte> chunk)
     {
-        if (_chunks.Add(version.ToString(CultureInfo.InvariantCulture), chunk.Span) is not { } whole) return;
-        _models[version] = SharedModels.Intern(whole); // the agents of one process hold one copy of the same bytes
+        string key = version.ToString(CultureInfo.InvariantCulture);
+        if (!_chunks.TryAdd(key, key, chunk, out var whole)) return;
+        _models[version] = SharedModels.Intern(whole.ToArray()); // joined once; the agents of one process hold one copy of the same bytes
         foreach (var old in _models.Keys.Where(v => v < version - 1).ToList()) _models.Remove(old);
     }
 

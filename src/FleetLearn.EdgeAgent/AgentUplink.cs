@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
@@ -245,14 +246,17 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     /// A whole SecAgg message from the vehicle's inbox for the joined <paramref name="round"/>; null when it belongs to another
     /// round (stale: nothing to answer). Throws <see cref="WireFormatException"/> on a malformed message or one for another vehicle.
     /// </summary>
-    public static SecAggMessage? ReadSecAgg(byte[] whole, string vehicleId, int maxBytes, long? round)
+    public static SecAggMessage? ReadSecAgg(byte[] whole, string vehicleId, int maxBytes, long? round) => ReadSecAgg(new ReadOnlySequence<byte>(whole), vehicleId, maxBytes, round);
+
+    /// <summary><see cref="ReadSecAgg(byte[], string, int, long?)"/> of a message as reassembled from chunks (not joined).</summary>
+    public static SecAggMessage? ReadSecAgg(in ReadOnlySequence<byte> whole, string vehicleId, int maxBytes, long? round)
     {
-        var envelope = Envelope.Decode(whole, maxBytes);
+        var envelope = Envelope.DecodeInPlace(whole, maxBytes);
         if (envelope.Kind != EnvelopeKind.SecAgg || envelope.Vehicle != vehicleId) throw new WireFormatException("A secure-aggregation message in this inbox names another vehicle or kind.");
         if (round != envelope.Round) return null;
         try
         {
-            return SecAggCodec.Decode(envelope.Payload.Span, (ulong)envelope.Round);
+            return SecAggCodec.Decode(envelope.Body, (ulong)envelope.Round);
         }
         catch (SecAggFormatException e)
         {

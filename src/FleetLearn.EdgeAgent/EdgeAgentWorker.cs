@@ -153,7 +153,7 @@ public sealed class EdgeAgentWorker(
         }
         else if (message.Topic == topics.Inbox(_options.VehicleId, "secagg"))
         {
-            if (_inboxChunks!.Add("secagg", message.Payload) is not { } whole) return;
+            if (!_inboxChunks!.TryAdd("secagg", "secagg", message.Payload, out var whole)) return;
             if (AgentUplink.ReadSecAgg(whole, _options.VehicleId, _options.MaxModelBytes, _round?.Round) is not { } secAgg) return; // a stale round
             await ApplyAsync(_round!.OnSecAgg(_uplink!.Heard(secAgg)), cancellationToken).ConfigureAwait(false);
             return;

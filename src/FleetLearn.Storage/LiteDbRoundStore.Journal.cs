@@ -60,10 +60,11 @@ public sealed partial class LiteDbRoundStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            LiteDbFiles.EnsureSpace(Path, update.Envelope.Length);
+            LiteDbFiles.EnsureSpace(Path, update.Body.Length);
+            var envelope = update.Envelope; // joined here, once: the round folded it from the segments it arrived in
             var entry = new BsonDocument
             {
-                ["round"] = round, ["id"] = update.UpdateId, ["vehicle"] = update.Vehicle, ["envelope"] = update.Envelope, ["loss"] = update.TrainLoss,
+                ["round"] = round, ["id"] = update.UpdateId, ["vehicle"] = update.Vehicle, ["envelope"] = envelope, ["loss"] = update.TrainLoss,
             };
             if (update.LeaseVersion is { } version) (entry["lease"], entry["slot"]) = (version, unchecked((long)update.Slot));
             _journal.Insert(entry);

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 using FleetLearn.Core.Rounds;
@@ -53,6 +54,23 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
 
     /// <summary>The format version of envelopes that carry a <see cref="PlanTag"/>.</summary>
     public const byte TaggedFormatVersion = 2;
+
+    private ReadOnlySequence<byte> _body = new(Payload);
+    private ReadOnlyMemory<byte>? _joined;
+
+    /// <summary>The payload as one block of memory (a payload decoded in segments by <see cref="DecodeInPlace(in ReadOnlySequence{byte}, int, long?)"/> is joined on first use).</summary>
+    public ReadOnlyMemory<byte> Payload
+    {
+        get => _body.IsSingleSegment ? _body.First : _joined ??= _body.ToArray();
+        init => (_body, _joined) = (new ReadOnlySequence<byte>(value), null);
+    }
+
+    /// <summary>The payload as it arrived: the segments of a reassembled transfer, or <see cref="Payload"/> as one segment.</summary>
+    public ReadOnlySequence<byte> Body
+    {
+        get => _body;
+        init => (_body, _joined) = (value, null);
+    }
 
     /// <summary>Fleet epoch the sender runs (0: not stated).</summary>
     public ushort Epoch { get; init; }
@@ -118,10 +136,34 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         return envelope with { Payload = bytes.Slice(start, length) };
     }
 
-    private static (Envelope Envelope, int PayloadStart, int PayloadLength) Parse(ReadOnlySpan<byte> bytes, int maxPayload, long? expectedRound)
+    /// <summary>
+    /// <see cref="DecodeInPlace(ReadOnlyMemory{byte}, int, long?)"/> of a payload in segments (a reassembled chunked
+    /// transfer): the header is read from the start and <see cref="Body"/> is the rest of <paramref name="bytes"/>, not copied.
+    /// </summary>
+    public static Envelope DecodeInPlace(in ReadOnlySequence<byte> bytes, int maxPayload = DefaultMaxPayload, long? expectedRound = null)
     {
-        if (bytes.Length < FixedHeader + 1 + 4)
-            throw new WireFormatException($"Envelope truncated: {bytes.Length} bytes is less than the {FixedHeader + 5}-byte minimum.", RejectReasons.Truncated);
+        if (bytes.IsSingleSegment) return DecodeInPlace(bytes.First, maxPayload, expectedRound);
+        // The header is at most 33 + 64 + 8 + 4 bytes; a chunk holds at least 1 KiB, so it is nearly always in the first segment.
+        Span<byte> head = stackalloc byte[FixedHeader + VehicleId.MaxLength + 8 + 4];
+        scoped ReadOnlySpan<byte> first = bytes.FirstSpan;
+        if (first.Length < head.Length)
+        {
+            head = head[..(int)Math.Min(head.Length, bytes.Length)];
+            bytes.Slice(0, head.Length).CopyTo(head);
+            first = head;
+        }
+        var (envelope, start, length) = Parse(first, maxPayload, expectedRound, bytes.Length);
+        return envelope with { Body = bytes.Slice(start, length) };
+    }
+
+    private static (Envelope Envelope, int PayloadStart, int PayloadLength) Parse(ReadOnlySpan<byte> bytes, int maxPayload, long? expectedRound) =>
+        Parse(bytes, maxPayload, expectedRound, bytes.Length);
+
+    /// <summary>Parses the header at the start of <paramref name="bytes"/>, of an envelope <paramref name="total"/> bytes long.</summary>
+    private static (Envelope Envelope, int PayloadStart, int PayloadLength) Parse(ReadOnlySpan<byte> bytes, int maxPayload, long? expectedRound, long total)
+    {
+        if (total < FixedHeader + 1 + 4)
+            throw new WireFormatException($"Envelope truncated: {total} bytes is less than the {FixedHeader + 5}-byte minimum.", RejectReasons.Truncated);
         if (!bytes[..4].SequenceEqual(Magic)) throw new WireFormatException("Not a FleetLearn envelope (magic is not 'FLEV').", RejectReasons.Version);
         if (bytes[4] is not (FormatVersion or TaggedFormatVersion))
             throw new WireFormatException($"Envelope format version {bytes[4]} is not supported (this build reads versions {FormatVersion} and {TaggedFormatVersion}).", RejectReasons.Version);
@@ -136,7 +178,7 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         var updateId = new Guid(bytes.Slice(16, 16), bigEndian: true);
         int n = bytes[32];
         if (n is 0 or > VehicleId.MaxLength) throw new WireFormatException($"Envelope vehicle id length {n} is outside 1..{VehicleId.MaxLength}.");
-        if (bytes.Length < FixedHeader + n + tag + 4) throw new WireFormatException("Envelope truncated inside the vehicle id or plan tag.", RejectReasons.Truncated);
+        if (Math.Min(bytes.Length, total) < FixedHeader + n + tag + 4) throw new WireFormatException("Envelope truncated inside the vehicle id or plan tag.", RejectReasons.Truncated);
         string vehicle = Encoding.ASCII.GetString(bytes.Slice(33, n));
         if (!VehicleId.IsValid(vehicle)) throw new WireFormatException("Envelope vehicle id contains characters outside [A-Za-z0-9_.-].");
         ulong planTag = tag == 0 ? 0 : BinaryPrimitives.ReadUInt64BigEndian(bytes[(33 + n)..]);
@@ -146,8 +188,8 @@ public sealed record Envelope(EnvelopeKind Kind, string Vehicle, long Round, Gui
         if (length < 0 || length > maxPayload)
             throw new WireFormatException($"Envelope payload length {length} is outside 0..{maxPayload}.", RejectReasons.Oversized);
         int expectedTotal = FixedHeader + n + 4 + length;
-        if (bytes.Length < expectedTotal) throw new WireFormatException($"Envelope truncated: the payload needs {length} bytes, {bytes.Length - (expectedTotal - length)} are present.", RejectReasons.Truncated);
-        if (bytes.Length > expectedTotal) throw new WireFormatException($"Envelope has {bytes.Length - expectedTotal} trailing bytes.");
+        if (total < expectedTotal) throw new WireFormatException($"Envelope truncated: the payload needs {length} bytes, {total - (expectedTotal - length)} are present.", RejectReasons.Truncated);
+        if (total > expectedTotal) throw new WireFormatException($"Envelope has {total - expectedTotal} trailing bytes.");
         return (new Envelope(kind, vehicle, round, updateId, ReadOnlyMemory<byte>.Empty) { Epoch = epoch, PlanTag = planTag }, 37 + n, length);
     }
 }

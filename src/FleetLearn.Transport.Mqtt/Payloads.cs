@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 using FleetLearn.Core.Rounds;
@@ -34,6 +35,18 @@ public sealed record PlainUpdate(double TrainLoss, int Samples, ReadOnlyMemory<b
         int samples = BinaryPrimitives.ReadInt32LittleEndian(span[8..]);
         if (samples < 0) throw new WireFormatException($"Update sample count {samples} is negative.");
         return new PlainUpdate(double.IsFinite(loss) ? loss : double.NaN, samples, bytes[HeaderBytes..]);
+    }
+
+    /// <summary><see cref="Decode(ReadOnlyMemory{byte})"/> of an update in segments (as reassembled from chunks): the codec envelope is the rest of <paramref name="bytes"/>, not copied.</summary>
+    public static (double TrainLoss, int Samples, ReadOnlySequence<byte> Body) Decode(in ReadOnlySequence<byte> bytes)
+    {
+        if (bytes.Length < HeaderBytes + 1) throw new WireFormatException($"Update truncated ({bytes.Length} bytes).", RejectReasons.Truncated);
+        Span<byte> head = stackalloc byte[HeaderBytes];
+        bytes.Slice(0, HeaderBytes).CopyTo(head);
+        double loss = BinaryPrimitives.ReadDoubleLittleEndian(head);
+        int samples = BinaryPrimitives.ReadInt32LittleEndian(head[8..]);
+        if (samples < 0) throw new WireFormatException($"Update sample count {samples} is negative.");
+        return (double.IsFinite(loss) ? loss : double.NaN, samples, bytes.Slice(HeaderBytes));
     }
 }
 

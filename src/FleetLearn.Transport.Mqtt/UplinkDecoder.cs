@@ -14,7 +14,7 @@ public static class UplinkDecoder
         {
             try
             {
-                return new SecureUpdateMessage(SecAggCodec.Decode(update.Payload.Span, (ulong)update.Round));
+                return new SecureUpdateMessage(SecAggCodec.Decode(update.Body, (ulong)update.Round));
             }
             catch (SecAggFormatException e)
             {
@@ -22,7 +22,7 @@ public static class UplinkDecoder
             }
         }
         if (update.Kind != EnvelopeKind.Update) throw new WireFormatException($"A {update.Kind} envelope is not an update.", RejectReasons.Malformed);
-        var plain = PlainUpdate.Decode(update.Payload);
-        return new PlainUpdateMessage(plain.Body, plain.TrainLoss);
+        var (loss, _, body) = PlainUpdate.Decode(update.Body); // in the segments the update arrived in: folded from there
+        return new PlainUpdateMessage(body, loss);
     }
 }

@@ -166,7 +166,7 @@ public sealed class BadInputTests : IAsyncLifetime
         // Each rejection was logged with its reason.
         Assert.Contains(_log.Lines, l => l.Contains("NaN", StringComparison.Ordinal));
         Assert.Contains(_log.Lines, l => l.Contains("version 9", StringComparison.Ordinal));
-        Assert.Contains(_log.Lines, l => l.Contains("SHA-256", StringComparison.Ordinal));
+        Assert.Contains(_log.Lines, l => l.Contains("XXH3-128 checksum", StringComparison.Ordinal));
         await aggregator.StopAsync(CancellationToken.None);
         aggregator.Dispose();
     }

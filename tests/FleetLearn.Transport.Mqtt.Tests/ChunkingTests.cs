@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
 using CsCheck;
 using FleetLearn.Core.Rounds;
 
@@ -59,8 +61,111 @@ public sealed class ChunkingTests
             {
                 foreach (var x in chunks) assembler.Add("t", x);
             });
-            Assert.Contains("SHA-256", e.Message, StringComparison.Ordinal);
+            Assert.Equal("Reassembled payload fails its XXH3-128 checksum: a chunk was corrupted, truncated or mixed up in transit.", e.Message);
         });
+    }
+
+    [Fact]
+    public void TryAdd_AnyOrderWithDuplicates_ReturnsTheSameBytesInSlicesOfTheChunksItWasGiven()
+    {
+        Gen.Select(Gen.Byte.Array[0, 20_000], Gen.Int, Gen.Int[0, 30].Array[0, 8]).Sample((payload, seed, again) =>
+        {
+            var chunks = ChunkCodec.Split(payload, Packet);
+            var order = chunks.Concat(again.Where(i => i < chunks.Count).Select(i => chunks[i])).ToArray(); // QoS 1 resends
+            new Random(seed).Shuffle(order);
+            var assembler = new ChunkAssembler(1 << 20);
+            ReadOnlySequence<byte>? whole = null;
+            foreach (var c in order)
+            {
+                if (assembler.TryAdd("v", "t", c, out var done))
+                {
+                    whole = done;
+                    break;
+                }
+            }
+            Assert.NotNull(whole);
+            Assert.Equal(payload, whole.Value.ToArray());
+            // No copy: every segment is the data of one of the chunks handed in, in index order.
+            int index = 0;
+            foreach (var segment in whole.Value)
+            {
+                Assert.True(MemoryMarshal.TryGetArray(segment, out var array));
+                Assert.Same(chunks[index++], array.Array);
+                Assert.Equal(ChunkCodec.HeaderSize, array.Offset);
+            }
+            Assert.Equal(chunks.Count, index);
+        });
+    }
+
+    [Fact]
+    public void TryAdd_AnySingleFlippedDataByte_IsRefusedByTheChecksum()
+    {
+        Gen.Select(Gen.Byte.Array[1, 12_000], Gen.Int[0, int.MaxValue], Gen.Byte[1, 255], Gen.Int).Sample((payload, at, flip, seed) =>
+        {
+            var chunks = ChunkCodec.Split(payload, Packet);
+            int position = at % payload.Length, size = ChunkCodec.ChunkDataSize(Packet);
+            chunks[position / size][ChunkCodec.HeaderSize + position % size] ^= flip;
+            new Random(seed).Shuffle(CollectionsMarshal.AsSpan(chunks));
+            var assembler = new ChunkAssembler(1 << 20);
+            var e = Assert.Throws<WireFormatException>(() =>
+            {
+                foreach (var c in chunks) assembler.TryAdd("v", "t", c, out _);
+            });
+            Assert.Equal(RejectReasons.Signature, e.Reason);
+            Assert.Contains("XXH3-128", e.Message, StringComparison.Ordinal);
+            Assert.Equal(0, assembler.PendingTransfers);
+        });
+    }
+
+    [Fact]
+    public void Add_FormatOneChunksOfAnOlderVehicle_ReassembleAndAreCheckedWithSha256()
+    {
+        Gen.Select(Gen.Byte.Array[1, 12_000], Gen.Int).Sample((payload, seed) =>
+        {
+            var chunks = ChunkCodec.Split(payload, Packet, ChunkCodec.Sha256FormatVersion);
+            Assert.All(chunks, c => Assert.Equal(ChunkCodec.Sha256FormatVersion, c[4]));
+            Assert.All(chunks, c => Assert.True(c.Length + ChunkCodec.MqttOverhead <= Packet));
+            Assert.Equal(ChunkCodec.Split(payload, Packet).Count, chunks.Count); // same chunk sizes in both formats
+            var order = chunks.ToArray();
+            new Random(seed).Shuffle(order);
+            var assembler = new ChunkAssembler(1 << 20);
+            byte[]? whole = null;
+            foreach (var c in order) whole ??= assembler.Add("t", c);
+            Assert.Equal(payload, whole);
+            var tampered = chunks.Select(c => (byte[])c.Clone()).ToList();
+            tampered[0][ChunkCodec.Sha256HeaderSize] ^= 0x40;
+            var fresh = new ChunkAssembler(1 << 20);
+            var e = Assert.Throws<WireFormatException>(() =>
+            {
+                foreach (var c in tampered) fresh.Add("t", c);
+            });
+            Assert.Equal("Reassembled payload fails its SHA-256 checksum: a chunk was corrupted, truncated or mixed up in transit.", e.Message);
+        });
+    }
+
+    [Fact]
+    public void Add_ChunksOfBothFormatsInOneTransfer_AreRefused()
+    {
+        var payload = new byte[10_000];
+        new Random(9).NextBytes(payload);
+        var id = Guid.NewGuid();
+        var v2 = ChunkCodec.Split(payload, Packet, ChunkCodec.FormatVersion, id);
+        var v1 = ChunkCodec.Split(payload, Packet, ChunkCodec.Sha256FormatVersion, id);
+        var assembler = new ChunkAssembler(1 << 20);
+        Assert.Null(assembler.Add("t", v2[0]));
+        var e = Assert.Throws<WireFormatException>(() => assembler.Add("t", v1[1]));
+        Assert.Equal($"Chunk 1 of transfer {id} disagrees with the transfer's format, count, length, chunk size or checksum.", e.Message);
+        Assert.Equal(0, assembler.PendingTransfers);
+    }
+
+    [Fact]
+    public void Decode_UnknownVersion_RefusedNamingTheVersionsRead()
+    {
+        var chunk = ChunkCodec.Split(new byte[100], Packet)[0];
+        chunk[4] = 3;
+        var e = Assert.Throws<WireFormatException>(() => ChunkCodec.DecodeHeader(chunk, 1 << 20));
+        Assert.Equal("Chunk format version 3 is not supported (this build reads versions 1 and 2).", e.Message);
+        Assert.Equal(RejectReasons.Version, e.Reason);
     }
 
     [Fact]
@@ -207,16 +312,17 @@ public sealed class ChunkingTests
     /// <summary>A chunk with any header values (the data length field matches <paramref name="data"/>).</summary>
     internal static byte[] Forge(Guid id, int index, int count, long total, byte[] data, byte[]? hash = null)
     {
-        var bytes = new byte[ChunkCodec.HeaderSize + data.Length];
+        // Format 1 (SHA-256), as an older vehicle writes it: the limits hold for both formats.
+        var bytes = new byte[ChunkCodec.Sha256HeaderSize + data.Length];
         "FLCH"u8.CopyTo(bytes);
-        bytes[4] = ChunkCodec.FormatVersion;
+        bytes[4] = ChunkCodec.Sha256FormatVersion;
         id.TryWriteBytes(bytes.AsSpan(8, 16), bigEndian: true, out _);
         System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(24), index);
         System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(28), count);
         System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(32), total);
         (hash ?? new byte[32]).CopyTo(bytes, 40);
         System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(72), data.Length);
-        data.CopyTo(bytes, ChunkCodec.HeaderSize);
+        data.CopyTo(bytes, ChunkCodec.Sha256HeaderSize);
         return bytes;
     }
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using CsCheck;
 using FleetLearn.Core.Rounds;
 
@@ -39,6 +40,39 @@ public sealed class EnvelopeTests
             Assert.True(copied.Payload.Span.SequenceEqual(inPlace.Payload.Span));
             if (bytes.Length > 0 && inPlace.Payload.Length > 0)
                 Assert.True(inPlace.Payload.Span.Overlaps(bytes), "the in-place payload must alias the input, not copy it");
+        });
+    }
+
+    [Fact]
+    public void DecodeInPlace_SegmentsCutAnywhere_SameEnvelopeWithTheBodyInTheSegments()
+    {
+        Gen.Select(GenEnvelope, Gen.Int[0, 2200].Array[1, 8], Gen.ULong).Sample((e, cuts, tag) =>
+        {
+            var bytes = (e with { Epoch = 3, PlanTag = tag | 1 }).Encode();
+            var sequence = Segments.Cut(bytes, cuts);
+            var back = Envelope.DecodeInPlace(sequence);
+            var reference = Envelope.Decode(bytes);
+            Assert.Equal((reference.Kind, reference.Vehicle, reference.Round, reference.UpdateId, reference.Epoch, reference.PlanTag),
+                (back.Kind, back.Vehicle, back.Round, back.UpdateId, back.Epoch, back.PlanTag));
+            Assert.Equal(reference.Payload.ToArray(), back.Body.ToArray());
+            Assert.Equal(reference.Payload.ToArray(), back.Payload.ToArray()); // joined on demand
+            Assert.Equal(bytes, back.Encode());
+        });
+    }
+
+    [Fact]
+    public void DecodeInPlace_SegmentsTruncatedOrWithTrailingBytes_RefusedAsTheSpanDecoderRefusesThem()
+    {
+        Gen.Select(GenEnvelope, Gen.Int[0, 2200].Array[1, 5], Gen.Int[-40, 3]).Sample((e, cuts, change) =>
+        {
+            var bytes = e.Encode();
+            int length = Math.Max(0, bytes.Length + change);
+            var changed = new byte[length];
+            bytes.AsSpan(0, Math.Min(length, bytes.Length)).CopyTo(changed);
+            if (change == 0) return;
+            var expected = Assert.Throws<WireFormatException>(() => Envelope.Decode(changed));
+            var actual = Assert.Throws<WireFormatException>(() => Envelope.DecodeInPlace(Segments.Cut(changed, cuts)));
+            Assert.Equal(expected.Message, actual.Message);
         });
     }
 

@@ -39,7 +39,7 @@ internal static class BenchIngestCommand
             foreach (var x in results)
             {
                 parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"ingest {x.Path}: {x.Updates} updates × {x.Dimension:N0} parameters, {x.WireBytes / 1e6:N1} MB: {x.MegabytesPerSecond:N0} MB/s ({x.UpdatesPerSecond:N0} updates/s), memcpy {x.MemcpyMegabytesPerSecond:N0} MB/s, ratio {x.RatioToMemcpy:F3}; SHA-256 alone {x.Sha256MegabytesPerSecond:N0} MB/s, so at most {x.RatioBoundBySha256:F3}; {x.AllocatedPerWireByte:F2} bytes allocated per byte"));
+                    $"ingest {x.Path}: {x.Updates} updates × {x.Dimension:N0} parameters, {x.WireBytes / 1e6:N1} MB: {x.MegabytesPerSecond:N0} MB/s ({x.UpdatesPerSecond:N0} updates/s), memcpy {x.MemcpyMegabytesPerSecond:N0} MB/s, ratio {x.RatioToMemcpy:F3}; memcpy into fresh memory {x.MemcpyFreshMegabytesPerSecond:N0} MB/s; XXH3-128 alone {x.ChecksumMegabytesPerSecond:N0} MB/s, so at most {x.RatioBoundByChecksum:F3}; SHA-256 alone {x.Sha256MegabytesPerSecond:N0} MB/s; {x.AllocatedPerWireByte:F4} bytes allocated per byte"));
                 if (parse.GetValue(json))
                 {
                     CliJson.Write(parse.InvocationConfiguration.Output, new
@@ -51,13 +51,17 @@ internal static class BenchIngestCommand
                         mb_per_s = x.MegabytesPerSecond,
                         updates_per_s = x.UpdatesPerSecond,
                         memcpy_mb_per_s = x.MemcpyMegabytesPerSecond,
+                        memcpy_fresh_mb_per_s = x.MemcpyFreshMegabytesPerSecond,
                         ratio_to_memcpy = x.RatioToMemcpy,
                         reassembly_s = x.Stages.Reassembly,
                         decode_s = x.Stages.Decode,
                         admit_and_fold_s = x.Stages.Receive,
                         sha256_mb_per_s = x.Sha256MegabytesPerSecond,
                         ratio_bound_by_sha256 = x.RatioBoundBySha256,
+                        checksum_mb_per_s = x.ChecksumMegabytesPerSecond,
+                        ratio_bound_by_checksum = x.RatioBoundByChecksum,
                         allocated_bytes = x.AllocatedBytes,
+                        allocated_per_wire_byte = x.AllocatedPerWireByte,
                     });
                 }
             }

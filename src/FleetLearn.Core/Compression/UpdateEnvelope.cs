@@ -82,10 +82,18 @@ public static class UpdateEnvelope
     }
 
     /// <summary>Reads and checks the header (magic, version, round, size limit, field ranges). Does not touch the body.</summary>
-    public static UpdateEnvelopeHeader ReadHeader(ReadOnlySpan<byte> envelope, ulong expectedRound, int maxEnvelopeBytes)
+    public static UpdateEnvelopeHeader ReadHeader(ReadOnlySpan<byte> envelope, ulong expectedRound, int maxEnvelopeBytes) =>
+        ReadHeader(envelope, envelope.Length, expectedRound, maxEnvelopeBytes);
+
+    /// <summary>
+    /// <see cref="ReadHeader(ReadOnlySpan{byte}, ulong, int)"/> from the first bytes of an envelope of
+    /// <paramref name="envelopeLength"/> bytes (one held in segments): <paramref name="envelope"/> holds at least its
+    /// <see cref="HeaderBytes"/>-byte header, or all of it when it is shorter.
+    /// </summary>
+    public static UpdateEnvelopeHeader ReadHeader(ReadOnlySpan<byte> envelope, long envelopeLength, ulong expectedRound, int maxEnvelopeBytes)
     {
-        if (envelope.Length > maxEnvelopeBytes) throw new UpdateFormatException($"Update envelope of {envelope.Length} bytes exceeds the {maxEnvelopeBytes}-byte limit.");
-        if (envelope.Length < HeaderBytes) throw new UpdateFormatException($"Update envelope of {envelope.Length} bytes is shorter than its {HeaderBytes}-byte header.");
+        if (envelopeLength > maxEnvelopeBytes) throw new UpdateFormatException($"Update envelope of {envelopeLength} bytes exceeds the {maxEnvelopeBytes}-byte limit.");
+        if (envelopeLength < HeaderBytes || envelope.Length < HeaderBytes) throw new UpdateFormatException($"Update envelope of {envelopeLength} bytes is shorter than its {HeaderBytes}-byte header.");
         if (!envelope[..4].SequenceEqual(Magic)) throw new UpdateFormatException("Not an update envelope (bad magic).");
         if (envelope[4] != Version) throw new UpdateFormatException($"Update envelope version {envelope[4]} is not supported (expected {Version}).");
         byte flags = envelope[5];
@@ -103,7 +111,7 @@ public static class UpdateEnvelope
         int bodyBytes = BinaryPrimitives.ReadInt32LittleEndian(envelope[56..]);
         if (dimension < 1 || count < 1 || indexBytes < 0) throw new UpdateFormatException($"Update envelope has invalid lengths (dimension {dimension}, values {count}, index bytes {indexBytes}).");
         if (((flags & FlagIndices) != 0) != (indexBytes > 0)) throw new UpdateFormatException("Update envelope's index flag disagrees with its index length.");
-        if (bodyBytes != envelope.Length - HeaderBytes) throw new UpdateFormatException($"Update envelope declares a {bodyBytes}-byte body but carries {envelope.Length - HeaderBytes} bytes.");
+        if (bodyBytes != envelopeLength - HeaderBytes) throw new UpdateFormatException($"Update envelope declares a {bodyBytes}-byte body but carries {envelopeLength - HeaderBytes} bytes.");
         float range = BinaryPrimitives.ReadSingleLittleEndian(envelope[60..]);
         if (!float.IsFinite(range) || range < 0) throw new UpdateFormatException($"Update envelope has an invalid quantization range {range}.");
         double weight = BinaryPrimitives.ReadDoubleLittleEndian(envelope[64..]);

@@ -1,6 +1,8 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.InteropServices;
+using FleetLearn.Core.Numerics;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.SecureAggregation;
 
@@ -85,10 +87,38 @@ public sealed record UpdatePipelineOptions
 /// <param name="Clamped">Coordinates clamped to the quantization range.</param>
 public readonly record struct EncodeInfo(double PreClipNorm, bool Unclipped, int Clamped);
 
-/// <summary>A decoded plaintext update.</summary>
-/// <param name="Header">Envelope header.</param>
-/// <param name="Delta">Δ̂ (P coordinates).</param>
-public sealed record DecodedUpdate(UpdateEnvelopeHeader Header, float[] Delta);
+/// <summary>A decoded plaintext update: Δ̂ as an array, or (a float32 update decoded where it arrived) as the received segments.</summary>
+public sealed class DecodedUpdate
+{
+    private float[]? _delta;
+
+    /// <summary>An update decoded into <paramref name="delta"/>.</summary>
+    public DecodedUpdate(UpdateEnvelopeHeader header, float[] delta)
+    {
+        Header = header;
+        _delta = delta;
+    }
+
+    /// <summary>An update whose values stay in the segments they arrived in, checked finite by their <paramref name="sumOfSquares"/>.</summary>
+    public DecodedUpdate(UpdateEnvelopeHeader header, FloatSegments values, double sumOfSquares)
+    {
+        Header = header;
+        Segments = values;
+        SumOfSquares = sumOfSquares;
+    }
+
+    /// <summary>Envelope header.</summary>
+    public UpdateEnvelopeHeader Header { get; }
+
+    /// <summary>Δ̂ (P coordinates) as an array; copied out of <see cref="Segments"/> on first use when it has any.</summary>
+    public float[] Delta => _delta ??= Segments!.Value.ToArray();
+
+    /// <summary>Δ̂ as received, when it was not decoded into an array: fold it from here (no copy).</summary>
+    public FloatSegments? Segments { get; }
+
+    /// <summary>‖Δ̂‖₂², computed in double while the decoder checked the values (null when it did not).</summary>
+    public double? SumOfSquares { get; }
+}
 
 /// <summary>A decoded secure sum.</summary>
 /// <param name="Mean">Σ(w/W)Δ̂ / Σ(w/W) (Σ Δ̂ / |U3| under uniform weights; zeros when the weight sum is 0).</param>
@@ -531,17 +561,8 @@ public sealed class UpdatePipelineRound
     {
         if (_p.IsSecure) throw new InvalidOperationException("This pipeline uses secure aggregation: decode the sum with DecodeSum.");
         var h = UpdateEnvelope.ReadHeader(envelope, Round, _p.MaxEnvelopeBytes);
-        if (expectedVehicle is { } v && h.Vehicle != v) throw new UpdateFormatException($"Update claims vehicle {h.Vehicle}; it came from vehicle {v}.");
-        if (h.CodecId != _p.CodecId) throw new UpdateFormatException($"Update was encoded with codec id 0x{h.CodecId:x8}; this round uses '{_p.Codec}' (0x{_p.CodecId:x8}).");
-        if (h.Dimension != _p.Options.Dimension) throw new UpdateFormatException($"Update has dimension {h.Dimension}; the model has {_p.Options.Dimension}.");
-        if (h.ValueCount != _p.KeptCount) throw new UpdateFormatException($"Update carries {h.ValueCount} values; this codec sends {_p.KeptCount}.");
-        if (h.Bits != (_p.QuantizationBits ?? 0)) throw new UpdateFormatException($"Update uses {h.Bits} bits; this codec uses {_p.QuantizationBits ?? 0}.");
+        CheckHeader(h, expectedVehicle);
         bool topk = _p.Codec.TopKFraction is not null;
-        if (topk != (h.IndexBytes > 0)) throw new UpdateFormatException(topk ? "A top-k update must carry its indices." : "A dense update carries no indices.");
-        if (h.IndexBytes > 5L * h.ValueCount) throw new UpdateFormatException($"Top-k index list of {h.IndexBytes} bytes is too long for {h.ValueCount} indices.");
-        if (h.Lossless != LosslessKind.None && h.Lossless != _p.Codec.Lossless) throw new UpdateFormatException($"Update uses lossless stage {h.Lossless}; this codec allows only {_p.Codec.Lossless}.");
-        if (_p.SharedRange && h.Range != SharedRangeValue) throw new UpdateFormatException($"Update uses range {h.Range}; this round's public range is {SharedRangeValue}.");
-        if (_p.QuantizationBits is null && h.Range != 0) throw new UpdateFormatException("A float32 update has no quantization range.");
         int rawLength = checked(h.IndexBytes + (int)(_p.QuantizationBits is { } bb ? BitPacking.PackedLength(h.ValueCount, bb) : 4L * h.ValueCount));
         var raw = UpdateEnvelope.ReadBodySpan(envelope, h, rawLength);
         var body = raw[h.IndexBytes..];
@@ -572,6 +593,51 @@ public sealed class UpdatePipelineRound
         }
         else Untransform(values, 1f, delta);
         return new DecodedUpdate(h, delta);
+    }
+
+    /// <summary>
+    /// <see cref="Decode(ReadOnlySpan{byte}, ulong?)"/> of an envelope in segments (as reassembled from chunks). A dense
+    /// float32 update (codec none: no quantization, top-k, subsample or rotation; no lossless stage) is checked where it
+    /// arrived — header, length, every value finite — and returned as <see cref="DecodedUpdate.Segments"/>, not copied;
+    /// any other codec is decoded into an array as before.
+    /// </summary>
+    public DecodedUpdate Decode(in ReadOnlySequence<byte> envelope, ulong? expectedVehicle = null)
+    {
+        if (_p.IsSecure) throw new InvalidOperationException("This pipeline uses secure aggregation: decode the sum with DecodeSum.");
+        bool inPlace = _p.QuantizationBits is null && _p.Codec.TopKFraction is null && _subsample is null && _rotation is null && BitConverter.IsLittleEndian;
+        if (!inPlace) return Decode(envelope.IsSingleSegment ? envelope.FirstSpan : envelope.ToArray(), expectedVehicle);
+        Span<byte> head = stackalloc byte[UpdateEnvelope.HeaderBytes];
+        head = head[..(int)Math.Min(head.Length, envelope.Length)];
+        envelope.Slice(0, head.Length).CopyTo(head);
+        var h = UpdateEnvelope.ReadHeader(head, envelope.Length, Round, _p.MaxEnvelopeBytes);
+        if (h.Lossless != LosslessKind.None) return Decode(envelope.ToArray(), expectedVehicle);
+        CheckHeader(h, expectedVehicle);
+        var body = envelope.Slice(UpdateEnvelope.HeaderBytes);
+        if (body.Length != 4L * h.ValueCount) throw new UpdateFormatException($"Update body has {body.Length} bytes; {4L * h.ValueCount} expected for {h.ValueCount} values.");
+        if (h.ValueCount != _p.Options.Dimension) return Decode(envelope.ToArray(), expectedVehicle);
+        var values = new FloatSegments(body);
+        // One pass for both checks: a sum of squares in double is finite exactly when every value is (a finite float's square
+        // is below 1.2·10^77, so 2^31 of them stay far inside double's range; NaN and ±∞ make it NaN or +∞). The admission's
+        // norm bound then reads it instead of passing over the values again.
+        double squares = values.SumOfSquares();
+        if (!double.IsFinite(squares)) throw new UpdateFormatException("Update contains NaN or infinite values.");
+        return new DecodedUpdate(h, values, squares);
+    }
+
+    /// <summary>The checks of a plaintext update's header against this round's codec.</summary>
+    private void CheckHeader(UpdateEnvelopeHeader h, ulong? expectedVehicle)
+    {
+        if (expectedVehicle is { } v && h.Vehicle != v) throw new UpdateFormatException($"Update claims vehicle {h.Vehicle}; it came from vehicle {v}.");
+        if (h.CodecId != _p.CodecId) throw new UpdateFormatException($"Update was encoded with codec id 0x{h.CodecId:x8}; this round uses '{_p.Codec}' (0x{_p.CodecId:x8}).");
+        if (h.Dimension != _p.Options.Dimension) throw new UpdateFormatException($"Update has dimension {h.Dimension}; the model has {_p.Options.Dimension}.");
+        if (h.ValueCount != _p.KeptCount) throw new UpdateFormatException($"Update carries {h.ValueCount} values; this codec sends {_p.KeptCount}.");
+        if (h.Bits != (_p.QuantizationBits ?? 0)) throw new UpdateFormatException($"Update uses {h.Bits} bits; this codec uses {_p.QuantizationBits ?? 0}.");
+        bool topk = _p.Codec.TopKFraction is not null;
+        if (topk != (h.IndexBytes > 0)) throw new UpdateFormatException(topk ? "A top-k update must carry its indices." : "A dense update carries no indices.");
+        if (h.IndexBytes > 5L * h.ValueCount) throw new UpdateFormatException($"Top-k index list of {h.IndexBytes} bytes is too long for {h.ValueCount} indices.");
+        if (h.Lossless != LosslessKind.None && h.Lossless != _p.Codec.Lossless) throw new UpdateFormatException($"Update uses lossless stage {h.Lossless}; this codec allows only {_p.Codec.Lossless}.");
+        if (_p.SharedRange && h.Range != SharedRangeValue) throw new UpdateFormatException($"Update uses range {h.Range}; this round's public range is {SharedRangeValue}.");
+        if (_p.QuantizationBits is null && h.Range != 0) throw new UpdateFormatException("A float32 update has no quantization range.");
     }
 
     /// <summary>

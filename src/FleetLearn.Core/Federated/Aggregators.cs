@@ -33,6 +33,25 @@ public sealed class WeightedMeanAggregator(int dimension, double normBound = dou
         TotalWeight += weight;
     }
 
+    /// <summary><see cref="Add(ReadOnlySpan{float}, double)"/> straight from the segments the update arrived in: no copy.</summary>
+    public void Add(in FloatSegments delta, double weight)
+    {
+        if (delta.Count != _sum.Length)
+            throw new ArgumentException($"Update has {delta.Count} values; the model has {_sum.Length}.", nameof(delta));
+        if (!(weight > 0) || !double.IsFinite(weight))
+            throw new ArgumentOutOfRangeException(nameof(weight), weight, "Update weight must be a positive finite number.");
+        if (double.IsFinite(normBound))
+        {
+            // The norm scales the update: computed as the array path computes it, so that a replayed journal (one array)
+            // folds bit for bit what the live round folded from segments.
+            Add(delta.ToArray(), weight);
+            return;
+        }
+        delta.Axpy((float)weight, _sum);
+        Count++;
+        TotalWeight += weight;
+    }
+
     public void AddMany(ReadOnlySpan<ReadOnlyMemory<float>> deltas, ReadOnlySpan<double> weights)
     {
         if (deltas.Length != weights.Length) throw new ArgumentException("One weight per update is required.");

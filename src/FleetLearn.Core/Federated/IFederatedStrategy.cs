@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Reflection;
+using FleetLearn.Core.Numerics;
 
 namespace FleetLearn.Core.Federated;
 
@@ -20,6 +21,9 @@ public interface IUpdateAggregator
 
     /// <summary>Folds one update with its weight (e.g. the vehicle's sample count).</summary>
     void Add(ReadOnlySpan<float> delta, double weight);
+
+    /// <summary>Folds one update held as float32 segments (as received, not copied); aggregators that cannot fold in place copy it into an array first.</summary>
+    void Add(in FloatSegments delta, double weight) => Add(delta.ToArray(), weight);
 
     /// <summary>
     /// Folds several updates that arrived together (e.g. drained from the receive queue). The

@@ -15,7 +15,7 @@ public enum UpdateVerdict
     NormExceeded,
 }
 
-/// <summary>The outcome of <see cref="PlaintextUpdateCheck.Check"/>: the verdict, the update's L2 norm (computed in double) and a message.</summary>
+/// <summary>The outcome of <see cref="PlaintextUpdateCheck.Check(ReadOnlySpan{float}, double)"/>: the verdict, the update's L2 norm (computed in double) and a message.</summary>
 public readonly record struct UpdateCheck(UpdateVerdict Verdict, double Norm, string? Reason)
 {
     /// <summary>True when the update may be folded.</summary>
@@ -39,6 +39,20 @@ public static class PlaintextUpdateCheck
         if (!(maxNorm > 0) || maxNorm > MaxBound) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"The norm bound must be within (0, {MaxBound}].");
         if (!VectorMath.AllFinite(delta)) return new UpdateCheck(UpdateVerdict.NonFinite, double.NaN, "the update holds NaN or ∞");
         double norm = VectorMath.Norm(delta);
+        if (norm > maxNorm)
+            return new UpdateCheck(UpdateVerdict.NormExceeded, norm, FormattableString.Invariant($"‖Δ‖₂ = {norm:G4} exceeds the bound {maxNorm:G4}"));
+        return new UpdateCheck(UpdateVerdict.Accepted, norm, null);
+    }
+
+    /// <summary>
+    /// Checks an update by its Σx² computed in double (<see cref="FloatSegments.SumOfSquares"/>) against the L2 bound
+    /// <paramref name="maxNorm"/>: the sum is finite exactly when every value is, so no second pass over the values is needed.
+    /// </summary>
+    public static UpdateCheck CheckSumOfSquares(double sumOfSquares, double maxNorm)
+    {
+        if (!(maxNorm > 0) || maxNorm > MaxBound) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"The norm bound must be within (0, {MaxBound}].");
+        if (!double.IsFinite(sumOfSquares)) return new UpdateCheck(UpdateVerdict.NonFinite, double.NaN, "the update holds NaN or ∞");
+        double norm = Math.Sqrt(sumOfSquares);
         if (norm > maxNorm)
             return new UpdateCheck(UpdateVerdict.NormExceeded, norm, FormattableString.Invariant($"‖Δ‖₂ = {norm:G4} exceeds the bound {maxNorm:G4}"));
         return new UpdateCheck(UpdateVerdict.Accepted, norm, null);

@@ -154,10 +154,10 @@ public sealed class BufferedCoordinator
             return Verdict(Admission.Rejected(RejectReasons.Stale, string.Create(CultureInfo.InvariantCulture,
                 $"trained on version {lease.Version}, {staleness} behind version {Version}: the maximum staleness is {_setup.MaxStaleness}")));
         }
-        if (RoundPolicy.AdmitPlain(CodecFor(lease.Version), _setup.Rules, message.Envelope.Span, lease.Slot, out var decoded) is { } refused)
+        if (RoundPolicy.AdmitPlain(CodecFor(lease.Version), _setup.Rules, message.Body, lease.Slot, out var decoded) is { } refused)
             return Verdict(refused);
         double weight = decoded.Header.Weight, s = Staleness.Weight(staleness);
-        _aggregator.Add(decoded.Delta, weight * s);
+        RoundPolicy.Fold(_aggregator, decoded, weight * s);
         _weightSum += weight;
         _scaledWeightSum += weight * s;
         _buffer.Add((vehicle, staleness));
@@ -168,7 +168,7 @@ public sealed class BufferedCoordinator
             _lossCount++;
         }
         // Durable before the ack and before a release it completes: a restart replays it (Resume).
-        var effects = new List<RoundEffect> { new JournalEffect(Version + 1, new JournaledUpdate(vehicle, updateId, message.Envelope.ToArray(), message.TrainLoss, lease.Version, lease.Slot)) };
+        var effects = new List<RoundEffect> { new JournalEffect(Version + 1, new JournaledUpdate(vehicle, updateId, message.Body, message.TrainLoss, lease.Version, lease.Slot)) };
         if (_buffer.Count >= _setup.Rules.CohortSize) Release(effects);
         return new RoundStep(Admission.Accepted, effects);
     }

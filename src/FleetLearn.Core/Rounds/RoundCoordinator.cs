@@ -204,9 +204,9 @@ public sealed class RoundCoordinator : IDisposable
         if (_contributors.ContainsKey(vehicle)) return Verdict(Admission.Duplicate("one update per vehicle per round"));
         // A shard's vehicles name their position in the whole cohort (the plan's), not in the shard's part.
         ulong claimed = (ulong)(_setup.Shard?.CohortPositions is { } positions ? positions[index] : index);
-        if (RoundPolicy.AdmitPlain(_setup.Codec, _setup.Rules, message.Envelope.Span, claimed, out var decoded) is { } refused) return Verdict(refused);
+        if (RoundPolicy.AdmitPlain(_setup.Codec, _setup.Rules, message.Body, claimed, out var decoded) is { } refused) return Verdict(refused);
         double weight = decoded.Header.Weight;
-        _aggregator.Add(decoded.Delta, weight);
+        RoundPolicy.Fold(_aggregator, decoded, weight);
         _contributors[vehicle] = updateId;
         _answered.Add(vehicle);
         if (decoded.Header.Unclipped) _unclipped++;
@@ -217,7 +217,7 @@ public sealed class RoundCoordinator : IDisposable
         }
         Phase = new CollectingPlain(_contributors.Count, _wanted);
         // Journalled first: the runner makes the update durable before it charges, closes or acknowledges anything.
-        var effects = new List<RoundEffect> { new JournalEffect(Round, new JournaledUpdate(vehicle, updateId, message.Envelope.ToArray(), message.TrainLoss)) };
+        var effects = new List<RoundEffect> { new JournalEffect(Round, new JournaledUpdate(vehicle, updateId, message.Body, message.TrainLoss)) };
         if (_contributors.Count >= _wanted) Close(effects);
         return new RoundStep(Admission.Accepted, effects);
     }

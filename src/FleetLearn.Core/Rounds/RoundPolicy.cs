@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
@@ -17,7 +18,7 @@ internal static class RoundPolicy
     /// Decodes one plaintext envelope and checks it against the rules (weight range, uniform weights under DP, norm bound):
     /// null and the decoded update when it may be folded, else the rejection.
     /// </summary>
-    public static Admission? AdmitPlain(UpdatePipelineRound codec, RoundRules rules, ReadOnlySpan<byte> envelope, ulong index, out DecodedUpdate decoded)
+    public static Admission? AdmitPlain(UpdatePipelineRound codec, RoundRules rules, in ReadOnlySequence<byte> envelope, ulong index, out DecodedUpdate decoded)
     {
         decoded = default!;
         try
@@ -33,9 +34,16 @@ internal static class RoundPolicy
             return Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight} is outside (0, {rules.MaxWeight}]"));
         if (rules.UniformWeights && weight != 1)
             return Admission.Rejected(RejectReasons.Malformed, string.Create(CultureInfo.InvariantCulture, $"weight {weight}: every update weighs 1 under DP"));
-        if (rules.MaxUpdateNorm is { } bound && PlaintextUpdateCheck.Check(decoded.Delta, bound) is { IsAccepted: false } check)
+        if (rules.MaxUpdateNorm is { } bound && (decoded.SumOfSquares is { } squares ? PlaintextUpdateCheck.CheckSumOfSquares(squares, bound) : PlaintextUpdateCheck.Check(decoded.Delta, bound)) is { IsAccepted: false } check)
             return Admission.Rejected(check.Verdict == UpdateVerdict.NonFinite ? RejectReasons.NonFinite : RejectReasons.NormExceeded, check.Reason!);
         return null;
+    }
+
+    /// <summary>Folds an admitted update into <paramref name="aggregator"/> with <paramref name="weight"/>: from the segments it arrived in when it has them.</summary>
+    public static void Fold(IUpdateAggregator aggregator, DecodedUpdate decoded, double weight)
+    {
+        if (decoded.Segments is { } segments) aggregator.Add(segments, weight);
+        else aggregator.Add(decoded.Delta, weight);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using System.Buffers;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Privacy;
@@ -118,8 +119,14 @@ public sealed record RoundSetup
 /// <summary>A vehicle's message to the round, already unwrapped from its transport framing.</summary>
 public abstract record VehicleMessage;
 
-/// <summary>A plaintext update: the codec envelope and the local training loss the vehicle reports.</summary>
-public sealed record PlainUpdateMessage(ReadOnlyMemory<byte> Envelope, double TrainLoss = double.NaN) : VehicleMessage;
+/// <summary>A plaintext update: the codec envelope (in the segments it arrived in) and the local training loss the vehicle reports.</summary>
+public sealed record PlainUpdateMessage(ReadOnlySequence<byte> Body, double TrainLoss = double.NaN) : VehicleMessage
+{
+    /// <summary>A plaintext update whose envelope is one block of memory.</summary>
+    public PlainUpdateMessage(ReadOnlyMemory<byte> envelope, double trainLoss = double.NaN) : this(new ReadOnlySequence<byte>(envelope), trainLoss)
+    {
+    }
+}
 
 /// <summary>A secure-aggregation message (round keys, shares, masked input, unmask answer).</summary>
 public sealed record SecureUpdateMessage(SecAggMessage Message) : VehicleMessage;

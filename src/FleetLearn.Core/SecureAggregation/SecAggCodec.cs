@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Immutable;
 using System.Runtime.InteropServices;
@@ -58,7 +59,7 @@ public static class SecAggCodec
         KeyDirectoryMessage k => 4 + (long)k.Entries.Length * (4 + AdvertiseBodyBytes) + 4L * k.Entries.Sum(e => (long)e.Holders.Length),
         ShareKeysMessage s => 32 + SharesLength(s.Shares),
         ForwardedSharesMessage f => SharesLength(f.Shares),
-        MaskedInputMessage m => 1 + 4 + BitPacking.PackedLength(m.Values.Length, m.BitWidth),
+        MaskedInputMessage m => 1 + 4 + BitPacking.PackedLength(m.Count, m.BitWidth),
         UnmaskRequestMessage r => 16 + 4L * (r.Survivors.Length + r.Dropped.Length) + (long)r.Signatures.Length * (4 + SecAggCrypto.SignatureBytes),
         ConsistencyCheckRequestMessage c => 4 + 4L * c.Survivors.Length,
         ConsistencySignatureMessage => SecAggCrypto.SignatureBytes,
@@ -111,8 +112,9 @@ public static class SecAggCodec
                 break;
             case MaskedInputMessage m:
                 w.U8((byte)m.BitWidth);
-                w.U32((uint)m.Values.Length);
-                BitPacking.Pack(m.Values.AsSpan(), m.BitWidth, w.Take((int)BitPacking.PackedLength(m.Values.Length, m.BitWidth)));
+                w.U32((uint)m.Count);
+                if (m.Packed is { } packed) packed.Bytes.CopyTo(w.Take((int)packed.Bytes.Length));
+                else BitPacking.Pack(m.Values.AsSpan(), m.BitWidth, w.Take((int)BitPacking.PackedLength(m.Count, m.BitWidth)));
                 break;
             case UnmaskRequestMessage r:
                 w.U32((uint)r.Survivors.Length);
@@ -178,6 +180,39 @@ public static class SecAggCodec
     public static T Decode<T>(ReadOnlySpan<byte> data, ulong? expectedRound = null, SecAggCodecLimits? limits = null) where T : SecAggMessage
         => Decode(data, expectedRound, limits) as T
            ?? throw new SecAggFormatException($"Expected a {typeof(T).Name} but got a {(SecAggMessageType)data[1]} message.");
+
+    /// <summary>
+    /// <see cref="Decode(ReadOnlySpan{byte}, ulong?, SecAggCodecLimits?)"/> of a message in segments (as reassembled from
+    /// chunks). A masked input keeps its values packed where they arrived (<see cref="MaskedInputMessage.Packed"/>), checked
+    /// as the span decoder checks them; any other message is decoded from one span as before.
+    /// </summary>
+    public static SecAggMessage Decode(in ReadOnlySequence<byte> data, ulong? expectedRound = null, SecAggCodecLimits? limits = null)
+    {
+        const int maskedHeader = HeaderBytes + 1 + 4;
+        if (data.Length < maskedHeader || data.FirstSpan.Length < 2 || data.FirstSpan[1] != (byte)SecAggMessageType.MaskedInput)
+            return Decode(data.IsSingleSegment ? data.FirstSpan : data.ToArray(), expectedRound, limits);
+        limits ??= SecAggCodecLimits.Default;
+        if (data.Length > limits.MaxMessageBytes)
+            throw new SecAggFormatException($"Message of {data.Length} bytes exceeds the {limits.MaxMessageBytes}-byte limit.");
+        Span<byte> head = stackalloc byte[maskedHeader];
+        data.Slice(0, maskedHeader).CopyTo(head);
+        var r = new Reader(head, limits);
+        byte version = r.U8();
+        if (version != Version) throw new SecAggFormatException($"Unsupported wire version {version} (expected {Version}).");
+        r.U8();
+        ulong round = r.U64();
+        if (expectedRound is { } er && round != er) throw new SecAggFormatException($"Message is for round {round}, expected round {er}.");
+        int vehicle = r.VehicleId("vehicle");
+        var (bits, dim) = ReadMaskedInputHeader(ref r, data.Length - HeaderBytes);
+        try
+        {
+            return new MaskedInputMessage(round, vehicle, new PackedSegments(data.Slice(maskedHeader), dim, bits));
+        }
+        catch (ArgumentException)
+        {
+            throw new SecAggFormatException("Masked input has non-zero padding bits.");
+        }
+    }
 
     /// <summary>Decodes a message; throws <see cref="SecAggFormatException"/> on any defect.</summary>
     public static SecAggMessage Decode(ReadOnlySpan<byte> data, ulong? expectedRound = null, SecAggCodecLimits? limits = null)
@@ -262,14 +297,22 @@ public static class SecAggCodec
         return shares.MoveToImmutable();
     }
 
-    private static MaskedInputMessage ReadMaskedInput(ref Reader r, ulong round, int sender)
+    /// <summary>Reads m and dim of a masked input and checks them against the limits and the <paramref name="remaining"/> bytes.</summary>
+    private static (int Bits, int Dimension) ReadMaskedInputHeader(ref Reader r, long remaining)
     {
         int bits = r.U8();
         if (bits is < 1 or > 32) throw new SecAggFormatException($"Bit width {bits} is outside [1, 32].");
         uint dim = r.U32();
         if (dim == 0 || dim > (uint)r.Limits.MaxDimension) throw new SecAggFormatException($"Dimension {dim} is outside [1, {r.Limits.MaxDimension}].");
         long packed = BitPacking.PackedLength(dim, bits);
-        if (packed != r.Remaining) throw new SecAggFormatException($"Masked input of {dim} × {bits} bits needs {packed} bytes, got {r.Remaining}.");
+        if (packed != remaining - 5) throw new SecAggFormatException($"Masked input of {dim} × {bits} bits needs {packed} bytes, got {remaining - 5}.");
+        return (bits, (int)dim);
+    }
+
+    private static MaskedInputMessage ReadMaskedInput(ref Reader r, ulong round, int sender)
+    {
+        var (bits, dim) = ReadMaskedInputHeader(ref r, r.Remaining);
+        long packed = BitPacking.PackedLength(dim, bits);
         var values = GC.AllocateUninitializedArray<uint>((int)dim); // TryUnpack writes every value (or the array is dropped): no zeroing pass
         if (!BitPacking.TryUnpack(r.Span((int)packed), bits, values))
             throw new SecAggFormatException("Masked input has non-zero padding bits.");

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using System.Runtime.InteropServices;
 
 namespace FleetLearn.Core.SecureAggregation;
 
@@ -129,15 +130,64 @@ public sealed class MaskedInputMessage : SecAggMessage
                 if (v >= limit) throw new ArgumentException($"Value {v} does not fit in {bitWidth} bits.", nameof(values));
         }
         BitWidth = bitWidth;
-        Values = values;
+        Count = values.Length;
+        _values = values;
     }
+
+    /// <summary>The message as received: its values stay packed in the segments they arrived in (see <see cref="AddTo(Span{uint})"/>).</summary>
+    public MaskedInputMessage(ulong round, int sender, PackedSegments packed) : base(round, sender)
+    {
+        BitWidth = packed.BitWidth;
+        Count = packed.Count;
+        Packed = packed;
+    }
+
+    private ImmutableArray<uint> _values;
 
     /// <inheritdoc/>
     public override SecAggMessageType Type => SecAggMessageType.MaskedInput;
     /// <summary>m.</summary>
     public int BitWidth { get; }
-    /// <summary>Masked coordinates mod 2^m.</summary>
-    public ImmutableArray<uint> Values { get; }
+    /// <summary>Number of masked coordinates.</summary>
+    public int Count { get; }
+    /// <summary>The values as received, still packed (null when the message was built from values).</summary>
+    public PackedSegments? Packed { get; }
+
+    /// <summary>Masked coordinates mod 2^m (unpacked on first use from <see cref="Packed"/>: the server folds with <see cref="AddTo(Span{uint})"/> instead).</summary>
+    public ImmutableArray<uint> Values
+    {
+        get
+        {
+            if (_values.IsDefault)
+            {
+                var values = new uint[Count];
+                Packed!.Value.CopyTo(values);
+                _values = ImmutableCollectionsMarshal.AsImmutableArray(values);
+            }
+            return _values;
+        }
+    }
+
+    /// <summary><c>sum[i] += y_u[i]</c> mod 2^16 for m = 16, straight from the packed bytes when the message has them.</summary>
+    public void AddTo(Span<ushort> sum)
+    {
+        if (BitWidth != 16) throw new InvalidOperationException($"A sum in 16-bit lanes takes 16-bit inputs; this one has {BitWidth} bits.");
+        if (Packed is { } packed)
+        {
+            packed.AddTo(sum);
+            return;
+        }
+        var values = _values.AsSpan();
+        if (sum.Length != values.Length) throw new ArgumentException($"The sum has {sum.Length} coordinates; the input has {values.Length}.", nameof(sum));
+        for (int i = 0; i < values.Length; i++) sum[i] += (ushort)values[i];
+    }
+
+    /// <summary><c>sum[i] += y_u[i]</c> mod 2^32, straight from the packed bytes when the message has them.</summary>
+    public void AddTo(Span<uint> sum)
+    {
+        if (Packed is { } packed) packed.AddTo(sum);
+        else MaskPrg.AddInPlace(sum, _values.AsSpan());
+    }
 }
 
 /// <summary>End of phase 2 under a malicious server: every survivor gets the same U3 (sorted) to sign, or the round cannot unmask.</summary>

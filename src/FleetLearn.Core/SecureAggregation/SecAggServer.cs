@@ -89,6 +89,10 @@ public sealed class SecAggServer : IDisposable
     private List<EncryptedShare>?[]? _inbox;
     private readonly bool[] _maskedReceived;
     private readonly uint[] _sum;
+    // m = 16 (the default): the masked inputs are summed in 16-bit lanes. Only the sum mod 2^m is ever read (the result is
+    // reduced mod 2^m), so Z_2^16 is exact, and each input adds its 2 wire bytes a coordinate to 2 bytes of sum instead of 4;
+    // the lanes are widened into _sum once, before the masks are removed.
+    private ushort[]? _sum16;
     private readonly UnmaskRequestMessage?[] _requests;
     private readonly bool[] _responded;
     private readonly List<(int X, BigInteger Y)>?[] _bShares, _sShares;
@@ -119,6 +123,7 @@ public sealed class SecAggServer : IDisposable
         _commitments = new byte[]?[_n];
         _maskedReceived = new bool[_n];
         _sum = new uint[parameters.Dimension];
+        if (parameters.BitWidth == 16 && BitConverter.IsLittleEndian) _sum16 = new ushort[parameters.Dimension];
         _requests = new UnmaskRequestMessage?[_n];
         _responded = new bool[_n];
         _consistency = new byte[]?[_n];
@@ -288,9 +293,10 @@ public sealed class SecAggServer : IDisposable
         if (Late(m, SecAggServerPhase.MaskedInputCollection) is { } late) return late;
         if (_commitments[u] is null) return $"Vehicle {u} sent a masked input but did not share its keys in time.";
         if (_maskedReceived[u]) return $"Vehicle {u} already sent its masked input for round {_p.Round}.";
-        if (m.BitWidth != _p.BitWidth || m.Values.Length != _p.Dimension)
-            return $"Masked input from vehicle {u} has {m.Values.Length} × {m.BitWidth} bits; the round expects {_p.Dimension} × {_p.BitWidth} bits.";
-        MaskPrg.AddInPlace(_sum, m.Values.AsSpan());
+        if (m.BitWidth != _p.BitWidth || m.Count != _p.Dimension)
+            return $"Masked input from vehicle {u} has {m.Count} × {m.BitWidth} bits; the round expects {_p.Dimension} × {_p.BitWidth} bits.";
+        if (_sum16 is not null) m.AddTo(_sum16); // from the packed bytes as received: no uint[dim] per vehicle
+        else m.AddTo(_sum);
         _maskedReceived[u] = true;
         if (_u2.All(v => _maskedReceived[v])) CloseMaskedInputs(outbox);
         return null;
@@ -418,6 +424,11 @@ public sealed class SecAggServer : IDisposable
 
     private void Finish()
     {
+        if (_sum16 is { } lanes)
+        {
+            for (int i = 0; i < lanes.Length; i++) _sum[i] = lanes[i];
+            _sum16 = null;
+        }
         // 1. Reconstruct exactly the secrets needed and check them (commitment / advertised point).
         var selfSeeds = new byte[_n][];
         foreach (int u in _u3)

@@ -108,7 +108,7 @@ public sealed class CodecPropertyTests
         Gen.Select(Gen.Float.Array[0, 70], Gen.Int[0, 69], special, Gen.Bool).Sample((values, at, bad, inject) =>
         {
             if (inject && values.Length > 0) values[at % values.Length] = bad;
-            Assert.Equal(values.All(float.IsFinite), Numerics.VectorMath.AllFinite(values));
+            Assert.Equal(values.All(float.IsFinite), FleetLearn.Core.Numerics.VectorMath.AllFinite(values));
         });
     }
 

@@ -160,6 +160,47 @@ public sealed class UpdatePipelineTests
     }
 
     [Fact]
+    public void DecodeSegments_NoneCodecAnyCut_KeepsTheSegmentsAndDecodesWhatTheSpanDecoderDecodes()
+    {
+        var round = Pipeline("none").ForRound(1, 1);
+        Gen.Select(Gen.ULong, Gen.Int[0, UpdateEnvelope.HeaderBytes + 4 * Dim].Array[0, 9]).Sample((seed, cuts) =>
+        {
+            var bytes = round.EncodePlain(RandomUpdate(seed), 2, 4, Guid.Empty, new SeededNoiseSource(1), new SeededNoiseSource(1), null, out _);
+            var decoded = round.Decode(Segments.Cut(bytes, cuts), 4);
+            Assert.NotNull(decoded.Segments);
+            Assert.Equal(2.0, decoded.Header.Weight);
+            Assert.Equal(round.Decode(bytes, 4).Delta, decoded.Delta);
+        });
+    }
+
+    [Fact]
+    public void DecodeSegments_BadUpdates_RefusedWithTheSpanDecodersMessages()
+    {
+        var round = Pipeline("none").ForRound(1, 1);
+        var bytes = round.EncodePlain(RandomUpdate(1), 1, 0, Guid.Empty, new SeededNoiseSource(1), new SeededNoiseSource(1), null, out _);
+        var nan = (byte[])bytes.Clone();
+        BitConverter.GetBytes(float.NaN).CopyTo(nan, UpdateEnvelope.HeaderBytes + 400); // value 100: its bytes straddle the cut at 475
+        Assert.Equal("Update contains NaN or infinite values.", Assert.Throws<UpdateFormatException>(() => round.Decode(Segments.Cut(nan, [30, 475]))).Message);
+        var straddling = (byte[])bytes.Clone();
+        BitConverter.GetBytes(float.PositiveInfinity).CopyTo(straddling, UpdateEnvelope.HeaderBytes + 40);
+        Assert.Equal("Update contains NaN or infinite values.", Assert.Throws<UpdateFormatException>(() => round.Decode(Segments.Cut(straddling, [UpdateEnvelope.HeaderBytes + 42]))).Message);
+        Assert.Equal("Update claims vehicle 0; it came from vehicle 5.", Assert.Throws<UpdateFormatException>(() => round.Decode(Segments.Cut(bytes, [10, 100]), 5)).Message);
+        Assert.Equal($"Update envelope declares a {4 * Dim}-byte body but carries {4 * Dim - 4} bytes.",
+            Assert.Throws<UpdateFormatException>(() => round.Decode(Segments.Cut(bytes[..^4], [80]))).Message);
+        Assert.Equal("Update envelope of 50 bytes is shorter than its 72-byte header.", Assert.Throws<UpdateFormatException>(() => round.Decode(Segments.Cut(bytes[..50], [20]))).Message);
+    }
+
+    [Fact]
+    public void DecodeSegments_OtherCodecs_DecodeIntoAnArrayAsBefore()
+    {
+        var round = Pipeline("rot+q8", clip: 10).ForRound(3, 3);
+        var bytes = round.EncodePlain(RandomUpdate(2), 1, 0, Guid.Empty, new SeededNoiseSource(1), new SeededNoiseSource(2), null, out _);
+        var decoded = round.Decode(Segments.Cut(bytes, [100, 200]));
+        Assert.Null(decoded.Segments);
+        Assert.Equal(round.Decode(bytes).Delta, decoded.Delta);
+    }
+
+    [Fact]
     public void DecodeSum_SecureInputs_MatchesWeightedMeanWithinBound()
     {
         const int n = 5;

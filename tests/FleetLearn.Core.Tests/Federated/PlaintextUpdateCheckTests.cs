@@ -72,4 +72,18 @@ public sealed class PlaintextUpdateCheckTests
         using var rsa = System.Security.Cryptography.RSA.Create(2048);
         Assert.NotNull(DeviceKeyValidation.Check(rsa.ExportSubjectPublicKeyInfo()));
     }
+
+    [Fact]
+    public void CheckSumOfSquares_SameVerdictsAsTheValuesCheck()
+    {
+        Gen.Float.Array[1, 300].Sample(values =>
+        {
+            var fromValues = PlaintextUpdateCheck.Check(values, 1000);
+            var fromSquares = PlaintextUpdateCheck.CheckSumOfSquares(FleetLearn.Core.Numerics.VectorMath.SumOfSquares(values), 1000);
+            Assert.Equal(fromValues, fromSquares);
+        });
+        Assert.Equal(new UpdateCheck(UpdateVerdict.NonFinite, double.NaN, "the update holds NaN or ∞"), PlaintextUpdateCheck.CheckSumOfSquares(double.PositiveInfinity, 10));
+        Assert.Equal(new UpdateCheck(UpdateVerdict.NormExceeded, 2, "‖Δ‖₂ = 2 exceeds the bound 1"), PlaintextUpdateCheck.CheckSumOfSquares(4, 1));
+        Assert.Equal(new UpdateCheck(UpdateVerdict.Accepted, 0.5, null), PlaintextUpdateCheck.CheckSumOfSquares(0.25, 1));
+    }
 }

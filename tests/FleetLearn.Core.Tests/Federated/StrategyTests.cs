@@ -1,3 +1,4 @@
+using CsCheck;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Federated.Strategies;
 
@@ -156,5 +157,30 @@ public sealed class StrategyTests
         Assert.Throws<ArgumentException>(() => agg.Add(new float[2], 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => agg.Add(new float[3], double.NaN));
         Assert.Throws<InvalidOperationException>(() => agg.Complete(new float[3]));
+    }
+
+    [Fact]
+    public void Aggregators_UpdateInSegments_FoldExactlyAsTheArray()
+    {
+        Gen.Select(Gen.Float[-2f, 2f].Array[3, 200].Array[1, 5], Gen.Int[0, 800].Array[0, 6], Gen.Double[0.5, 3]).Sample((raw, cuts, bound) =>
+        {
+            int dim = raw[0].Length;
+            var updates = raw.Select(u => u.Length >= dim ? u[..dim] : [.. u, .. new float[dim - u.Length]]).ToArray();
+            IUpdateAggregator[] Pair() => [new WeightedMeanAggregator(dim, bound), new CoordinateWiseAggregator(dim, null)];
+            var (fromArrays, fromSegments) = (Pair(), Pair());
+            for (int k = 0; k < 2; k++)
+            {
+                for (int i = 0; i < updates.Length; i++)
+                {
+                    fromArrays[k].Add(updates[i], 1 + i);
+                    var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(updates[i].AsSpan()).ToArray();
+                    fromSegments[k].Add(new FleetLearn.Core.Numerics.FloatSegments(Segments.Cut(bytes, cuts)), 1 + i);
+                }
+                var (a, b) = (new float[dim], new float[dim]);
+                fromArrays[k].Complete(a);
+                fromSegments[k].Complete(b);
+                Assert.Equal(a, b);
+            }
+        }, iter: 200);
     }
 }

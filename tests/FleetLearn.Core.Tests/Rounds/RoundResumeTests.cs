@@ -1,3 +1,4 @@
+using System.Buffers;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Privacy;
@@ -120,7 +121,7 @@ public sealed class RoundResumeTests
     public void Resume_JournalOfAnotherCohort_RefusedWithTheVehicleNamed()
     {
         var clock = new ManualTimeProvider();
-        var foreign = new JournaledUpdate("car-9", Guid.NewGuid(), Updates[0].Envelope.ToArray(), 0);
+        var foreign = new JournaledUpdate("car-9", Guid.NewGuid(), Updates[0].Body.ToArray(), 0);
         var e = Assert.Throws<InvalidDataException>(() => RoundCoordinator.Resume(Setup(clock), clock, [foreign], out _));
         Assert.Contains("car-9", e.Message, StringComparison.Ordinal);
         Assert.Contains("not in the cohort of round 2", e.Message, StringComparison.Ordinal);
