@@ -25,19 +25,20 @@ public sealed class LiteDbOutbox : IDisposable
     /// <summary>Largest payload stored in one document (LiteDB's document limit is 16 MiB).</summary>
     public const int MaxPayloadBytes = 15 << 20;
 
-    private readonly LiteDatabase _db;
-    private readonly ILiteCollection<BsonDocument> _items;
-    private readonly ILiteCollection<BsonDocument> _state;
+    private readonly ReleasableDatabase _files; // closed while idle (Release), reopened on the next use under _gate
     private readonly object _gate = new();
     private bool _disposed;
 
     private LiteDbOutbox(string path, LiteDatabase db)
     {
         Path = path;
-        _db = db;
-        _items = db.GetCollection<BsonDocument>("outbox");
-        _state = db.GetCollection<BsonDocument>("agent_state");
+        _files = new ReleasableDatabase(path, "outbox", db);
     }
+
+    // Properties, not fields: each use opens the released database again.
+    private LiteDatabase _db => _files.Database;
+    private ILiteCollection<BsonDocument> _items => _db.GetCollection<BsonDocument>("outbox");
+    private ILiteCollection<BsonDocument> _state => _db.GetCollection<BsonDocument>("agent_state");
 
     /// <summary>Data file path.</summary>
     public string Path { get; }
@@ -93,7 +94,44 @@ public sealed class LiteDbOutbox : IDisposable
     {
         get
         {
-            lock (_gate) return _items.Count();
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                return _files.Recall("count", () => _items.Count()); // every write below forgets it: an idle outbox answers without reopening
+            }
+        }
+    }
+
+    /// <summary>Whether the database files are open now (false after <see cref="Release"/>, until the next use).</summary>
+    public bool IsOpen
+    {
+        get
+        {
+            lock (_gate) return _files.IsOpen;
+        }
+    }
+
+    /// <summary>Times the outbox reopened its files after a <see cref="Release"/>.</summary>
+    public int Reopens
+    {
+        get
+        {
+            lock (_gate) return _files.Reopens;
+        }
+    }
+
+    /// <summary>
+    /// Closes the database files while the vehicle is idle; the next call that needs them reopens them (a plain open, not
+    /// <see cref="Open"/>'s verification). Every write was already durable; what it read last (<see cref="Count"/>, the counters)
+    /// is answered from memory meanwhile.
+    /// </summary>
+    public void Release()
+    {
+        lock (_gate)
+        {
+            if (_disposed || !_files.IsOpen) return;
+            _files.Recall("count", () => _items.Count()); // read now, while open: an idle vehicle's count is polled
+            _files.Release();
         }
     }
 
@@ -106,6 +144,7 @@ public sealed class LiteDbOutbox : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, item.Payload.Length);
+            _files.Forget("count");
             _items.Upsert(ToDocument(item));
             LiteDbFiles.Durable(_db, Path);
         }
@@ -128,6 +167,7 @@ public sealed class LiteDbOutbox : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
+            _files.Forget("count");
             bool removed = _items.Delete(new BsonValue(updateId));
             if (removed) LiteDbFiles.Durable(_db, Path);
             return removed;
@@ -166,6 +206,7 @@ public sealed class LiteDbOutbox : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_items.Count(Query.LT("expires", now.ToUnixTimeMilliseconds())) == 0) return 0; // nothing to write (a full disk is no reason to fail here)
             LiteDbFiles.EnsureSpace(Path, 0);
+            _files.Forget("count");
             int n = _items.DeleteMany(Query.LT("expires", now.ToUnixTimeMilliseconds()));
             if (n > 0) LiteDbFiles.Durable(_db, Path);
             return n;
@@ -177,8 +218,8 @@ public sealed class LiteDbOutbox : IDisposable
     {
         lock (_gate)
         {
-            var doc = _state.FindById(key);
-            return doc?["value"].AsInt64 ?? ReadSideCopy().GetValueOrDefault(key);
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _files.Recall("state:" + key, () => _state.FindById(key)?["value"].AsInt64 ?? ReadSideCopy().GetValueOrDefault(key));
         }
     }
 
@@ -189,9 +230,11 @@ public sealed class LiteDbOutbox : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
+            _files.Forget("state:" + key);
             _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
             WriteSideCopy(key, value);
+            _files.Remember("state:" + key, (long?)value);
         }
     }
 
@@ -230,8 +273,7 @@ public sealed class LiteDbOutbox : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            _db.Checkpoint();
-            _db.Dispose();
+            _files.Dispose();
         }
     }
 
