@@ -106,7 +106,7 @@ public sealed class EdgeAgentWorker(
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) }) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
         _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time, Pace = new AgentPace(_outbox, _aggregatorKey, mqtt.Fleet, _options.VehicleId, time, logger));
-        var idle = new AgentIdle(_outbox, _ledger, () => _round is { IsFinished: false }, _options.VehicleId, logger); // idle: its database files closed
+        var idle = new AgentIdle(_outbox, _ledger, () => _round is { IsFinished: false }, _options.VehicleId, logger); idle.ReleaseIfIdle(); // closed until used: thousands start at once
         var resender = Task.Run(() => _uplink.RunAsync(ct => idle.AfterAsync(_checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct)), stoppingToken), stoppingToken);
         using var onStateChange = _checkIn.CheckInOnChange(() => _data = dataSource?.Current() ?? _data, stoppingToken);
         try

@@ -130,7 +130,9 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             if (_disposed || !_files.IsOpen) return;
-            _files.Recall("count", () => _items.Count()); // read now, while open: an idle vehicle's count is polled
+            // Read now, while open: an idle vehicle's count is polled, and its check-in reads the counters.
+            _files.Recall("count", () => _items.Count());
+            _files.RememberAll("state:", _state.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(d => (d["_id"].AsString, (object?)(long?)d["value"].AsInt64)));
             _files.Release();
         }
     }
@@ -156,6 +158,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_files.Known("count") is 0) return []; // known empty: no reopen
             return [.. _items.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(FromDocument).OrderBy(i => i.Round).ThenBy(i => i.UpdateId)];
         }
     }
@@ -180,6 +183,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_files.Known("count") is 0) return null;
             return _items.FindById(new BsonValue(updateId)) is { } doc ? FromDocument(doc) : null;
         }
     }
@@ -204,6 +208,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_files.Known("count") is 0) return 0;
             if (_items.Count(Query.LT("expires", now.ToUnixTimeMilliseconds())) == 0) return 0; // nothing to write (a full disk is no reason to fail here)
             LiteDbFiles.EnsureSpace(Path, 0);
             _files.Forget("count");
@@ -219,7 +224,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _files.Recall("state:" + key, () => _state.FindById(key)?["value"].AsInt64 ?? ReadSideCopy().GetValueOrDefault(key));
+            return _files.Recall("state:" + key, () => (_files.KnowsAll("state:") ? null : _state.FindById(key)?["value"].AsInt64) ?? ReadSideCopy().GetValueOrDefault(key));
         }
     }
 

@@ -61,6 +61,22 @@ internal sealed class ReleasableDatabase : IDisposable
     /// <summary>Remembers <paramref name="value"/> for <paramref name="key"/> (the store just wrote it).</summary>
     public void Remember(string key, object? value) => _remembered[key] = value;
 
+    /// <summary>The remembered value of <paramref name="key"/>, or null when none is.</summary>
+    public object? Known(string key) => _remembered.GetValueOrDefault(key);
+
+    /// <summary>
+    /// Remembers every value stored under keys starting with <paramref name="prefix"/> (<paramref name="stored"/>: all of them, read
+    /// from the file), so that <see cref="KnowsAll"/> says a key not remembered is not in the file either.
+    /// </summary>
+    public void RememberAll(string prefix, IEnumerable<(string Key, object? Value)> stored)
+    {
+        foreach (var (key, value) in stored) _remembered.TryAdd(prefix + key, value);
+        _remembered[prefix + "*"] = true;
+    }
+
+    /// <summary>Whether <see cref="RememberAll"/> remembered every value under <paramref name="prefix"/>.</summary>
+    public bool KnowsAll(string prefix) => _remembered.ContainsKey(prefix + "*");
+
     /// <summary>Forgets <paramref name="key"/> (the store just changed what it was computed from).</summary>
     public void Forget(string key) => _remembered.Remove(key);
 

@@ -71,7 +71,32 @@ public sealed class ReleaseTests : IDisposable
         Assert.Equal(0, outbox.Count);
         outbox.Release();
         Assert.Equal(0, outbox.DropExpired(DateTimeOffset.UnixEpoch.AddDays(40000)));
-        Assert.Equal(6, outbox.Reopens); // one per call after a release: Pending, Find, RecordAttempt, Find, Acknowledge, DropExpired
+        Assert.Equal(5, outbox.Reopens); // one per call after a release: Pending, Find, RecordAttempt, Find, Acknowledge (DropExpired: known empty)
+        Assert.Equal(0, Handles());
+    }
+
+    [Fact]
+    public void Outbox_ReleasedEmpty_AnswersWhatAnIdleVehicleAsksWithoutReopening()
+    {
+        using (var first = LiteDbOutbox.Open(OutboxPath))
+            first.SetState("last-round", 4);
+        using var outbox = LiteDbOutbox.Open(OutboxPath); // a start: the counter is in the file, not yet read by this instance
+        outbox.Release();
+        Assert.Equal(0, Handles());
+        Assert.Equal(4, outbox.GetState("last-round"));
+        Assert.Null(outbox.GetState("samples-at-last-round")); // in neither the file nor the side copy
+        Assert.Equal(0, outbox.Count);
+        Assert.Empty(outbox.Pending());
+        Assert.Null(outbox.Find(Guid.NewGuid()));
+        Assert.Equal(0, outbox.DropExpired(DateTimeOffset.UnixEpoch.AddDays(40000)));
+        Assert.Equal(0, outbox.Reopens);
+        Assert.Equal(0, Handles());
+
+        outbox.SetState("samples-at-last-round", 120); // a write reopens; the value is remembered and on disk
+        Assert.Equal(1, outbox.Reopens);
+        outbox.Release();
+        Assert.Equal(120, outbox.GetState("samples-at-last-round"));
+        Assert.Equal(1, outbox.Reopens);
     }
 
     [Fact]
