@@ -236,6 +236,7 @@ public sealed class LiteDbOutbox : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
             _files.Forget("state:" + key);
+            _files.Forget("state:*"); // no longer sure the remembered counters are all the file holds: a write that fails below leaves it to the file
             _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
             WriteSideCopy(key, value);

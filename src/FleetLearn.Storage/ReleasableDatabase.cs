@@ -74,7 +74,7 @@ internal sealed class ReleasableDatabase : IDisposable
         _remembered[prefix + "*"] = true;
     }
 
-    /// <summary>Whether <see cref="RememberAll"/> remembered every value under <paramref name="prefix"/>.</summary>
+    /// <summary>Whether <see cref="RememberAll"/> remembered every value under <paramref name="prefix"/> (until <c>Forget(prefix + "*")</c>).</summary>
     public bool KnowsAll(string prefix) => _remembered.ContainsKey(prefix + "*");
 
     /// <summary>Forgets <paramref name="key"/> (the store just changed what it was computed from).</summary>

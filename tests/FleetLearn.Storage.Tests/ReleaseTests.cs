@@ -124,6 +124,22 @@ public sealed class ReleaseTests : IDisposable
     }
 
     [Fact]
+    public void Outbox_CounterWrittenWhileOpen_ThenReleased_IsReadFromMemoryAndFile()
+    {
+        using var outbox = LiteDbOutbox.Open(OutboxPath);
+        outbox.SetState("a", 1);
+        outbox.Release();
+        outbox.SetState("b", 2); // reopens; the file now holds a counter the release did not see
+        outbox.Release();
+        Assert.Equal(1, outbox.GetState("a"));
+        Assert.Equal(2, outbox.GetState("b"));
+        Assert.Null(outbox.GetState("c"));
+        Assert.Equal(1, outbox.Reopens);
+        File.Delete(OutboxPath + ".state"); // the side copy gone: what is answered came from the file or from memory
+        Assert.Equal(2, outbox.GetState("b"));
+    }
+
+    [Fact]
     public async Task Outbox_ReleasedWhileOthersWrite_Reopens_AndLosesNothing()
     {
         using var outbox = LiteDbOutbox.Open(OutboxPath);
