@@ -24,6 +24,20 @@ internal sealed class AgentModels(int maxModelBytes)
         foreach (var old in _models.Keys.Where(v => v < version - 1).ToList()) _models.Remove(old);
     }
 
+    /// <summary>Models held now: reassembled versions and the decoded one taken last (for tests and status).</summary>
+    public int Held => _models.Count + (_taken is null ? 0 : 1);
+
+    /// <summary>
+    /// A plan that does not select this vehicle: the models up to its version are dropped (bytes and the decoded model taken last).
+    /// An idle vehicle otherwise holds each new model from its arrival until a plan selects it. Should a later plan select it on the
+    /// same version (the round aborted), the round asks the aggregator for the model (<c>up/model</c>), as for any model that did not come.
+    /// </summary>
+    public void NotSelected(RoundPlan plan)
+    {
+        foreach (var old in _models.Keys.Where(v => v <= plan.ModelVersion).ToList()) _models.Remove(old);
+        if (_taken is { } taken && taken.Model.Version <= plan.ModelVersion) _taken = null;
+    }
+
     /// <summary>The verified model <paramref name="plan"/> trains from, or null while it has not arrived; a copy that fails verification is dropped and reported.</summary>
     public Checkpoint? TryTake(RoundPlan plan)
     {

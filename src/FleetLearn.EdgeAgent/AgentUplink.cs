@@ -19,8 +19,11 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     // Pending plaintext updates (logged at Information when acknowledged): this run's, and those an earlier run left in the
     // outbox, read once here because their acks may arrive right after the reconnect, before the first resend pass.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, byte> _updates = new(
-        outbox.Pending().Where(i => i.Topic.EndsWith("/update", StringComparison.Ordinal)).Select(i => KeyValuePair.Create(i.UpdateId, (byte)0)));
-    private OutboxItem? _lastSecAgg; // the vehicle's last secure-aggregation message: resent to ask the aggregator again
+        outbox.Entries().Where(i => i.Topic.EndsWith("/update", StringComparison.Ordinal)).Select(i => KeyValuePair.Create(i.UpdateId, (byte)0)));
+    // The vehicle's last secure-aggregation message, resent to ask the aggregator again. A large one (a masked input, hundreds of
+    // KB) is not held here: its payload stays in the outbox's file (KeepAfterAcknowledgement) and is read back only to be resent.
+    private OutboxItem? _lastSecAgg;
+    private int _lastSecAggLength;
     private long _lastHeard = time.GetTimestamp();
     private const int LargeMessageBytes = 64 << 10;
     private int _askedAgain;
@@ -63,7 +66,8 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
         _schedule.Track(item.UpdateId, item.ExpiresAt);
         if (kind == EnvelopeKind.SecAgg)
         {
-            lock (_replayGate) _lastSecAgg = item;
+            outbox.KeepAfterAcknowledgement(item.UpdateId);
+            lock (_replayGate) (_lastSecAgg, _lastSecAggLength) = (item.Payload.Length > LiteDbOutbox.InlinePayloadBytes ? item with { Payload = [] } : item, item.Payload.Length);
             Heard(item);
         }
         await SendAsync(item, cancellationToken).ConfigureAwait(false);
@@ -90,7 +94,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
             last = _lastSecAgg;
             // After a masked input (hundreds of KB) the vehicle asks again only after 16 intervals: the aggregator stays quiet until the
             // whole cohort's inputs are in, and at 200 agents copies sent after 1, 2, 4 … intervals doubled the bytes received.
-            int doublings = last?.Payload.Length > LargeMessageBytes ? 4 : Math.Min(_askedAgain, 4);
+            int doublings = _lastSecAggLength > LargeMessageBytes ? 4 : Math.Min(_askedAgain, 4);
             if (last is null || time.GetElapsedTime(_lastHeard) < resendInterval * Math.Pow(2, doublings)) return;
         }
         if (!AwaitsServer() || _schedule.IsPending(last.UpdateId)) return; // not waiting, or the message itself is still being resent
@@ -100,6 +104,8 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
             UplinkMetrics.HeldBack();
             return;
         }
+        if (last.Payload.Length == 0 && outbox.ReadKept(last.UpdateId) is { } kept) last = last with { Payload = kept };
+        if (last.Payload.Length == 0) return; // its file failed its check (the outbox logged it): nothing to ask with
         lock (_replayGate) _askedAgain++;
         AskedAgain++;
         logger.LogInformation("agent {Vehicle}: round {Round}: no secure-aggregation message from the aggregator for {Quiet:F0} s; asking again (resending the last one).",
@@ -113,7 +119,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     /// </summary>
     public static (LiteDbOutbox Outbox, LiteDbPrivacyLedgerStore Ledger) OpenStores(EdgeAgentOptions options, ILogger logger)
     {
-        var outbox = LiteDbOutbox.OpenOrQuarantine(options.DatabasePath);
+        var outbox = LiteDbOutbox.OpenOrQuarantine(options.DatabasePath, problem => logger.LogWarning("agent {Vehicle}: {Problem}", options.VehicleId, problem));
         var ledger = LiteDbPrivacyLedgerStore.OpenOrQuarantine(options.EffectivePrivacyLedgerPath,
             new Core.Privacy.PrivacyLedgerOptions(options.EpsilonBudget ?? double.MaxValue, options.PrivacyDelta));
         foreach (var moved in new[] { outbox.Quarantined, ledger.Quarantined }.OfType<string>())
@@ -196,7 +202,7 @@ internal sealed class AgentUplink(string vehicleId, MqttConnection mqtt, LiteDbO
     internal async Task PassAsync(bool first, Func<CancellationToken, Task> checkIn, CancellationToken cancellationToken)
     {
         if (first)
-            foreach (var item in outbox.Pending()) _schedule.Track(item.UpdateId, item.ExpiresAt, item.Attempts); // what an earlier run left: read once
+            foreach (var entry in outbox.Entries()) _schedule.Track(entry.UpdateId, entry.ExpiresAt, entry.Attempts); // what an earlier run left: read once
         if (_schedule.Expired(time.GetUtcNow()).Count > 0) outbox.DropExpired(time.GetUtcNow());
         if (first || _schedule.Count == 0) await checkIn(cancellationToken).ConfigureAwait(false);
         if (first) return;

@@ -43,8 +43,7 @@ public sealed class EdgeAgentWorker(
     private AgentUplink? _uplink;
     private AgentCheckIn? _checkIn;
     private LiteDbOutbox? _outbox; private LiteDbPrivacyLedgerStore? _ledger; // the durable stores
-    private AgentModels? _models;
-    private ChunkAssembler? _inboxChunks;
+    private AgentModels? _models; private ChunkAssembler? _inboxChunks; // models as they arrive; the inbox's chunked messages
     private AgentTraining? _training;
     private Channel<object>? _loop; // MqttIncoming or TrainingResult, handled one at a time
     private ECDsa? _aggregatorKey, _deviceKey;
@@ -170,6 +169,7 @@ public sealed class EdgeAgentWorker(
         var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid(), _random.SecAggHolders?.Invoke(r));
         switch (VehicleRound.Join(plan, signed.Payload, _profile, _outbox!.GetState(AgentCheckIn.LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time, PlanTiming.Remaining(plan, signed.ExpiresIn))) // skew-free: a duration from now
         {
+            case NotSelected: _models!.NotSelected(plan); break; // an idle vehicle keeps no model it will not train on (docs/scale.md)
             case AlreadyDecided:
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
                 break;

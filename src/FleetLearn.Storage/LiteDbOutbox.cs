@@ -12,50 +12,91 @@ namespace FleetLearn.Storage;
 /// <param name="Attempts">Sends so far.</param>
 public sealed record OutboxItem(Guid UpdateId, string Vehicle, long Round, string Topic, byte[] Payload, DateTimeOffset ExpiresAt, int Attempts = 0);
 
+/// <summary>What the outbox knows of a waiting message without reading its payload.</summary>
+/// <param name="UpdateId">Identity of the update.</param>
+/// <param name="Topic">MQTT topic to publish to.</param>
+/// <param name="Length">Payload bytes.</param>
+/// <param name="ExpiresAt">Phase deadline.</param>
+/// <param name="Attempts">Sends recorded so far.</param>
+public sealed record OutboxEntry(Guid UpdateId, string Topic, long Length, DateTimeOffset ExpiresAt, int Attempts);
+
 /// <summary>
-/// The vehicle's durable outbox (LiteDB, <c>Connection=direct</c>): an update is written here before its first send and
-/// leaves only when the aggregator acknowledges it (or its deadline passes). Resends are harmless because the
-/// aggregator dedupes. Every enqueue and acknowledgement is checkpointed and fsynced before returning, as the privacy
-/// ledger does (LiteDB does not fsync, issue #2818); a write lost to a power cut before that is a dropout — the update
-/// was not yet sent — never a corruption. Also holds the agent's small key/value state (last round completed).
+/// The vehicle's durable outbox: an update is written here before its first send and leaves only when the aggregator
+/// acknowledges it (or its deadline passes). Resends are harmless because the aggregator dedupes. A payload over
+/// <see cref="InlinePayloadBytes"/> is a file beside the database (<see cref="OutboxPayloadFiles"/>), written and fsynced before the
+/// LiteDB document (<c>Connection=direct</c>) that names it with its length and SHA-256; a smaller one lies in its document; every enqueue and acknowledgement is checkpointed and fsynced before returning, as the
+/// privacy ledger does (LiteDB does not fsync, issue #2818). A write lost to a power cut before that is a dropout — the update was
+/// not yet sent — never a corruption: a document whose file is missing, short or fails its hash is dropped with a warning, never
+/// sent, and a file no document names is deleted at open. Also holds the agent's small key/value state (last round completed).
 /// Thread-safe through one lock.
 /// </summary>
 public sealed class LiteDbOutbox : IDisposable
 {
-    /// <summary>Largest payload stored in one document (LiteDB's document limit is 16 MiB).</summary>
+    /// <summary>Largest payload accepted (a sanity bound: the largest message a vehicle sends is a masked input of a few MB).</summary>
     public const int MaxPayloadBytes = 15 << 20;
 
-    private readonly ReleasableDatabase _files; // closed while idle (Release), reopened on the next use under _gate
+    /// <summary>
+    /// Payloads up to this size stay in their LiteDB document (the key-phase messages: one fsync each); larger ones (masked inputs,
+    /// plaintext updates) go to a file. A small document costs LiteDB's page cache little; the file's own fsyncs (file and folder)
+    /// would double the cost of the thousands of small writes a key phase makes.
+    /// </summary>
+    public const int InlinePayloadBytes = 64 << 10;
+
+    private readonly ReleasableDatabase _database; // closed while idle (Release), reopened on the next use under _gate
+    private readonly OutboxPayloadFiles _files;
+    private readonly Action<string> _warn;
     private readonly object _gate = new();
+    private (Guid Id, PayloadFile File)? _kept; // a payload kept readable after its acknowledgement (KeepAfterAcknowledgement)
     private bool _disposed;
 
-    private LiteDbOutbox(string path, LiteDatabase db)
+    private LiteDbOutbox(string path, LiteDatabase db, Action<string>? warn)
     {
         Path = path;
-        _files = new ReleasableDatabase(path, "outbox", db);
+        _database = new ReleasableDatabase(path, "outbox", db);
+        _files = new OutboxPayloadFiles(path);
+        _warn = warn ?? (_ => { });
     }
 
     // Properties, not fields: each use opens the released database again.
-    private LiteDatabase _db => _files.Database;
+    private LiteDatabase _db => _database.Database;
     private ILiteCollection<BsonDocument> _items => _db.GetCollection<BsonDocument>("outbox");
     private ILiteCollection<BsonDocument> _state => _db.GetCollection<BsonDocument>("agent_state");
 
     /// <summary>Data file path.</summary>
     public string Path { get; }
 
-    /// <summary>Opens or creates the outbox at <paramref name="path"/>; throws <see cref="InvalidDataException"/> when unreadable.</summary>
-    public static LiteDbOutbox Open(string path)
+    /// <summary>The folder of the payload files, beside the data file.</summary>
+    public string PayloadFolder => _files.Folder;
+
+    /// <summary>
+    /// Opens or creates the outbox at <paramref name="path"/>; throws <see cref="InvalidDataException"/> when unreadable. A document
+    /// whose payload file is missing, short or fails its hash is dropped and reported to <paramref name="warn"/>; payload files that no
+    /// document names (a crash between a file and its document, an acknowledgement's leftover) are deleted.
+    /// </summary>
+    public static LiteDbOutbox Open(string path, Action<string>? warn = null)
     {
+        bool created = LiteDbFiles.IsNew(path);
         var db = LiteDbFiles.Open(path, "outbox");
-        var outbox = new LiteDbOutbox(System.IO.Path.GetFullPath(path), db);
+        LiteDbOutbox outbox;
         try
         {
-            _ = outbox.Pending(); // verify every document reads back, by scan and through the _id index
-            LiteDbFiles.ReadAll(db, "outbox");
+            outbox = new LiteDbOutbox(System.IO.Path.GetFullPath(path), db, warn);
+            var named = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var doc in LiteDbFiles.ReadAll(db, "outbox")) // every document reads back, by scan and through the _id index
+            {
+                _ = ToEntry(doc);
+                if (FileOf(doc) is not { } file) continue; // a small payload, stored in the document (or one written before payload files)
+                if (outbox._files.TryRead(file, out string? problem) is null) outbox.Drop(doc, problem!);
+                else named.Add(file.Name);
+            }
             foreach (var doc in LiteDbFiles.ReadAll(db, "agent_state")) _ = doc["value"].AsInt64;
-            LiteDbFiles.Rebuild(db, outbox.Path);
-            LiteDbFiles.ProbeWrite(db, "outbox", outbox.Path);
-            LiteDbFiles.ProbeWrite(db, "agent_state", outbox.Path);
+            if (!created) // a file this open created holds no torn page: nothing to rebuild or probe
+            {
+                LiteDbFiles.Rebuild(db, outbox.Path);
+                LiteDbFiles.ProbeWrite(db, "outbox", outbox.Path);
+                LiteDbFiles.ProbeWrite(db, "agent_state", outbox.Path);
+            }
+            outbox._files.DeleteOrphans(named);
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {
@@ -71,19 +112,19 @@ public sealed class LiteDbOutbox : IDisposable
     /// <summary>
     /// Like <see cref="Open"/>, but an outbox file that no longer opens (a power cut mid-checkpoint, issue 14 item 4) is moved
     /// aside and a fresh one started, so that the vehicle starts: the updates that waited in it are lost (a dropout; their ε
-    /// stays charged in the ledger), and the durable counters come back from their side copy (<c>{file}.state</c>), so a
-    /// round already joined is never joined again.
+    /// stays charged in the ledger; their payload files, named by no document now, are deleted), and the durable counters come
+    /// back from their side copy (<c>{file}.state</c>), so a round already joined is never joined again.
     /// </summary>
-    public static LiteDbOutbox OpenOrQuarantine(string path)
+    public static LiteDbOutbox OpenOrQuarantine(string path, Action<string>? warn = null)
     {
         try
         {
-            return Open(path);
+            return Open(path, warn);
         }
         catch (InvalidDataException)
         {
             string moved = LiteDbFiles.Quarantine(path);
-            var outbox = Open(path);
+            var outbox = Open(path, warn);
             outbox.Quarantined = moved;
             return outbox;
         }
@@ -97,7 +138,7 @@ public sealed class LiteDbOutbox : IDisposable
             lock (_gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                return _files.Recall("count", () => _items.Count()); // every write below forgets it: an idle outbox answers without reopening
+                return _database.Recall("count", () => _items.Count()); // every write below forgets it: an idle outbox answers without reopening
             }
         }
     }
@@ -107,7 +148,7 @@ public sealed class LiteDbOutbox : IDisposable
     {
         get
         {
-            lock (_gate) return _files.IsOpen;
+            lock (_gate) return _database.IsOpen;
         }
     }
 
@@ -116,7 +157,7 @@ public sealed class LiteDbOutbox : IDisposable
     {
         get
         {
-            lock (_gate) return _files.Reopens;
+            lock (_gate) return _database.Reopens;
         }
     }
 
@@ -129,62 +170,109 @@ public sealed class LiteDbOutbox : IDisposable
     {
         lock (_gate)
         {
-            if (_disposed || !_files.IsOpen) return;
+            if (_disposed || !_database.IsOpen) return;
             // Read now, while open: an idle vehicle's count is polled, and its check-in reads the counters.
-            _files.Recall("count", () => _items.Count());
-            _files.RememberAll("state:", _state.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(d => (d["_id"].AsString, (object?)(long?)d["value"].AsInt64)));
-            _files.Release();
+            _database.Recall("count", () => _items.Count());
+            _database.RememberAll("state:", _state.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(d => (d["_id"].AsString, (object?)(long?)d["value"].AsInt64)));
+            _database.Release();
         }
     }
 
-    /// <summary>Stores <paramref name="item"/> durably; enqueuing the same update id again replaces it (idempotent).</summary>
+    /// <summary>Stores <paramref name="item"/> durably (its payload file first, then its document); enqueuing the same update id again replaces it (idempotent).</summary>
     public void Enqueue(OutboxItem item)
     {
         ArgumentNullException.ThrowIfNull(item);
         if (item.Payload.Length > MaxPayloadBytes) throw new ArgumentException($"Outbox payload of {item.Payload.Length} bytes exceeds {MaxPayloadBytes}.");
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        LiteDbFiles.EnsureSpace(Path, item.Payload.Length);
+        PayloadFile? file = item.Payload.Length > InlinePayloadBytes ? _files.Write(item.UpdateId, item.Payload) : null; // durable before any document names it
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            LiteDbFiles.EnsureSpace(Path, item.Payload.Length);
-            _files.Forget("count");
-            _items.Upsert(ToDocument(item));
+            var previous = _items.FindById(new BsonValue(item.UpdateId)) is { } old ? FileOf(old) : null;
+            _database.Forget("count");
+            _items.Upsert(ToDocument(item, file));
             LiteDbFiles.Durable(_db, Path);
+            if (previous is { } p && p.Name != file?.Name && _kept?.File.Name != p.Name) _files.Delete(p.Name);
         }
     }
 
-    /// <summary>Every waiting item, oldest round first.</summary>
+    /// <summary>Every waiting item with its payload, oldest round first; an item whose payload file fails its check is dropped (a warning), not returned.</summary>
     public IReadOnlyList<OutboxItem> Pending()
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_files.Known("count") is 0) return []; // known empty: no reopen
-            return [.. _items.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(FromDocument).OrderBy(i => i.Round).ThenBy(i => i.UpdateId)];
+            if (_database.Known("count") is 0) return []; // known empty: no reopen
+            var items = new List<OutboxItem>();
+            foreach (var doc in _items.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).ToList())
+                if (Read(doc) is { } item) items.Add(item);
+            return [.. items.OrderBy(i => i.Round).ThenBy(i => i.UpdateId)];
         }
     }
 
-    /// <summary>Removes an acknowledged item; false when it was not there (e.g. a duplicate ack).</summary>
+    /// <summary>Every waiting item without reading its payload, oldest round first.</summary>
+    public IReadOnlyList<OutboxEntry> Entries()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return [.. _items.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).OrderBy(d => d["round"].AsInt64).ThenBy(d => d["_id"].AsGuid).Select(ToEntry)];
+        }
+    }
+
+    /// <summary>Removes an acknowledged item and its payload file; false when it was not there (e.g. a duplicate ack).</summary>
     public bool Acknowledge(Guid updateId)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
-            _files.Forget("count");
-            bool removed = _items.Delete(new BsonValue(updateId));
-            if (removed) LiteDbFiles.Durable(_db, Path);
-            return removed;
+            if (_items.FindById(new BsonValue(updateId)) is not { } doc) return false;
+            _database.Forget("count");
+            _items.Delete(new BsonValue(updateId));
+            LiteDbFiles.Durable(_db, Path);
+            if (FileOf(doc) is { } file && _kept?.Id != updateId) _files.Delete(file.Name); // a crash before this leaves an orphan, swept at open
+            return true;
         }
     }
 
-    /// <summary>The waiting item with <paramref name="updateId"/>, or null (an index lookup: no scan of the other items).</summary>
+    /// <summary>
+    /// Keeps the payload of <paramref name="updateId"/> readable through <see cref="ReadKept"/> after its acknowledgement, until
+    /// another item is kept or the outbox is opened again (the file of an acknowledged item is named by no document then, and swept).
+    /// One item at a time: the vehicle's last secure-aggregation message, resent to ask the aggregator again, without holding it in memory.
+    /// </summary>
+    public void KeepAfterAcknowledgement(Guid updateId)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_kept is { } old && old.Id != updateId && _items.FindById(new BsonValue(old.Id)) is null) _files.Delete(old.File.Name);
+            _kept = _items.FindById(new BsonValue(updateId)) is { } doc && FileOf(doc) is { } file ? (updateId, file) : null;
+        }
+    }
+
+    /// <summary>The kept payload of <paramref name="updateId"/> (<see cref="KeepAfterAcknowledgement"/>), or null when it is not the kept one or its file fails its check (a warning).</summary>
+    public byte[]? ReadKept(Guid updateId)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_kept is not { } kept || kept.Id != updateId) return null;
+            var bytes = _files.TryRead(kept.File, out string? problem);
+            if (bytes is null) _warn($"outbox '{Path}': the kept message {updateId} cannot be sent again: {problem}.");
+            return bytes;
+        }
+    }
+
+    /// <summary>The waiting item with <paramref name="updateId"/>, or null (an index lookup: no scan of the other items); an item whose payload file fails its check is dropped (a warning).</summary>
     public OutboxItem? Find(Guid updateId)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_files.Known("count") is 0) return null;
-            return _items.FindById(new BsonValue(updateId)) is { } doc ? FromDocument(doc) : null;
+            if (_database.Known("count") is 0) return null;
+            return _items.FindById(new BsonValue(updateId)) is { } doc ? Read(doc) : null;
         }
     }
 
@@ -202,19 +290,26 @@ public sealed class LiteDbOutbox : IDisposable
         }
     }
 
-    /// <summary>Drops items whose deadline passed; returns how many.</summary>
+    /// <summary>Drops items whose deadline passed, with their payload files; returns how many.</summary>
     public int DropExpired(DateTimeOffset now)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_files.Known("count") is 0) return 0;
-            if (_items.Count(Query.LT("expires", now.ToUnixTimeMilliseconds())) == 0) return 0; // nothing to write (a full disk is no reason to fail here)
+            if (_database.Known("count") is 0) return 0;
+            var expired = _items.Find(Query.LT("expires", now.ToUnixTimeMilliseconds())).ToList();
+            if (expired.Count == 0) return 0; // nothing to write (a full disk is no reason to fail here)
             LiteDbFiles.EnsureSpace(Path, 0);
-            _files.Forget("count");
-            int n = _items.DeleteMany(Query.LT("expires", now.ToUnixTimeMilliseconds()));
-            if (n > 0) LiteDbFiles.Durable(_db, Path);
-            return n;
+            _database.Forget("count");
+            foreach (var doc in expired) _items.Delete(doc["_id"]);
+            LiteDbFiles.Durable(_db, Path);
+            foreach (var doc in expired)
+            {
+                if (FileOf(doc) is not { } file) continue;
+                _files.Delete(file.Name);
+                if (_kept?.Id == doc["_id"].AsGuid) _kept = null;
+            }
+            return expired.Count;
         }
     }
 
@@ -224,7 +319,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _files.Recall("state:" + key, () => (_files.KnowsAll("state:") ? null : _state.FindById(key)?["value"].AsInt64) ?? ReadSideCopy().GetValueOrDefault(key));
+            return _database.Recall("state:" + key, () => (_database.KnowsAll("state:") ? null : _state.FindById(key)?["value"].AsInt64) ?? ReadSideCopy().GetValueOrDefault(key));
         }
     }
 
@@ -235,12 +330,12 @@ public sealed class LiteDbOutbox : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
-            _files.Forget("state:" + key);
-            _files.Forget("state:*"); // no longer sure the remembered counters are all the file holds: a write that fails below leaves it to the file
+            _database.Forget("state:" + key);
+            _database.Forget("state:*"); // no longer sure the remembered counters are all the file holds: a write that fails below leaves it to the file
             _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
             WriteSideCopy(key, value);
-            _files.Remember("state:" + key, (long?)value);
+            _database.Remember("state:" + key, (long?)value);
         }
     }
 
@@ -279,22 +374,62 @@ public sealed class LiteDbOutbox : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            _files.Dispose();
+            _database.Dispose();
         }
     }
 
-    private static BsonDocument ToDocument(OutboxItem item) => new()
+    /// <summary>The item of <paramref name="doc"/> with its payload, or null after dropping a document whose payload file fails its check.</summary>
+    private OutboxItem? Read(BsonDocument doc)
     {
-        ["_id"] = item.UpdateId,
-        ["vehicle"] = item.Vehicle,
-        ["round"] = item.Round,
-        ["topic"] = item.Topic,
-        ["payload"] = item.Payload,
-        ["expires"] = item.ExpiresAt.ToUnixTimeMilliseconds(),
-        ["attempts"] = item.Attempts,
-    };
+        byte[]? payload;
+        if (FileOf(doc) is { } file)
+        {
+            payload = _files.TryRead(file, out string? problem);
+            if (payload is null)
+            {
+                Drop(doc, problem!);
+                return null;
+            }
+        }
+        else payload = doc["payload"].AsBinary; // a small payload, or one written before payload files
+        return new OutboxItem(doc["_id"].AsGuid, doc["vehicle"].AsString, doc["round"].AsInt64, doc["topic"].AsString, payload,
+            DateTimeOffset.FromUnixTimeMilliseconds(doc["expires"].AsInt64), doc["attempts"].AsInt32);
+    }
 
-    private static OutboxItem FromDocument(BsonDocument d) => new(
-        d["_id"].AsGuid, d["vehicle"].AsString, d["round"].AsInt64, d["topic"].AsString, d["payload"].AsBinary,
-        DateTimeOffset.FromUnixTimeMilliseconds(d["expires"].AsInt64), d["attempts"].AsInt32);
+    /// <summary>Deletes a document whose payload cannot be sent as written: the message is a dropout, never a corrupt send.</summary>
+    private void Drop(BsonDocument doc, string problem)
+    {
+        _warn($"outbox '{Path}': message {doc["_id"].AsGuid} of round {doc["round"].AsInt64} ({doc["topic"].AsString}) dropped: {problem}; it is not sent.");
+        _database.Forget("count");
+        _items.Delete(doc["_id"]);
+        LiteDbFiles.Durable(_db, Path);
+        if (FileOf(doc) is { } file) _files.Delete(file.Name);
+    }
+
+    private static PayloadFile? FileOf(BsonDocument doc) =>
+        doc["file"].IsString ? new PayloadFile(doc["file"].AsString, doc["length"].AsInt64, doc["sha256"].AsBinary) : null;
+
+    private static OutboxEntry ToEntry(BsonDocument d) => new(d["_id"].AsGuid, d["topic"].AsString,
+        FileOf(d)?.Length ?? d["payload"].AsBinary.Length, DateTimeOffset.FromUnixTimeMilliseconds(d["expires"].AsInt64), d["attempts"].AsInt32);
+
+    private static BsonDocument ToDocument(OutboxItem item, PayloadFile? file)
+    {
+        var doc = new BsonDocument
+        {
+            ["_id"] = item.UpdateId,
+            ["vehicle"] = item.Vehicle,
+            ["round"] = item.Round,
+            ["topic"] = item.Topic,
+            ["expires"] = item.ExpiresAt.ToUnixTimeMilliseconds(),
+            ["attempts"] = item.Attempts,
+        };
+        if (file is { } f)
+        {
+            doc["file"] = f.Name;
+            doc["length"] = f.Length;
+            doc["sha256"] = f.Sha256;
+        }
+        else doc["payload"] = item.Payload;
+        return doc;
+    }
 }

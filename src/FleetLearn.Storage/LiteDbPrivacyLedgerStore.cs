@@ -140,6 +140,7 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
         // Opened first and outside the damage handling below: a mirror that cannot be opened (held by another process) is an
         // error of its own, never a reason to quarantine the ledger.
         var mirror = LedgerMirror.Open(fullPath);
+        bool created = LiteDbFiles.IsNew(fullPath);
         LiteDatabase db;
         try
         {
@@ -155,9 +156,12 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
             var ledger = new PrivacyLedger(options);
             var verification = Load(db, ledger, options, fullPath);
             LiteDbFiles.ReadAll(db, CollectionName); // the _id index too: the next Record looks a vehicle up through it
-            LiteDbFiles.Rebuild(db, fullPath);
-            db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
-            LiteDbFiles.ProbeWrite(db, CollectionName, fullPath);
+            if (!created) // a file this open created holds no torn page: nothing to rebuild or probe
+            {
+                LiteDbFiles.Rebuild(db, fullPath);
+                db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
+                LiteDbFiles.ProbeWrite(db, CollectionName, fullPath);
+            }
             var store = new LiteDbPrivacyLedgerStore(fullPath, new ReleasableDatabase(fullPath, "privacy ledger", db), ledger, verification, mirror);
             store.Reconcile(LedgerMirror.Read(fullPath));
             store.FlushToDisk();

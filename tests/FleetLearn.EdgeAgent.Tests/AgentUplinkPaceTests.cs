@@ -106,9 +106,13 @@ public sealed class AgentUplinkPaceTests : IAsyncLifetime
         static Task NoCheckIn(CancellationToken _) => Task.CompletedTask;
         await uplink.PassAsync(first: true, NoCheckIn, cts.Token);
         var id = Guid.NewGuid();
-        await uplink.EnqueueAsync(EnvelopeKind.SecAgg, "secagg", 1, 0, 0, id, new byte[bytes], time.GetUtcNow().AddHours(1), cts.Token);
+        var payload = new byte[bytes];
+        new System.Random(bytes).NextBytes(payload);
+        await uplink.EnqueueAsync(EnvelopeKind.SecAgg, "secagg", 1, 0, 0, id, payload, time.GetUtcNow().AddHours(1), cts.Token);
         uplink.Acknowledge(new Envelope(EnvelopeKind.Ack, "car-0", 1, id, new UpdateAck(AckStatus.Accepted).Encode()));
         Assert.Equal(0, outbox.Count);
+        int chunks = ChunkCodec.Split(new Envelope(EnvelopeKind.SecAgg, "car-0", 1, id, payload).Encode(), _vehicle.Options.MaxPacketSize, id).Count;
+        for (int i = 0; i < chunks; i++) await _arrived.WaitAsync(cts.Token);
 
         for (int i = 1; i < intervals; i++)
         {
@@ -119,5 +123,12 @@ public sealed class AgentUplinkPaceTests : IAsyncLifetime
         time.Advance(Interval);
         await uplink.PassAsync(first: false, NoCheckIn, cts.Token);
         Assert.Equal(1, uplink.AskedAgain);
+        // The same bytes again: a masked input is not held in memory after its ack but read back from the outbox's kept file.
+        for (int i = 0; i < chunks; i++) await _arrived.WaitAsync(cts.Token);
+        lock (_uplinked)
+        {
+            Assert.Equal(2 * chunks, _uplinked.Count);
+            Assert.Equal(_uplinked.Take(chunks).Select(Convert.ToBase64String).Order(), _uplinked.Skip(chunks).Select(Convert.ToBase64String).Order());
+        }
     }
 }

@@ -42,4 +42,28 @@ public sealed class SharedModelBytesTests
         Assert.Equal(0.375f, agents[1].TryTake(plan)!.Parameters[0]);
         Assert.Equal(RejectReasons.Signature, Assert.Throws<WireFormatException>(() => forged.TryTake(plan)).Reason);
     }
+
+    [Fact]
+    public void NotSelected_DropsModelsUpToThePlansVersion_KeepsNewerOnes()
+    {
+        var v12 = Model(12, 0.25f);
+        var v13 = Model(13, 0.75f);
+        RoundPlan Plan(long version, byte[] bytes, string member) => new()
+        {
+            Fleet = "test", Round = version + 1, ModelVersion = version, ModelSpec = Spec.ToString(), ModelBytes = bytes.Length,
+            ModelSha256 = Convert.ToHexStringLower(SHA256.HashData(bytes)), Cohort = [member], DeadlineUnixMs = 1, IssuedUnixMs = 0,
+        };
+        var models = new AgentModels(1 << 20);
+        foreach (var chunk in ChunkCodec.Split(v12, 2200, Guid.NewGuid())) models.Add(12, chunk);
+        Assert.NotNull(models.TryTake(Plan(12, v12, "car-0"))); // trained on 12: the decoded model is kept
+        foreach (var chunk in ChunkCodec.Split(v13, 2200, Guid.NewGuid())) models.Add(13, chunk);
+        Assert.Equal(2, models.Held);
+
+        models.NotSelected(Plan(12, v12, "car-9")); // a plan on 12 without this vehicle: 12 goes, 13 stays
+        Assert.Equal(1, models.Held);
+        Assert.Null(models.TryTake(Plan(12, v12, "car-0")));
+        models.NotSelected(Plan(13, v13, "car-9"));
+        Assert.Equal(0, models.Held);
+        Assert.Null(models.TryTake(Plan(13, v13, "car-0"))); // asked for again by the round (up/model), as any model that did not come
+    }
 }

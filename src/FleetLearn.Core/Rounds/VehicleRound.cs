@@ -144,8 +144,12 @@ public sealed record AwaitingModel(ForwardedSharesMessage? EarlyShares = null) :
 /// <summary>The model arrived and verified; the runner trains. Forwarded shares that come meanwhile wait here.</summary>
 public sealed record TrainingLocally(Checkpoint Model, ForwardedSharesMessage? EarlyShares) : VehicleRoundState;
 
-/// <summary>Secure: the input is encoded; the forwarded shares have not come yet.</summary>
-public sealed record AwaitingShares(uint[] Input) : VehicleRoundState;
+/// <summary>Secure: the input is encoded (held at m bits a value, or as is when a value does not fit); the forwarded shares have not come yet.</summary>
+public sealed record AwaitingShares(PackedInput? Packed, uint[]? Unpacked) : VehicleRoundState
+{
+    /// <summary>The encoded input x_u, as <c>EncodeSecure</c> returned it.</summary>
+    public uint[] Input() => Unpacked ?? Packed!.Unpack();
+}
 
 /// <summary>Secure: the masked input left; the unmask request has not come yet.</summary>
 public sealed record AwaitingUnmask : VehicleRoundState;
@@ -339,7 +343,7 @@ public sealed class VehicleRound : IDisposable
         var input = _setup.Codec.EncodeSecure(delta, weight, random.Noise, random.Rounding, out var secureInfo);
         Clamped = secureInfo.Clamped;
         if (training.EarlyShares is { } shares) return SendMaskedInput(shares, input);
-        State = new AwaitingShares(input);
+        State = PackedInput.TryPack(input, _secAgg.BitWidth) is { } packed ? new AwaitingShares(packed, null) : new AwaitingShares(null, input);
         return [];
     }
 
@@ -367,7 +371,7 @@ public sealed class VehicleRound : IDisposable
                             State = training with { EarlyShares = shares };
                             return [];
                         case AwaitingShares awaiting:
-                            return SendMaskedInput(shares, awaiting.Input);
+                            return SendMaskedInput(shares, awaiting.Input());
                         default:
                             return []; // a redelivered copy: already answered
                     }

@@ -105,6 +105,9 @@ public sealed class SecAggVehicle : IDisposable
     /// <summary>Why the vehicle aborted, or null.</summary>
     public string? AbortReason { get; private set; }
 
+    /// <summary>The round's m: bits per input value, the sum's modulus 2^m.</summary>
+    public int BitWidth => _p.BitWidth;
+
     /// <summary>When the vehicle gives up waiting for the server's next message.</summary>
     public DateTimeOffset? Deadline => Phase is SecAggVehiclePhase.AwaitingKeyDirectory or SecAggVehiclePhase.AwaitingShares or SecAggVehiclePhase.AwaitingConsistencyCheck or SecAggVehiclePhase.AwaitingUnmaskRequest ? _deadline : null;
 
