@@ -3,22 +3,42 @@ using System.Runtime.InteropServices;
 namespace FleetLearn.Cli;
 
 /// <summary>
-/// The process's open-file limit (<c>RLIMIT_NOFILE</c>) against what a simulated fleet in one process needs. Each agent holds
-/// about a dozen descriptors (its MQTT socket, and LiteDB keeps two handles on each of its outbox's and its privacy ledger's
-/// data and log files, plus the ledger's mirror), and the embedded broker one socket per connected vehicle, so 2,500 agents
-/// beside a broker of 10,000 need about 40,000. The .NET runtime already raises the soft limit to the hard one when it starts;
-/// past the hard limit only a process with CAP_SYS_RESOURCE may go (up to <c>fs.nr_open</c>), and this one tries. Otherwise the
-/// run stops before it starts, saying what to change, instead of failing in the middle with "Too many open files", an agent
-/// database taken for a damaged one, or "Out of memory." (all three seen with 10,000 agents in 4 processes under a hard
-/// limit of 20,000).
+/// The process's open-file limit (<c>RLIMIT_NOFILE</c>) against what a simulated fleet in one process needs. An idle agent holds
+/// its MQTT socket only: its outbox and privacy ledger close their files while it has no round and nothing to send (issue 16
+/// item 3). An agent in a round holds about ten (LiteDB keeps two handles on each of its outbox's and its ledger's data and log
+/// files, plus the ledger's mirror), and the embedded broker one socket per connected vehicle. So 2,500 agents, about 300 of
+/// them in a round, beside a broker of 10,000 need about 16,500. The .NET runtime already raises the soft limit to the hard one
+/// when it starts; past the hard limit only a process with CAP_SYS_RESOURCE may go (up to <c>fs.nr_open</c>), and this one
+/// tries. Otherwise the run stops before it starts, saying what to change, instead of failing in the middle with "Too many open
+/// files", an agent database taken for a damaged one, or "Out of memory." (all three seen with 10,000 agents in 4 processes
+/// under a hard limit of 20,000, when every agent held its files).
 /// </summary>
 internal static partial class OpenFileLimit
 {
-    /// <summary>Descriptors one simulated agent holds (measured at 500 agents: 11.4 each, sockets of both ends included).</summary>
-    public const int PerAgent = 12;
+    /// <summary>Descriptors an idle simulated agent holds: its socket (measured at 1,000 agents, cohort 100: 2.0 each between rounds with the broker's end, docs/scale.md).</summary>
+    public const int IdlePerAgent = 1;
+
+    /// <summary>Descriptors an agent in a round holds: its socket and its database files (measured: 9 more than idle), and one more for a write's fsync handle.</summary>
+    public const int BusyPerAgent = 11;
 
     /// <summary>Room for everything else a process opens (assemblies, pipes, the aggregator's files, epoll).</summary>
     public const int Reserve = 1024;
+
+    /// <summary>
+    /// What a process of <paramref name="agents"/> agents needs (<see cref="Reserve"/> included, the broker's sockets not), when a
+    /// cohort of <paramref name="cohort"/> is drawn from <paramref name="vehicles"/>: its expected share of the cohort plus four
+    /// standard deviations of the draw (hypergeometric) are counted busy, the others idle.
+    /// </summary>
+    public static long ForAgents(long agents, long vehicles, long cohort)
+    {
+        if (agents <= 0 || vehicles <= 0) return Reserve;
+        double share = (double)Math.Min(agents, vehicles) / vehicles;
+        long drawn = Math.Min(cohort, vehicles);
+        double mean = drawn * share;
+        double sd = vehicles > 1 ? Math.Sqrt(drawn * share * (1 - share) * (vehicles - drawn) / (vehicles - 1)) : 0;
+        long busy = Math.Min(agents, (long)Math.Ceiling(mean + 4 * sd));
+        return Reserve + IdlePerAgent * agents + (BusyPerAgent - IdlePerAgent) * busy;
+    }
 
     private const int RlimitNofile = 7; // Linux, every 64-bit architecture .NET runs on
 

@@ -97,8 +97,7 @@ public sealed class EdgeAgentWorker(
         (_outbox, _ledger) = AgentUplink.OpenStores(_options, logger); // an unreadable file is quarantined, never a vehicle down for good
         using var ownTrainers = trainers is null ? TrainerPool.Single() : null;
         var training = _training = new AgentTraining(trainers ?? ownTrainers!, _profile.Pinned, monitor, _options.VehicleId, logger);
-        _models = new AgentModels(_options.MaxModelBytes);
-        _inboxChunks = new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16);
+        (_models, _inboxChunks) = (new AgentModels(_options.MaxModelBytes), new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16));
         _loop = Channel.CreateBounded<object>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = _mqtt = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { UpdateAcknowledged = r => link?.UpdateAcknowledged(_options.VehicleId, r), AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
@@ -106,7 +105,8 @@ public sealed class EdgeAgentWorker(
         foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) }) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
         connection.Start(stoppingToken);
         _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time, Pace = new AgentPace(_outbox, _aggregatorKey, mqtt.Fleet, _options.VehicleId, time, logger));
-        var resender = Task.Run(() => _uplink.RunAsync(ct => _checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct), stoppingToken), stoppingToken);
+        var idle = new AgentIdle(_outbox, _ledger, () => _round is { IsFinished: false }, _options.VehicleId, logger); idle.ReleaseIfIdle(); // closed until used: thousands start at once
+        var resender = Task.Run(() => _uplink.RunAsync(ct => idle.AfterAsync(_checkIn.PublishAsync(_data = dataSource?.Current() ?? _data, ct)), stoppingToken), stoppingToken);
         using var onStateChange = _checkIn.CheckInOnChange(() => _data = dataSource?.Current() ?? _data, stoppingToken);
         try
         {
@@ -122,7 +122,7 @@ public sealed class EdgeAgentWorker(
                     Rejected += e is WireFormatException ? 1 : 0;
                     logger.Log(e is WireFormatException ? LogLevel.Warning : LogLevel.Error, "agent {Vehicle}: {What} a message{On}: {Reason}", _options.VehicleId, e is WireFormatException ? "rejected" : "disk full; could not handle", item is MqttIncoming m ? $" on {m.Topic}" : "", e.Message);
                 }
-                Progressed?.Invoke();
+                idle.ReleaseIfIdle(); Progressed?.Invoke(); // after a plan that does not select it, or its round's last acknowledgement
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)

@@ -42,9 +42,7 @@ public sealed class LiteDbOutbox : IDisposable
     /// </summary>
     public const int InlinePayloadBytes = 64 << 10;
 
-    private readonly LiteDatabase _db;
-    private readonly ILiteCollection<BsonDocument> _items;
-    private readonly ILiteCollection<BsonDocument> _state;
+    private readonly ReleasableDatabase _database; // closed while idle (Release), reopened on the next use under _gate
     private readonly OutboxPayloadFiles _files;
     private readonly Action<string> _warn;
     private readonly object _gate = new();
@@ -54,12 +52,15 @@ public sealed class LiteDbOutbox : IDisposable
     private LiteDbOutbox(string path, LiteDatabase db, Action<string>? warn)
     {
         Path = path;
-        _db = db;
-        _items = db.GetCollection<BsonDocument>("outbox");
-        _state = db.GetCollection<BsonDocument>("agent_state");
+        _database = new ReleasableDatabase(path, "outbox", db);
         _files = new OutboxPayloadFiles(path);
         _warn = warn ?? (_ => { });
     }
+
+    // Properties, not fields: each use opens the released database again.
+    private LiteDatabase _db => _database.Database;
+    private ILiteCollection<BsonDocument> _items => _db.GetCollection<BsonDocument>("outbox");
+    private ILiteCollection<BsonDocument> _state => _db.GetCollection<BsonDocument>("agent_state");
 
     /// <summary>Data file path.</summary>
     public string Path { get; }
@@ -134,7 +135,46 @@ public sealed class LiteDbOutbox : IDisposable
     {
         get
         {
-            lock (_gate) return _items.Count();
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                return _database.Recall("count", () => _items.Count()); // every write below forgets it: an idle outbox answers without reopening
+            }
+        }
+    }
+
+    /// <summary>Whether the database files are open now (false after <see cref="Release"/>, until the next use).</summary>
+    public bool IsOpen
+    {
+        get
+        {
+            lock (_gate) return _database.IsOpen;
+        }
+    }
+
+    /// <summary>Times the outbox reopened its files after a <see cref="Release"/>.</summary>
+    public int Reopens
+    {
+        get
+        {
+            lock (_gate) return _database.Reopens;
+        }
+    }
+
+    /// <summary>
+    /// Closes the database files while the vehicle is idle; the next call that needs them reopens them (a plain open, not
+    /// <see cref="Open"/>'s verification). Every write was already durable; what it read last (<see cref="Count"/>, the counters)
+    /// is answered from memory meanwhile.
+    /// </summary>
+    public void Release()
+    {
+        lock (_gate)
+        {
+            if (_disposed || !_database.IsOpen) return;
+            // Read now, while open: an idle vehicle's count is polled, and its check-in reads the counters.
+            _database.Recall("count", () => _items.Count());
+            _database.RememberAll("state:", _state.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).Select(d => (d["_id"].AsString, (object?)(long?)d["value"].AsInt64)));
+            _database.Release();
         }
     }
 
@@ -150,6 +190,7 @@ public sealed class LiteDbOutbox : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var previous = _items.FindById(new BsonValue(item.UpdateId)) is { } old ? FileOf(old) : null;
+            _database.Forget("count");
             _items.Upsert(ToDocument(item, file));
             LiteDbFiles.Durable(_db, Path);
             if (previous is { } p && p.Name != file?.Name && _kept?.File.Name != p.Name) _files.Delete(p.Name);
@@ -162,6 +203,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_database.Known("count") is 0) return []; // known empty: no reopen
             var items = new List<OutboxItem>();
             foreach (var doc in _items.FindAll().Where(d => !LiteDbFiles.IsProbe(d)).ToList())
                 if (Read(doc) is { } item) items.Add(item);
@@ -187,6 +229,7 @@ public sealed class LiteDbOutbox : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
             if (_items.FindById(new BsonValue(updateId)) is not { } doc) return false;
+            _database.Forget("count");
             _items.Delete(new BsonValue(updateId));
             LiteDbFiles.Durable(_db, Path);
             if (FileOf(doc) is { } file && _kept?.Id != updateId) _files.Delete(file.Name); // a crash before this leaves an orphan, swept at open
@@ -228,6 +271,7 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_database.Known("count") is 0) return null;
             return _items.FindById(new BsonValue(updateId)) is { } doc ? Read(doc) : null;
         }
     }
@@ -252,9 +296,11 @@ public sealed class LiteDbOutbox : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_database.Known("count") is 0) return 0;
             var expired = _items.Find(Query.LT("expires", now.ToUnixTimeMilliseconds())).ToList();
             if (expired.Count == 0) return 0; // nothing to write (a full disk is no reason to fail here)
             LiteDbFiles.EnsureSpace(Path, 0);
+            _database.Forget("count");
             foreach (var doc in expired) _items.Delete(doc["_id"]);
             LiteDbFiles.Durable(_db, Path);
             foreach (var doc in expired)
@@ -272,8 +318,8 @@ public sealed class LiteDbOutbox : IDisposable
     {
         lock (_gate)
         {
-            var doc = _state.FindById(key);
-            return doc?["value"].AsInt64 ?? ReadSideCopy().GetValueOrDefault(key);
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _database.Recall("state:" + key, () => (_database.KnowsAll("state:") ? null : _state.FindById(key)?["value"].AsInt64) ?? ReadSideCopy().GetValueOrDefault(key));
         }
     }
 
@@ -284,9 +330,12 @@ public sealed class LiteDbOutbox : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             LiteDbFiles.EnsureSpace(Path, 0);
+            _database.Forget("state:" + key);
+            _database.Forget("state:*"); // no longer sure the remembered counters are all the file holds: a write that fails below leaves it to the file
             _state.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
             LiteDbFiles.Durable(_db, Path);
             WriteSideCopy(key, value);
+            _database.Remember("state:" + key, (long?)value);
         }
     }
 
@@ -325,8 +374,7 @@ public sealed class LiteDbOutbox : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            _db.Checkpoint();
-            _db.Dispose();
+            _database.Dispose();
         }
     }
 
@@ -352,6 +400,7 @@ public sealed class LiteDbOutbox : IDisposable
     private void Drop(BsonDocument doc, string problem)
     {
         _warn($"outbox '{Path}': message {doc["_id"].AsGuid} of round {doc["round"].AsInt64} ({doc["topic"].AsString}) dropped: {problem}; it is not sent.");
+        _database.Forget("count");
         _items.Delete(doc["_id"]);
         LiteDbFiles.Durable(_db, Path);
         if (FileOf(doc) is { } file) _files.Delete(file.Name);

@@ -33,21 +33,63 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
     public const int SchemaVersion = 1;
 
     private const string CollectionName = "privacy_ledger";
-    private readonly LiteDatabase _db;
-    private readonly ILiteCollection<BsonDocument> _collection;
-    private readonly PrivacyLedger _ledger;
-    private readonly LedgerMirror _mirror;
+    private readonly ReleasableDatabase _files; // closed while idle (Release), reopened on the next write under _gate
+    private readonly PrivacyLedger _ledger; // the whole history in memory: ε is answered from here, exact, files open or not
+    private LedgerMirror? _openMirror;
     private readonly object _gate = new();
     private bool _disposed;
 
-    private LiteDbPrivacyLedgerStore(string path, LiteDatabase db, PrivacyLedger ledger, LedgerVerification verification, LedgerMirror mirror)
+    private LiteDbPrivacyLedgerStore(string path, ReleasableDatabase files, PrivacyLedger ledger, LedgerVerification verification, LedgerMirror? mirror)
     {
         Path = path;
-        _db = db;
-        _mirror = mirror;
-        _collection = db.GetCollection<BsonDocument>(CollectionName);
+        _files = files;
+        _openMirror = mirror;
         _ledger = ledger;
         Verification = verification;
+    }
+
+    // Properties, not fields: each use opens the released database (and mirror) again.
+    private LiteDatabase _db => _files.Database;
+    private ILiteCollection<BsonDocument> _collection => _db.GetCollection<BsonDocument>(CollectionName);
+    private LedgerMirror _mirror => _openMirror ??= LedgerMirror.Open(Path);
+
+    /// <summary>Whether the database files are open now (false after <see cref="Release"/>, until the next write).</summary>
+    public bool IsOpen
+    {
+        get
+        {
+            lock (_gate) return _files.IsOpen || _openMirror is not null;
+        }
+    }
+
+    /// <summary>Times the ledger reopened its database after a <see cref="Release"/>.</summary>
+    public int Reopens
+    {
+        get
+        {
+            lock (_gate) return _files.Reopens;
+        }
+    }
+
+    /// <summary>
+    /// Closes the database and its mirror while the vehicle is idle; the next <see cref="Record"/> reopens them (a plain open,
+    /// not <see cref="Open"/>'s verification). Reads (ε, history) are answered from memory meanwhile.
+    /// </summary>
+    public void Release()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            try
+            {
+                _files.Release();
+            }
+            finally
+            {
+                _openMirror?.Dispose();
+                _openMirror = null;
+            }
+        }
     }
 
     /// <summary>Path of the LiteDB data file.</summary>
@@ -79,7 +121,7 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
     }
 
     private LiteDbPrivacyLedgerStore(LiteDbPrivacyLedgerStore opened, string quarantined)
-        : this(opened.Path, opened._db, opened._ledger, opened.Verification, opened._mirror) => Quarantined = quarantined;
+        : this(opened.Path, opened._files, opened._ledger, opened.Verification, opened._openMirror) => Quarantined = quarantined;
 
     /// <summary>The ledger's budget and accounting settings.</summary>
     public PrivacyLedgerOptions Options => _ledger.Options;
@@ -120,7 +162,7 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
                 db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
                 LiteDbFiles.ProbeWrite(db, CollectionName, fullPath);
             }
-            var store = new LiteDbPrivacyLedgerStore(fullPath, db, ledger, verification, mirror);
+            var store = new LiteDbPrivacyLedgerStore(fullPath, new ReleasableDatabase(fullPath, "privacy ledger", db), ledger, verification, mirror);
             store.Reconcile(LedgerMirror.Read(fullPath));
             store.FlushToDisk();
             return store;
@@ -198,9 +240,14 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            _db.Checkpoint();
-            _db.Dispose();
-            _mirror.Dispose();
+            try
+            {
+                _files.Dispose();
+            }
+            finally
+            {
+                _openMirror?.Dispose();
+            }
         }
     }
 

@@ -64,7 +64,7 @@ internal static partial class SimulateMqttCommand
         progress.WriteLine($"model {options.Model} ({options.Model.ParameterCount:N0} parameters); codec {options.Codec}, secure aggregation {options.SecureAggregation.ToString().ToLowerInvariant()}, DP {(options.Privacy is { } p ? string.Create(CultureInfo.InvariantCulture, $"{p.Mode.ToString().ToLowerInvariant()} σ={p.NoiseMultiplier} C={p.ClipNorm}") : "off")}; databases under {work}");
         // This process's agents, and one broker-side socket per vehicle when the broker runs here too.
         long mine = (options.Vehicles + processes - 1) / processes;
-        OpenFileLimit.Ensure(OpenFileLimit.Reserve + OpenFileLimit.PerAgent * mine + (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase) ? options.Vehicles : 0),
+        OpenFileLimit.Ensure(OpenFileLimit.ForAgents(mine, options.Vehicles, options.CohortSize) + (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase) ? options.Vehicles : 0),
             $"this process ({mine:N0} agents{(broker.Equals("embedded", StringComparison.OrdinalIgnoreCase) ? $", and the broker's {options.Vehicles:N0} connections" : "")})", progress);
         var clock = Stopwatch.StartNew();
         int? roundsToTarget = null;
@@ -184,7 +184,7 @@ internal static partial class SimulateMqttCommand
         certificates ??= uri.Scheme == "mqtts" ? Path.Combine(work, SimulationCertificates.FolderName) : null;
         var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"));
         int agents = Math.Max(0, Math.Min(to, options.Vehicles) - from);
-        OpenFileLimit.Ensure(OpenFileLimit.Reserve + (long)OpenFileLimit.PerAgent * agents, $"an agent process of {agents:N0} agents", Console.Error);
+        OpenFileLimit.Ensure(OpenFileLimit.ForAgents(agents, options.Vehicles, options.CohortSize), $"an agent process of {agents:N0} agents", Console.Error);
         using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning);
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
         await using var host = await AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).ConfigureAwait(false);
