@@ -36,7 +36,11 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
         return null;
     }
 
-    /// <summary>Publishes the check-in for <paramref name="data"/> (expires after two resend intervals: a silent vehicle leaves the roster), stamped with the vehicle's clock.</summary>
+    /// <summary>
+    /// Publishes the check-in for <paramref name="data"/> (expires after two check-in intervals: a silent vehicle leaves the
+    /// roster), stamped with the vehicle's clock; an eligible vehicle skips a pass when its last check-in says the same and
+    /// stays valid past the next one (<see cref="EdgeAgentOptions.CheckInInterval"/>).
+    /// </summary>
     public Task PublishAsync(VehicleDataset data, CancellationToken cancellationToken)
     {
         var why = Ineligibility(data);
@@ -47,8 +51,16 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
             return Task.CompletedTask;
         }
         var now = (time ?? TimeProvider.System).GetUtcNow();
+        if (why is null && _last is { } last && last.Samples == data.Rows.Length && last.Round == (outbox.GetState(LastRoundKey) ?? 0)
+            && now - last.At < options.EffectiveCheckInInterval - options.ResendInterval)
+            return Task.CompletedTask; // the last check-in says the same and stays valid past the next pass (Agent:CheckInInterval)
         return SendAsync(why is null ? data.Rows.Length : 0, why is null ? EligibleFor(state.Current().EligibleUntil, now) : null, now, cancellationToken);
     }
+
+    /// <summary>The last check-in sent: what it said and when.</summary>
+    private sealed record Sent(int Samples, long Round, DateTimeOffset At);
+
+    private volatile Sent? _last;
 
     /// <summary>
     /// Withdraws the vehicle's check-in at once (a check-in of 0 samples): it declined the work it was handed, so under FedBuff
@@ -56,14 +68,15 @@ internal sealed class AgentCheckIn(EdgeAgentOptions options, IVehicleStateProvid
     /// </summary>
     public Task WithdrawAsync(CancellationToken cancellationToken) => SendAsync(0, null, (time ?? TimeProvider.System).GetUtcNow(), cancellationToken);
 
-    private Task SendAsync(int samples, TimeSpan? eligibleFor, DateTimeOffset now, CancellationToken cancellationToken)
+    private async Task SendAsync(int samples, TimeSpan? eligibleFor, DateTimeOffset now, CancellationToken cancellationToken)
     {
         long round = outbox.GetState(LastRoundKey) ?? 0;
         var checkin = new Checkin(samples, devicePublicKey, deviceCertificate, eligibleFor);
         var envelope = new Envelope(EnvelopeKind.Checkin, options.VehicleId, round, Guid.NewGuid(), checkin.Encode());
         // The vehicle's wall-clock time rides along, so that the aggregator can report a vehicle whose clock is off (docs/reliability.md).
         var sentAt = now.ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.ResendInterval * 2, properties: [(Checkin.SentAtProperty, sentAt)], cancellationToken: cancellationToken);
+        await mqtt.PublishAsync(mqtt.Topics.Checkin(options.VehicleId), envelope.Encode(), expiry: options.EffectiveCheckInInterval * 2, properties: [(Checkin.SentAtProperty, sentAt)], cancellationToken: cancellationToken).ConfigureAwait(false);
+        _last = samples > 0 ? new Sent(samples, round, now) : null;
     }
 
     /// <summary>How long from <paramref name="now"/> the vehicle stays eligible, as a check-in carries it: null when unknown or over, at most <see cref="Checkin.MaxEligibleFor"/>.</summary>

@@ -46,6 +46,9 @@ public sealed class AgentHost : IAsyncDisposable
                 PrivacyDelta = options.Privacy?.Delta ?? 1e-5,
                 // A vehicle checks in on every resend pass; when the model silences vehicles the gate waits for their check-ins.
                 ResendInterval = shaped?.ResendInterval ?? (link is not null && SimulatedFleetLink.SilencesVehicles(options) ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(5)),
+                // Without the simulated link (agents in several processes) idle vehicles repeat their check-ins at about 300 a
+                // second in all: every 5 s up to 1,500 vehicles, every 33 s at 10,000 (docs/scale.md).
+                CheckInInterval = link is null && shaped is null ? TimeSpan.FromSeconds(Math.Max(5, options.Vehicles / 300.0)) : null,
                 RequireParked = link is not null || shape is not null, // unavailable = driving (SimulatedFleetLink.StateOf, AgentShape.Monitor)
                 RequireMaliciousAggregator = options.SecAggMaliciousServer, // refuses any plan that is not hardened (certified keys, signed downlink)
                 Seed = options.Seed,
