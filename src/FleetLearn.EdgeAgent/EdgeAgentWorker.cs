@@ -39,9 +39,8 @@ public sealed class EdgeAgentWorker(
     private readonly AgentRandomness _random = randomness ?? AgentRandomness.ForVehicle(agentOptions.Value.VehicleId, agentOptions.Value.Seed);
     private readonly IVehicleStateProvider _state = vehicleState ?? new FileVehicleStateProvider(agentOptions.Value);
     private VehicleDataset _data = dataset; // as of the last check-in (the data source, which ingest keeps filling)
-    private MqttConnection? _mqtt;
-    private AgentUplink? _uplink;
-    private AgentCheckIn? _checkIn;
+    private MqttConnection? _mqtt; private AgentModelFeed? _feed; // the connection; which models it receives
+    private AgentUplink? _uplink; private AgentCheckIn? _checkIn;
     private LiteDbOutbox? _outbox; private LiteDbPrivacyLedgerStore? _ledger; // the durable stores
     private AgentModels? _models; private ChunkAssembler? _inboxChunks; // models as they arrive; the inbox's chunked messages
     private AgentTraining? _training;
@@ -102,7 +101,7 @@ public sealed class EdgeAgentWorker(
         await using var connection = _mqtt = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
         _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { UpdateAcknowledged = r => link?.UpdateAcknowledged(_options.VehicleId, r), AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
-        foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.ModelAll, connection.Topics.InboxAll(_options.VehicleId) }) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false);
+        _feed = new AgentModelFeed(connection, _options.ModelsWhenSelected); foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.InboxAll(_options.VehicleId) }.Concat(_feed.AtStart())) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false); // every model, or those of rounds that select it
         connection.Start(stoppingToken);
         _checkIn = new AgentCheckIn(_options, _state, monitor, _outbox, _ledger, connection, _deviceKey.ExportSubjectPublicKeyInfo(), identity.Certificate, logger, time, Pace = new AgentPace(_outbox, _aggregatorKey, mqtt.Fleet, _options.VehicleId, time, logger));
         var idle = new AgentIdle(_outbox, _ledger, () => _round is { IsFinished: false }, _options.VehicleId, logger); idle.ReleaseIfIdle(); // closed until used: thousands start at once
@@ -169,7 +168,7 @@ public sealed class EdgeAgentWorker(
         var randomness = (long r) => new VehicleRoundRandomness(_random.Noise(r), _random.Rounding(r), Guid.NewGuid(), _random.SecAggHolders?.Invoke(r));
         switch (VehicleRound.Join(plan, signed.Payload, _profile, _outbox!.GetState(AgentCheckIn.LastRoundKey) ?? 0, _checkIn!.Ledger, randomness, time, PlanTiming.Remaining(plan, signed.ExpiresIn))) // skew-free: a duration from now
         {
-            case NotSelected: _models!.NotSelected(plan); break; // an idle vehicle keeps no model it will not train on (docs/scale.md)
+            case NotSelected: _models!.NotSelected(plan); await _feed!.PlanAsync(plan.ModelVersion, false, cancellationToken).ConfigureAwait(false); break; // an idle vehicle keeps no model it will not train on (docs/scale.md)
             case AlreadyDecided:
                 logger.LogDebug("agent {Vehicle}: round {Round} was joined or declined before; not joined again (round keys are never reused).", _options.VehicleId, plan.Round);
                 break;
@@ -184,6 +183,7 @@ public sealed class EdgeAgentWorker(
                 _outbox.SetState(AgentCheckIn.SamplesAtLastRoundKey, _data.Rows.Length);
                 _round?.Dispose();
                 (_round, _plan, _planTag) = (joined.Round, plan, Envelope.TagOf(signed.Payload));
+                await _feed!.PlanAsync(plan.ModelVersion, true, cancellationToken).ConfigureAwait(false);
                 await ApplyAsync(joined.Effects, cancellationToken).ConfigureAwait(false);
                 break;
         }

@@ -49,6 +49,8 @@ public sealed class AgentHost : IAsyncDisposable
                 // Without the simulated link (agents in several processes) idle vehicles repeat their check-ins at about 300 a
                 // second in all: every 5 s up to 1,500 vehicles, every 33 s at 10,000 (docs/scale.md).
                 CheckInInterval = link is null && shaped is null ? TimeSpan.FromSeconds(Math.Max(5, options.Vehicles / 300.0)) : null,
+                // … and receive only the models of rounds that select them (the broker copies a model to every subscriber).
+                ModelsWhenSelected = link is null && shaped is null,
                 RequireParked = link is not null || shape is not null, // unavailable = driving (SimulatedFleetLink.StateOf, AgentShape.Monitor)
                 RequireMaliciousAggregator = options.SecAggMaliciousServer, // refuses any plan that is not hardened (certified keys, signed downlink)
                 Seed = options.Seed,

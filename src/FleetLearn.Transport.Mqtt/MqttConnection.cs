@@ -174,6 +174,21 @@ public sealed class MqttConnection : IAsyncDisposable
         if (_client.IsConnected) await SubscribeNowAsync(filter, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Removes a subscription made with <see cref="SubscribeAsync"/>: not renewed after reconnects, and unsubscribed now when connected.</summary>
+    public async Task UnsubscribeAsync(string filter, CancellationToken cancellationToken)
+    {
+        if (!_subscriptions.TryRemove(filter, out _) || !_client.IsConnected) return;
+        try
+        {
+            await _client.UnsubscribeAsync(filter, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsTransient(e))
+        {
+            // The connection dropped meanwhile: the broker's next session of this client no longer has it either once it is gone,
+            // and the reconnect does not renew it.
+        }
+    }
+
     /// <summary>
     /// Publishes once (QoS 1) after waiting for a connection; at most <see cref="MqttTransportOptions.MaxInFlight"/> at a
     /// time. Throws <see cref="MqttRefusedException"/> when the broker refuses, an MQTTnet exception when the connection drops.
