@@ -37,7 +37,8 @@ internal static class LiteDbFiles
     /// is not damage: the file is fine and must not be moved to quarantine (<see cref="StorageErrors.IsDiskFull"/>).
     /// </summary>
     public static bool IsDamage(Exception e) => !StorageErrors.IsDiskFull(e) && e is LiteException or IOException or InvalidCastException or ArgumentException or IndexOutOfRangeException
-        or InvalidOperationException or FormatException or ArithmeticException or KeyNotFoundException or NullReferenceException or NotSupportedException;
+        or InvalidOperationException or FormatException or ArithmeticException or KeyNotFoundException or NullReferenceException or NotSupportedException
+        or NotImplementedException; // LiteDB's query executor on a torn page of a kind it does not know (PowerLossTests, seed cdKgRlMQNZj1)
 
     private const string ProbeId = "~probe";
 

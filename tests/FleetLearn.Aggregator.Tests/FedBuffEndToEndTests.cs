@@ -146,7 +146,10 @@ public sealed class FedBuffEndToEndTests : IAsyncLifetime
 
         // The three acknowledged updates come back from the journal; the fourth vehicle's update releases the step.
         var (_, status, _) = await StartAggregatorAsync(options);
-        Assert.Equal(3, status.Buffered!.Buffered);
+        // Running is set before the pump resumes from the journal; the buffer's progress appears once it has.
+        for (var until = DateTime.UtcNow + Timeout; status.Buffered is null; await Task.Delay(20))
+            Assert.True(DateTime.UtcNow < until, "the restarted aggregator never reported its buffer");
+        Assert.Equal(3, status.Buffered.Buffered);
         await StartAgentsAsync(1, firstIndex: 3);
         await status.Done.Task.WaitAsync(Timeout);
         var step = Assert.Single(status.Rounds, r => r.Status == RoundStatus.Applied);

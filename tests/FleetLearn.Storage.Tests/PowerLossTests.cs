@@ -92,6 +92,19 @@ public sealed class PowerLossTests : IDisposable
         Assert.True(quarantined > 0, "no torn image needed the quarantine: the test did not tear anything that matters");
     }
 
+    /// <summary>
+    /// What LiteDB throws for a torn file counts as damage (the file is quarantined, the vehicle goes on), including the
+    /// NotImplementedException its query executor threw on one torn outbox image in a CI rehearsal; a full disk does not.
+    /// </summary>
+    [Fact]
+    public void IsDamage_LiteDbsReactionsToATornFile_ButNotAFullDisk()
+    {
+        Assert.True(LiteDbFiles.IsDamage(new NotImplementedException()));
+        Assert.True(LiteDbFiles.IsDamage(new LiteDB.LiteException(0, "torn")));
+        Assert.True(LiteDbFiles.IsDamage(new InvalidCastException()));
+        Assert.False(LiteDbFiles.IsDamage(new IOException("No space left on device", 28)));
+    }
+
     [Fact]
     public void Outbox_500TornWrites_AlwaysOpensCountersNeverBehind()
     {

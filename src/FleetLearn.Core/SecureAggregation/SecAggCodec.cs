@@ -189,7 +189,9 @@ public static class SecAggCodec
     public static SecAggMessage Decode(in ReadOnlySequence<byte> data, ulong? expectedRound = null, SecAggCodecLimits? limits = null)
     {
         const int maskedHeader = HeaderBytes + 1 + 4;
-        if (data.Length < maskedHeader || data.FirstSpan.Length < 2 || data.FirstSpan[1] != (byte)SecAggMessageType.MaskedInput)
+        Span<byte> start = stackalloc byte[2]; // version and type, wherever the segments are cut (a first segment may hold one byte)
+        if (data.Length >= 2) data.Slice(0, 2).CopyTo(start);
+        if (data.Length < maskedHeader || start[1] != (byte)SecAggMessageType.MaskedInput)
             return Decode(data.IsSingleSegment ? data.FirstSpan : data.ToArray(), expectedRound, limits);
         limits ??= SecAggCodecLimits.Default;
         if (data.Length > limits.MaxMessageBytes)

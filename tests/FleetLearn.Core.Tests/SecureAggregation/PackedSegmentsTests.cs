@@ -70,6 +70,18 @@ public sealed class PackedSegmentsTests
     }
 
     [Fact]
+    public void SecAggDecode_FirstSegmentOfOneByte_StillKeepsItPacked()
+    {
+        // Found by the property above in a CI rehearsal (m = 20, cuts at 1, 39, 86): the message type, the second byte, was
+        // looked for in the first segment only, so such a cut decoded into an array instead.
+        var message = new MaskedInputMessage(7, 3, 20, [.. Enumerable.Range(0, 1062).Select(i => (uint)(i * 977) & 0xFFFFF)]);
+        var bytes = SecAggCodec.Encode(message);
+        var decoded = Assert.IsType<MaskedInputMessage>(SecAggCodec.Decode(Segments.Cut(bytes, [1, 39, 86]), 7));
+        Assert.NotNull(decoded.Packed);
+        Assert.Equal(message.Values.ToArray(), decoded.Values.ToArray());
+    }
+
+    [Fact]
     public void SecAggDecode_MaskedInputInSegmentsWithPaddingBitsSet_IsRefusedAsTheSpanDecoderRefusesIt()
     {
         var bytes = SecAggCodec.Encode(new MaskedInputMessage(1, 0, 3, [7, 7, 7])); // 9 bits in 2 bytes
