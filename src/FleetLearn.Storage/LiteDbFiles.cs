@@ -5,6 +5,9 @@ namespace FleetLearn.Storage;
 /// <summary>Shared LiteDB handling: direct connection, checkpoint + fsync after each durable write (LiteDB issue #2818).</summary>
 internal static class LiteDbFiles
 {
+    /// <summary>Opens <paramref name="fullPath"/> as the stores do (direct connection: one process, one writer), without <see cref="Open"/>'s checks.</summary>
+    public static LiteDatabase Connect(string fullPath) => new(new ConnectionString { Filename = fullPath, Connection = ConnectionType.Direct });
+
     public static LiteDatabase Open(string path, string what)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
@@ -12,7 +15,7 @@ internal static class LiteDbFiles
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(fullPath)!);
         try
         {
-            var db = new LiteDatabase(new ConnectionString { Filename = fullPath, Connection = ConnectionType.Direct });
+            var db = Connect(fullPath);
             try
             {
                 db.Checkpoint(); // fold whatever a crashed run left in the log into the data file
@@ -38,7 +41,7 @@ internal static class LiteDbFiles
     /// </summary>
     public static bool IsDamage(Exception e) => !StorageErrors.IsDiskFull(e) && e is LiteException or IOException or InvalidCastException or ArgumentException or IndexOutOfRangeException
         or InvalidOperationException or FormatException or ArithmeticException or KeyNotFoundException or NullReferenceException or NotSupportedException
-        or NotImplementedException; // LiteDB's query executor on a torn page of a kind it does not know (PowerLossTests, seed cdKgRlMQNZj1)
+        or NotImplementedException; // LiteDB's query executor on a torn page of a kind it does not know (one torn image in PowerLossTests)
 
     private const string ProbeId = "~probe";
 

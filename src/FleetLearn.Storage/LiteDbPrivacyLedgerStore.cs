@@ -144,7 +144,7 @@ public sealed class LiteDbPrivacyLedgerStore : IPrivacyLedgerView, IDisposable
         LiteDatabase db;
         try
         {
-            db = new LiteDatabase(new ConnectionString { Filename = fullPath, Connection = ConnectionType.Direct });
+            db = LiteDbFiles.Connect(fullPath);
         }
         catch (Exception e) when (LiteDbFiles.IsDamage(e))
         {

@@ -100,7 +100,7 @@ internal sealed class ReleasableDatabase : IDisposable
     {
         try
         {
-            var db = new LiteDatabase(new ConnectionString { Filename = _path, Connection = ConnectionType.Direct });
+            var db = LiteDbFiles.Connect(_path);
             Reopens++;
             return db;
         }
