@@ -39,11 +39,40 @@ internal sealed class VehicleLink(MqttConnection mqtt, AggregatorStatus status, 
         }));
     }
 
-    /// <summary>Acknowledges <paramref name="update"/> with the coordinator's verdict, so the vehicle can empty its outbox.</summary>
+    /// <summary>Most acknowledgements in flight at once; the next one waits for the oldest.</summary>
+    public const int MaxPendingAcks = 256;
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<Task> _acks = new();
+
+    /// <summary>Acknowledgements sent and not yet confirmed by the broker.</summary>
+    public int PendingAcks => _acks.Count;
+
+    /// <summary>
+    /// Acknowledges <paramref name="update"/> with the coordinator's verdict, so the vehicle can empty its outbox. The ack leaves
+    /// now (after whatever the caller made durable); its PUBACK is not awaited here: awaited one at a time, each message the
+    /// loop read cost a broker round trip, and with thousands of vehicles connected the key phases were read at a few dozen
+    /// messages a second (docs/scale.md). At most <see cref="MaxPendingAcks"/> are in flight; a failed one surfaces at a later
+    /// call, and an ack that never arrives is harmless: the vehicle resends and is answered Duplicate.
+    /// </summary>
     public async Task AckAsync(Envelope update, Admission admission, CancellationToken cancellationToken)
     {
         var ack = new Envelope(EnvelopeKind.Ack, update.Vehicle, update.Round, update.UpdateId, new UpdateAck(admission.Status, admission.Why).Encode()) { Epoch = epochs.Wire }.Encode();
-        await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(update.Vehicle, "ack"), ack, expiry: TimeSpan.FromDays(1), cancellationToken: cancellationToken).ConfigureAwait(false);
+        while (_acks.TryPeek(out var oldest) && (oldest.IsCompleted || _acks.Count >= MaxPendingAcks))
+        {
+            if (_acks.TryDequeue(out var done)) await done.ConfigureAwait(false);
+        }
+        _acks.Enqueue(SendAckAsync(update.Vehicle, ack, cancellationToken));
+    }
+
+    /// <summary>Waits until every acknowledgement sent so far is confirmed by the broker (or failed: the first failure is thrown).</summary>
+    public async Task FlushAcksAsync()
+    {
+        while (_acks.TryDequeue(out var pending)) await pending.ConfigureAwait(false);
+    }
+
+    private async Task SendAckAsync(string vehicle, byte[] ack, CancellationToken cancellationToken)
+    {
+        await mqtt.PublishReliablyAsync(mqtt.Topics.Inbox(vehicle, "ack"), ack, expiry: TimeSpan.FromDays(1), cancellationToken: cancellationToken).ConfigureAwait(false);
         status.Sent(ack.Length);
     }
 }
