@@ -11,8 +11,17 @@ namespace FleetLearn.EdgeAgent;
 /// newest kept until a round takes one, and handed to a round only after their length and SHA-256 match its signed plan; the
 /// decoded model taken last is kept for a later plan on the same version (its bytes are not).
 /// </summary>
-internal sealed class AgentModels(int maxModelBytes)
+internal sealed class AgentModels(int maxModelBytes, TimeProvider time)
 {
+    private long? _lastChunk;
+
+    /// <summary>
+    /// True when no model chunk arrived in the last <paramref name="interval"/> (or none ever did): a vehicle that waits for a
+    /// model asks the aggregator for it only then. While the broker still fans the retained copy out (1,000 subscribers of
+    /// 800 KB each at once), the chunks keep coming, and asking would only add a copy per vehicle to the same broker.
+    /// </summary>
+    public bool QuietFor(TimeSpan interval) => _lastChunk is not { } last || time.GetElapsedTime(last) >= interval;
+
     private readonly ChunkAssembler _chunks = new(maxModelBytes, maxPendingTransfers: 4);
     private readonly Dictionary<long, byte[]> _models = [];
     private (string Sha256, Checkpoint Model)? _taken; // the last verified model: its bytes are dropped (800 KB an agent), a later plan on it still finds it
@@ -20,6 +29,7 @@ internal sealed class AgentModels(int maxModelBytes)
     /// <summary>One chunk of model <paramref name="version"/>; its memory is kept until the model is complete (an MQTT payload: never written again).</summary>
     public void Add(long version, ReadOnlyMemory<byte> chunk)
     {
+        _lastChunk = time.GetTimestamp();
         string key = version.ToString(CultureInfo.InvariantCulture);
         if (!_chunks.TryAdd(key, key, chunk, out var whole)) return;
         _models[version] = SharedModels.Intern(whole.ToArray()); // joined once; the agents of one process hold one copy of the same bytes

@@ -84,6 +84,9 @@ public sealed class EdgeAgentWorker(
     /// <summary>Raised on the agent's loop after each message or training result it handled (its counters may have changed).</summary>
     public event Action? Progressed;
 
+    /// <summary>True while its broker connection is up (false before the first connect).</summary>
+    public bool IsConnected => _mqtt?.IsConnected == true;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var mqtt = mqttOptions.Value;
@@ -96,10 +99,10 @@ public sealed class EdgeAgentWorker(
         (_outbox, _ledger) = AgentUplink.OpenStores(_options, logger); // an unreadable file is quarantined, never a vehicle down for good
         using var ownTrainers = trainers is null ? TrainerPool.Single() : null;
         var training = _training = new AgentTraining(trainers ?? ownTrainers!, _profile.Pinned, monitor, _options.VehicleId, logger);
-        (_models, _inboxChunks) = (new AgentModels(_options.MaxModelBytes), new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16));
+        (_models, _inboxChunks) = (new AgentModels(_options.MaxModelBytes, time), new ChunkAssembler(_options.MaxModelBytes, maxPendingTransfers: 16));
         _loop = Channel.CreateBounded<object>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         await using var connection = _mqtt = new MqttConnection(mqtt, time, logger, new FleetTopics(mqtt.Fleet).Status(_options.VehicleId));
-        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { UpdateAcknowledged = r => link?.UpdateAcknowledged(_options.VehicleId, r), AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval ? r.ModelVersion : null };
+        _uplink = new AgentUplink(_options.VehicleId, connection, _outbox, _options.ResendInterval, time, logger) { UpdateAcknowledged = r => link?.UpdateAcknowledged(_options.VehicleId, r), AwaitsServer = () => _round?.AwaitsServer == true, MissingModel = () => _round is { State: AwaitingModel } r && r.Elapsed >= _options.ResendInterval && _models!.QuietFor(2 * _options.ResendInterval) ? r.ModelVersion : null };
         connection.MessageReceived += m => _loop.Writer.WriteAsync(m, stoppingToken).AsTask();
         _feed = new AgentModelFeed(connection, _options.ModelsWhenSelected); foreach (var topic in new[] { connection.Topics.RoundCurrent, connection.Topics.RoundSlowDown, connection.Topics.InboxAll(_options.VehicleId) }.Concat(_feed.AtStart())) await connection.SubscribeAsync(topic, stoppingToken).ConfigureAwait(false); // every model, or those of rounds that select it
         connection.Start(stoppingToken);

@@ -65,8 +65,24 @@ public sealed class AgentHost : IAsyncDisposable
             if (link is not null) agent.Progressed += link.Evaluate;
             await agent.StartAsync(cancellationToken).ConfigureAwait(false);
             host._agents.Add(agent);
+            // Without the simulated link (agents in several processes, thousands of them) the agents start in waves: all at once, their
+            // store files and connects queued behind each other, connects timed out and retried (docs/scale.md, "Ten thousand agents").
+            if (link is null && shape is null && host._agents.Count % StartWave == 0) await host.WaitForConnectedAsync(host._agents.Count - StartWave, WaveTimeout, cancellationToken).ConfigureAwait(false);
         }
         return host;
+    }
+
+    /// <summary>Agents started before the host waits for them to connect (agents in several processes only).</summary>
+    public const int StartWave = 100;
+
+    /// <summary>How long the host waits for a wave to connect before it starts the next one anyway.</summary>
+    public static readonly TimeSpan WaveTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>Waits until the agents from index <paramref name="from"/> on are connected, or <paramref name="timeout"/> passed.</summary>
+    private async Task WaitForConnectedAsync(int from, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (_agents.Skip(from).Any(a => !a.IsConnected) && DateTime.UtcNow < until) await Task.Delay(20, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The agents.</summary>

@@ -8,6 +8,7 @@ using FleetLearn.Core.SecureAggregation;
 using FleetLearn.Core.Training;
 using FleetLearn.Transport.Mqtt;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 
 namespace FleetLearn.EdgeAgent.Tests;
 
@@ -27,7 +28,7 @@ public sealed class AgentPartsTests
     [Fact]
     public void Models_VerifiedAgainstThePlan_ForgedCopyDroppedThenAGoodCopyTaken()
     {
-        var models = new AgentModels(1 << 20);
+        var models = new AgentModels(1 << 20, TimeProvider.System);
         var good = Model(3, 0.5f);
         var plan = PlanFor(good, 3);
         Assert.Null(models.TryTake(plan)); // not here yet
@@ -43,13 +44,32 @@ public sealed class AgentPartsTests
     }
 
     [Fact]
+    public void Models_QuietOnlyWhenNoChunkArrivedForTheInterval()
+    {
+        var clock = new FakeTimeProvider();
+        var models = new AgentModels(1 << 20, clock);
+        Assert.True(models.QuietFor(TimeSpan.FromSeconds(10))); // nothing ever came: ask
+        var larger = ModelSpec.Parse("64-32");
+        var chunks = ChunkCodec.Split(new Checkpoint(larger, 4, new float[larger.ParameterCount]).ToBytes(), 2200, Guid.NewGuid());
+        Assert.True(chunks.Count >= 3, $"{chunks.Count} chunks");
+        models.Add(4, chunks[0]);
+        clock.Advance(TimeSpan.FromSeconds(9));
+        Assert.False(models.QuietFor(TimeSpan.FromSeconds(10))); // the fan-out is still under way
+        models.Add(4, chunks[1]);
+        clock.Advance(TimeSpan.FromSeconds(9));
+        Assert.False(models.QuietFor(TimeSpan.FromSeconds(10))); // each chunk starts the interval again
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(models.QuietFor(TimeSpan.FromSeconds(10))); // stalled: ask the aggregator
+    }
+
+    [Fact]
     public void Models_TwoAgentsOfOneProcess_ShareTheDecodedModel_AForgedCopyIsStillRefused_AnotherModelIsNotShared()
     {
         var good = Model(7, 0.25f);
         var plan = PlanFor(good, 7);
-        var first = new AgentModels(1 << 20);
-        var second = new AgentModels(1 << 20);
-        var third = new AgentModels(1 << 20);
+        var first = new AgentModels(1 << 20, TimeProvider.System);
+        var second = new AgentModels(1 << 20, TimeProvider.System);
+        var third = new AgentModels(1 << 20, TimeProvider.System);
         foreach (var chunk in ChunkCodec.Split(good, 2200, Guid.NewGuid())) first.Add(7, chunk);
         foreach (var chunk in ChunkCodec.Split(good, 2200, Guid.NewGuid())) second.Add(7, chunk);
         foreach (var chunk in ChunkCodec.Split(Model(7, 9f), 2200, Guid.NewGuid())) third.Add(7, chunk); // forged: same version, other bytes
@@ -58,7 +78,7 @@ public sealed class AgentPartsTests
         Assert.Equal(RejectReasons.Signature, Assert.Throws<WireFormatException>(() => third.TryTake(plan)).Reason); // each agent's own bytes are still checked
 
         var other = Model(8, 0.75f);
-        var next = new AgentModels(1 << 20);
+        var next = new AgentModels(1 << 20, TimeProvider.System);
         foreach (var chunk in ChunkCodec.Split(other, 2200, Guid.NewGuid())) next.Add(8, chunk);
         var model8 = next.TryTake(PlanFor(other, 8))!;
         Assert.NotSame(taken, model8);

@@ -33,10 +33,10 @@ public sealed class SharedModelBytesTests
             Fleet = "test", Round = 13, ModelVersion = 12, ModelSpec = Spec.ToString(), ModelBytes = good.Length,
             ModelSha256 = Convert.ToHexStringLower(SHA256.HashData(good)), Cohort = ["car-0"], DeadlineUnixMs = 1, IssuedUnixMs = 0,
         };
-        var agents = new[] { new AgentModels(1 << 20), new AgentModels(1 << 20) };
+        var agents = new[] { new AgentModels(1 << 20, TimeProvider.System), new AgentModels(1 << 20, TimeProvider.System) };
         foreach (var agent in agents)
             foreach (var chunk in ChunkCodec.Split(good, 2200, Guid.NewGuid())) agent.Add(12, chunk);
-        var forged = new AgentModels(1 << 20);
+        var forged = new AgentModels(1 << 20, TimeProvider.System);
         foreach (var chunk in ChunkCodec.Split(Model(12, 7f), 2200, Guid.NewGuid())) forged.Add(12, chunk);
         Assert.Equal(0.375f, agents[0].TryTake(plan)!.Parameters[0]);
         Assert.Equal(0.375f, agents[1].TryTake(plan)!.Parameters[0]);
@@ -53,7 +53,7 @@ public sealed class SharedModelBytesTests
             Fleet = "test", Round = version + 1, ModelVersion = version, ModelSpec = Spec.ToString(), ModelBytes = bytes.Length,
             ModelSha256 = Convert.ToHexStringLower(SHA256.HashData(bytes)), Cohort = [member], DeadlineUnixMs = 1, IssuedUnixMs = 0,
         };
-        var models = new AgentModels(1 << 20);
+        var models = new AgentModels(1 << 20, TimeProvider.System);
         foreach (var chunk in ChunkCodec.Split(v12, 2200, Guid.NewGuid())) models.Add(12, chunk);
         Assert.NotNull(models.TryTake(Plan(12, v12, "car-0"))); // trained on 12: the decoded model is kept
         foreach (var chunk in ChunkCodec.Split(v13, 2200, Guid.NewGuid())) models.Add(13, chunk);
