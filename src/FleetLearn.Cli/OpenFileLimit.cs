@@ -6,8 +6,9 @@ namespace FleetLearn.Cli;
 /// The process's open-file limit (<c>RLIMIT_NOFILE</c>) against what a simulated fleet in one process needs. An idle agent holds
 /// its MQTT socket only: its outbox and privacy ledger close their files while it has no round and nothing to send (issue 16
 /// item 3). An agent in a round holds about ten (LiteDB keeps two handles on each of its outbox's and its ledger's data and log
-/// files, plus the ledger's mirror), and the embedded broker one socket per connected vehicle. So 2,500 agents, about 300 of
-/// them in a round, beside a broker of 10,000 need about 16,500. The .NET runtime already raises the soft limit to the hard one
+/// files, plus the ledger's mirror), and the embedded broker one socket per connected vehicle. So a process of 2,500 agents, a
+/// cohort of 1,000 among them, needs about 13,500, and the broker's process for 10,000 vehicles about 11,000 (with
+/// <c>--processes</c> above 1 the agents live apart from the broker). The .NET runtime already raises the soft limit to the hard one
 /// when it starts; past the hard limit only a process with CAP_SYS_RESOURCE may go (up to <c>fs.nr_open</c>), and this one
 /// tries. Otherwise the run stops before it starts, saying what to change, instead of failing in the middle with "Too many open
 /// files", an agent database taken for a damaged one, or "Out of memory." (all three seen with 10,000 agents in 4 processes
@@ -26,17 +27,14 @@ internal static partial class OpenFileLimit
 
     /// <summary>
     /// What a process of <paramref name="agents"/> agents needs (<see cref="Reserve"/> included, the broker's sockets not), when a
-    /// cohort of <paramref name="cohort"/> is drawn from <paramref name="vehicles"/>: its expected share of the cohort plus four
-    /// standard deviations of the draw (hypergeometric) are counted busy, the others idle.
+    /// cohort of <paramref name="cohort"/> is drawn from <paramref name="vehicles"/>: as many of its agents as the cohort holds are
+    /// counted busy, the others idle. Without the simulated link the aggregator takes the cohort from the first check-ins it
+    /// reads, and one process's agents may be all of them (seen with 10,000 agents: the whole cohort of 1,000 in one process).
     /// </summary>
     public static long ForAgents(long agents, long vehicles, long cohort)
     {
         if (agents <= 0 || vehicles <= 0) return Reserve;
-        double share = (double)Math.Min(agents, vehicles) / vehicles;
-        long drawn = Math.Min(cohort, vehicles);
-        double mean = drawn * share;
-        double sd = vehicles > 1 ? Math.Sqrt(drawn * share * (1 - share) * (vehicles - drawn) / (vehicles - 1)) : 0;
-        long busy = Math.Min(agents, (long)Math.Ceiling(mean + 4 * sd));
+        long busy = Math.Min(Math.Min(agents, vehicles), cohort);
         return Reserve + IdlePerAgent * agents + (BusyPerAgent - IdlePerAgent) * busy;
     }
 

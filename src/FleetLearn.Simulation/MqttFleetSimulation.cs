@@ -18,10 +18,35 @@ using Microsoft.Extensions.Options;
 namespace FleetLearn.Simulation;
 
 /// <summary>Where the simulated fleet's MQTT traffic goes.</summary>
-/// <param name="Broker"><c>embedded</c>, <c>mqtt://host:port</c> or <c>mqtts://host:port</c>.</param>
+/// <param name="Broker">
+/// <c>auto</c> (<see cref="Resolve"/>), <c>embedded</c>, <c>mosquitto</c>, <c>mosquitto-bridged</c>, <c>mqtt://host:port</c> or
+/// <c>mqtts://host:port</c>.
+/// </param>
 /// <param name="CertificateFolder">For <c>mqtts://</c>: a folder from broker-config/make-dev-ca.sh with <c>ca.crt</c>, <c>aggregator.crt/.key</c> and <c>vehicle-{v}.crt/.key</c>.</param>
 /// <param name="PhaseTimeout">How long each secure-aggregation phase waits for the cohort (default 2 minutes; large fleets on one machine need more).</param>
-public sealed record MqttSimulationBroker(string Broker = "embedded", string? CertificateFolder = null, TimeSpan? PhaseTimeout = null);
+public sealed record MqttSimulationBroker(string Broker = "embedded", string? CertificateFolder = null, TimeSpan? PhaseTimeout = null)
+{
+    /// <summary>
+    /// Most vehicles <c>auto</c> puts on the embedded broker. MQTTnet's server checks every subscribed session's subscriptions for
+    /// each message it routes, and every vehicle subscribes (its inbox, the round): at 10,000 vehicles that check took most of
+    /// the broker process's time and the key phases timed out (docs/scale.md, "Ten thousand agents"). Mosquitto routes through
+    /// a subscription tree.
+    /// </summary>
+    public const int EmbeddedLimit = 2_000;
+
+    /// <summary>
+    /// <c>auto</c> made concrete for <paramref name="options"/>: Debian's Mosquitto (<c>mosquitto</c>) above
+    /// <see cref="EmbeddedLimit"/> vehicles where it is installed, except with <c>--secagg-malicious</c> (certified device keys
+    /// need the embedded broker's device CA); otherwise <c>embedded</c>. Any other choice is kept.
+    /// </summary>
+    public MqttSimulationBroker Resolve(SimulationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (!Broker.Equals("auto", StringComparison.OrdinalIgnoreCase)) return this;
+        bool large = options.Vehicles > EmbeddedLimit && !options.SecAggMaliciousServer && MosquittoBroker.Unavailable() is null;
+        return this with { Broker = large ? "mosquitto" : "embedded" };
+    }
+}
 
 /// <summary>
 /// A virtual fleet over real MQTT: every vehicle is a real <see cref="EdgeAgentWorker"/> with its own connection, outbox,
@@ -52,13 +77,18 @@ public static class MqttFleetSimulation
     /// <param name="workDirectory">Where the LiteDB files and keys go.</param>
     /// <param name="onRound">Called once per round.</param>
     /// <param name="logger">Worker logs (null = none).</param>
-    /// <param name="processes">OS processes the agents are spread over; the others are started by <paramref name="startAgentProcess"/>.</param>
+    /// <param name="processes">
+    /// OS processes the agents are spread over. 1: every agent in this process, beside the broker and the aggregator. More: this
+    /// process keeps the broker and the aggregator only, and <paramref name="startAgentProcess"/> starts that many child processes
+    /// for the agents, so a vehicle's blocking file writes never hold up the aggregator's loop and no process holds both the
+    /// broker's sockets and a round's files.
+    /// </param>
     /// <param name="startAgentProcess">Starts one child process hosting vehicles [from, to) against (host, port); required when <paramref name="processes"/> &gt; 1.</param>
     /// <param name="onProgress">Called every 10 s while a round runs, with what the aggregator is waiting for.</param>
     /// <param name="cancellationToken">Stops the run.</param>
     /// <param name="startShardProcess">With <c>--shards S</c>: starts shard i as an OS process against the central broker (endpoint, aggregator password); null = shard workers in this process.</param>
     public static async Task<MqttSimulationResult> RunAsync(SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker broker, string workDirectory,
-        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, Process>? startAgentProcess = null, Action<string>? onProgress = null, CancellationToken cancellationToken = default,
+        Action<RoundReport> onRound, ILoggerFactory? logger = null, int processes = 1, Func<AgentRange, AgentProcess>? startAgentProcess = null, Action<string>? onProgress = null, CancellationToken cancellationToken = default,
         Func<int, AgentEndpoint, string?, Process>? startShardProcess = null)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -73,6 +103,9 @@ public static class MqttFleetSimulation
         string password = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
         EmbeddedBroker? embedded = null;
         MosquittoNetwork? network = null;
+        MosquittoBroker? mosquitto = null;
+        string? vehiclePassword = null;
+        broker = broker.Resolve(options);
         var (scheme, host, port) = ParseBroker(broker.Broker);
         string? certificates = broker.CertificateFolder;
         if (scheme == "embedded")
@@ -97,13 +130,26 @@ public static class MqttFleetSimulation
             if (network.SkipReason is { } why) throw new ArgumentException($"--broker mosquitto-bridged: {why} (scripts/install-deps.sh installs them).");
             (scheme, port, certificates) = ("mqtts", network.Central.Port, network.Certificates);
         }
+        else if (scheme == "mosquitto")
+        {
+            // Debian's Mosquitto, one broker with the shipped rules, passwords instead of certificates (MosquittoBroker.StartWithPasswordsAsync).
+            if (MosquittoBroker.Unavailable() is { } why) throw new ArgumentException($"--broker mosquitto: {why} (scripts/install-deps.sh installs them).");
+            if (options.SecAggMaliciousServer)
+                throw new ArgumentException("--secagg-malicious needs certified device keys: --broker embedded (the simulation makes a device CA) or mosquitto-bridged.");
+            vehiclePassword = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
+            var shardAcl = File.ReadAllText(Path.Combine(MosquittoBroker.RepositoryRoot(), "broker-config", "acl-shard"));
+            mosquitto = await MosquittoBroker.StartWithPasswordsAsync(
+                [.. MqttShards.Identities(options.Shards).Select(id => (id, password)), .. Enumerable.Range(0, options.Vehicles).Select(v => (VehicleName(v), vehiclePassword))],
+                string.Concat(Enumerable.Range(0, options.Shards > 1 ? options.Shards : 0).Select(i => shardAcl.Replace("SHARD", i.ToString(System.Globalization.CultureInfo.InvariantCulture)) + "\n"))).ConfigureAwait(false);
+            (scheme, port) = ("mqtt", mosquitto.Port);
+        }
         else if (scheme == "mqtt")
         {
             if (options.SecAggMaliciousServer)
                 throw new ArgumentException("--secagg-malicious needs certified device keys: --broker embedded (the simulation makes a device CA) or mqtts://host:port with --broker-certs DIR (broker-config/make-dev-ca.sh).");
             password = Environment.GetEnvironmentVariable(PasswordVariable) ?? throw new ArgumentException($"An external broker needs the aggregator's password in ${PasswordVariable}.");
         }
-        var endpoint = new AgentEndpoint(scheme == "mqtts" ? "mqtts" : "mqtt", host, port, certificates, Path.Combine(workDirectory, "aggregator-signing.pub.pem"));
+        var endpoint = new AgentEndpoint(scheme == "mqtts" ? "mqtts" : "mqtt", host, port, certificates, Path.Combine(workDirectory, "aggregator-signing.pub.pem")) { VehiclePassword = vehiclePassword };
         using (SigningKeys.LoadOrCreate(Path.Combine(workDirectory, "aggregator-signing.pem"))) { }
 
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
@@ -127,7 +173,7 @@ public static class MqttFleetSimulation
         var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, aggregatorClock,
             logger.CreateLogger<AggregatorWorker>(), null, randomness, link?.Gate);
         var reports = new List<RoundReport>();
-        var children = new List<Process>();
+        var children = new List<AgentProcess>();
         using var evaluator = TrainerFactory.Create(BackendChoice.Cpu, options.Model, 1024);
         AgentHost? agents = null, secondRegion = null;
         // --shards S: S shard workers with their own connections take the round traffic; the aggregator above coordinates them.
@@ -136,16 +182,23 @@ public static class MqttFleetSimulation
         try
         {
             await aggregator.StartAsync(cancellationToken).ConfigureAwait(false);
-            int perProcess = (options.Vehicles + processes - 1) / processes;
-            for (int p = 1; p < processes; p++)
+            if (processes > 1)
             {
-                var range = new AgentRange(p * perProcess, Math.Min(options.Vehicles, (p + 1) * perProcess), endpoint);
-                if (range.From < range.To) children.Add(startAgentProcess!(range));
+                // Bridged: the agent processes take turns between the two regional brokers (each sees the central one through its bridge).
+                int perProcess = (options.Vehicles + processes - 1) / processes;
+                for (int p = 0; p < processes; p++)
+                {
+                    var range = new AgentRange(p * perProcess, Math.Min(options.Vehicles, (p + 1) * perProcess), network is null ? endpoint : endpoint with { Port = network.Regional[p % 2].Port });
+                    if (range.From < range.To) children.Add(startAgentProcess!(range));
+                }
             }
-            // Bridged: this process's vehicles split between the two regional brokers (each sees the central one through its bridge).
-            int mine = Math.Min(options.Vehicles, perProcess), split = network is null ? mine : mine / 2;
-            agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, split, network is null ? endpoint : endpoint with { Port = network.Regional[0].Port }), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
-            if (network is not null) secondRegion = await AgentHost.StartAsync(options, train, partitions, new AgentRange(split, mine, endpoint with { Port = network.Regional[1].Port }), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
+            else
+            {
+                // Bridged: the vehicles split between the two regional brokers.
+                int split = network is null ? options.Vehicles : options.Vehicles / 2;
+                agents = await AgentHost.StartAsync(options, train, partitions, new AgentRange(0, split, network is null ? endpoint : endpoint with { Port = network.Regional[0].Port }), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
+                if (network is not null) secondRegion = await AgentHost.StartAsync(options, train, partitions, new AgentRange(split, options.Vehicles, endpoint with { Port = network.Regional[1].Port }), workDirectory, logger, cancellationToken, link).ConfigureAwait(false);
+            }
 
             var clock = Stopwatch.StartNew();
             double chargedSigma = ChargedSigma(aggregatorOptions, options); // the same every round: computed once
@@ -155,7 +208,7 @@ public static class MqttFleetSimulation
             {
                 using var watch = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 var closedTask = status.Closed.ReadAsync(watch.Token).AsTask();
-                var childExit = children.Count == 0 ? Task.Delay(Timeout.Infinite, watch.Token) : Task.WhenAny(children.Select(c => c.WaitForExitAsync(watch.Token)));
+                var childExit = children.Count == 0 ? Task.Delay(Timeout.Infinite, watch.Token) : Task.WhenAny(children.Select(c => c.Process.WaitForExitAsync(watch.Token)));
                 // Progress every 10 s while a round runs: what the aggregator is waiting for.
                 while (!closedTask.IsCompleted && !childExit.IsCompleted)
                 {
@@ -165,7 +218,7 @@ public static class MqttFleetSimulation
                 if (await Task.WhenAny(closedTask, childExit).ConfigureAwait(false) != closedTask)
                 {
                     cancellationToken.ThrowIfCancellationRequested(); // stopped (a signal), not an agent process that died
-                    var dead = children.First(c => c.HasExited);
+                    var dead = children.First(c => c.Process.HasExited).Process;
                     throw new InvalidOperationException($"An agent process (pid {dead.Id}) exited with code {dead.ExitCode} during round {reports.Count + 1}.");
                 }
                 await watch.CancelAsync().ConfigureAwait(false);
@@ -209,15 +262,21 @@ public static class MqttFleetSimulation
             }
             // The aggregator answers late messages of the last round before it reports done; then every outbox should be empty.
             await status.Done.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
-            await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            // Each process's own peak, read while the agent processes still run.
+            long?[] childPeaks = [.. children.Select(c => ProcessMemory.PeakResidentBytes(c.Process.Id))];
+            // The agents' outboxes empty while the aggregator still answers: the child processes wait for theirs and report what is left.
             foreach (var region in new[] { agents, secondRegion }.OfType<AgentHost>()) await region.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-            // Each process's own peak, read while the agent processes still run (they are killed below).
-            long?[] childPeaks = [.. children.Select(c => ProcessMemory.PeakResidentBytes(c.Id))];
-            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), (agents?.PendingInOutboxes ?? 0) + (secondRegion?.PendingInOutboxes ?? 0),
+            await Task.WhenAll(children.Select(c => c.StopAsync(TimeSpan.FromSeconds(30)))).ConfigureAwait(false);
+            foreach (var silent in children.Where(c => c.PendingInOutboxes is null))
+                onProgress?.Invoke($"agent process {silent.Process.Id} did not report its outboxes; what they hold is not counted below.");
+            await aggregator.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            int pending = (agents?.PendingInOutboxes ?? 0) + (secondRegion?.PendingInOutboxes ?? 0) + children.Sum(c => c.PendingInOutboxes ?? 0);
+            return new MqttSimulationResult(reports, LatestModel(aggregatorOptions.DatabasePath), pending,
                 new[] { agents, secondRegion }.OfType<AgentHost>().SelectMany(h => h.EpsilonByVehicle).ToDictionary(), link?.SecAggMessagesSent)
             {
                 PeakResidentBytes = ProcessMemory.PeakResidentBytes(Environment.ProcessId),
                 AgentProcessPeakResidentBytes = childPeaks.All(p => p is not null) ? [.. childPeaks.Select(p => p!.Value)] : null,
+                BrokerPeakResidentBytes = mosquitto?.ProcessId is { } brokerPid ? ProcessMemory.PeakResidentBytes(brokerPid) : null,
             };
         }
         finally
@@ -226,14 +285,11 @@ public static class MqttFleetSimulation
             aggregator.Dispose();
             if (agents is not null) await agents.DisposeAsync().ConfigureAwait(false);
             if (secondRegion is not null) await secondRegion.DisposeAsync().ConfigureAwait(false);
-            foreach (var child in children)
-            {
-                if (!child.HasExited) child.Kill(entireProcessTree: true);
-                child.Dispose();
-            }
+            foreach (var child in children) child.Dispose(); // killed if still running
             await shards.DisposeAsync().ConfigureAwait(false); // before the brokers go
             if (embedded is not null) await embedded.DisposeAsync().ConfigureAwait(false);
             if (network is not null) await network.DisposeAsync().ConfigureAwait(false);
+            if (mosquitto is not null) await mosquitto.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -262,8 +318,9 @@ public static class MqttFleetSimulation
     {
         if (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase)) return ("embedded", "127.0.0.1", 0);
         if (broker.Equals("mosquitto-bridged", StringComparison.OrdinalIgnoreCase)) return ("mosquitto-bridged", "127.0.0.1", 0);
+        if (broker.Equals("mosquitto", StringComparison.OrdinalIgnoreCase)) return ("mosquitto", "127.0.0.1", 0);
         if (!Uri.TryCreate(broker, UriKind.Absolute, out var uri) || uri.Scheme is not ("mqtt" or "mqtts"))
-            throw new ArgumentException($"--broker '{broker}': expected 'embedded', 'mosquitto-bridged', mqtt://host:port or mqtts://host:port.");
+            throw new ArgumentException($"--broker '{broker}': expected 'auto', 'embedded', 'mosquitto', 'mosquitto-bridged', mqtt://host:port or mqtts://host:port.");
         return (uri.Scheme, uri.Host, uri.IsDefaultPort || uri.Port < 0 ? (uri.Scheme == "mqtts" ? 8883 : 1883) : uri.Port);
     }
 
@@ -325,7 +382,7 @@ public static class MqttFleetSimulation
 /// <summary>What an MQTT simulation produced.</summary>
 /// <param name="Rounds">One report per round.</param>
 /// <param name="FinalModel">The aggregator's newest model (from its LiteDB store).</param>
-/// <param name="PendingInOutboxes">Messages still unacknowledged in this process's agents' outboxes at the end (0 when every ack landed).</param>
+/// <param name="PendingInOutboxes">Messages still unacknowledged in the agents' outboxes at the end (0 when every ack landed), those of agent processes as they reported them.</param>
 /// <param name="EpsilonByVehicle">ε each of this process's vehicles recorded in its own ledger.</param>
 /// <param name="SecAggMessagesSent">Secure-aggregation messages this process's agents sent, by type name (null with agents in several processes).</param>
 public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] FinalModel, int PendingInOutboxes, IReadOnlyDictionary<string, double> EpsilonByVehicle,
@@ -337,11 +394,14 @@ public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] Fina
     /// <summary>Each agent process's (<c>--processes</c>) own peak resident memory, bytes; null where unknown.</summary>
     public IReadOnlyList<long>? AgentProcessPeakResidentBytes { get; init; }
 
+    /// <summary>The Mosquitto process's peak resident memory (<c>--broker mosquitto</c>), bytes; null for a broker in this process or elsewhere.</summary>
+    public long? BrokerPeakResidentBytes { get; init; }
+
     /// <summary>
     /// The sum of every process's own peak: an upper bound of their total resident memory at any one moment (each peak may
     /// fall at another time); null where a peak is unknown.
     /// </summary>
-    public long? PeakResidentBytesAllProcesses => PeakResidentBytes is { } own && AgentProcessPeakResidentBytes is { } children ? own + children.Sum() : null;
+    public long? PeakResidentBytesAllProcesses => PeakResidentBytes is { } own && AgentProcessPeakResidentBytes is { } children ? own + children.Sum() + (BrokerPeakResidentBytes ?? 0) : null;
 }
 
 /// <summary>How agents reach the broker and the aggregator's public key.</summary>
@@ -352,6 +412,12 @@ public sealed record MqttSimulationResult(List<RoundReport> Rounds, float[] Fina
 /// <param name="AggregatorPublicKey">PEM file of the plan-signing key.</param>
 public sealed record AgentEndpoint(string Scheme, string Host, int Port, string? CertificateFolder, string AggregatorPublicKey)
 {
+    /// <summary>The environment variable that hands <see cref="VehiclePassword"/> to agent processes (never a command-line argument).</summary>
+    public const string VehiclePasswordVariable = "FLEETLEARN_SIM_VEHICLE_PASSWORD";
+
+    /// <summary>The password vehicles log in with on a broker with a password file (<c>--broker mosquitto</c>); null: none.</summary>
+    public string? VehiclePassword { get; init; }
+
     /// <summary>MQTT settings of client <paramref name="clientId"/>.</summary>
     public MqttTransportOptions Mqtt(string clientId, string? password = null)
     {
@@ -363,7 +429,7 @@ public sealed record AgentEndpoint(string Scheme, string Host, int Port, string?
             Port = Port,
             Fleet = MqttFleetSimulation.Fleet,
             ClientId = clientId,
-            Password = tls ? null : password,
+            Password = tls ? null : password ?? VehiclePassword,
             ReconnectDelay = TimeSpan.FromMilliseconds(200),
             MaxReconnectDelay = TimeSpan.FromSeconds(10),
             MaxInFlight = 64,

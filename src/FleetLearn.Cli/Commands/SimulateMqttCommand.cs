@@ -58,14 +58,15 @@ internal static partial class SimulateMqttCommand
 
     private static async Task<int> RunInAsync(string work, ParseResult parse, SimulationOptions options, LabeledData train, LabeledData test, MqttSimulationBroker brokerSettings, int processes, string? output, bool asJson, TextWriter progress, bool verbose, CancellationToken cancellationToken)
     {
+        brokerSettings = brokerSettings.Resolve(options);
         string broker = brokerSettings.Broker;
         MqttFleetSimulation.CheckSupported(options);
         progress.WriteLine($"simulate: {options.Vehicles:N0} vehicles ({options.Partition}) over MQTT (broker {broker}{(processes > 1 ? $", agents in {processes} processes" : "")}), cohort {options.CohortSize} per round, {options.Rounds} rounds, E={options.LocalEpochs} B={options.Batch} lr={options.ClientLearningRate.ToString(CultureInfo.InvariantCulture)}, strategy {options.Strategy}, seed {options.Seed}");
         progress.WriteLine($"model {options.Model} ({options.Model.ParameterCount:N0} parameters); codec {options.Codec}, secure aggregation {options.SecureAggregation.ToString().ToLowerInvariant()}, DP {(options.Privacy is { } p ? string.Create(CultureInfo.InvariantCulture, $"{p.Mode.ToString().ToLowerInvariant()} σ={p.NoiseMultiplier} C={p.ClipNorm}") : "off")}; databases under {work}");
-        // This process's agents, and one broker-side socket per vehicle when the broker runs here too.
-        long mine = (options.Vehicles + processes - 1) / processes;
+        // This process's agents (none with --processes above 1: they live in child processes), and one broker-side socket per vehicle when the broker runs here too.
+        long mine = processes > 1 ? 0 : options.Vehicles;
         OpenFileLimit.Ensure(OpenFileLimit.ForAgents(mine, options.Vehicles, options.CohortSize) + (broker.Equals("embedded", StringComparison.OrdinalIgnoreCase) ? options.Vehicles : 0),
-            $"this process ({mine:N0} agents{(broker.Equals("embedded", StringComparison.OrdinalIgnoreCase) ? $", and the broker's {options.Vehicles:N0} connections" : "")})", progress);
+            $"this process ({(mine > 0 ? $"{mine:N0} agents" : "the aggregator")}{(broker.Equals("embedded", StringComparison.OrdinalIgnoreCase) ? $", and the broker's {options.Vehicles:N0} connections" : "")})", progress);
         var clock = Stopwatch.StartNew();
         int? roundsToTarget = null;
         // Worker logs (connects, rounds, acks) go to stderr with --verbose-workers.
@@ -117,7 +118,7 @@ internal static partial class SimulateMqttCommand
         if (reportPath is not null) progress.WriteLine($"report: {reportPath}");
         if (result.AgentProcessPeakResidentBytes is { Count: > 0 } childPeaks && result.PeakResidentBytesAllProcesses is { } all)
             progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"peak resident memory: this process {result.PeakResidentBytes / 1e9:F2} GB, agent processes {string.Join(", ", childPeaks.Select(p => (p / 1e9).ToString("F2", CultureInfo.InvariantCulture)))} GB; {all / 1e9:F2} GB together at most (the sum of each one's own peak)"));
+                $"peak resident memory: this process {result.PeakResidentBytes / 1e9:F2} GB, agent processes {string.Join(", ", childPeaks.Select(p => (p / 1e9).ToString("F2", CultureInfo.InvariantCulture)))} GB{(result.BrokerPeakResidentBytes is { } brokerPeak ? $", mosquitto {brokerPeak / 1e9:F2} GB" : "")}; {all / 1e9:F2} GB together at most (the sum of each one's own peak)"));
         if (asJson)
             CliJson.Write(parse.InvocationConfiguration.Output, new
             {
@@ -136,6 +137,7 @@ internal static partial class SimulateMqttCommand
                 pending_in_outboxes = result.PendingInOutboxes,
                 peak_rss_bytes = result.PeakResidentBytes,
                 agent_processes_peak_rss_bytes = result.AgentProcessPeakResidentBytes,
+                broker_peak_rss_bytes = result.BrokerPeakResidentBytes,
                 peak_rss_bytes_all_processes = result.PeakResidentBytesAllProcesses, // the sum of each process's own peak: an upper bound
                 report = reportPath,
             });
@@ -143,7 +145,7 @@ internal static partial class SimulateMqttCommand
     }
 
     /// <summary>Starts this executable again, with the same arguments plus <see cref="AgentRangeOption"/>, to host vehicles [from, to).</summary>
-    private static Process StartAgentProcess(AgentRange range, string work, TextWriter progress)
+    private static AgentProcess StartAgentProcess(AgentRange range, string work, TextWriter progress)
     {
         var args = Environment.GetCommandLineArgs().Skip(1).ToList();
         string exe = Environment.ProcessPath ?? throw new InvalidOperationException("Cannot find this executable to start agent processes.");
@@ -151,8 +153,10 @@ internal static partial class SimulateMqttCommand
         var e = range.Endpoint;
         args.AddRange([AgentRangeOption, FormattableString.Invariant($"{range.From}:{range.To}:{e.Scheme}://{e.Host}:{e.Port}"), "--agent-work", work]);
         var start = new ProcessStartInfo(exe, args) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (e.VehiclePassword is { } vehiclePassword) start.Environment[AgentEndpoint.VehiclePasswordVariable] = vehiclePassword; // not in ps
         var process = Process.Start(start) ?? throw new InvalidOperationException("Could not start an agent process.");
-        process.OutputDataReceived += (_, _) => { };
+        var child = new AgentProcess(process);
+        process.OutputDataReceived += (_, line) => child.OnOutput(line.Data); // its report when it stops
         process.ErrorDataReceived += (_, line) =>
         {
             if (line.Data is { Length: > 0 } text) progress.WriteLine($"[agents {range.From}..{range.To - 1}] {text}");
@@ -160,7 +164,7 @@ internal static partial class SimulateMqttCommand
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         progress.WriteLine($"started agent process {process.Id} for vehicles {range.From}..{range.To - 1}");
-        return process;
+        return child;
     }
 
     /// <summary>The child side of <c>--processes</c>: hosts vehicles FROM..TO until the parent stops it.</summary>
@@ -182,12 +186,17 @@ internal static partial class SimulateMqttCommand
             throw new ArgumentException($"{AgentRangeOption} '{range}': expected FROM:TO:SCHEME://HOST:PORT.");
         // Without --broker-certs an mqtts endpoint is the embedded broker of --secagg-malicious, whose CA the parent wrote into the work folder.
         certificates ??= uri.Scheme == "mqtts" ? Path.Combine(work, SimulationCertificates.FolderName) : null;
-        var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"));
+        var endpoint = new AgentEndpoint(uri.Scheme, uri.Host, uri.Port, certificates, Path.Combine(work, "aggregator-signing.pub.pem"))
+        {
+            VehiclePassword = Environment.GetEnvironmentVariable(AgentEndpoint.VehiclePasswordVariable),
+        };
         int agents = Math.Max(0, Math.Min(to, options.Vehicles) - from);
         OpenFileLimit.Ensure(OpenFileLimit.ForAgents(agents, options.Vehicles, options.CohortSize), $"an agent process of {agents:N0} agents", Console.Error);
-        using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning);
+        using var logs = CliLogging.Create(verbose ? LogLevel.Information : LogLevel.Warning, timestamps: true);
         var partitions = Partitioner.Split(train.Labels, options.Vehicles, options.Partition, options.Seed);
+        var started = Stopwatch.StartNew();
         await using var host = await AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).ConfigureAwait(false);
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{host.Agents.Count:N0} agents started in {started.Elapsed.TotalSeconds:F1} s, {host.Agents.Count(a => a.IsConnected):N0} of them connected"));
         try
         {
             await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
@@ -196,6 +205,10 @@ internal static partial class SimulateMqttCommand
         {
             // stopped by the parent (signal, or its end of our stdin closed)
         }
+        // What the parent counts as left in outboxes: the last acknowledgements may still be on their way.
+        await host.WaitForEmptyOutboxesAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
+        Console.Out.WriteLine(AgentProcess.PendingLine(host.PendingInOutboxes));
+        await Console.Out.FlushAsync(CancellationToken.None).ConfigureAwait(false);
         return 0;
     }
 }

@@ -23,6 +23,9 @@ public sealed class MosquittoBroker : IAsyncDisposable
     /// <summary>Why the broker cannot run here (tests skip), or null.</summary>
     public string? SkipReason { get; private set; }
 
+    /// <summary>The mosquitto process's id while it runs (null before the start).</summary>
+    public int? ProcessId => _process is { HasExited: false } p ? p.Id : null;
+
     /// <summary>The loopback port it listens on.</summary>
     public int Port { get; private set; }
 
@@ -84,6 +87,42 @@ public sealed class MosquittoBroker : IAsyncDisposable
         File.WriteAllText(conf, ShippedConfiguration(repo, broker.Port, certificates).Replace($"acl_file {Path.Combine(repo, "broker-config", "acl")}", $"acl_file {acl}") + extraConfiguration);
         await broker.LaunchAsync(conf);
         return broker;
+    }
+
+    /// <summary>
+    /// Mosquitto with the shipped rules (broker-config/mosquitto.conf and acl) but passwords instead of mutual TLS, for a fleet
+    /// on one machine too large for certificates in every plan: a loopback listener, no anonymous clients, and a password file
+    /// (Mosquitto's own PBKDF2-SHA512 format) of <paramref name="users"/>; the acl is the shipped one plus <paramref name="extraAcl"/>.
+    /// The username is the client id, as with certificates (<c>use_username_as_clientid</c>), so the acl's %u rules hold.
+    /// </summary>
+    public static async Task<MosquittoBroker> StartWithPasswordsAsync(IEnumerable<(string User, string Password)> users, string extraAcl)
+    {
+        ArgumentNullException.ThrowIfNull(users);
+        var broker = new MosquittoBroker();
+        string repo = RepositoryRoot();
+        broker.Port = FreePort();
+        string acl = Path.Combine(broker._dir.FullName, "acl"), passwords = Path.Combine(broker._dir.FullName, "passwords");
+        File.WriteAllText(acl, File.ReadAllText(Path.Combine(repo, "broker-config", "acl")) + "\n" + extraAcl);
+        await using (var writer = new StreamWriter(passwords))
+        {
+            foreach (var (user, password) in users) await writer.WriteLineAsync($"{user}:{PasswordHash(password)}");
+        }
+        string[] tls = ["cafile", "certfile", "keyfile", "crlfile", "require_certificate", "use_identity_as_username", "tls_version"];
+        var lines = ShippedConfiguration(repo, broker.Port, broker.Certificates).Split('\n')
+            .Where(l => !tls.Contains(l.Split(' ', 2)[0], StringComparer.Ordinal))
+            .Select(l => l.StartsWith("acl_file ", StringComparison.Ordinal) ? $"acl_file {acl}" : l);
+        var conf = Path.Combine(broker._dir.FullName, "mosquitto.conf");
+        File.WriteAllText(conf, string.Join('\n', lines) + $"password_file {passwords}\nset_tcp_nodelay true\n");
+        await broker.LaunchAsync(conf);
+        return broker;
+    }
+
+    /// <summary>A password file entry's hash as mosquitto_passwd writes it: <c>$7$101$salt$hash</c>, PBKDF2-SHA512 over 101 iterations, a 12-byte salt.</summary>
+    public static string PasswordHash(string password, byte[]? salt = null)
+    {
+        salt ??= System.Security.Cryptography.RandomNumberGenerator.GetBytes(12);
+        byte[] hash = System.Security.Cryptography.Rfc2898DeriveBytes.Pbkdf2(System.Text.Encoding.UTF8.GetBytes(password), salt, 101, System.Security.Cryptography.HashAlgorithmName.SHA512, 64);
+        return $"$7$101${Convert.ToBase64String(salt)}${Convert.ToBase64String(hash)}";
     }
 
     /// <summary>Runs broker-config/make-dev-ca.sh into <paramref name="folder"/> for <paramref name="clients"/>.</summary>
