@@ -13,7 +13,17 @@ public sealed class AgentProcess(Process process) : IDisposable
     /// <summary>The line a stopping child writes: this prefix, then the messages still unacknowledged in its agents' outboxes.</summary>
     public const string PendingLinePrefix = "pending-in-outboxes ";
 
+    /// <summary>The line a child writes once every agent it hosts has started (and connected, or waited its turn): this prefix, then their number.</summary>
+    public const string StartedLinePrefix = "agents-started ";
+
+    private readonly TaskCompletionSource<int> _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _pending = -1;
+
+    /// <summary>Completes with the number of agents once the child reported them started.</summary>
+    public Task<int> Started => _started.Task;
+
+    /// <summary>The line a child writes when its <paramref name="agents"/> agents have started.</summary>
+    public static string StartedLine(int agents) => StartedLinePrefix + agents.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>The OS process.</summary>
     public Process Process => process;
@@ -27,6 +37,9 @@ public sealed class AgentProcess(Process process) : IDisposable
     /// <summary>One line of the child's standard output: its report is kept, anything else ignored.</summary>
     public void OnOutput(string? line)
     {
+        if (line is not null && line.StartsWith(StartedLinePrefix, StringComparison.Ordinal)
+            && int.TryParse(line.AsSpan(StartedLinePrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int agents))
+            _started.TrySetResult(agents);
         if (line is not null && line.StartsWith(PendingLinePrefix, StringComparison.Ordinal)
             && int.TryParse(line.AsSpan(PendingLinePrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pending))
             Volatile.Write(ref _pending, pending);

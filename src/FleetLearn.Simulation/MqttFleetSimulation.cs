@@ -167,11 +167,15 @@ public static class MqttFleetSimulation
         // same vehicles are available, selected, silent and folded in the same order, and a phase nobody else will answer is
         // skipped to its deadline on the aggregator's clock. Agents in other processes run without it.
         var aggregatorClock = new SkippingClock();
+        // Agents in other processes: round 1 opens once every agent process has started its agents (a fleet is up before its
+        // rounds run; while thousands of agents still open their files and connect, they and round 1 share the same two cores).
+        var fleetUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (processes > 1) aggregatorOptions.CohortWait = FleetStartTimeout;
         await using var link = processes == 1 ? new SimulatedFleetLink(options, partitions, status, aggregatorClock, aggregatorOptions.RoundTimeout, aggregatorOptions.PhaseTimeout) : null;
         // That clock runs ahead of the vehicles' by every skipped wait: not a vehicle's clock being off, so not reported as one.
         if (link is not null) aggregatorOptions.ClockSkewTolerance = TimeSpan.FromDays(365);
         var aggregator = new AggregatorWorker(Options.Create(aggregatorOptions), Options.Create(endpoint.Mqtt("aggregator", scheme == "mqtts" ? null : password)), status, aggregatorClock,
-            logger.CreateLogger<AggregatorWorker>(), null, randomness, link?.Gate);
+            logger.CreateLogger<AggregatorWorker>(), null, randomness, link?.Gate ?? (processes > 1 ? FleetUpGate(fleetUp.Task, aggregatorOptions) : null));
         var reports = new List<RoundReport>();
         var children = new List<AgentProcess>();
         using var evaluator = TrainerFactory.Create(BackendChoice.Cpu, options.Model, 1024);
@@ -191,6 +195,27 @@ public static class MqttFleetSimulation
                     var range = new AgentRange(p * perProcess, Math.Min(options.Vehicles, (p + 1) * perProcess), network is null ? endpoint : endpoint with { Port = network.Regional[p % 2].Port });
                     if (range.From < range.To) children.Add(startAgentProcess!(range));
                 }
+                var fleetStart = Stopwatch.StartNew();
+                var allStarted = Task.WhenAll(children.Select(c => c.Started));
+                var anyExit = Task.WhenAny(children.Select(c => c.Process.WaitForExitAsync(cancellationToken)));
+                while (!allStarted.IsCompleted && !anyExit.IsCompleted && fleetStart.Elapsed < FleetStartTimeout)
+                {
+                    await Task.WhenAny(allStarted, anyExit, Task.Delay(TimeSpan.FromSeconds(10), cancellationToken)).ConfigureAwait(false);
+                    if (!allStarted.IsCompleted)
+                        onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                            $"  … fleet starting: {children.Count(c => c.Started.IsCompleted)} of {children.Count} agent processes up, {status.CheckedIn:N0} vehicles checked in ({fleetStart.Elapsed.TotalSeconds:F0} s)"));
+                }
+                if (!allStarted.IsCompleted)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    throw new InvalidOperationException(children.FirstOrDefault(c => c.Process.HasExited) is { } dead
+                        ? $"An agent process (pid {dead.Process.Id}) exited with code {dead.Process.ExitCode} before its agents started."
+                        : $"The agent processes did not start their agents within {FleetStartTimeout.TotalMinutes:F0} minutes.");
+                }
+                int fleet = (await allStarted.ConfigureAwait(false)).Sum();
+                onProgress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"fleet: {fleet:N0} agents started in {children.Count} processes in {fleetStart.Elapsed.TotalSeconds:F1} s; round 1 opens now"));
+                fleetUp.TrySetResult();
             }
             else
             {
@@ -312,6 +337,16 @@ public static class MqttFleetSimulation
             throw new ArgumentException("--transport mqtt does not keep top-k error-feedback residuals on the agents yet; use a dense codec (rot, sub, q) or the in-process transport.");
         if (options.Shards > 1 && options.Privacy?.Mode == NoiseMode.Distributed)
             throw new ArgumentException("--transport mqtt --shards runs plain secure aggregation and central DP; distributed DP sized per shard runs in process only (docs/scale.md, \"Sharded aggregation\").");
+    }
+
+    /// <summary>Longest the agent processes may take to start their agents.</summary>
+    public static readonly TimeSpan FleetStartTimeout = TimeSpan.FromMinutes(10);
+
+    /// <summary>Round 1 waits for the whole fleet to be up, then for the selection as usual.</summary>
+    private static CohortGate FleetUpGate(Task fleetUp, AggregatorOptions options)
+    {
+        int selection = CohortSelection.SelectionSize(options.CohortSize, options.OverSelection);
+        return (_, candidates) => fleetUp.IsCompleted && candidates.Count >= selection;
     }
 
     private static (string Scheme, string Host, int Port) ParseBroker(string broker)

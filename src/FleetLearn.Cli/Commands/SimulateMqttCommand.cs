@@ -197,6 +197,8 @@ internal static partial class SimulateMqttCommand
         var started = Stopwatch.StartNew();
         await using var host = await AgentHost.StartAsync(options, train, partitions, new AgentRange(from, Math.Min(to, options.Vehicles), endpoint), work, logs, cancellationToken).ConfigureAwait(false);
         Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{host.Agents.Count:N0} agents started in {started.Elapsed.TotalSeconds:F1} s, {host.Agents.Count(a => a.IsConnected):N0} of them connected"));
+        Console.Out.WriteLine(AgentProcess.StartedLine(host.Agents.Count)); // the parent opens round 1 once every agent process has said so
+        await Console.Out.FlushAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
             await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
