@@ -82,7 +82,7 @@ public struct SquaresAccumulator
 
     /// <summary>64 values a step: eight 8-double accumulators, lane k of accumulator j is lane 8j + k.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Blocks512(ref float x, int blocks, ref double l)
+    internal static void Blocks512(ref float x, int blocks, ref double l)
     {
         var a0 = Vector512.LoadUnsafe(ref l, 0);
         var a1 = Vector512.LoadUnsafe(ref l, 8);
@@ -125,7 +125,7 @@ public struct SquaresAccumulator
 
     /// <summary>AVX2: the 64 lanes in two passes of 32 (eight 4-double accumulators each; 16 would not fit the 16 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Blocks256(ref float x, int blocks, ref double l)
+    internal static void Blocks256(ref float x, int blocks, ref double l)
     {
         for (int half = 0; half < Lanes; half += 32)
         {
@@ -171,7 +171,7 @@ public struct SquaresAccumulator
 
     /// <summary>128-bit (NEON, SSE) or scalar: the 64 lanes in four passes of 16 (eight 2-double accumulators each).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Blocks128(ref float x, int blocks, ref double l)
+    internal static void Blocks128(ref float x, int blocks, ref double l)
     {
         for (int quarter = 0; quarter < Lanes; quarter += 16)
         {

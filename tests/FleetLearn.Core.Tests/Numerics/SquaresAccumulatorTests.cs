@@ -88,6 +88,28 @@ public sealed class SquaresAccumulatorTests
     }
 
     [Fact]
+    public void Blocks_EverySimdPathThisCpuRuns_SameLaneSumsAsTheDefinition()
+    {
+        // Add picks one path per CPU; here each path this CPU can run is called directly (AVX-512 and AVX2 where present,
+        // the 128-bit path everywhere), from lanes that already hold sums, and must give the definition's lane sums.
+        var paths = new List<(string Name, Action<float[], int, double[]> Run)> { ("128-bit", (x, b, l) => SquaresAccumulator.Blocks128(ref x[0], b, ref l[0])) };
+        if (System.Runtime.Intrinsics.X86.Avx.IsSupported) paths.Add(("AVX2", (x, b, l) => SquaresAccumulator.Blocks256(ref x[0], b, ref l[0])));
+        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) paths.Add(("AVX-512", (x, b, l) => SquaresAccumulator.Blocks512(ref x[0], b, ref l[0])));
+        Gen.Select(Value.Array[SquaresAccumulator.Lanes * 5], Value.Array[SquaresAccumulator.Lanes], Gen.Int[1, 5]).Sample((values, start, blocks) =>
+        {
+            var expected = new double[SquaresAccumulator.Lanes];
+            for (int j = 0; j < expected.Length; j++) expected[j] = (double)start[j] * start[j];
+            for (int i = 0; i < blocks * SquaresAccumulator.Lanes; i++) expected[i % expected.Length] += (double)values[i] * values[i];
+            foreach (var (name, run) in paths)
+            {
+                var lanes = start.Select(v => (double)v * v).ToArray();
+                run(values, blocks, lanes);
+                Assert.True(expected.Select(BitConverter.DoubleToInt64Bits).SequenceEqual(lanes.Select(BitConverter.DoubleToInt64Bits)), $"{name}: lane sums differ from the definition.");
+            }
+        });
+    }
+
+    [Fact]
     public void SumOfSquares_KnownValues_ExactSum()
     {
         var values = Enumerable.Range(1, 200).Select(i => (float)i).ToArray(); // Σ i² for i ≤ 200, exact in double
