@@ -72,6 +72,8 @@ public sealed record IngestStages(double Reassembly, double Decode, double Recei
 public static class IngestBenchmark
 {
     private const string Topic = "fleetlearn/v1/bench/vehicles/v/up/update";
+    private const int MaxWarmupPasses = 20;
+    private static readonly TimeSpan WarmupQuiet = TimeSpan.FromSeconds(1);
 
     /// <summary>The plain path: <paramref name="updates"/> updates of a <paramref name="dimension"/>-parameter model through <paramref name="codec"/>.</summary>
     public static IngestPathResult Plain(int updates, int dimension, CodecSpec codec, int chunkBytes, int repeats = 3, Action<string>? progress = null)
@@ -188,8 +190,14 @@ public static class IngestBenchmark
         long bestAllocated = 0;
         IngestStages bestStages = new(0, 0, 0);
         long wire = 0;
-        // One untimed pass first: the JIT promotes the loops to optimized code, as in a long-running aggregator.
-        for (int pass = 0; pass <= repeats; pass++)
+        // Untimed warm-up passes first, until the JIT has settled: no method compiled (at tier 0, or promoted to tier 1) for
+        // WarmupQuiet of passes, at most MaxWarmupPasses. A long-running aggregator runs tier-1 code; one warm-up pass was not
+        // enough (XxHash128.Append was still at instrumented tier 0 after it and the three timed passes, and the timed
+        // passes measured the JIT's promotion schedule rather than the receive path).
+        int warmups = 0;
+        bool warming = true;
+        long compiled = System.Runtime.JitInfo.GetCompiledMethodCount(), quietSince = Stopwatch.GetTimestamp();
+        for (int pass = 0, timed = 0; timed < repeats; pass++)
         {
             var (coordinator, dispose) = open(pass);
             var messages = messagesOf();
@@ -264,7 +272,16 @@ public static class IngestBenchmark
                 if (path == "plain" && coordinator.Phase is not Closed) throw new InvalidOperationException("The plain round did not close after its last update.");
             }
             dispose();
-            if (pass == 0) continue;
+            if (warming)
+            {
+                warmups++;
+                long now = System.Runtime.JitInfo.GetCompiledMethodCount();
+                if (now != compiled) (compiled, quietSince) = (now, Stopwatch.GetTimestamp());
+                warming = Stopwatch.GetElapsedTime(quietSince) < WarmupQuiet && warmups < MaxWarmupPasses;
+                if (!warming) progress?.Invoke($"{path}: {warmups} untimed warm-up passes{(warmups >= MaxWarmupPasses ? " (the most; the JIT was still compiling)" : "")}");
+                continue;
+            }
+            timed++;
             bestCopy = Math.Min(bestCopy, copy.Elapsed.TotalSeconds);
             bestHash = Math.Min(bestHash, hash.Elapsed.TotalSeconds);
             bestFresh = Math.Min(bestFresh, fresh.Elapsed.TotalSeconds);
@@ -272,7 +289,7 @@ public static class IngestBenchmark
             var stages = new IngestStages(Seconds(reassembly), Seconds(decode), Seconds(fold));
             if (receive.Elapsed.TotalSeconds < bestReceive) (bestReceive, bestStages, bestAllocated) = (receive.Elapsed.TotalSeconds, stages, allocated);
             progress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"{path} pass {pass}/{repeats}: receive {wire / receive.Elapsed.TotalSeconds / 1e6:N0} MB/s (reassembly {stages.Reassembly:F3} s, decode {stages.Decode:F3} s, admit and fold {stages.Receive:F3} s; {allocated / 1e6:N1} MB allocated), memcpy {wire / copy.Elapsed.TotalSeconds / 1e6:N0} MB/s, into fresh memory {wire / fresh.Elapsed.TotalSeconds / 1e6:N0} MB/s, XXH3-128 alone {wire / checksum.Elapsed.TotalSeconds / 1e6:N0} MB/s, SHA-256 alone {wire / hash.Elapsed.TotalSeconds / 1e6:N0} MB/s"));
+                $"{path} pass {timed}/{repeats}: receive {wire / receive.Elapsed.TotalSeconds / 1e6:N0} MB/s (reassembly {stages.Reassembly:F3} s, decode {stages.Decode:F3} s, admit and fold {stages.Receive:F3} s; {allocated / 1e6:N1} MB allocated), memcpy {wire / copy.Elapsed.TotalSeconds / 1e6:N0} MB/s, into fresh memory {wire / fresh.Elapsed.TotalSeconds / 1e6:N0} MB/s, XXH3-128 alone {wire / checksum.Elapsed.TotalSeconds / 1e6:N0} MB/s, SHA-256 alone {wire / hash.Elapsed.TotalSeconds / 1e6:N0} MB/s"));
         }
         return new IngestPathResult(path, updates, dimension, wire, bestReceive, bestCopy, bestStages, bestHash, bestAllocated, bestFresh, bestChecksum);
 

@@ -18,7 +18,7 @@ internal static class BenchIngestCommand
         var maskedCodec = new Option<string>("--masked-codec") { Description = "Codec under SecAgg+ (the demo's).", DefaultValueFactory = _ => "rot+q8" };
         var neighbors = new Option<int>("--neighbors") { Description = "SecAgg+ neighbours per vehicle.", DefaultValueFactory = _ => 16 };
         var paths = new Option<string>("--paths") { Description = "plain, masked, or both.", DefaultValueFactory = _ => "both" };
-        var repeats = new Option<int>("--repeat") { Description = "Timed passes (after one untimed warm-up); the best is reported.", DefaultValueFactory = _ => 3 };
+        var repeats = new Option<int>("--repeat") { Description = "Timed passes (after untimed warm-up passes, until the JIT has settled); the best is reported.", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "One JSON line per path on stdout." };
         var command = new Command("ingest", "The aggregator's receive path (chunk reassembly, envelope, decode, dedupe, fold; plain and masked) against same-run memcpy of the same bytes.")
         {

@@ -40,14 +40,15 @@ public sealed class WeightedMeanAggregator(int dimension, double normBound = dou
             throw new ArgumentException($"Update has {delta.Count} values; the model has {_sum.Length}.", nameof(delta));
         if (!(weight > 0) || !double.IsFinite(weight))
             throw new ArgumentOutOfRangeException(nameof(weight), weight, "Update weight must be a positive finite number.");
+        double scale = weight;
         if (double.IsFinite(normBound))
         {
-            // The norm scales the update: computed as the array path computes it, so that a replayed journal (one array)
-            // folds bit for bit what the live round folded from segments.
-            Add(delta.ToArray(), weight);
-            return;
+            // The same bits as VectorMath.Norm of the joined array (SquaresAccumulator), so that a replayed journal (one
+            // array) scales and folds bit for bit what the live round folded from segments.
+            double norm = Math.Sqrt(delta.SumOfSquares());
+            if (norm > normBound) scale *= normBound / norm;
         }
-        delta.Axpy((float)weight, _sum);
+        delta.Axpy((float)scale, _sum);
         Count++;
         TotalWeight += weight;
     }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace FleetLearn.Core.Numerics;
@@ -7,8 +8,8 @@ namespace FleetLearn.Core.Numerics;
 /// <summary>float32 values, little-endian, across the segments of a byte sequence: a received update read where it arrived, never joined.</summary>
 /// <remarks>
 /// Each segment's whole floats are read in place as a span (unaligned loads are free on x64 and arm64); a float whose four
-/// bytes straddle two segments is put together in a 4-byte buffer. Every operation visits the values in index order, so
-/// results equal those of the <see cref="VectorMath"/> operation on the joined array, run by run.
+/// bytes straddle two segments is put together in a 4-byte buffer. Every operation visits the values in index order, and
+/// its result equals, bit for bit, that of the <see cref="VectorMath"/> operation on the joined array.
 /// </remarks>
 public readonly struct FloatSegments
 {
@@ -35,14 +36,14 @@ public readonly struct FloatSegments
     }
 
     /// <summary>
-    /// Σ x², each square widened to double (<see cref="VectorMath.SumOfSquares"/> run by run): finite exactly when every
-    /// value is. Where the segments are cut can change the last bits (the runs are summed apart), never the finiteness.
+    /// Σ x², each square widened to double (<see cref="SquaresAccumulator"/>): finite exactly when every value is, and the
+    /// same bits as <see cref="VectorMath.SumOfSquares"/> on the joined array wherever the segments are cut.
     /// </summary>
     public double SumOfSquares()
     {
         var v = new SquaresVisitor();
         Visit(ref v);
-        return v.Sum;
+        return v.Sums.Total;
     }
 
     /// <summary><c>y += a·x</c> (as <see cref="VectorMath.Axpy"/>).</summary>
@@ -70,6 +71,7 @@ public readonly struct FloatSegments
     }
 
     /// <summary>Calls the visitor with consecutive runs of values (a run at index <c>offset</c>), in order, until it returns false.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a few calls per update: see VectorMath.Axpy
     private void Visit<T>(ref T visitor) where T : struct, IRunVisitor, allows ref struct
     {
         Span<byte> carry = stackalloc byte[4];
@@ -114,11 +116,11 @@ public readonly struct FloatSegments
 
     private struct SquaresVisitor : IRunVisitor
     {
-        public double Sum;
+        public SquaresAccumulator Sums;
 
         public bool Visit(scoped ReadOnlySpan<float> run, int offset)
         {
-            Sum += VectorMath.SumOfSquares(run);
+            Sums.Add(run); // runs come in index order: Sums.Count == offset
             return true;
         }
     }

@@ -9,6 +9,9 @@ namespace FleetLearn.Core.Numerics;
 public static class VectorMath
 {
     /// <summary><c>y += a·x</c>.</summary>
+    // AggressiveOptimization here and in AllFinite: the receive path calls these a few times per update, too few for the
+    // tiered JIT to promote them in an aggregator's first rounds; at tier 0 their loops run several times slower.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Axpy(float a, ReadOnlySpan<float> x, Span<float> y)
     {
         if (x.Length != y.Length) throw new ArgumentException($"Length mismatch: {x.Length} vs {y.Length}.");
@@ -97,33 +100,17 @@ public static class VectorMath
         for (; i < n; i++) Unsafe.Add(ref rz, i) = Unsafe.Add(ref rx, i) - Unsafe.Add(ref ry, i);
     }
 
-    /// <summary>Sum of squares, each square widened to double before it is added, so million-coordinate updates keep full precision.</summary>
-    public static double SumOfSquares(ReadOnlySpan<float> x)
-    {
-        double sum = 0;
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && x.Length >= Vector<float>.Count)
-        {
-            var acc0 = Vector<double>.Zero;
-            var acc1 = Vector<double>.Zero;
-            var vectors = MemoryMarshal.Cast<float, Vector<float>>(x);
-            foreach (var v in vectors)
-            {
-                Vector.Widen(v, out Vector<double> lo, out Vector<double> hi);
-                acc0 += lo * lo;
-                acc1 += hi * hi;
-            }
-            sum = Vector.Sum(acc0 + acc1);
-            i = vectors.Length * Vector<float>.Count;
-        }
-        for (; i < x.Length; i++) sum += (double)x[i] * x[i];
-        return sum;
-    }
+    /// <summary>
+    /// Sum of squares, each square widened to double before it is added, so million-coordinate updates keep full precision:
+    /// <see cref="SquaresAccumulator"/>, whose bits do not depend on the SIMD width or on how the values are cut into runs.
+    /// </summary>
+    public static double SumOfSquares(ReadOnlySpan<float> x) => SquaresAccumulator.Of(x);
 
     /// <summary>Euclidean norm.</summary>
     public static double Norm(ReadOnlySpan<float> x) => Math.Sqrt(SumOfSquares(x));
 
     /// <summary>True when every value is finite (no NaN, no ±∞).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool AllFinite(ReadOnlySpan<float> x)
     {
         // A float is NaN or ±∞ exactly when its 8 exponent bits are all set, i.e. when its bits with the sign cleared are
