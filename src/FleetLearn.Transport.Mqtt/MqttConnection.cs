@@ -452,7 +452,7 @@ public sealed class MqttConnection : IAsyncDisposable
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private static MqttClientOptions BuildClientOptions(MqttTransportOptions o, string? presenceTopic)
+    internal static MqttClientOptions BuildClientOptions(MqttTransportOptions o, string? presenceTopic)
     {
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(o.Host, o.Port)
@@ -488,7 +488,9 @@ public sealed class MqttConnection : IAsyncDisposable
                 if (ca is not null) t.WithCertificateValidationHandler(args => ValidateAgainstCa(args.Certificate, args.SslPolicyErrors, ca));
             });
         }
-        return builder.Build();
+        var built = builder.Build();
+        if (built.ChannelOptions is MqttClientTcpOptions tcp) tcp.BufferSize = o.SocketBufferBytes; // MQTTnet's 8 KiB caps the TCP window (MqttTransportOptions.SocketBufferBytes)
+        return built;
     }
 
     /// <summary>Accepts the broker's certificate only when it chains to the configured CA and its name matches.</summary>

@@ -38,10 +38,13 @@ internal sealed class BrokerTestKit : IAsyncDisposable
         await Broker.StartAsync();
     }
 
-    public MqttTransportOptions Options(string clientId, string? password = null) => new()
+    public MqttTransportOptions Options(string clientId, string? password = null) => LoopbackOptions(Broker.Port, clientId, password);
+
+    /// <summary>Settings of client <paramref name="clientId"/> for a broker on loopback <paramref name="port"/>, with the tests' short reconnect delays.</summary>
+    public static MqttTransportOptions LoopbackOptions(int port, string clientId, string? password = null) => new()
     {
         Host = "127.0.0.1",
-        Port = Broker.Port,
+        Port = port,
         Fleet = Fleet,
         ClientId = clientId,
         Password = password,

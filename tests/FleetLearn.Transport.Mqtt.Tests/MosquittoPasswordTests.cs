@@ -57,18 +57,7 @@ public sealed class MosquittoPasswordTests : IAsyncLifetime
         Assert.Equal(1, car.Connects); // the refused impostor did not take over the vehicle's session
     }
 
-    private MqttTransportOptions Options(string clientId, string password) => new()
-    {
-        Host = "127.0.0.1",
-        Port = _broker!.Port,
-        Fleet = BrokerTestKit.Fleet,
-        ClientId = clientId,
-        Password = password,
-        ReconnectDelay = TimeSpan.FromMilliseconds(50),
-        MaxReconnectDelay = TimeSpan.FromMilliseconds(500),
-        BreakDuration = TimeSpan.FromMilliseconds(500),
-        ConnectTimeout = TimeSpan.FromSeconds(5),
-    };
+    private MqttTransportOptions Options(string clientId, string password) => BrokerTestKit.LoopbackOptions(_broker!.Port, clientId, password);
 
     private async Task<MqttConnection> ConnectAsync(string clientId, string password)
     {
