@@ -1,6 +1,7 @@
 using System.Buffers;
 using CsCheck;
 using FleetLearn.Core.Rounds;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Transport.Mqtt.Tests;
 

@@ -2,6 +2,7 @@ using CsCheck;
 using FleetLearn.Core.Compression;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Random;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Core.Tests.Compression;
 

@@ -1,6 +1,7 @@
 using CsCheck;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Federated.Strategies;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Core.Tests.Federated;
 

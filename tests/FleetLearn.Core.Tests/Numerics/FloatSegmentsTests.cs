@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using CsCheck;
 using FleetLearn.Core.Numerics;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Core.Tests.Numerics;
 

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using CsCheck;
 using FleetLearn.Core.Federated;
 using FleetLearn.Core.Numerics;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Core.Tests.Numerics;
 

@@ -6,6 +6,7 @@ using FleetLearn.Core.Random;
 using FleetLearn.Core.Privacy;
 using FleetLearn.Core.Rounds;
 using FleetLearn.Core.SecureAggregation;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Core.Tests.Rounds;
 

@@ -1,6 +1,7 @@
 using System.Buffers;
 using CsCheck;
 using FleetLearn.Core.SecureAggregation;
+using FleetLearn.Testing;
 
 namespace FleetLearn.Core.Tests.SecureAggregation;
 

@@ -1,9 +1,9 @@
 using System.Buffers;
 
-namespace FleetLearn.Transport.Mqtt.Tests;
+namespace FleetLearn.Testing;
 
 /// <summary>Byte sequences cut into segments at chosen places, as a reassembled chunked transfer is.</summary>
-internal static class Segments
+public static class Segments
 {
     /// <summary><paramref name="bytes"/> as a sequence cut before each offset in <paramref name="cuts"/> (any order, duplicates and out-of-range values ignored).</summary>
     public static ReadOnlySequence<byte> Cut(byte[] bytes, IEnumerable<int> cuts)
