@@ -26,6 +26,21 @@ public sealed class AgentHost : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(range);
         var host = new AgentHost(new TrainerPool(spec => TrainerFactory.Create(BackendChoice.Cpu, spec, Math.Max(options.Batch, 256)), Math.Max(1, options.Workers)));
+        try
+        {
+            await host.StartAgentsAsync(options, train, partitions, range, workDirectory, logger, link, shape, cancellationToken).ConfigureAwait(false);
+            return host;
+        }
+        catch
+        {
+            await host.DisposeAsync().ConfigureAwait(false); // the agents started so far stop with their host
+            throw;
+        }
+    }
+
+    private async Task StartAgentsAsync(SimulationOptions options, LabeledData train, int[][] partitions, AgentRange range, string workDirectory, ILoggerFactory logger,
+        SimulatedFleetLink? link, Func<int, AgentShape>? shape, CancellationToken cancellationToken)
+    {
         string publicKey = await File.ReadAllTextAsync(range.Endpoint.AggregatorPublicKey, cancellationToken).ConfigureAwait(false);
         Directory.CreateDirectory(Path.Combine(workDirectory, "agents"));
         for (int v = range.From; v < range.To; v++)
@@ -61,15 +76,17 @@ public sealed class AgentHost : IAsyncDisposable
                 round => SimulationRandomness.Rounding(options.Seed, round, vehicle),
                 round => SimulationRandomness.SecAggHolders(options.Seed, round, vehicle));
             var agent = new EdgeAgentWorker(Options.Create(agentOptions), Options.Create(range.Endpoint.Mqtt(id)), new VehicleDataset(train, partitions[v]), TimeProvider.System,
-                logger.CreateLogger<EdgeAgentWorker>(), shaped?.Monitor ?? link?.StateOf(v) ?? VehicleStateProviders.Idle, shaped?.Randomness ?? random, host._trainers, monitor: shaped?.Monitor, link: (IAgentLink?)shaped?.Link ?? link);
+                logger.CreateLogger<EdgeAgentWorker>(), shaped?.Monitor ?? link?.StateOf(v) ?? VehicleStateProviders.Idle, shaped?.Randomness ?? random, _trainers, monitor: shaped?.Monitor, link: (IAgentLink?)shaped?.Link ?? link);
             if (link is not null) agent.Progressed += link.Evaluate;
-            await agent.StartAsync(cancellationToken).ConfigureAwait(false);
-            host._agents.Add(agent);
+            cancellationToken.ThrowIfCancellationRequested();
+            // Not the caller's token: BackgroundService links its stopping token to it, so a cancelled run would stop and dispose
+            // every agent at once, before the host counts what is left in their outboxes. The host's DisposeAsync stops them.
+            await agent.StartAsync(CancellationToken.None).ConfigureAwait(false);
+            _agents.Add(agent);
             // Without the simulated link (agents in several processes, thousands of them) the agents start in waves: all at once, their
             // store files and connects queued behind each other, connects timed out and retried (docs/scale.md, "Ten thousand agents").
-            if (link is null && shape is null && host._agents.Count % StartWave == 0) await host.WaitForConnectedAsync(host._agents.Count - StartWave, WaveTimeout, cancellationToken).ConfigureAwait(false);
+            if (link is null && shape is null && _agents.Count % StartWave == 0) await WaitForConnectedAsync(_agents.Count - StartWave, WaveTimeout, cancellationToken).ConfigureAwait(false);
         }
-        return host;
     }
 
     /// <summary>Agents started before the host waits for them to connect (agents in several processes only).</summary>
